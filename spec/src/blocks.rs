@@ -1,0 +1,88 @@
+//! Building the blocks of the specification's token layout (§3): the root
+//! block minted by the issuer and the delegation block of a hop.
+
+use crate::datalog::grant_checks;
+use crate::grant::{validate_name, Grant, MAX_VALUE_LEN};
+use crate::{vocab, SpecError};
+use biscuit_auth::builder::{bytes, date, fact, int, string, BlockBuilder};
+use biscuit_auth::{BiscuitBuilder, PublicKey};
+use std::time::SystemTime;
+
+/// Who a hop hands the token to, why, and what it allows.
+#[derive(Debug, Clone)]
+pub struct HopContent<'a> {
+    /// The next agent's id (letters, digits, `_ . : -`).
+    pub agent: &'a str,
+    /// The next agent's Ed25519 public key.
+    pub agent_key: &'a PublicKey,
+    /// Optional purpose text.
+    pub purpose: Option<&'a str>,
+    /// What the hop allows.
+    pub grant: &'a Grant,
+    /// When the hop stops working.
+    pub expires: SystemTime,
+}
+
+/// What only the root states: token id, principal, issue time, depth limit.
+#[derive(Debug, Clone)]
+pub struct RootContent<'a> {
+    /// UUID v4 of the token family.
+    pub token_id: &'a str,
+    /// Who the chain acts for, e.g. `user:alice`.
+    pub principal: &'a str,
+    /// When the token is minted.
+    pub issued_at: SystemTime,
+    /// Most delegation hops allowed, if limited.
+    pub max_depth: Option<u32>,
+}
+
+/// The authority block of a root token.
+pub fn root_block(root: &RootContent<'_>, hop: &HopContent<'_>) -> Result<BiscuitBuilder, SpecError> {
+    validate_name("principal", root.principal)?;
+    if hop.grant.alternatives.is_empty() {
+        return Err(SpecError::Grant(
+            "a root token needs at least one --allow alternative".into(),
+        ));
+    }
+    let mut b = BiscuitBuilder::new()
+        .fact(fact(vocab::TOKEN, &[string(root.token_id)]))?
+        .fact(fact(vocab::PRINCIPAL, &[string(root.principal)]))?
+        .fact(fact(vocab::ISSUED_AT, &[date(&root.issued_at)]))?;
+    if let Some(d) = root.max_depth {
+        b = b.fact(fact(vocab::MAX_DEPTH, &[int(d.into())]))?;
+    }
+    b = b.merge(hop_block(hop)?);
+    Ok(b)
+}
+
+/// The block of a hop: `agent(id, key)`, optional `purpose`, and the grant's
+/// checks with the expiry merged in.
+pub fn hop_block(hop: &HopContent<'_>) -> Result<BlockBuilder, SpecError> {
+    validate_name("agent id", hop.agent)?;
+    if hop.agent_key.algorithm() != biscuit_auth::format::schema::public_key::Algorithm::Ed25519 {
+        return Err(SpecError::Key("agent keys must be Ed25519".into()));
+    }
+    let mut b = BlockBuilder::new().fact(fact(
+        vocab::AGENT,
+        &[string(hop.agent), bytes(&hop.agent_key.to_bytes())],
+    ))?;
+    if let Some(p) = hop.purpose {
+        if p.len() > MAX_VALUE_LEN {
+            return Err(SpecError::Grant(format!("purpose longer than {MAX_VALUE_LEN} bytes")));
+        }
+        b = b.fact(fact(vocab::PURPOSE, &[string(p)]))?;
+    }
+    for check in grant_checks(hop.grant, Some(hop.expires))? {
+        b = b.check(check)?;
+    }
+    Ok(b)
+}
+
+/// A first-party narrowing block: only checks, no agent.
+pub fn narrowing_block(grant: &Grant, expires: Option<SystemTime>) -> Result<BlockBuilder, SpecError> {
+    let mut b = BlockBuilder::new();
+    for check in grant_checks(grant, expires)? {
+        b = b.check(check)?;
+    }
+    Ok(b)
+}

@@ -1,0 +1,452 @@
+//! Reading a token's blocks and the delegation chain they form
+//! (specification §3 "Token layout" and §6 "Chain integrity").
+//!
+//! Blocks are decoded from the token bytes with Biscuit's own protobuf schema
+//! and symbol tables, so every string is read as the term it is (never
+//! re-parsed from printed Datalog, which Biscuit prints without escaping).
+//! Decoding does not verify signatures: the verifier does that with Biscuit
+//! first; `inspect` without a root key says it did not.
+
+use crate::datalog::decode_check;
+use crate::grant::{rfc3339, Grant};
+use crate::keys::public_key_from_bytes;
+use crate::{vocab, SpecError};
+use biscuit_auth::builder::{Check, Convert, Fact, Term};
+use biscuit_auth::datalog::SymbolTable;
+use biscuit_auth::format::{convert::proto_block_to_token_block, schema};
+use biscuit_auth::PublicKey;
+use prost::Message;
+use serde::Serialize;
+use std::fmt;
+use time::OffsetDateTime;
+
+/// The content of one block, decoded.
+#[derive(Debug, Clone)]
+pub struct BlockContent {
+    /// Position in the token (0 = authority).
+    pub index: usize,
+    /// The key that signed this block as a third-party block, if any.
+    pub external_key: Option<PublicKey>,
+    /// The block's facts.
+    pub facts: Vec<Fact>,
+    /// Names of the predicates the block's rules produce.
+    pub rule_heads: Vec<String>,
+    /// The block's checks.
+    pub checks: Vec<Check>,
+    /// The block's revocation id (its signature, 64 bytes for Ed25519).
+    pub revocation_id: Vec<u8>,
+}
+
+/// Decodes every block of a serialized token (raw bytes, not base64).
+pub fn decode_blocks(token: &[u8]) -> Result<Vec<BlockContent>, SpecError> {
+    let container = schema::Biscuit::decode(token)
+        .map_err(|e| SpecError::Biscuit(format!("token does not decode: {e}")))?;
+    let mut token_symbols = SymbolTable::new();
+    let mut out = Vec::with_capacity(1 + container.blocks.len());
+    for (index, signed) in std::iter::once(&container.authority)
+        .chain(container.blocks.iter())
+        .enumerate()
+    {
+        let proto = schema::Block::decode(signed.block.as_slice())
+            .map_err(|e| SpecError::Biscuit(format!("block {index} does not decode: {e}")))?;
+        let external_key = match &signed.external_signature {
+            Some(ext) => Some(PublicKey::from_proto(&ext.public_key)?),
+            None => None,
+        };
+        let block = proto_block_to_token_block(&proto, external_key)?;
+        // Third-party blocks carry their own symbol table; first-party blocks
+        // extend the token's (Biscuit's rule, format v3).
+        let own;
+        let symbols = if external_key.is_some() {
+            let mut t = SymbolTable::new();
+            t.extend(&block.symbols)?;
+            own = t;
+            &own
+        } else {
+            token_symbols.extend(&block.symbols)?;
+            &token_symbols
+        };
+        let facts = block
+            .facts
+            .iter()
+            .map(|f| Fact::convert_from(f, symbols))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rule_heads = block
+            .rules
+            .iter()
+            .map(|r| symbols.print_symbol(r.head.name).map_err(SpecError::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        let checks = block
+            .checks
+            .iter()
+            .map(|c| Check::convert_from(c, symbols))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(BlockContent {
+            index,
+            external_key,
+            facts,
+            rule_heads,
+            checks,
+            revocation_id: signed.signature.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The delegation chain of a token: principal → agent → agent …
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Chain {
+    /// The root token id (UUID v4).
+    pub token_id: String,
+    /// Who the chain acts for.
+    pub principal: String,
+    /// When the root was minted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    /// Most delegation hops the root allows, if limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    /// Hop 0 is the root token, hop 1 the first delegation, and so on.
+    pub hops: Vec<Hop>,
+    /// The earliest expiry along the chain: when the token stops working.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// One hop of the chain: who holds the token after it, and what it allows.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Hop {
+    /// Hop number (0 = root).
+    pub hop: usize,
+    /// Block index in the token.
+    pub block: usize,
+    /// The agent the token is handed to at this hop.
+    pub agent: String,
+    /// That agent's public key, `ed25519/<hex>`.
+    pub agent_key: String,
+    /// Who signed this hop: `root` for hop 0, else the previous hop's agent.
+    pub signed_by: Signer,
+    /// Why the hop was made, if stated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// This hop's own expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// What this hop allows (a request must also pass every other hop).
+    pub grant: Grant,
+    /// The hop block's revocation id, hex.
+    pub revocation_id: String,
+    /// First-party blocks appended while this hop's agent held the token.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub narrowing: Vec<Narrowing>,
+}
+
+/// Who signed a hop.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Signer {
+    /// The issuer's root key (hop 0).
+    Root {
+        /// The root key id the token names, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key_id: Option<u32>,
+    },
+    /// The agent that held the token before this hop.
+    Agent {
+        /// Agent id.
+        agent: String,
+        /// Agent key, `ed25519/<hex>`.
+        key: String,
+    },
+}
+
+/// A first-party block: a holder's narrowing that delegates to no one.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Narrowing {
+    /// Block index in the token.
+    pub block: usize,
+    /// Its expiry, if it sets one.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// What it allows.
+    pub grant: Grant,
+    /// Its revocation id, hex.
+    pub revocation_id: String,
+}
+
+/// Why a token's blocks do not form a valid Mandate chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("block {block} (hop {hop}): {message}")]
+pub struct ChainError {
+    /// The offending block.
+    pub block: usize,
+    /// The hop it belongs to (the hop it would start, for a delegation).
+    pub hop: usize,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl Chain {
+    /// Builds the chain from decoded blocks, enforcing the integrity rules of
+    /// §6: the root names the first agent; each third-party block is a
+    /// delegation hop signed by the key the previous hop named and naming
+    /// exactly one next agent; first-party blocks name no agent; no block
+    /// defines a request predicate; the root's `max_depth` holds.
+    pub fn from_blocks(blocks: &[BlockContent], root_key_id: Option<u32>) -> Result<Chain, ChainError> {
+        let root = blocks.first().ok_or_else(|| err(0, 0, "token has no block"))?;
+        check_reserved(root, 0)?;
+        if root.external_key.is_some() {
+            return Err(err(0, 0, "the root block cannot be a third-party block"));
+        }
+        let token_id = one_string(root, vocab::TOKEN, 0)?;
+        let principal = one_string(root, vocab::PRINCIPAL, 0)?;
+        let issued_at = match single(root, vocab::ISSUED_AT, 0)?.map(|t| t.as_slice()) {
+            Some([Term::Date(d)]) => OffsetDateTime::from_unix_timestamp(*d as i64)
+                .map_err(|_| err(0, 0, "issued_at out of range"))?,
+            _ => return Err(err(0, 0, "the root needs one issued_at(date) fact")),
+        };
+        let max_depth = match single(root, vocab::MAX_DEPTH, 0)?.map(|t| t.as_slice()) {
+            None => None,
+            Some([Term::Integer(n)]) if (0..=u32::MAX as i64).contains(n) => Some(*n as u32),
+            Some(_) => return Err(err(0, 0, "max_depth must be one non-negative integer")),
+        };
+        let mut hops = vec![hop_from_block(root, 0, Signer::Root { key_id: root_key_id })?];
+        for block in &blocks[1..] {
+            let current = hops.len() - 1;
+            check_reserved(block, current)?;
+            match &block.external_key {
+                None => {
+                    if !facts_named(block, vocab::AGENT).is_empty() {
+                        return Err(err(
+                            block.index,
+                            current,
+                            "a first-party block cannot name a delegate (agent fact); \
+                             delegation hops are third-party blocks signed by the holder",
+                        ));
+                    }
+                    let (expires_at, grant) = grant_of(block);
+                    hops[current].narrowing.push(Narrowing {
+                        block: block.index,
+                        expires_at,
+                        grant,
+                        revocation_id: hex::encode(&block.revocation_id),
+                    });
+                }
+                Some(signer) => {
+                    let holder = &hops[current];
+                    let signer_text = signer.to_string();
+                    if signer_text != holder.agent_key {
+                        return Err(err(
+                            block.index,
+                            current + 1,
+                            &format!(
+                                "signed by {signer_text}, but hop {current} delegated to agent {:?} \
+                                 with key {}",
+                                holder.agent, holder.agent_key
+                            ),
+                        ));
+                    }
+                    let hop_no = current + 1;
+                    if let Some(max) = max_depth {
+                        if hop_no > max as usize {
+                            return Err(err(
+                                block.index,
+                                hop_no,
+                                &format!("delegation depth {hop_no} exceeds the root's max_depth {max}"),
+                            ));
+                        }
+                    }
+                    for name in [vocab::TOKEN, vocab::PRINCIPAL, vocab::ISSUED_AT, vocab::MAX_DEPTH] {
+                        if !facts_named(block, name).is_empty() {
+                            return Err(err(
+                                block.index,
+                                hop_no,
+                                &format!("a delegation hop cannot state {name}(…); only the root does"),
+                            ));
+                        }
+                    }
+                    let signed_by = Signer::Agent {
+                        agent: holder.agent.clone(),
+                        key: holder.agent_key.clone(),
+                    };
+                    hops.push(hop_from_block(block, hop_no, signed_by)?);
+                }
+            }
+        }
+        let expires_at = hops
+            .iter()
+            .flat_map(|h| {
+                std::iter::once(h.expires_at).chain(h.narrowing.iter().map(|n| n.expires_at))
+            })
+            .flatten()
+            .min();
+        Ok(Chain {
+            token_id,
+            principal,
+            issued_at,
+            max_depth,
+            hops,
+            expires_at,
+        })
+    }
+
+    /// The agent that holds the token now (the last hop's agent).
+    pub fn holder(&self) -> &Hop {
+        // `from_blocks` always produces at least the root hop.
+        &self.hops[self.hops.len() - 1]
+    }
+
+    /// The hop a block belongs to: the delegation it starts, or the hop whose
+    /// holder appended it (for a first-party block).
+    pub fn hop_of_block(&self, block: usize) -> Option<&Hop> {
+        self.hops
+            .iter()
+            .rev()
+            .find(|h| h.block <= block)
+    }
+
+    /// The number of delegation hops (the root is not one).
+    pub fn depth(&self) -> usize {
+        self.hops.len() - 1
+    }
+}
+
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.principal)?;
+        for h in &self.hops {
+            write!(f, " → {}", h.agent)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "hop {} (block {}): agent {:?} key {}", self.hop, self.block, self.agent, self.agent_key)?;
+        match &self.signed_by {
+            Signer::Root { key_id: Some(id) } => writeln!(f, "  signed by: root key id {id}")?,
+            Signer::Root { key_id: None } => writeln!(f, "  signed by: root key")?,
+            Signer::Agent { agent, key } => writeln!(f, "  signed by: agent {agent:?} ({key})")?,
+        }
+        if let Some(p) = &self.purpose {
+            writeln!(f, "  purpose: {p:?}")?;
+        }
+        match &self.expires_at {
+            Some(e) => writeln!(f, "  expires: {}", rfc3339(e))?,
+            None => writeln!(f, "  expires: (no expiry of its own)")?,
+        }
+        writeln!(f, "  allows: {}", self.grant)?;
+        writeln!(f, "  revocation id: {}", self.revocation_id)?;
+        for n in &self.narrowing {
+            writeln!(f, "  narrowed by first-party block {}: {}", n.block, n.grant)?;
+        }
+        Ok(())
+    }
+}
+
+fn hop_from_block(block: &BlockContent, hop: usize, signed_by: Signer) -> Result<Hop, ChainError> {
+    let (agent, agent_key) = match single(block, vocab::AGENT, hop)?.map(|t| t.as_slice()) {
+        Some([Term::Str(id), Term::Bytes(key)]) => {
+            crate::grant::validate_name("agent id", id)
+                .map_err(|e| err(block.index, hop, &e.to_string()))?;
+            let key = public_key_from_bytes(key).map_err(|e| err(block.index, hop, &e.to_string()))?;
+            (id.clone(), key.to_string())
+        }
+        _ => {
+            return Err(err(
+                block.index,
+                hop,
+                "a hop needs exactly one agent(id, key_bytes) fact naming who it delegates to",
+            ))
+        }
+    };
+    let purpose = match single(block, vocab::PURPOSE, hop)?.map(|t| t.as_slice()) {
+        None => None,
+        Some([Term::Str(p)]) => Some(p.clone()),
+        Some(_) => return Err(err(block.index, hop, "purpose must be one string")),
+    };
+    let (expires_at, grant) = grant_of(block);
+    Ok(Hop {
+        hop,
+        block: block.index,
+        agent,
+        agent_key,
+        signed_by,
+        purpose,
+        expires_at,
+        grant,
+        revocation_id: hex::encode(&block.revocation_id),
+        narrowing: Vec::new(),
+    })
+}
+
+/// The grant a block's checks express: canonical checks decoded, any other
+/// check kept as its Datalog text.
+fn grant_of(block: &BlockContent) -> (Option<OffsetDateTime>, Grant) {
+    let mut grant = Grant::default();
+    let mut expires_at: Option<OffsetDateTime> = None;
+    for check in &block.checks {
+        match decode_check(check) {
+            Some(d) => {
+                if let Some(e) = d.expires {
+                    expires_at = Some(expires_at.map_or(e, |x| x.min(e)));
+                }
+                grant.alternatives.extend(d.alternatives);
+            }
+            None => grant.datalog.push(check.to_string()),
+        }
+    }
+    (expires_at, grant)
+}
+
+fn check_reserved(block: &BlockContent, hop: usize) -> Result<(), ChainError> {
+    let defined = block
+        .facts
+        .iter()
+        .map(|f| f.predicate.name.as_str())
+        .chain(block.rule_heads.iter().map(String::as_str));
+    for name in defined {
+        if vocab::RESERVED.contains(&name) {
+            return Err(err(
+                block.index,
+                hop,
+                &format!("defines {name}(…), which only the verifier may supply"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn facts_named<'a>(block: &'a BlockContent, name: &str) -> Vec<&'a Vec<Term>> {
+    block
+        .facts
+        .iter()
+        .filter(|f| f.predicate.name == name)
+        .map(|f| &f.predicate.terms)
+        .collect()
+}
+
+fn single<'a>(block: &'a BlockContent, name: &str, hop: usize) -> Result<Option<&'a Vec<Term>>, ChainError> {
+    let found = facts_named(block, name);
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(Some(found[0])),
+        n => Err(err(block.index, hop, &format!("{n} {name}(…) facts where at most one is allowed"))),
+    }
+}
+
+fn one_string(block: &BlockContent, name: &str, hop: usize) -> Result<String, ChainError> {
+    match single(block, name, hop)?.map(|t| t.as_slice()) {
+        Some([Term::Str(s)]) => Ok(s.clone()),
+        _ => Err(err(block.index, hop, &format!("the root needs one {name}(string) fact"))),
+    }
+}
+
+fn err(block: usize, hop: usize, message: &str) -> ChainError {
+    ChainError {
+        block,
+        hop,
+        message: message.to_string(),
+    }
+}

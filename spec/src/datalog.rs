@@ -1,0 +1,438 @@
+//! Encoding grants as Biscuit checks, and reading them back (specification §4).
+//!
+//! Checks are built from Biscuit's term builders, never by formatting strings
+//! into Datalog source, so no action, resource or value can inject Datalog.
+//! A grant with an expiry becomes a single check, one query per alternative,
+//! with the expiry first in every query:
+//!
+//! ```text
+//! check if time($t), operation($o), resource_parent("/api/customers/"), param("rows", $p0),
+//!          $t <= 2026-11-22T10:00:00Z, {"list", "read"}.contains($o), $p0 <= 100
+//!       or …next alternative…
+//! ```
+//!
+//! [`decode_check`] recognises exactly this canonical shape; any other check
+//! (a raw Datalog escape hatch, or a check written by another tool) is
+//! reported as its Datalog text.
+
+use crate::grant::{Alternative, Constraint, Grant, IntCmp, ResourcePattern, Value};
+use crate::vocab::{self, VAR_OPERATION, VAR_RESOURCE, VAR_TIME};
+use crate::SpecError;
+use biscuit_auth::builder::{
+    Binary, Check, CheckKind, Expression, Op, Predicate, Rule, Term,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+use time::OffsetDateTime;
+
+/// Encodes a grant and an expiry as the checks of one block.
+///
+/// - alternatives and expiry → one check (expiry in every query);
+/// - no alternative but an expiry → `check if time($t), $t <= expiry`;
+/// - each raw Datalog check is parsed by Biscuit's parser and appended.
+pub fn grant_checks(grant: &Grant, expires: Option<SystemTime>) -> Result<Vec<Check>, SpecError> {
+    grant.validate()?;
+    let expiry = expires.map(unix);
+    let mut checks = Vec::new();
+    if grant.alternatives.is_empty() {
+        if let Some(e) = expiry {
+            checks.push(one_query_check(Rule::new(
+                query_head(),
+                vec![pred(vocab::TIME, vec![var(VAR_TIME)])],
+                vec![binary(var(VAR_TIME), Term::Date(e), Binary::LessOrEqual)],
+                vec![],
+            )));
+        }
+    } else {
+        let queries = grant
+            .alternatives
+            .iter()
+            .map(|alt| alternative_query(alt, expiry))
+            .collect();
+        checks.push(Check {
+            queries,
+            kind: CheckKind::One,
+        });
+    }
+    for source in &grant.datalog {
+        let check = Check::try_from(source.as_str()).map_err(|e| {
+            SpecError::Grant(format!("raw Datalog check does not parse: {e}"))
+        })?;
+        checks.push(check);
+    }
+    Ok(checks)
+}
+
+fn alternative_query(alt: &Alternative, expiry: Option<u64>) -> Rule {
+    let mut body = Vec::new();
+    let mut exprs = Vec::new();
+    let needs_time = expiry.is_some()
+        || alt
+            .constraints
+            .iter()
+            .any(|c| matches!(c, Constraint::NotBefore { .. } | Constraint::NotAfter { .. }));
+    if needs_time {
+        body.push(pred(vocab::TIME, vec![var(VAR_TIME)]));
+    }
+    if let Some(e) = expiry {
+        exprs.push(binary(var(VAR_TIME), Term::Date(e), Binary::LessOrEqual));
+    }
+    if alt.actions.len() == 1 {
+        let action = alt.actions.iter().next().cloned().unwrap_or_default();
+        body.push(pred(vocab::OPERATION, vec![Term::Str(action)]));
+    } else {
+        body.push(pred(vocab::OPERATION, vec![var(VAR_OPERATION)]));
+        let set = alt.actions.iter().cloned().map(Term::Str).collect();
+        exprs.push(binary(Term::Set(set), var(VAR_OPERATION), Binary::Contains));
+    }
+    match &alt.resource {
+        ResourcePattern::Exact(r) => {
+            body.push(pred(vocab::RESOURCE, vec![Term::Str(r.clone())]));
+        }
+        ResourcePattern::Children(d) => {
+            body.push(pred(vocab::RESOURCE_PARENT, vec![Term::Str(d.clone())]));
+        }
+        ResourcePattern::Descendants(d) => {
+            body.push(pred(vocab::RESOURCE, vec![var(VAR_RESOURCE)]));
+            exprs.push(binary(var(VAR_RESOURCE), Term::Str(d.clone()), Binary::Prefix));
+        }
+    }
+    // One variable per constrained parameter name, bound once.
+    let mut param_vars: BTreeMap<&str, String> = BTreeMap::new();
+    for c in &alt.constraints {
+        let (param, expr) = match c {
+            Constraint::Equals { param, value } => {
+                body.push(pred(vocab::PARAM, vec![Term::Str(param.clone()), value_term(value)]));
+                continue;
+            }
+            Constraint::NotBefore { at } => {
+                exprs.push(binary(var(VAR_TIME), date(at), Binary::GreaterOrEqual));
+                continue;
+            }
+            Constraint::NotAfter { at } => {
+                exprs.push(binary(var(VAR_TIME), date(at), Binary::LessOrEqual));
+                continue;
+            }
+            Constraint::Int { param, cmp, bound } => {
+                let op = match cmp {
+                    IntCmp::Le => Binary::LessOrEqual,
+                    IntCmp::Lt => Binary::LessThan,
+                    IntCmp::Ge => Binary::GreaterOrEqual,
+                    IntCmp::Gt => Binary::GreaterThan,
+                };
+                (param, (None, Term::Integer(*bound), op))
+            }
+            Constraint::StartsWith { param, prefix } => {
+                (param, (None, Term::Str(prefix.clone()), Binary::Prefix))
+            }
+            Constraint::EndsWith { param, suffix } => {
+                (param, (None, Term::Str(suffix.clone()), Binary::Suffix))
+            }
+            Constraint::OneOf { param, values } => {
+                let set = values.iter().cloned().map(Term::Str).collect();
+                (param, (Some(Term::Set(set)), Term::Null, Binary::Contains))
+            }
+        };
+        let next = param_vars.len();
+        let v = param_vars
+            .entry(param.as_str())
+            .or_insert_with(|| {
+                body.push(pred(
+                    vocab::PARAM,
+                    vec![Term::Str(param.clone()), var(&format!("p{next}"))],
+                ));
+                format!("p{next}")
+            })
+            .clone();
+        match expr {
+            (Some(set), _, op) => exprs.push(binary(set, var(&v), op)),
+            (None, rhs, op) => exprs.push(binary(var(&v), rhs, op)),
+        }
+    }
+    Rule::new(query_head(), body, exprs, vec![])
+}
+
+/// What [`decode_check`] recovered from a canonical grant check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedCheck {
+    /// The expiry the check enforces.
+    pub expires: Option<OffsetDateTime>,
+    /// The alternatives (empty for an expiry-only check).
+    pub alternatives: Vec<Alternative>,
+}
+
+/// Reads back a check written by [`grant_checks`]. Returns `None` for any
+/// other shape; callers then show the check's Datalog text.
+pub fn decode_check(check: &Check) -> Option<DecodedCheck> {
+    if check.kind != CheckKind::One || check.queries.is_empty() {
+        return None;
+    }
+    let mut expires: Option<Option<u64>> = None;
+    let mut alternatives = Vec::new();
+    for q in &check.queries {
+        if !q.scopes.is_empty() || q.head.name != "query" || !q.head.terms.is_empty() {
+            return None;
+        }
+        let (exp, alt) = decode_query(q)?;
+        match expires {
+            None => expires = Some(exp),
+            Some(prev) if prev == exp => {}
+            Some(_) => return None,
+        }
+        match alt {
+            Some(a) => alternatives.push(a),
+            None if check.queries.len() == 1 && exp.is_some() => {}
+            None => return None,
+        }
+    }
+    let expires = match expires.flatten() {
+        Some(e) => Some(OffsetDateTime::from_unix_timestamp(e as i64).ok()?),
+        None => None,
+    };
+    Some(DecodedCheck {
+        expires,
+        alternatives,
+    })
+}
+
+fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
+    let mut time_var: Option<&str> = None;
+    let mut op_var: Option<&str> = None;
+    let mut res_var: Option<&str> = None;
+    let mut actions: Option<BTreeSet<String>> = None;
+    let mut resource: Option<ResourcePattern> = None;
+    let mut params: BTreeMap<&str, &str> = BTreeMap::new(); // var -> param name
+    let mut constraints = Vec::new();
+    for p in &q.body {
+        match (p.name.as_str(), p.terms.as_slice()) {
+            (vocab::TIME, [Term::Variable(v)]) if time_var.is_none() => time_var = Some(v),
+            (vocab::OPERATION, [Term::Str(a)]) if actions.is_none() => {
+                actions = Some(BTreeSet::from([a.clone()]))
+            }
+            (vocab::OPERATION, [Term::Variable(v)]) if op_var.is_none() => op_var = Some(v),
+            (vocab::RESOURCE, [Term::Str(r)]) if resource.is_none() => {
+                resource = Some(ResourcePattern::Exact(r.clone()))
+            }
+            (vocab::RESOURCE, [Term::Variable(v)]) if res_var.is_none() => res_var = Some(v),
+            (vocab::RESOURCE_PARENT, [Term::Str(d)]) if resource.is_none() => {
+                resource = Some(ResourcePattern::Children(d.clone()))
+            }
+            (vocab::PARAM, [Term::Str(name), Term::Variable(v)]) => {
+                if params.insert(v, name).is_some() {
+                    return None;
+                }
+            }
+            (vocab::PARAM, [Term::Str(name), Term::Integer(i)]) => {
+                constraints.push(Constraint::Equals {
+                    param: name.clone(),
+                    value: Value::Int(*i),
+                })
+            }
+            (vocab::PARAM, [Term::Str(name), Term::Str(s)]) => constraints.push(Constraint::Equals {
+                param: name.clone(),
+                value: Value::Str(s.clone()),
+            }),
+            _ => return None,
+        }
+    }
+    let mut expiry = None;
+    for (i, e) in q.expressions.iter().enumerate() {
+        let [Op::Value(a), Op::Value(b), Op::Binary(op)] = e.ops.as_slice() else {
+            return None;
+        };
+        let is = |t: &Term, v: Option<&str>| matches!((t, v), (Term::Variable(x), Some(y)) if x == y);
+        match (a, b, op) {
+            (t, Term::Date(d), Binary::LessOrEqual) if is(t, time_var) && i == 0 => {
+                expiry = Some(*d)
+            }
+            (t, Term::Date(d), Binary::LessOrEqual) if is(t, time_var) => {
+                constraints.push(Constraint::NotAfter { at: odt(*d)? })
+            }
+            (t, Term::Date(d), Binary::GreaterOrEqual) if is(t, time_var) => {
+                constraints.push(Constraint::NotBefore { at: odt(*d)? })
+            }
+            (Term::Set(s), t, Binary::Contains) if is(t, op_var) && actions.is_none() => {
+                actions = Some(strings(s)?);
+            }
+            (t, Term::Str(d), Binary::Prefix) if is(t, res_var) && resource.is_none() => {
+                resource = Some(ResourcePattern::Descendants(d.clone()));
+            }
+            (Term::Set(s), Term::Variable(v), Binary::Contains) => {
+                constraints.push(Constraint::OneOf {
+                    param: params.get(v.as_str())?.to_string(),
+                    values: strings(s)?,
+                })
+            }
+            (Term::Variable(v), Term::Integer(bound), op) => {
+                let cmp = match op {
+                    Binary::LessOrEqual => IntCmp::Le,
+                    Binary::LessThan => IntCmp::Lt,
+                    Binary::GreaterOrEqual => IntCmp::Ge,
+                    Binary::GreaterThan => IntCmp::Gt,
+                    _ => return None,
+                };
+                constraints.push(Constraint::Int {
+                    param: params.get(v.as_str())?.to_string(),
+                    cmp,
+                    bound: *bound,
+                })
+            }
+            (Term::Variable(v), Term::Str(s), Binary::Prefix) => {
+                constraints.push(Constraint::StartsWith {
+                    param: params.get(v.as_str())?.to_string(),
+                    prefix: s.clone(),
+                })
+            }
+            (Term::Variable(v), Term::Str(s), Binary::Suffix) => {
+                constraints.push(Constraint::EndsWith {
+                    param: params.get(v.as_str())?.to_string(),
+                    suffix: s.clone(),
+                })
+            }
+            _ => return None,
+        }
+    }
+    // Every bound variable must have been used as the canonical form uses it.
+    if (op_var.is_some() && actions.is_none()) || (res_var.is_some() && resource.is_none()) {
+        return None;
+    }
+    match (actions, resource) {
+        (Some(actions), Some(resource)) => Some((
+            expiry,
+            Some(Alternative {
+                actions,
+                resource,
+                constraints,
+            }),
+        )),
+        (None, None) if constraints.is_empty() && params.is_empty() => Some((expiry, None)),
+        _ => None,
+    }
+}
+
+fn strings(set: &BTreeSet<Term>) -> Option<BTreeSet<String>> {
+    set.iter()
+        .map(|t| match t {
+            Term::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn odt(secs: u64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs as i64).ok()
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn date(t: &OffsetDateTime) -> Term {
+    Term::Date(t.unix_timestamp().max(0) as u64)
+}
+
+fn value_term(v: &Value) -> Term {
+    match v {
+        Value::Int(i) => Term::Integer(*i),
+        Value::Str(s) => Term::Str(s.clone()),
+    }
+}
+
+fn var(name: &str) -> Term {
+    Term::Variable(name.to_string())
+}
+
+fn pred(name: &str, terms: Vec<Term>) -> Predicate {
+    Predicate::new(name.to_string(), terms)
+}
+
+fn query_head() -> Predicate {
+    Predicate::new("query".to_string(), Vec::<Term>::new())
+}
+
+fn binary(a: Term, b: Term, op: Binary) -> Expression {
+    Expression {
+        ops: vec![Op::Value(a), Op::Value(b), Op::Binary(op)],
+    }
+}
+
+fn one_query_check(rule: Rule) -> Check {
+    Check {
+        queries: vec![rule],
+        kind: CheckKind::One,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    fn round_trip(allow: &[&str], where_: &[&str]) {
+        let grant = Grant::parse(allow, where_).unwrap();
+        let exp = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let checks = grant_checks(&grant, Some(exp)).unwrap();
+        assert_eq!(checks.len(), 1);
+        // Through Datalog text and back, as a token would carry it.
+        let text = checks[0].to_string();
+        let reparsed = Check::try_from(text.as_str()).unwrap();
+        let decoded = decode_check(&reparsed).unwrap_or_else(|| panic!("not canonical: {text}"));
+        // Constraints are a conjunction: compare them as sets.
+        let norm = |alts: &[Alternative]| -> Vec<(String, BTreeSet<String>)> {
+            alts.iter()
+                .map(|a| {
+                    let mut plain = a.clone();
+                    plain.constraints.clear();
+                    (plain.to_string(), a.constraints.iter().map(|c| c.to_string()).collect())
+                })
+                .collect()
+        };
+        assert_eq!(norm(&decoded.alternatives), norm(&grant.alternatives), "{text}");
+        assert_eq!(decoded.expires.unwrap().unix_timestamp(), 1_900_000_000);
+    }
+
+    #[test]
+    fn canonical_checks_round_trip() {
+        round_trip(&["read:/api/customers/42"], &[]);
+        round_trip(&["read,list:/api/customers/*"], &["rows<=100"]);
+        round_trip(&["pay:/api/payments/**"], &["amount>=1", "amount<1000", "currency=EUR"]);
+        round_trip(
+            &["send_email:/mcp/tools"],
+            &["to ends-with @company.com", "cc starts-with a", "kind in x|y"],
+        );
+        round_trip(
+            &["read:/a", "write:/b/*"],
+            &["time>=2026-01-01T00:00:00Z", "time<=2030-01-01T00:00:00Z", "n>0"],
+        );
+    }
+
+    #[test]
+    fn expiry_only_check() {
+        let exp = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let checks = grant_checks(&Grant::default(), Some(exp)).unwrap();
+        let d = decode_check(&checks[0]).unwrap();
+        assert!(d.alternatives.is_empty());
+        assert!(d.expires.is_some());
+    }
+
+    #[test]
+    fn foreign_checks_are_not_decoded() {
+        let c = Check::try_from("check if operation($o), $o.starts_with(\"r\")").unwrap();
+        assert!(decode_check(&c).is_none());
+        let c = Check::try_from("check all operation(\"read\"), resource(\"/x\")").unwrap();
+        assert!(decode_check(&c).is_none());
+    }
+
+    #[test]
+    fn injection_stays_data() {
+        // Quotes and Datalog syntax in patterns and values are terms, never source.
+        let evil = "a\"), operation(\"delete";
+        let grant = Grant::parse(&[format!("read:/x{evil}")], &[format!("to={evil}")]).unwrap();
+        let checks = grant_checks(&grant, None).unwrap();
+        assert_eq!(checks.len(), 1);
+        let d = decode_check(&checks[0]).unwrap();
+        assert_eq!(d.alternatives, grant.alternatives);
+        assert_eq!(d.alternatives[0].actions.len(), 1);
+    }
+}

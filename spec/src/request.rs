@@ -1,0 +1,228 @@
+//! The request a verifier decides: one action, one resource, typed
+//! parameters and the current time (specification §5).
+
+use crate::grant::{clip, validate_name, Value, MAX_NAME_LEN, MAX_VALUE_LEN};
+use crate::{vocab, SpecError};
+use biscuit_auth::builder::{date, fact, int, string, Fact, Term};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Most parameters one request may carry.
+pub const MAX_PARAMS: usize = 64;
+
+/// One request, as the verifier sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The action, e.g. `read`.
+    pub action: String,
+    /// The resource, e.g. `/api/customers/42`.
+    pub resource: String,
+    /// Typed parameters, e.g. `rows = 100`.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    /// When the request is made (seconds precision; Biscuit dates are seconds).
+    #[serde(with = "unix_seconds")]
+    pub time: SystemTime,
+}
+
+impl Request {
+    /// A request at the current time with no parameters.
+    pub fn new(action: impl Into<String>, resource: impl Into<String>) -> Request {
+        Request {
+            action: action.into(),
+            resource: resource.into(),
+            params: BTreeMap::new(),
+            time: SystemTime::now(),
+        }
+    }
+
+    /// Adds a typed parameter.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Request {
+        self.params.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the request time.
+    pub fn at(mut self, time: SystemTime) -> Request {
+        self.time = time;
+        self
+    }
+
+    /// The request time as Unix seconds.
+    pub fn time_unix(&self) -> i64 {
+        match self.time.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        }
+    }
+
+    /// Checks the request against §5: action and parameter names in the name
+    /// alphabet, a canonical resource, bounded sizes.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_name("action", &self.action)
+            .map_err(|e| SpecError::Request(strip_prefix(e)))?;
+        check_resource(&self.resource)?;
+        if self.params.len() > MAX_PARAMS {
+            return Err(SpecError::Request(format!(
+                "more than {MAX_PARAMS} parameters"
+            )));
+        }
+        for (name, value) in &self.params {
+            validate_name("parameter name", name)
+                .map_err(|e| SpecError::Request(strip_prefix(e)))?;
+            if name == "time" {
+                return Err(SpecError::Request(
+                    "`time` is reserved: the verifier supplies the request time".into(),
+                ));
+            }
+            if let Value::Str(s) = value {
+                if s.len() > MAX_VALUE_LEN {
+                    return Err(SpecError::Request(format!(
+                        "parameter {name} is longer than {MAX_VALUE_LEN} bytes"
+                    )));
+                }
+            }
+        }
+        if self.time.duration_since(UNIX_EPOCH).is_err() {
+            return Err(SpecError::Request("request time before 1970".into()));
+        }
+        Ok(())
+    }
+
+    /// The facts the verifier adds to the authorizer for this request:
+    /// `operation`, `resource`, `resource_parent` (when the resource has a
+    /// non-empty last path segment), one `param` per parameter and `time`.
+    pub fn facts(&self) -> Vec<Fact> {
+        let mut facts = Vec::with_capacity(4 + self.params.len());
+        facts.push(fact(vocab::OPERATION, &[string(&self.action)]));
+        facts.push(fact(vocab::RESOURCE, &[string(&self.resource)]));
+        if let Some(parent) = crate::grant::resource_parent(&self.resource) {
+            facts.push(fact(vocab::RESOURCE_PARENT, &[string(parent)]));
+        }
+        for (name, value) in &self.params {
+            let term: Term = match value {
+                Value::Int(i) => int(*i),
+                Value::Str(s) => string(s),
+            };
+            facts.push(fact(vocab::PARAM, &[string(name), term]));
+        }
+        facts.push(fact(vocab::TIME, &[date(&self.time)]));
+        facts
+    }
+}
+
+fn strip_prefix(e: SpecError) -> String {
+    match e {
+        SpecError::Grant(m) => m,
+        other => other.to_string(),
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Value {
+        Value::Int(i)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Str(s.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Str(s)
+    }
+}
+
+/// A resource must be non-empty, at most 256 bytes, free of control
+/// characters and backslashes, and, when it is a path (starts with `/`),
+/// canonical: no empty, `.` or `..` segment and no percent-encoded `.`, `/`
+/// or `\`. A non-canonical path could slip past a prefix pattern
+/// (`/api/customers/../admin`), so it is refused rather than normalized.
+pub fn check_resource(resource: &str) -> Result<(), SpecError> {
+    let bad = |why: &str| {
+        Err(SpecError::Request(format!(
+            "resource {:?} {why}",
+            clip(resource)
+        )))
+    };
+    if resource.is_empty() {
+        return bad("is empty");
+    }
+    if resource.len() > MAX_NAME_LEN {
+        return bad("is longer than 256 bytes");
+    }
+    if resource.chars().any(|c| c.is_control() || c == '\\') {
+        return bad("contains a control character or a backslash");
+    }
+    let lower = resource.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) {
+        return bad("contains a percent-encoded '.', '/', '\\' or NUL");
+    }
+    if let Some(path) = resource.strip_prefix('/') {
+        if path.is_empty() {
+            return Ok(());
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        let last = segments.len() - 1;
+        for (i, seg) in segments.iter().enumerate() {
+            if seg.is_empty() && i != last {
+                return bad("has an empty path segment (//)");
+            }
+            if *seg == "." || *seg == ".." {
+                return bad("has a . or .. segment");
+            }
+        }
+    }
+    Ok(())
+}
+
+mod unix_seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        s.serialize_u64(secs)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let secs = u64::deserialize(d)?;
+        Ok(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn canonical_resources_only() {
+        for ok in ["/", "/api/customers/42", "/api/customers/", "urn:x:y", "/a/b.c"] {
+            assert!(check_resource(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/api/customers/../admin",
+            "/api/./x",
+            "/api//x",
+            "/api/%2e%2e/x",
+            "/api/x%2Fy",
+            "/api/x\\y",
+            "/api/x\ny",
+        ] {
+            assert!(check_resource(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_validation() {
+        assert!(Request::new("read", "/x").validate().is_ok());
+        assert!(Request::new("re\"ad", "/x").validate().is_err());
+        assert!(Request::new("read", "/x").param("time", 1).validate().is_err());
+    }
+}
