@@ -26,6 +26,7 @@ mod blocks;
 mod chain;
 mod datalog;
 mod duration;
+mod encoding;
 mod error;
 mod grant;
 mod keys;
@@ -36,6 +37,7 @@ pub use blocks::{hop_block, narrowing_block, root_block, HopContent, RootContent
 pub use chain::{decode_blocks, BlockContent, Chain, ChainError, Hop, Narrowing, Signer};
 pub use datalog::{decode_check, grant_checks, DecodedCheck};
 pub use duration::parse_duration;
+pub use encoding::{token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{
     resource_parent, Alternative, Constraint, Grant, IntCmp, ResourcePattern, Value,

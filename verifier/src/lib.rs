@@ -1,1 +1,58 @@
-//! placeholder
+//! # mandate-verifier
+//!
+//! The library an API server embeds to decide requests made with Mandate
+//! tokens. Per request: parse the token and verify every signature (Biscuit)
+//! → rebuild the delegation chain and check its integrity (each hop signed by
+//! the key the previous hop named, depth limit) → run the Datalog
+//! authorizer with exactly one action, one resource, the typed parameters and
+//! the time → a [`Decision`] with the reason in words and the chain.
+//!
+//! ```
+//! use mandate_attenuate::{delegate, Delegation};
+//! use mandate_issuer::{Issuer, MintRequest};
+//! use mandate_spec::{Grant, Request};
+//! use mandate_verifier::{RootKeys, Verifier};
+//! use biscuit_auth::KeyPair;
+//! use std::time::Duration;
+//!
+//! let issuer = Issuer::new(KeyPair::new());
+//! let (support, sub) = (KeyPair::new(), KeyPair::new());
+//! let root = issuer.mint(&MintRequest {
+//!     principal: "user:alice".into(),
+//!     agent: "support".into(),
+//!     agent_key: support.public(),
+//!     grant: Grant::parse(&["read,list:/api/customers/*"], &["rows<=100"]).unwrap(),
+//!     ttl: Duration::from_secs(3600),
+//!     purpose: None,
+//!     max_depth: Some(2),
+//! }).unwrap();
+//! let child = delegate(&root.token, &support, &Delegation {
+//!     agent: "sub".into(),
+//!     agent_key: sub.public(),
+//!     grant: Grant::parse(&["read:/api/customers/*"], &[] as &[&str]).unwrap(),
+//!     ttl: None,
+//!     purpose: Some("look up one customer".into()),
+//! }).unwrap();
+//!
+//! let (id, key) = issuer.keys().public_keys()[0];
+//! let verifier = Verifier::new(RootKeys::new().with(id, key));
+//! let read = Request::new("read", "/api/customers/42").param("rows", 1);
+//! assert!(verifier.authorize(&child.token, &read).is_allowed());
+//!
+//! // The root allows `list`; hop 1 narrowed it away.
+//! let list = Request::new("list", "/api/customers/42").param("rows", 1);
+//! let d = verifier.authorize(&child.token, &list);
+//! assert!(!d.is_allowed());
+//! let denial = d.denial.unwrap();
+//! assert_eq!(denial.hop, Some(1));
+//! assert!(denial.reason.contains("action \"list\" is not allowed"), "{}", denial.reason);
+//! ```
+
+mod decision;
+mod explain;
+mod keys;
+mod verifier;
+
+pub use decision::{Decision, Denial, DenialKind, Outcome};
+pub use keys::RootKeys;
+pub use verifier::{Limits, Verifier};

@@ -1,0 +1,69 @@
+//! The issuer's root keys: one current signing key plus older keys that still
+//! verify, each with a numeric root key id carried in the tokens it signs.
+
+use crate::IssueError;
+use biscuit_auth::{KeyPair, PublicKey};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::fmt;
+
+/// A set of root key pairs by id, one of them current (used to sign).
+#[derive(Clone)]
+pub struct RootKeys {
+    keys: BTreeMap<u32, Arc<KeyPair>>,
+    current: u32,
+}
+
+impl RootKeys {
+    /// A set holding one key, current, under `id`.
+    pub fn new(id: u32, key: KeyPair) -> RootKeys {
+        RootKeys {
+            keys: BTreeMap::from([(id, Arc::new(key))]),
+            current: id,
+        }
+    }
+
+    /// Adds a key under `id` and makes it the current signing key (rotation).
+    /// Older keys stay until [`RootKeys::retire`] removes them.
+    pub fn rotate(&mut self, id: u32, key: KeyPair) -> Result<(), IssueError> {
+        if self.keys.contains_key(&id) {
+            return Err(IssueError::Keys(format!("root key id {id} is already in use")));
+        }
+        self.keys.insert(id, Arc::new(key));
+        self.current = id;
+        Ok(())
+    }
+
+    /// Removes a non-current key: tokens it signed stop verifying.
+    pub fn retire(&mut self, id: u32) -> Result<(), IssueError> {
+        if id == self.current {
+            return Err(IssueError::Keys("cannot retire the current signing key".into()));
+        }
+        self.keys
+            .remove(&id)
+            .map(|_| ())
+            .ok_or_else(|| IssueError::Keys(format!("no root key with id {id}")))
+    }
+
+    /// The current key id and key pair.
+    pub fn current(&self) -> (u32, &KeyPair) {
+        // `current` always names a key: `new` and `rotate` insert it, and
+        // `retire` refuses to remove it.
+        (self.current, &self.keys[&self.current])
+    }
+
+    /// Every key's id and public half, for verifiers (`GET /v1/keys`).
+    pub fn public_keys(&self) -> Vec<(u32, PublicKey)> {
+        self.keys.iter().map(|(id, k)| (*id, k.public())).collect()
+    }
+}
+
+impl fmt::Debug for RootKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print private keys.
+        f.debug_struct("RootKeys")
+            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("current", &self.current)
+            .finish()
+    }
+}

@@ -1,0 +1,112 @@
+//! Turning a failed Biscuit check into a reason in words: which hop, which
+//! constraint, and what the request had.
+
+use crate::decision::{Denial, DenialKind};
+use mandate_spec::{Alternative, Chain, Grant, Request, ResourcePattern, Value};
+use time::OffsetDateTime;
+
+/// Explains why the check `check_rule` of block `block` failed.
+pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &Request) -> Denial {
+    let Some(hop) = chain.hop_of_block(block) else {
+        return Denial::new(DenialKind::NotAllowed, format!("block {block}: check failed: {check_rule}"));
+    };
+    let (grant, expires, what) = if hop.block == block {
+        (&hop.grant, hop.expires_at, String::new())
+    } else {
+        match hop.narrowing.iter().find(|n| n.block == block) {
+            Some(n) => (&n.grant, n.expires_at, format!(", first-party block {block}")),
+            None => (&hop.grant, hop.expires_at, String::new()),
+        }
+    };
+    let who = match hop.hop {
+        0 => format!("hop 0 (root token for {:?}, agent {:?}{what})", chain.principal, hop.agent),
+        n => format!("hop {n} (agent {:?}, delegated by {}{what})", hop.agent, signer_name(chain, n)),
+    };
+    let now = req.time_unix();
+    let (kind, why) = match expires {
+        Some(e) if now > e.unix_timestamp() => (
+            DenialKind::Expired,
+            format!("expired at {} (request time {})", rfc(e), rfc_unix(now)),
+        ),
+        _ => (DenialKind::NotAllowed, explain_grant(grant, req, check_rule)),
+    };
+    Denial {
+        kind,
+        hop: Some(hop.hop),
+        block: Some(block),
+        agent: Some(hop.agent.clone()),
+        reason: format!("{who}: {why}"),
+    }
+}
+
+fn signer_name(chain: &Chain, hop: usize) -> String {
+    chain
+        .hops
+        .get(hop - 1)
+        .map(|h| format!("{:?}", h.agent))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn explain_grant(grant: &Grant, req: &Request, check_rule: &str) -> String {
+    if grant.alternatives.is_empty() {
+        return format!("Datalog check failed: {check_rule}");
+    }
+    let reasons: Vec<String> = grant
+        .alternatives
+        .iter()
+        .filter_map(|alt| why_not(alt, req).map(|w| format!("{w} (allows {alt})")))
+        .collect();
+    match reasons.len() {
+        // The alternatives allow it in Rust, yet Datalog failed: a raw check
+        // or a type mismatch. Show the check.
+        0 => format!("check failed: {check_rule}"),
+        1 => reasons.into_iter().next().unwrap_or_default(),
+        _ => format!("no alternative allows the request: {}", reasons.join("; ")),
+    }
+}
+
+/// The first condition of `alt` the request fails, in words.
+fn why_not(alt: &Alternative, req: &Request) -> Option<String> {
+    if !alt.actions.contains(&req.action) {
+        return Some(format!("action {:?} is not allowed", req.action));
+    }
+    if !alt.resource.matches(&req.resource) {
+        let how = match &alt.resource {
+            ResourcePattern::Exact(_) => "is not",
+            ResourcePattern::Children(_) => "is not directly under",
+            ResourcePattern::Descendants(_) => "is not under",
+        };
+        return Some(format!("resource {:?} {how} {}", req.resource, alt.resource));
+    }
+    for c in &alt.constraints {
+        if c.holds(req) {
+            continue;
+        }
+        return Some(match c.param() {
+            Some(p) => match req.params.get(p) {
+                None => format!("parameter {p} is missing, and {c} requires it"),
+                Some(v) => format!("parameter {p}={} violates {c}", show(v)),
+            },
+            None => format!("request time {} is outside {c}", rfc_unix(req.time_unix())),
+        });
+    }
+    None
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Int(i) => i.to_string(),
+        Value::Str(s) => format!("{s:?}"),
+    }
+}
+
+fn rfc(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+fn rfc_unix(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map(rfc)
+        .unwrap_or_else(|_| secs.to_string())
+}

@@ -1,0 +1,210 @@
+//! The authorization pipeline.
+
+use crate::decision::{Decision, Denial, DenialKind};
+use crate::explain;
+use crate::keys::RootKeys;
+use biscuit_auth::datalog::RunLimits;
+use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
+use biscuit_auth::{AuthorizerBuilder, Biscuit};
+use mandate_spec::{decode_blocks, Chain, ChainError, Request, MAX_TOKEN_BYTES};
+use std::time::Duration;
+
+/// Datalog run limits applied to every authorization.
+///
+/// biscuit-auth's default time limit (1 ms) fails under load on a shared
+/// machine, turning busy moments into spurious denials; Mandate's canonical
+/// tokens need far less than these bounds (a 2-hop authorization runs in
+/// ~40 µs, well under 100 facts and 10 iterations; see
+/// `verifier/BENCHMARKS.md`), so the limits only stop pathological Datalog
+/// a raw escape-hatch check might carry. A limit hit is a denial
+/// ([`DenialKind::Evaluation`]), never an allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most facts the evaluation may hold. Default 1 000.
+    pub max_facts: u64,
+    /// Most rule-application rounds. Default 100.
+    pub max_iterations: u64,
+    /// Most wall-clock time for the Datalog run. Default 20 ms.
+    pub max_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_facts: 1_000,
+            max_iterations: 100,
+            max_time: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Decides requests made with Mandate tokens. Cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: RootKeys,
+    limits: Limits,
+}
+
+impl Verifier {
+    /// A verifier trusting `keys`, with default [`Limits`].
+    pub fn new(keys: RootKeys) -> Verifier {
+        Verifier {
+            keys,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Replaces the Datalog run limits.
+    pub fn with_limits(mut self, limits: Limits) -> Verifier {
+        self.limits = limits;
+        self
+    }
+
+    /// The run limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Authorizes `request` with the token's raw bytes. Never fails: every
+    /// problem is a denial with its reason.
+    pub fn authorize(&self, token: &[u8], request: &Request) -> Decision {
+        let req = request.clone();
+        if let Err(e) = request.validate() {
+            return Decision::deny(req, None, Denial::new(DenialKind::InvalidRequest, e.to_string()));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Decision::deny(
+                req,
+                None,
+                Denial::new(
+                    DenialKind::MalformedToken,
+                    format!("token larger than {MAX_TOKEN_BYTES} bytes"),
+                ),
+            );
+        }
+        // 1. Signatures, root key by id.
+        let biscuit = match Biscuit::from(token, &self.keys) {
+            Ok(b) => b,
+            Err(e) => return Decision::deny(req, None, parse_denial(&e)),
+        };
+        // 2. The chain: who delegated to whom, each hop signed by the key the
+        //    previous hop named.
+        let chain = match decode_blocks(token)
+            .map_err(|e| Denial::new(DenialKind::MalformedToken, e.to_string()))
+            .and_then(|blocks| {
+                Chain::from_blocks(&blocks, biscuit.root_key_id()).map_err(chain_denial)
+            }) {
+            Ok(c) => c,
+            Err(d) => return Decision::deny(req, None, d),
+        };
+        // 3. Datalog: every check of every block, with the request's facts.
+        match self.run_datalog(&biscuit, request) {
+            Ok(()) => Decision::allow(req, chain),
+            Err(e) => {
+                let denial = datalog_denial(&e, &chain, request);
+                Decision::deny(req, Some(chain), denial)
+            }
+        }
+    }
+
+    /// Authorizes with a token given as URL-safe base64 text.
+    pub fn authorize_base64(&self, token: &str, request: &Request) -> Decision {
+        match mandate_spec::token_from_text(token) {
+            Ok(bytes) => self.authorize(&bytes, request),
+            Err(e) => Decision::deny(
+                request.clone(),
+                None,
+                Denial::new(DenialKind::MalformedToken, e.to_string()),
+            ),
+        }
+    }
+
+    fn run_datalog(&self, biscuit: &Biscuit, request: &Request) -> Result<(), Token> {
+        let mut builder = AuthorizerBuilder::new();
+        for fact in request.facts() {
+            builder = builder.fact(fact)?;
+        }
+        let mut authorizer = builder
+            .policy("allow if true")?
+            .set_limits(RunLimits {
+                max_facts: self.limits.max_facts,
+                max_iterations: self.limits.max_iterations,
+                max_time: self.limits.max_time,
+            })
+            .build(biscuit)?;
+        authorizer.authorize().map(|_| ())
+    }
+}
+
+fn parse_denial(e: &Token) -> Denial {
+    match e {
+        Token::Format(Format::Signature(_)) | Token::Format(Format::SealedSignature) => Denial::new(
+            DenialKind::BadSignature,
+            "a signature does not verify: the token was altered, forged, or signed by another root key",
+        ),
+        Token::Format(Format::UnknownPublicKey) => Denial::new(
+            DenialKind::UnknownRootKey,
+            "the token names a root key id this verifier does not trust",
+        ),
+        other => Denial::new(DenialKind::MalformedToken, format!("not a valid token: {other}")),
+    }
+}
+
+fn chain_denial(e: ChainError) -> Denial {
+    let kind = if e.message.contains("max_depth") {
+        DenialKind::DepthExceeded
+    } else {
+        DenialKind::BrokenChain
+    };
+    Denial {
+        kind,
+        hop: Some(e.hop),
+        block: Some(e.block),
+        agent: None,
+        reason: e.to_string(),
+    }
+}
+
+fn datalog_denial(e: &Token, chain: &Chain, request: &Request) -> Denial {
+    match e {
+        Token::FailedLogic(Logic::Unauthorized { checks, .. })
+        | Token::FailedLogic(Logic::NoMatchingPolicy { checks }) => {
+            // The earliest failing block is the most authoritative reason;
+            // later failing hops are named after it.
+            let mut failed: Vec<_> = checks
+                .iter()
+                .filter_map(|c| match c {
+                    FailedCheck::Block(b) => Some(b),
+                    FailedCheck::Authorizer(_) => None,
+                })
+                .collect();
+            failed.sort_by_key(|b| (b.block_id, b.check_id));
+            failed.dedup_by_key(|b| b.block_id);
+            let mut explained = failed
+                .iter()
+                .map(|b| explain::failed_check(chain, b.block_id as usize, &b.rule, request));
+            match explained.next() {
+                Some(mut first) => {
+                    let others: Vec<String> = explained.map(|d| d.reason).collect();
+                    if !others.is_empty() {
+                        first.reason = format!("{}; also denied by {}", first.reason, others.join("; "));
+                    }
+                    first
+                }
+                None => Denial::new(DenialKind::NotAllowed, e.to_string()),
+            }
+        }
+        Token::RunLimit(limit) => Denial::new(
+            DenialKind::Evaluation,
+            format!("Datalog evaluation stopped at a run limit ({limit}); denied"),
+        ),
+        Token::Execution(expr) => Denial::new(
+            DenialKind::Evaluation,
+            format!(
+                "a check could not be evaluated ({expr}), e.g. a string parameter compared \
+                 with an integer bound; denied"
+            ),
+        ),
+        other => Denial::new(DenialKind::Evaluation, format!("authorization failed: {other}")),
+    }
+}
