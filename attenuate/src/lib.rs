@@ -43,9 +43,7 @@ mod error;
 pub use error::AttenuateError;
 
 use biscuit_auth::{KeyPair, PublicKey, UnverifiedBiscuit};
-use mandate_spec::{
-    decode_blocks, hop_block, narrowing_block, Chain, Grant, HopContent,
-};
+use mandate_spec::{decode_blocks, hop_block, narrowing_block, Chain, Grant, HopContent};
 use std::time::{Duration, SystemTime};
 
 /// A delegation hop to append.
@@ -85,7 +83,11 @@ impl Attenuated {
 
 /// Appends a delegation hop signed by `holder`, which must be the key the
 /// chain's last hop delegated to.
-pub fn delegate(token: &[u8], holder: &KeyPair, d: &Delegation) -> Result<Attenuated, AttenuateError> {
+pub fn delegate(
+    token: &[u8],
+    holder: &KeyPair,
+    d: &Delegation,
+) -> Result<Attenuated, AttenuateError> {
     delegate_at(token, holder, d, SystemTime::now())
 }
 
@@ -132,7 +134,11 @@ pub fn delegate_at(
 
 /// Appends a first-party block that only narrows: a grant and/or an expiry,
 /// no delegate. Anyone holding the token can do this.
-pub fn narrow(token: &[u8], grant: &Grant, ttl: Option<Duration>) -> Result<Attenuated, AttenuateError> {
+pub fn narrow(
+    token: &[u8],
+    grant: &Grant,
+    ttl: Option<Duration>,
+) -> Result<Attenuated, AttenuateError> {
     let chain = read_chain(token)?;
     let expires = match ttl {
         Some(_) => Some(expiry(&chain, ttl, SystemTime::now())?),
@@ -154,7 +160,11 @@ pub fn read_chain(token: &[u8]) -> Result<Chain, AttenuateError> {
     Ok(Chain::from_blocks(&blocks, biscuit.root_key_id())?)
 }
 
-fn expiry(chain: &Chain, ttl: Option<Duration>, now: SystemTime) -> Result<SystemTime, AttenuateError> {
+fn expiry(
+    chain: &Chain,
+    ttl: Option<Duration>,
+    now: SystemTime,
+) -> Result<SystemTime, AttenuateError> {
     let parent: Option<SystemTime> = chain.expires_at.map(SystemTime::from);
     if let Some(p) = parent {
         if p <= now {

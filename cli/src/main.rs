@@ -1,1 +1,63 @@
-fn main(){}
+//! `mandate`: the command-line tool for Mandate tokens.
+//!
+//! Exit codes: 0 success / allowed, 1 denied, 2 bad input or usage.
+
+mod args;
+mod commands;
+mod io;
+
+use args::{Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit code for a request that was decided and denied.
+const EXIT_DENIED: u8 = 1;
+/// Exit code for bad input or usage.
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One clear line, no usage dump.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid usage");
+            eprintln!("{first} (see `mandate --help`)");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keygen(a) => commands::keygen(a),
+        Command::Issue(a) => commands::issue(a),
+        Command::Attenuate(a) => commands::attenuate(a),
+        Command::Inspect(a) => commands::inspect(a),
+        Command::Verify(a) => commands::verify(a),
+    }
+}
+
+/// The error and its causes on one line: `context: cause: cause`.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

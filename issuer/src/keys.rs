@@ -4,8 +4,8 @@
 use crate::IssueError;
 use biscuit_auth::{KeyPair, PublicKey};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::fmt;
+use std::sync::Arc;
 
 /// A set of root key pairs by id, one of them current (used to sign).
 #[derive(Clone)]
@@ -27,7 +27,9 @@ impl RootKeys {
     /// Older keys stay until [`RootKeys::retire`] removes them.
     pub fn rotate(&mut self, id: u32, key: KeyPair) -> Result<(), IssueError> {
         if self.keys.contains_key(&id) {
-            return Err(IssueError::Keys(format!("root key id {id} is already in use")));
+            return Err(IssueError::Keys(format!(
+                "root key id {id} is already in use"
+            )));
         }
         self.keys.insert(id, Arc::new(key));
         self.current = id;
@@ -37,7 +39,9 @@ impl RootKeys {
     /// Removes a non-current key: tokens it signed stop verifying.
     pub fn retire(&mut self, id: u32) -> Result<(), IssueError> {
         if id == self.current {
-            return Err(IssueError::Keys("cannot retire the current signing key".into()));
+            return Err(IssueError::Keys(
+                "cannot retire the current signing key".into(),
+            ));
         }
         self.keys
             .remove(&id)

@@ -136,8 +136,14 @@ impl Issuer {
             .root_key_id(key_id)
             .build(key)
             .map_err(|e| IssueError::Biscuit(e.to_string()))?;
-        let revocation_ids = token.revocation_identifiers().iter().map(hex::encode).collect();
-        let bytes = token.to_vec().map_err(|e| IssueError::Biscuit(e.to_string()))?;
+        let revocation_ids = token
+            .revocation_identifiers()
+            .iter()
+            .map(hex::encode)
+            .collect();
+        let bytes = token
+            .to_vec()
+            .map_err(|e| IssueError::Biscuit(e.to_string()))?;
         Ok(Minted {
             token: bytes,
             token_id,

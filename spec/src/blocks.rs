@@ -37,7 +37,10 @@ pub struct RootContent<'a> {
 }
 
 /// The authority block of a root token.
-pub fn root_block(root: &RootContent<'_>, hop: &HopContent<'_>) -> Result<BiscuitBuilder, SpecError> {
+pub fn root_block(
+    root: &RootContent<'_>,
+    hop: &HopContent<'_>,
+) -> Result<BiscuitBuilder, SpecError> {
     validate_name("principal", root.principal)?;
     if hop.grant.alternatives.is_empty() {
         return Err(SpecError::Grant(
@@ -68,7 +71,9 @@ pub fn hop_block(hop: &HopContent<'_>) -> Result<BlockBuilder, SpecError> {
     ))?;
     if let Some(p) = hop.purpose {
         if p.len() > MAX_VALUE_LEN {
-            return Err(SpecError::Grant(format!("purpose longer than {MAX_VALUE_LEN} bytes")));
+            return Err(SpecError::Grant(format!(
+                "purpose longer than {MAX_VALUE_LEN} bytes"
+            )));
         }
         b = b.fact(fact(vocab::PURPOSE, &[string(p)]))?;
     }
@@ -79,7 +84,10 @@ pub fn hop_block(hop: &HopContent<'_>) -> Result<BlockBuilder, SpecError> {
 }
 
 /// A first-party narrowing block: only checks, no agent.
-pub fn narrowing_block(grant: &Grant, expires: Option<SystemTime>) -> Result<BlockBuilder, SpecError> {
+pub fn narrowing_block(
+    grant: &Grant,
+    expires: Option<SystemTime>,
+) -> Result<BlockBuilder, SpecError> {
     let mut b = BlockBuilder::new();
     for check in grant_checks(grant, expires)? {
         b = b.check(check)?;

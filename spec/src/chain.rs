@@ -192,8 +192,13 @@ impl Chain {
     /// delegation hop signed by the key the previous hop named and naming
     /// exactly one next agent; first-party blocks name no agent; no block
     /// defines a request predicate; the root's `max_depth` holds.
-    pub fn from_blocks(blocks: &[BlockContent], root_key_id: Option<u32>) -> Result<Chain, ChainError> {
-        let root = blocks.first().ok_or_else(|| err(0, 0, "token has no block"))?;
+    pub fn from_blocks(
+        blocks: &[BlockContent],
+        root_key_id: Option<u32>,
+    ) -> Result<Chain, ChainError> {
+        let root = blocks
+            .first()
+            .ok_or_else(|| err(0, 0, "token has no block"))?;
         check_reserved(root, 0)?;
         if root.external_key.is_some() {
             return Err(err(0, 0, "the root block cannot be a third-party block"));
@@ -210,7 +215,13 @@ impl Chain {
             Some([Term::Integer(n)]) if (0..=u32::MAX as i64).contains(n) => Some(*n as u32),
             Some(_) => return Err(err(0, 0, "max_depth must be one non-negative integer")),
         };
-        let mut hops = vec![hop_from_block(root, 0, Signer::Root { key_id: root_key_id })?];
+        let mut hops = vec![hop_from_block(
+            root,
+            0,
+            Signer::Root {
+                key_id: root_key_id,
+            },
+        )?];
         for block in &blocks[1..] {
             let current = hops.len() - 1;
             check_reserved(block, current)?;
@@ -252,16 +263,25 @@ impl Chain {
                             return Err(err(
                                 block.index,
                                 hop_no,
-                                &format!("delegation depth {hop_no} exceeds the root's max_depth {max}"),
+                                &format!(
+                                    "delegation depth {hop_no} exceeds the root's max_depth {max}"
+                                ),
                             ));
                         }
                     }
-                    for name in [vocab::TOKEN, vocab::PRINCIPAL, vocab::ISSUED_AT, vocab::MAX_DEPTH] {
+                    for name in [
+                        vocab::TOKEN,
+                        vocab::PRINCIPAL,
+                        vocab::ISSUED_AT,
+                        vocab::MAX_DEPTH,
+                    ] {
                         if !facts_named(block, name).is_empty() {
                             return Err(err(
                                 block.index,
                                 hop_no,
-                                &format!("a delegation hop cannot state {name}(…); only the root does"),
+                                &format!(
+                                    "a delegation hop cannot state {name}(…); only the root does"
+                                ),
                             ));
                         }
                     }
@@ -299,10 +319,7 @@ impl Chain {
     /// The hop a block belongs to: the delegation it starts, or the hop whose
     /// holder appended it (for a first-party block).
     pub fn hop_of_block(&self, block: usize) -> Option<&Hop> {
-        self.hops
-            .iter()
-            .rev()
-            .find(|h| h.block <= block)
+        self.hops.iter().rev().find(|h| h.block <= block)
     }
 
     /// The number of delegation hops (the root is not one).
@@ -323,7 +340,11 @@ impl fmt::Display for Chain {
 
 impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "hop {} (block {}): agent {:?} key {}", self.hop, self.block, self.agent, self.agent_key)?;
+        writeln!(
+            f,
+            "hop {} (block {}): agent {:?} key {}",
+            self.hop, self.block, self.agent, self.agent_key
+        )?;
         match &self.signed_by {
             Signer::Root { key_id: Some(id) } => writeln!(f, "  signed by: root key id {id}")?,
             Signer::Root { key_id: None } => writeln!(f, "  signed by: root key")?,
@@ -339,7 +360,11 @@ impl fmt::Display for Hop {
         writeln!(f, "  allows: {}", self.grant)?;
         writeln!(f, "  revocation id: {}", self.revocation_id)?;
         for n in &self.narrowing {
-            writeln!(f, "  narrowed by first-party block {}: {}", n.block, n.grant)?;
+            writeln!(
+                f,
+                "  narrowed by first-party block {}: {}",
+                n.block, n.grant
+            )?;
         }
         Ok(())
     }
@@ -350,7 +375,8 @@ fn hop_from_block(block: &BlockContent, hop: usize, signed_by: Signer) -> Result
         Some([Term::Str(id), Term::Bytes(key)]) => {
             crate::grant::validate_name("agent id", id)
                 .map_err(|e| err(block.index, hop, &e.to_string()))?;
-            let key = public_key_from_bytes(key).map_err(|e| err(block.index, hop, &e.to_string()))?;
+            let key =
+                public_key_from_bytes(key).map_err(|e| err(block.index, hop, &e.to_string()))?;
             (id.clone(), key.to_string())
         }
         _ => {
@@ -427,19 +453,31 @@ fn facts_named<'a>(block: &'a BlockContent, name: &str) -> Vec<&'a Vec<Term>> {
         .collect()
 }
 
-fn single<'a>(block: &'a BlockContent, name: &str, hop: usize) -> Result<Option<&'a Vec<Term>>, ChainError> {
+fn single<'a>(
+    block: &'a BlockContent,
+    name: &str,
+    hop: usize,
+) -> Result<Option<&'a Vec<Term>>, ChainError> {
     let found = facts_named(block, name);
     match found.len() {
         0 => Ok(None),
         1 => Ok(Some(found[0])),
-        n => Err(err(block.index, hop, &format!("{n} {name}(…) facts where at most one is allowed"))),
+        n => Err(err(
+            block.index,
+            hop,
+            &format!("{n} {name}(…) facts where at most one is allowed"),
+        )),
     }
 }
 
 fn one_string(block: &BlockContent, name: &str, hop: usize) -> Result<String, ChainError> {
     match single(block, name, hop)?.map(|t| t.as_slice()) {
         Some([Term::Str(s)]) => Ok(s.clone()),
-        _ => Err(err(block.index, hop, &format!("the root needs one {name}(string) fact"))),
+        _ => Err(err(
+            block.index,
+            hop,
+            &format!("the root needs one {name}(string) fact"),
+        )),
     }
 }
 

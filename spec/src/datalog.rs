@@ -18,9 +18,7 @@
 use crate::grant::{Alternative, Constraint, Grant, IntCmp, ResourcePattern, Value};
 use crate::vocab::{self, VAR_OPERATION, VAR_RESOURCE, VAR_TIME};
 use crate::SpecError;
-use biscuit_auth::builder::{
-    Binary, Check, CheckKind, Expression, Op, Predicate, Rule, Term,
-};
+use biscuit_auth::builder::{Binary, Check, CheckKind, Expression, Op, Predicate, Rule, Term};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
@@ -55,9 +53,8 @@ pub fn grant_checks(grant: &Grant, expires: Option<SystemTime>) -> Result<Vec<Ch
         });
     }
     for source in &grant.datalog {
-        let check = Check::try_from(source.as_str()).map_err(|e| {
-            SpecError::Grant(format!("raw Datalog check does not parse: {e}"))
-        })?;
+        let check = Check::try_from(source.as_str())
+            .map_err(|e| SpecError::Grant(format!("raw Datalog check does not parse: {e}")))?;
         checks.push(check);
     }
     Ok(checks)
@@ -67,10 +64,12 @@ fn alternative_query(alt: &Alternative, expiry: Option<u64>) -> Rule {
     let mut body = Vec::new();
     let mut exprs = Vec::new();
     let needs_time = expiry.is_some()
-        || alt
-            .constraints
-            .iter()
-            .any(|c| matches!(c, Constraint::NotBefore { .. } | Constraint::NotAfter { .. }));
+        || alt.constraints.iter().any(|c| {
+            matches!(
+                c,
+                Constraint::NotBefore { .. } | Constraint::NotAfter { .. }
+            )
+        });
     if needs_time {
         body.push(pred(vocab::TIME, vec![var(VAR_TIME)]));
     }
@@ -94,7 +93,11 @@ fn alternative_query(alt: &Alternative, expiry: Option<u64>) -> Rule {
         }
         ResourcePattern::Descendants(d) => {
             body.push(pred(vocab::RESOURCE, vec![var(VAR_RESOURCE)]));
-            exprs.push(binary(var(VAR_RESOURCE), Term::Str(d.clone()), Binary::Prefix));
+            exprs.push(binary(
+                var(VAR_RESOURCE),
+                Term::Str(d.clone()),
+                Binary::Prefix,
+            ));
         }
     }
     // One variable per constrained parameter name, bound once.
@@ -102,7 +105,10 @@ fn alternative_query(alt: &Alternative, expiry: Option<u64>) -> Rule {
     for c in &alt.constraints {
         let (param, expr) = match c {
             Constraint::Equals { param, value } => {
-                body.push(pred(vocab::PARAM, vec![Term::Str(param.clone()), value_term(value)]));
+                body.push(pred(
+                    vocab::PARAM,
+                    vec![Term::Str(param.clone()), value_term(value)],
+                ));
                 continue;
             }
             Constraint::NotBefore { at } => {
@@ -228,10 +234,12 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
                     value: Value::Int(*i),
                 })
             }
-            (vocab::PARAM, [Term::Str(name), Term::Str(s)]) => constraints.push(Constraint::Equals {
-                param: name.clone(),
-                value: Value::Str(s.clone()),
-            }),
+            (vocab::PARAM, [Term::Str(name), Term::Str(s)]) => {
+                constraints.push(Constraint::Equals {
+                    param: name.clone(),
+                    value: Value::Str(s.clone()),
+                })
+            }
             _ => return None,
         }
     }
@@ -240,7 +248,8 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
         let [Op::Value(a), Op::Value(b), Op::Binary(op)] = e.ops.as_slice() else {
             return None;
         };
-        let is = |t: &Term, v: Option<&str>| matches!((t, v), (Term::Variable(x), Some(y)) if x == y);
+        let is =
+            |t: &Term, v: Option<&str>| matches!((t, v), (Term::Variable(x), Some(y)) if x == y);
         match (a, b, op) {
             (t, Term::Date(d), Binary::LessOrEqual) if is(t, time_var) && i == 0 => {
                 expiry = Some(*d)
@@ -324,7 +333,9 @@ fn odt(secs: u64) -> Option<OffsetDateTime> {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn date(t: &OffsetDateTime) -> Term {
@@ -384,11 +395,18 @@ mod tests {
                 .map(|a| {
                     let mut plain = a.clone();
                     plain.constraints.clear();
-                    (plain.to_string(), a.constraints.iter().map(|c| c.to_string()).collect())
+                    (
+                        plain.to_string(),
+                        a.constraints.iter().map(|c| c.to_string()).collect(),
+                    )
                 })
                 .collect()
         };
-        assert_eq!(norm(&decoded.alternatives), norm(&grant.alternatives), "{text}");
+        assert_eq!(
+            norm(&decoded.alternatives),
+            norm(&grant.alternatives),
+            "{text}"
+        );
         assert_eq!(decoded.expires.unwrap().unix_timestamp(), 1_900_000_000);
     }
 
@@ -396,14 +414,25 @@ mod tests {
     fn canonical_checks_round_trip() {
         round_trip(&["read:/api/customers/42"], &[]);
         round_trip(&["read,list:/api/customers/*"], &["rows<=100"]);
-        round_trip(&["pay:/api/payments/**"], &["amount>=1", "amount<1000", "currency=EUR"]);
+        round_trip(
+            &["pay:/api/payments/**"],
+            &["amount>=1", "amount<1000", "currency=EUR"],
+        );
         round_trip(
             &["send_email:/mcp/tools"],
-            &["to ends-with @company.com", "cc starts-with a", "kind in x|y"],
+            &[
+                "to ends-with @company.com",
+                "cc starts-with a",
+                "kind in x|y",
+            ],
         );
         round_trip(
             &["read:/a", "write:/b/*"],
-            &["time>=2026-01-01T00:00:00Z", "time<=2030-01-01T00:00:00Z", "n>0"],
+            &[
+                "time>=2026-01-01T00:00:00Z",
+                "time<=2030-01-01T00:00:00Z",
+                "n>0",
+            ],
         );
     }
 

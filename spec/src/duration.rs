@@ -49,7 +49,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "10", "h", "1w", "-1h", "0s", "99999999999999999999d", "1.5h"] {
+        for bad in [
+            "",
+            "10",
+            "h",
+            "1w",
+            "-1h",
+            "0s",
+            "99999999999999999999d",
+            "1.5h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -242,10 +242,7 @@ impl Alternative {
                 clip(text)
             ))
         })?;
-        let actions: BTreeSet<String> = actions
-            .split(',')
-            .map(|a| a.trim().to_string())
-            .collect();
+        let actions: BTreeSet<String> = actions.split(',').map(|a| a.trim().to_string()).collect();
         let alt = Alternative {
             actions,
             resource: ResourcePattern::parse(pattern.trim())?,
@@ -257,7 +254,9 @@ impl Alternative {
 
     fn validate(&self) -> Result<(), SpecError> {
         if self.actions.is_empty() {
-            return Err(SpecError::Grant("an alternative needs at least one action".into()));
+            return Err(SpecError::Grant(
+                "an alternative needs at least one action".into(),
+            ));
         }
         for a in &self.actions {
             validate_name("action", a)?;
@@ -307,7 +306,9 @@ impl ResourcePattern {
             }
         };
         if text.is_empty() {
-            return Err(SpecError::Grant("a resource pattern cannot be empty".into()));
+            return Err(SpecError::Grant(
+                "a resource pattern cannot be empty".into(),
+            ));
         }
         if text.len() > MAX_NAME_LEN {
             return Err(SpecError::Grant(format!(
@@ -355,17 +356,19 @@ impl Constraint {
     /// Parses one `--where` constraint (see the module docs for the forms).
     pub fn parse(text: &str) -> Result<Constraint, SpecError> {
         let t = text.trim();
-        for (word, build) in [
-            (" starts-with ", 0u8),
-            (" ends-with ", 1),
-            (" in ", 2),
-        ] {
+        for (word, build) in [(" starts-with ", 0u8), (" ends-with ", 1), (" in ", 2)] {
             if let Some((param, value)) = t.split_once(word) {
                 let param = param.trim().to_string();
                 let value = value.to_string();
                 let c = match build {
-                    0 => Constraint::StartsWith { param, prefix: value },
-                    1 => Constraint::EndsWith { param, suffix: value },
+                    0 => Constraint::StartsWith {
+                        param,
+                        prefix: value,
+                    },
+                    1 => Constraint::EndsWith {
+                        param,
+                        suffix: value,
+                    },
                     _ => Constraint::OneOf {
                         param,
                         values: value.split('|').map(str::to_string).collect(),
@@ -458,7 +461,10 @@ impl Constraint {
             }
         };
         match self {
-            Constraint::Equals { value: Value::Str(s), .. } => check_value(s),
+            Constraint::Equals {
+                value: Value::Str(s),
+                ..
+            } => check_value(s),
             Constraint::StartsWith { prefix: s, .. } | Constraint::EndsWith { suffix: s, .. } => {
                 check_value(s)
             }
@@ -477,7 +483,11 @@ impl Constraint {
     pub fn holds(&self, request: &crate::Request) -> bool {
         let param = |name: &str| request.params.get(name);
         match self {
-            Constraint::Int { param: p, cmp, bound } => match param(p) {
+            Constraint::Int {
+                param: p,
+                cmp,
+                bound,
+            } => match param(p) {
                 Some(Value::Int(v)) => match cmp {
                     IntCmp::Le => v <= bound,
                     IntCmp::Lt => v < bound,
@@ -552,7 +562,8 @@ impl fmt::Display for Constraint {
 }
 
 pub(crate) fn rfc3339(t: &OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Actions and parameter names: 1 to 256 bytes of `[A-Za-z0-9_.:-]`.
@@ -595,14 +606,23 @@ mod tests {
         let g = Grant::parse(&["read,list:/api/customers/*"], &["rows<=100"]).unwrap();
         assert_eq!(g.to_string(), "list,read:/api/customers/* where rows<=100");
         let alt = &g.alternatives[0];
-        assert_eq!(alt.resource, ResourcePattern::Children("/api/customers/".into()));
+        assert_eq!(
+            alt.resource,
+            ResourcePattern::Children("/api/customers/".into())
+        );
         assert_eq!(
             Constraint::parse("to ends-with @company.com").unwrap(),
-            Constraint::EndsWith { param: "to".into(), suffix: "@company.com".into() }
+            Constraint::EndsWith {
+                param: "to".into(),
+                suffix: "@company.com".into()
+            }
         );
         assert_eq!(
             Constraint::parse("currency=EUR").unwrap(),
-            Constraint::Equals { param: "currency".into(), value: Value::Str("EUR".into()) }
+            Constraint::Equals {
+                param: "currency".into(),
+                value: Value::Str("EUR".into())
+            }
         );
         assert!(matches!(
             Constraint::parse("time>=2026-01-01T00:00:00Z").unwrap(),
@@ -628,7 +648,14 @@ mod tests {
         ] {
             assert!(Alternative::parse(bad).is_err(), "{bad}");
         }
-        for bad in ["rows<=ten", "rows", "time>=yesterday", "time<5", "x in ", "ti me=1"] {
+        for bad in [
+            "rows<=ten",
+            "rows",
+            "time>=yesterday",
+            "time<5",
+            "x in ",
+            "ti me=1",
+        ] {
             assert!(Constraint::parse(bad).is_err(), "{bad}");
         }
     }

@@ -40,8 +40,8 @@ pub use duration::parse_duration;
 pub use encoding::{token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{
-    resource_parent, Alternative, Constraint, Grant, IntCmp, ResourcePattern, Value,
-    MAX_NAME_LEN, MAX_VALUE_LEN,
+    resource_parent, Alternative, Constraint, Grant, IntCmp, ResourcePattern, Value, MAX_NAME_LEN,
+    MAX_VALUE_LEN,
 };
 pub use keys::{
     format_private_key, format_public_key, parse_private_key, parse_public_key,

@@ -60,8 +60,7 @@ impl Request {
     /// Checks the request against §5: action and parameter names in the name
     /// alphabet, a canonical resource, bounded sizes.
     pub fn validate(&self) -> Result<(), SpecError> {
-        validate_name("action", &self.action)
-            .map_err(|e| SpecError::Request(strip_prefix(e)))?;
+        validate_name("action", &self.action).map_err(|e| SpecError::Request(strip_prefix(e)))?;
         check_resource(&self.resource)?;
         if self.params.len() > MAX_PARAMS {
             return Err(SpecError::Request(format!(
@@ -159,7 +158,10 @@ pub fn check_resource(resource: &str) -> Result<(), SpecError> {
         return bad("contains a control character or a backslash");
     }
     let lower = resource.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) {
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|e| lower.contains(e))
+    {
         return bad("contains a percent-encoded '.', '/', '\\' or NUL");
     }
     if let Some(path) = resource.strip_prefix('/') {
@@ -185,7 +187,10 @@ mod unix_seconds {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         s.serialize_u64(secs)
     }
 
@@ -202,7 +207,13 @@ mod tests {
 
     #[test]
     fn canonical_resources_only() {
-        for ok in ["/", "/api/customers/42", "/api/customers/", "urn:x:y", "/a/b.c"] {
+        for ok in [
+            "/",
+            "/api/customers/42",
+            "/api/customers/",
+            "urn:x:y",
+            "/a/b.c",
+        ] {
             assert!(check_resource(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -223,6 +234,9 @@ mod tests {
     fn request_validation() {
         assert!(Request::new("read", "/x").validate().is_ok());
         assert!(Request::new("re\"ad", "/x").validate().is_err());
-        assert!(Request::new("read", "/x").param("time", 1).validate().is_err());
+        assert!(Request::new("read", "/x")
+            .param("time", 1)
+            .validate()
+            .is_err());
     }
 }

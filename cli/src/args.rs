@@ -1,0 +1,145 @@
+//! The command line: every subcommand and flag of `mandate`.
+//!
+//! This is a contract other tools script against: keep flag names stable.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Mandate: delegation-chain capability tokens for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "mandate", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Generate an Ed25519 key pair; print the public key as ed25519/<hex>.
+    Keygen(KeygenArgs),
+    /// Mint a root token for a principal and a first agent (prints base64).
+    Issue(IssueArgs),
+    /// Append a delegation hop signed by the holder's key (prints base64).
+    Attenuate(AttenuateArgs),
+    /// Show a token's delegation chain, hop by hop.
+    Inspect(InspectArgs),
+    /// Decide one request with a token: exit 0 allowed, 1 denied, 2 bad input.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Write the private key to FILE (mode 0600) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// The grant flags shared by `issue` and `attenuate`.
+#[derive(Debug, Args)]
+pub(crate) struct GrantArgs {
+    /// Allowed actions on a resource pattern: ACTION[,ACTION…]:PATTERN,
+    /// e.g. read,list:/api/customers/*  (repeat for alternatives).
+    #[arg(long, value_name = "ACTIONS:PATTERN")]
+    pub(crate) allow: Vec<String>,
+    /// A constraint every alternative must meet: PARAM<=N, PARAM>=N, PARAM<N,
+    /// PARAM>N, PARAM=VALUE, 'PARAM starts-with TEXT', 'PARAM ends-with TEXT',
+    /// 'PARAM in A|B', time>=RFC3339, time<=RFC3339 (repeatable).
+    #[arg(long = "where", value_name = "CONSTRAINT")]
+    pub(crate) where_: Vec<String>,
+    /// A raw Datalog check (`check if …`) added as is: the escape hatch.
+    #[arg(long, value_name = "CHECK")]
+    pub(crate) datalog: Vec<String>,
+    /// Why this token or hop exists.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) purpose: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueArgs {
+    /// The issuer's root private key file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// The root key id written into the token (for key rotation).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) key_id: u32,
+    /// Who the token acts for, e.g. user:alice.
+    #[arg(long, value_name = "ID")]
+    pub(crate) principal: String,
+    /// The first agent's id.
+    #[arg(long, value_name = "AGENT_ID")]
+    pub(crate) to: String,
+    /// The first agent's public key, ed25519/<hex>.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) to_key: String,
+    #[command(flatten)]
+    pub(crate) grant: GrantArgs,
+    /// How long the token lives: 30s, 10m, 1h, 7d.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) ttl: String,
+    /// Most delegation hops allowed below the root.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_depth: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AttenuateArgs {
+    /// The holder agent's private key file (signs the hop).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// The next agent's id.
+    #[arg(long, value_name = "AGENT_ID")]
+    pub(crate) to: String,
+    /// The next agent's public key, ed25519/<hex>.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) to_key: String,
+    #[command(flatten)]
+    pub(crate) grant: GrantArgs,
+    /// How long the hop lives (never past the chain's expiry; default: until it).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) ttl: Option<String>,
+    /// The token: a file holding base64, or - for standard input.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub(crate) token: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Verify the signatures with this root public key (else they are not verified).
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: Option<String>,
+    /// The token: a file holding base64, or - for standard input.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub(crate) token: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The issuer's root public key, ed25519/<hex>.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: String,
+    /// The request's action, e.g. read.
+    #[arg(long, value_name = "A")]
+    pub(crate) action: String,
+    /// The request's resource, e.g. /api/customers/42.
+    #[arg(long, value_name = "R")]
+    pub(crate) resource: String,
+    /// A request parameter NAME=VALUE; VALUE is an integer if it parses as
+    /// one, else a string (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub(crate) param: Vec<String>,
+    /// Decide as of this instant (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) time: Option<String>,
+    /// Print the decision as JSON on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The token: a file holding base64, or - for standard input.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub(crate) token: String,
+}

@@ -1,0 +1,195 @@
+//! One function per subcommand.
+
+use crate::args::{AttenuateArgs, GrantArgs, InspectArgs, IssueArgs, KeygenArgs, VerifyArgs};
+use crate::io::{read_private_key, read_token, write_private_key};
+use crate::{EXIT_BAD_INPUT, EXIT_DENIED};
+use anyhow::{anyhow, bail, Context, Result};
+use biscuit_auth::{Biscuit, KeyPair, UnverifiedBiscuit};
+use mandate_attenuate::{delegate, Delegation};
+use mandate_issuer::{Issuer, MintRequest, RootKeys as IssuerKeys};
+use mandate_spec::{
+    decode_blocks, format_public_key, parse_duration, parse_public_key, Chain, Grant, Request,
+    Value,
+};
+use mandate_verifier::{DenialKind, RootKeys, Verifier};
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::SystemTime;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+pub(crate) fn keygen(a: KeygenArgs) -> Result<ExitCode> {
+    let key = KeyPair::new();
+    match &a.out {
+        Some(path) => {
+            write_private_key(path, &key, a.force)?;
+            println!("{}", format_public_key(&key.public()));
+        }
+        None => {
+            // No file: the private key goes to standard output (for a secret
+            // store), the public key to standard error.
+            println!("{}", mandate_spec::format_private_key(&key));
+            eprintln!("public key: {}", format_public_key(&key.public()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn grant(g: &GrantArgs) -> Result<Grant> {
+    let mut grant = Grant::parse(&g.allow, &g.where_)?;
+    grant.datalog = g.datalog.clone();
+    Ok(grant)
+}
+
+pub(crate) fn issue(a: IssueArgs) -> Result<ExitCode> {
+    let root = read_private_key(&a.key)?;
+    let agent_key = parse_public_key(&a.to_key).context("--to-key")?;
+    let ttl = parse_duration(&a.ttl).context("--ttl")?;
+    let grant = grant(&a.grant)?;
+    if grant.alternatives.is_empty() {
+        bail!("a root token needs at least one --allow ACTIONS:PATTERN");
+    }
+    let issuer = Issuer::with_keys(IssuerKeys::new(a.key_id, root));
+    let minted = issuer.mint(&MintRequest {
+        principal: a.principal,
+        agent: a.to,
+        agent_key,
+        grant,
+        ttl,
+        purpose: a.grant.purpose,
+        max_depth: a.max_depth,
+    })?;
+    println!("{}", minted.to_base64());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn attenuate(a: AttenuateArgs) -> Result<ExitCode> {
+    let token = read_token(&a.token)?;
+    let holder = read_private_key(&a.key)?;
+    let agent_key = parse_public_key(&a.to_key).context("--to-key")?;
+    let ttl = a
+        .ttl
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .context("--ttl")?;
+    let out = delegate(
+        &token,
+        &holder,
+        &Delegation {
+            agent: a.to,
+            agent_key,
+            grant: grant(&a.grant)?,
+            ttl,
+            purpose: a.grant.purpose,
+        },
+    )?;
+    println!("{}", out.to_base64());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
+    let token = read_token(&a.token)?;
+    let root_key_id = match &a.public_key {
+        Some(pk) => {
+            let key = parse_public_key(pk).context("--public-key")?;
+            Biscuit::from(&token, key)
+                .map_err(|e| anyhow!("signatures do not verify with {pk}: {e}"))?
+                .root_key_id()
+        }
+        None => UnverifiedBiscuit::from(&token)
+            .map_err(|e| anyhow!("not a valid token: {e}"))?
+            .root_key_id(),
+    };
+    let verified = a.public_key.is_some();
+    let blocks = decode_blocks(&token)?;
+    let chain =
+        Chain::from_blocks(&blocks, root_key_id).map_err(|e| anyhow!("invalid chain: {e}"))?;
+    if a.json {
+        let out = json!({
+            "signatures_verified": verified,
+            "root_key_id": root_key_id,
+            "size_bytes": token.len(),
+            "blocks": blocks.len(),
+            "chain": chain,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "token {} for principal {:?}",
+        chain.token_id, chain.principal
+    );
+    println!("issued: {}", rfc3339(chain.issued_at));
+    match &chain.expires_at {
+        Some(e) => println!("expires: {} (earliest along the chain)", rfc3339(*e)),
+        None => println!("expires: never"),
+    }
+    if verified {
+        println!("signatures: verified with the given root key");
+    } else {
+        println!("signatures: NOT verified (pass --public-key to verify them)");
+    }
+    if let Some(d) = chain.max_depth {
+        println!("max depth: {d} delegation hop(s)");
+    }
+    println!("chain: {chain}");
+    println!();
+    for hop in &chain.hops {
+        print!("{hop}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    let key = parse_public_key(&a.public_key).context("--public-key")?;
+    let mut request = Request::new(a.action, a.resource);
+    for p in &a.param {
+        let (name, value) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--param expects NAME=VALUE, got {p:?}"))?;
+        request.params.insert(name.to_string(), Value::infer(value));
+    }
+    if let Some(t) = &a.time {
+        let at = OffsetDateTime::parse(t, &Rfc3339)
+            .map_err(|_| anyhow!("--time expects an RFC 3339 instant, got {t:?}"))?;
+        request.time = SystemTime::from(at);
+    }
+    request.validate()?;
+    let token = read_token(&a.token)?;
+    let verifier = Verifier::new(RootKeys::single(key));
+    let decision = verifier.authorize(&token, &request);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&decision)?);
+    }
+    let Some(denial) = &decision.denial else {
+        if !a.json {
+            if let Some(chain) = &decision.chain {
+                println!("allowed: {chain}");
+            } else {
+                println!("allowed");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !a.json {
+        eprintln!("denied: {}", denial.reason);
+    }
+    let bad_input = matches!(
+        denial.kind,
+        DenialKind::MalformedToken
+            | DenialKind::BadSignature
+            | DenialKind::UnknownRootKey
+            | DenialKind::InvalidRequest
+    );
+    Ok(ExitCode::from(if bad_input {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_DENIED
+    }))
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
