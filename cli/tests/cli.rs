@@ -1,0 +1,629 @@
+//! The `mandate` binary end to end: keygen → issue → attenuate → inspect →
+//! verify, exit codes, and one-line errors on bad input.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn mandate(dir: &Path, args: &[&str]) -> Run {
+    mandate_stdin(dir, args, None)
+}
+
+fn mandate_stdin(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            pipe.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    };
+    assert!(
+        !run.stderr.contains("panicked") && !run.stderr.contains("stack backtrace"),
+        "mandate {args:?} panicked: {}",
+        run.stderr
+    );
+    run
+}
+
+/// Asserts a bad-input failure: exit 2, exactly one line on stderr
+/// (warnings aside), containing `needle`.
+fn assert_bad_input(run: &Run, needle: &str) {
+    assert_eq!(run.code, 2, "stdout={} stderr={}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("warning:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {}", run.stderr);
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?} in {:?}",
+        lines[0]
+    );
+}
+
+/// The quickstart: issuer, support agent, sub-agent, and their tokens.
+struct Scenario {
+    dir: tempfile::TempDir,
+    issuer_pub: String,
+    support_pub: String,
+    sub_pub: String,
+}
+
+impl Scenario {
+    fn new() -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str| {
+            let r = mandate(dir.path(), &["keygen", "--out", name]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            r.stdout.trim().to_string()
+        };
+        let issuer_pub = key("issuer.key");
+        let support_pub = key("support.key");
+        let sub_pub = key("sub.key");
+        let s = Scenario {
+            dir,
+            issuer_pub,
+            support_pub,
+            sub_pub,
+        };
+        let r = s.run(&[
+            "issue",
+            "--key",
+            "issuer.key",
+            "--principal",
+            "user:alice",
+            "--to",
+            "support-agent",
+            "--to-key",
+            &s.support_pub.clone(),
+            "--allow",
+            "read,list:/api/customers/*",
+            "--where",
+            "rows<=100",
+            "--ttl",
+            "1h",
+            "--max-depth",
+            "2",
+            "--purpose",
+            "answer support tickets",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        s.write("support.tok", &r.stdout);
+        let r = s.run(&[
+            "attenuate",
+            "--key",
+            "support.key",
+            "--to",
+            "sub-agent",
+            "--to-key",
+            &s.sub_pub.clone(),
+            "--allow",
+            "read:/api/customers/*",
+            "--ttl",
+            "10m",
+            "--purpose",
+            "look up customer 42",
+            "support.tok",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        s.write("sub.tok", &r.stdout);
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path(name), content).unwrap();
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        mandate(self.dir.path(), args)
+    }
+
+    fn verify(&self, token: &str, action: &str, resource: &str, params: &[&str]) -> Run {
+        let mut args = vec![
+            "verify",
+            "--public-key",
+            &self.issuer_pub,
+            "--action",
+            action,
+            "--resource",
+            resource,
+        ];
+        for p in params {
+            args.push("--param");
+            args.push(p);
+        }
+        args.push(token);
+        self.run(&args)
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_file_and_prints_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = mandate(dir.path(), &["keygen", "--out", "a.key"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.trim().starts_with("ed25519/"));
+    assert_eq!(r.stdout.trim().len(), "ed25519/".len() + 64);
+    let content = std::fs::read_to_string(dir.path().join("a.key")).unwrap();
+    assert!(content.starts_with("ed25519-private/"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("a.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never silently overwrite a key.
+    let again = mandate(dir.path(), &["keygen", "--out", "a.key"]);
+    assert_bad_input(&again, "already exists");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.key")).unwrap(),
+        content
+    );
+    let forced = mandate(dir.path(), &["keygen", "--out", "a.key", "--force"]);
+    assert_eq!(forced.code, 0);
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join("a.key")).unwrap(),
+        content
+    );
+}
+
+#[test]
+fn quickstart_read_is_allowed_with_the_chain() {
+    let s = Scenario::new();
+    let r = s.verify("sub.tok", "read", "/api/customers/42", &["rows=10"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout.trim(),
+        "allowed: user:alice → support-agent → sub-agent"
+    );
+}
+
+#[test]
+fn quickstart_delete_is_denied_with_the_reason() {
+    let s = Scenario::new();
+    let r = s.verify("sub.tok", "delete", "/api/customers/42", &["rows=10"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("denied: hop 0"), "{}", r.stderr);
+    assert!(r.stderr.contains("action \"delete\" is not allowed"));
+    assert!(r.stderr.contains("hop 1 (agent \"sub-agent\""));
+}
+
+#[test]
+fn quickstart_read_of_500_rows_is_denied() {
+    let s = Scenario::new();
+    let r = s.verify("sub.tok", "read", "/api/customers/42", &["rows=500"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("parameter rows=500 violates rows<=100"),
+        "{}",
+        r.stderr
+    );
+    // A missing parameter fails closed, and says so.
+    let r = s.verify("sub.tok", "read", "/api/customers/42", &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("parameter rows is missing"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn sub_agent_cannot_list_what_its_parent_could() {
+    let s = Scenario::new();
+    let parent = s.verify("support.tok", "list", "/api/customers/42", &["rows=10"]);
+    assert_eq!(parent.code, 0, "{}", parent.stderr);
+    let child = s.verify("sub.tok", "list", "/api/customers/42", &["rows=10"]);
+    assert_eq!(child.code, 1);
+    assert!(child.stderr.contains("hop 1"), "{}", child.stderr);
+}
+
+#[test]
+fn verify_json_carries_decision_reason_and_chain() {
+    let s = Scenario::new();
+    let r = s.run(&[
+        "verify",
+        "--json",
+        "--public-key",
+        &s.issuer_pub.clone(),
+        "--action",
+        "list",
+        "--resource",
+        "/api/customers/42",
+        "--param",
+        "rows=10",
+        "sub.tok",
+    ]);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["denial"]["kind"], "not_allowed");
+    assert_eq!(v["denial"]["hop"], 1);
+    assert_eq!(v["denial"]["agent"], "sub-agent");
+    assert_eq!(v["request"]["params"]["rows"], 10);
+    let hops = v["chain"]["hops"].as_array().unwrap();
+    assert_eq!(hops.len(), 2);
+    assert_eq!(v["chain"]["principal"], "user:alice");
+    assert_eq!(hops[0]["hop"], 0);
+    assert_eq!(hops[0]["agent"], "support-agent");
+    assert_eq!(hops[0]["signed_by"]["kind"], "root");
+    assert_eq!(hops[1]["agent"], "sub-agent");
+    assert_eq!(hops[1]["agent_key"], s.sub_pub.as_str());
+    assert_eq!(hops[1]["signed_by"]["agent"], "support-agent");
+    assert_eq!(hops[1]["purpose"], "look up customer 42");
+    assert_eq!(hops[1]["revocation_id"].as_str().unwrap().len(), 128);
+}
+
+#[test]
+fn inspect_shows_the_chain_with_or_without_the_root_key() {
+    let s = Scenario::new();
+    let r = s.run(&["inspect", "sub.tok"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("signatures: NOT verified"));
+    assert!(r
+        .stdout
+        .contains("chain: user:alice → support-agent → sub-agent"));
+    assert!(r.stdout.contains("hop 1 (block 1): agent \"sub-agent\""));
+    assert!(r.stdout.contains("allows: read:/api/customers/*"));
+    assert!(r.stdout.contains(&format!(
+        "signed by: agent \"support-agent\" ({})",
+        s.support_pub
+    )));
+
+    let r = s.run(&[
+        "inspect",
+        "--json",
+        "--public-key",
+        &s.issuer_pub.clone(),
+        "sub.tok",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["signatures_verified"], true);
+    assert_eq!(
+        v["chain"]["hops"][1]["grant"]["alternatives"][0]["actions"][0],
+        "read"
+    );
+
+    // A wrong root key: bad input, one line.
+    let r = s.run(&["inspect", "--public-key", &s.sub_pub.clone(), "sub.tok"]);
+    assert_bad_input(&r, "signatures do not verify");
+}
+
+#[test]
+fn tokens_are_read_from_standard_input_by_default() {
+    let s = Scenario::new();
+    let token = s.read("sub.tok");
+    let r = mandate_stdin(
+        s.dir.path(),
+        &[
+            "verify",
+            "--public-key",
+            &s.issuer_pub,
+            "--action",
+            "read",
+            "--resource",
+            "/api/customers/7",
+            "--param",
+            "rows=1",
+        ],
+        Some(&token),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn only_the_holder_can_attenuate() {
+    let s = Scenario::new();
+    // sub.tok is held by sub-agent; the support agent's key cannot extend it.
+    let r = s.run(&[
+        "attenuate",
+        "--key",
+        "support.key",
+        "--to",
+        "x",
+        "--to-key",
+        &s.sub_pub.clone(),
+        "sub.tok",
+    ]);
+    assert_bad_input(&r, "does not hold the token");
+}
+
+#[test]
+fn max_depth_is_enforced_when_attenuating() {
+    let s = Scenario::new();
+    let k3 = s
+        .run(&["keygen", "--out", "third.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let r = s.run(&[
+        "attenuate",
+        "--key",
+        "sub.key",
+        "--to",
+        "third",
+        "--to-key",
+        &k3,
+        "sub.tok",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    s.write("third.tok", &r.stdout);
+    let k4 = s
+        .run(&["keygen", "--out", "fourth.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let r = s.run(&[
+        "attenuate",
+        "--key",
+        "third.key",
+        "--to",
+        "fourth",
+        "--to-key",
+        &k4,
+        "third.tok",
+    ]);
+    assert_bad_input(&r, "at most 2 delegation hops");
+}
+
+#[test]
+fn expired_tokens_are_denied_with_the_hop() {
+    let s = Scenario::new();
+    // sub-agent's hop lives 10 minutes, the root an hour.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(30);
+    let later = later
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let r = s.run(&[
+        "verify",
+        "--json",
+        "--public-key",
+        &s.issuer_pub.clone(),
+        "--action",
+        "read",
+        "--resource",
+        "/api/customers/42",
+        "--param",
+        "rows=1",
+        "--time",
+        &later,
+        "sub.tok",
+    ]);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["denial"]["kind"], "expired");
+    assert_eq!(v["denial"]["hop"], 1);
+    assert!(v["denial"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("expired at"));
+}
+
+#[test]
+fn bad_input_gives_one_line_and_exit_2() {
+    let s = Scenario::new();
+    let pk = s.issuer_pub.clone();
+    let verify = |token: &str| {
+        s.run(&[
+            "verify",
+            "--public-key",
+            &pk,
+            "--action",
+            "read",
+            "--resource",
+            "/x",
+            token,
+        ])
+    };
+    s.write("garbage.tok", "this is not base64!!");
+    assert_bad_input(&verify("garbage.tok"), "not URL-safe base64");
+    let full = s.read("sub.tok");
+    s.write("truncated.tok", &full.trim()[..full.trim().len() / 2]);
+    assert_bad_input(&verify("truncated.tok"), "not a valid token");
+    s.write("empty.tok", "");
+    assert_bad_input(&verify("empty.tok"), "empty");
+    assert_bad_input(&verify("missing.tok"), "missing.tok");
+    // Wrong root key.
+    let r = s.run(&[
+        "verify",
+        "--public-key",
+        &s.sub_pub.clone(),
+        "--action",
+        "read",
+        "--resource",
+        "/x",
+        "sub.tok",
+    ]);
+    assert_bad_input(&r, "signature does not verify");
+    // Unknown flag.
+    assert_bad_input(&s.run(&["verify", "--bogus"]), "--bogus");
+    // Malformed key, pattern, bound, duration, param, resource.
+    let issue = |extra: &[&str]| {
+        let support = s.support_pub.clone();
+        let mut args = vec![
+            "issue",
+            "--key",
+            "issuer.key",
+            "--principal",
+            "user:alice",
+            "--to",
+            "a",
+            "--to-key",
+            &support,
+            "--ttl",
+            "1h",
+        ];
+        args.extend_from_slice(extra);
+        s.run(&args)
+    };
+    assert_bad_input(
+        &issue(&["--allow", "read:/api/*/orders"]),
+        "only allowed as a final",
+    );
+    assert_bad_input(&issue(&["--allow", "read"]), "ACTION");
+    assert_bad_input(
+        &issue(&["--allow", "read:/x", "--where", "rows<=ten"]),
+        "integer bound",
+    );
+    let r = s.run(&[
+        "issue",
+        "--key",
+        "issuer.key",
+        "--principal",
+        "user:alice",
+        "--to",
+        "a",
+        "--to-key",
+        &s.support_pub.clone(),
+        "--allow",
+        "read:/x",
+        "--ttl",
+        "soon",
+    ]);
+    assert_bad_input(&r, "duration");
+    assert_bad_input(&issue(&[]), "at least one --allow");
+    let r = s.run(&[
+        "issue",
+        "--key",
+        "issuer.key",
+        "--principal",
+        "user:alice",
+        "--to",
+        "a",
+        "--to-key",
+        "ed25519/1234",
+        "--allow",
+        "read:/x",
+        "--ttl",
+        "1h",
+    ]);
+    assert_bad_input(&r, "64 hex digits");
+    let r = s.run(&[
+        "verify",
+        "--public-key",
+        &pk,
+        "--action",
+        "read",
+        "--resource",
+        "/x",
+        "--param",
+        "noequals",
+        "sub.tok",
+    ]);
+    assert_bad_input(&r, "NAME=VALUE");
+    let r = s.run(&[
+        "verify",
+        "--public-key",
+        &pk,
+        "--action",
+        "read",
+        "--resource",
+        "/api/customers/../admin",
+        "sub.tok",
+    ]);
+    assert_bad_input(&r, ". or .. segment");
+    // A key file that is not a key.
+    s.write("bad.key", "hello");
+    let r = s.run(&[
+        "attenuate",
+        "--key",
+        "bad.key",
+        "--to",
+        "x",
+        "--to-key",
+        &pk,
+        "sub.tok",
+    ]);
+    assert_bad_input(&r, "ed25519-private");
+}
+
+#[test]
+fn injection_through_flags_stays_data() {
+    let s = Scenario::new();
+    // An agent id with Datalog syntax is refused outright.
+    let r = s.run(&[
+        "attenuate",
+        "--key",
+        "sub.key",
+        "--to",
+        "x\"), operation(\"delete",
+        "--to-key",
+        &s.sub_pub.clone(),
+        "sub.tok",
+    ]);
+    assert_bad_input(&r, "agent id");
+    // A constraint value with Datalog syntax is a string, nothing more.
+    let k = s
+        .run(&["keygen", "--out", "mail.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let r = s.run(&[
+        "attenuate",
+        "--key",
+        "sub.key",
+        "--to",
+        "mailer",
+        "--to-key",
+        &k,
+        "--allow",
+        "read:/api/customers/*",
+        "--where",
+        "to=a\"), operation(\"delete",
+        "sub.tok",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    s.write("mail.tok", &r.stdout);
+    let deny = s.verify(
+        "mail.tok",
+        "delete",
+        "/api/customers/1",
+        &["rows=1", "to=a"],
+    );
+    assert_eq!(deny.code, 1);
+    let allow = s.verify(
+        "mail.tok",
+        "read",
+        "/api/customers/1",
+        &["rows=1", "to=a\"), operation(\"delete"],
+    );
+    assert_eq!(allow.code, 0, "{}", allow.stderr);
+}
