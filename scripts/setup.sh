@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what Mandate's build, demo and tests need on a fresh Debian machine
+# with the Rust toolchain. Idempotent: installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+
+if ((${#need[@]})); then
+    echo "setup: installing ${need[*]}" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
