@@ -157,16 +157,12 @@ fn hop_byte_budget() {
     println!("|---|---:|");
     let variants = [
         (
-            "as Mandate writes it, by hand (check)",
+            "short variables (`$t`, `$o`) and a `resource_parent` predicate (Mandate before its byte diet)",
             r#"check if time($t), operation($o), resource_parent("/api/customers/"), $t <= {expires}, {"list", "read"}.contains($o)"#,
         ),
         (
-            "variables named with Biscuit default symbols (`$time`, `$operation`)",
-            r#"check if time($time), operation($operation), resource_parent("/api/customers/"), $time <= {expires}, {"list", "read"}.contains($operation)"#,
-        ),
-        (
-            "… and the default symbol `path` instead of `resource_parent`",
-            r#"check if time($time), operation($operation), path("/api/customers/"), $time <= {expires}, {"list", "read"}.contains($operation)"#,
+            "as Mandate writes it: default-symbol variables, two-term `resource($dir, $name)`",
+            r#"check if time($time), operation($operation), resource("/api/customers/", $resource), $time <= {expires}, {"list", "read"}.contains($operation)"#,
         ),
     ];
     for (what, source) in variants {
