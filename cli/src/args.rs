@@ -25,6 +25,55 @@ pub(crate) enum Command {
     Inspect(InspectArgs),
     /// Decide one request with a token: exit 0 allowed, 1 denied, 2 bad input.
     Verify(VerifyArgs),
+    /// Add to a revocation list (a RocksDB directory); synced before it prints.
+    Revoke(RevokeArgs),
+    /// List (or prune) a revocation list.
+    Revocations(RevocationsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["id", "token", "agent_key", "ids_from"])))]
+pub(crate) struct RevokeArgs {
+    /// The revocation list directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: PathBuf,
+    /// A block's revocation id (hex, as `inspect` shows it).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) id: Option<String>,
+    /// A token file: revokes its whole family, or with --hop N that hop and
+    /// everything derived from it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token: Option<String>,
+    /// With --token: the hop to revoke (0 = the root block).
+    #[arg(long, value_name = "N", requires = "token")]
+    pub(crate) hop: Option<usize>,
+    /// An agent key (ed25519/<hex>): every chain through that agent.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) agent_key: Option<String>,
+    /// Revocation ids, one hex id per line, from FILE or - (standard input);
+    /// prints `revoked <id>` as each one is synced.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ids_from: Option<String>,
+    /// Why (recorded and shown in every denial it causes).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: String,
+    /// Who revokes (default: $USER).
+    #[arg(long, value_name = "WHO")]
+    pub(crate) by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevocationsArgs {
+    /// The revocation list directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: PathBuf,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Delete entries whose target has expired (they can no longer matter),
+    /// then compact. Entries without an expiry are kept.
+    #[arg(long)]
+    pub(crate) prune: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +185,10 @@ pub(crate) struct VerifyArgs {
     /// Decide as of this instant (RFC 3339) instead of now.
     #[arg(long, value_name = "RFC3339")]
     pub(crate) time: Option<String>,
+    /// Consult this revocation list (a RocksDB directory, opened read-only).
+    /// If it cannot be opened, the request is denied.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) revocation_db: Option<PathBuf>,
     /// Print the decision as JSON on standard output.
     #[arg(long)]
     pub(crate) json: bool,
