@@ -176,7 +176,11 @@ fn expiry(
         (Some(w), Some(p)) => Ok(w.min(p)),
         (Some(w), None) => Ok(w),
         (None, Some(p)) => Ok(p),
-        (None, None) => Err(AttenuateError::Expired),
+        // Issuer-minted roots always expire; a chain without any expiry is
+        // not Mandate's, and a hop must carry one.
+        (None, None) => Err(AttenuateError::Spec(mandate_spec::SpecError::Token(
+            "the chain states no expiry; give --ttl".into(),
+        ))),
     }
 }
 

@@ -178,12 +178,25 @@ pub struct Narrowing {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("block {block} (hop {hop}): {message}")]
 pub struct ChainError {
+    /// What kind of violation.
+    pub kind: ChainErrorKind,
     /// The offending block.
     pub block: usize,
     /// The hop it belongs to (the hop it would start, for a delegation).
     pub hop: usize,
     /// What is wrong, in words.
     pub message: String,
+}
+
+/// Kinds of chain violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainErrorKind {
+    /// More delegation hops than the root's `max_depth`.
+    DepthExceeded,
+    /// Any other violation of §6 (wrong signer, missing or extra facts,
+    /// reserved predicates, a first-party block naming an agent).
+    Invalid,
 }
 
 impl Chain {
@@ -224,7 +237,12 @@ impl Chain {
         )?];
         for block in &blocks[1..] {
             let current = hops.len() - 1;
-            check_reserved(block, current)?;
+            let would_be = if block.external_key.is_some() {
+                current + 1
+            } else {
+                current
+            };
+            check_reserved(block, would_be)?;
             match &block.external_key {
                 None => {
                     if !facts_named(block, vocab::AGENT).is_empty() {
@@ -260,7 +278,7 @@ impl Chain {
                     let hop_no = current + 1;
                     if let Some(max) = max_depth {
                         if hop_no > max as usize {
-                            return Err(err(
+                            return Err(depth_err(
                                 block.index,
                                 hop_no,
                                 &format!(
@@ -481,8 +499,16 @@ fn one_string(block: &BlockContent, name: &str, hop: usize) -> Result<String, Ch
     }
 }
 
+fn depth_err(block: usize, hop: usize, message: &str) -> ChainError {
+    ChainError {
+        kind: ChainErrorKind::DepthExceeded,
+        ..err(block, hop, message)
+    }
+}
+
 fn err(block: usize, hop: usize, message: &str) -> ChainError {
     ChainError {
+        kind: ChainErrorKind::Invalid,
         block,
         hop,
         message: message.to_string(),

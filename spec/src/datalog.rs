@@ -135,7 +135,7 @@ fn alternative_query(alt: &Alternative, expiry: Option<u64>) -> Rule {
                 (param, (None, Term::Str(suffix.clone()), Binary::Suffix))
             }
             Constraint::OneOf { param, values } => {
-                let set = values.iter().cloned().map(Term::Str).collect();
+                let set = values.iter().map(value_term).collect();
                 (param, (Some(Term::Set(set)), Term::Null, Binary::Contains))
             }
         };
@@ -269,7 +269,7 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
             (Term::Set(s), Term::Variable(v), Binary::Contains) => {
                 constraints.push(Constraint::OneOf {
                     param: params.get(v.as_str())?.to_string(),
-                    values: strings(s)?,
+                    values: values(s)?,
                 })
             }
             (Term::Variable(v), Term::Integer(bound), op) => {
@@ -323,6 +323,16 @@ fn strings(set: &BTreeSet<Term>) -> Option<BTreeSet<String>> {
     set.iter()
         .map(|t| match t {
             Term::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn values(set: &BTreeSet<Term>) -> Option<BTreeSet<Value>> {
+    set.iter()
+        .map(|t| match t {
+            Term::Str(s) => Some(Value::Str(s.clone())),
+            Term::Integer(i) => Some(Value::Int(*i)),
             _ => None,
         })
         .collect()

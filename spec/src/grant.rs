@@ -100,12 +100,12 @@ pub enum Constraint {
         /// Required suffix.
         suffix: String,
     },
-    /// A string parameter is one of these values.
+    /// The parameter is one of these values (integers or strings).
     OneOf {
         /// Parameter name.
         param: String,
         /// Allowed values (at least one).
-        values: BTreeSet<String>,
+        values: BTreeSet<Value>,
     },
     /// The request time is at or after this instant.
     NotBefore {
@@ -149,11 +149,12 @@ pub enum Value {
 }
 
 impl Value {
-    /// Types text the way the CLI does: an integer when it parses as one
-    /// (`-?[0-9]+` within i64), a string otherwise.
+    /// Types text the way the CLI does: an integer when it is an integer
+    /// written canonically (`0`, `42`, `-7`: no sign `+`, no leading zeros,
+    /// within i64), a string otherwise — so `007` stays the string `"007"`.
     pub fn infer(text: &str) -> Value {
         match text.parse::<i64>() {
-            Ok(i) if !text.starts_with('+') => Value::Int(i),
+            Ok(i) if i.to_string() == text => Value::Int(i),
             _ => Value::Str(text.to_string()),
         }
     }
@@ -371,7 +372,7 @@ impl Constraint {
                     },
                     _ => Constraint::OneOf {
                         param,
-                        values: value.split('|').map(str::to_string).collect(),
+                        values: value.split('|').map(Value::infer).collect(),
                     },
                 };
                 c.validate()?;
@@ -472,7 +473,10 @@ impl Constraint {
                 if values.is_empty() {
                     return Err(SpecError::Grant("`in` needs at least one value".into()));
                 }
-                values.iter().try_for_each(|v| check_value(v))
+                values.iter().try_for_each(|v| match v {
+                    Value::Str(s) => check_value(s),
+                    Value::Int(_) => Ok(()),
+                })
             }
             _ => Ok(()),
         }
@@ -503,9 +507,7 @@ impl Constraint {
             Constraint::EndsWith { param: p, suffix } => {
                 matches!(param(p), Some(Value::Str(s)) if s.ends_with(suffix.as_str()))
             }
-            Constraint::OneOf { param: p, values } => {
-                matches!(param(p), Some(Value::Str(s)) if values.contains(s))
-            }
+            Constraint::OneOf { param: p, values } => param(p).is_some_and(|v| values.contains(v)),
             Constraint::NotBefore { at } => request.time_unix() >= at.unix_timestamp(),
             Constraint::NotAfter { at } => request.time_unix() <= at.unix_timestamp(),
         }
@@ -517,9 +519,17 @@ impl fmt::Display for Grant {
         if self.is_empty() {
             return write!(f, "(no restriction of its own)");
         }
-        let mut parts: Vec<String> = self.alternatives.iter().map(|a| a.to_string()).collect();
-        parts.extend(self.datalog.iter().map(|d| format!("datalog: {d}")));
-        write!(f, "{}", parts.join(" OR "))
+        let alternatives: Vec<String> = self.alternatives.iter().map(|a| a.to_string()).collect();
+        write!(f, "{}", alternatives.join(" OR "))?;
+        for (i, d) in self.datalog.iter().enumerate() {
+            let sep = if i == 0 && alternatives.is_empty() {
+                ""
+            } else {
+                "; and "
+            };
+            write!(f, "{sep}Datalog: {d}")?;
+        }
+        Ok(())
     }
 }
 
@@ -552,7 +562,7 @@ impl fmt::Display for Constraint {
             Constraint::StartsWith { param, prefix } => write!(f, "{param} starts-with {prefix:?}"),
             Constraint::EndsWith { param, suffix } => write!(f, "{param} ends-with {suffix:?}"),
             Constraint::OneOf { param, values } => {
-                let v: Vec<String> = values.iter().map(|s| format!("{s:?}")).collect();
+                let v: Vec<String> = values.iter().map(|v| v.to_string()).collect();
                 write!(f, "{param} in {}", v.join("|"))
             }
             Constraint::NotBefore { at } => write!(f, "time>={}", rfc3339(at)),

@@ -34,7 +34,9 @@ mod request;
 pub mod vocab;
 
 pub use blocks::{hop_block, narrowing_block, root_block, HopContent, RootContent};
-pub use chain::{decode_blocks, BlockContent, Chain, ChainError, Hop, Narrowing, Signer};
+pub use chain::{
+    decode_blocks, BlockContent, Chain, ChainError, ChainErrorKind, Hop, Narrowing, Signer,
+};
 pub use datalog::{decode_check, grant_checks, DecodedCheck};
 pub use duration::parse_duration;
 pub use encoding::{token_from_text, token_to_text, MAX_TOKEN_BYTES};

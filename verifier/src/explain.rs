@@ -8,19 +8,33 @@ use time::OffsetDateTime;
 /// Explains why the check `check_rule` of block `block` failed.
 pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &Request) -> Denial {
     let Some(hop) = chain.hop_of_block(block) else {
-        return Denial::new(DenialKind::NotAllowed, format!("block {block}: check failed: {check_rule}"));
+        return Denial::new(
+            DenialKind::NotAllowed,
+            format!("block {block}: check failed: {check_rule}"),
+        );
     };
     let (grant, expires, what) = if hop.block == block {
         (&hop.grant, hop.expires_at, String::new())
     } else {
         match hop.narrowing.iter().find(|n| n.block == block) {
-            Some(n) => (&n.grant, n.expires_at, format!(", first-party block {block}")),
+            Some(n) => (
+                &n.grant,
+                n.expires_at,
+                format!(", first-party block {block}"),
+            ),
             None => (&hop.grant, hop.expires_at, String::new()),
         }
     };
     let who = match hop.hop {
-        0 => format!("hop 0 (root token for {:?}, agent {:?}{what})", chain.principal, hop.agent),
-        n => format!("hop {n} (agent {:?}, delegated by {}{what})", hop.agent, signer_name(chain, n)),
+        0 => format!(
+            "hop 0 (root token for {:?}, agent {:?}{what})",
+            chain.principal, hop.agent
+        ),
+        n => format!(
+            "hop {n} (agent {:?}, delegated by {}{what})",
+            hop.agent,
+            signer_name(chain, n)
+        ),
     };
     let now = req.time_unix();
     let (kind, why) = match expires {
@@ -28,7 +42,10 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
             DenialKind::Expired,
             format!("expired at {} (request time {})", rfc(e), rfc_unix(now)),
         ),
-        _ => (DenialKind::NotAllowed, explain_grant(grant, req, check_rule)),
+        _ => (
+            DenialKind::NotAllowed,
+            explain_grant(grant, req, check_rule),
+        ),
     };
     Denial {
         kind,
@@ -76,7 +93,10 @@ fn why_not(alt: &Alternative, req: &Request) -> Option<String> {
             ResourcePattern::Children(_) => "is not directly under",
             ResourcePattern::Descendants(_) => "is not under",
         };
-        return Some(format!("resource {:?} {how} {}", req.resource, alt.resource));
+        return Some(format!(
+            "resource {:?} {how} {}",
+            req.resource, alt.resource
+        ));
     }
     for c in &alt.constraints {
         if c.holds(req) {

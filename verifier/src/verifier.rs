@@ -8,7 +8,7 @@ use crate::revocation::{Revocation, RevocationStore, Target};
 use biscuit_auth::datalog::RunLimits;
 use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
 use biscuit_auth::{AuthorizerBuilder, Biscuit};
-use mandate_spec::{decode_blocks, Chain, ChainError, Request, MAX_TOKEN_BYTES};
+use mandate_spec::{decode_blocks, Chain, ChainError, ChainErrorKind, Request, MAX_TOKEN_BYTES};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,7 +125,11 @@ impl Verifier {
     pub fn authorize(&self, token: &[u8], request: &Request) -> Decision {
         let req = request.clone();
         if let Err(e) = request.validate() {
-            return Decision::deny(req, None, Denial::new(DenialKind::InvalidRequest, e.to_string()));
+            return Decision::deny(
+                req,
+                None,
+                Denial::new(DenialKind::InvalidRequest, e.to_string()),
+            );
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Decision::deny(
@@ -292,10 +296,9 @@ fn parse_denial(e: &Token) -> Denial {
 }
 
 fn chain_denial(e: ChainError) -> Denial {
-    let kind = if e.message.contains("max_depth") {
-        DenialKind::DepthExceeded
-    } else {
-        DenialKind::BrokenChain
+    let kind = match e.kind {
+        ChainErrorKind::DepthExceeded => DenialKind::DepthExceeded,
+        _ => DenialKind::BrokenChain,
     };
     Denial {
         kind,
@@ -328,7 +331,8 @@ fn datalog_denial(e: &Token, chain: &Chain, request: &Request) -> Denial {
                 Some(mut first) => {
                     let others: Vec<String> = explained.map(|d| d.reason).collect();
                     if !others.is_empty() {
-                        first.reason = format!("{}; also denied by {}", first.reason, others.join("; "));
+                        first.reason =
+                            format!("{}; also denied by {}", first.reason, others.join("; "));
                     }
                     first
                 }
@@ -346,6 +350,9 @@ fn datalog_denial(e: &Token, chain: &Chain, request: &Request) -> Denial {
                  with an integer bound; denied"
             ),
         ),
-        other => Denial::new(DenialKind::Evaluation, format!("authorization failed: {other}")),
+        other => Denial::new(
+            DenialKind::Evaluation,
+            format!("authorization failed: {other}"),
+        ),
     }
 }
