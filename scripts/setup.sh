@@ -6,6 +6,9 @@ set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+# RocksDB (the revocation list) builds from C++ source; bindgen needs libclang.
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2

@@ -14,20 +14,20 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
     if a.reason.trim().is_empty() {
         bail!("--reason must say why");
     }
-    let by = a
-        .by
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "mandate-cli".into());
+    let by =
+        a.by.clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "mandate-cli".into());
     let store = RevocationStore::open(&a.db)?;
-    let entry = |target: Target, expires_at: Option<OffsetDateTime>, note: Option<String>| Revocation {
-        target,
-        revoked_at: OffsetDateTime::now_utc(),
-        reason: a.reason.clone(),
-        by: by.clone(),
-        expires_at,
-        note,
-    };
+    let entry =
+        |target: Target, expires_at: Option<OffsetDateTime>, note: Option<String>| Revocation {
+            target,
+            revoked_at: OffsetDateTime::now_utc(),
+            reason: a.reason.clone(),
+            by: by.clone(),
+            expires_at,
+            note,
+        };
     if let Some(source) = &a.ids_from {
         return revoke_stream(&store, source, &entry);
     }
@@ -112,7 +112,10 @@ fn parse_id(hex_id: &str) -> Result<Vec<u8>> {
     let bytes = hex::decode(hex_id.trim())
         .map_err(|_| anyhow!("a revocation id is hex, got {:?}", hex_id.trim()))?;
     if bytes.len() != 64 {
-        bail!("a revocation id is 64 bytes (128 hex digits), got {}", bytes.len());
+        bail!(
+            "a revocation id is 64 bytes (128 hex digits), got {}",
+            bytes.len()
+        );
     }
     Ok(bytes)
 }
@@ -121,7 +124,10 @@ pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
     if a.prune {
         let store = RevocationStore::open_existing(&a.db)?;
         let removed = store.prune_expired(OffsetDateTime::now_utc())?;
-        println!("pruned {removed} expired entr{}", if removed == 1 { "y" } else { "ies" });
+        println!(
+            "pruned {removed} expired entr{}",
+            if removed == 1 { "y" } else { "ies" }
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let store = RevocationStore::open_read_only(&a.db)?;
@@ -143,7 +149,12 @@ pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
         }
     }
     if !a.json {
-        writeln!(out, "{} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" })?;
+        writeln!(
+            out,
+            "{} entr{}",
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" }
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

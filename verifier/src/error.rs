@@ -65,7 +65,9 @@ impl VerifierError {
             rocksdb::ErrorKind::InvalidArgument if lower.contains("does not exist") => {
                 VerifierError::Missing { path }
             }
-            _ if lower.contains("no such file") && !path.exists() => VerifierError::Missing { path },
+            _ if lower.contains("no such file") && !path.exists() => {
+                VerifierError::Missing { path }
+            }
             _ if lower.contains("corrupt") || lower.contains("bad magic") => {
                 VerifierError::Corrupt { path, detail }
             }

@@ -10,7 +10,8 @@
 //! | `token` | a root token id (UUID text) | the whole token family |
 //! | `agent` | an agent's 32-byte Ed25519 public key | every chain through that agent |
 //!
-//! Values are JSON [`Revocation`] records (when, why, by whom, what).
+//! Values are small JSON records (when, why, by whom, until when, what); the
+//! target itself is the key and is not repeated in the value.
 //!
 //! Tuning, on purpose: lookups are point reads that almost always miss (a
 //! live token is not revoked), so every column family has a full bloom filter
@@ -94,8 +95,40 @@ pub struct Revocation {
     pub note: Option<String>,
 }
 
+/// The value stored under a target's key: a [`Revocation`] without its target.
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    #[serde(rename = "at", with = "time::serde::rfc3339")]
+    revoked_at: OffsetDateTime,
+    reason: std::borrow::Cow<'a, str>,
+    by: std::borrow::Cow<'a, str>,
+    #[serde(
+        default,
+        rename = "exp",
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Revocation {
+    fn encode(&self) -> Vec<u8> {
+        let stored = Stored {
+            revoked_at: self.revoked_at,
+            reason: self.reason.as_str().into(),
+            by: self.by.as_str().into(),
+            expires_at: self.expires_at,
+            note: self.note.as_deref().map(Into::into),
+        };
+        // Serializing plain strings and dates cannot fail.
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+}
+
 /// Tuning of a [`RevocationStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoreOptions {
     /// Shared LRU block cache size in bytes. Default 64 MiB.
     pub block_cache_bytes: usize,
@@ -121,7 +154,9 @@ pub struct RevocationStore {
 
 impl std::fmt::Debug for RevocationStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RevocationStore").field("path", &self.path).finish()
+        f.debug_struct("RevocationStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -145,6 +180,9 @@ impl RevocationStore {
         create: bool,
     ) -> Result<RevocationStore, VerifierError> {
         let path = path.as_ref().to_path_buf();
+        if !create && !path.join("CURRENT").exists() {
+            return Err(VerifierError::Missing { path });
+        }
         let (db_opts, cfs) = options_for(&options, create);
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
@@ -157,6 +195,9 @@ impl RevocationStore {
     /// another process writes; sees the entries synced before it opened.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<RevocationStore, VerifierError> {
         let path = path.as_ref().to_path_buf();
+        if !path.join("CURRENT").exists() {
+            return Err(VerifierError::Missing { path });
+        }
         let (db_opts, cfs) = options_for(&StoreOptions::default(), false);
         let db = DB::open_cf_descriptors_read_only(&db_opts, &path, cfs, false)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
@@ -177,11 +218,7 @@ impl RevocationStore {
     pub fn revoke(&self, entries: &[Revocation]) -> Result<(), VerifierError> {
         let mut batch = WriteBatch::default();
         for e in entries {
-            let value = serde_json::to_vec(e).map_err(|err| VerifierError::Store {
-                path: self.path.clone(),
-                detail: format!("cannot encode entry: {err}"),
-            })?;
-            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), value);
+            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
         }
         self.db
             .write_opt(batch, &self.sync)
@@ -194,12 +231,15 @@ impl RevocationStore {
             .db
             .get_pinned_cf(self.cf(target.cf())?, target.key())
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
-        raw.map(|v| self.decode(&v)).transpose()
+        raw.map(|v| self.decode(target.clone(), &v)).transpose()
     }
 
     /// The first revoked target among `targets` (in their order), if any: one
     /// batched read for all of them.
-    pub fn first_revoked(&self, targets: &[Target]) -> Result<Option<(usize, Revocation)>, VerifierError> {
+    pub fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
         let mut keys = Vec::with_capacity(targets.len());
         for t in targets {
             keys.push((self.cf(t.cf())?, t.key()));
@@ -208,7 +248,7 @@ impl RevocationStore {
         for (i, r) in results.into_iter().enumerate() {
             match r {
                 Ok(None) => {}
-                Ok(Some(v)) => return Ok(Some((i, self.decode(&v)?))),
+                Ok(Some(v)) => return Ok(Some((i, self.decode(targets[i].clone(), &v)?))),
                 Err(e) => return Err(VerifierError::from_rocksdb(&self.path, e)),
             }
         }
@@ -220,8 +260,8 @@ impl RevocationStore {
         let mut out = Vec::new();
         for cf in CFS {
             for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
-                let (_, v) = item.map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
-                out.push(self.decode(&v)?);
+                let (k, v) = item.map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+                out.push(self.decode(target_of(cf, &k)?, &v)?);
             }
         }
         Ok(out)
@@ -237,7 +277,7 @@ impl RevocationStore {
             let cf = self.cf(cf_name)?;
             for item in self.db.iterator_cf(cf, IteratorMode::Start) {
                 let (k, v) = item.map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
-                let entry = self.decode(&v)?;
+                let entry = self.decode(target_of(cf_name, &k)?, &v)?;
                 if matches!(entry.expires_at, Some(e) if e < now) {
                     batch.delete_cf(cf, k);
                     removed += 1;
@@ -270,17 +310,16 @@ impl RevocationStore {
     /// Writes entries without syncing each batch and without the WAL, then
     /// flushes: for building large stores (benchmarks, imports). Not for
     /// acknowledged revocations.
-    pub fn bulk_load(&self, entries: impl IntoIterator<Item = Revocation>) -> Result<u64, VerifierError> {
+    pub fn bulk_load(
+        &self,
+        entries: impl IntoIterator<Item = Revocation>,
+    ) -> Result<u64, VerifierError> {
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
         let mut batch = WriteBatch::default();
         let mut n = 0u64;
         for e in entries {
-            let value = serde_json::to_vec(&e).map_err(|err| VerifierError::Store {
-                path: self.path.clone(),
-                detail: err.to_string(),
-            })?;
-            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), value);
+            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
             n += 1;
             if batch.len() >= 50_000 {
                 self.db
@@ -296,7 +335,9 @@ impl RevocationStore {
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
         for cf in CFS {
             if let Some(h) = self.db.cf_handle(cf) {
-                self.db.flush_cf(h).map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+                self.db
+                    .flush_cf(h)
+                    .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
             }
         }
         Ok(n)
@@ -309,12 +350,28 @@ impl RevocationStore {
         })
     }
 
-    fn decode(&self, v: &[u8]) -> Result<Revocation, VerifierError> {
-        serde_json::from_slice(v).map_err(|e| VerifierError::Corrupt {
+    fn decode(&self, target: Target, v: &[u8]) -> Result<Revocation, VerifierError> {
+        let s: Stored<'_> = serde_json::from_slice(v).map_err(|e| VerifierError::Corrupt {
             path: self.path.clone(),
-            detail: format!("undecodable entry: {e}"),
+            detail: format!("undecodable entry for {target}: {e}"),
+        })?;
+        Ok(Revocation {
+            target,
+            revoked_at: s.revoked_at,
+            reason: s.reason.into_owned(),
+            by: s.by.into_owned(),
+            expires_at: s.expires_at,
+            note: s.note.map(|n| n.into_owned()),
         })
     }
+}
+
+fn target_of(cf: &str, key: &[u8]) -> Result<Target, VerifierError> {
+    Ok(match cf {
+        CF_BLOCK => Target::Block(key.to_vec()),
+        CF_AGENT => Target::Agent(key.to_vec()),
+        _ => Target::Token(String::from_utf8_lossy(key).into_owned()),
+    })
 }
 
 fn options_for(o: &StoreOptions, create: bool) -> (Options, Vec<ColumnFamilyDescriptor>) {

@@ -1,8 +1,8 @@
 //! The authorization pipeline.
 
 use crate::decision::{Decision, Denial, DenialKind};
-use crate::explain;
 use crate::error::VerifierError;
+use crate::explain;
 use crate::keys::RootKeys;
 use crate::revocation::{Revocation, RevocationStore, Target};
 use biscuit_auth::datalog::RunLimits;
@@ -46,17 +46,26 @@ impl Default for Limits {
 /// list, and by closures (for tests or a custom store).
 pub trait RevocationList: Send + Sync {
     /// The first revoked target among `targets`, with its index.
-    fn first_revoked(&self, targets: &[Target]) -> Result<Option<(usize, Revocation)>, VerifierError>;
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError>;
 }
 
 impl RevocationList for RevocationStore {
-    fn first_revoked(&self, targets: &[Target]) -> Result<Option<(usize, Revocation)>, VerifierError> {
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
         RevocationStore::first_revoked(self, targets)
     }
 }
 
 impl<T: RevocationList + ?Sized> RevocationList for Arc<T> {
-    fn first_revoked(&self, targets: &[Target]) -> Result<Option<(usize, Revocation)>, VerifierError> {
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
         (**self).first_revoked(targets)
     }
 }
@@ -65,7 +74,10 @@ impl<F> RevocationList for F
 where
     F: Fn(&[Target]) -> Result<Option<(usize, Revocation)>, VerifierError> + Send + Sync,
 {
-    fn first_revoked(&self, targets: &[Target]) -> Result<Option<(usize, Revocation)>, VerifierError> {
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
         self(targets)
     }
 }
@@ -219,7 +231,11 @@ pub(crate) fn revocation_targets(biscuit: &Biscuit, chain: &Chain) -> Vec<Target
     targets
 }
 
-fn revocation_denial(list: &dyn RevocationList, biscuit: &Biscuit, chain: &Chain) -> Option<Denial> {
+fn revocation_denial(
+    list: &dyn RevocationList,
+    biscuit: &Biscuit,
+    chain: &Chain,
+) -> Option<Denial> {
     let targets = revocation_targets(biscuit, chain);
     let blocks = biscuit.block_count();
     let (index, entry) = match list.first_revoked(&targets) {
@@ -248,7 +264,11 @@ fn revocation_denial(list: &dyn RevocationList, biscuit: &Biscuit, chain: &Chain
                 "hop {} (agent {:?}, delegated by {:?}) is {why}",
                 h.hop,
                 h.agent,
-                chain.hops.get(h.hop - 1).map(|p| p.agent.as_str()).unwrap_or("?")
+                chain
+                    .hops
+                    .get(h.hop - 1)
+                    .map(|p| p.agent.as_str())
+                    .unwrap_or("?")
             ),
             Some(h) => format!(
                 "first-party block {index} appended by agent {:?} at hop {} is {why}",
@@ -269,7 +289,10 @@ fn revocation_denial(list: &dyn RevocationList, biscuit: &Biscuit, chain: &Chain
         (
             Some(hop_no),
             Some(h.block),
-            format!("agent {:?} (key {}) at hop {hop_no} is {why}", h.agent, h.agent_key),
+            format!(
+                "agent {:?} (key {}) at hop {hop_no} is {why}",
+                h.agent, h.agent_key
+            ),
         )
     };
     Some(Denial {

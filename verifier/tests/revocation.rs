@@ -23,7 +23,9 @@ impl World {
     fn new() -> World {
         World {
             issuer: Issuer::new(KeyPair::new()),
-            agents: (0..6).map(|i| (format!("agent-{i}"), KeyPair::new())).collect(),
+            agents: (0..6)
+                .map(|i| (format!("agent-{i}"), KeyPair::new()))
+                .collect(),
         }
     }
 
@@ -102,7 +104,9 @@ fn revoking_one_hop_kills_it_and_below_but_not_its_parent_or_siblings() {
         assert!(v.authorize(t, &read()).is_allowed());
     }
 
-    store.revoke(&[entry(Target::Block(block_id(&hop1, 1)))]).unwrap();
+    store
+        .revoke(&[entry(Target::Block(block_id(&hop1, 1)))])
+        .unwrap();
 
     for t in [&hop1, &hop2] {
         let d = v.authorize(t, &read());
@@ -110,12 +114,26 @@ fn revoking_one_hop_kills_it_and_below_but_not_its_parent_or_siblings() {
         assert_eq!(denial.kind, DenialKind::Revoked);
         assert_eq!(denial.hop, Some(1));
         assert_eq!(denial.agent.as_deref(), Some("agent-1"));
-        assert!(denial.reason.contains("hop 1 (agent \"agent-1\""), "{}", denial.reason);
-        assert!(denial.reason.contains("compromised laptop"), "{}", denial.reason);
+        assert!(
+            denial.reason.contains("hop 1 (agent \"agent-1\""),
+            "{}",
+            denial.reason
+        );
+        assert!(
+            denial.reason.contains("compromised laptop"),
+            "{}",
+            denial.reason
+        );
         assert!(denial.reason.contains("security-team"), "{}", denial.reason);
     }
-    assert!(v.authorize(&root, &read()).is_allowed(), "the parent keeps working");
-    assert!(v.authorize(&sibling, &read()).is_allowed(), "a sibling keeps working");
+    assert!(
+        v.authorize(&root, &read()).is_allowed(),
+        "the parent keeps working"
+    );
+    assert!(
+        v.authorize(&sibling, &read()).is_allowed(),
+        "a sibling keeps working"
+    );
 }
 
 #[test]
@@ -128,11 +146,15 @@ fn revoking_a_token_family_kills_every_derived_token() {
     let other_family = w.root();
     let hop1 = w.hop(&root, 0, 1);
     let chain = mandate_attenuate::read_chain(&root).unwrap();
-    store.revoke(&[entry(Target::Token(chain.token_id.clone()))]).unwrap();
+    store
+        .revoke(&[entry(Target::Token(chain.token_id.clone()))])
+        .unwrap();
     for t in [&root, &hop1] {
         let denial = v.authorize(t, &read()).denial.unwrap();
         assert_eq!(denial.kind, DenialKind::Revoked);
-        assert!(denial.reason.contains(&format!("token family {}", chain.token_id)));
+        assert!(denial
+            .reason
+            .contains(&format!("token family {}", chain.token_id)));
     }
     assert!(v.authorize(&other_family, &read()).is_allowed());
 }
@@ -148,7 +170,9 @@ fn revoking_an_agent_key_kills_every_chain_through_it() {
     let b = w.hop(&w.hop(&w.root(), 0, 2), 2, 4);
     let clean = w.hop(&w.root(), 0, 5);
     store
-        .revoke(&[entry(Target::Agent(w.agents[2].1.public().to_bytes().to_vec()))])
+        .revoke(&[entry(Target::Agent(
+            w.agents[2].1.public().to_bytes().to_vec(),
+        ))])
         .unwrap();
     let da = v.authorize(&a, &read()).denial.unwrap();
     assert_eq!((da.kind, da.hop), (DenialKind::Revoked, Some(2)));
@@ -234,7 +258,10 @@ fn a_corrupt_store_is_a_clear_error() {
     }
     let err = RevocationStore::open_existing(dir.path()).unwrap_err();
     assert!(
-        matches!(err, VerifierError::Corrupt { .. } | VerifierError::Store { .. }),
+        matches!(
+            err,
+            VerifierError::Corrupt { .. } | VerifierError::Store { .. }
+        ),
         "{err:?}"
     );
 }
@@ -251,7 +278,11 @@ fn an_unreadable_list_denies_every_request() {
     let denial = v.authorize(&w.root(), &read()).denial.unwrap();
     assert_eq!(denial.kind, DenialKind::RevocationUnavailable);
     assert!(denial.reason.contains("fail closed"), "{}", denial.reason);
-    assert!(denial.reason.contains("checksum mismatch"), "{}", denial.reason);
+    assert!(
+        denial.reason.contains("checksum mismatch"),
+        "{}",
+        denial.reason
+    );
 }
 
 #[test]
@@ -273,13 +304,17 @@ fn a_full_disk_refuses_the_revocation_clearly() {
         let store = RevocationStore::open(dir.path().join("db"))?;
         let big = "x".repeat(64 * 1024);
         for i in 0..1000u32 {
-            let mut e = entry(Target::Block([i.to_be_bytes().to_vec(), vec![0; 60]].concat()));
+            let mut e = entry(Target::Block(
+                [i.to_be_bytes().to_vec(), vec![0; 60]].concat(),
+            ));
             e.reason = big.clone();
             store.revoke(&[e])?;
         }
         Ok::<_, VerifierError>(())
     })();
-    let _ = std::process::Command::new("umount").arg(dir.path()).status();
+    let _ = std::process::Command::new("umount")
+        .arg(dir.path())
+        .status();
     let err = result.expect_err("2 MiB cannot hold 64 MiB of revocations");
     assert!(
         matches!(err, VerifierError::NoSpace { .. }),
