@@ -13,8 +13,9 @@ use crate::keys::public_key_from_bytes;
 use crate::{vocab, SpecError};
 use biscuit_auth::builder::{Check, Convert, Fact, Term};
 use biscuit_auth::datalog::SymbolTable;
+use biscuit_auth::format::schema::public_key::Algorithm;
 use biscuit_auth::format::{convert::proto_block_to_token_block, schema};
-use biscuit_auth::PublicKey;
+use biscuit_auth::{Biscuit, PublicKey};
 use prost::Message;
 use serde::Serialize;
 use std::fmt;
@@ -39,6 +40,23 @@ pub struct BlockContent {
 
 /// Decodes every block of a serialized token (raw bytes, not base64).
 pub fn decode_blocks(token: &[u8]) -> Result<Vec<BlockContent>, SpecError> {
+    decode(token, None)
+}
+
+/// [`decode_blocks`] for a token Biscuit has already parsed from the same
+/// bytes (`Biscuit::from`, which verified every signature): each third-party
+/// signer key is taken from `verified` rather than decoded a second time
+/// (an Ed25519 point decompression per hop). A key that does not match the
+/// bytes is decoded from the bytes, so the result is always that of
+/// [`decode_blocks`].
+pub fn decode_verified_blocks(
+    token: &[u8],
+    verified: &Biscuit,
+) -> Result<Vec<BlockContent>, SpecError> {
+    decode(token, Some(verified))
+}
+
+fn decode(token: &[u8], verified: Option<&Biscuit>) -> Result<Vec<BlockContent>, SpecError> {
     let container = schema::Biscuit::decode(token)
         .map_err(|e| SpecError::Biscuit(format!("token does not decode: {e}")))?;
     let mut token_symbols = SymbolTable::new();
@@ -50,7 +68,7 @@ pub fn decode_blocks(token: &[u8]) -> Result<Vec<BlockContent>, SpecError> {
         let proto = schema::Block::decode(signed.block.as_slice())
             .map_err(|e| SpecError::Biscuit(format!("block {index} does not decode: {e}")))?;
         let external_key = match &signed.external_signature {
-            Some(ext) => Some(PublicKey::from_proto(&ext.public_key)?),
+            Some(ext) => Some(signer_key(index, &ext.public_key, verified)?),
             None => None,
         };
         let block = proto_block_to_token_block(&proto, external_key)?;
@@ -91,6 +109,19 @@ pub fn decode_blocks(token: &[u8]) -> Result<Vec<BlockContent>, SpecError> {
         });
     }
     Ok(out)
+}
+
+/// The third-party signer key of block `index`: Biscuit's, when it parsed the
+/// same key, else decoded from `proto`.
+fn signer_key(
+    index: usize,
+    proto: &schema::PublicKey,
+    verified: Option<&Biscuit>,
+) -> Result<PublicKey, SpecError> {
+    match verified.and_then(|b| b.block_external_key(index).ok().flatten()) {
+        Some(key) if key.to_proto() == *proto => Ok(key),
+        _ => Ok(PublicKey::from_proto(proto)?),
+    }
 }
 
 /// The delegation chain of a token: principal → agent → agent …
@@ -234,8 +265,9 @@ impl Chain {
             Signer::Root {
                 key_id: root_key_id,
             },
+            next_signer(blocks, 0),
         )?];
-        for block in &blocks[1..] {
+        for (position, block) in blocks.iter().enumerate().skip(1) {
             let current = hops.len() - 1;
             let would_be = if block.external_key.is_some() {
                 current + 1
@@ -307,7 +339,12 @@ impl Chain {
                         agent: holder.agent.clone(),
                         key: holder.agent_key.clone(),
                     };
-                    hops.push(hop_from_block(block, hop_no, signed_by)?);
+                    hops.push(hop_from_block(
+                        block,
+                        hop_no,
+                        signed_by,
+                        next_signer(blocks, position),
+                    )?);
                 }
             }
         }
@@ -388,13 +425,37 @@ impl fmt::Display for Hop {
     }
 }
 
-fn hop_from_block(block: &BlockContent, hop: usize, signed_by: Signer) -> Result<Hop, ChainError> {
+/// The key that signed the first delegation hop after `blocks[position]`.
+fn next_signer(blocks: &[BlockContent], position: usize) -> Option<&PublicKey> {
+    blocks
+        .get(position + 1..)?
+        .iter()
+        .find_map(|b| b.external_key.as_ref())
+}
+
+/// `next_signer` is the key that signed the next delegation hop, if any: when
+/// the agent key has the same bytes it is already a decoded, valid Ed25519
+/// key, and decoding it again (a point decompression) is skipped.
+fn hop_from_block(
+    block: &BlockContent,
+    hop: usize,
+    signed_by: Signer,
+    next_signer: Option<&PublicKey>,
+) -> Result<Hop, ChainError> {
     let (agent, agent_key) = match single(block, vocab::AGENT, hop)?.map(|t| t.as_slice()) {
         Some([Term::Str(id), Term::Bytes(key)]) => {
             crate::grant::validate_name("agent id", id)
                 .map_err(|e| err(block.index, hop, &e.to_string()))?;
-            let key =
-                public_key_from_bytes(key).map_err(|e| err(block.index, hop, &e.to_string()))?;
+            let key = match next_signer {
+                Some(signer)
+                    if signer.algorithm() == Algorithm::Ed25519 && signer.to_bytes() == *key =>
+                {
+                    *signer
+                }
+                _ => {
+                    public_key_from_bytes(key).map_err(|e| err(block.index, hop, &e.to_string()))?
+                }
+            };
             (id.clone(), key.to_string())
         }
         _ => {
@@ -512,5 +573,84 @@ fn err(block: usize, hop: usize, message: &str) -> ChainError {
         block,
         hop,
         message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{hop_block, root_block, HopContent, RootContent};
+    use biscuit_auth::KeyPair;
+    use std::time::{Duration, SystemTime};
+
+    /// A root token and `depth` delegation hops, built with this crate's
+    /// blocks; returns the token bytes and the root public key.
+    fn token(depth: usize) -> (Vec<u8>, PublicKey) {
+        let root_key = KeyPair::new();
+        let grant = Grant::parse(&["read,list:/api/customers/*"], &[] as &[&str]).unwrap();
+        let expires = SystemTime::now() + Duration::from_secs(3600);
+        let mut holder = KeyPair::new();
+        let root = RootContent {
+            token_id: "00000000-0000-4000-8000-000000000000",
+            principal: "user:alice",
+            issued_at: SystemTime::now(),
+            max_depth: None,
+        };
+        let hop = |agent: &str, key: &PublicKey| {
+            hop_block(&HopContent {
+                agent,
+                agent_key: key,
+                purpose: None,
+                grant: &grant,
+                expires,
+            })
+            .unwrap()
+        };
+        let mut biscuit = root_block(
+            &root,
+            &HopContent {
+                agent: "agent-0",
+                agent_key: &holder.public(),
+                purpose: None,
+                grant: &grant,
+                expires,
+            },
+        )
+        .unwrap()
+        .build(&root_key)
+        .unwrap();
+        for n in 1..=depth {
+            let next = KeyPair::new();
+            let signed = biscuit
+                .third_party_request()
+                .unwrap()
+                .create_block(
+                    &holder.private(),
+                    hop(&format!("agent-{n}"), &next.public()),
+                )
+                .unwrap();
+            biscuit = biscuit.append_third_party(holder.public(), signed).unwrap();
+            holder = next;
+        }
+        (biscuit.to_vec().unwrap(), root_key.public())
+    }
+
+    #[test]
+    fn verified_decoding_reads_the_same_chain() {
+        let (bytes, root) = token(3);
+        let verified = Biscuit::from(&bytes, root).unwrap();
+        let plain = Chain::from_blocks(&decode_blocks(&bytes).unwrap(), None).unwrap();
+        let fast =
+            Chain::from_blocks(&decode_verified_blocks(&bytes, &verified).unwrap(), None).unwrap();
+        assert_eq!(fast, plain);
+        assert_eq!(fast.depth(), 3);
+
+        // A Biscuit of another token lends no key: everything is decoded from the bytes.
+        let (other_bytes, other_root) = token(3);
+        let other = Biscuit::from(&other_bytes, other_root).unwrap();
+        let mismatched =
+            Chain::from_blocks(&decode_verified_blocks(&bytes, &other).unwrap(), None).unwrap();
+        assert_eq!(mismatched, plain);
     }
 }

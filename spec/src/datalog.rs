@@ -6,8 +6,9 @@
 //! with the expiry first in every query:
 //!
 //! ```text
-//! check if time($t), operation($o), resource_parent("/api/customers/"), param("rows", $p0),
-//!          $t <= 2026-11-22T10:00:00Z, {"list", "read"}.contains($o), $p0 <= 100
+//! check if time($time), operation($operation), resource("/api/customers/", $resource),
+//!          param("rows", $p0), $time <= 2026-11-22T10:00:00Z,
+//!          {"list", "read"}.contains($operation), $p0 <= 100
 //!       or …next alternative…
 //! ```
 //!
@@ -89,7 +90,10 @@ fn alternative_query(alt: &Alternative, expiry: Option<u64>) -> Rule {
             body.push(pred(vocab::RESOURCE, vec![Term::Str(r.clone())]));
         }
         ResourcePattern::Children(d) => {
-            body.push(pred(vocab::RESOURCE_PARENT, vec![Term::Str(d.clone())]));
+            body.push(pred(
+                vocab::RESOURCE,
+                vec![Term::Str(d.clone()), var(VAR_RESOURCE)],
+            ));
         }
         ResourcePattern::Descendants(d) => {
             body.push(pred(vocab::RESOURCE, vec![var(VAR_RESOURCE)]));
@@ -220,7 +224,7 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
                 resource = Some(ResourcePattern::Exact(r.clone()))
             }
             (vocab::RESOURCE, [Term::Variable(v)]) if res_var.is_none() => res_var = Some(v),
-            (vocab::RESOURCE_PARENT, [Term::Str(d)]) if resource.is_none() => {
+            (vocab::RESOURCE, [Term::Str(d), Term::Variable(_)]) if resource.is_none() => {
                 resource = Some(ResourcePattern::Children(d.clone()))
             }
             (vocab::PARAM, [Term::Str(name), Term::Variable(v)]) => {

@@ -344,7 +344,7 @@ impl ResourcePattern {
 
 /// The directory of a path resource (everything up to and including the last
 /// `/`), when the last segment is not empty. The verifier supplies it as the
-/// `resource_parent` fact; `PREFIX/*` patterns match on it.
+/// two-term `resource($dir, $name)` fact; `PREFIX/*` patterns match on it.
 pub fn resource_parent(resource: &str) -> Option<&str> {
     let idx = resource.rfind('/')?;
     if idx + 1 == resource.len() || !resource.starts_with('/') {
@@ -472,6 +472,15 @@ impl Constraint {
             Constraint::OneOf { values, .. } => {
                 if values.is_empty() {
                     return Err(SpecError::Grant("`in` needs at least one value".into()));
+                }
+                // Biscuit sets are homogeneous: a token holding `{1, "a"}`
+                // does not deserialize (and biscuit-auth panics appending it).
+                let ints = values.iter().filter(|v| matches!(v, Value::Int(_))).count();
+                if ints != 0 && ints != values.len() {
+                    return Err(SpecError::Grant(format!(
+                        "`{self}` mixes integer and string values; `in` values must all be \
+                         integers or all be strings"
+                    )));
                 }
                 values.iter().try_for_each(|v| match v {
                     Value::Str(s) => check_value(s),
@@ -664,6 +673,7 @@ mod tests {
             "time>=yesterday",
             "time<5",
             "x in ",
+            "x in 1|a",
             "ti me=1",
         ] {
             assert!(Constraint::parse(bad).is_err(), "{bad}");

@@ -35,7 +35,8 @@ pub mod vocab;
 
 pub use blocks::{hop_block, narrowing_block, root_block, HopContent, RootContent};
 pub use chain::{
-    decode_blocks, BlockContent, Chain, ChainError, ChainErrorKind, Hop, Narrowing, Signer,
+    decode_blocks, decode_verified_blocks, BlockContent, Chain, ChainError, ChainErrorKind, Hop,
+    Narrowing, Signer,
 };
 pub use datalog::{decode_check, grant_checks, DecodedCheck};
 pub use duration::parse_duration;

@@ -90,14 +90,16 @@ impl Request {
     }
 
     /// The facts the verifier adds to the authorizer for this request:
-    /// `operation`, `resource`, `resource_parent` (when the resource has a
-    /// non-empty last path segment), one `param` per parameter and `time`.
+    /// `operation`, `resource($r)`, `resource($dir, $name)` (when the resource
+    /// is a path with a non-empty last segment), one `param` per parameter
+    /// and `time`.
     pub fn facts(&self) -> Vec<Fact> {
         let mut facts = Vec::with_capacity(4 + self.params.len());
         facts.push(fact(vocab::OPERATION, &[string(&self.action)]));
         facts.push(fact(vocab::RESOURCE, &[string(&self.resource)]));
-        if let Some(parent) = crate::grant::resource_parent(&self.resource) {
-            facts.push(fact(vocab::RESOURCE_PARENT, &[string(parent)]));
+        if let Some(dir) = crate::grant::resource_parent(&self.resource) {
+            let name = &self.resource[dir.len()..];
+            facts.push(fact(vocab::RESOURCE, &[string(dir), string(name)]));
         }
         for (name, value) in &self.params {
             let term: Term = match value {

@@ -6,18 +6,19 @@
 /// `operation($action)`: the request's action. Biscuit's conventional name,
 /// and a default symbol, so it costs no bytes in a block.
 pub const OPERATION: &str = "operation";
-/// `resource($resource)`: the request's resource.
+/// `resource($resource)`: the request's resource. The verifier also supplies
+/// the two-term `resource($dir, $name)`: the resource split after its last
+/// `/` (present only for a path whose last segment is non-empty);
+/// `PREFIX/*` patterns match on it. Biscuit treats the two arities as
+/// different predicates, so there is still exactly one `resource($r)` fact.
 pub const RESOURCE: &str = "resource";
-/// `resource_parent($dir)`: the request resource's directory, up to and
-/// including its last `/`, present only when the last segment is non-empty.
-pub const RESOURCE_PARENT: &str = "resource_parent";
 /// `param($name, $value)`: one typed request parameter.
 pub const PARAM: &str = "param";
 /// `time($t)`: the request time.
 pub const TIME: &str = "time";
 
 /// Predicates that only the verifier may supply.
-pub const RESERVED: [&str; 5] = [OPERATION, RESOURCE, RESOURCE_PARENT, PARAM, TIME];
+pub const RESERVED: [&str; 4] = [OPERATION, RESOURCE, PARAM, TIME];
 
 /// `token($id)` (root only): the token id, a UUID v4 string.
 pub const TOKEN: &str = "token";
@@ -34,9 +35,11 @@ pub const AGENT: &str = "agent";
 /// `purpose($text)` (optional, at most one per hop): why the hop was made.
 pub const PURPOSE: &str = "purpose";
 
+// Variables in grant checks are named after default symbols, so naming them
+// costs no bytes in a block.
 /// Variable bound to the request time in grant checks.
-pub(crate) const VAR_TIME: &str = "t";
+pub(crate) const VAR_TIME: &str = "time";
 /// Variable bound to the action.
-pub(crate) const VAR_OPERATION: &str = "o";
-/// Variable bound to the resource.
-pub(crate) const VAR_RESOURCE: &str = "r";
+pub(crate) const VAR_OPERATION: &str = "operation";
+/// Variable bound to the resource (or its last segment).
+pub(crate) const VAR_RESOURCE: &str = "resource";
