@@ -25,6 +25,8 @@ const DEFAULT_SIZES: [u64; 4] = [0, 100_000, 1_000_000, 10_000_000];
 fn sizes() -> Vec<u64> {
     match std::env::var("MANDATE_BENCH_SIZES") {
         Ok(s) => s.split(',').map(|n| n.trim().parse().unwrap()).collect(),
+        // `cargo test` runs benches once as a smoke test: keep it small.
+        Err(_) if !std::env::args().any(|a| a == "--bench") => vec![0, 1_000],
         Err(_) => DEFAULT_SIZES.to_vec(),
     }
 }
