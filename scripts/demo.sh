@@ -60,3 +60,15 @@ say "The sub-agent tries to delete customer 42 (denied, with the reason)"
 verify --action delete --resource /api/customers/42 --param rows=10
 say "The sub-agent asks for 500 rows (denied: the root allows 100)"
 verify --action read --resource /api/customers/42 --param rows=500
+
+say "Security revokes the sub-agent's hop in the revocation list (RocksDB, synced before it answers)"
+show "revoke --db revocations --token sub.tok --hop 1 --reason 'task finished' --by security"
+"$mandate" revoke --db revocations --token sub.tok --hop 1 --reason 'task finished' --by security
+show "revocations --db revocations"
+"$mandate" revocations --db revocations
+
+say "The sub-agent's token is now denied; the support agent's own token still works"
+verify --action read --resource /api/customers/42 --param rows=10 --revocation-db revocations
+show "verify --public-key \$ISSUER_PUB --action read --resource /api/customers/42 --param rows=10 --revocation-db revocations support.tok"
+"$mandate" verify --public-key "$issuer_pub" --action read --resource /api/customers/42 \
+    --param rows=10 --revocation-db revocations support.tok

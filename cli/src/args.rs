@@ -25,6 +25,85 @@ pub(crate) enum Command {
     Inspect(InspectArgs),
     /// Decide one request with a token: exit 0 allowed, 1 denied, 2 bad input.
     Verify(VerifyArgs),
+    /// Add to a revocation list (a RocksDB directory); synced before it prints.
+    Revoke(RevokeArgs),
+    /// List (or prune) a revocation list.
+    Revocations(RevocationsArgs),
+    /// Run a verifier process: HTTP authorization endpoint, local RocksDB
+    /// revocation list fed by the NATS JetStream revocation feed.
+    Verifierd(VerifierdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifierdArgs {
+    /// Directory of this verifier's revocation list (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// The issuer's root public key, ed25519/<hex>.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: String,
+    /// NATS server carrying the revocation feed (JetStream), e.g.
+    /// nats://127.0.0.1:4222. Without it the local list is used as is.
+    #[arg(long, value_name = "URL")]
+    pub(crate) nats: Option<String>,
+    /// Deny everything after this long without word from the feed.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub(crate) staleness: String,
+    /// INSECURE: keep allowing when the feed is stale.
+    #[arg(long)]
+    pub(crate) insecure_fail_open_when_stale: bool,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8181")]
+    pub(crate) listen: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["id", "token", "agent_key", "ids_from"])))]
+pub(crate) struct RevokeArgs {
+    /// The revocation list directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: PathBuf,
+    /// A block's revocation id (hex, as `inspect` shows it).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) id: Option<String>,
+    /// A token file: revokes its whole family, or with --hop N that hop and
+    /// everything derived from it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token: Option<String>,
+    /// With --token: the hop to revoke (0 = the root block).
+    #[arg(long, value_name = "N", requires = "token")]
+    pub(crate) hop: Option<usize>,
+    /// An agent key (ed25519/<hex>): every chain through that agent.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) agent_key: Option<String>,
+    /// Revocation ids, one hex id per line, from FILE or - (standard input);
+    /// prints `revoked <id>` as each one is synced.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ids_from: Option<String>,
+    /// Why (recorded and shown in every denial it causes).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: String,
+    /// Who revokes (default: $USER).
+    #[arg(long, value_name = "WHO")]
+    pub(crate) by: Option<String>,
+    /// Also publish to the revocation feed on this NATS server (JetStream),
+    /// waiting for the server's acknowledgement.
+    #[arg(long, value_name = "URL")]
+    pub(crate) nats: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevocationsArgs {
+    /// The revocation list directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: PathBuf,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Delete entries whose target has expired (they can no longer matter),
+    /// then compact. Entries without an expiry are kept.
+    #[arg(long)]
+    pub(crate) prune: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +215,10 @@ pub(crate) struct VerifyArgs {
     /// Decide as of this instant (RFC 3339) instead of now.
     #[arg(long, value_name = "RFC3339")]
     pub(crate) time: Option<String>,
+    /// Consult this revocation list (a RocksDB directory, opened read-only).
+    /// If it cannot be opened, the request is denied.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) revocation_db: Option<PathBuf>,
     /// Print the decision as JSON on standard output.
     #[arg(long)]
     pub(crate) json: bool,

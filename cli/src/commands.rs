@@ -11,7 +11,7 @@ use mandate_spec::{
     decode_blocks, format_public_key, parse_duration, parse_public_key, Chain, Grant, Request,
     Value,
 };
-use mandate_verifier::{DenialKind, RootKeys, Verifier};
+use mandate_verifier::{DenialKind, RevocationStore, RootKeys, Target, Verifier};
 use serde_json::json;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -157,7 +157,14 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
     }
     request.validate()?;
     let token = read_token(&a.token)?;
-    let verifier = Verifier::new(RootKeys::single(key));
+    let mut verifier = Verifier::new(RootKeys::single(key));
+    if let Some(dir) = &a.revocation_db {
+        verifier = match RevocationStore::open_read_only(dir) {
+            Ok(store) => verifier.with_revocations(store),
+            // Fail closed: a list that cannot be read denies every request.
+            Err(e) => verifier.with_revocations(move |_: &[Target]| Err(e.clone())),
+        };
+    }
     let decision = verifier.authorize(&token, &request);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&decision)?);

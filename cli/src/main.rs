@@ -5,6 +5,8 @@
 mod args;
 mod commands;
 mod io;
+mod revoke;
+mod verifierd;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -47,6 +49,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attenuate(a) => commands::attenuate(a),
         Command::Inspect(a) => commands::inspect(a),
         Command::Verify(a) => commands::verify(a),
+        Command::Revoke(a) => revoke::revoke(a),
+        Command::Revocations(a) => revoke::revocations(a),
+        Command::Verifierd(a) => verifierd::run(a),
     }
 }
 

@@ -69,6 +69,12 @@ pub enum DenialKind {
     DepthExceeded,
     /// A hop (or the root) has expired.
     Expired,
+    /// A block, the token family or an agent key in the chain is on the
+    /// revocation list.
+    Revoked,
+    /// The revocation list could not be consulted (missing, corrupt, I/O
+    /// error); denied to fail closed.
+    RevocationUnavailable,
     /// A hop's grant does not allow the request.
     NotAllowed,
     /// Datalog evaluation failed or exceeded its limits; denied to fail closed.

@@ -3,7 +3,9 @@
 //! The library an API server embeds to decide requests made with Mandate
 //! tokens. Per request: parse the token and verify every signature (Biscuit)
 //! → rebuild the delegation chain and check its integrity (each hop signed by
-//! the key the previous hop named, depth limit) → run the Datalog
+//! the key the previous hop named, depth limit) → look up every block's
+//! revocation id, the token family and every agent key in the revocation
+//! list ([`RevocationStore`], RocksDB) → run the Datalog
 //! authorizer with exactly one action, one resource, the typed parameters and
 //! the time → a [`Decision`] with the reason in words and the chain.
 //!
@@ -49,10 +51,18 @@
 //! ```
 
 mod decision;
+mod error;
 mod explain;
+#[cfg(feature = "feed")]
+mod feed;
 mod keys;
+mod revocation;
 mod verifier;
 
 pub use decision::{Decision, Denial, DenialKind, Outcome};
+pub use error::VerifierError;
+#[cfg(feature = "feed")]
+pub use feed::{spawn_feed, FeedConfig, FeedError, FeedHandle, FeedList, FeedPublisher, FeedState};
 pub use keys::RootKeys;
-pub use verifier::{Limits, Verifier};
+pub use revocation::{Revocation, RevocationStore, StoreOptions, Target};
+pub use verifier::{Limits, RevocationList, Verifier};

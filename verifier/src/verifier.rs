@@ -1,14 +1,17 @@
 //! The authorization pipeline.
 
 use crate::decision::{Decision, Denial, DenialKind};
+use crate::error::VerifierError;
 use crate::explain;
 use crate::keys::RootKeys;
+use crate::revocation::{Revocation, RevocationStore, Target};
 use biscuit_auth::datalog::RunLimits;
 use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
 use biscuit_auth::{AuthorizerBuilder, Biscuit};
 use mandate_spec::{
     decode_verified_blocks, Chain, ChainError, ChainErrorKind, Request, MAX_TOKEN_BYTES,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Datalog run limits applied to every authorization.
@@ -43,11 +46,66 @@ impl Default for Limits {
     }
 }
 
+/// A revocation list the verifier consults: given targets in order, the
+/// first one revoked. Implemented by [`RevocationStore`], by `Arc`s of any
+/// list, and by closures (for tests or a custom store).
+pub trait RevocationList: Send + Sync {
+    /// The first revoked target among `targets`, with its index.
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError>;
+}
+
+impl RevocationList for RevocationStore {
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
+        RevocationStore::first_revoked(self, targets)
+    }
+}
+
+impl<T: RevocationList + ?Sized> RevocationList for Arc<T> {
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
+        (**self).first_revoked(targets)
+    }
+}
+
+impl<F> RevocationList for F
+where
+    F: Fn(&[Target]) -> Result<Option<(usize, Revocation)>, VerifierError> + Send + Sync,
+{
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
+        self(targets)
+    }
+}
+
 /// Decides requests made with Mandate tokens. Cheap to clone and share.
-#[derive(Debug, Clone)]
+///
+/// Without [`Verifier::with_revocations`] no revocation list is consulted:
+/// every deployment that can revoke (all but throwaway tests) should set one.
+#[derive(Clone)]
 pub struct Verifier {
     keys: RootKeys,
     limits: Limits,
+    revocations: Option<Arc<dyn RevocationList>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys)
+            .field("limits", &self.limits)
+            .field("revocations", &self.revocations.is_some())
+            .finish()
+    }
 }
 
 impl Verifier {
@@ -56,7 +114,16 @@ impl Verifier {
         Verifier {
             keys,
             limits: Limits::default(),
+            revocations: None,
         }
+    }
+
+    /// Consults `list` on every authorization, before Datalog runs: every
+    /// block's revocation id, the token family and every agent key of the
+    /// chain. A list that cannot be read denies (fails closed).
+    pub fn with_revocations(mut self, list: impl RevocationList + 'static) -> Verifier {
+        self.revocations = Some(Arc::new(list));
+        self
     }
 
     /// Replaces the Datalog run limits.
@@ -106,7 +173,13 @@ impl Verifier {
             Ok(c) => c,
             Err(d) => return Decision::deny(req, None, d),
         };
-        // 3. Datalog: every check of every block, with the request's facts.
+        // 3. Revocation: every block, the family, every agent key.
+        if let Some(list) = &self.revocations {
+            if let Some(denial) = revocation_denial(list.as_ref(), &biscuit, &chain) {
+                return Decision::deny(req, Some(chain), denial);
+            }
+        }
+        // 4. Datalog: every check of every block, with the request's facts.
         match self.run_datalog(&biscuit, request) {
             Ok(()) => Decision::allow(req, chain),
             Err(e) => {
@@ -143,6 +216,97 @@ impl Verifier {
             .build(biscuit)?;
         authorizer.authorize().map(|_| ())
     }
+}
+
+/// The revocation targets of a chain, in order: every block's revocation id
+/// (block i at index i), then the token family, then each hop's agent key.
+pub(crate) fn revocation_targets(biscuit: &Biscuit, chain: &Chain) -> Vec<Target> {
+    let ids = biscuit.revocation_identifiers();
+    let mut targets = Vec::with_capacity(ids.len() + 1 + chain.hops.len());
+    targets.extend(ids.into_iter().map(Target::Block));
+    targets.push(Target::Token(chain.token_id.clone()));
+    for hop in &chain.hops {
+        let key = hop
+            .agent_key
+            .strip_prefix("ed25519/")
+            .and_then(|h| hex::decode(h).ok())
+            .unwrap_or_default();
+        targets.push(Target::Agent(key));
+    }
+    targets
+}
+
+fn revocation_denial(
+    list: &dyn RevocationList,
+    biscuit: &Biscuit,
+    chain: &Chain,
+) -> Option<Denial> {
+    let targets = revocation_targets(biscuit, chain);
+    let blocks = biscuit.block_count();
+    let (index, entry) = match list.first_revoked(&targets) {
+        Ok(None) => return None,
+        Ok(Some(hit)) => hit,
+        Err(e) => {
+            return Some(Denial::new(
+                DenialKind::RevocationUnavailable,
+                format!("revocation list unavailable ({e}); denied to fail closed"),
+            ))
+        }
+    };
+    let when = entry
+        .revoked_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let why = format!("revoked at {when} by {:?}: {:?}", entry.by, entry.reason);
+    let (hop, block, what) = if index < blocks {
+        let hop = chain.hop_of_block(index);
+        let what = match hop {
+            Some(h) if h.block == index && h.hop == 0 => format!(
+                "the root token (hop 0, agent {:?}) is {why}; every token derived from it is dead",
+                h.agent
+            ),
+            Some(h) if h.block == index => format!(
+                "hop {} (agent {:?}, delegated by {:?}) is {why}",
+                h.hop,
+                h.agent,
+                chain
+                    .hops
+                    .get(h.hop - 1)
+                    .map(|p| p.agent.as_str())
+                    .unwrap_or("?")
+            ),
+            Some(h) => format!(
+                "first-party block {index} appended by agent {:?} at hop {} is {why}",
+                h.agent, h.hop
+            ),
+            None => format!("block {index} is {why}"),
+        };
+        (hop.map(|h| h.hop), Some(index), what)
+    } else if index == blocks {
+        (
+            Some(0),
+            Some(0),
+            format!("token family {} is {why}", chain.token_id),
+        )
+    } else {
+        let hop_no = index - blocks - 1;
+        let h = &chain.hops[hop_no];
+        (
+            Some(hop_no),
+            Some(h.block),
+            format!(
+                "agent {:?} (key {}) at hop {hop_no} is {why}",
+                h.agent, h.agent_key
+            ),
+        )
+    };
+    Some(Denial {
+        kind: DenialKind::Revoked,
+        hop,
+        block,
+        agent: hop.and_then(|h| chain.hops.get(h)).map(|h| h.agent.clone()),
+        reason: what,
+    })
 }
 
 fn parse_denial(e: &Token) -> Denial {

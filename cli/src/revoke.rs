@@ -1,0 +1,204 @@
+//! `mandate revoke` and `mandate revocations`.
+
+use crate::args::{RevocationsArgs, RevokeArgs};
+use crate::io::read_token;
+use anyhow::{anyhow, bail, Context, Result};
+use mandate_attenuate::read_chain;
+use mandate_spec::{parse_public_key, Chain};
+use mandate_verifier::{Revocation, RevocationStore, Target};
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use time::OffsetDateTime;
+
+pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
+    if a.reason.trim().is_empty() {
+        bail!("--reason must say why");
+    }
+    let by =
+        a.by.clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "mandate-cli".into());
+    let store = RevocationStore::open(&a.db)?;
+    let entry =
+        |target: Target, expires_at: Option<OffsetDateTime>, note: Option<String>| Revocation {
+            target,
+            revoked_at: OffsetDateTime::now_utc(),
+            reason: a.reason.clone(),
+            by: by.clone(),
+            expires_at,
+            note,
+        };
+    if let Some(source) = &a.ids_from {
+        return revoke_stream(&store, source, &entry, a.nats.as_deref());
+    }
+    let e = if let Some(id) = &a.id {
+        entry(Target::Block(parse_id(id)?), None, None)
+    } else if let Some(key) = &a.agent_key {
+        let key = parse_public_key(key).context("--agent-key")?;
+        entry(Target::Agent(key.to_bytes().to_vec()), None, None)
+    } else if let Some(file) = &a.token {
+        let token = read_token(file)?;
+        let chain = read_chain(&token)?;
+        match a.hop {
+            None => entry(
+                Target::Token(chain.token_id.clone()),
+                chain.hops[0].expires_at,
+                Some(format!("token family of {:?} ({chain})", chain.principal)),
+            ),
+            Some(n) => hop_entry(&chain, n, &entry)?,
+        }
+    } else {
+        bail!("give one of --id, --token, --agent-key, --ids-from");
+    };
+    store.revoke(std::slice::from_ref(&e))?;
+    if let Some(url) = &a.nats {
+        let seq = publish(url, std::slice::from_ref(&e))?;
+        println!("published to the revocation feed (sequence {seq})");
+    }
+    match &e.note {
+        Some(note) => println!("revoked {} — {note}", e.target),
+        None => println!("revoked {}", e.target),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hop_entry(
+    chain: &Chain,
+    n: usize,
+    entry: &dyn Fn(Target, Option<OffsetDateTime>, Option<String>) -> Revocation,
+) -> Result<Revocation> {
+    let hop = chain
+        .hops
+        .get(n)
+        .ok_or_else(|| anyhow!("--hop {n}: the token has hops 0 to {}", chain.depth()))?;
+    // The hop is dead anyway once the earliest expiry up to it has passed.
+    let expires = chain.hops[..=n].iter().filter_map(|h| h.expires_at).min();
+    let note = format!(
+        "hop {n} (agent {:?}) of token {} for {:?}",
+        hop.agent, chain.token_id, chain.principal
+    );
+    Ok(entry(
+        Target::Block(hex::decode(&hop.revocation_id)?),
+        expires,
+        Some(note),
+    ))
+}
+
+/// Revokes ids read line by line, acknowledging each only after it is synced.
+fn revoke_stream(
+    store: &RevocationStore,
+    source: &str,
+    entry: &dyn Fn(Target, Option<OffsetDateTime>, Option<String>) -> Revocation,
+    nats: Option<&str>,
+) -> Result<ExitCode> {
+    let feed = match nats {
+        Some(url) => Some(Feed::connect(url)?),
+        None => None,
+    };
+    let reader: Box<dyn BufRead> = if source == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(source).with_context(|| format!("opening {source}"))?,
+        ))
+    };
+    let mut out = std::io::stdout().lock();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        let id = line.trim();
+        if id.is_empty() {
+            continue;
+        }
+        let target = Target::Block(parse_id(id).with_context(|| format!("line {}", n + 1))?);
+        let e = entry(target, None, None);
+        store.revoke(std::slice::from_ref(&e))?;
+        if let Some(feed) = &feed {
+            feed.publish(&e)?;
+        }
+        writeln!(out, "revoked {id}")?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A blocking handle on the revocation feed publisher.
+struct Feed {
+    runtime: tokio::runtime::Runtime,
+    publisher: mandate_verifier::FeedPublisher,
+}
+
+impl Feed {
+    fn connect(url: &str) -> Result<Feed> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let publisher = runtime.block_on(mandate_verifier::FeedPublisher::connect(
+            mandate_verifier::FeedConfig::new(url),
+        ))?;
+        Ok(Feed { runtime, publisher })
+    }
+
+    fn publish(&self, e: &Revocation) -> Result<u64> {
+        Ok(self.runtime.block_on(self.publisher.publish(e))?)
+    }
+}
+
+fn publish(url: &str, entries: &[Revocation]) -> Result<u64> {
+    let feed = Feed::connect(url)?;
+    let mut seq = 0;
+    for e in entries {
+        seq = feed.publish(e)?;
+    }
+    Ok(seq)
+}
+
+fn parse_id(hex_id: &str) -> Result<Vec<u8>> {
+    let bytes = hex::decode(hex_id.trim())
+        .map_err(|_| anyhow!("a revocation id is hex, got {:?}", hex_id.trim()))?;
+    if bytes.len() != 64 {
+        bail!(
+            "a revocation id is 64 bytes (128 hex digits), got {}",
+            bytes.len()
+        );
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
+    if a.prune {
+        let store = RevocationStore::open_existing(&a.db)?;
+        let removed = store.prune_expired(OffsetDateTime::now_utc())?;
+        println!(
+            "pruned {removed} expired entr{}",
+            if removed == 1 { "y" } else { "ies" }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = RevocationStore::open_read_only(&a.db)?;
+    let entries = store.list()?;
+    let mut out = std::io::stdout().lock();
+    for e in &entries {
+        if a.json {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        } else {
+            let when = e
+                .revoked_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            write!(out, "{when}  {}  by {:?}: {:?}", e.target, e.by, e.reason)?;
+            if let Some(note) = &e.note {
+                write!(out, "  ({note})")?;
+            }
+            writeln!(out)?;
+        }
+    }
+    if !a.json {
+        writeln!(
+            out,
+            "{} entr{}",
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" }
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,462 @@
+//! The revocation list: a RocksDB database on disk, consulted on every
+//! authorization before Datalog runs (specification §9).
+//!
+//! Three column families, one per kind of target, each keyed by the exact
+//! bytes the verifier looks up:
+//!
+//! | column family | key | revokes |
+//! |---|---|---|
+//! | `block` | a block's revocation id (its 64-byte signature) | that hop and every token derived from it |
+//! | `token` | a root token id (UUID text) | the whole token family |
+//! | `agent` | an agent's 32-byte Ed25519 public key | every chain through that agent |
+//!
+//! Values are small JSON records (when, why, by whom, until when, what); the
+//! target itself is the key and is not repeated in the value.
+//!
+//! Tuning, on purpose: lookups are point reads that almost always miss (a
+//! live token is not revoked), so every column family has a full bloom filter
+//! at 10 bits per key (~1 % false positives: a miss usually costs no disk
+//! read), kept in memory with the index blocks by the open table readers
+//! (about 1.25 bytes of filter per entry plus the index: ~40 MiB at 10M
+//! entries), a shared LRU block cache (default 64 MiB) for data blocks, and
+//! lz4 compression. Writes go through the WAL with `sync = true`: [`RevocationStore::revoke`]
+//! returns only once the entry is on disk.
+
+use crate::error::VerifierError;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options,
+    WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+const CF_BLOCK: &str = "block";
+const CF_TOKEN: &str = "token";
+const CF_AGENT: &str = "agent";
+const CFS: [&str; 3] = [CF_BLOCK, CF_TOKEN, CF_AGENT];
+/// Bookkeeping: the revocation feed's position.
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 4] = [CF_BLOCK, CF_TOKEN, CF_AGENT, CF_META];
+const FEED_POSITION: &[u8] = b"feed_position";
+
+/// What a revocation applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Target {
+    /// A block's revocation id (hex in JSON): one hop and everything below it.
+    Block(#[serde(with = "hex_bytes")] Vec<u8>),
+    /// A root token id: the whole token family.
+    Token(String),
+    /// An agent's Ed25519 public key, 32 bytes (hex in JSON).
+    Agent(#[serde(with = "hex_bytes")] Vec<u8>),
+}
+
+impl Target {
+    fn cf(&self) -> &'static str {
+        match self {
+            Target::Block(_) => CF_BLOCK,
+            Target::Token(_) => CF_TOKEN,
+            Target::Agent(_) => CF_AGENT,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Target::Block(b) | Target::Agent(b) => b,
+            Target::Token(t) => t.as_bytes(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Block(b) => write!(f, "revocation id {}", hex::encode(b)),
+            Target::Token(t) => write!(f, "token family {t}"),
+            Target::Agent(k) => write!(f, "agent key ed25519/{}", hex::encode(k)),
+        }
+    }
+}
+
+/// One entry of the revocation list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// What is revoked.
+    pub target: Target,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// Why, in the revoker's words.
+    pub reason: String,
+    /// Who revoked it (an operator, a service).
+    pub by: String,
+    /// When the revoked thing expires anyway; after that the entry can be
+    /// pruned. `None` keeps the entry forever (agent keys, unknown ids).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// What the target was, for people (e.g. `hop 2 (agent "research") of token …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The value stored under a target's key: a [`Revocation`] without its target.
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    #[serde(rename = "at", with = "time::serde::rfc3339")]
+    revoked_at: OffsetDateTime,
+    reason: std::borrow::Cow<'a, str>,
+    by: std::borrow::Cow<'a, str>,
+    #[serde(
+        default,
+        rename = "exp",
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Revocation {
+    fn encode(&self) -> Vec<u8> {
+        let stored = Stored {
+            revoked_at: self.revoked_at,
+            reason: self.reason.as_str().into(),
+            by: self.by.as_str().into(),
+            expires_at: self.expires_at,
+            note: self.note.as_deref().map(Into::into),
+        };
+        // Serializing plain strings and dates cannot fail.
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+}
+
+/// Tuning of a [`RevocationStore`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreOptions {
+    /// Shared LRU block cache size in bytes. Default 64 MiB.
+    pub block_cache_bytes: usize,
+    /// Bloom filter bits per key. Default 10 (~1 % false positives).
+    pub bloom_bits_per_key: f64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            block_cache_bytes: 64 << 20,
+            bloom_bits_per_key: 10.0,
+        }
+    }
+}
+
+/// The revocation list on disk.
+pub struct RevocationStore {
+    db: DB,
+    path: PathBuf,
+    sync: WriteOptions,
+}
+
+impl std::fmt::Debug for RevocationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl RevocationStore {
+    /// Opens the store at `path` for reading and writing, creating it if
+    /// missing. Fails if another process has it open for writing.
+    pub fn open(path: impl AsRef<Path>) -> Result<RevocationStore, VerifierError> {
+        Self::open_with(path, StoreOptions::default(), true)
+    }
+
+    /// Opens an existing store for reading and writing; a missing store is an
+    /// error (a verifier must not silently start with an empty list).
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<RevocationStore, VerifierError> {
+        Self::open_with(path, StoreOptions::default(), false)
+    }
+
+    /// Opens with explicit options; `create` allows creating a new store.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        create: bool,
+    ) -> Result<RevocationStore, VerifierError> {
+        let path = path.as_ref().to_path_buf();
+        if !create && !path.join("CURRENT").exists() {
+            return Err(VerifierError::Missing { path });
+        }
+        let (db_opts, cfs) = options_for(&options, create);
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs)
+            .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        Ok(RevocationStore { db, path, sync })
+    }
+
+    /// Opens an existing store read-only: takes no lock, so it works while
+    /// another process writes; sees the entries synced before it opened.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<RevocationStore, VerifierError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.join("CURRENT").exists() {
+            return Err(VerifierError::Missing { path });
+        }
+        let (db_opts, cfs) = options_for(&StoreOptions::default(), false);
+        let db = DB::open_cf_descriptors_read_only(&db_opts, &path, cfs, false)
+            .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+        Ok(RevocationStore {
+            db,
+            path,
+            sync: WriteOptions::default(),
+        })
+    }
+
+    /// The directory of the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records revocations in one atomic batch, synced to disk before
+    /// returning: once this returns `Ok`, they survive a crash.
+    pub fn revoke(&self, entries: &[Revocation]) -> Result<(), VerifierError> {
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
+        }
+        self.db
+            .write_opt(batch, &self.sync)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))
+    }
+
+    /// The entry for one target, if revoked.
+    pub fn get(&self, target: &Target) -> Result<Option<Revocation>, VerifierError> {
+        let raw = self
+            .db
+            .get_pinned_cf(self.cf(target.cf())?, target.key())
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        raw.map(|v| self.decode(target.clone(), &v)).transpose()
+    }
+
+    /// The first revoked target among `targets` (in their order), if any: one
+    /// batched read for all of them.
+    pub fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
+        let mut keys = Vec::with_capacity(targets.len());
+        for t in targets {
+            keys.push((self.cf(t.cf())?, t.key()));
+        }
+        let results = self.db.multi_get_cf(keys);
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(None) => {}
+                Ok(Some(v)) => return Ok(Some((i, self.decode(targets[i].clone(), &v)?))),
+                Err(e) => return Err(VerifierError::from_rocksdb(&self.path, e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every entry, block ids first, then token families, then agent keys.
+    pub fn list(&self) -> Result<Vec<Revocation>, VerifierError> {
+        let mut out = Vec::new();
+        for cf in CFS {
+            for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+                out.push(self.decode(target_of(cf, &k)?, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the entries whose target expired before `now` (they can no
+    /// longer matter: the token is dead anyway), then compacts. Entries
+    /// without an expiry are kept. Returns how many were removed.
+    pub fn prune_expired(&self, now: OffsetDateTime) -> Result<usize, VerifierError> {
+        let mut batch = WriteBatch::default();
+        let mut removed = 0;
+        for cf_name in CFS {
+            let cf = self.cf(cf_name)?;
+            for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+                let entry = self.decode(target_of(cf_name, &k)?, &v)?;
+                if matches!(entry.expires_at, Some(e) if e < now) {
+                    batch.delete_cf(cf, k);
+                    removed += 1;
+                }
+            }
+        }
+        self.db
+            .write_opt(batch, &self.sync)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.compact()?;
+        Ok(removed)
+    }
+
+    /// Compacts every column family fully (blocking): removes deleted
+    /// entries from disk and leaves one sorted run per level, so lookups
+    /// touch as few files as possible.
+    pub fn compact(&self) -> Result<(), VerifierError> {
+        for cf in CFS {
+            self.db
+                .compact_range_cf(self.cf(cf)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// The last revocation-feed sequence applied to this store (0: none).
+    pub fn feed_position(&self) -> Result<u64, VerifierError> {
+        let raw = self
+            .db
+            .get_pinned_cf(self.cf(CF_META)?, FEED_POSITION)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        match raw {
+            None => Ok(0),
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| VerifierError::Corrupt {
+                    path: self.path.clone(),
+                    detail: "feed position is not 8 bytes".into(),
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    /// Applies entries received from the revocation feed together with the
+    /// feed sequence they bring the store to, in one atomic write batch: after
+    /// a crash the store holds both or neither, and the feed resumes from the
+    /// stored position. (Not synced: the stream is the durable copy, and an
+    /// unsynced tail lost to a power cut is re-read from it.)
+    pub fn apply_feed(&self, entries: &[Revocation], position: u64) -> Result<(), VerifierError> {
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
+        }
+        batch.put_cf(self.cf(CF_META)?, FEED_POSITION, position.to_be_bytes());
+        self.db
+            .write(batch)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))
+    }
+
+    /// RocksDB's estimate of the number of entries (cheap, approximate).
+    pub fn estimated_len(&self) -> u64 {
+        CFS.iter()
+            .filter_map(|cf| self.db.cf_handle(cf))
+            .filter_map(|cf| {
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// Writes entries without syncing each batch and without the WAL, then
+    /// flushes and compacts: for building large stores (benchmarks, imports).
+    /// Not for acknowledged revocations.
+    pub fn bulk_load(
+        &self,
+        entries: impl IntoIterator<Item = Revocation>,
+    ) -> Result<u64, VerifierError> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        for e in entries {
+            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
+            n += 1;
+            if batch.len() >= 50_000 {
+                self.db
+                    .write_opt(std::mem::take(&mut batch), &opts)
+                    .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+            }
+        }
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.db
+            .flush()
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        for cf in CFS {
+            if let Some(h) = self.db.cf_handle(cf) {
+                self.db
+                    .flush_cf(h)
+                    .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, VerifierError> {
+        self.db.cf_handle(name).ok_or_else(|| VerifierError::Store {
+            path: self.path.clone(),
+            detail: format!("column family {name} missing: not a Mandate revocation store"),
+        })
+    }
+
+    fn decode(&self, target: Target, v: &[u8]) -> Result<Revocation, VerifierError> {
+        let s: Stored<'_> = serde_json::from_slice(v).map_err(|e| VerifierError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("undecodable entry for {target}: {e}"),
+        })?;
+        Ok(Revocation {
+            target,
+            revoked_at: s.revoked_at,
+            reason: s.reason.into_owned(),
+            by: s.by.into_owned(),
+            expires_at: s.expires_at,
+            note: s.note.map(|n| n.into_owned()),
+        })
+    }
+}
+
+fn target_of(cf: &str, key: &[u8]) -> Result<Target, VerifierError> {
+    Ok(match cf {
+        CF_BLOCK => Target::Block(key.to_vec()),
+        CF_AGENT => Target::Agent(key.to_vec()),
+        _ => Target::Token(String::from_utf8_lossy(key).into_owned()),
+    })
+}
+
+fn options_for(o: &StoreOptions, create: bool) -> (Options, Vec<ColumnFamilyDescriptor>) {
+    let cache = Cache::new_lru_cache(o.block_cache_bytes);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(o.bloom_bits_per_key, false);
+    table.set_whole_key_filtering(true);
+    // Index and filter blocks stay in the table readers' memory, outside the
+    // block cache: a large SST's full filter is bigger than one shard of the
+    // LRU cache and would be re-read from disk on every lookup.
+    table.set_cache_index_and_filter_blocks(false);
+    let mut cf_opts = Options::default();
+    cf_opts.set_block_based_table_factory(&table);
+    cf_opts.set_compression_type(DBCompressionType::Lz4);
+    // Most lookups miss, so filters stay on every level
+    // (`optimize_filters_for_hits` would drop the last level's).
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()))
+        .collect();
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(create);
+    db_opts.create_missing_column_families(create);
+    db_opts.set_paranoid_checks(true);
+    db_opts.set_keep_log_file_num(4);
+    (db_opts, cfs)
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
