@@ -474,7 +474,10 @@ mod tests {
             "check if operation(\"read\"), resource(\"/a/\", $v), param(\"x\", $v)",
         )
         .unwrap();
-        assert!(decode_check(&c).is_none(), "a reused segment variable is not canonical");
+        assert!(
+            decode_check(&c).is_none(),
+            "a reused segment variable is not canonical"
+        );
         let c = Check::try_from("check if operation($o), $o.starts_with(\"r\")").unwrap();
         assert!(decode_check(&c).is_none());
         let c = Check::try_from("check all operation(\"read\"), resource(\"/x\")").unwrap();
