@@ -204,6 +204,13 @@ impl RevocationStore {
             return Err(VerifierError::Missing { path });
         }
         let (db_opts, cfs) = options_for(&StoreOptions::default(), false);
+        // A read-only open cannot create column families: open those the
+        // store has (a store from an older version may lack `meta`).
+        let existing = DB::list_cf(&db_opts, &path).unwrap_or_default();
+        let cfs: Vec<_> = cfs
+            .into_iter()
+            .filter(|cf| existing.iter().any(|e| e == cf.name()))
+            .collect();
         let db = DB::open_cf_descriptors_read_only(&db_opts, &path, cfs, false)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
         Ok(RevocationStore {
@@ -309,9 +316,12 @@ impl RevocationStore {
 
     /// The last revocation-feed sequence applied to this store (0: none).
     pub fn feed_position(&self) -> Result<u64, VerifierError> {
+        let Some(meta) = self.db.cf_handle(CF_META) else {
+            return Ok(0); // a read-only view of a store from before the feed
+        };
         let raw = self
             .db
-            .get_pinned_cf(self.cf(CF_META)?, FEED_POSITION)
+            .get_pinned_cf(meta, FEED_POSITION)
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
         match raw {
             None => Ok(0),
@@ -442,7 +452,9 @@ fn options_for(o: &StoreOptions, create: bool) -> (Options, Vec<ColumnFamilyDesc
         .collect();
     let mut db_opts = Options::default();
     db_opts.create_if_missing(create);
-    db_opts.create_missing_column_families(create);
+    // Column families added by newer versions (e.g. `meta`) are created when
+    // an existing store is opened for writing.
+    db_opts.create_missing_column_families(true);
     db_opts.set_paranoid_checks(true);
     db_opts.set_keep_log_file_num(4);
     (db_opts, cfs)
