@@ -67,6 +67,19 @@ fn decode(token: &[u8], verified: Option<&Biscuit>) -> Result<Vec<BlockContent>,
     {
         let proto = schema::Block::decode(signed.block.as_slice())
             .map_err(|e| SpecError::Biscuit(format!("block {index} does not decode: {e}")))?;
+        // Only Ed25519 (§8): ECDSA signatures are malleable, so a P-256 next
+        // key would let a bearer change the last block's revocation id.
+        let ed25519 = schema::public_key::Algorithm::Ed25519 as i32;
+        if signed.next_key.algorithm != ed25519
+            || signed
+                .external_signature
+                .as_ref()
+                .is_some_and(|e| e.public_key.algorithm != ed25519)
+        {
+            return Err(SpecError::Token(format!(
+                "block {index} uses a key that is not Ed25519; Mandate accepts only Ed25519"
+            )));
+        }
         let external_key = match &signed.external_signature {
             Some(ext) => Some(signer_key(index, &ext.public_key, verified)?),
             None => None,
@@ -244,14 +257,28 @@ impl Chain {
             .first()
             .ok_or_else(|| err(0, 0, "token has no block"))?;
         check_reserved(root, 0)?;
+        check_content(
+            root,
+            0,
+            &[
+                vocab::TOKEN,
+                vocab::PRINCIPAL,
+                vocab::ISSUED_AT,
+                vocab::MAX_DEPTH,
+                vocab::AGENT,
+                vocab::PURPOSE,
+            ],
+        )?;
         if root.external_key.is_some() {
             return Err(err(0, 0, "the root block cannot be a third-party block"));
         }
         let token_id = one_string(root, vocab::TOKEN, 0)?;
         let principal = one_string(root, vocab::PRINCIPAL, 0)?;
         let issued_at = match single(root, vocab::ISSUED_AT, 0)?.map(|t| t.as_slice()) {
-            Some([Term::Date(d)]) => OffsetDateTime::from_unix_timestamp(*d as i64)
-                .map_err(|_| err(0, 0, "issued_at out of range"))?,
+            Some([Term::Date(d)]) => i64::try_from(*d)
+                .ok()
+                .and_then(|d| OffsetDateTime::from_unix_timestamp(d).ok())
+                .ok_or_else(|| err(0, 0, "issued_at out of range"))?,
             _ => return Err(err(0, 0, "the root needs one issued_at(date) fact")),
         };
         let max_depth = match single(root, vocab::MAX_DEPTH, 0)?.map(|t| t.as_slice()) {
@@ -275,6 +302,21 @@ impl Chain {
                 current
             };
             check_reserved(block, would_be)?;
+            // Root facts in a hop and agent facts in a first-party block get
+            // their own, more specific errors below.
+            let allowed: &[&str] = if block.external_key.is_some() {
+                &[
+                    vocab::AGENT,
+                    vocab::PURPOSE,
+                    vocab::TOKEN,
+                    vocab::PRINCIPAL,
+                    vocab::ISSUED_AT,
+                    vocab::MAX_DEPTH,
+                ]
+            } else {
+                &[vocab::AGENT]
+            };
+            check_content(block, would_be, allowed)?;
             match &block.external_key {
                 None => {
                     if !facts_named(block, vocab::AGENT).is_empty() {
@@ -499,11 +541,92 @@ fn grant_of(block: &BlockContent) -> (Option<OffsetDateTime>, Grant) {
                 }
                 grant.alternatives.extend(d.alternatives);
             }
-            None => grant.datalog.push(check.to_string()),
+            None => grant.datalog.push(print_check(check)),
         }
     }
     (expires_at, grant)
 }
+
+/// A check's Datalog text. Biscuit's printer panics on an expression that is
+/// not well-formed RPN (a token can carry one), so the stack is checked first.
+fn print_check(check: &Check) -> String {
+    use biscuit_auth::builder::Op;
+    fn well_formed(ops: &[Op]) -> bool {
+        let mut depth: usize = 0;
+        for op in ops {
+            match op {
+                Op::Value(_) => depth += 1,
+                Op::Unary(_) if depth >= 1 => {}
+                Op::Binary(_) if depth >= 2 => depth -= 1,
+                Op::Closure(_, body) if well_formed(body) => depth += 1,
+                _ => return false,
+            }
+        }
+        depth == 1
+    }
+    let ok = check
+        .queries
+        .iter()
+        .all(|q| q.expressions.iter().all(|e| well_formed(&e.ops)));
+    if ok {
+        check.to_string()
+    } else {
+        "(a check with a malformed expression: it can never pass)".into()
+    }
+}
+
+/// Limits on what token blocks may contain (§6): no rules anywhere, only the
+/// vocabulary's facts, and queries whose joins stay small, so no block can
+/// make the authorizer do unbounded work before its run limits are looked at.
+fn check_content(
+    block: &BlockContent,
+    hop: usize,
+    allowed_facts: &[&str],
+) -> Result<(), ChainError> {
+    if !block.rule_heads.is_empty() {
+        return Err(err(block.index, hop, "token blocks may not contain rules"));
+    }
+    if let Some(f) = block
+        .facts
+        .iter()
+        .find(|f| !allowed_facts.contains(&f.predicate.name.as_str()))
+    {
+        return Err(err(
+            block.index,
+            hop,
+            &format!("fact {}(…) is not allowed in this block", f.predicate.name),
+        ));
+    }
+    for check in &block.checks {
+        for q in &check.queries {
+            if q.body.len() > MAX_BODY_PREDICATES {
+                return Err(err(
+                    block.index,
+                    hop,
+                    &format!("a check query has more than {MAX_BODY_PREDICATES} predicates"),
+                ));
+            }
+            let open_params = q
+                .body
+                .iter()
+                .filter(|p| {
+                    p.name == vocab::PARAM && !matches!(p.terms.first(), Some(Term::Str(_)))
+                })
+                .count();
+            if open_params > 1 {
+                return Err(err(
+                    block.index,
+                    hop,
+                    "a check query may join at most one param(…) whose name is not a literal",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most predicates in one check query's body.
+const MAX_BODY_PREDICATES: usize = 16;
 
 fn check_reserved(block: &BlockContent, hop: usize) -> Result<(), ChainError> {
     let defined = block

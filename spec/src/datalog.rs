@@ -196,7 +196,7 @@ pub fn decode_check(check: &Check) -> Option<DecodedCheck> {
         }
     }
     let expires = match expires.flatten() {
-        Some(e) => Some(OffsetDateTime::from_unix_timestamp(e as i64).ok()?),
+        Some(e) => Some(OffsetDateTime::from_unix_timestamp(i64::try_from(e).ok()?).ok()?),
         None => None,
     };
     Some(DecodedCheck {
@@ -352,7 +352,7 @@ fn values(set: &BTreeSet<Term>) -> Option<BTreeSet<Value>> {
 }
 
 fn odt(secs: u64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(secs as i64).ok()
+    OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
 }
 
 fn unix(t: SystemTime) -> u64 {

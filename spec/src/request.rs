@@ -198,7 +198,9 @@ mod unix_seconds {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let secs = u64::deserialize(d)?;
-        Ok(UNIX_EPOCH + Duration::from_secs(secs))
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .ok_or_else(|| serde::de::Error::custom("request time out of range"))
     }
 }
 

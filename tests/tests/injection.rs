@@ -360,41 +360,53 @@ fn a_missing_parameter_is_denied_naming_it() {
 // ---- evaluation limits -------------------------------------------------------
 
 #[test]
-fn a_hop_whose_datalog_explodes_is_stopped_by_the_run_limits() {
+fn blocks_that_could_make_datalog_explode_are_refused_before_it_runs() {
+    // Regression (security review): biscuit-auth looks at its run limits only
+    // between rule rounds, so a hop with rules could derive 12³ facts, or
+    // join many facts in one check, before any limit applied. Token blocks
+    // may hold no rules, only their vocabulary's facts, and queries joining
+    // at most one open param(…).
     let f = customers_family(1);
-    // A holder-signed hop whose rule derives 12³ = 1728 facts, over the
-    // default limit of 1 000.
-    let block = hop_block_for(&Agent::new("agent-2"), &customers_grant(), in_an_hour())
-        .code(
-            "v(0); v(1); v(2); v(3); v(4); v(5); v(6); v(7); v(8); v(9); v(10); v(11);
-             triple($x, $y, $z) <- v($x), v($y), v($z);",
-        )
-        .unwrap();
-    let token = append_hop(f.token(), &f.holder().key, block);
     let defaults = Verifier::new(root_keys_of(&f.issuer));
     assert_eq!(defaults.limits(), Limits::default());
+    let rules = hop_block_for(&Agent::new("agent-2"), &customers_grant(), in_an_hour())
+        .code("v(0); v(1); v(2); triple($x, $y, $z) <- v($x), v($y), v($z);")
+        .unwrap();
+    let token = append_hop(f.token(), &f.holder().key, rules);
     assert_denied(
         &defaults.authorize(&token, &read_customer(1)),
-        DenialKind::Evaluation,
-        None,
-        &["stopped at a run limit", "denied"],
+        DenialKind::BrokenChain,
+        Some(2),
+        &["may not contain rules"],
     );
-    // The limits are the verifier's to set: raised, the same token passes.
-    let generous = defaults.clone().with_limits(Limits {
-        max_facts: 10_000,
-        max_time: secs(5),
-        ..Limits::default()
-    });
-    assert_eq!(generous.limits().max_facts, 10_000);
-    assert_allowed(&generous.authorize(&token, &read_customer(1)));
-    // Too short a time limit fails closed rather than open.
+    let facts = hop_block_for(&Agent::new("agent-2"), &customers_grant(), in_an_hour())
+        .code("v(0); v(1);")
+        .unwrap();
+    let token = append_hop(f.token(), &f.holder().key, facts);
+    assert_denied(
+        &defaults.authorize(&token, &read_customer(1)),
+        DenialKind::BrokenChain,
+        Some(2),
+        &["fact v(…) is not allowed"],
+    );
+    let join = hop_block_for(&Agent::new("agent-2"), &customers_grant(), in_an_hour())
+        .code("check if param($a, $b), param($c, $d), $b == $d;")
+        .unwrap();
+    let token = append_hop(f.token(), &f.holder().key, join);
+    assert_denied(
+        &defaults.authorize(&token, &read_customer(1)),
+        DenialKind::BrokenChain,
+        Some(2),
+        &["at most one param"],
+    );
+    // The limits are still set explicitly, and too short a time limit fails
+    // closed rather than open.
     let hurried = defaults.with_limits(Limits {
-        max_facts: 10_000,
         max_time: std::time::Duration::from_nanos(1),
         ..Limits::default()
     });
     assert_denied(
-        &hurried.authorize(&token, &read_customer(1)),
+        &hurried.authorize(f.token(), &read_customer(1)),
         DenialKind::Evaluation,
         None,
         &["run limit"],

@@ -51,3 +51,61 @@ fn an_in_set_mixing_integers_and_strings_is_refused_not_minted_or_panicking() {
     assert!(Constraint::parse("kind in 007|42").is_err());
     assert!(Constraint::parse("kind in 007|x").is_ok());
 }
+
+/// Security review: a check whose expression is not well-formed RPN (here a
+/// lone `+`) made Biscuit's printer panic inside `Chain::from_blocks`, taking
+/// the verifier down. It is now shown as malformed and the request denied.
+#[test]
+fn a_malformed_expression_in_a_check_denies_instead_of_panicking() {
+    use biscuit_auth::builder::{Binary, Check, CheckKind, Expression, Op, Predicate, Rule, Term};
+    let f = mandate_tests::customers_family(1);
+    let check = Check {
+        queries: vec![Rule::new(
+            Predicate::new("query".into(), Vec::<Term>::new()),
+            vec![],
+            vec![Expression {
+                ops: vec![Op::Binary(Binary::Add)],
+            }],
+            vec![],
+        )],
+        kind: CheckKind::One,
+    };
+    let token = mandate_tests::append_first_party(
+        f.token(),
+        biscuit_auth::builder::BlockBuilder::new()
+            .check(check)
+            .unwrap(),
+    );
+    let verifier = mandate_tests::verifier_for(&f.issuer);
+    let d = verifier.authorize(&token, &mandate_tests::read_customer(1));
+    assert!(!d.is_allowed());
+}
+
+/// Security review: ECDSA (P-256) signatures are malleable, so a block whose
+/// next key was P-256 could have its revocation id changed by anyone. Only
+/// Ed25519 keys are accepted anywhere in a token.
+#[test]
+fn a_p256_next_key_is_refused() {
+    use biscuit_auth::{builder::Algorithm, KeyPair, UnverifiedBiscuit};
+    let f = mandate_tests::customers_family(1);
+    let p256 = KeyPair::new_with_algorithm(Algorithm::Secp256r1);
+    let token = UnverifiedBiscuit::from(f.token())
+        .unwrap()
+        .append_with_keypair(&p256, biscuit_auth::builder::BlockBuilder::new())
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let verifier = mandate_tests::verifier_for(&f.issuer);
+    let d = verifier.authorize(&token, &mandate_tests::read_customer(1));
+    let denial = d.denial.unwrap();
+    assert!(denial.reason.contains("not Ed25519"), "{}", denial.reason);
+}
+
+/// Security review: a request time past `SystemTime`'s range panicked while
+/// deserializing a `Request`.
+#[test]
+fn an_out_of_range_request_time_is_an_error_not_a_panic() {
+    let r: Result<mandate_spec::Request, _> =
+        serde_json::from_str(r#"{"action":"read","resource":"/x","time":18446744073709551615}"#);
+    assert!(r.is_err());
+}

@@ -119,7 +119,7 @@ struct Stored<'a> {
 }
 
 impl Revocation {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self, path: &Path) -> Result<Vec<u8>, VerifierError> {
         let stored = Stored {
             revoked_at: self.revoked_at,
             reason: self.reason.as_str().into(),
@@ -127,8 +127,12 @@ impl Revocation {
             expires_at: self.expires_at,
             note: self.note.as_deref().map(Into::into),
         };
-        // Serializing plain strings and dates cannot fail.
-        serde_json::to_vec(&stored).unwrap_or_default()
+        // Fails only for dates outside RFC 3339's range: refuse the entry
+        // rather than store an empty value.
+        serde_json::to_vec(&stored).map_err(|e| VerifierError::Store {
+            path: path.to_path_buf(),
+            detail: format!("cannot record {}: {e}", self.target),
+        })
     }
 }
 
@@ -230,7 +234,11 @@ impl RevocationStore {
     pub fn revoke(&self, entries: &[Revocation]) -> Result<(), VerifierError> {
         let mut batch = WriteBatch::default();
         for e in entries {
-            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
+            batch.put_cf(
+                self.cf(e.target.cf())?,
+                e.target.key(),
+                e.encode(&self.path)?,
+            );
         }
         self.db
             .write_opt(batch, &self.sync)
@@ -343,7 +351,11 @@ impl RevocationStore {
     pub fn apply_feed(&self, entries: &[Revocation], position: u64) -> Result<(), VerifierError> {
         let mut batch = WriteBatch::default();
         for e in entries {
-            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
+            batch.put_cf(
+                self.cf(e.target.cf())?,
+                e.target.key(),
+                e.encode(&self.path)?,
+            );
         }
         batch.put_cf(self.cf(CF_META)?, FEED_POSITION, position.to_be_bytes());
         self.db
@@ -376,7 +388,11 @@ impl RevocationStore {
         let mut batch = WriteBatch::default();
         let mut n = 0u64;
         for e in entries {
-            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
+            batch.put_cf(
+                self.cf(e.target.cf())?,
+                e.target.key(),
+                e.encode(&self.path)?,
+            );
             n += 1;
             if batch.len() >= 50_000 {
                 self.db

@@ -140,6 +140,24 @@ impl Verifier {
     /// Authorizes `request` with the token's raw bytes. Never fails: every
     /// problem is a denial with its reason.
     pub fn authorize(&self, token: &[u8], request: &Request) -> Decision {
+        // Defence in depth: a panic in a dependency while reading a crafted
+        // token becomes a denial, never a crashed server.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.authorize_inner(token, request)
+        }))
+        .unwrap_or_else(|_| {
+            Decision::deny(
+                request.clone(),
+                None,
+                Denial::new(
+                    DenialKind::MalformedToken,
+                    "the token could not be read (a decoder failed on it); denied",
+                ),
+            )
+        })
+    }
+
+    fn authorize_inner(&self, token: &[u8], request: &Request) -> Decision {
         let req = request.clone();
         if let Err(e) = request.validate() {
             return Decision::deny(
