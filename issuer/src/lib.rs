@@ -27,9 +27,20 @@
 
 mod error;
 mod keys;
+#[cfg(feature = "server")]
+mod registry;
+#[cfg(feature = "server")]
+mod service;
 
 pub use error::IssueError;
 pub use keys::RootKeys;
+#[cfg(feature = "server")]
+pub use registry::{Registry, TokenRecord};
+#[cfg(feature = "server")]
+pub use service::{
+    RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,
+    MAX_BODY_BYTES,
+};
 
 use biscuit_auth::{KeyPair, PublicKey};
 use mandate_spec::{root_block, token_to_text, Grant, HopContent, RootContent};
