@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod io;
 mod revoke;
+mod serve;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -50,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => commands::verify(a),
         Command::Revoke(a) => revoke::revoke(a),
         Command::Revocations(a) => revoke::revocations(a),
+        Command::Serve(a) => serve::serve(a),
     }
 }
 

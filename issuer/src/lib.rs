@@ -44,7 +44,7 @@ pub use service::{
 
 use biscuit_auth::{KeyPair, PublicKey};
 use mandate_spec::{root_block, token_to_text, Grant, HopContent, RootContent};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -126,6 +126,10 @@ impl Issuer {
         if req.ttl.is_zero() || req.ttl > MAX_TTL {
             return Err(IssueError::Ttl(req.ttl));
         }
+        // Biscuit dates are whole seconds: start from a whole second so the
+        // issue time and expiry reported here are the ones the token carries.
+        let now = UNIX_EPOCH
+            + Duration::from_secs(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         let token_id = Uuid::new_v4();
         let id_text = token_id.to_string();
         let expires = now + req.ttl;

@@ -77,7 +77,9 @@ pub(crate) async fn mint(
     let admin = s.authorize_admin(&bearer, "mint", "/v1/tokens", params)?;
 
     let started = Instant::now();
-    let minted_at = OffsetDateTime::now_utc();
+    // Whole seconds, as the token carries them.
+    let now = OffsetDateTime::now_utc();
+    let minted_at = now.replace_nanosecond(0).unwrap_or(now);
     let request = MintRequest {
         principal: body.principal,
         agent: body.agent,
@@ -116,7 +118,7 @@ pub(crate) async fn mint(
         principal = %record.principal,
         agent = %record.agent,
         root_key_id = record.root_key_id,
-        expires_at = %record.expires_at,
+        expires_at = %rfc3339(record.expires_at),
         minted_by = %admin.who,
         admin_token_id = %admin.token_id,
         "minted root token"
@@ -404,6 +406,11 @@ pub(crate) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         )],
         s.metrics.render(),
     )
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
