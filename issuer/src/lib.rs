@@ -5,6 +5,13 @@
 //! signed by the issuer's current root key and naming that key's id so
 //! verifiers can look it up across rotations.
 //!
+//! With the default feature `server`, the crate is also the issuer HTTP
+//! service ([`Service`], run by `mandate serve`): minting for admin tokens,
+//! a RocksDB [`Registry`] of what was minted, revocations through a
+//! [`RevocationSink`], the root public keys, metrics, and an embedded
+//! verifier. The protocol is `spec/SERVICE.md`. Crates that only mint take
+//! this one with `default-features = false`.
+//!
 //! ```
 //! use mandate_issuer::{Issuer, MintRequest};
 //! use mandate_spec::Grant;
