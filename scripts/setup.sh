@@ -9,6 +9,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 # RocksDB (the revocation list) builds from C++ source; bindgen needs libclang.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+# The revocation feed's tests run a real NATS server with JetStream.
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2

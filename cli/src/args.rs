@@ -33,6 +33,9 @@ pub(crate) enum Command {
     /// Run the issuer HTTP service with its embedded verifier (one process,
     /// one data directory).
     Serve(ServeArgs),
+    /// Run a verifier process: HTTP authorization endpoint, local RocksDB
+    /// revocation list fed by the NATS JetStream revocation feed.
+    Verifierd(VerifierdArgs),
 }
 
 /// `mandate serve`: flags override the configuration file's settings.
@@ -59,6 +62,29 @@ pub(crate) struct ServeArgs {
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifierdArgs {
+    /// Directory of this verifier's revocation list (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// The issuer's root public key, ed25519/<hex>.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: String,
+    /// NATS server carrying the revocation feed (JetStream), e.g.
+    /// nats://127.0.0.1:4222. Without it the local list is used as is.
+    #[arg(long, value_name = "URL")]
+    pub(crate) nats: Option<String>,
+    /// Deny everything after this long without word from the feed.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub(crate) staleness: String,
+    /// INSECURE: keep allowing when the feed is stale.
+    #[arg(long)]
+    pub(crate) insecure_fail_open_when_stale: bool,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8181")]
+    pub(crate) listen: String,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +116,10 @@ pub(crate) struct RevokeArgs {
     /// Who revokes (default: $USER).
     #[arg(long, value_name = "WHO")]
     pub(crate) by: Option<String>,
+    /// Also publish to the revocation feed on this NATS server (JetStream),
+    /// waiting for the server's acknowledgement.
+    #[arg(long, value_name = "URL")]
+    pub(crate) nats: Option<String>,
 }
 
 #[derive(Debug, Args)]

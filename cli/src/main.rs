@@ -7,6 +7,7 @@ mod commands;
 mod io;
 mod revoke;
 mod serve;
+mod verifierd;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -52,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revoke(a) => revoke::revoke(a),
         Command::Revocations(a) => revoke::revocations(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Verifierd(a) => verifierd::run(a),
     }
 }
 

@@ -29,7 +29,7 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
             note,
         };
     if let Some(source) = &a.ids_from {
-        return revoke_stream(&store, source, &entry);
+        return revoke_stream(&store, source, &entry, a.nats.as_deref());
     }
     let e = if let Some(id) = &a.id {
         entry(Target::Block(parse_id(id)?), None, None)
@@ -51,6 +51,10 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
         bail!("give one of --id, --token, --agent-key, --ids-from");
     };
     store.revoke(std::slice::from_ref(&e))?;
+    if let Some(url) = &a.nats {
+        let seq = publish(url, std::slice::from_ref(&e))?;
+        println!("published to the revocation feed (sequence {seq})");
+    }
     match &e.note {
         Some(note) => println!("revoked {} — {note}", e.target),
         None => println!("revoked {}", e.target),
@@ -85,7 +89,12 @@ fn revoke_stream(
     store: &RevocationStore,
     source: &str,
     entry: &dyn Fn(Target, Option<OffsetDateTime>, Option<String>) -> Revocation,
+    nats: Option<&str>,
 ) -> Result<ExitCode> {
+    let feed = match nats {
+        Some(url) => Some(Feed::connect(url)?),
+        None => None,
+    };
     let reader: Box<dyn BufRead> = if source == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -101,11 +110,46 @@ fn revoke_stream(
             continue;
         }
         let target = Target::Block(parse_id(id).with_context(|| format!("line {}", n + 1))?);
-        store.revoke(&[entry(target, None, None)])?;
+        let e = entry(target, None, None);
+        store.revoke(std::slice::from_ref(&e))?;
+        if let Some(feed) = &feed {
+            feed.publish(&e)?;
+        }
         writeln!(out, "revoked {id}")?;
         out.flush()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A blocking handle on the revocation feed publisher.
+struct Feed {
+    runtime: tokio::runtime::Runtime,
+    publisher: mandate_verifier::FeedPublisher,
+}
+
+impl Feed {
+    fn connect(url: &str) -> Result<Feed> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let publisher = runtime.block_on(mandate_verifier::FeedPublisher::connect(
+            mandate_verifier::FeedConfig::new(url),
+        ))?;
+        Ok(Feed { runtime, publisher })
+    }
+
+    fn publish(&self, e: &Revocation) -> Result<u64> {
+        Ok(self.runtime.block_on(self.publisher.publish(e))?)
+    }
+}
+
+fn publish(url: &str, entries: &[Revocation]) -> Result<u64> {
+    let feed = Feed::connect(url)?;
+    let mut seq = 0;
+    for e in entries {
+        seq = feed.publish(e)?;
+    }
+    Ok(seq)
 }
 
 fn parse_id(hex_id: &str) -> Result<Vec<u8>> {

@@ -154,6 +154,11 @@ impl Issuer {
             expires,
         };
         let (key_id, key) = self.keys.current();
+        if key.algorithm() != biscuit_auth::format::schema::public_key::Algorithm::Ed25519 {
+            return Err(IssueError::Keys(
+                "root keys must be Ed25519 (specification §8)".into(),
+            ));
+        }
         let token = root_block(&root, &hop)?
             .root_key_id(key_id)
             .build(key)

@@ -212,6 +212,7 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
     let mut actions: Option<BTreeSet<String>> = None;
     let mut resource: Option<ResourcePattern> = None;
     let mut params: BTreeMap<&str, &str> = BTreeMap::new(); // var -> param name
+    let mut name_var: Option<&str> = None; // the `$name` of resource($dir, $name)
     let mut constraints = Vec::new();
     for p in &q.body {
         match (p.name.as_str(), p.terms.as_slice()) {
@@ -224,7 +225,8 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
                 resource = Some(ResourcePattern::Exact(r.clone()))
             }
             (vocab::RESOURCE, [Term::Variable(v)]) if res_var.is_none() => res_var = Some(v),
-            (vocab::RESOURCE, [Term::Str(d), Term::Variable(_)]) if resource.is_none() => {
+            (vocab::RESOURCE, [Term::Str(d), Term::Variable(v)]) if resource.is_none() => {
+                name_var = Some(v);
                 resource = Some(ResourcePattern::Children(d.clone()))
             }
             (vocab::PARAM, [Term::Str(name), Term::Variable(v)]) => {
@@ -308,6 +310,13 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
     // Every bound variable must have been used as the canonical form uses it.
     if (op_var.is_some() && actions.is_none()) || (res_var.is_some() && resource.is_none()) {
         return None;
+    }
+    // The last segment's variable must be bound nowhere else: reused, it
+    // would join the resource with another fact and mean something else.
+    if let Some(v) = name_var {
+        if [time_var, op_var, res_var].contains(&Some(v)) || params.contains_key(v) {
+            return None;
+        }
     }
     match (actions, resource) {
         (Some(actions), Some(resource)) => Some((
@@ -461,6 +470,14 @@ mod tests {
 
     #[test]
     fn foreign_checks_are_not_decoded() {
+        let c = Check::try_from(
+            "check if operation(\"read\"), resource(\"/a/\", $v), param(\"x\", $v)",
+        )
+        .unwrap();
+        assert!(
+            decode_check(&c).is_none(),
+            "a reused segment variable is not canonical"
+        );
         let c = Check::try_from("check if operation($o), $o.starts_with(\"r\")").unwrap();
         assert!(decode_check(&c).is_none());
         let c = Check::try_from("check all operation(\"read\"), resource(\"/x\")").unwrap();

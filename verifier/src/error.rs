@@ -43,6 +43,13 @@ pub enum VerifierError {
         /// RocksDB's message.
         detail: String,
     },
+    /// The revocation feed has been silent for longer than the staleness
+    /// limit: revocations may be missing. Restore the feed connection.
+    #[error("revocation list stale: {detail}")]
+    Stale {
+        /// How long, and the limit.
+        detail: String,
+    },
     /// Any other storage failure (permissions, I/O).
     #[error("revocation store {path}: {detail}")]
     Store {

@@ -53,12 +53,16 @@
 mod decision;
 mod error;
 mod explain;
+#[cfg(feature = "feed")]
+mod feed;
 mod keys;
 mod revocation;
 mod verifier;
 
 pub use decision::{Decision, Denial, DenialKind, Outcome};
 pub use error::VerifierError;
+#[cfg(feature = "feed")]
+pub use feed::{spawn_feed, FeedConfig, FeedError, FeedHandle, FeedList, FeedPublisher, FeedState};
 pub use keys::RootKeys;
 pub use revocation::{Revocation, RevocationStore, StoreOptions, Target};
 pub use verifier::{Limits, RevocationList, Verifier};

@@ -35,6 +35,10 @@ const CF_BLOCK: &str = "block";
 const CF_TOKEN: &str = "token";
 const CF_AGENT: &str = "agent";
 const CFS: [&str; 3] = [CF_BLOCK, CF_TOKEN, CF_AGENT];
+/// Bookkeeping: the revocation feed's position.
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 4] = [CF_BLOCK, CF_TOKEN, CF_AGENT, CF_META];
+const FEED_POSITION: &[u8] = b"feed_position";
 
 /// What a revocation applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,6 +204,13 @@ impl RevocationStore {
             return Err(VerifierError::Missing { path });
         }
         let (db_opts, cfs) = options_for(&StoreOptions::default(), false);
+        // A read-only open cannot create column families: open those the
+        // store has (a store from an older version may lack `meta`).
+        let existing = DB::list_cf(&db_opts, &path).unwrap_or_default();
+        let cfs: Vec<_> = cfs
+            .into_iter()
+            .filter(|cf| existing.iter().any(|e| e == cf.name()))
+            .collect();
         let db = DB::open_cf_descriptors_read_only(&db_opts, &path, cfs, false)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
         Ok(RevocationStore {
@@ -303,6 +314,43 @@ impl RevocationStore {
         Ok(())
     }
 
+    /// The last revocation-feed sequence applied to this store (0: none).
+    pub fn feed_position(&self) -> Result<u64, VerifierError> {
+        let Some(meta) = self.db.cf_handle(CF_META) else {
+            return Ok(0); // a read-only view of a store from before the feed
+        };
+        let raw = self
+            .db
+            .get_pinned_cf(meta, FEED_POSITION)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        match raw {
+            None => Ok(0),
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| VerifierError::Corrupt {
+                    path: self.path.clone(),
+                    detail: "feed position is not 8 bytes".into(),
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    /// Applies entries received from the revocation feed together with the
+    /// feed sequence they bring the store to, in one atomic write batch: after
+    /// a crash the store holds both or neither, and the feed resumes from the
+    /// stored position. (Not synced: the stream is the durable copy, and an
+    /// unsynced tail lost to a power cut is re-read from it.)
+    pub fn apply_feed(&self, entries: &[Revocation], position: u64) -> Result<(), VerifierError> {
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            batch.put_cf(self.cf(e.target.cf())?, e.target.key(), e.encode());
+        }
+        batch.put_cf(self.cf(CF_META)?, FEED_POSITION, position.to_be_bytes());
+        self.db
+            .write(batch)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))
+    }
+
     /// RocksDB's estimate of the number of entries (cheap, approximate).
     pub fn estimated_len(&self) -> u64 {
         CFS.iter()
@@ -398,13 +446,15 @@ fn options_for(o: &StoreOptions, create: bool) -> (Options, Vec<ColumnFamilyDesc
     cf_opts.set_compression_type(DBCompressionType::Lz4);
     // Most lookups miss, so filters stay on every level
     // (`optimize_filters_for_hits` would drop the last level's).
-    let cfs = CFS
+    let cfs = ALL_CFS
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()))
         .collect();
     let mut db_opts = Options::default();
     db_opts.create_if_missing(create);
-    db_opts.create_missing_column_families(create);
+    // Column families added by newer versions (e.g. `meta`) are created when
+    // an existing store is opened for writing.
+    db_opts.create_missing_column_families(true);
     db_opts.set_paranoid_checks(true);
     db_opts.set_keep_log_file_num(4);
     (db_opts, cfs)

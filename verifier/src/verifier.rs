@@ -25,7 +25,10 @@ use std::time::Duration;
 /// ([`DenialKind::Evaluation`]), never an allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most facts the evaluation may hold. Default 1 000.
+    /// Most facts the evaluation may derive to: biscuit-auth checks it after
+    /// each round of rule application, so it bounds what rules in raw
+    /// Datalog checks can generate (canonical tokens carry no rules; the
+    /// token's own facts are bounded by the 64 KiB token size). Default 1 000.
     pub max_facts: u64,
     /// Most rule-application rounds. Default 100.
     pub max_iterations: u64,
@@ -315,6 +318,10 @@ fn parse_denial(e: &Token) -> Denial {
         Token::Format(Format::UnknownPublicKey) => Denial::new(
             DenialKind::UnknownRootKey,
             "the token names a root key id this verifier does not trust",
+        ),
+        Token::Format(f) => Denial::new(
+            DenialKind::MalformedToken,
+            format!("not a valid token: {f} ({f:?})"),
         ),
         other => Denial::new(DenialKind::MalformedToken, format!("not a valid token: {other}")),
     }

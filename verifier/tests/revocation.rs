@@ -322,3 +322,23 @@ fn a_full_disk_refuses_the_revocation_clearly() {
     );
     assert!(err.to_string().contains("no space left"), "{err}");
 }
+
+#[test]
+fn a_store_from_before_the_feed_opens_and_upgrades() {
+    // The layout of the first version: no `meta` column family.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        rocksdb::DB::open_cf(&opts, dir.path(), ["block", "token", "agent"]).unwrap();
+    }
+    let ro = RevocationStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(ro.feed_position().unwrap(), 0);
+    drop(ro);
+    let store = RevocationStore::open_existing(dir.path()).unwrap();
+    store
+        .apply_feed(&[entry(Target::Block(vec![9; 64]))], 7)
+        .unwrap();
+    assert_eq!(store.feed_position().unwrap(), 7);
+}

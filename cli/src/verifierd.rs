@@ -1,0 +1,144 @@
+//! `mandate verifierd`: a verifier process for API servers that are not in
+//! Rust, and for tests: `POST /v1/authorize` decides with the embedded
+//! verifier; its revocation list is kept current by the revocation feed.
+
+use crate::args::VerifierdArgs;
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mandate_spec::{parse_duration, parse_public_key, Request, Value};
+use mandate_verifier::{spawn_feed, FeedConfig, FeedList, RevocationStore, RootKeys, Verifier};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Clone)]
+struct App {
+    verifier: Verifier,
+    feed: Option<FeedList>,
+    store: Arc<RevocationStore>,
+}
+
+/// The body of `POST /v1/authorize`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthorizeBody {
+    token: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    params: BTreeMap<String, Value>,
+}
+
+pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
+    let key = parse_public_key(&a.public_key).context("--public-key")?;
+    let staleness = parse_duration(&a.staleness).context("--staleness")?;
+    let store = Arc::new(RevocationStore::open(&a.data_dir)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut verifier = Verifier::new(RootKeys::single(key));
+        let mut feed = None;
+        if let Some(url) = &a.nats {
+            let mut cfg = FeedConfig::new(url.clone());
+            cfg.staleness = staleness;
+            cfg.insecure_fail_open_when_stale = a.insecure_fail_open_when_stale;
+            let (list, _handle) = spawn_feed(store.clone(), cfg)?;
+            verifier = verifier.with_revocations(list.clone());
+            feed = Some(list);
+        } else {
+            verifier = verifier.with_revocations(store.clone());
+        }
+        let app = App {
+            verifier,
+            feed,
+            store,
+        };
+        let router = Router::new()
+            .route("/v1/authorize", post(authorize))
+            .route("/healthz", get(healthz))
+            .layer(axum::extract::DefaultBodyLimit::max(128 * 1024))
+            .with_state(app);
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        println!("listening on {}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn authorize(
+    State(app): State<App>,
+    body: Result<Json<AuthorizeBody>, axum::extract::rejection::JsonRejection>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": e.body_text() })),
+            )
+        }
+    };
+    let request = Request {
+        action: body.action,
+        resource: body.resource,
+        params: body.params,
+        time: SystemTime::now(),
+    };
+    let verifier = app.verifier.clone();
+    // Signature checks are CPU work: keep them off the async workers.
+    let decision =
+        tokio::task::spawn_blocking(move || verifier.authorize_base64(&body.token, &request)).await;
+    match decision {
+        Ok(d) => {
+            let status = if d.is_allowed() {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            (status, Json(serde_json::to_value(&d).unwrap_or_default()))
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": "internal error" })),
+        ),
+    }
+}
+
+async fn healthz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>) {
+    let position = match &app.feed {
+        Some(f) => f.state().applied_seq(),
+        None => app.store.feed_position().unwrap_or(0),
+    };
+    let (stale, silent_ms) = match &app.feed {
+        Some(f) => (
+            f.is_stale(),
+            f.state().silent_for().map(|d| d.as_millis() as u64),
+        ),
+        None => (false, None),
+    };
+    let status = if stale {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({ "feed_position": position, "stale": stale, "silent_ms": silent_ms })),
+    )
+}
