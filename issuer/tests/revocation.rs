@@ -241,6 +241,39 @@ async fn a_revoked_admin_token_is_refused_with_the_reason() {
 }
 
 #[tokio::test]
+async fn an_internal_failure_is_500_without_its_details() {
+    let env = common::Env::new();
+    let root = KeyPair::new();
+    let data = env.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    let store = Arc::new(RevocationStore::open(data.join("revocations")).unwrap());
+    let registry = Registry::open(data.join("registry")).unwrap();
+    let broken = |_: &[Revocation]| -> Result<(), ServiceError> {
+        Err(ServiceError::Registry {
+            path: "/secret/path".into(),
+            detail: "disk on fire".into(),
+        })
+    };
+    let router = Service::new(RootKeys::new(0, common::copy(&root)), store, registry)
+        .with_sink(broken)
+        .into_router();
+    let admin = common::admin_token(&root, 0, &["revoke:/v1/revocations"], &[]);
+    let (status, answer) = common::call(
+        &router,
+        Method::POST,
+        "/v1/revocations",
+        Some(&admin),
+        Some(json!({ "agent_key": KeyPair::new().public().to_string(), "reason": "x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        answer,
+        json!({ "error": "internal error (logged by the service)" })
+    );
+}
+
+#[tokio::test]
 async fn revocations_go_through_the_configured_sink_and_its_failure_is_503() {
     let env = common::Env::new();
     let root = KeyPair::new();

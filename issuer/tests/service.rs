@@ -161,6 +161,32 @@ async fn mint_refuses_bad_json_and_invalid_fields_with_400() {
 }
 
 #[tokio::test]
+async fn every_post_endpoint_refuses_malformed_json_with_400() {
+    let svc = Svc::new();
+    for uri in ["/v1/tokens", "/v1/revocations", "/v1/authorize"] {
+        for body in [&b"{"[..], b"[1, 2]", b"\"text\"", b"{\"reason\": 1}", b""] {
+            let (status, _, answer) = call_raw(
+                &svc.router,
+                Method::POST,
+                uri,
+                Some(&svc.admin),
+                Some(body),
+                true,
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{uri} {}",
+                String::from_utf8_lossy(body)
+            );
+            let answer: Value = serde_json::from_slice(&answer).unwrap();
+            assert!(answer["error"].is_string(), "{answer}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn missing_or_unreadable_admin_token_is_401() {
     let svc = Svc::new();
     let body = mint_body("user:alice", "a", &KeyPair::new());
