@@ -3,6 +3,7 @@
 //! This is a contract other tools script against: keep flag names stable.
 
 use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Mandate: delegation-chain capability tokens for AI agents.
@@ -29,9 +30,38 @@ pub(crate) enum Command {
     Revoke(RevokeArgs),
     /// List (or prune) a revocation list.
     Revocations(RevocationsArgs),
+    /// Run the issuer HTTP service with its embedded verifier (one process,
+    /// one data directory).
+    Serve(ServeArgs),
     /// Run a verifier process: HTTP authorization endpoint, local RocksDB
     /// revocation list fed by the NATS JetStream revocation feed.
     Verifierd(VerifierdArgs),
+}
+
+/// `mandate serve`: flags override the configuration file's settings.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// A TOML configuration file (listen, data_dir, current_key_id,
+    /// [[root_keys]] id + file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// The data directory: revocations/ and registry/ (RocksDB), created if
+    /// missing.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A root private key FILE and its root key id, as ID=FILE (repeatable;
+    /// replaces the configuration file's list). Keys only from files.
+    #[arg(long = "root-key", value_name = "ID=FILE")]
+    pub(crate) root_key: Vec<String>,
+    /// The id of the root key that signs (required with several keys).
+    #[arg(long, value_name = "N")]
+    pub(crate) current_key_id: Option<u32>,
+    /// Log format on standard error (level from RUST_LOG, default info).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod io;
 mod revoke;
+mod serve;
 mod verifierd;
 
 use args::{Cli, Command};
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => commands::verify(a),
         Command::Revoke(a) => revoke::revoke(a),
         Command::Revocations(a) => revoke::revocations(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Verifierd(a) => verifierd::run(a),
     }
 }

@@ -23,6 +23,34 @@ impl RootKeys {
         }
     }
 
+    /// A set holding `keys`, with `current` as the signing key: the form a
+    /// configuration file gives (every key still trusted, one of them signs).
+    /// Fails when `keys` is empty, an id repeats, or `current` is not among them.
+    pub fn from_keys(
+        keys: impl IntoIterator<Item = (u32, KeyPair)>,
+        current: u32,
+    ) -> Result<RootKeys, IssueError> {
+        let mut map = BTreeMap::new();
+        for (id, key) in keys {
+            if map.insert(id, Arc::new(key)).is_some() {
+                return Err(IssueError::Keys(format!("root key id {id} is given twice")));
+            }
+        }
+        if map.is_empty() {
+            return Err(IssueError::Keys("no root key given".into()));
+        }
+        if !map.contains_key(&current) {
+            return Err(IssueError::Keys(format!(
+                "the current key id {current} is not among the root keys ({})",
+                map.keys()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(RootKeys { keys: map, current })
+    }
+
     /// Adds a key under `id` and makes it the current signing key (rotation).
     /// Older keys stay until [`RootKeys::retire`] removes them.
     pub fn rotate(&mut self, id: u32, key: KeyPair) -> Result<(), IssueError> {

@@ -5,6 +5,13 @@
 //! signed by the issuer's current root key and naming that key's id so
 //! verifiers can look it up across rotations.
 //!
+//! With the default feature `server`, the crate is also the issuer HTTP
+//! service ([`Service`], run by `mandate serve`): minting for admin tokens,
+//! a RocksDB [`Registry`] of what was minted, revocations through a
+//! [`RevocationSink`], the root public keys, metrics, and an embedded
+//! verifier. The protocol is `spec/SERVICE.md`. Crates that only mint take
+//! this one with `default-features = false`.
+//!
 //! ```
 //! use mandate_issuer::{Issuer, MintRequest};
 //! use mandate_spec::Grant;
@@ -27,13 +34,24 @@
 
 mod error;
 mod keys;
+#[cfg(feature = "server")]
+mod registry;
+#[cfg(feature = "server")]
+mod service;
 
 pub use error::IssueError;
 pub use keys::RootKeys;
+#[cfg(feature = "server")]
+pub use registry::{Registry, TokenRecord};
+#[cfg(feature = "server")]
+pub use service::{
+    RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,
+    MAX_BODY_BYTES,
+};
 
 use biscuit_auth::{KeyPair, PublicKey};
 use mandate_spec::{root_block, token_to_text, Grant, HopContent, RootContent};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -115,6 +133,10 @@ impl Issuer {
         if req.ttl.is_zero() || req.ttl > MAX_TTL {
             return Err(IssueError::Ttl(req.ttl));
         }
+        // Biscuit dates are whole seconds: start from a whole second so the
+        // issue time and expiry reported here are the ones the token carries.
+        let now = UNIX_EPOCH
+            + Duration::from_secs(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         let token_id = Uuid::new_v4();
         let id_text = token_id.to_string();
         let expires = now + req.ttl;

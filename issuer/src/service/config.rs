@@ -1,0 +1,261 @@
+//! The service's configuration: a TOML file, overridden by flags.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"          # default
+//! data_dir = "/var/lib/mandate"      # required: revocations/ and registry/ live here
+//! current_key_id = 1                 # required when there is more than one key
+//!
+//! [[root_keys]]                      # at least one; every listed key verifies
+//! id = 0
+//! file = "/etc/mandate/root-0.key"   # ed25519-private/<hex>, mode 0600
+//!
+//! [[root_keys]]
+//! id = 1
+//! file = "/etc/mandate/root-1.key"
+//! ```
+//!
+//! Private keys come only from files. Relative paths in the file are relative
+//! to the file's directory. Unknown settings are refused, so a misspelt one
+//! is an error rather than a silent default.
+
+use super::error::ServiceError;
+use biscuit_auth::KeyPair;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The listen address when none is configured: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Everything `mandate serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Where to listen. Default [`DEFAULT_LISTEN`].
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The data directory: `revocations/` (the verifier's revocation store)
+    /// and `registry/` (what was minted), both RocksDB. Required.
+    pub data_dir: Option<PathBuf>,
+    /// The root key files. The current one signs; the others still verify
+    /// (admin tokens, `GET /v1/keys`) until removed from the list.
+    #[serde(default)]
+    pub root_keys: Vec<RootKeyFile>,
+    /// The id of the signing key. Default: the only key, when there is one;
+    /// required when there are several.
+    pub current_key_id: Option<u32>,
+}
+
+/// One root key: its id (written into the tokens it signs) and its file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootKeyFile {
+    /// The root key id.
+    pub id: u32,
+    /// The private key file (`ed25519-private/<hex>`).
+    pub file: PathBuf,
+}
+
+fn default_listen() -> SocketAddr {
+    // A constant that parses.
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+}
+
+impl Default for ServiceConfig {
+    fn default() -> ServiceConfig {
+        ServiceConfig {
+            listen: default_listen(),
+            data_dir: None,
+            root_keys: Vec::new(),
+            current_key_id: None,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Parses a configuration from TOML text (paths are kept as written).
+    pub fn from_toml(text: &str) -> Result<ServiceConfig, ServiceError> {
+        toml::from_str(text).map_err(|e| {
+            // toml's messages span several lines (with a source excerpt):
+            // keep the one that says what is wrong, and where.
+            let msg = e.message().trim().to_string();
+            match e.span() {
+                // A span over the whole document (e.g. an unknown field of the
+                // top-level table) says nothing about where.
+                Some(span) if span.start > 0 || span.end < text.len() => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    ServiceError::Config(format!("line {line}: {msg}"))
+                }
+                _ => ServiceError::Config(msg),
+            }
+        })
+    }
+
+    /// Reads a configuration file; relative paths in it are resolved against
+    /// the file's directory.
+    pub fn read(path: &Path) -> Result<ServiceConfig, ServiceError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config = ServiceConfig::from_toml(&text).map_err(|e| match e {
+            ServiceError::Config(m) => ServiceError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(d) = &mut config.data_dir {
+            *d = base.join(&*d);
+        }
+        for k in &mut config.root_keys {
+            k.file = base.join(&k.file);
+        }
+        Ok(config)
+    }
+
+    /// The data directory, or the error saying it is missing.
+    pub fn data_dir(&self) -> Result<&Path, ServiceError> {
+        self.data_dir.as_deref().ok_or_else(|| {
+            ServiceError::Config("no data directory: set data_dir or --data-dir".into())
+        })
+    }
+
+    /// The id of the signing key.
+    pub fn current_key_id(&self) -> Result<u32, ServiceError> {
+        match (self.current_key_id, self.root_keys.as_slice()) {
+            (_, []) => Err(ServiceError::Config(
+                "no root key: add [[root_keys]] with id and file, or --root-key ID=FILE".into(),
+            )),
+            (Some(id), keys) if keys.iter().any(|k| k.id == id) => Ok(id),
+            (Some(id), keys) => Err(ServiceError::Config(format!(
+                "current_key_id {id} is not among the root keys ({})",
+                ids(keys)
+            ))),
+            (None, [only]) => Ok(only.id),
+            (None, keys) => Err(ServiceError::Config(format!(
+                "several root keys ({}): set current_key_id to the one that signs",
+                ids(keys)
+            ))),
+        }
+    }
+
+    /// Checks the settings and reads every key file: the root key set, the
+    /// current key first among its checks.
+    pub(crate) fn load_keys(&self) -> Result<crate::RootKeys, ServiceError> {
+        let current = self.current_key_id()?;
+        let mut keys = Vec::with_capacity(self.root_keys.len());
+        for k in &self.root_keys {
+            if keys.iter().any(|(id, _)| *id == k.id) {
+                return Err(ServiceError::Config(format!(
+                    "root key id {} is given twice",
+                    k.id
+                )));
+            }
+            keys.push((k.id, read_key_file(k)?));
+        }
+        crate::RootKeys::from_keys(keys, current).map_err(|e| ServiceError::Config(e.to_string()))
+    }
+}
+
+fn ids(keys: &[RootKeyFile]) -> String {
+    keys.iter()
+        .map(|k| k.id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn read_key_file(k: &RootKeyFile) -> Result<KeyPair, ServiceError> {
+    let err = |detail: String| ServiceError::KeyFile {
+        id: k.id,
+        path: k.file.clone(),
+        detail,
+    };
+    let meta = std::fs::metadata(&k.file).map_err(|e| err(e.to_string()))?;
+    if meta.len() > 4096 {
+        return Err(err("larger than a key file (4 KiB)".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                key_id = k.id,
+                file = %k.file.display(),
+                "root key file is accessible by other users (chmod 600 it)"
+            );
+        }
+    }
+    let text = std::fs::read_to_string(&k.file).map_err(|e| err(e.to_string()))?;
+    // The parser's message never quotes the key material.
+    mandate_spec::parse_private_key(&text).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let c = ServiceConfig::from_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            data_dir = "data"
+            current_key_id = 1
+            [[root_keys]]
+            id = 0
+            file = "k0"
+            [[root_keys]]
+            id = 1
+            file = "k1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.root_keys.len(), 2);
+        assert_eq!(c.current_key_id().unwrap(), 1);
+    }
+
+    #[test]
+    fn refuses_unknown_settings_and_inline_keys() {
+        let e =
+            ServiceConfig::from_toml("data_dir = \"d\"\nprivate_key = \"ed25519-private/00\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("unknown field `private_key`"), "{e}");
+        let e = ServiceConfig::from_toml("listen = 8080\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config: line 1: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn current_key_rules() {
+        let key = |id| RootKeyFile {
+            id,
+            file: "f".into(),
+        };
+        let mut c = ServiceConfig::default();
+        assert!(c
+            .current_key_id()
+            .unwrap_err()
+            .to_string()
+            .contains("no root key"));
+        c.root_keys = vec![key(3)];
+        assert_eq!(c.current_key_id().unwrap(), 3);
+        c.root_keys.push(key(4));
+        assert!(c
+            .current_key_id()
+            .unwrap_err()
+            .to_string()
+            .contains("set current_key_id"));
+        c.current_key_id = Some(5);
+        assert!(c
+            .current_key_id()
+            .unwrap_err()
+            .to_string()
+            .contains("not among"));
+        c.current_key_id = Some(4);
+        assert_eq!(c.current_key_id().unwrap(), 4);
+    }
+}

@@ -1,0 +1,436 @@
+//! One handler per route; see the table in `mod.rs` and `spec/SERVICE.md`.
+
+use super::error::ApiError;
+use super::extract::{ApiJson, Bearer};
+use super::metrics::Source;
+use super::{AppState, ServiceError};
+use crate::registry::TokenRecord;
+use crate::{IssueError, MintRequest};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use mandate_spec::{format_public_key, parse_duration, parse_public_key, Grant, Request, Value};
+use mandate_verifier::{Decision, Revocation, Target};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Longest revocation reason accepted, in bytes.
+const MAX_REASON_LEN: usize = 1024;
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MintBody {
+    principal: String,
+    agent: String,
+    agent_key: String,
+    allow: Vec<String>,
+    #[serde(default, rename = "where")]
+    where_: Vec<String>,
+    ttl: String,
+    #[serde(default)]
+    purpose: Option<String>,
+    #[serde(default)]
+    max_depth: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Minted {
+    token: String,
+    token_id: String,
+    revocation_ids: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    root_key_id: u32,
+}
+
+pub(crate) async fn mint(
+    State(s): State<AppState>,
+    bearer: Bearer,
+    ApiJson(body): ApiJson<MintBody>,
+) -> Result<(StatusCode, Json<Minted>), ApiError> {
+    let agent_key = parse_public_key(&body.agent_key)
+        .map_err(|e| ApiError::BadRequest(format!("agent_key: {e}")))?;
+    if body.allow.is_empty() {
+        return Err(ApiError::BadRequest(
+            "allow: a root token needs at least one ACTIONS:PATTERN".into(),
+        ));
+    }
+    let grant = Grant::parse(&body.allow, &body.where_).map_err(bad)?;
+    let ttl = parse_duration(&body.ttl).map_err(|e| ApiError::BadRequest(format!("ttl: {e}")))?;
+    let mut params = vec![
+        ("principal", Value::Str(body.principal.clone())),
+        ("agent", Value::Str(body.agent.clone())),
+        (
+            "ttl_seconds",
+            Value::Int(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+        ),
+    ];
+    if let Some(d) = body.max_depth {
+        params.push(("max_depth", Value::Int(d.into())));
+    }
+    let admin = s.authorize_admin(&bearer, "mint", "/v1/tokens", params)?;
+
+    let started = Instant::now();
+    // Whole seconds, as the token carries them.
+    let now = OffsetDateTime::now_utc();
+    let minted_at = now.replace_nanosecond(0).unwrap_or(now);
+    let request = MintRequest {
+        principal: body.principal,
+        agent: body.agent,
+        agent_key,
+        grant,
+        ttl,
+        purpose: body.purpose,
+        max_depth: body.max_depth,
+    };
+    let minted = s
+        .issuer
+        .mint_at(&request, minted_at.into())
+        .map_err(|e| match e {
+            IssueError::Spec(_) | IssueError::Ttl(_) => bad(e),
+            other => ApiError::internal("minting", other),
+        })?;
+    let record = TokenRecord {
+        token_id: minted.token_id.to_string(),
+        principal: request.principal,
+        agent: request.agent,
+        agent_key: format_public_key(&request.agent_key),
+        revocation_ids: minted.revocation_ids.clone(),
+        root_key_id: minted.root_key_id,
+        minted_at,
+        expires_at: minted.expires_at,
+        minted_by: admin.who.clone(),
+    };
+    // Recorded (and synced) before the token is returned: every token a
+    // caller holds is in the registry.
+    let st = s.clone();
+    let rec = record.clone();
+    blocking(move || st.registry.record(&rec)).await?;
+    s.metrics.minted(started.elapsed());
+    tracing::info!(
+        token_id = %record.token_id,
+        principal = %record.principal,
+        agent = %record.agent,
+        root_key_id = record.root_key_id,
+        expires_at = %rfc3339(record.expires_at),
+        minted_by = %admin.who,
+        admin_token_id = %admin.token_id,
+        "minted root token"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(Minted {
+            token: minted.to_base64(),
+            token_id: record.token_id,
+            revocation_ids: minted.revocation_ids,
+            expires_at: minted.expires_at,
+            root_key_id: minted.root_key_id,
+        }),
+    ))
+}
+
+/// `POST /v1/revocations`: exactly one selector, a reason, optionally who.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeBody {
+    #[serde(default)]
+    revocation_id: Option<String>,
+    #[serde(default)]
+    token_id: Option<String>,
+    #[serde(default)]
+    agent_key: Option<String>,
+    #[serde(default)]
+    principal: Option<String>,
+    reason: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// What a revocation request selects, parsed.
+enum Selector {
+    Block(Vec<u8>),
+    Token(String),
+    Agent(Vec<u8>),
+    Principal(String),
+}
+
+impl Selector {
+    fn parse(b: &RevokeBody) -> Result<Selector, ApiError> {
+        let given = [
+            b.revocation_id.is_some(),
+            b.token_id.is_some(),
+            b.agent_key.is_some(),
+            b.principal.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(ApiError::BadRequest(
+                "give exactly one of revocation_id, token_id, agent_key, principal".into(),
+            ));
+        }
+        if let Some(id) = &b.revocation_id {
+            let bytes = hex::decode(id.trim()).map_err(|_| {
+                ApiError::BadRequest("revocation_id: expected hex (128 hex digits)".into())
+            })?;
+            if bytes.len() != 64 {
+                return Err(ApiError::BadRequest(format!(
+                    "revocation_id: a revocation id is 64 bytes (128 hex digits), got {}",
+                    bytes.len()
+                )));
+            }
+            return Ok(Selector::Block(bytes));
+        }
+        if let Some(id) = &b.token_id {
+            let uuid = Uuid::parse_str(id.trim())
+                .map_err(|_| ApiError::BadRequest("token_id: expected a UUID".into()))?;
+            return Ok(Selector::Token(uuid.to_string()));
+        }
+        if let Some(key) = &b.agent_key {
+            let key = parse_public_key(key)
+                .map_err(|e| ApiError::BadRequest(format!("agent_key: {e}")))?;
+            return Ok(Selector::Agent(key.to_bytes().to_vec()));
+        }
+        match &b.principal {
+            Some(p) if !p.trim().is_empty() => Ok(Selector::Principal(p.clone())),
+            _ => Err(ApiError::BadRequest("principal: must not be empty".into())),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Selector::Block(_) => "revocation_id",
+            Selector::Token(_) => "token_id",
+            Selector::Agent(_) => "agent_key",
+            Selector::Principal(_) => "principal",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Revoked {
+    revoked: Vec<Revocation>,
+}
+
+pub(crate) async fn revoke(
+    State(s): State<AppState>,
+    bearer: Bearer,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<Json<Revoked>, ApiError> {
+    let reason = body.reason.trim().to_string();
+    if reason.is_empty() {
+        return Err(ApiError::BadRequest("reason: say why".into()));
+    }
+    if reason.len() > MAX_REASON_LEN || body.by.as_ref().is_some_and(|b| b.len() > 256) {
+        return Err(ApiError::BadRequest(format!(
+            "reason is at most {MAX_REASON_LEN} bytes, by at most 256"
+        )));
+    }
+    let selector = Selector::parse(&body)?;
+    let mut params = vec![("selector", Value::Str(selector.name().into()))];
+    if let Selector::Principal(p) = &selector {
+        params.push(("principal", Value::Str(p.clone())));
+    }
+    let admin = s.authorize_admin(&bearer, "revoke", "/v1/revocations", params)?;
+    let by = body
+        .by
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| admin.who.clone());
+
+    let st = s.clone();
+    let entries = blocking(move || {
+        let entries = st.entries_for(selector, &reason, &by)?;
+        if !entries.is_empty() {
+            st.sink.revoke(&entries)?;
+        }
+        Ok(entries)
+    })
+    .await?;
+    if entries.is_empty() {
+        // Only a principal selects nothing: it has no live token here.
+        return Err(ApiError::NotFound(format!(
+            "no live token of {:?} in the registry: nothing revoked",
+            body.principal.unwrap_or_default()
+        )));
+    }
+    for e in &entries {
+        s.metrics.revoked(&e.target);
+        tracing::info!(
+            target_kind = kind_of(&e.target),
+            revoked = %e.target,
+            reason = %e.reason,
+            by = %e.by,
+            admin = %admin.who,
+            admin_token_id = %admin.token_id,
+            "revoked"
+        );
+    }
+    Ok(Json(Revoked { revoked: entries }))
+}
+
+fn kind_of(t: &Target) -> &'static str {
+    match t {
+        Target::Block(_) => "block",
+        Target::Token(_) => "token",
+        Target::Agent(_) => "agent",
+    }
+}
+
+impl super::Inner {
+    /// The entries a selector revokes, with expiry and a note from the
+    /// registry when this issuer minted the target (runs on a blocking thread).
+    fn entries_for(
+        &self,
+        selector: Selector,
+        reason: &str,
+        by: &str,
+    ) -> Result<Vec<Revocation>, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let entry = |target, rec: Option<&TokenRecord>, what: &str| Revocation {
+            target,
+            revoked_at: now,
+            reason: reason.to_string(),
+            by: by.to_string(),
+            expires_at: rec.map(|r| r.expires_at),
+            note: rec.map(|r| {
+                format!(
+                    "{what} of token {} for {:?} (agent {:?})",
+                    r.token_id, r.principal, r.agent
+                )
+            }),
+        };
+        Ok(match selector {
+            Selector::Block(id) => {
+                let rec = self.registry.by_revocation_id(&id)?;
+                vec![entry(Target::Block(id), rec.as_ref(), "root block")]
+            }
+            Selector::Token(id) => {
+                let rec = self.registry.get(&id)?;
+                vec![entry(Target::Token(id), rec.as_ref(), "family")]
+            }
+            Selector::Agent(key) => vec![entry(Target::Agent(key), None, "")],
+            Selector::Principal(p) => self
+                .registry
+                .live_tokens_of(&p, now)?
+                .iter()
+                .map(|r| entry(Target::Token(r.token_id.clone()), Some(r), "family"))
+                .collect(),
+        })
+    }
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Serialize)]
+pub(crate) struct KeyInfo {
+    id: u32,
+    public_key: String,
+    current: bool,
+}
+
+pub(crate) async fn keys(State(s): State<AppState>) -> Json<Vec<KeyInfo>> {
+    let (current, _) = s.issuer.keys().current();
+    Json(
+        s.issuer
+            .keys()
+            .public_keys()
+            .into_iter()
+            .map(|(id, key)| KeyInfo {
+                id,
+                public_key: format_public_key(&key),
+                current: id == current,
+            })
+            .collect(),
+    )
+}
+
+/// `POST /v1/authorize`: the embedded verifier over HTTP. The request time
+/// is the service's clock; a caller cannot choose it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthorizeBody {
+    token: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    params: BTreeMap<String, Value>,
+}
+
+pub(crate) async fn authorize(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<AuthorizeBody>,
+) -> Result<(StatusCode, Json<Decision>), ApiError> {
+    let mut request = Request::new(body.action, body.resource);
+    request.params = body.params;
+    let started = Instant::now();
+    // Signature checks are CPU work (~0.1 ms per hop): off the async workers.
+    let verifier = s.verifier.clone();
+    let decision =
+        tokio::task::spawn_blocking(move || verifier.authorize_base64(&body.token, &request))
+            .await
+            .map_err(|e| ApiError::internal("authorize task", e))?;
+    s.metrics
+        .decided(Source::Authorize, &decision, started.elapsed());
+    tracing::debug!(
+        allowed = decision.is_allowed(),
+        kind = ?decision.denial.as_ref().map(|d| d.kind),
+        token_id = decision.chain.as_ref().map(|c| c.token_id.as_str()),
+        "decided"
+    );
+    let status = if decision.is_allowed() {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    Ok((status, Json(decision)))
+}
+
+/// `GET /healthz`: 200 when the revocation store answers a read.
+pub(crate) async fn healthz(
+    State(s): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let st = s.clone();
+    blocking(move || Ok(st.store.get(&Target::Token(String::new()))?))
+        .await
+        .map_err(|e| match e {
+            ApiError::Internal(detail) => ApiError::Unavailable(detail),
+            other => other,
+        })?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+/// Runs storage work (synced RocksDB writes) off the async executor. A sink
+/// failure is 503 (retry later); any other storage failure is 500.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(ServiceError::Sink(detail))) => Err(ApiError::Unavailable(detail)),
+        Ok(Err(e)) => Err(ApiError::from(e)),
+        Err(e) => Err(ApiError::internal("blocking task", e)),
+    }
+}

@@ -1,0 +1,208 @@
+//! The issuer HTTP service (`mandate serve`): mints root tokens for callers
+//! holding an admin Mandate token, records them in the [`Registry`],
+//! revokes, publishes its root public keys, and embeds a verifier that
+//! shares the revocation store (the one-machine default).
+//!
+//! | route | admin token must allow | answers |
+//! |---|---|---|
+//! | `POST /v1/tokens` | `mint` on `/v1/tokens` | 201, the minted token |
+//! | `POST /v1/revocations` | `revoke` on `/v1/revocations` | 200, what was revoked |
+//! | `GET /v1/keys` | — | the root public keys and their ids |
+//! | `POST /v1/authorize` | — | the embedded verifier's decision: 200 allow, 403 deny |
+//! | `GET /healthz` | — | 200 when the revocation store answers |
+//! | `GET /metrics` | — | Prometheus text |
+//!
+//! Errors are `{"error": "..."}` with 400 (bad JSON, invalid grant), 401
+//! (missing or unreadable admin token), 403 (admin token does not allow it,
+//! with the verifier's denial), 404, 413 (body over [`MAX_BODY_BYTES`]), 415,
+//! 500 (internal, logged, never detailed) or 503. The protocol is written
+//! down in `spec/SERVICE.md`.
+
+mod admin;
+mod config;
+mod error;
+mod extract;
+mod handlers;
+mod metrics;
+mod sink;
+
+pub use config::{RootKeyFile, ServiceConfig, DEFAULT_LISTEN};
+pub use error::ServiceError;
+pub use sink::RevocationSink;
+
+use crate::registry::Registry;
+use crate::{Issuer, RootKeys};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use mandate_verifier::{RevocationStore, Verifier};
+use std::future::Future;
+use std::sync::Arc;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+
+/// Largest request body accepted, in bytes (64 KiB); larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The issuer service, ready to be turned into a router or served.
+pub struct Service {
+    issuer: Issuer,
+    verifier: Verifier,
+    store: Arc<RevocationStore>,
+    registry: Registry,
+    sink: Arc<dyn RevocationSink>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("keys", self.issuer.keys())
+            .field("store", &self.store)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared by every request.
+pub(crate) struct Inner {
+    pub(crate) issuer: Issuer,
+    pub(crate) verifier: Verifier,
+    pub(crate) store: Arc<RevocationStore>,
+    pub(crate) registry: Registry,
+    pub(crate) sink: Arc<dyn RevocationSink>,
+    pub(crate) metrics: metrics::Metrics,
+}
+
+pub(crate) type AppState = Arc<Inner>;
+
+impl Service {
+    /// Opens the service the configuration describes: reads the root key
+    /// files, creates the data directory if needed, and opens the revocation
+    /// store (`DATA_DIR/revocations`) and the registry (`DATA_DIR/registry`).
+    /// Every failure is one line naming the setting or file at fault.
+    pub fn open(config: &ServiceConfig) -> Result<Service, ServiceError> {
+        let keys = config.load_keys()?;
+        let data_dir = config.data_dir()?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            ServiceError::Config(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let store = Arc::new(RevocationStore::open(data_dir.join("revocations"))?);
+        let registry = Registry::open(data_dir.join("registry"))?;
+        Ok(Service::new(keys, store, registry))
+    }
+
+    /// A service signing with `keys`, verifying with every key of `keys`,
+    /// consulting and writing `store` (the embedded default sink), and
+    /// recording mints in `registry`.
+    pub fn new(keys: RootKeys, store: Arc<RevocationStore>, registry: Registry) -> Service {
+        let mut trusted = mandate_verifier::RootKeys::new();
+        for (id, key) in keys.public_keys() {
+            trusted = trusted.with(id, key);
+        }
+        let verifier = Verifier::new(trusted).with_revocations(store.clone());
+        Service {
+            issuer: Issuer::with_keys(keys),
+            verifier,
+            sink: store.clone(),
+            store,
+            registry,
+        }
+    }
+
+    /// Sends revocations to `sink` instead of the local store (e.g. a feed
+    /// publisher whose consumer fills the local store). The embedded
+    /// verifier keeps reading the local store.
+    pub fn with_sink(mut self, sink: impl RevocationSink + 'static) -> Service {
+        self.sink = Arc::new(sink);
+        self
+    }
+
+    /// The root key set (public halves for `GET /v1/keys`).
+    pub fn keys(&self) -> &RootKeys {
+        self.issuer.keys()
+    }
+
+    /// The router with every route and layer: body limit, JSON error
+    /// bodies, response counting and request tracing.
+    pub fn into_router(self) -> Router {
+        let state: AppState = Arc::new(Inner {
+            issuer: self.issuer,
+            verifier: self.verifier,
+            store: self.store,
+            registry: self.registry,
+            sink: self.sink,
+            metrics: metrics::Metrics::default(),
+        });
+        Router::new()
+            .route("/v1/tokens", post(handlers::mint))
+            .route("/v1/revocations", post(handlers::revoke))
+            .route("/v1/keys", get(handlers::keys))
+            .route("/v1/authorize", post(handlers::authorize))
+            .route("/healthz", get(handlers::healthz))
+            .route("/metrics", get(handlers::metrics))
+            .with_state(state.clone())
+            .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+            .layer(axum::middleware::map_response_with_state(
+                state,
+                finish_response,
+            ))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+            )
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes the
+    /// requests in flight.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.into_router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Counts every response, marks it `Cache-Control: no-store` (bodies carry
+/// tokens), and gives the framework's own error responses (unknown route,
+/// wrong method, the body limit's 413) a JSON body like the handlers' errors.
+async fn finish_response(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    response: Response,
+) -> Response {
+    let status = response.status();
+    state.metrics.responded(status.as_u16());
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let mut out = if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let message = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => error::too_large_message(),
+            StatusCode::NOT_FOUND => "no such route".to_string(),
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
+            other => other
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_ascii_lowercase(),
+        };
+        let mut json =
+            (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            json.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        json
+    } else {
+        response
+    };
+    out.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    out
+}
