@@ -56,6 +56,11 @@ pub(crate) struct ServeArgs {
     /// replaces the configuration file's list). Keys only from files.
     #[arg(long = "root-key", value_name = "ID=FILE")]
     pub(crate) root_key: Vec<String>,
+    /// Also publish every revocation to the revocation feed on this NATS
+    /// server (JetStream); a revocation is acknowledged only once the local
+    /// store has synced it and JetStream has acknowledged it.
+    #[arg(long, value_name = "URL")]
+    pub(crate) nats: Option<String>,
     /// The id of the root key that signs (required with several keys).
     #[arg(long, value_name = "N")]
     pub(crate) current_key_id: Option<u32>,

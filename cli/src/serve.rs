@@ -1,5 +1,6 @@
 //! `mandate serve`: the issuer HTTP service and its embedded verifier in one
-//! process, sharing one data directory (no revocation feed).
+//! process, sharing one data directory; with `--nats`, revocations are also
+//! published to the revocation feed for every other verifier.
 
 use crate::args::ServeArgs;
 use anyhow::{bail, Context, Result};
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
     let config = config(&a)?;
     init_logging(&a.log_format);
-    let service = Service::open(&config)?;
+    let mut service = Service::open(&config)?;
     let (current, _) = service.keys().current();
     let key_ids: Vec<u32> = service
         .keys()
@@ -23,6 +24,26 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        if let Some(url) = &a.nats {
+            let publisher = mandate_verifier::FeedPublisher::connect(
+                mandate_verifier::FeedConfig::new(url.clone()),
+            )
+            .await
+            .with_context(|| format!("connecting to the revocation feed at {url}"))?;
+            let store = service.store().clone();
+            let handle = tokio::runtime::Handle::current();
+            // Called on a blocking thread: local synced write first (the
+            // embedded verifier reads it), then the feed's acknowledgement.
+            service = service.with_sink(move |entries: &[mandate_verifier::Revocation]| {
+                store.revoke(entries)?;
+                for e in entries {
+                    handle
+                        .block_on(publisher.publish(e))
+                        .map_err(|err| mandate_issuer::ServiceError::Sink(err.to_string()))?;
+                }
+                Ok(())
+            });
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

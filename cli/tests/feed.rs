@@ -135,12 +135,25 @@ impl Drop for Verifierd {
 }
 
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    http_as(addr, method, path, body, None)
+}
+
+fn http_as(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    bearer: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -356,4 +369,78 @@ fn a_silent_feed_fails_closed_and_recovers() {
         v.authorize(&token).0 == 200
     });
     assert_eq!(v.health().0, 200);
+}
+
+#[test]
+fn a_revocation_at_the_issuer_service_reaches_every_verifier() {
+    let s = Scenario::new();
+    let nats = Nats::start(&s.path("nats"), free_port());
+    let url = nats.url();
+    // The admin token the service's own verifier decides on.
+    let admin = s.run(&[
+        "issue",
+        "--key",
+        "issuer.key",
+        "--principal",
+        "ops:admin",
+        "--to",
+        "admin-cli",
+        "--to-key",
+        &s.support_pub.clone(),
+        "--allow",
+        "mint,revoke:/v1/*",
+        "--ttl",
+        "1h",
+    ]);
+    assert_eq!(admin.code, 0, "{}", admin.stderr);
+    let admin = admin.stdout.trim().to_string();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(s.path("issuer-data"))
+        .arg("--root-key")
+        .arg(format!("0={}", s.path("issuer.key").display()))
+        .args(["--nats", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let issuer = line
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_string();
+    let _serve = Verifierd {
+        child: serve,
+        addr: issuer.clone(),
+    };
+
+    let token = s.read("sub.tok");
+    let verifiers: Vec<Verifierd> = (0..3)
+        .map(|i| Verifierd::start(&s, &s.path(&format!("v{i}")), &url))
+        .collect();
+    for v in &verifiers {
+        wait_until(
+            "the verifier to reach the feed",
+            Duration::from_secs(10),
+            || v.authorize(&token).0 == 200,
+        );
+    }
+    let inspect = s.run(&["inspect", "--json", "sub.tok"]);
+    let chain: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    let id = chain["chain"]["hops"][1]["revocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = serde_json::json!({"revocation_id": id, "reason": "task done"}).to_string();
+    let (status, answer) = http_as(&issuer, "POST", "/v1/revocations", &body, Some(&admin));
+    assert_eq!(status, 200, "{answer}");
+    for v in &verifiers {
+        wait_until("the revocation to arrive", Duration::from_secs(5), || {
+            v.authorize(&token).0 == 403
+        });
+        assert_eq!(v.authorize(&token).1["denial"]["kind"], "revoked");
+    }
 }

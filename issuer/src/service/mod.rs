@@ -121,6 +121,11 @@ impl Service {
         self
     }
 
+    /// The service's own revocation store (read by its embedded verifier).
+    pub fn store(&self) -> &Arc<RevocationStore> {
+        &self.store
+    }
+
     /// The root key set (public halves for `GET /v1/keys`).
     pub fn keys(&self) -> &RootKeys {
         self.issuer.keys()
