@@ -56,11 +56,15 @@ pub(crate) struct ServeArgs {
     /// replaces the configuration file's list). Keys only from files.
     #[arg(long = "root-key", value_name = "ID=FILE")]
     pub(crate) root_key: Vec<String>,
-    /// Also publish every revocation to the revocation feed on this NATS
-    /// server (JetStream); a revocation is acknowledged only once the local
-    /// store has synced it and JetStream has acknowledged it.
-    #[arg(long, value_name = "URL")]
-    pub(crate) nats: Option<String>,
+    /// The revocation feed: with --nats, every revocation is published to it
+    /// (acknowledged only once the local store has synced it and JetStream
+    /// has acknowledged it), and the embedded verifier follows it, so
+    /// several issuer services see each other's revocations.
+    #[command(flatten)]
+    pub(crate) feed: NatsArgs,
+    /// With --nats: deny everything after this long without word from the feed.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub(crate) staleness: String,
     /// The id of the root key that signs (required with several keys).
     #[arg(long, value_name = "N")]
     pub(crate) current_key_id: Option<u32>,
@@ -77,14 +81,15 @@ pub(crate) struct VerifierdArgs {
     /// The issuer's root public key, ed25519/<hex>.
     #[arg(long, value_name = "PUBKEY")]
     pub(crate) public_key: String,
-    /// NATS server carrying the revocation feed (JetStream), e.g.
-    /// nats://127.0.0.1:4222. Without it the local list is used as is.
-    #[arg(long, value_name = "URL")]
-    pub(crate) nats: Option<String>,
+    /// The revocation feed this verifier follows. Without --nats the local
+    /// list is used as is.
+    #[command(flatten)]
+    pub(crate) feed: NatsArgs,
     /// Deny everything after this long without word from the feed.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub(crate) staleness: String,
-    /// INSECURE: keep allowing when the feed is stale.
+    /// INSECURE: keep allowing when the feed is stale or stuck (revocations
+    /// may be missed). Logged loudly at start.
     #[arg(long)]
     pub(crate) insecure_fail_open_when_stale: bool,
     /// Address to listen on (port 0: any free port; the address is printed).
@@ -121,10 +126,35 @@ pub(crate) struct RevokeArgs {
     /// Who revokes (default: $USER).
     #[arg(long, value_name = "WHO")]
     pub(crate) by: Option<String>,
-    /// Also publish to the revocation feed on this NATS server (JetStream),
-    /// waiting for the server's acknowledgement.
+    /// With --nats: also publish to the revocation feed, waiting for the
+    /// server's acknowledgement.
+    #[command(flatten)]
+    pub(crate) feed: NatsArgs,
+}
+
+/// Where the revocation feed is and how to reach it. Secrets only from files.
+#[derive(Debug, Args)]
+pub(crate) struct NatsArgs {
+    /// The NATS server carrying the revocation feed (JetStream), e.g.
+    /// nats://127.0.0.1:4222.
     #[arg(long, value_name = "URL")]
     pub(crate) nats: Option<String>,
+    /// A NATS credentials file (.creds: user JWT and NKey seed).
+    #[arg(long, value_name = "FILE", requires = "nats", conflicts_with_all = ["nats_user", "nats_token_file"])]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// A NATS user name; the password is read from --nats-password-file.
+    #[arg(long, value_name = "USER", requires_all = ["nats", "nats_password_file"], conflicts_with = "nats_token_file")]
+    pub(crate) nats_user: Option<String>,
+    /// The file holding the NATS user's password.
+    #[arg(long, value_name = "FILE", requires = "nats_user")]
+    pub(crate) nats_password_file: Option<PathBuf>,
+    /// A file holding a NATS authentication token.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub(crate) nats_token_file: Option<PathBuf>,
+    /// Require TLS, with the server's certificate chaining to a CA in this
+    /// PEM file.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub(crate) nats_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +169,15 @@ pub(crate) struct RevocationsArgs {
     /// then compact. Entries without an expiry are kept.
     #[arg(long)]
     pub(crate) prune: bool,
+    /// Print where this list stands in the revocation feed: the last stream
+    /// sequence applied and the stream it counts in.
+    #[arg(long, conflicts_with_all = ["prune", "set_feed_position"])]
+    pub(crate) feed_position: bool,
+    /// Recovery for a stuck feed (stop the verifier first): resume the feed
+    /// after stream sequence N (0: from the start of the stream) in whichever
+    /// stream the server has. Entries already applied stay.
+    #[arg(long, value_name = "N", conflicts_with = "prune")]
+    pub(crate) set_feed_position: Option<u64>,
 }
 
 #[derive(Debug, Args)]

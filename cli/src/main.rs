@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod feed;
 mod io;
 mod revoke;
 mod serve;

@@ -1,6 +1,7 @@
 //! `mandate revoke` and `mandate revocations`.
 
-use crate::args::{RevocationsArgs, RevokeArgs};
+use crate::args::{NatsArgs, RevocationsArgs, RevokeArgs};
+use crate::feed::{self, BlockingPublisher};
 use crate::io::read_token;
 use anyhow::{anyhow, bail, Context, Result};
 use mandate_attenuate::read_chain;
@@ -29,7 +30,7 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
             note,
         };
     if let Some(source) = &a.ids_from {
-        return revoke_stream(&store, source, &entry, a.nats.as_deref());
+        return revoke_stream(&store, source, &entry, &a.feed);
     }
     let e = if let Some(id) = &a.id {
         entry(Target::Block(parse_id(id)?), None, None)
@@ -51,8 +52,8 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
         bail!("give one of --id, --token, --agent-key, --ids-from");
     };
     store.revoke(std::slice::from_ref(&e))?;
-    if let Some(url) = &a.nats {
-        let seq = publish(url, std::slice::from_ref(&e))?;
+    if let Some(cfg) = feed::config(&a.feed)? {
+        let seq = BlockingPublisher::connect(cfg)?.publish(&e)?;
         println!("published to the revocation feed (sequence {seq})");
     }
     match &e.note {
@@ -89,10 +90,10 @@ fn revoke_stream(
     store: &RevocationStore,
     source: &str,
     entry: &dyn Fn(Target, Option<OffsetDateTime>, Option<String>) -> Revocation,
-    nats: Option<&str>,
+    nats: &NatsArgs,
 ) -> Result<ExitCode> {
-    let feed = match nats {
-        Some(url) => Some(Feed::connect(url)?),
+    let feed = match feed::config(nats)? {
+        Some(cfg) => Some(BlockingPublisher::connect(cfg)?),
         None => None,
     };
     let reader: Box<dyn BufRead> = if source == "-" {
@@ -121,37 +122,6 @@ fn revoke_stream(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A blocking handle on the revocation feed publisher.
-struct Feed {
-    runtime: tokio::runtime::Runtime,
-    publisher: mandate_verifier::FeedPublisher,
-}
-
-impl Feed {
-    fn connect(url: &str) -> Result<Feed> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let publisher = runtime.block_on(mandate_verifier::FeedPublisher::connect(
-            mandate_verifier::FeedConfig::new(url),
-        ))?;
-        Ok(Feed { runtime, publisher })
-    }
-
-    fn publish(&self, e: &Revocation) -> Result<u64> {
-        Ok(self.runtime.block_on(self.publisher.publish(e))?)
-    }
-}
-
-fn publish(url: &str, entries: &[Revocation]) -> Result<u64> {
-    let feed = Feed::connect(url)?;
-    let mut seq = 0;
-    for e in entries {
-        seq = feed.publish(e)?;
-    }
-    Ok(seq)
-}
-
 fn parse_id(hex_id: &str) -> Result<Vec<u8>> {
     let bytes = hex::decode(hex_id.trim())
         .map_err(|_| anyhow!("a revocation id is hex, got {:?}", hex_id.trim()))?;
@@ -165,6 +135,26 @@ fn parse_id(hex_id: &str) -> Result<Vec<u8>> {
 }
 
 pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
+    if let Some(position) = a.set_feed_position {
+        let store = RevocationStore::open_existing(&a.db)?;
+        let before = store.feed_position()?;
+        store.set_feed_position(position)?;
+        println!(
+            "feed position {before} -> {position}: the feed resumes at sequence {} of the \
+             stream the server has now",
+            position + 1
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.feed_position {
+        let store = RevocationStore::open_read_only(&a.db)?;
+        let position = store.feed_position()?;
+        match store.feed_stream()? {
+            Some(stream) => println!("feed position {position} in stream {stream}"),
+            None => println!("feed position {position} (no stream recorded yet)"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.prune {
         let store = RevocationStore::open_existing(&a.db)?;
         let removed = store.prune_expired(OffsetDateTime::now_utc())?;

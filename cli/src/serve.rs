@@ -1,6 +1,8 @@
 //! `mandate serve`: the issuer HTTP service and its embedded verifier in one
 //! process, sharing one data directory; with `--nats`, revocations are also
-//! published to the revocation feed for every other verifier.
+//! published to the revocation feed for every other verifier, and the
+//! embedded verifier follows the feed (revocations made at other issuer
+//! services reach it; a stale feed makes it deny).
 
 use crate::args::ServeArgs;
 use anyhow::{bail, Context, Result};
@@ -10,6 +12,8 @@ use std::process::ExitCode;
 
 pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
     let config = config(&a)?;
+    let feed_config = crate::feed::config(&a.feed)?;
+    let staleness = mandate_spec::parse_duration(&a.staleness).context("--staleness")?;
     init_logging(&a.log_format);
     let mut service = Service::open(&config)?;
     let (current, _) = service.keys().current();
@@ -24,25 +28,32 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        if let Some(url) = &a.nats {
-            let publisher = mandate_verifier::FeedPublisher::connect(
-                mandate_verifier::FeedConfig::new(url.clone()),
-            )
-            .await
-            .with_context(|| format!("connecting to the revocation feed at {url}"))?;
+        let mut _feed_handle = None;
+        if let Some(mut feed_config) = feed_config {
+            feed_config.staleness = staleness;
+            let url = feed_config.url.clone();
+            let publisher = mandate_verifier::FeedPublisher::connect(feed_config.clone())
+                .await
+                .with_context(|| format!("connecting to the revocation feed at {url}"))?;
             let store = service.store().clone();
-            let handle = tokio::runtime::Handle::current();
+            // The embedded verifier follows the feed into the same store.
+            let (list, handle) = mandate_verifier::spawn_feed(store.clone(), feed_config)?;
+            _feed_handle = Some(handle);
+            let runtime = tokio::runtime::Handle::current();
             // Called on a blocking thread: local synced write first (the
-            // embedded verifier reads it), then the feed's acknowledgement.
-            service = service.with_sink(move |entries: &[mandate_verifier::Revocation]| {
-                store.revoke(entries)?;
-                for e in entries {
-                    handle
-                        .block_on(publisher.publish(e))
-                        .map_err(|err| mandate_issuer::ServiceError::Sink(err.to_string()))?;
-                }
-                Ok(())
-            });
+            // embedded verifier sees it at once), then the feed's
+            // acknowledgement; only then does the client get its 200.
+            service = service.with_revocation_list(list).with_sink(
+                move |entries: &[mandate_verifier::Revocation]| {
+                    store.revoke(entries)?;
+                    for e in entries {
+                        runtime
+                            .block_on(publisher.publish(e))
+                            .map_err(|err| mandate_issuer::ServiceError::Sink(err.to_string()))?;
+                    }
+                    Ok(())
+                },
+            );
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -8,32 +8,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use mandate_spec::{parse_duration, parse_public_key, Request, Value};
-use mandate_verifier::{spawn_feed, FeedConfig, FeedList, RevocationStore, RootKeys, Verifier};
-use serde::Deserialize;
+use mandate_spec::{parse_duration, parse_public_key};
+use mandate_verifier::{
+    spawn_feed, AuthorizeRequest, FeedList, RevocationStore, RootKeys, Verifier,
+};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 #[derive(Clone)]
 struct App {
     verifier: Verifier,
     feed: Option<FeedList>,
     store: Arc<RevocationStore>,
-}
-
-/// The body of `POST /v1/authorize`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthorizeBody {
-    token: String,
-    action: String,
-    resource: String,
-    #[serde(default)]
-    params: BTreeMap<String, Value>,
 }
 
 pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
@@ -44,11 +32,11 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let feed_config = crate::feed::config(&a.feed)?;
     runtime.block_on(async move {
         let mut verifier = Verifier::new(RootKeys::single(key));
         let mut feed = None;
-        if let Some(url) = &a.nats {
-            let mut cfg = FeedConfig::new(url.clone());
+        if let Some(mut cfg) = feed_config {
             cfg.staleness = staleness;
             cfg.insecure_fail_open_when_stale = a.insecure_fail_open_when_stale;
             let (list, _handle) = spawn_feed(store.clone(), cfg)?;
@@ -83,7 +71,7 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
 
 async fn authorize(
     State(app): State<App>,
-    body: Result<Json<AuthorizeBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<AuthorizeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let Json(body) = match body {
         Ok(b) => b,
@@ -94,16 +82,9 @@ async fn authorize(
             )
         }
     };
-    let request = Request {
-        action: body.action,
-        resource: body.resource,
-        params: body.params,
-        time: SystemTime::now(),
-    };
     let verifier = app.verifier.clone();
     // Signature checks are CPU work: keep them off the async workers.
-    let decision =
-        tokio::task::spawn_blocking(move || verifier.authorize_base64(&body.token, &request)).await;
+    let decision = tokio::task::spawn_blocking(move || body.decide(&verifier)).await;
     match decision {
         Ok(d) => {
             let status = if d.is_allowed() {
@@ -127,18 +108,23 @@ async fn healthz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>
     };
     let (stale, silent_ms) = match &app.feed {
         Some(f) => (
-            f.is_stale(),
+            f.stale_because(),
             f.state().silent_for().map(|d| d.as_millis() as u64),
         ),
-        None => (false, None),
+        None => (None, None),
     };
-    let status = if stale {
+    let status = if stale.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     (
         status,
-        Json(json!({ "feed_position": position, "stale": stale, "silent_ms": silent_ms })),
+        Json(json!({
+            "feed_position": position,
+            "stale": stale.is_some(),
+            "stale_because": stale,
+            "silent_ms": silent_ms,
+        })),
     )
 }

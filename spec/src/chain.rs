@@ -168,6 +168,10 @@ pub struct Hop {
     pub agent: String,
     /// That agent's public key, `ed25519/<hex>`.
     pub agent_key: String,
+    /// The same key, decoded: what chain integrity compares signers with and
+    /// what revocation looks up (not serialized; `agent_key` is its text).
+    #[serde(skip)]
+    pub agent_public_key: PublicKey,
     /// Who signed this hop: `root` for hop 0, else the previous hop's agent.
     pub signed_by: Signer,
     /// Why the hop was made, if stated.
@@ -337,8 +341,8 @@ impl Chain {
                 }
                 Some(signer) => {
                     let holder = &hops[current];
-                    let signer_text = signer.to_string();
-                    if signer_text != holder.agent_key {
+                    if *signer != holder.agent_public_key {
+                        let signer_text = signer.to_string();
                         return Err(err(
                             block.index,
                             current + 1,
@@ -498,7 +502,7 @@ fn hop_from_block(
                     public_key_from_bytes(key).map_err(|e| err(block.index, hop, &e.to_string()))?
                 }
             };
-            (id.clone(), key.to_string())
+            (id.clone(), key)
         }
         _ => {
             return Err(err(
@@ -518,7 +522,8 @@ fn hop_from_block(
         hop,
         block: block.index,
         agent,
-        agent_key,
+        agent_key: agent_key.to_string(),
+        agent_public_key: agent_key,
         signed_by,
         purpose,
         expires_at,

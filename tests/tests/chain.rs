@@ -114,7 +114,7 @@ fn the_decision_carries_the_whole_chain() {
 
     let decision = family.authorize(&read_customer(5));
     assert_allowed(&decision);
-    let chain = decision.chain.as_ref().unwrap();
+    let chain: &mandate_spec::Chain = decision.chain.as_ref().unwrap();
 
     // The chain the verifier returns is the one the holder reads offline.
     assert_eq!(chain, &family.delegations.last().unwrap().chain);

@@ -14,7 +14,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mandate_attenuate::{delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
-use mandate_verifier::{Revocation, RevocationStore, RootKeys, Target, Verifier};
+use mandate_verifier::{
+    revocation_targets, Revocation, RevocationStore, RootKeys, Target, Verifier,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -157,18 +159,12 @@ fn revocation(c: &mut Criterion) {
     assert!(plain.authorize(&token, &req).is_allowed());
     // The exact targets the verifier looks up for this token.
     let chain = mandate_attenuate::read_chain(&token).unwrap();
-    let mut targets: Vec<Target> = biscuit_auth::UnverifiedBiscuit::from(&token)
-        .unwrap()
-        .revocation_identifiers()
-        .into_iter()
-        .map(Target::Block)
-        .collect();
-    targets.push(Target::Token(chain.token_id.clone()));
-    for h in &chain.hops {
-        targets.push(Target::Agent(
-            hex::decode(&h.agent_key["ed25519/".len()..]).unwrap(),
-        ));
-    }
+    let targets = revocation_targets(
+        biscuit_auth::UnverifiedBiscuit::from(&token)
+            .unwrap()
+            .revocation_identifiers(),
+        &chain,
+    );
 
     let mut group = c.benchmark_group("revocation");
     group

@@ -1,8 +1,9 @@
 //! What the verifier answers: allow or deny, why, and the delegation chain.
 
 use mandate_spec::{Chain, Request};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// The outcome of one authorization, ready for an HTTP body, a CLI message or
 /// an audit record.
@@ -15,13 +16,14 @@ pub struct Decision {
     pub denial: Option<Denial>,
     /// The request as the verifier saw it.
     pub request: Request,
-    /// The delegation chain, when the token could be read far enough.
+    /// The delegation chain, when the token could be read far enough
+    /// (shared: a cached token's chain is not copied per request).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub chain: Option<Chain>,
+    pub chain: Option<Arc<Chain>>,
 }
 
 /// Allow or deny.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every check of every hop passed.
@@ -31,7 +33,7 @@ pub enum Outcome {
 }
 
 /// Why a request was denied, structured.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Denial {
     /// The class of failure.
     pub kind: DenialKind,
@@ -49,13 +51,15 @@ pub struct Denial {
 }
 
 /// Classes of denial. New classes may be added (revocation, approval, …).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DenialKind {
     /// The request itself is malformed (bad action name, non-canonical
     /// resource, reserved parameter).
     InvalidRequest,
+    /// No token was presented (HTTP: no `Authorization: Bearer`).
+    MissingToken,
     /// The token does not decode (not a token, truncated, too large).
     MalformedToken,
     /// A signature does not verify (forged or altered block, wrong root key).
@@ -87,7 +91,7 @@ impl Decision {
         self.decision == Outcome::Allow
     }
 
-    pub(crate) fn allow(request: Request, chain: Chain) -> Decision {
+    pub(crate) fn allow(request: Request, chain: Arc<Chain>) -> Decision {
         Decision {
             decision: Outcome::Allow,
             denial: None,
@@ -96,7 +100,7 @@ impl Decision {
         }
     }
 
-    pub(crate) fn deny(request: Request, chain: Option<Chain>, denial: Denial) -> Decision {
+    pub(crate) fn deny(request: Request, chain: Option<Arc<Chain>>, denial: Denial) -> Decision {
         Decision {
             decision: Outcome::Deny,
             denial: Some(denial),
@@ -107,7 +111,8 @@ impl Decision {
 }
 
 impl Denial {
-    pub(crate) fn new(kind: DenialKind, reason: impl Into<String>) -> Denial {
+    /// A denial of `kind` naming no hop.
+    pub fn new(kind: DenialKind, reason: impl Into<String>) -> Denial {
         Denial {
             kind,
             hop: None,

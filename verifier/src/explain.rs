@@ -2,7 +2,7 @@
 //! constraint, and what the request had.
 
 use crate::decision::{Denial, DenialKind};
-use mandate_spec::{Alternative, Chain, Grant, Request, ResourcePattern, Value};
+use mandate_spec::{Alternative, Chain, Grant, Hop, Request, ResourcePattern, Value};
 use time::OffsetDateTime;
 
 /// Explains why the check `check_rule` of block `block` failed.
@@ -25,17 +25,7 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
             None => (&hop.grant, hop.expires_at, String::new()),
         }
     };
-    let who = match hop.hop {
-        0 => format!(
-            "hop 0 (root token for {:?}, agent {:?}{what})",
-            chain.principal, hop.agent
-        ),
-        n => format!(
-            "hop {n} (agent {:?}, delegated by {}{what})",
-            hop.agent,
-            signer_name(chain, n)
-        ),
-    };
+    let who = describe_hop(chain, hop, &what);
     let now = req.time_unix();
     let (kind, why) = match expires {
         Some(e) if now > e.unix_timestamp() => (
@@ -56,12 +46,23 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
     }
 }
 
-fn signer_name(chain: &Chain, hop: usize) -> String {
-    chain
-        .hops
-        .get(hop - 1)
-        .map(|h| format!("{:?}", h.agent))
-        .unwrap_or_else(|| "?".into())
+/// How every denial names a hop: `hop 0 (root token for "user:alice",
+/// agent "support")` or `hop 2 (agent "b", delegated by "a")`; `extra` is
+/// appended inside the parentheses (e.g. `, first-party block 3`).
+pub(crate) fn describe_hop(chain: &Chain, hop: &Hop, extra: &str) -> String {
+    match hop.hop {
+        0 => format!(
+            "hop 0 (root token for {:?}, agent {:?}{extra})",
+            chain.principal, hop.agent
+        ),
+        n => {
+            let by = chain.hops.get(n - 1).map_or("?", |h| h.agent.as_str());
+            format!(
+                "hop {n} (agent {:?}, delegated by {by:?}{extra})",
+                hop.agent
+            )
+        }
+    }
 }
 
 fn explain_grant(grant: &Grant, req: &Request, check_rule: &str) -> String {

@@ -8,15 +8,25 @@
 //! no entry lost, none applied twice. A verifier that has not heard from the
 //! feed for longer than its staleness limit denies every request
 //! (`revocation_unavailable`, "revocation list stale") until it catches up.
+//!
+//! A feed that answers but cannot be followed is **stuck**, and a stuck feed
+//! denies at once, whatever the staleness limit: a message that is not a
+//! revocation entry, a stream that ends before the position this verifier
+//! reached (it was deleted and recreated), or a gap in the sequence
+//! (messages removed before this verifier read them). Each would otherwise
+//! hide revocations while the verifier looked current. The operator clears
+//! it by deciding where to resume (`mandate revocations --db DIR
+//! --set-feed-position N`, with the verifier stopped).
 
 use crate::error::VerifierError;
 use crate::revocation::{Revocation, RevocationStore, Target};
 use crate::verifier::RevocationList;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where the feed lives and how long a verifier may go without hearing from it.
 #[derive(Debug, Clone)]
@@ -34,8 +44,46 @@ pub struct FeedConfig {
     /// answered pull counts as hearing from the feed). Default 500 ms.
     pub poll: Duration,
     /// **Insecure**: keep allowing (with possibly missed revocations) when the
-    /// feed is stale. Never the default.
+    /// feed is stale or stuck. Never the default.
     pub insecure_fail_open_when_stale: bool,
+    /// How to authenticate to the NATS server. Default: none (a server on
+    /// loopback or a private network). Anyone who can publish on the subject
+    /// can revoke, and anyone who can delete the stream can make every
+    /// verifier fail closed: production servers should require credentials.
+    pub credentials: Option<FeedCredentials>,
+    /// A PEM file of CA certificates: when set, the connection must use TLS
+    /// and the server's certificate must chain to one of them. Default: none.
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Credentials for the NATS server.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum FeedCredentials {
+    /// A NATS `.creds` file (user JWT and NKey seed), as `nsc` writes them.
+    CredsFile(PathBuf),
+    /// A user name and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password (never logged).
+        password: String,
+    },
+    /// An authentication token (never logged).
+    Token(String),
+}
+
+impl std::fmt::Debug for FeedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeedCredentials::CredsFile(p) => f.debug_tuple("CredsFile").field(p).finish(),
+            FeedCredentials::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .finish_non_exhaustive(),
+            FeedCredentials::Token(_) => f.write_str("Token(..)"),
+        }
+    }
 }
 
 impl FeedConfig {
@@ -48,7 +96,38 @@ impl FeedConfig {
             staleness: Duration::from_secs(10),
             poll: Duration::from_millis(500),
             insecure_fail_open_when_stale: false,
+            credentials: None,
+            tls_ca: None,
         }
+    }
+
+    /// Connects to the server with the configured credentials and TLS.
+    async fn connect(&self) -> Result<async_nats::Client, FeedError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("mandate-revocation-feed")
+            .connection_timeout(Duration::from_secs(2));
+        match &self.credentials {
+            None => {}
+            Some(FeedCredentials::CredsFile(path)) => {
+                options = options.credentials_file(path).await.map_err(|e| {
+                    nats_err(
+                        &self.url,
+                        format!("cannot read credentials file {}: {e}", path.display()),
+                    )
+                })?;
+            }
+            Some(FeedCredentials::UserPassword { user, password }) => {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            Some(FeedCredentials::Token(token)) => options = options.token(token.clone()),
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        options
+            .connect(&self.url)
+            .await
+            .map_err(|e| nats_err(&self.url, e))
     }
 }
 
@@ -67,7 +146,8 @@ pub enum FeedError {
     /// Applying an entry to the local store failed.
     #[error(transparent)]
     Store(#[from] VerifierError),
-    /// A message on the stream is not a revocation entry.
+    /// A message on the stream is not a revocation entry. The feed is stuck
+    /// at it (verifiers deny) until an operator decides where to resume.
     #[error("revocation feed: message {seq} is not a revocation entry: {detail}")]
     BadMessage {
         /// Its stream sequence.
@@ -75,6 +155,39 @@ pub enum FeedError {
         /// The decoding error.
         detail: String,
     },
+    /// The stream is not the one this verifier's position counts in: it was
+    /// deleted and recreated (another creation time, or it ends before the
+    /// position), so its sequence numbers no longer mean what the position
+    /// says. Stuck until an operator resets the position.
+    #[error("revocation feed: the stream was reset: {detail}")]
+    Reset {
+        /// What differs.
+        detail: String,
+    },
+    /// Messages this verifier had not read yet are gone from the stream
+    /// (removed or aged out): revocations may be missing. Stuck until an
+    /// operator decides where to resume.
+    #[error(
+        "revocation feed: entries {} to {} are missing from the stream \
+         (removed before this verifier read them)", .expected, .found - 1
+    )]
+    Gap {
+        /// The sequence this verifier needed next.
+        expected: u64,
+        /// The first sequence the stream could give it.
+        found: u64,
+    },
+}
+
+impl FeedError {
+    /// Whether the feed is reachable but cannot be followed past this point
+    /// (retrying will not help; verifiers deny until an operator acts).
+    pub fn is_stuck(&self) -> bool {
+        matches!(
+            self,
+            FeedError::BadMessage { .. } | FeedError::Reset { .. } | FeedError::Gap { .. }
+        )
+    }
 }
 
 fn nats_err(url: &str, e: impl std::fmt::Display) -> FeedError {
@@ -108,9 +221,7 @@ pub struct FeedPublisher {
 impl FeedPublisher {
     /// Connects and makes sure the stream exists.
     pub async fn connect(cfg: FeedConfig) -> Result<FeedPublisher, FeedError> {
-        let client = async_nats::connect(&cfg.url)
-            .await
-            .map_err(|e| nats_err(&cfg.url, e))?;
+        let client = cfg.connect().await?;
         let js = jetstream::new(client);
         stream_handle(&js, &cfg).await?;
         Ok(FeedPublisher { js, cfg })
@@ -168,17 +279,50 @@ impl FeedPublisher {
     }
 }
 
-/// What a running feed consumer shares with the verifier.
-#[derive(Debug, Default)]
+/// What a running feed consumer shares with the verifier. Times are on the
+/// monotonic clock: setting the wall clock neither makes a stale list look
+/// fresh nor a fresh one stale.
+#[derive(Debug)]
 pub struct FeedState {
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the last contact, plus one (0: never).
     last_heard_ms: AtomicU64,
     applied_seq: AtomicU64,
     stopped: AtomicBool,
+    stuck: Mutex<Option<String>>,
 }
 
 impl FeedState {
+    fn new(applied_seq: u64) -> FeedState {
+        FeedState {
+            epoch: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+            applied_seq: AtomicU64::new(applied_seq),
+            stopped: AtomicBool::new(false),
+            stuck: Mutex::new(None),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
     fn heard(&self) {
-        self.last_heard_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_heard_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn set_stuck(&self, why: Option<String>) {
+        if let Ok(mut s) = self.stuck.lock() {
+            *s = why;
+        }
+    }
+
+    /// Why the feed is stuck (reachable, but it cannot be followed), if it is.
+    pub fn stuck(&self) -> Option<String> {
+        self.stuck
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The last stream sequence applied to the local store.
@@ -190,16 +334,9 @@ impl FeedState {
     pub fn silent_for(&self) -> Option<Duration> {
         match self.last_heard_ms.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(Duration::from_millis(now_ms().saturating_sub(t))),
+            t => Some(Duration::from_millis(self.now_ms().saturating_sub(t))),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A revocation list fed by the stream: the local store, refused when the
@@ -218,11 +355,25 @@ impl FeedList {
         &self.state
     }
 
-    /// Whether the list is stale now.
+    /// Whether the list is stale now: the feed is stuck, or silent for
+    /// longer than the staleness limit.
     pub fn is_stale(&self) -> bool {
+        self.stale_because().is_some()
+    }
+
+    /// Why the list is stale, if it is.
+    pub fn stale_because(&self) -> Option<String> {
+        if let Some(why) = self.state.stuck() {
+            return Some(format!("the revocation feed is stuck: {why}"));
+        }
         match self.state.silent_for() {
-            None => true,
-            Some(d) => d > self.staleness,
+            None => Some("the revocation feed has not been reached yet".to_string()),
+            Some(d) if d > self.staleness => Some(format!(
+                "no word from the revocation feed for {:.1} s (limit {:.1} s)",
+                d.as_secs_f64(),
+                self.staleness.as_secs_f64()
+            )),
+            Some(_) => None,
         }
     }
 }
@@ -232,18 +383,21 @@ impl RevocationList for FeedList {
         &self,
         targets: &[Target],
     ) -> Result<Option<(usize, Revocation)>, VerifierError> {
-        if self.is_stale() && !self.fail_open {
-            let detail = match self.state.silent_for() {
-                None => "the revocation feed has not been reached yet".to_string(),
-                Some(d) => format!(
-                    "no word from the revocation feed for {:.1} s (limit {:.1} s)",
-                    d.as_secs_f64(),
-                    self.staleness.as_secs_f64()
-                ),
-            };
-            return Err(VerifierError::Stale { detail });
+        if !self.fail_open {
+            if let Some(detail) = self.stale_because() {
+                return Err(VerifierError::Stale { detail });
+            }
         }
         self.store.first_revoked(targets)
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.state.applied_seq())
+    }
+
+    fn subscribe(&self, observer: crate::RevocationObserver) -> bool {
+        self.store.subscribe(observer);
+        true
     }
 }
 
@@ -271,10 +425,7 @@ pub fn spawn_feed(
     store: Arc<RevocationStore>,
     cfg: FeedConfig,
 ) -> Result<(FeedList, FeedHandle), FeedError> {
-    let state = Arc::new(FeedState::default());
-    state
-        .applied_seq
-        .store(store.feed_position()?, Ordering::Relaxed);
+    let state = Arc::new(FeedState::new(store.feed_position()?));
     let list = FeedList {
         store: store.clone(),
         state: state.clone(),
@@ -292,6 +443,15 @@ pub fn spawn_feed(
         while !task_state.stopped.load(Ordering::Relaxed) {
             match consume(&store, &cfg, &task_state).await {
                 Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) if e.is_stuck() => {
+                    tracing::error!(
+                        error = %e,
+                        "revocation feed stuck: denying every request until an operator \
+                         sets where to resume (mandate revocations --set-feed-position)"
+                    );
+                    task_state.set_stuck(Some(e.to_string()));
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "revocation feed interrupted; retrying");
                     tokio::time::sleep(backoff).await;
@@ -308,18 +468,46 @@ async fn consume(
     cfg: &FeedConfig,
     state: &FeedState,
 ) -> Result<(), FeedError> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(&cfg.url)
-        .await
-        .map_err(|e| nats_err(&cfg.url, e))?;
+    let client = cfg.connect().await?;
     let js = jetstream::new(client);
-    let stream = stream_handle(&js, cfg).await?;
-    let start = store.feed_position()? + 1;
+    let mut stream = stream_handle(&js, cfg).await?;
+    let position = store.feed_position()?;
+    let info = stream.info().await.map_err(|e| nats_err(&cfg.url, e))?;
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let identity = format!(
+        "{} created {}",
+        info.config.name,
+        info.created.unix_timestamp_nanos()
+    );
+    match store.feed_stream()? {
+        Some(known) if known != identity => {
+            return Err(FeedError::Reset {
+                detail: format!(
+                    "this verifier's position {position} counts in stream {known:?}, \
+                     the server now has {identity:?}"
+                ),
+            })
+        }
+        Some(_) => {}
+        None => store.set_feed_stream(&identity)?,
+    }
+    if last < position {
+        return Err(FeedError::Reset {
+            detail: format!(
+                "this verifier applied up to sequence {position} but the stream ends at {last}"
+            ),
+        });
+    }
+    if last > position && first > position + 1 {
+        return Err(FeedError::Gap {
+            expected: position + 1,
+            found: first,
+        });
+    }
     let consumer = stream
         .create_consumer(consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start,
+                start_sequence: position + 1,
             },
             ack_policy: consumer::AckPolicy::None,
             inactive_threshold: Duration::from_secs(60),
@@ -327,7 +515,6 @@ async fn consume(
         })
         .await
         .map_err(|e| nats_err(&cfg.url, e))?;
-    state.heard();
     loop {
         if state.stopped.load(Ordering::Relaxed) {
             return Ok(());
@@ -345,8 +532,15 @@ async fn consume(
                 .info()
                 .map_err(|e| nats_err(&cfg.url, e))?
                 .stream_sequence;
-            if seq <= state.applied_seq() {
+            let applied = state.applied_seq();
+            if seq <= applied {
                 continue; // already applied (a redelivery)
+            }
+            if seq != applied + 1 {
+                return Err(FeedError::Gap {
+                    expected: applied + 1,
+                    found: seq,
+                });
             }
             let entry: Revocation =
                 serde_json::from_slice(&msg.payload).map_err(|e| FeedError::BadMessage {
@@ -355,9 +549,10 @@ async fn consume(
                 })?;
             store.apply_feed(&[entry], seq)?;
             state.applied_seq.store(seq, Ordering::Relaxed);
-            state.heard();
         }
-        // The pull ended normally: the server answered.
+        // The pull ended normally: the server answered and everything it
+        // gave was applied.
+        state.set_stuck(None);
         state.heard();
     }
 }

@@ -40,6 +40,18 @@ impl RootKeys {
         self.by_id.remove(&id);
     }
 
+    /// The trusted keys in a stable text form (for the policy hash).
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        if let Some(k) = &self.any_id {
+            out.push_str(&format!("root_key any {k}\n"));
+        }
+        for (id, k) in &self.by_id {
+            out.push_str(&format!("root_key {id} {k}\n"));
+        }
+        out
+    }
+
     /// The key for a token naming `id` (or no id).
     pub fn get(&self, id: Option<u32>) -> Option<&PublicKey> {
         if let Some(k) = &self.any_id {

@@ -50,19 +50,35 @@
 //! assert!(denial.reason.contains("action \"list\" is not allowed"), "{}", denial.reason);
 //! ```
 
+mod audit;
+mod cache;
 mod decision;
 mod error;
 mod explain;
 #[cfg(feature = "feed")]
 mod feed;
+#[cfg(feature = "http")]
+pub mod http;
 mod keys;
+mod prepared;
 mod revocation;
 mod verifier;
+mod wire;
 
+pub use audit::{
+    parse_export, read_audit_store, verify_entries, AuditChain, AuditEntry, AuditEvent, AuditHop,
+    AuditLog, AuditOptions, AuditProblem, AuditRecord, AuditSink, AuditSummary, Place, ReadEntry,
+    Seal, GENESIS_HASH,
+};
+pub use cache::CacheOptions;
 pub use decision::{Decision, Denial, DenialKind, Outcome};
 pub use error::VerifierError;
 #[cfg(feature = "feed")]
-pub use feed::{spawn_feed, FeedConfig, FeedError, FeedHandle, FeedList, FeedPublisher, FeedState};
+pub use feed::{
+    spawn_feed, FeedConfig, FeedCredentials, FeedError, FeedHandle, FeedList, FeedPublisher,
+    FeedState,
+};
 pub use keys::RootKeys;
 pub use revocation::{Revocation, RevocationStore, StoreOptions, Target};
-pub use verifier::{Limits, RevocationList, Verifier};
+pub use verifier::{revocation_targets, Limits, RevocationList, RevocationObserver, Verifier};
+pub use wire::AuthorizeRequest;

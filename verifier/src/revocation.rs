@@ -23,12 +23,15 @@
 //! returns only once the entry is on disk.
 
 use crate::error::VerifierError;
+use crate::verifier::RevocationObserver;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options,
     WriteBatch, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use time::OffsetDateTime;
 
 const CF_BLOCK: &str = "block";
@@ -39,6 +42,8 @@ const CFS: [&str; 3] = [CF_BLOCK, CF_TOKEN, CF_AGENT];
 const CF_META: &str = "meta";
 const ALL_CFS: [&str; 4] = [CF_BLOCK, CF_TOKEN, CF_AGENT, CF_META];
 const FEED_POSITION: &[u8] = b"feed_position";
+/// Which stream the position counts in: its name and creation time.
+const FEED_STREAM: &[u8] = b"feed_stream";
 
 /// What a revocation applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,6 +164,9 @@ pub struct RevocationStore {
     db: DB,
     path: PathBuf,
     sync: WriteOptions,
+    /// The feed position, as last read or written (for audit records).
+    position: AtomicU64,
+    observers: RwLock<Vec<RevocationObserver>>,
 }
 
 impl std::fmt::Debug for RevocationStore {
@@ -197,7 +205,46 @@ impl RevocationStore {
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
-        Ok(RevocationStore { db, path, sync })
+        RevocationStore::with_db(db, path, sync)
+    }
+
+    fn with_db(
+        db: DB,
+        path: PathBuf,
+        sync: WriteOptions,
+    ) -> Result<RevocationStore, VerifierError> {
+        let store = RevocationStore {
+            db,
+            path,
+            sync,
+            position: AtomicU64::new(0),
+            observers: RwLock::new(Vec::new()),
+        };
+        let position = store.feed_position()?;
+        store.position.store(position, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    /// Calls `observer` with the entries of every revocation written through
+    /// this handle from now on (`revoke`, `apply_feed`; not `bulk_load`),
+    /// after they are written.
+    pub fn subscribe(&self, observer: RevocationObserver) {
+        if let Ok(mut o) = self.observers.write() {
+            o.push(observer);
+        }
+    }
+
+    fn notify(&self, entries: &[Revocation]) {
+        if let Ok(observers) = self.observers.read() {
+            for o in observers.iter() {
+                o(entries);
+            }
+        }
+    }
+
+    /// The feed position as this handle last read or wrote it (no I/O).
+    pub fn cached_feed_position(&self) -> u64 {
+        self.position.load(Ordering::Relaxed)
     }
 
     /// Opens an existing store read-only: takes no lock, so it works while
@@ -217,11 +264,7 @@ impl RevocationStore {
             .collect();
         let db = DB::open_cf_descriptors_read_only(&db_opts, &path, cfs, false)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
-        Ok(RevocationStore {
-            db,
-            path,
-            sync: WriteOptions::default(),
-        })
+        RevocationStore::with_db(db, path, WriteOptions::default())
     }
 
     /// The directory of the store.
@@ -233,16 +276,12 @@ impl RevocationStore {
     /// returning: once this returns `Ok`, they survive a crash.
     pub fn revoke(&self, entries: &[Revocation]) -> Result<(), VerifierError> {
         let mut batch = WriteBatch::default();
-        for e in entries {
-            batch.put_cf(
-                self.cf(e.target.cf())?,
-                e.target.key(),
-                e.encode(&self.path)?,
-            );
-        }
+        self.put(&mut batch, entries)?;
         self.db
             .write_opt(batch, &self.sync)
-            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.notify(entries);
+        Ok(())
     }
 
     /// The entry for one target, if revoked.
@@ -343,6 +382,45 @@ impl RevocationStore {
         }
     }
 
+    /// The identity of the stream [`RevocationStore::feed_position`] counts
+    /// in (its name and creation time), once the feed has recorded it.
+    pub fn feed_stream(&self) -> Result<Option<String>, VerifierError> {
+        let Some(meta) = self.db.cf_handle(CF_META) else {
+            return Ok(None);
+        };
+        let raw = self
+            .db
+            .get_pinned_cf(meta, FEED_STREAM)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        Ok(raw.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Records the identity of the stream the feed position counts in
+    /// (synced). The feed consumer sets it when it first follows a stream.
+    pub fn set_feed_stream(&self, identity: &str) -> Result<(), VerifierError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, FEED_STREAM, identity.as_bytes());
+        self.db
+            .write_opt(batch, &self.sync)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))
+    }
+
+    /// Operator recovery for a stuck feed: the feed resumes after stream
+    /// sequence `position` (0: from the start), in whichever stream it finds
+    /// (the recorded stream identity is forgotten). Entries already applied
+    /// stay. Synced.
+    pub fn set_feed_position(&self, position: u64) -> Result<(), VerifierError> {
+        let mut batch = WriteBatch::default();
+        let meta = self.cf(CF_META)?;
+        batch.put_cf(meta, FEED_POSITION, position.to_be_bytes());
+        batch.delete_cf(meta, FEED_STREAM);
+        self.db
+            .write_opt(batch, &self.sync)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.position.store(position, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Applies entries received from the revocation feed together with the
     /// feed sequence they bring the store to, in one atomic write batch: after
     /// a crash the store holds both or neither, and the feed resumes from the
@@ -350,17 +428,14 @@ impl RevocationStore {
     /// unsynced tail lost to a power cut is re-read from it.)
     pub fn apply_feed(&self, entries: &[Revocation], position: u64) -> Result<(), VerifierError> {
         let mut batch = WriteBatch::default();
-        for e in entries {
-            batch.put_cf(
-                self.cf(e.target.cf())?,
-                e.target.key(),
-                e.encode(&self.path)?,
-            );
-        }
+        self.put(&mut batch, entries)?;
         batch.put_cf(self.cf(CF_META)?, FEED_POSITION, position.to_be_bytes());
         self.db
             .write(batch)
-            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.position.store(position, Ordering::Relaxed);
+        self.notify(entries);
+        Ok(())
     }
 
     /// RocksDB's estimate of the number of entries (cheap, approximate).
@@ -388,11 +463,7 @@ impl RevocationStore {
         let mut batch = WriteBatch::default();
         let mut n = 0u64;
         for e in entries {
-            batch.put_cf(
-                self.cf(e.target.cf())?,
-                e.target.key(),
-                e.encode(&self.path)?,
-            );
+            self.put(&mut batch, std::slice::from_ref(&e))?;
             n += 1;
             if batch.len() >= 50_000 {
                 self.db
@@ -414,6 +485,18 @@ impl RevocationStore {
             }
         }
         Ok(n)
+    }
+
+    /// Adds each entry to `batch` under its target's column family and key.
+    fn put(&self, batch: &mut WriteBatch, entries: &[Revocation]) -> Result<(), VerifierError> {
+        for e in entries {
+            batch.put_cf(
+                self.cf(e.target.cf())?,
+                e.target.key(),
+                e.encode(&self.path)?,
+            );
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, VerifierError> {

@@ -1,18 +1,22 @@
 //! The authorization pipeline.
 
+use crate::audit::{AuditEvent, AuditSink};
+use crate::cache::{CacheOptions, VerificationCache, Verified};
 use crate::decision::{Decision, Denial, DenialKind};
 use crate::error::VerifierError;
 use crate::explain;
 use crate::keys::RootKeys;
+use crate::prepared::Prepared;
 use crate::revocation::{Revocation, RevocationStore, Target};
-use biscuit_auth::datalog::RunLimits;
 use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
-use biscuit_auth::{AuthorizerBuilder, Biscuit};
+use biscuit_auth::Biscuit;
 use mandate_spec::{
     decode_verified_blocks, Chain, ChainError, ChainErrorKind, Request, MAX_TOKEN_BYTES,
 };
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// Datalog run limits applied to every authorization.
 ///
@@ -46,6 +50,9 @@ impl Default for Limits {
     }
 }
 
+/// Called with the entries of each revocation a list takes in.
+pub type RevocationObserver = Arc<dyn Fn(&[Revocation]) + Send + Sync>;
+
 /// A revocation list the verifier consults: given targets in order, the
 /// first one revoked. Implemented by [`RevocationStore`], by `Arc`s of any
 /// list, and by closures (for tests or a custom store).
@@ -55,6 +62,19 @@ pub trait RevocationList: Send + Sync {
         &self,
         targets: &[Target],
     ) -> Result<Option<(usize, Revocation)>, VerifierError>;
+
+    /// Where the list stands in the revocation feed (the last stream
+    /// sequence applied), for audit records; `None` when it does not know.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
+    /// Asks to be told of every revocation the list takes in from now on
+    /// (the verification cache prunes itself with it). Returns false when
+    /// the list cannot tell (the default).
+    fn subscribe(&self, _observer: RevocationObserver) -> bool {
+        false
+    }
 }
 
 impl RevocationList for RevocationStore {
@@ -64,6 +84,15 @@ impl RevocationList for RevocationStore {
     ) -> Result<Option<(usize, Revocation)>, VerifierError> {
         RevocationStore::first_revoked(self, targets)
     }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.cached_feed_position())
+    }
+
+    fn subscribe(&self, observer: RevocationObserver) -> bool {
+        RevocationStore::subscribe(self, observer);
+        true
+    }
 }
 
 impl<T: RevocationList + ?Sized> RevocationList for Arc<T> {
@@ -72,6 +101,14 @@ impl<T: RevocationList + ?Sized> RevocationList for Arc<T> {
         targets: &[Target],
     ) -> Result<Option<(usize, Revocation)>, VerifierError> {
         (**self).first_revoked(targets)
+    }
+
+    fn position(&self) -> Option<u64> {
+        (**self).position()
+    }
+
+    fn subscribe(&self, observer: RevocationObserver) -> bool {
+        (**self).subscribe(observer)
     }
 }
 
@@ -96,6 +133,10 @@ pub struct Verifier {
     keys: RootKeys,
     limits: Limits,
     revocations: Option<Arc<dyn RevocationList>>,
+    cache: Option<VerificationCache>,
+    audit: Option<Arc<dyn AuditSink>>,
+    policy_notes: Vec<String>,
+    policy_hash: Arc<str>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -104,18 +145,28 @@ impl std::fmt::Debug for Verifier {
             .field("keys", &self.keys)
             .field("limits", &self.limits)
             .field("revocations", &self.revocations.is_some())
+            .field("cache", &self.cache.is_some())
+            .field("audit", &self.audit.is_some())
+            .field("policy_hash", &self.policy_hash)
             .finish()
     }
 }
 
 impl Verifier {
-    /// A verifier trusting `keys`, with default [`Limits`].
+    /// A verifier trusting `keys`, with default [`Limits`], no revocation
+    /// list, no cache and no audit sink.
     pub fn new(keys: RootKeys) -> Verifier {
-        Verifier {
+        let mut v = Verifier {
             keys,
             limits: Limits::default(),
             revocations: None,
-        }
+            cache: None,
+            audit: None,
+            policy_notes: Vec::new(),
+            policy_hash: Arc::from(""),
+        };
+        v.rehash();
+        v
     }
 
     /// Consults `list` on every authorization, before Datalog runs: every
@@ -123,12 +174,40 @@ impl Verifier {
     /// chain. A list that cannot be read denies (fails closed).
     pub fn with_revocations(mut self, list: impl RevocationList + 'static) -> Verifier {
         self.revocations = Some(Arc::new(list));
+        self.connect_cache();
+        self.rehash();
+        self
+    }
+
+    /// Keeps what the signature and chain checks established about each
+    /// token, by a hash of its bytes, within `options`' bounds: a token seen
+    /// again skips them. Revocation and Datalog still run on every request,
+    /// and a revocation the list takes in (a local revoke or the feed) drops
+    /// the cached tokens it concerns.
+    pub fn with_cache(mut self, options: CacheOptions) -> Verifier {
+        self.cache = Some(VerificationCache::new(options));
+        self.connect_cache();
+        self
+    }
+
+    /// Sends every decision to `sink` (e.g. an [`crate::AuditLog`]).
+    pub fn with_audit(mut self, sink: impl AuditSink + 'static) -> Verifier {
+        self.audit = Some(Arc::new(sink));
+        self
+    }
+
+    /// Adds `note` (e.g. the HTTP request mapping) to what the policy hash
+    /// covers.
+    pub fn with_policy_note(mut self, note: &str) -> Verifier {
+        self.policy_notes.push(note.to_string());
+        self.rehash();
         self
     }
 
     /// Replaces the Datalog run limits.
     pub fn with_limits(mut self, limits: Limits) -> Verifier {
         self.limits = limits;
+        self.rehash();
         self
     }
 
@@ -137,12 +216,73 @@ impl Verifier {
         self.limits
     }
 
+    /// SHA-256 (hex) of this verifier's policy: its root keys, run limits,
+    /// whether it consults a revocation list, and its policy notes. Audit
+    /// records carry it, so an auditor can tell which policy decided.
+    pub fn policy_hash(&self) -> &str {
+        &self.policy_hash
+    }
+
+    /// Whether the revocation list can be consulted now: `Ok` when it
+    /// answers (or none is set), else why every request is being denied
+    /// (e.g. a stale feed). For health endpoints.
+    pub fn revocations_ready(&self) -> Result<(), VerifierError> {
+        match &self.revocations {
+            None => Ok(()),
+            Some(list) => list.first_revoked(&[]).map(|_| ()),
+        }
+    }
+
+    /// `Ok` while the audit sink records decisions (or there is none).
+    pub fn audit_health(&self) -> Result<(), VerifierError> {
+        match &self.audit {
+            None => Ok(()),
+            Some(a) => a.health(),
+        }
+    }
+
+    /// Tokens in the verification cache (0 without one). Runs the cache's
+    /// pending maintenance first, so it is exact but not free.
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.as_ref().map_or(0, VerificationCache::len)
+    }
+
+    fn connect_cache(&self) {
+        if let (Some(cache), Some(list)) = (&self.cache, &self.revocations) {
+            let cache = cache.clone();
+            list.subscribe(Arc::new(move |entries: &[Revocation]| cache.prune(entries)));
+        }
+    }
+
+    fn rehash(&mut self) {
+        let mut h = Sha256::new();
+        h.update(b"mandate-policy-v1\n");
+        h.update(self.keys.describe().as_bytes());
+        h.update(
+            format!(
+                "\nlimits facts={} iterations={} time_us={}\nrevocations={}\n",
+                self.limits.max_facts,
+                self.limits.max_iterations,
+                self.limits.max_time.as_micros(),
+                self.revocations.is_some()
+            )
+            .as_bytes(),
+        );
+        for note in &self.policy_notes {
+            h.update(b"note\n");
+            h.update(note.as_bytes());
+            h.update(b"\n");
+        }
+        self.policy_hash = Arc::from(hex::encode(h.finalize()).as_str());
+    }
+
     /// Authorizes `request` with the token's raw bytes. Never fails: every
-    /// problem is a denial with its reason.
+    /// problem is a denial with its reason. The decision goes to the audit
+    /// sink, if there is one.
     pub fn authorize(&self, token: &[u8], request: &Request) -> Decision {
         // Defence in depth: a panic in a dependency while reading a crafted
         // token becomes a denial, never a crashed server.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.authorize_inner(token, request)
         }))
         .unwrap_or_else(|_| {
@@ -154,21 +294,41 @@ impl Verifier {
                     "the token could not be read (a decoder failed on it); denied",
                 ),
             )
-        })
+        });
+        self.record(&decision);
+        decision
+    }
+
+    /// Denies `request` without a token being read (e.g. none was
+    /// presented), recording the decision like any other.
+    pub fn deny_and_record(&self, request: Request, denial: Denial) -> Decision {
+        let decision = Decision::deny(request, None, denial);
+        self.record(&decision);
+        decision
+    }
+
+    fn record(&self, decision: &Decision) {
+        if let Some(audit) = &self.audit {
+            audit.record(AuditEvent {
+                decided_at: OffsetDateTime::now_utc(),
+                decision: decision.clone(),
+                revocation_position: self.revocations.as_ref().and_then(|l| l.position()),
+                policy_hash: self.policy_hash.to_string(),
+            });
+        }
     }
 
     fn authorize_inner(&self, token: &[u8], request: &Request) -> Decision {
-        let req = request.clone();
         if let Err(e) = request.validate() {
             return Decision::deny(
-                req,
+                request.clone(),
                 None,
                 Denial::new(DenialKind::InvalidRequest, e.to_string()),
             );
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Decision::deny(
-                req,
+                request.clone(),
                 None,
                 Denial::new(
                     DenialKind::MalformedToken,
@@ -176,33 +336,55 @@ impl Verifier {
                 ),
             );
         }
-        // 1. Signatures, root key by id.
-        let biscuit = match Biscuit::from(token, &self.keys) {
-            Ok(b) => b,
-            Err(e) => return Decision::deny(req, None, parse_denial(&e)),
+        // 1–2. Signatures and chain integrity, or what the cache remembers
+        //      of them for these exact bytes.
+        let verified = match &self.cache {
+            None => self.verify(token),
+            Some(cache) => {
+                let key = VerificationCache::key(token);
+                match cache.get(&key) {
+                    Some(v) => Ok(v),
+                    None => self.verify(token).inspect(|v| cache.insert(key, v.clone())),
+                }
+            }
         };
-        // 2. The chain: who delegated to whom, each hop signed by the key the
-        //    previous hop named.
-        let chain = match decode_verified_blocks(token, &biscuit)
-            .map_err(|e| Denial::new(DenialKind::MalformedToken, e.to_string()))
-            .and_then(|blocks| {
-                Chain::from_blocks(&blocks, biscuit.root_key_id()).map_err(chain_denial)
-            }) {
-            Ok(c) => c,
-            Err(d) => return Decision::deny(req, None, d),
+        let verified = match verified {
+            Ok(v) => v,
+            Err(denial) => return Decision::deny(request.clone(), None, denial),
         };
+        self.decide(&verified, request)
+    }
+
+    /// Steps 1–2: every signature (root key by id), then the chain: who
+    /// delegated to whom, each hop signed by the key the previous hop named.
+    fn verify(&self, token: &[u8]) -> Result<Arc<Verified>, Denial> {
+        let biscuit = Biscuit::from(token, &self.keys).map_err(|e| parse_denial(&e))?;
+        let blocks = decode_verified_blocks(token, &biscuit)
+            .map_err(|e| Denial::new(DenialKind::MalformedToken, e.to_string()))?;
+        let chain = Chain::from_blocks(&blocks, biscuit.root_key_id()).map_err(chain_denial)?;
+        let targets = revocation_targets(biscuit.revocation_identifiers(), &chain);
+        Ok(Arc::new(Verified {
+            chain: Arc::new(chain),
+            targets,
+            blocks: biscuit.block_count(),
+            prepared: Prepared::new(biscuit),
+        }))
+    }
+
+    /// Steps 3–4, on every request: revocation, then Datalog.
+    fn decide(&self, v: &Verified, request: &Request) -> Decision {
         // 3. Revocation: every block, the family, every agent key.
         if let Some(list) = &self.revocations {
-            if let Some(denial) = revocation_denial(list.as_ref(), &biscuit, &chain) {
-                return Decision::deny(req, Some(chain), denial);
+            if let Some(denial) = revocation_denial(list.as_ref(), v) {
+                return Decision::deny(request.clone(), Some(v.chain.clone()), denial);
             }
         }
         // 4. Datalog: every check of every block, with the request's facts.
-        match self.run_datalog(&biscuit, request) {
-            Ok(()) => Decision::allow(req, chain),
+        match v.prepared.run(request, self.limits) {
+            Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
             Err(e) => {
-                let denial = datalog_denial(&e, &chain, request);
-                Decision::deny(req, Some(chain), denial)
+                let denial = datalog_denial(&e, &v.chain, request);
+                Decision::deny(request.clone(), Some(v.chain.clone()), denial)
             }
         }
     }
@@ -211,57 +393,34 @@ impl Verifier {
     pub fn authorize_base64(&self, token: &str, request: &Request) -> Decision {
         match mandate_spec::token_from_text(token) {
             Ok(bytes) => self.authorize(&bytes, request),
-            Err(e) => Decision::deny(
+            Err(e) => self.deny_and_record(
                 request.clone(),
-                None,
                 Denial::new(DenialKind::MalformedToken, e.to_string()),
             ),
         }
     }
-
-    fn run_datalog(&self, biscuit: &Biscuit, request: &Request) -> Result<(), Token> {
-        let mut builder = AuthorizerBuilder::new();
-        for fact in request.facts() {
-            builder = builder.fact(fact)?;
-        }
-        let mut authorizer = builder
-            .policy("allow if true")?
-            .set_limits(RunLimits {
-                max_facts: self.limits.max_facts,
-                max_iterations: self.limits.max_iterations,
-                max_time: self.limits.max_time,
-            })
-            .build(biscuit)?;
-        authorizer.authorize().map(|_| ())
-    }
 }
 
-/// The revocation targets of a chain, in order: every block's revocation id
-/// (block i at index i), then the token family, then each hop's agent key.
-pub(crate) fn revocation_targets(biscuit: &Biscuit, chain: &Chain) -> Vec<Target> {
-    let ids = biscuit.revocation_identifiers();
+/// The revocation targets a verifier looks up for a token, in order: every
+/// block's revocation id (block i at index i, as Biscuit's
+/// `revocation_identifiers` gives them), then the token family, then each
+/// hop's agent key.
+pub fn revocation_targets(ids: Vec<Vec<u8>>, chain: &Chain) -> Vec<Target> {
     let mut targets = Vec::with_capacity(ids.len() + 1 + chain.hops.len());
     targets.extend(ids.into_iter().map(Target::Block));
     targets.push(Target::Token(chain.token_id.clone()));
-    for hop in &chain.hops {
-        let key = hop
-            .agent_key
-            .strip_prefix("ed25519/")
-            .and_then(|h| hex::decode(h).ok())
-            .unwrap_or_default();
-        targets.push(Target::Agent(key));
-    }
+    targets.extend(
+        chain
+            .hops
+            .iter()
+            .map(|hop| Target::Agent(hop.agent_public_key.to_bytes().to_vec())),
+    );
     targets
 }
 
-fn revocation_denial(
-    list: &dyn RevocationList,
-    biscuit: &Biscuit,
-    chain: &Chain,
-) -> Option<Denial> {
-    let targets = revocation_targets(biscuit, chain);
-    let blocks = biscuit.block_count();
-    let (index, entry) = match list.first_revoked(&targets) {
+fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Option<Denial> {
+    let (chain, blocks) = (&*v.chain, v.blocks);
+    let (index, entry) = match list.first_revoked(&v.targets) {
         Ok(None) => return None,
         Ok(Some(hit)) => hit,
         Err(e) => {
@@ -279,23 +438,18 @@ fn revocation_denial(
     let (hop, block, what) = if index < blocks {
         let hop = chain.hop_of_block(index);
         let what = match hop {
-            Some(h) if h.block == index && h.hop == 0 => format!(
-                "the root token (hop 0, agent {:?}) is {why}; every token derived from it is dead",
-                h.agent
-            ),
-            Some(h) if h.block == index => format!(
-                "hop {} (agent {:?}, delegated by {:?}) is {why}",
-                h.hop,
-                h.agent,
-                chain
-                    .hops
-                    .get(h.hop - 1)
-                    .map(|p| p.agent.as_str())
-                    .unwrap_or("?")
-            ),
+            Some(h) if h.block == index => {
+                let who = explain::describe_hop(chain, h, "");
+                let dead = if h.hop == 0 {
+                    "; every token derived from it is dead"
+                } else {
+                    ""
+                };
+                format!("{who} is {why}{dead}")
+            }
             Some(h) => format!(
-                "first-party block {index} appended by agent {:?} at hop {} is {why}",
-                h.agent, h.hop
+                "{} is {why}",
+                explain::describe_hop(chain, h, &format!(", first-party block {index}"))
             ),
             None => format!("block {index} is {why}"),
         };

@@ -2,6 +2,8 @@
 //! quickstart scenario (issuer, support agent, sub-agent, their tokens).
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+pub mod procs;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -50,7 +50,7 @@ impl Inner {
             };
             return Ok(Admin {
                 who: format!("{} via {}", chain.principal, chain.holder().agent),
-                token_id: chain.token_id,
+                token_id: chain.token_id.clone(),
             });
         };
         let token_id = decision.chain.as_ref().map(|c| c.token_id.as_str());

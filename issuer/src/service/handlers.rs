@@ -10,11 +10,10 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use mandate_spec::{format_public_key, parse_duration, parse_public_key, Grant, Request, Value};
-use mandate_verifier::{Decision, Revocation, Target};
+use mandate_spec::{format_public_key, parse_duration, parse_public_key, Grant, Value};
+use mandate_verifier::{AuthorizeRequest, Decision, Revocation, Target};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::Instant;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -349,29 +348,16 @@ pub(crate) async fn keys(State(s): State<AppState>) -> Json<Vec<KeyInfo>> {
 
 /// `POST /v1/authorize`: the embedded verifier over HTTP. The request time
 /// is the service's clock; a caller cannot choose it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AuthorizeBody {
-    token: String,
-    action: String,
-    resource: String,
-    #[serde(default)]
-    params: BTreeMap<String, Value>,
-}
-
 pub(crate) async fn authorize(
     State(s): State<AppState>,
-    ApiJson(body): ApiJson<AuthorizeBody>,
+    ApiJson(body): ApiJson<AuthorizeRequest>,
 ) -> Result<(StatusCode, Json<Decision>), ApiError> {
-    let mut request = Request::new(body.action, body.resource);
-    request.params = body.params;
     let started = Instant::now();
     // Signature checks are CPU work (~0.1 ms per hop): off the async workers.
     let verifier = s.verifier.clone();
-    let decision =
-        tokio::task::spawn_blocking(move || verifier.authorize_base64(&body.token, &request))
-            .await
-            .map_err(|e| ApiError::internal("authorize task", e))?;
+    let decision = tokio::task::spawn_blocking(move || body.decide(&verifier))
+        .await
+        .map_err(|e| ApiError::internal("authorize task", e))?;
     s.metrics
         .decided(Source::Authorize, &decision, started.elapsed());
     tracing::debug!(
@@ -388,17 +374,21 @@ pub(crate) async fn authorize(
     Ok((status, Json(decision)))
 }
 
-/// `GET /healthz`: 200 when the revocation store answers a read.
+/// `GET /healthz`: 200 when the revocation store answers a read and the
+/// embedded verifier's revocation list is usable (with a feed: not stale).
 pub(crate) async fn healthz(
     State(s): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let st = s.clone();
-    blocking(move || Ok(st.store.get(&Target::Token(String::new()))?))
-        .await
-        .map_err(|e| match e {
-            ApiError::Internal(detail) => ApiError::Unavailable(detail),
-            other => other,
-        })?;
+    blocking(move || {
+        st.store.get(&Target::Token(String::new()))?;
+        Ok(st.verifier.revocations_ready()?)
+    })
+    .await
+    .map_err(|e| match e {
+        ApiError::Internal(detail) => ApiError::Unavailable(detail),
+        other => other,
+    })?;
     Ok(Json(json!({ "status": "ok" })))
 }
 

@@ -9,7 +9,7 @@
 //! | `POST /v1/revocations` | `revoke` on `/v1/revocations` | 200, what was revoked |
 //! | `GET /v1/keys` | — | the root public keys and their ids |
 //! | `POST /v1/authorize` | — | the embedded verifier's decision: 200 allow, 403 deny |
-//! | `GET /healthz` | — | 200 when the revocation store answers |
+//! | `GET /healthz` | — | 200 when the revocation list answers (store readable, feed not stale) |
 //! | `GET /metrics` | — | Prometheus text |
 //!
 //! Errors are `{"error": "..."}` with 400 (bad JSON, invalid grant), 401
@@ -36,7 +36,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use mandate_verifier::{RevocationStore, Verifier};
+use mandate_verifier::{RevocationList, RevocationStore, Verifier};
 use std::future::Future;
 use std::sync::Arc;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -118,6 +118,15 @@ impl Service {
     /// verifier keeps reading the local store.
     pub fn with_sink(mut self, sink: impl RevocationSink + 'static) -> Service {
         self.sink = Arc::new(sink);
+        self
+    }
+
+    /// The embedded verifier consults `list` instead of the store directly:
+    /// e.g. a `mandate_verifier::FeedList` over the same store, which also
+    /// denies while the revocation feed is stale. `GET /healthz` then answers
+    /// 503 while the list refuses.
+    pub fn with_revocation_list(mut self, list: impl RevocationList + 'static) -> Service {
+        self.verifier = self.verifier.with_revocations(list);
         self
     }
 

@@ -1,0 +1,378 @@
+//! The audit log store: a RocksDB database of signed, hash-chained records,
+//! written by one background thread so request handling never waits on a
+//! lock, a signature or the disk.
+
+use super::record::{AuditEntry, AuditEvent, AuditRecord, GENESIS_HASH};
+use super::verify::{Place, ReadEntry};
+use crate::error::VerifierError;
+use ed25519_dalek::SigningKey;
+use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How an [`AuditLog`] behaves. Every field has a safe default.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Records waiting for the writer at most; when the queue is full,
+    /// [`AuditLog::record`] waits for room (back-pressure) rather than drop a
+    /// record. Default 65 536.
+    pub queue: usize,
+    /// Most records per write batch. Default 4 096.
+    pub batch: usize,
+    /// Sync (fsync) every batch before it counts as written, so a power cut
+    /// loses no written record. Default true. Without it a crash of the
+    /// process still loses nothing written (RocksDB's WAL is in the OS), a
+    /// power cut may.
+    pub sync: bool,
+}
+
+impl Default for AuditOptions {
+    fn default() -> AuditOptions {
+        AuditOptions {
+            queue: 65_536,
+            batch: 4_096,
+            sync: true,
+        }
+    }
+}
+
+enum Msg {
+    Record(Box<AuditEvent>),
+    /// Answered once everything queued before it is written.
+    Flush(SyncSender<Result<u64, VerifierError>>),
+}
+
+struct Shared {
+    path: PathBuf,
+    /// Records written (durably, per the options) so far: the last seq.
+    written: AtomicU64,
+    /// Records handed to [`AuditLog::record`] and not yet written.
+    queued: AtomicU64,
+    failure: Mutex<Option<VerifierError>>,
+}
+
+/// The verifier's signed audit log. Cheap to clone; the writer thread stops
+/// (after writing everything queued) when the last clone is dropped.
+///
+/// Each record is placed after the previous one (`seq`, `prev_hash`), hashed
+/// and signed with the verifier's own Ed25519 key, and written to RocksDB
+/// under its sequence number. [`crate::verify_audit`] checks a log or an
+/// export and names the first record altered, removed or reordered.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+    _writer: Arc<WriterGuard>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.shared.path)
+            .field("written", &self.shared.written.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Joins the writer when the last [`AuditLog`] clone goes.
+struct WriterGuard {
+    tx: Mutex<Option<SyncSender<Msg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        // Closing our sender ends the writer once every clone's is gone.
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the log at `path`, signing with `key`
+    /// (the verifier's audit key: keep it apart from any root key).
+    pub fn open(
+        path: impl AsRef<Path>,
+        key: &biscuit_auth::KeyPair,
+        options: AuditOptions,
+    ) -> Result<AuditLog, VerifierError> {
+        let path = path.as_ref().to_path_buf();
+        let signing = signing_key(key)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open(&opts, &path).map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+        let (last_seq, last_hash) = match last_entry(&db, &path)? {
+            Some(e) => (e.record.seq, e.hash),
+            None => (0, GENESIS_HASH.to_string()),
+        };
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            written: AtomicU64::new(last_seq),
+            queued: AtomicU64::new(0),
+            failure: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
+        let mut writer = Writer {
+            db,
+            key: signing,
+            seq: last_seq,
+            prev_hash: last_hash,
+            shared: shared.clone(),
+            options,
+        };
+        let thread = std::thread::Builder::new()
+            .name("mandate-audit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| VerifierError::Store {
+                path: path.clone(),
+                detail: format!("cannot start the audit writer: {e}"),
+            })?;
+        Ok(AuditLog {
+            tx: tx.clone(),
+            shared,
+            _writer: Arc::new(WriterGuard {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Queues a decision. Returns at once unless the queue is full (then it
+    /// waits for room: records are never dropped). A write failure is
+    /// reported by [`AuditLog::health`] and [`AuditLog::flush`], and the
+    /// records are retried.
+    pub fn record(&self, event: AuditEvent) {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let msg = Msg::Record(Box::new(event));
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(TrySendError::Full(m)) => m,
+            Err(TrySendError::Disconnected(_)) => {
+                self.fail(VerifierError::Store {
+                    path: self.shared.path.clone(),
+                    detail: "the audit writer has stopped".into(),
+                });
+                return;
+            }
+        };
+        if self.tx.send(msg).is_err() {
+            self.fail(VerifierError::Store {
+                path: self.shared.path.clone(),
+                detail: "the audit writer has stopped".into(),
+            });
+        }
+    }
+
+    /// Waits until every record queued before this call is written; returns
+    /// the last sequence number written.
+    pub fn flush(&self) -> Result<u64, VerifierError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Msg::Flush(tx))
+            .map_err(|_| VerifierError::Store {
+                path: self.shared.path.clone(),
+                detail: "the audit writer has stopped".into(),
+            })?;
+        rx.recv().map_err(|_| VerifierError::Store {
+            path: self.shared.path.clone(),
+            detail: "the audit writer has stopped".into(),
+        })?
+    }
+
+    /// `Ok` while records are being written; else the failure of the last
+    /// write (records wait in memory and are retried until it succeeds).
+    pub fn health(&self) -> Result<(), VerifierError> {
+        match self.shared.failure.lock() {
+            Ok(f) => f.clone().map_or(Ok(()), Err),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The last sequence number written.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Records queued and not yet written.
+    pub fn pending(&self) -> u64 {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Where the log lives.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    fn fail(&self, e: VerifierError) {
+        if let Ok(mut f) = self.shared.failure.lock() {
+            f.get_or_insert(e);
+        }
+    }
+}
+
+fn signing_key(key: &biscuit_auth::KeyPair) -> Result<SigningKey, VerifierError> {
+    let bytes = key.private().to_bytes();
+    let bytes: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| VerifierError::Store {
+            path: PathBuf::new(),
+            detail: "the audit key must be an Ed25519 key".into(),
+        })?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+fn last_entry(db: &DB, path: &Path) -> Result<Option<AuditEntry>, VerifierError> {
+    match db.iterator(IteratorMode::End).next() {
+        None => Ok(None),
+        Some(Err(e)) => Err(VerifierError::from_rocksdb(path, e)),
+        Some(Ok((_, value))) => {
+            serde_json::from_slice(&value)
+                .map(Some)
+                .map_err(|e| VerifierError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("the last audit record does not decode: {e}"),
+                })
+        }
+    }
+}
+
+/// The key a record is stored under: its sequence number, big-endian, so
+/// RocksDB's order is the log's order.
+pub(crate) fn key_of(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+struct Writer {
+    db: DB,
+    key: SigningKey,
+    seq: u64,
+    prev_hash: String,
+    shared: Arc<Shared>,
+    options: AuditOptions,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        let mut flushes = Vec::new();
+        let mut events = Vec::new();
+        loop {
+            // Block for the first message (unless a failed batch waits to be
+            // retried), then take whatever else is queued.
+            let wait = if events.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) if events.is_empty() => continue,
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Last chance for a failed batch, then stop.
+                    let _ = self.write(&mut events);
+                    return;
+                }
+            };
+            let mut next = first;
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Record(e) => events.push(*e),
+                    Msg::Flush(reply) => flushes.push(reply),
+                }
+                if events.len() < self.options.batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let result = self.write(&mut events);
+            for reply in flushes.drain(..) {
+                let _ = reply.send(result.clone().map(|()| self.seq));
+            }
+        }
+    }
+
+    /// Writes `events` as one batch. On failure they stay in `events` (and
+    /// are tried again with the next batch): nothing queued is dropped.
+    fn write(&mut self, events: &mut Vec<AuditEvent>) -> Result<(), VerifierError> {
+        if events.is_empty() {
+            return self.failure();
+        }
+        let mut batch = WriteBatch::default();
+        let (mut seq, mut prev) = (self.seq, self.prev_hash.clone());
+        for event in events.iter() {
+            seq += 1;
+            let entry = AuditEntry::seal(AuditRecord::place(event, seq, prev), &self.key);
+            // Plain data: serializing cannot fail.
+            let line = serde_json::to_vec(&entry).unwrap_or_default();
+            batch.put(key_of(seq), line);
+            prev = entry.hash;
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.options.sync);
+        match self.db.write_opt(batch, &wo) {
+            Ok(()) => {
+                self.shared
+                    .queued
+                    .fetch_sub(events.len() as u64, Ordering::Relaxed);
+                events.clear();
+                self.seq = seq;
+                self.prev_hash = prev;
+                self.shared.written.store(seq, Ordering::Relaxed);
+                if let Ok(mut f) = self.shared.failure.lock() {
+                    *f = None;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let e = VerifierError::from_rocksdb(&self.shared.path, e);
+                if let Ok(mut f) = self.shared.failure.lock() {
+                    *f = Some(e.clone());
+                }
+                // Do not spin on a full disk.
+                std::thread::sleep(Duration::from_millis(200));
+                Err(e)
+            }
+        }
+    }
+
+    fn failure(&self) -> Result<(), VerifierError> {
+        match self.shared.failure.lock() {
+            Ok(f) => f.clone().map_or(Ok(()), Err),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Reads every entry of the log at `path` (read-only: works beside a running
+/// writer), in stored order, each with the key it is stored under, ready for
+/// [`super::verify_entries`]. Entries that do not decode are errors in place.
+pub fn read_audit_store(path: impl AsRef<Path>) -> Result<Vec<ReadEntry>, VerifierError> {
+    let path = path.as_ref();
+    if !path.join("CURRENT").exists() {
+        return Err(VerifierError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let db = DB::open_for_read_only(&Options::default(), path, false)
+        .map_err(|e| VerifierError::from_rocksdb(path, e))?;
+    let mut out = Vec::new();
+    for item in db.iterator(IteratorMode::Start) {
+        let (key, value) = item.map_err(|e| VerifierError::from_rocksdb(path, e))?;
+        let stored_under = <[u8; 8]>::try_from(key.as_ref())
+            .map(u64::from_be_bytes)
+            .unwrap_or(u64::MAX);
+        out.push((
+            Place::Key(stored_under),
+            serde_json::from_slice(&value).map_err(|e| e.to_string()),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,200 @@
+//! One audit record: what is signed, how it is hashed and chained, and the
+//! line it becomes in the store and in an export.
+
+use crate::decision::{Decision, Denial, Outcome};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use mandate_spec::{Chain, Request, Signer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// Domain separation for the record hash: a record hash can never be
+/// mistaken for the hash of anything else this key signs.
+const HASH_DOMAIN: &[u8] = b"mandate-audit-record-v1\n";
+
+/// The `prev_hash` of the first record of a log.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A decision as the verifier hands it to the audit log, before the log
+/// gives it a place (sequence number, previous hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When the decision was made.
+    pub decided_at: OffsetDateTime,
+    /// The decision.
+    pub decision: Decision,
+    /// The revocation-feed position the decision was checked against
+    /// (`None`: no revocation list, or one without a position).
+    pub revocation_position: Option<u64>,
+    /// Hash of the verifier's policy (its root keys, limits and, for the
+    /// middleware, its request mapping), hex.
+    pub policy_hash: String,
+}
+
+/// The signed content of one audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// Position in the log, from 1, with no gaps.
+    pub seq: u64,
+    /// When the decision was made, RFC 3339 UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub decided_at: OffsetDateTime,
+    /// The request as the verifier saw it (action, resource, parameters,
+    /// request time).
+    pub request: Request,
+    /// `allow`, `deny` or `needs_approval`.
+    pub decision: Outcome,
+    /// Why it was denied, when it was.
+    pub denial: Option<Denial>,
+    /// The delegation chain, when the token could be read far enough.
+    pub chain: Option<AuditChain>,
+    /// The revocation-feed position checked against, if any.
+    pub revocation_position: Option<u64>,
+    /// Hash of the verifier's policy, hex.
+    pub policy_hash: String,
+    /// The previous record's hash, hex ([`GENESIS_HASH`] for the first).
+    pub prev_hash: String,
+}
+
+/// The chain as an audit record keeps it: who, through whom, with which keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditChain {
+    /// The root token id.
+    pub token_id: String,
+    /// Who the chain acts for.
+    pub principal: String,
+    /// The root key id the token names.
+    pub root_key_id: Option<u32>,
+    /// Every hop, root first.
+    pub hops: Vec<AuditHop>,
+}
+
+/// One hop of an [`AuditChain`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditHop {
+    /// Hop number (0 = root).
+    pub hop: usize,
+    /// The agent the token was handed to.
+    pub agent: String,
+    /// That agent's key, `ed25519/<hex>`.
+    pub agent_key: String,
+    /// Who signed the hop: `root` or the delegating agent's id.
+    pub signed_by: String,
+    /// The hop block's revocation id, hex.
+    pub revocation_id: String,
+}
+
+impl AuditChain {
+    /// The audit view of a chain.
+    pub fn of(chain: &Chain) -> AuditChain {
+        let root_key_id = match chain.hops.first().map(|h| &h.signed_by) {
+            Some(Signer::Root { key_id }) => *key_id,
+            _ => None,
+        };
+        AuditChain {
+            token_id: chain.token_id.clone(),
+            principal: chain.principal.clone(),
+            root_key_id,
+            hops: chain
+                .hops
+                .iter()
+                .map(|h| AuditHop {
+                    hop: h.hop,
+                    agent: h.agent.clone(),
+                    agent_key: h.agent_key.clone(),
+                    signed_by: match &h.signed_by {
+                        Signer::Root { .. } => "root".into(),
+                        Signer::Agent { agent, .. } => agent.clone(),
+                    },
+                    revocation_id: h.revocation_id.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One line of the log: the record, its hash and the verifier's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// The signed content.
+    pub record: AuditRecord,
+    /// SHA-256 of the record's canonical JSON (with a domain prefix), hex.
+    pub hash: String,
+    /// Ed25519 signature of the hash's 32 bytes by the verifier's audit
+    /// key, hex.
+    pub signature: String,
+}
+
+impl AuditRecord {
+    /// Places an event in the log after the record whose hash is `prev_hash`.
+    pub(crate) fn place(event: &AuditEvent, seq: u64, prev_hash: String) -> AuditRecord {
+        let d = &event.decision;
+        AuditRecord {
+            seq,
+            decided_at: event.decided_at,
+            request: d.request.clone(),
+            decision: d.decision,
+            denial: d.denial.clone(),
+            chain: d.chain.as_deref().map(AuditChain::of),
+            revocation_position: event.revocation_position,
+            policy_hash: event.policy_hash.clone(),
+            prev_hash,
+        }
+    }
+
+    /// The record's hash: SHA-256 over a domain prefix and its canonical
+    /// JSON (fields in declaration order, parameters sorted by name).
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(HASH_DOMAIN);
+        // Serializing plain data (strings, integers, maps with string keys)
+        // cannot fail.
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+}
+
+impl AuditEntry {
+    /// Hashes and signs `record`.
+    pub(crate) fn seal(record: AuditRecord, key: &SigningKey) -> AuditEntry {
+        let hash = record.hash();
+        let signature = hex::encode(key.sign(&hash).to_bytes());
+        AuditEntry {
+            record,
+            hash: hex::encode(hash),
+            signature,
+        }
+    }
+
+    /// Whether the hash matches the record and the signature the hash.
+    pub fn seal_is_intact(&self, key: &VerifyingKey) -> Seal {
+        let hash = self.record.hash();
+        if hex::encode(hash) != self.hash {
+            return Seal::HashMismatch;
+        }
+        let valid = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| Signature::from_slice(&b).ok())
+            .is_some_and(|sig| key.verify_strict(&hash, &sig).is_ok());
+        if valid {
+            Seal::Intact
+        } else {
+            Seal::BadSignature
+        }
+    }
+}
+
+/// The state of one entry's hash and signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seal {
+    /// Both hold.
+    Intact,
+    /// The record's content does not hash to the stored hash.
+    HashMismatch,
+    /// The hash matches, but the signature is not the key's over it.
+    BadSignature,
+}

@@ -1,0 +1,470 @@
+//! Turning an HTTP request into the (action, resource, parameters) the
+//! verifier decides: the default mapping and per-route overrides.
+
+use super::MapRequest;
+use http::request::Parts;
+use http::{Method, StatusCode};
+use mandate_spec::{Request, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Why a request could not be mapped: answered with `status` and a JSON
+/// `{"error": message}` body, before any authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapError {
+    /// 400 (ambiguous or ill-typed input), 413 (body over the limit), 415.
+    pub status: StatusCode,
+    /// What is wrong, for the client.
+    pub message: String,
+}
+
+impl MapError {
+    /// A 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> MapError {
+        MapError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+/// Default largest JSON body read for body parameters: 64 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// The configurable mapping: a default for every request, and routes that
+/// override it.
+///
+/// **Default**: the action is the method's (`GET`/`HEAD` → `read`, `POST` →
+/// `create`, `PUT`/`PATCH` → `update`, `DELETE` → `delete`, any other →
+/// the method in lower case); the resource is the request path exactly as
+/// received (a non-canonical path is refused by the verifier, SPEC §5.2);
+/// each query parameter becomes a typed parameter (an integer when it is
+/// one, else a string; a name given twice is refused with 400).
+///
+/// **Routes** are tried in the order added; the first whose method and
+/// path pattern match applies. A path pattern is made of literal segments,
+/// `{name}` (one segment) and a final `{*name}` (the rest of the path). A
+/// route can set the action, set the resource from a template naming the
+/// pattern's captures, read parameters from JSON body fields (the body is
+/// then read, up to the body limit), and turn query parameters off.
+///
+/// ```
+/// use mandate_verifier::http::{Route, RouteMap};
+///
+/// let map = RouteMap::new()
+///     .route("GET", "/api/customers", Route::new().action("list").resource("/api/customers/*"))
+///     .route("POST", "/api/payments", Route::new().action("pay").body_param("amount", "amount"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RouteMap {
+    routes: Vec<(Option<Method>, PathPattern, Route)>,
+    body_limit: Option<usize>,
+}
+
+/// What a matching route changes from the default mapping.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    action: Option<String>,
+    resource: Option<String>,
+    body_params: Vec<(String, String)>,
+    no_query_params: bool,
+}
+
+impl Route {
+    /// A route that changes nothing yet.
+    pub fn new() -> Route {
+        Route::default()
+    }
+
+    /// The action for requests on this route.
+    pub fn action(mut self, action: impl Into<String>) -> Route {
+        self.action = Some(action.into());
+        self
+    }
+
+    /// The resource, a template: `{name}` is replaced by what the pattern's
+    /// `{name}` or `{*name}` captured, e.g. `/customers/{id}`.
+    pub fn resource(mut self, template: impl Into<String>) -> Route {
+        self.resource = Some(template.into());
+        self
+    }
+
+    /// Parameter `param` from the JSON body's top-level field `field`
+    /// (an integer or a string; absent when the field is absent). A body
+    /// that is not a JSON object is refused with 400.
+    pub fn body_param(mut self, param: impl Into<String>, field: impl Into<String>) -> Route {
+        self.body_params.push((param.into(), field.into()));
+        self
+    }
+
+    /// Ignore the query string on this route.
+    pub fn without_query_params(mut self) -> Route {
+        self.no_query_params = true;
+        self
+    }
+}
+
+impl RouteMap {
+    /// The default mapping, with no routes.
+    pub fn new() -> RouteMap {
+        RouteMap::default()
+    }
+
+    /// Adds a route for `method` (`"*"`: any) and `pattern`.
+    ///
+    /// # Panics
+    /// On a method that is not a valid HTTP method or a pattern that does not
+    /// start with `/` or has `{*name}` before its last segment: a programming
+    /// error in the route table, found at start-up.
+    pub fn route(mut self, method: &str, pattern: &str, route: Route) -> RouteMap {
+        let method = if method == "*" {
+            None
+        } else {
+            #[allow(clippy::expect_used)]
+            Some(Method::from_bytes(method.as_bytes()).expect("a valid HTTP method"))
+        };
+        #[allow(clippy::expect_used)]
+        let pattern = PathPattern::parse(pattern).expect("a valid route pattern");
+        self.routes.push((method, pattern, route));
+        self
+    }
+
+    /// The largest body read for body parameters (default
+    /// [`DEFAULT_BODY_LIMIT`]); a larger body is refused with 413.
+    pub fn body_limit(mut self, bytes: usize) -> RouteMap {
+        self.body_limit = Some(bytes);
+        self
+    }
+
+    fn find(&self, parts: &Parts) -> Option<(&Route, Vec<(&str, String)>)> {
+        self.routes.iter().find_map(|(method, pattern, route)| {
+            if method.as_ref().is_some_and(|m| m != parts.method) {
+                return None;
+            }
+            pattern.captures(parts.uri.path()).map(|c| (route, c))
+        })
+    }
+}
+
+/// The default action for a method.
+pub fn default_action(method: &Method) -> String {
+    match *method {
+        Method::GET | Method::HEAD => "read".into(),
+        Method::POST => "create".into(),
+        Method::PUT | Method::PATCH => "update".into(),
+        Method::DELETE => "delete".into(),
+        ref other => other.as_str().to_ascii_lowercase(),
+    }
+}
+
+/// Query parameters as typed parameters; a name given twice is refused
+/// (checks are existential: two values would let either satisfy a check).
+pub fn query_params(query: Option<&str>) -> Result<BTreeMap<String, Value>, MapError> {
+    let mut params = BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if params
+            .insert(name.to_string(), Value::infer(&value))
+            .is_some()
+        {
+            return Err(MapError::bad_request(format!(
+                "query parameter {name:?} is given more than once"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+impl MapRequest for RouteMap {
+    fn body_limit(&self, parts: &Parts) -> Option<usize> {
+        match self.find(parts) {
+            Some((route, _)) if !route.body_params.is_empty() => {
+                Some(self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT))
+            }
+            _ => None,
+        }
+    }
+
+    fn map(&self, parts: &Parts, body: Option<&serde_json::Value>) -> Result<Request, MapError> {
+        let found = self.find(parts);
+        let route = found.as_ref().map(|(r, _)| *r);
+        let action = route
+            .and_then(|r| r.action.clone())
+            .unwrap_or_else(|| default_action(&parts.method));
+        let resource = match found.as_ref() {
+            Some((
+                Route {
+                    resource: Some(t), ..
+                },
+                captures,
+            )) => fill(t, captures),
+            _ => parts.uri.path().to_string(),
+        };
+        let mut request = Request::new(action, resource);
+        if !route.is_some_and(|r| r.no_query_params) {
+            request.params = query_params(parts.uri.query())?;
+        }
+        if let Some(route) = route.filter(|r| !r.body_params.is_empty()) {
+            let object = match body {
+                Some(serde_json::Value::Object(o)) => o,
+                Some(_) | None => {
+                    return Err(MapError::bad_request(
+                        "the request body must be a JSON object",
+                    ))
+                }
+            };
+            for (param, field) in &route.body_params {
+                let value = match object.get(field) {
+                    None => continue,
+                    Some(serde_json::Value::String(s)) => Value::Str(s.clone()),
+                    Some(serde_json::Value::Number(n)) if n.is_i64() => {
+                        Value::Int(n.as_i64().unwrap_or_default())
+                    }
+                    Some(_) => {
+                        return Err(MapError::bad_request(format!(
+                            "body field {field:?} must be an integer or a string"
+                        )))
+                    }
+                };
+                if request.params.insert(param.clone(), value).is_some() {
+                    return Err(MapError::bad_request(format!(
+                        "parameter {param:?} is given both in the query and in the body"
+                    )));
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    fn describe(&self) -> String {
+        let mut out = String::from("route-map v1");
+        for (method, pattern, route) in &self.routes {
+            let _ = write!(
+                out,
+                "\n{} {} action={:?} resource={:?} body={:?} query={}",
+                method.as_ref().map_or("*", |m| m.as_str()),
+                pattern.text,
+                route.action,
+                route.resource,
+                route.body_params,
+                !route.no_query_params
+            );
+        }
+        let _ = write!(
+            out,
+            "\nbody_limit={}",
+            self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT)
+        );
+        out
+    }
+}
+
+/// Replaces each `{name}` of `template` by its capture, in one pass (a
+/// captured value is never itself substituted into).
+fn fill(template: &str, captures: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                let name = &after[..close];
+                match captures.iter().find(|(n, _)| *n == name) {
+                    Some((_, value)) => out.push_str(value),
+                    None => out.push_str(&rest[open..open + close + 2]),
+                }
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[derive(Debug, Clone)]
+struct PathPattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    One(String),
+    Rest(String),
+}
+
+impl PathPattern {
+    fn parse(text: &str) -> Result<PathPattern, String> {
+        let Some(path) = text.strip_prefix('/') else {
+            return Err(format!("route pattern {text:?} must start with /"));
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            let seg = if let Some(name) = p.strip_prefix("{*").and_then(|p| p.strip_suffix('}')) {
+                if i + 1 != parts.len() {
+                    return Err(format!("{{*{name}}} must be the last segment of {text:?}"));
+                }
+                Segment::Rest(name.to_string())
+            } else if let Some(name) = p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Segment::One(name.to_string())
+            } else {
+                Segment::Literal(p.to_string())
+            };
+            segments.push(seg);
+        }
+        Ok(PathPattern {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// The captures when `path` matches.
+    fn captures<'a>(&'a self, path: &str) -> Option<Vec<(&'a str, String)>> {
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut captures = Vec::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            match seg {
+                Segment::Rest(name) => {
+                    let tail = parts.get(i..)?.join("/");
+                    if tail.is_empty() {
+                        return None;
+                    }
+                    captures.push((name.as_str(), tail));
+                    return Some(captures);
+                }
+                Segment::Literal(l) => {
+                    if parts.get(i)? != l {
+                        return None;
+                    }
+                }
+                Segment::One(name) => {
+                    let p = parts.get(i)?;
+                    if p.is_empty() {
+                        return None;
+                    }
+                    captures.push((name.as_str(), p.to_string()));
+                }
+            }
+        }
+        (parts.len() == self.segments.len()).then_some(captures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parts(method: &str, uri: &str) -> Parts {
+        http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn default_mapping_follows_the_method_and_path() {
+        let map = RouteMap::new();
+        let r = map
+            .map(&parts("GET", "/api/customers/42?rows=10&q=x"), None)
+            .unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("read", "/api/customers/42")
+        );
+        assert_eq!(r.params["rows"], Value::Int(10));
+        assert_eq!(r.params["q"], Value::Str("x".into()));
+        for (m, a) in [
+            ("POST", "create"),
+            ("PUT", "update"),
+            ("PATCH", "update"),
+            ("DELETE", "delete"),
+            ("HEAD", "read"),
+            ("OPTIONS", "options"),
+        ] {
+            assert_eq!(map.map(&parts(m, "/x"), None).unwrap().action, a);
+        }
+    }
+
+    #[test]
+    fn a_query_parameter_given_twice_is_refused() {
+        let e = RouteMap::new()
+            .map(&parts("GET", "/x?rows=1&rows=1000"), None)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("more than once"), "{}", e.message);
+    }
+
+    #[test]
+    fn routes_override_action_resource_and_read_body_fields() {
+        let map = RouteMap::new()
+            .route(
+                "GET",
+                "/api/customers",
+                Route::new().action("list").resource("/api/customers/*"),
+            )
+            .route(
+                "DELETE",
+                "/api/customers/{id}",
+                Route::new().action("erase").resource("/customers/{id}"),
+            )
+            .route(
+                "POST",
+                "/api/payments",
+                Route::new()
+                    .action("pay")
+                    .body_param("amount", "amount")
+                    .body_param("to", "payee"),
+            )
+            .route(
+                "*",
+                "/files/{*path}",
+                Route::new().resource("/f/{path}").without_query_params(),
+            );
+        let list = map.map(&parts("GET", "/api/customers"), None).unwrap();
+        assert_eq!(
+            (list.action.as_str(), list.resource.as_str()),
+            ("list", "/api/customers/*")
+        );
+        let del = map.map(&parts("DELETE", "/api/customers/7"), None).unwrap();
+        assert_eq!(
+            (del.action.as_str(), del.resource.as_str()),
+            ("erase", "/customers/7")
+        );
+        // The method must match too: GET on the same path is the default.
+        assert_eq!(
+            map.map(&parts("GET", "/api/customers/7"), None)
+                .unwrap()
+                .action,
+            "read"
+        );
+        let p = parts("POST", "/api/payments");
+        assert_eq!(map.body_limit(&p), Some(DEFAULT_BODY_LIMIT));
+        let body = serde_json::json!({"amount": 150, "payee": "acme", "memo": 1.5});
+        let pay = map.map(&p, Some(&body)).unwrap();
+        assert_eq!(pay.params["amount"], Value::Int(150));
+        assert_eq!(pay.params["to"], Value::Str("acme".into()));
+        assert!(!pay.params.contains_key("memo"));
+        let float = serde_json::json!({"amount": 150.5});
+        assert!(map
+            .map(&p, Some(&float))
+            .unwrap_err()
+            .message
+            .contains("integer or a string"));
+        assert!(map.map(&p, Some(&serde_json::json!([1]))).is_err());
+        let f = map.map(&parts("GET", "/files/a/b/c?x=1"), None).unwrap();
+        assert_eq!(f.resource, "/f/a/b/c");
+        assert!(f.params.is_empty());
+        assert_eq!(map.body_limit(&parts("GET", "/files/a")), None);
+    }
+}

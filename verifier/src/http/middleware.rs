@@ -1,0 +1,301 @@
+//! The tower middleware: [`MandateLayer`] wraps a service in [`Mandate`],
+//! which maps each request (see [`MapRequest`]), decides it with the
+//! embedded [`Verifier`], and either answers the denial itself or passes the
+//! request on with the decision in its extensions.
+
+use super::mapping::MapError;
+use super::response::{denial_response, error_response, Authorized};
+use crate::{Denial, DenialKind, Verifier};
+use axum::body::Body;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// Adds Mandate authorization to a service. Cheap to clone.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use mandate_verifier::http::{MandateLayer, RouteMap};
+/// use mandate_verifier::{RootKeys, Verifier};
+///
+/// let root = biscuit_auth::KeyPair::new();
+/// let verifier = Verifier::new(RootKeys::single(root.public()));
+/// let app: Router = Router::new()
+///     .route("/api/customers/{id}", get(|| async { "customer" }))
+///     .layer(MandateLayer::new(verifier, RouteMap::new()));
+/// ```
+#[derive(Clone)]
+pub struct MandateLayer<M> {
+    shared: Arc<Shared<M>>,
+}
+
+struct Shared<M> {
+    verifier: Verifier,
+    mapper: M,
+}
+
+impl<M> std::fmt::Debug for MandateLayer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MandateLayer")
+            .field("verifier", &self.shared.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: MapRequest> MandateLayer<M> {
+    /// Decides every request with `verifier`, mapping it with `mapper`. The
+    /// mapping's description is added to the verifier's policy hash, so audit
+    /// records name the mapping they were decided under.
+    pub fn new(verifier: Verifier, mapper: M) -> MandateLayer<M> {
+        let verifier = verifier.with_policy_note(&mapper.describe());
+        MandateLayer {
+            shared: Arc::new(Shared { verifier, mapper }),
+        }
+    }
+
+    /// The verifier in use (with the mapping in its policy hash).
+    pub fn verifier(&self) -> &Verifier {
+        &self.shared.verifier
+    }
+}
+
+impl<S, M> Layer<S> for MandateLayer<M> {
+    type Service = Mandate<S, M>;
+
+    fn layer(&self, inner: S) -> Mandate<S, M> {
+        Mandate {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`MandateLayer`] produces.
+pub struct Mandate<S, M> {
+    inner: S,
+    shared: Arc<Shared<M>>,
+}
+
+impl<S: Clone, M> Clone for Mandate<S, M> {
+    fn clone(&self) -> Self {
+        Mandate {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, M> std::fmt::Debug for Mandate<S, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mandate")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, M, ReqBody, ResBody> Service<Request<ReqBody>> for Mandate<S, M>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    M: MapRequest,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<axum::BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The clone that was driven to readiness handles this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        ResponseFuture {
+            inner: Box::pin(handle(shared, inner, req)),
+        }
+    }
+}
+
+async fn handle<S, M, ReqBody, ResBody>(
+    shared: Arc<Shared<M>>,
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    M: MapRequest,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<axum::BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    // 1. The body, when the mapping reads fields from it (bounded).
+    let (body, json) = match shared.mapper.body_limit(&parts) {
+        None => (Body::new(body), None),
+        Some(limit) => match read_json(&parts, body, limit).await {
+            Ok((bytes, json)) => (Body::from(bytes), Some(json)),
+            Err(e) => return Ok(error_response(e.status, &e.message)),
+        },
+    };
+    // 2. The request the verifier decides.
+    let request = match shared.mapper.map(&parts, json.as_ref()) {
+        Ok(r) => r,
+        Err(e) => return Ok(error_response(e.status, &e.message)),
+    };
+    let verifier = &shared.verifier;
+    // 3. Decide (every decision, with or without a token, is audited).
+    let decision = match bearer(&parts.headers) {
+        Some(token) => verifier.authorize_base64(token, &request),
+        None => verifier.deny_and_record(
+            request,
+            Denial::new(
+                DenialKind::MissingToken,
+                "no Mandate token: send it as Authorization: Bearer <token>",
+            ),
+        ),
+    };
+    // No decision is acted on without its record.
+    if let Err(e) = verifier.audit_health() {
+        return Ok(error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("audit log unavailable ({e}); retry later"),
+        ));
+    }
+    if !decision.is_allowed() {
+        return Ok(denial_response(&decision));
+    }
+    parts.extensions.insert(Authorized(Arc::new(decision)));
+    let response = inner.call(Request::from_parts(parts, body)).await?;
+    Ok(response.map(Body::new))
+}
+
+/// The token of `Authorization: Bearer <token>`, if there is one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Reads at most `limit` bytes and parses them as JSON.
+async fn read_json<B>(
+    parts: &Parts,
+    body: B,
+    limit: usize,
+) -> Result<(Bytes, serde_json::Value), MapError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || MapError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("request body larger than {limit} bytes"),
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.to_ascii_lowercase().ends_with("+json")
+        });
+    if !is_json {
+        return Err(MapError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: "this route reads its body: send Content-Type: application/json".into(),
+        });
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Err(e) => {
+            return Err(MapError::bad_request(format!(
+                "could not read the request body: {e}"
+            )))
+        }
+    };
+    let json = serde_json::from_slice(&bytes)
+        .map_err(|e| MapError::bad_request(format!("the request body is not JSON: {e}")))?;
+    Ok((bytes, json))
+}
+
+/// The future [`Mandate`] returns.
+pub struct ResponseFuture<E> {
+    inner: Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>,
+}
+
+impl<E> Future for ResponseFuture<E> {
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<E> std::fmt::Debug for ResponseFuture<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// How an HTTP request becomes the request the verifier decides. Implemented
+/// by [`super::RouteMap`] (the configurable default) and by closures
+/// `Fn(&Parts) -> Result<mandate_spec::Request, MapError>` (which never read
+/// the body).
+pub trait MapRequest: Send + Sync + 'static {
+    /// How many body bytes to read for this request, when the mapping needs
+    /// the body (`None`: it does not; the body is passed on unread).
+    fn body_limit(&self, _parts: &Parts) -> Option<usize> {
+        None
+    }
+
+    /// The request to decide; `body` is the JSON body when
+    /// [`MapRequest::body_limit`] asked for it.
+    fn map(
+        &self,
+        parts: &Parts,
+        body: Option<&serde_json::Value>,
+    ) -> Result<mandate_spec::Request, MapError>;
+
+    /// A description of the mapping for the policy hash of audit records.
+    fn describe(&self) -> String {
+        "custom mapping".into()
+    }
+}
+
+impl<F> MapRequest for F
+where
+    F: Fn(&Parts) -> Result<mandate_spec::Request, MapError> + Send + Sync + 'static,
+{
+    fn map(
+        &self,
+        parts: &Parts,
+        _body: Option<&serde_json::Value>,
+    ) -> Result<mandate_spec::Request, MapError> {
+        self(parts)
+    }
+}

@@ -1,0 +1,28 @@
+//! HTTP integration (cargo feature `http`): a tower [`MandateLayer`] for any
+//! axum or tower server, the [`Authorized`] extractor, and the request
+//! mapping ([`RouteMap`], or any [`MapRequest`]).
+//!
+//! Per request the middleware maps the HTTP request to (action, resource,
+//! parameters), takes the token from `Authorization: Bearer …`, decides with
+//! the embedded [`crate::Verifier`] (its cache, revocation list and audit
+//! sink included), and then:
+//! - **allowed**: puts [`Authorized`] (the decision and chain) into the
+//!   request's extensions and calls the inner service;
+//! - **denied**: answers itself, never calling the inner service — 401 (no
+//!   token, unreadable or unverifiable token; `WWW-Authenticate: Bearer`),
+//!   403 (every other denial), 400 (a request the verifier refuses as
+//!   malformed), 503 (revocation list or audit log unavailable), with the
+//!   decision as JSON: `decision`, `reason`, `denial`, `request`, `chain`.
+//!   A denial is an `Ok` response, never a service error.
+//!
+//! Mapping errors (a query parameter given twice, a body over the limit or
+//! not JSON) are answered 400/413/415 with `{"error": …}` before any
+//! authorization.
+
+mod mapping;
+mod middleware;
+mod response;
+
+pub use mapping::{default_action, query_params, MapError, Route, RouteMap, DEFAULT_BODY_LIMIT};
+pub use middleware::{Mandate, MandateLayer, MapRequest, ResponseFuture};
+pub use response::{denial_response, denial_status, error_response, Authorized};

@@ -1,0 +1,115 @@
+//! What the middleware answers and hands on: denial responses (401, 403,
+//! 503 with the decision as JSON) and the [`Authorized`] extractor.
+
+use crate::{Decision, DenialKind};
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The decision of an allowed request, put in the request's extensions by
+/// the middleware. As an axum extractor it reads it back; a handler that is
+/// not behind the middleware answers 500 rather than run unauthorized.
+#[derive(Debug, Clone)]
+pub struct Authorized(pub Arc<Decision>);
+
+impl Authorized {
+    /// The decision (always an allow), with the request and the chain.
+    pub fn decision(&self) -> &Decision {
+        &self.0
+    }
+
+    /// The principal the chain acts for.
+    pub fn principal(&self) -> &str {
+        self.0.chain.as_ref().map_or("", |c| c.principal.as_str())
+    }
+
+    /// The agent holding the token (the chain's last hop).
+    pub fn agent(&self) -> &str {
+        self.0
+            .chain
+            .as_ref()
+            .and_then(|c| c.hops.last())
+            .map_or("", |h| h.agent.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorized {
+    type Rejection = Response<Body>;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Authorized>()
+            .cloned()
+            .ok_or_else(|| {
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this route is not behind the Mandate middleware",
+                )
+            })
+    }
+}
+
+/// The status a denial is answered with: 401 when there is no token or it
+/// cannot be read or verified, 503 when the revocation list cannot be
+/// consulted, 400 for a request the verifier refuses as malformed, 403 for
+/// every other denial.
+pub fn denial_status(kind: DenialKind) -> StatusCode {
+    match kind {
+        DenialKind::MissingToken
+        | DenialKind::MalformedToken
+        | DenialKind::BadSignature
+        | DenialKind::UnknownRootKey => StatusCode::UNAUTHORIZED,
+        DenialKind::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        DenialKind::InvalidRequest => StatusCode::BAD_REQUEST,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+#[derive(Serialize)]
+struct DenialBody<'a> {
+    #[serde(flatten)]
+    decision: &'a Decision,
+    /// The reason in words, at the top for clients that read one field.
+    reason: &'a str,
+}
+
+/// The response for a denied decision: the status of [`denial_status`] and
+/// the decision as JSON (`decision`, `reason`, `denial`, `request`, `chain`).
+pub fn denial_response(decision: &Decision) -> Response<Body> {
+    let (status, reason) = match &decision.denial {
+        Some(d) => (denial_status(d.kind), d.reason.as_str()),
+        None => (StatusCode::FORBIDDEN, "denied"),
+    };
+    let body = serde_json::to_vec(&DenialBody { decision, reason }).unwrap_or_default();
+    let mut response = json_response(status, body);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"mandate\""),
+        );
+    }
+    response
+}
+
+/// `{"error": message}` with `status`.
+pub fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
