@@ -11,7 +11,7 @@ use crate::datalog::decode_check;
 use crate::grant::{rfc3339, Grant};
 use crate::keys::public_key_from_bytes;
 use crate::{vocab, SpecError};
-use biscuit_auth::builder::{Check, Convert, Fact, Term};
+use biscuit_auth::builder::{Check, Convert, Fact, Scope, Term};
 use biscuit_auth::datalog::SymbolTable;
 use biscuit_auth::format::schema::public_key::Algorithm;
 use biscuit_auth::format::{convert::proto_block_to_token_block, schema};
@@ -34,6 +34,9 @@ pub struct BlockContent {
     pub rule_heads: Vec<String>,
     /// The block's checks.
     pub checks: Vec<Check>,
+    /// The block's own scope annotations (`trusting …` on the block); empty
+    /// for every block Mandate writes.
+    pub scopes: Vec<Scope>,
     /// The block's revocation id (its signature, 64 bytes for Ed25519).
     pub revocation_id: Vec<u8>,
 }
@@ -112,12 +115,18 @@ fn decode(token: &[u8], verified: Option<&Biscuit>) -> Result<Vec<BlockContent>,
             .iter()
             .map(|c| Check::convert_from(c, symbols))
             .collect::<Result<Vec<_>, _>>()?;
+        let scopes = block
+            .scopes
+            .iter()
+            .map(|s| Scope::convert_from(s, symbols))
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(BlockContent {
             index,
             external_key,
             facts,
             rule_heads,
             checks,
+            scopes,
             revocation_id: signed.signature.clone(),
         });
     }

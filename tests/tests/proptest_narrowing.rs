@@ -3,14 +3,16 @@
 //! Random grants, child grants (often the parent's, widened) and requests;
 //! the verifier's decision must also agree with the Rust reference semantics
 //! (`Alternative::allows`) and with Biscuit's evaluation order, which denies a
-//! mistyped parameter (§5.3).
+//! mistyped parameter (§5.3). A verifier with the verification cache (whose
+//! cached tokens run on a Datalog world loaded once) must decide every
+//! request exactly as one without it.
 #![allow(clippy::unwrap_used)]
 
 use mandate_spec::{
     resource_parent, Alternative, Constraint, Grant, IntCmp, Request, ResourcePattern, Value,
 };
 use mandate_tests::{grant, Family};
-use mandate_verifier::{Decision, DenialKind};
+use mandate_verifier::{CacheOptions, Decision, DenialKind, Verifier};
 use proptest::prelude::*;
 use proptest::sample::select;
 use std::collections::BTreeSet;
@@ -369,6 +371,31 @@ fn normalised(grant: &Grant) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// The cached verifier decides `req` at `depth` exactly as `uncached` did,
+/// on a cache miss and on a hit.
+fn cached_agrees(
+    cached: &Verifier,
+    family: &Family,
+    depth: usize,
+    req: &Request,
+    uncached: &Decision,
+) -> Result<(), TestCaseError> {
+    for _ in 0..2 {
+        let d = cached.authorize(&family.tokens[depth], req);
+        prop_assert_eq!(
+            d.is_allowed(),
+            uncached.is_allowed(),
+            "cached verifier disagrees on {:?} at depth {}: {:?} vs {:?}",
+            req,
+            depth,
+            d.denial,
+            uncached.denial
+        );
+        prop_assert_eq!(&d.denial, &uncached.denial);
+    }
+    Ok(())
+}
+
 proptest! {
     // Each case mints, delegates and verifies a dozen times: a verification
     // is ~25 ms in an unoptimized build (Ed25519), well under 1 ms in release.
@@ -388,9 +415,12 @@ proptest! {
         prop_assert_eq!(normalised(&chain.hops[0].grant), normalised(&parent));
         prop_assert_eq!(normalised(&chain.hops[1].grant), normalised(&child));
 
+        let cached = family.verifier.clone().with_cache(CacheOptions::default());
         for req in &requests {
             let by_parent = family.authorize_at_depth(0, req);
             let by_child = family.authorize_at_depth(1, req);
+            cached_agrees(&cached, &family, 0, req, &by_parent)?;
+            cached_agrees(&cached, &family, 1, req, &by_child)?;
             prop_assert!(
                 !by_child.is_allowed() || by_parent.is_allowed(),
                 "child allows {:?} which the parent denies: {:?}",
@@ -414,9 +444,13 @@ proptest! {
         let mut family = Family::mint(grants[0].clone());
         family.delegate(grants[1].clone());
         family.delegate(grants[2].clone());
+        let cached = family.verifier.clone().with_cache(CacheOptions::default());
         for req in &requests {
             let decisions: Vec<Decision> =
                 (0..=2).map(|d| family.authorize_at_depth(d, req)).collect();
+            for (d, decision) in decisions.iter().enumerate() {
+                cached_agrees(&cached, &family, d, req, decision)?;
+            }
             for d in 1..=2 {
                 prop_assert!(
                     !decisions[d].is_allowed() || decisions[d - 1].is_allowed(),

@@ -363,11 +363,17 @@ impl Verifier {
             .map_err(|e| Denial::new(DenialKind::MalformedToken, e.to_string()))?;
         let chain = Chain::from_blocks(&blocks, biscuit.root_key_id()).map_err(chain_denial)?;
         let targets = revocation_targets(biscuit.revocation_identifiers(), &chain);
+        // Loading the Datalog pays off only when the token is kept.
+        let prepared = if self.cache.is_some() {
+            Prepared::load(biscuit, &blocks)
+        } else {
+            Prepared::unloaded(biscuit)
+        };
         Ok(Arc::new(Verified {
             chain: Arc::new(chain),
             targets,
-            blocks: biscuit.block_count(),
-            prepared: Prepared::new(biscuit),
+            blocks: prepared.block_count(),
+            prepared,
         }))
     }
 
