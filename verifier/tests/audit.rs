@@ -1,0 +1,307 @@
+//! The signed audit log through the library: every decision recorded with
+//! its request, chain, revocation position and policy hash; the hash chain
+//! continues across a reopen; concurrent writers lose nothing; and
+//! tampering — a record edited, deleted or reordered, in the store or in an
+//! exported file — is found and the first bad record named.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use biscuit_auth::KeyPair;
+use ed25519_dalek::VerifyingKey;
+use mandate_issuer::{Issuer, MintRequest};
+use mandate_spec::{Grant, Request};
+use mandate_verifier::{
+    parse_export, read_audit_store, verify_entries, AuditLog, AuditOptions, AuditProblem, Outcome,
+    Place, RevocationStore, RootKeys, Verifier, GENESIS_HASH,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn verifying(key: &KeyPair) -> VerifyingKey {
+    VerifyingKey::from_bytes(&key.public().to_bytes().try_into().unwrap()).unwrap()
+}
+
+/// A verifier auditing to `dir/audit`, and a token it allows for reads.
+fn setup(dir: &Path, audit_key: &KeyPair) -> (Verifier, AuditLog, Vec<u8>) {
+    let issuer = Issuer::new(KeyPair::new());
+    let token = issuer
+        .mint(&MintRequest {
+            principal: "user:alice".into(),
+            agent: "support".into(),
+            agent_key: KeyPair::new().public(),
+            grant: Grant::parse(&["read:/api/customers/*"], &[] as &[&str]).unwrap(),
+            ttl: Duration::from_secs(3600),
+            purpose: None,
+            max_depth: None,
+        })
+        .unwrap()
+        .token;
+    let (id, key) = issuer.keys().public_keys()[0];
+    let store = Arc::new(RevocationStore::open(dir.join("revocations")).unwrap());
+    let audit = AuditLog::open(dir.join("audit"), audit_key, AuditOptions::default()).unwrap();
+    let verifier = Verifier::new(RootKeys::new().with(id, key))
+        .with_revocations(store)
+        .with_audit(audit.clone());
+    (verifier, audit, token)
+}
+
+/// `n` decisions alternating allow (read) and deny (delete).
+fn decide(verifier: &Verifier, token: &[u8], n: usize) {
+    for i in 0..n {
+        let action = if i % 2 == 0 { "read" } else { "delete" };
+        verifier.authorize(token, &Request::new(action, format!("/api/customers/{i}")));
+    }
+}
+
+#[test]
+fn decisions_are_recorded_in_order_with_what_an_auditor_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    let (verifier, audit, token) = setup(dir.path(), &key);
+    decide(&verifier, &token, 6);
+    verifier.authorize(b"garbage", &Request::new("read", "/x"));
+    assert_eq!(audit.flush().unwrap(), 7);
+    let entries = read_audit_store(audit.path()).unwrap();
+    let summary = verify_entries(&entries, &verifying(&key)).unwrap();
+    assert_eq!((summary.first_seq, summary.last_seq), (Some(1), Some(7)));
+    let records: Vec<_> = entries
+        .iter()
+        .map(|(_, e)| e.as_ref().unwrap().record.clone())
+        .collect();
+    assert_eq!(records[0].prev_hash, GENESIS_HASH);
+    for (i, r) in records.iter().enumerate().take(6) {
+        assert_eq!(r.seq, i as u64 + 1);
+        assert_eq!(r.request.resource, format!("/api/customers/{i}"));
+        let want = if i % 2 == 0 {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        };
+        assert_eq!(r.decision, want);
+        assert_eq!(r.chain.as_ref().unwrap().principal, "user:alice");
+        assert_eq!(r.revocation_position, Some(0));
+        assert_eq!(r.policy_hash, verifier.policy_hash());
+    }
+    assert!(records[1]
+        .denial
+        .as_ref()
+        .unwrap()
+        .reason
+        .contains("delete"));
+    // A token that could not be read: recorded without a chain.
+    assert!(records[6].chain.is_none());
+    assert_eq!(
+        records[6].denial.as_ref().unwrap().kind,
+        mandate_verifier::DenialKind::MalformedToken
+    );
+}
+
+#[test]
+fn the_chain_continues_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    {
+        let (verifier, audit, token) = setup(dir.path(), &key);
+        decide(&verifier, &token, 3);
+        audit.flush().unwrap();
+    }
+    // Dropping every handle wrote and closed the log; a new process goes on.
+    let audit = AuditLog::open(dir.path().join("audit"), &key, AuditOptions::default()).unwrap();
+    assert_eq!(audit.written(), 3);
+    let issuer = Issuer::new(KeyPair::new());
+    let (id, pk) = issuer.keys().public_keys()[0];
+    let verifier = Verifier::new(RootKeys::new().with(id, pk)).with_audit(audit.clone());
+    verifier.authorize(b"x", &Request::new("read", "/x"));
+    assert_eq!(audit.flush().unwrap(), 4);
+    let entries = read_audit_store(audit.path()).unwrap();
+    assert_eq!(
+        verify_entries(&entries, &verifying(&key)).unwrap().records,
+        4
+    );
+}
+
+#[test]
+fn concurrent_deciders_lose_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    let (verifier, audit, token) = setup(dir.path(), &key);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| decide(&verifier, &token, 500));
+        }
+    });
+    assert_eq!(audit.flush().unwrap(), 2000);
+    assert_eq!(audit.pending(), 0);
+    let entries = read_audit_store(audit.path()).unwrap();
+    assert_eq!(
+        verify_entries(&entries, &verifying(&key)).unwrap().records,
+        2000
+    );
+}
+
+/// A log of `n` records, closed, and its export lines.
+fn closed_log(dir: &Path, key: &KeyPair, n: usize) -> Vec<String> {
+    let (verifier, audit, token) = setup(dir, key);
+    decide(&verifier, &token, n);
+    audit.flush().unwrap();
+    drop(verifier);
+    drop(audit);
+    read_audit_store(dir.join("audit"))
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| serde_json::to_string(&e.unwrap()).unwrap())
+        .collect()
+}
+
+fn check_file(lines: &[String], key: &KeyPair) -> Result<u64, AuditProblem> {
+    verify_entries(&parse_export(&lines.join("\n")), &verifying(key)).map(|s| s.records)
+}
+
+#[test]
+fn an_exported_file_names_the_first_record_edited_removed_or_reordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    let lines = closed_log(dir.path(), &key, 8);
+    assert_eq!(check_file(&lines, &key), Ok(8));
+
+    // Edited: a deny turned into an allow, hash left as it was.
+    let mut edited = lines.clone();
+    edited[3] = edited[3].replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1);
+    assert_ne!(edited[3], lines[3]);
+    match check_file(&edited, &key) {
+        Err(AuditProblem::Altered {
+            seq: 4,
+            place: Place::Line(4),
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Edited and re-hashed: the signature no longer matches.
+    let mut entry: mandate_verifier::AuditEntry = serde_json::from_str(&lines[3]).unwrap();
+    entry.record.request.resource = "/api/customers/elsewhere".into();
+    entry.hash = hex::encode(entry.record.hash());
+    let mut rehashed = lines.clone();
+    rehashed[3] = serde_json::to_string(&entry).unwrap();
+    let e = check_file(&rehashed, &key).unwrap_err();
+    assert!(
+        e.to_string().contains("record 4 (line 4) was altered"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not signed"), "{e}");
+
+    // Removed.
+    let mut removed = lines.clone();
+    removed.remove(5);
+    match check_file(&removed, &key) {
+        Err(AuditProblem::Removed {
+            missing: 6,
+            after: 5,
+            found: 7,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Reordered.
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    let e = check_file(&swapped, &key).unwrap_err();
+    match &e {
+        AuditProblem::Reordered {
+            expected: 3,
+            found: 4,
+            place: Place::Line(3),
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("reordered"), "{e}");
+    // Another key: the very first record fails.
+    match check_file(&lines, &KeyPair::new()) {
+        Err(AuditProblem::Altered { seq: 1, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A partial export (--since) verifies from where it starts.
+    assert_eq!(check_file(&lines[4..], &key), Ok(4));
+    // Not JSON.
+    let mut junk = lines.clone();
+    junk[1] = "{not json".into();
+    assert!(matches!(
+        check_file(&junk, &key),
+        Err(AuditProblem::Malformed {
+            place: Place::Line(2),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_store_names_the_first_record_edited_removed_or_reordered() {
+    let key = KeyPair::new();
+    let tamper = |f: &dyn Fn(&rocksdb::DB)| {
+        let dir = tempfile::tempdir().unwrap();
+        closed_log(dir.path(), &key, 6);
+        {
+            let db = rocksdb::DB::open_default(dir.path().join("audit")).unwrap();
+            f(&db);
+        }
+        let entries = read_audit_store(dir.path().join("audit")).unwrap();
+        verify_entries(&entries, &verifying(&key))
+    };
+    let k = |seq: u64| seq.to_be_bytes();
+    // Untouched.
+    assert_eq!(tamper(&|_| {}).unwrap().records, 6);
+    // Edited in place.
+    let e = tamper(&|db| {
+        let v = db.get(k(2)).unwrap().unwrap();
+        let v = String::from_utf8(v)
+            .unwrap()
+            .replacen("/api/customers/1", "/api/customers/9", 1);
+        db.put(k(2), v).unwrap();
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AuditProblem::Altered {
+                seq: 2,
+                place: Place::Key(2),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Deleted.
+    let e = tamper(&|db| db.delete(k(4)).unwrap()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AuditProblem::Removed {
+                missing: 4,
+                after: 3,
+                found: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Two records swapped between keys.
+    let e = tamper(&|db| {
+        let (a, b) = (
+            db.get(k(3)).unwrap().unwrap(),
+            db.get(k(5)).unwrap().unwrap(),
+        );
+        db.put(k(3), b).unwrap();
+        db.put(k(5), a).unwrap();
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AuditProblem::Misplaced {
+                seq: 5,
+                place: Place::Key(3)
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("reordered"));
+}

@@ -1,0 +1,576 @@
+//! The tower/axum middleware through real HTTP: axum `oneshot` for routing,
+//! plus a socket test. Allow (the handler sees the decision and chain), each
+//! denial kind with its status and reason (401 missing, unreadable or forged
+//! token; 403 not allowed, expired, revoked, narrowed by a hop; 503 when the
+//! revocation list cannot be read), the mapping (default, overrides, body
+//! fields, typed query parameters, refusals), the verification cache across
+//! a revocation, and an audit record for every decision.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use axum::body::Body;
+use axum::extract::Json;
+use axum::routing::{get, post};
+use axum::Router;
+use biscuit_auth::KeyPair;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use mandate_attenuate::{delegate, Delegation};
+use mandate_issuer::{Issuer, MintRequest};
+use mandate_spec::{token_to_text, Grant};
+use mandate_verifier::http::{Authorized, MandateLayer, Route, RouteMap};
+use mandate_verifier::{
+    parse_export, read_audit_store, verify_entries, AuditLog, AuditOptions, CacheOptions,
+    Revocation, RevocationStore, RootKeys, Target, Verifier, VerifierError,
+};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+struct Setup {
+    issuer: Issuer,
+    support: KeyPair,
+    sub: KeyPair,
+    _dir: tempfile::TempDir,
+    store: Arc<RevocationStore>,
+    audit: AuditLog,
+    audit_key: KeyPair,
+    handled: Arc<AtomicUsize>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RevocationStore::open(dir.path().join("revocations")).unwrap());
+        let audit_key = KeyPair::new();
+        let audit = AuditLog::open(
+            dir.path().join("audit"),
+            &audit_key,
+            AuditOptions::default(),
+        )
+        .unwrap();
+        Setup {
+            issuer: Issuer::new(KeyPair::new()),
+            support: KeyPair::new(),
+            sub: KeyPair::new(),
+            _dir: dir,
+            store,
+            audit,
+            audit_key,
+            handled: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn keys(&self) -> RootKeys {
+        let (id, key) = self.issuer.keys().public_keys()[0];
+        RootKeys::new().with(id, key)
+    }
+
+    fn verifier(&self) -> Verifier {
+        Verifier::new(self.keys())
+            .with_revocations(self.store.clone())
+            .with_cache(CacheOptions::default())
+            .with_audit(self.audit.clone())
+    }
+
+    /// The support agent's root token: read and list customers (at most 100
+    /// rows), pay up to 100.
+    fn root_at(&self, now: SystemTime) -> Vec<u8> {
+        self.issuer
+            .mint_at(
+                &MintRequest {
+                    principal: "user:alice".into(),
+                    agent: "support-agent".into(),
+                    agent_key: self.support.public(),
+                    grant: Grant::parse(
+                        &["read,list:/api/customers/*", "pay:/api/payments"],
+                        &[] as &[&str],
+                    )
+                    .unwrap(),
+                    ttl: Duration::from_secs(3600),
+                    purpose: Some("answer support tickets".into()),
+                    max_depth: Some(3),
+                },
+                now,
+            )
+            .unwrap()
+            .token
+    }
+
+    fn root(&self) -> Vec<u8> {
+        self.root_at(SystemTime::now())
+    }
+
+    /// Hop 1 to the sub-agent with `allow` and `wh` constraints.
+    fn sub_token(&self, allow: &[&str], wh: &[&str]) -> Vec<u8> {
+        delegate(
+            &self.root(),
+            &self.support,
+            &Delegation {
+                agent: "sub-agent".into(),
+                agent_key: self.sub.public(),
+                grant: Grant::parse(allow, wh).unwrap(),
+                ttl: Some(Duration::from_secs(600)),
+                purpose: Some("look up customer 42".into()),
+            },
+        )
+        .unwrap()
+        .token
+    }
+
+    fn mapping() -> RouteMap {
+        RouteMap::new()
+            .route(
+                "GET",
+                "/api/customers",
+                Route::new().action("list").resource("/api/customers/*"),
+            )
+            .route(
+                "POST",
+                "/api/payments",
+                Route::new()
+                    .action("pay")
+                    .body_param("amount", "amount")
+                    .body_param("currency", "currency"),
+            )
+            .body_limit(1024)
+    }
+
+    fn app(&self, verifier: Verifier) -> Router {
+        let handled = self.handled.clone();
+        let handled2 = self.handled.clone();
+        let handled3 = self.handled.clone();
+        Router::new()
+            .route(
+                "/api/customers/{id}",
+                get(move |auth: Authorized| async move {
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(json!({
+                        "principal": auth.principal(),
+                        "agent": auth.agent(),
+                        "hops": auth.decision().chain.as_ref().unwrap().hops.len(),
+                    }))
+                })
+                .delete(move || async move {
+                    handled2.fetch_add(1, Ordering::SeqCst);
+                    "deleted"
+                }),
+            )
+            .route("/api/customers", get(|| async { "[]" }))
+            .route(
+                "/api/payments",
+                post(
+                    move |_auth: Authorized, Json(body): Json<Value>| async move {
+                        handled3.fetch_add(1, Ordering::SeqCst);
+                        // The body reaches the handler intact after the
+                        // middleware read its fields.
+                        axum::Json(json!({ "paid": body["amount"] }))
+                    },
+                ),
+            )
+            .layer(MandateLayer::new(verifier, Setup::mapping()))
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn get_with(uri: &str, token: Option<&[u8]>) -> Request<Body> {
+    let mut b = Request::get(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {}", token_to_text(t)));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+fn method_with(method: &str, uri: &str, token: &[u8]) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", token_to_text(token)))
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn pay(token: &[u8], body: &str, content_type: &str) -> Request<Body> {
+    Request::post("/api/payments")
+        .header("authorization", format!("Bearer {}", token_to_text(token)))
+        .header("content-type", content_type)
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn kind(body: &Value) -> &str {
+    body["denial"]["kind"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn an_allowed_request_reaches_the_handler_with_the_decision_and_chain() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let token = s.sub_token(&["read:/api/customers/*"], &[]);
+    let (status, body) = send(&app, get_with("/api/customers/42", Some(&token))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["principal"], "user:alice");
+    assert_eq!(body["agent"], "sub-agent");
+    assert_eq!(body["hops"], 2);
+    assert_eq!(s.handled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_denied_request_is_answered_403_with_the_reason_and_chain_and_never_reaches_the_handler()
+{
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let token = s.sub_token(&["read:/api/customers/*"], &[]);
+    let (status, body) = send(&app, method_with("DELETE", "/api/customers/42", &token)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["decision"], "deny");
+    assert_eq!(kind(&body), "not_allowed");
+    assert_eq!(body["denial"]["hop"], 0, "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("\"delete\""), "{reason}");
+    assert_eq!(body["request"]["action"], "delete");
+    assert_eq!(body["chain"]["principal"], "user:alice");
+    let hops = body["chain"]["hops"].as_array().unwrap();
+    assert_eq!(hops.len(), 2);
+    assert_eq!(hops[1]["agent"], "sub-agent");
+    assert_eq!(hops[1]["signed_by"]["agent"], "support-agent");
+    assert_eq!(s.handled.load(Ordering::SeqCst), 0);
+
+    // The hop narrowed `list` away although the root allows it.
+    let (status, body) = send(&app, get_with("/api/customers", Some(&token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["denial"]["hop"], 1, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("\"list\""));
+}
+
+#[tokio::test]
+async fn no_unreadable_or_forged_token_is_401() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let (status, body) = send(&app, get_with("/api/customers/42", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(kind(&body), "missing_token");
+    assert!(body["reason"].as_str().unwrap().contains("Bearer"));
+
+    let garbage = Request::get("/api/customers/42")
+        .header("authorization", "Bearer not-a-token!!")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(garbage).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+
+    // A token from another issuer with the same key id.
+    let other = Setup::new();
+    let (status, body) = send(&app, get_with("/api/customers/42", Some(&other.root()))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(kind(&body), "bad_signature");
+    assert_eq!(s.handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_403_expired() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let old = s.root_at(SystemTime::now() - Duration::from_secs(7200));
+    let (status, body) = send(&app, get_with("/api/customers/42", Some(&old))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(kind(&body), "expired", "{body}");
+}
+
+#[tokio::test]
+async fn the_cache_keeps_a_token_until_a_revocation_prunes_it() {
+    let s = Setup::new();
+    let verifier = s.verifier();
+    let app = s.app(verifier.clone());
+    let token = s.sub_token(&["read:/api/customers/*"], &[]);
+    for _ in 0..3 {
+        assert_eq!(
+            send(&app, get_with("/api/customers/42", Some(&token)))
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(verifier.cached_tokens(), 1, "one token, verified once");
+
+    // Revoke hop 1 (its block's revocation id) in the store the verifier reads.
+    let chain = mandate_attenuate::read_chain(&token).unwrap();
+    s.store
+        .revoke(&[Revocation {
+            target: Target::Block(hex::decode(&chain.hops[1].revocation_id).unwrap()),
+            revoked_at: OffsetDateTime::now_utc(),
+            reason: "task done".into(),
+            by: "security".into(),
+            expires_at: None,
+            note: None,
+        }])
+        .unwrap();
+    assert_eq!(
+        verifier.cached_tokens(),
+        0,
+        "the revocation pruned the cache"
+    );
+    let (status, body) = send(&app, get_with("/api/customers/42", Some(&token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(kind(&body), "revoked");
+    assert_eq!(body["denial"]["hop"], 1);
+    assert!(body["reason"].as_str().unwrap().contains("task done"));
+    // The parent token still works.
+    assert_eq!(
+        send(&app, get_with("/api/customers/42", Some(&s.root())))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_revocation_list_is_503_not_an_allow() {
+    let s = Setup::new();
+    let broken = |_: &[Target]| -> Result<Option<(usize, Revocation)>, VerifierError> {
+        Err(VerifierError::Stale {
+            detail: "no word from the revocation feed for 12.0 s (limit 10.0 s)".into(),
+        })
+    };
+    let app = s.app(Verifier::new(s.keys()).with_revocations(broken));
+    let (status, body) = send(&app, get_with("/api/customers/42", Some(&s.root()))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(kind(&body), "revocation_unavailable");
+    assert!(body["reason"].as_str().unwrap().contains("stale"));
+    assert_eq!(s.handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn query_parameters_are_typed_and_checked() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let token = s.sub_token(&["read:/api/customers/*"], &["rows<=100"]);
+    let ok = send(&app, get_with("/api/customers/42?rows=100", Some(&token))).await;
+    assert_eq!(ok.0, StatusCode::OK, "{}", ok.1);
+    let (status, body) = send(&app, get_with("/api/customers/42?rows=500", Some(&token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("rows") && reason.contains("500"),
+        "{reason}"
+    );
+    // Missing: a constraint on an absent parameter denies.
+    let (status, _) = send(&app, get_with("/api/customers/42", Some(&token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Given twice: refused before authorization.
+    let (status, body) = send(
+        &app,
+        get_with("/api/customers/42?rows=1&rows=1000", Some(&token)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("more than once"));
+    // `time` is the verifier's.
+    let (status, body) = send(&app, get_with("/api/customers/42?time=1", Some(&token))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(kind(&body), "invalid_request");
+}
+
+#[tokio::test]
+async fn a_non_canonical_path_is_refused_not_normalized() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let token = s.root();
+    for path in ["/api/customers/%2e%2e/admin", "/api/customers//42"] {
+        let (status, body) = send(&app, get_with(path, Some(&token))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(kind(&body), "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn route_overrides_map_actions_resources_and_body_fields() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    // The list route: action `list` on the collection.
+    let token = s.sub_token(&["list:/api/customers/*"], &[]);
+    let (status, _) = send(&app, get_with("/api/customers", Some(&token))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Payments: `amount` and `currency` come from the JSON body.
+    let token = s.sub_token(
+        &["pay:/api/payments"],
+        &["amount<=100", "currency in EUR|USD"],
+    );
+    let (status, body) = send(
+        &app,
+        pay(
+            &token,
+            r#"{"amount": 80, "currency": "EUR"}"#,
+            "application/json",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["paid"], 80);
+    let (status, body) = send(
+        &app,
+        pay(
+            &token,
+            r#"{"amount": 150, "currency": "EUR"}"#,
+            "application/json",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("amount") && reason.contains("150"),
+        "{reason}"
+    );
+    assert_eq!(body["request"]["params"]["amount"], 150);
+    let (status, _) = send(
+        &app,
+        pay(
+            &token,
+            r#"{"amount": 80, "currency": "GBP"}"#,
+            "application/json",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Refusals before authorization.
+    let (status, body) = send(&app, pay(&token, "amount=80", "application/json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = send(&app, pay(&token, r#"{"amount": 80.5}"#, "application/json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = send(&app, pay(&token, r#"{"amount": 80}"#, "text/plain")).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = format!(r#"{{"amount": 80, "memo": "{}"}}"#, "x".repeat(2000));
+    let (status, body) = send(&app, pay(&token, &big, "application/json")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // A body without Content-Length (streamed) is bounded too.
+    let chunks = futures_util::stream::iter(
+        (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 100]))),
+    );
+    let streamed = Request::post("/api/payments")
+        .header("authorization", format!("Bearer {}", token_to_text(&token)))
+        .header("content-type", "application/json")
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    assert_eq!(send(&app, streamed).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(s.handled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_handler_outside_the_middleware_refuses_to_run() {
+    let app: Router =
+        Router::new().route("/x", get(|_auth: Authorized| async { "should not happen" }));
+    let resp = app
+        .oneshot(Request::get("/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn every_decision_is_an_audit_record_signed_and_chained() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let token = s.sub_token(&["read:/api/customers/*"], &[]);
+    send(&app, get_with("/api/customers/42", Some(&token))).await;
+    send(&app, method_with("DELETE", "/api/customers/42", &token)).await;
+    send(&app, get_with("/api/customers/42", None)).await;
+    let written = s.audit.flush().unwrap();
+    assert_eq!(written, 3);
+    let entries = read_audit_store(s.audit.path()).unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(
+        &s.audit_key.public().to_bytes().try_into().unwrap(),
+    )
+    .unwrap();
+    let summary = verify_entries(&entries, &key).unwrap();
+    assert_eq!(summary.records, 3);
+    let records: Vec<_> = entries
+        .iter()
+        .map(|(_, e)| e.as_ref().unwrap().record.clone())
+        .collect();
+    assert_eq!(
+        records.iter().map(|r| r.decision).collect::<Vec<_>>(),
+        [
+            mandate_verifier::Outcome::Allow,
+            mandate_verifier::Outcome::Deny,
+            mandate_verifier::Outcome::Deny
+        ]
+    );
+    let chain = records[0].chain.as_ref().unwrap();
+    assert_eq!(chain.principal, "user:alice");
+    assert_eq!(chain.hops[1].agent, "sub-agent");
+    assert_eq!(chain.hops[1].signed_by, "support-agent");
+    assert_eq!(chain.hops[1].agent_key, s.sub.public().to_string());
+    assert_eq!(records[1].request.action, "delete");
+    assert_eq!(
+        records[2].denial.as_ref().unwrap().kind,
+        mandate_verifier::DenialKind::MissingToken
+    );
+    assert!(records.iter().all(|r| r.revocation_position == Some(0)));
+    // The policy hash covers the mapping: the same verifier without the
+    // middleware has another.
+    assert_ne!(records[0].policy_hash, s.verifier().policy_hash());
+    assert_eq!(records[0].policy_hash, records[1].policy_hash);
+    // The export format is the stored lines.
+    let export: String = entries
+        .iter()
+        .map(|(_, e)| serde_json::to_string(e.as_ref().unwrap()).unwrap() + "\n")
+        .collect();
+    assert_eq!(
+        verify_entries(&parse_export(&export), &key)
+            .unwrap()
+            .records,
+        3
+    );
+}
+
+#[tokio::test]
+async fn over_a_socket() {
+    let s = Setup::new();
+    let app = s.app(s.verifier());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let token = token_to_text(&s.sub_token(&["read:/api/customers/*"], &[]));
+    let raw = |method: &str, path: &str| {
+        let token = token.clone();
+        let (method, path) = (method.to_string(), path.to_string());
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                c,
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).unwrap();
+            out
+        })
+    };
+    let ok = raw("GET", "/api/customers/42").await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"agent\":\"sub-agent\""));
+    let denied = raw("DELETE", "/api/customers/42").await.unwrap();
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    assert!(denied.contains("application/json"));
+    assert!(denied.contains("\"kind\":\"not_allowed\""));
+}
