@@ -135,7 +135,7 @@ impl Setup {
                     .body_param("amount", "amount")
                     .body_param("currency", "currency"),
             )
-            .body_limit(1024)
+            .max_body_bytes(1024)
     }
 
     fn app(&self, verifier: Verifier) -> Router {

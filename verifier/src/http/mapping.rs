@@ -131,7 +131,7 @@ impl RouteMap {
 
     /// The largest body read for body parameters (default
     /// [`DEFAULT_BODY_LIMIT`]); a larger body is refused with 413.
-    pub fn body_limit(mut self, bytes: usize) -> RouteMap {
+    pub fn max_body_bytes(mut self, bytes: usize) -> RouteMap {
         self.body_limit = Some(bytes);
         self
     }
@@ -449,7 +449,7 @@ mod tests {
             "read"
         );
         let p = parts("POST", "/api/payments");
-        assert_eq!(map.body_limit(&p), Some(DEFAULT_BODY_LIMIT));
+        assert_eq!(MapRequest::body_limit(&map, &p), Some(DEFAULT_BODY_LIMIT));
         let body = serde_json::json!({"amount": 150, "payee": "acme", "memo": 1.5});
         let pay = map.map(&p, Some(&body)).unwrap();
         assert_eq!(pay.params["amount"], Value::Int(150));
@@ -465,6 +465,9 @@ mod tests {
         let f = map.map(&parts("GET", "/files/a/b/c?x=1"), None).unwrap();
         assert_eq!(f.resource, "/f/a/b/c");
         assert!(f.params.is_empty());
-        assert_eq!(map.body_limit(&parts("GET", "/files/a")), None);
+        assert_eq!(
+            MapRequest::body_limit(&map, &parts("GET", "/files/a")),
+            None
+        );
     }
 }
