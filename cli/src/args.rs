@@ -36,6 +36,52 @@ pub(crate) enum Command {
     /// Run a verifier process: HTTP authorization endpoint, local RocksDB
     /// revocation list fed by the NATS JetStream revocation feed.
     Verifierd(VerifierdArgs),
+    /// Export or verify a verifier's signed audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    #[command(subcommand)]
+    pub(crate) command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Write the log's records as JSON lines on standard output.
+    Export(AuditExportArgs),
+    /// Check every signature and the hash chain; exit 1 naming the first
+    /// record altered, removed or reordered.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditExportArgs {
+    /// The audit log directory (RocksDB; opened read-only, works beside a
+    /// running verifier).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: PathBuf,
+    /// Start at the first record decided at or after this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) since: Option<String>,
+    /// Start at this sequence number.
+    #[arg(long, value_name = "N")]
+    pub(crate) since_seq: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["db", "file"])))]
+pub(crate) struct AuditVerifyArgs {
+    /// The audit log directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: Option<PathBuf>,
+    /// An exported file (JSON lines), or - for standard input.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<String>,
+    /// The verifier's audit public key, ed25519/<hex>: the signatures must
+    /// be its.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: String,
 }
 
 /// `mandate serve`: flags override the configuration file's settings.
@@ -95,6 +141,13 @@ pub(crate) struct VerifierdArgs {
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8181")]
     pub(crate) listen: String,
+    /// Record every decision in a signed audit log at DIR (RocksDB).
+    #[arg(long, value_name = "DIR", requires = "audit_key")]
+    pub(crate) audit_db: Option<PathBuf>,
+    /// The private key FILE that signs audit records (this verifier's own
+    /// key; `mandate keygen --out FILE` makes one).
+    #[arg(long, value_name = "FILE", requires = "audit_db")]
+    pub(crate) audit_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

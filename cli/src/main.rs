@@ -3,6 +3,7 @@
 //! Exit codes: 0 success / allowed, 1 denied, 2 bad input or usage.
 
 mod args;
+mod audit;
 mod commands;
 mod feed;
 mod io;
@@ -55,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revocations(a) => revoke::revocations(a),
         Command::Serve(a) => serve::serve(a),
         Command::Verifierd(a) => verifierd::run(a),
+        Command::Audit(a) => audit::audit(a),
     }
 }
 

@@ -10,7 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use mandate_spec::{parse_duration, parse_public_key};
 use mandate_verifier::{
-    spawn_feed, AuthorizeRequest, FeedList, RevocationStore, RootKeys, Verifier,
+    spawn_feed, AuditLog, AuditOptions, AuthorizeRequest, CacheOptions, FeedList, RevocationStore,
+    RootKeys, Verifier,
 };
 use serde_json::json;
 use std::io::Write;
@@ -33,8 +34,18 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let feed_config = crate::feed::config(&a.feed)?;
+    let audit = match (&a.audit_db, &a.audit_key) {
+        (Some(db), Some(key)) => {
+            let key = crate::io::read_private_key(key).context("--audit-key")?;
+            Some(AuditLog::open(db, &key, AuditOptions::default())?)
+        }
+        _ => None,
+    };
     runtime.block_on(async move {
-        let mut verifier = Verifier::new(RootKeys::single(key));
+        let mut verifier = Verifier::new(RootKeys::single(key)).with_cache(CacheOptions::default());
+        if let Some(audit) = &audit {
+            verifier = verifier.with_audit(audit.clone());
+        }
         let mut feed = None;
         if let Some(mut cfg) = feed_config {
             cfg.staleness = staleness;
@@ -65,6 +76,9 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
+        if let Some(audit) = &audit {
+            audit.flush()?;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -50,6 +50,13 @@ pub enum VerifierError {
         /// How long, and the limit.
         detail: String,
     },
+    /// No audit log at this path. Check the path (`--audit-db` of the
+    /// verifier that writes it).
+    #[error("no audit log at {path}")]
+    AuditMissing {
+        /// The path given.
+        path: PathBuf,
+    },
     /// Any other storage failure (permissions, I/O).
     #[error("revocation store {path}: {detail}")]
     Store {

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use biscuit_auth::KeyPair;
-use ed25519_dalek::VerifyingKey;
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
 use mandate_verifier::{
@@ -17,8 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn verifying(key: &KeyPair) -> VerifyingKey {
-    VerifyingKey::from_bytes(&key.public().to_bytes().try_into().unwrap()).unwrap()
+fn verifying(key: &KeyPair) -> biscuit_auth::PublicKey {
+    key.public()
 }
 
 /// A verifier auditing to `dir/audit`, and a token it allows for reads.

@@ -495,10 +495,7 @@ async fn every_decision_is_an_audit_record_signed_and_chained() {
     let written = s.audit.flush().unwrap();
     assert_eq!(written, 3);
     let entries = read_audit_store(s.audit.path()).unwrap();
-    let key = ed25519_dalek::VerifyingKey::from_bytes(
-        &s.audit_key.public().to_bytes().try_into().unwrap(),
-    )
-    .unwrap();
+    let key = s.audit_key.public();
     let summary = verify_entries(&entries, &key).unwrap();
     assert_eq!(summary.records, 3);
     let records: Vec<_> = entries

@@ -166,6 +166,16 @@ impl Proc {
         }
     }
 
+    /// Stops the process with SIGINT (a clean shutdown) and waits for it.
+    pub fn interrupt(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts the same command again (same data directory), on a new port.
     pub fn restart(&mut self) {
         self.stop();

@@ -357,7 +357,7 @@ impl Writer {
 pub fn read_audit_store(path: impl AsRef<Path>) -> Result<Vec<ReadEntry>, VerifierError> {
     let path = path.as_ref();
     if !path.join("CURRENT").exists() {
-        return Err(VerifierError::Missing {
+        return Err(VerifierError::AuditMissing {
             path: path.to_path_buf(),
         });
     }

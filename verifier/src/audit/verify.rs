@@ -107,6 +107,9 @@ pub enum AuditProblem {
         /// Where.
         place: Place,
     },
+    /// The key given to check signatures with is not an Ed25519 key.
+    #[error("the audit public key must be an Ed25519 key")]
+    KeyNotEd25519,
     /// A store keeps a record under another sequence number than its own.
     #[error("{place} holds record {seq}: records were moved or reordered in the store")]
     Misplaced {
@@ -123,8 +126,15 @@ pub enum AuditProblem {
 /// from [`GENESIS_HASH`]; a partial export starts wherever it starts.
 pub fn verify_entries(
     entries: &[ReadEntry],
-    key: &VerifyingKey,
+    key: &biscuit_auth::PublicKey,
 ) -> Result<AuditSummary, AuditProblem> {
+    let key = key
+        .to_bytes()
+        .try_into()
+        .ok()
+        .and_then(|b: [u8; 32]| VerifyingKey::from_bytes(&b).ok())
+        .ok_or(AuditProblem::KeyNotEd25519)?;
+    let key = &key;
     let all_seqs: HashSet<u64> = entries
         .iter()
         .filter_map(|(_, e)| e.as_ref().ok().map(|e| e.record.seq))
