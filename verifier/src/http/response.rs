@@ -3,7 +3,7 @@
 
 use crate::{Decision, DenialKind};
 use axum::body::Body;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
@@ -50,6 +50,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
                     "this route is not behind the Mandate middleware",
                 )
             })
+    }
+}
+
+/// `Option<Authorized>`: `None` for a route served without the middleware
+/// (e.g. the same handlers mounted unprotected for a load test).
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Authorized {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Authorized>().cloned())
     }
 }
 

@@ -1,0 +1,386 @@
+//! A small customer API (list, read, update and delete customers; a payments
+//! endpoint with an amount) protected by the Mandate middleware, replaying
+//! the seed scenario: alice's support agent delegates read and list on
+//! `/api/customers/*` to a sub-agent, whose requests then get 200 on GET and
+//! 403 — with the reason and the whole delegation chain — on DELETE. Every
+//! decision lands in a signed audit log, verified at the end.
+//!
+//! Run with: `cargo run -p mandate-examples --example customer_api`
+//!
+//! The same server for load tests (`scripts/bench-http.sh`):
+//! - `customer_api serve --listen ADDR --public-key PUBKEY [--no-auth]
+//!   [--no-cache] [--audit-dir DIR]` serves until killed (the audit key is
+//!   generated in memory; its public key is printed);
+//! - `customer_api tokens --key ROOT_KEY_FILE --count N` prints N fresh
+//!   2-hop tokens, one per line, each allowing `read` on customers.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use biscuit_auth::KeyPair;
+use mandate_attenuate::{delegate, Delegation};
+use mandate_issuer::{Issuer, MintRequest};
+use mandate_spec::{parse_private_key, parse_public_key, token_to_text, Grant};
+use mandate_verifier::http::{Authorized, MandateLayer, Route, RouteMap};
+use mandate_verifier::{
+    read_audit_store, verify_entries, AuditLog, AuditOptions, CacheOptions, RevocationStore,
+    RootKeys, Verifier,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("demo") => demo(),
+        Some("serve") => serve(&args[1..]),
+        Some("tokens") => tokens(&args[1..]),
+        Some(other) => Err(format!("unknown command {other:?} (demo, serve, tokens)").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the API
+
+#[derive(Default)]
+struct Customers(Mutex<BTreeMap<u64, Value>>);
+
+impl Customers {
+    fn seeded() -> Arc<Customers> {
+        let c = Customers::default();
+        if let Ok(mut m) = c.0.lock() {
+            for (id, name) in [(41, "Ada"), (42, "Grace"), (43, "Edsger")] {
+                m.insert(id, json!({ "id": id, "name": name, "plan": "pro" }));
+            }
+        }
+        Arc::new(c)
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// The routes, without authorization.
+fn api(customers: Arc<Customers>) -> Router {
+    Router::new()
+        .route("/api/customers", get(list))
+        .route(
+            "/api/customers/{id}",
+            get(read_one).put(update).delete(remove),
+        )
+        .route("/api/payments", post(pay))
+        .with_state(customers)
+}
+
+/// The mapping: the default (GET read, PUT update, DELETE delete, the path as
+/// resource, query parameters typed), plus the list route and the payment's
+/// amount and currency from its JSON body.
+fn mapping() -> RouteMap {
+    RouteMap::new()
+        .route(
+            "GET",
+            "/api/customers",
+            Route::new().action("list").resource("/api/customers/*"),
+        )
+        .route(
+            "POST",
+            "/api/payments",
+            Route::new()
+                .action("pay")
+                .body_param("amount", "amount")
+                .body_param("currency", "currency"),
+        )
+}
+
+fn who(auth: &Option<Authorized>) -> Value {
+    match auth {
+        Some(a) => json!({ "principal": a.principal(), "agent": a.agent() }),
+        None => Value::Null,
+    }
+}
+
+async fn list(
+    State(c): State<Arc<Customers>>,
+    auth: Option<Authorized>,
+    Query(q): Query<ListQuery>,
+) -> Json<Value> {
+    let all: Vec<Value> =
+        c.0.lock()
+            .map(|m| m.values().take(q.limit.unwrap_or(100)).cloned().collect())
+            .unwrap_or_default();
+    Json(json!({ "customers": all, "for": who(&auth) }))
+}
+
+async fn read_one(
+    State(c): State<Arc<Customers>>,
+    auth: Option<Authorized>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, StatusCode> {
+    let found = c.0.lock().ok().and_then(|m| m.get(&id).cloned());
+    found
+        .map(|v| Json(json!({ "customer": v, "for": who(&auth) })))
+        .ok_or(StatusCode::NOT_FOUND)
+}
+
+async fn update(
+    State(c): State<Arc<Customers>>,
+    Path(id): Path<u64>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, StatusCode> {
+    let mut m = c.0.lock().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let entry = m.get_mut(&id).ok_or(StatusCode::NOT_FOUND)?;
+    if let (Some(e), Some(b)) = (entry.as_object_mut(), body.as_object()) {
+        for (k, v) in b {
+            if k != "id" {
+                e.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(Json(entry.clone()))
+}
+
+async fn remove(State(c): State<Arc<Customers>>, Path(id): Path<u64>) -> StatusCode {
+    match c.0.lock().ok().and_then(|mut m| m.remove(&id)) {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn pay(auth: Authorized, Json(body): Json<Value>) -> Json<Value> {
+    Json(json!({ "paid": body["amount"], "currency": body["currency"], "by": auth.agent() }))
+}
+
+// ------------------------------------------------------- the seed scenario
+
+fn demo() -> Result<(), Error> {
+    let dir = std::env::temp_dir().join(format!("mandate-customer-api-{}", std::process::id()));
+    let result = demo_in(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn demo_in(dir: &std::path::Path) -> Result<(), Error> {
+    // The issuer, alice's support agent, its sub-agent, the API's audit key.
+    let issuer = Issuer::new(KeyPair::new());
+    let (support, sub, audit_key) = (KeyPair::new(), KeyPair::new(), KeyPair::new());
+    let root = issuer.mint(&MintRequest {
+        principal: "user:alice".into(),
+        agent: "support-agent".into(),
+        agent_key: support.public(),
+        grant: Grant::parse(
+            &["read,list,update:/api/customers/*", "pay:/api/payments"],
+            &[] as &[&str],
+        )?,
+        ttl: Duration::from_secs(3600),
+        purpose: Some("answer support tickets".into()),
+        max_depth: Some(2),
+    })?;
+    // Offline, the support agent hands read and list to a sub-agent.
+    let hop = delegate(
+        &root.token,
+        &support,
+        &Delegation {
+            agent: "sub-agent".into(),
+            agent_key: sub.public(),
+            grant: Grant::parse(&["read,list:/api/customers/*"], &[] as &[&str])?,
+            ttl: Some(Duration::from_secs(600)),
+            purpose: Some("look up a customer".into()),
+        },
+    )?;
+    let token = token_to_text(&hop.token);
+
+    // The API server: routes behind the middleware, with a revocation list,
+    // the verification cache and a signed audit log.
+    let (id, key) = issuer.keys().public_keys()[0];
+    let audit = AuditLog::open(dir.join("audit"), &audit_key, AuditOptions::default())?;
+    let verifier = Verifier::new(RootKeys::new().with(id, key))
+        .with_revocations(Arc::new(RevocationStore::open(dir.join("revocations"))?))
+        .with_cache(CacheOptions::default())
+        .with_audit(audit.clone());
+    let app = api(Customers::seeded()).layer(MandateLayer::new(verifier, mapping()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    println!("customer API on http://{addr}, protected by Mandate\n");
+
+    let requests = [
+        ("GET", "/api/customers/42", None),
+        ("GET", "/api/customers?limit=2", None),
+        ("DELETE", "/api/customers/42", None),
+        ("PUT", "/api/customers/42", Some(r#"{"plan": "free"}"#)),
+        ("GET", "/api/customers/42", Some("no token")),
+    ];
+    for (method, path, body) in requests {
+        let bearer = if body == Some("no token") {
+            None
+        } else {
+            Some(token.as_str())
+        };
+        let body = body.filter(|b| *b != "no token");
+        let (status, answer) = http(addr, method, path, bearer, body)?;
+        println!("sub-agent: {method} {path} -> {status}");
+        let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+        if status < 300 {
+            println!("  {answer}");
+        } else {
+            println!("  reason: {}", v["reason"].as_str().unwrap_or("-"));
+            if let Some(chain) = v["chain"].as_object() {
+                let path: Vec<String> = std::iter::once(chain["principal"].to_string())
+                    .chain(
+                        chain["hops"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|h| h["agent"].to_string()),
+                    )
+                    .collect();
+                println!("  chain: {}", path.join(" -> "));
+            }
+        }
+    }
+
+    // The auditor's view: every decision, signed and chained.
+    audit.flush()?;
+    let entries = read_audit_store(audit.path())?;
+    let summary = verify_entries(&entries, &audit_key.public())?;
+    println!(
+        "\naudit log: {} records, every signature and link verified (head {})",
+        summary.records,
+        summary.head_hash.unwrap_or_default()
+    );
+    for (_, entry) in &entries {
+        let r = &entry.as_ref().map_err(|e| e.to_string())?.record;
+        println!(
+            "  #{} {:?} {} {} -> {:?}",
+            r.seq,
+            r.request.action,
+            r.request.resource,
+            r.chain.as_ref().map_or("-", |c| c.principal.as_str()),
+            r.decision
+        );
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 request; (status, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), Error> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no HTTP status")?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+// ------------------------------------------------------ load-test helpers
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn serve(args: &[String]) -> Result<(), Error> {
+    let listen: SocketAddr = flag(args, "--listen").unwrap_or("127.0.0.1:8090").parse()?;
+    let no_auth = args.iter().any(|a| a == "--no-auth");
+    let mut app = api(Customers::seeded());
+    if !no_auth {
+        let key = parse_public_key(flag(args, "--public-key").ok_or("--public-key PUBKEY")?)?;
+        let mut verifier = Verifier::new(RootKeys::single(key));
+        if !args.iter().any(|a| a == "--no-cache") {
+            verifier = verifier.with_cache(CacheOptions::default());
+        }
+        if let Some(dir) = flag(args, "--audit-dir") {
+            let audit_key = KeyPair::new();
+            println!("audit key {}", audit_key.public());
+            verifier =
+                verifier.with_audit(AuditLog::open(dir, &audit_key, AuditOptions::default())?);
+        }
+        app = app.layer(MandateLayer::new(verifier, mapping()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+fn tokens(args: &[String]) -> Result<(), Error> {
+    let key_file = flag(args, "--key").ok_or("--key ROOT_KEY_FILE")?;
+    let count: usize = flag(args, "--count").unwrap_or("1").parse()?;
+    let issuer = Issuer::new(parse_private_key(&std::fs::read_to_string(key_file)?)?);
+    let (support, sub) = (KeyPair::new(), KeyPair::new());
+    let grant = Grant::parse(&["read,list:/api/customers/*"], &[] as &[&str])?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for i in 0..count {
+        let root = issuer.mint(&MintRequest {
+            principal: format!("user:{i}"),
+            agent: "support-agent".into(),
+            agent_key: support.public(),
+            grant: grant.clone(),
+            ttl: Duration::from_secs(3600),
+            purpose: None,
+            max_depth: None,
+        })?;
+        let hop = delegate(
+            &root.token,
+            &support,
+            &Delegation {
+                agent: "sub-agent".into(),
+                agent_key: sub.public(),
+                grant: Grant::parse(&["read:/api/customers/*"], &[] as &[&str])?,
+                ttl: None,
+                purpose: None,
+            },
+        )?;
+        writeln!(out, "{}", token_to_text(&hop.token))?;
+    }
+    Ok(())
+}

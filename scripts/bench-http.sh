@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Load benchmark of the HTTP middleware with wrk, on loopback, against the
+# customer API example (examples/examples/customer_api.rs), in one run:
+#   1. no auth            the same routes without the middleware
+#   2. warm               the middleware, one 2-hop token (cache hits)
+#   3. warm + audit       the same, every decision signed into the audit log
+#   4. cold               the middleware, a fresh 2-hop token per request
+# Prints requests/s and p50/p99 latency for each.
+# Usage: ./scripts/bench-http.sh [SECONDS per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+source scripts/env.sh
+command -v wrk >/dev/null || {
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get install -y -qq wrk >/dev/null
+}
+secs="${1:-10}"
+threads=1
+conns=32
+
+cargo build -q -p mandate "${MANDATE_PROFILE_FLAGS[@]}"
+cargo build -q -p mandate-examples --example customer_api "${MANDATE_PROFILE_FLAGS[@]}"
+mandate="$CARGO_TARGET_DIR/release/mandate"
+api="$CARGO_TARGET_DIR/release/examples/customer_api"
+work="$(mktemp -d)"
+server=""
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+root_pub="$("$mandate" keygen --out "$work/root.key")"
+"$api" tokens --key "$work/root.key" --count 1 > "$work/warm.tok"
+# Enough fresh tokens that none repeats within a run (cold ~3-5k req/s here).
+cold_count=$((secs * 6000))
+echo "minting $cold_count fresh 2-hop tokens for the cold run..." >&2
+"$api" tokens --key "$work/root.key" --count "$cold_count" > "$work/cold.tok"
+
+cat > "$work/tokens.lua" <<'LUA'
+-- Each request carries the next token of TOKENS (a file, one per line);
+-- each wrk thread starts at its own offset.
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+local counter = 0
+local offset = 0
+local n = 0
+setup = function(thread)
+  thread:set("offset", n * 1000003)
+  n = n + 1
+end
+request = function()
+  counter = counter + 1
+  local t = tokens[((offset + counter) % #tokens) + 1]
+  return wrk.format("GET", "/api/customers/42", { ["Authorization"] = "Bearer " .. t })
+end
+LUA
+
+start() {
+    "$api" serve --listen 127.0.0.1:0 --public-key "$root_pub" "$@" > "$work/server.out" &
+    server=$!
+    for _ in $(seq 100); do
+        grep -q "listening on" "$work/server.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    addr="$(grep "listening on" "$work/server.out" | sed 's#.*http://##')"
+}
+stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
+
+run() {
+    local name="$1" tokens="$2"
+    local out
+    out="$(TOKENS="$tokens" wrk -t"$threads" -c"$conns" -d"${secs}s" --latency \
+        -s "$work/tokens.lua" "http://$addr/api/customers/42")"
+    local rps p50 p99 non2xx
+    rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
+    p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+    non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
+    printf '| %-14s | %10s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+
+echo "# wrk -t$threads -c$conns -d${secs}s, GET /api/customers/42, loopback, $(nproc) cores"
+printf '| %-14s | %10s | %8s | %8s | %s |\n' "mode" "req/s" "p50" "p99" "non-2xx"
+printf '|----------------|-----------:|---------:|---------:|---|\n'
+start --no-auth;                         run "no auth" "$work/warm.tok";       stop
+start;                                   run "warm" "$work/warm.tok";          stop
+start --audit-dir "$work/audit";         run "warm + audit" "$work/warm.tok";  stop
+start;                                   run "cold" "$work/cold.tok";          stop
