@@ -72,3 +72,9 @@ verify --action read --resource /api/customers/42 --param rows=10 --revocation-d
 show "verify --public-key \$ISSUER_PUB --action read --resource /api/customers/42 --param rows=10 --revocation-db revocations support.tok"
 "$mandate" verify --public-key "$issuer_pub" --action read --resource /api/customers/42 \
     --param rows=10 --revocation-db revocations support.tok
+
+say "An API server embedding the verifier as middleware: a customer API, the same kind of chain, a signed audit log"
+printf '$ cargo run --release -p mandate-examples --example customer_api\n'
+cd - >/dev/null
+cargo build -q -p mandate-examples --example customer_api "${MANDATE_PROFILE_FLAGS[@]}"
+"$CARGO_TARGET_DIR/release/examples/customer_api"
