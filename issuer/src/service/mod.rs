@@ -103,7 +103,9 @@ impl Service {
         for (id, key) in keys.public_keys() {
             trusted = trusted.with(id, key);
         }
-        let verifier = Verifier::new(trusted).with_revocations(store.clone());
+        let verifier = Verifier::new(trusted)
+            .with_revocations(store.clone())
+            .with_cache(mandate_verifier::CacheOptions::default());
         Service {
             issuer: Issuer::with_keys(keys),
             verifier,
