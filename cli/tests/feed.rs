@@ -334,18 +334,52 @@ fn reset_stream(url: &str) {
     });
 }
 
+/// One issuer service and one verifier on a fresh feed, the verifier allowing.
+struct One {
+    s: Scenario,
+    _nats: Nats,
+    url: String,
+    admin: String,
+    issuer: Proc,
+    token: String,
+    v: Proc,
+}
+
+impl One {
+    fn start() -> One {
+        let s = Scenario::new();
+        let nats = Nats::start(&s.path("nats"));
+        let url = nats.url();
+        let admin = admin_token(&s);
+        let issuer = Proc::serve(&s.path("issuer.key"), &s.path("issuer"), &url);
+        let token = s.read("support.tok");
+        let v = Proc::verifierd(&s.issuer_pub, &s.path("v"), &url, &[]);
+        wait_until("the feed", Duration::from_secs(10), || {
+            v.authorize(&token).0 == 200
+        });
+        One {
+            s,
+            _nats: nats,
+            url,
+            admin,
+            issuer,
+            token,
+            v,
+        }
+    }
+}
+
 #[test]
 fn a_message_that_is_not_a_revocation_stops_the_feed_until_an_operator_skips_it() {
-    let s = Scenario::new();
-    let nats = Nats::start(&s.path("nats"));
-    let url = nats.url();
-    let admin = admin_token(&s);
-    let issuer = Proc::serve(&s.path("issuer.key"), &s.path("issuer"), &url);
-    let token = s.read("support.tok");
-    let mut v = Proc::verifierd(&s.issuer_pub, &s.path("v"), &url, &[]);
-    wait_until("the feed", Duration::from_secs(10), || {
-        v.authorize(&token).0 == 200
-    });
+    let One {
+        s,
+        _nats,
+        url,
+        admin,
+        issuer,
+        token,
+        mut v,
+    } = One::start();
 
     publish_raw(&url, b"{\"not\": \"a revocation\"}");
     // Stuck: denies at once (well within the 2 s staleness limit), and says why.
@@ -410,16 +444,15 @@ fn a_message_that_is_not_a_revocation_stops_the_feed_until_an_operator_skips_it(
 
 #[test]
 fn a_reset_stream_stops_the_feed_until_an_operator_resets_the_position() {
-    let s = Scenario::new();
-    let nats = Nats::start(&s.path("nats"));
-    let url = nats.url();
-    let admin = admin_token(&s);
-    let issuer = Proc::serve(&s.path("issuer.key"), &s.path("issuer"), &url);
-    let token = s.read("support.tok");
-    let mut v = Proc::verifierd(&s.issuer_pub, &s.path("v"), &url, &[]);
-    wait_until("the feed", Duration::from_secs(10), || {
-        v.authorize(&token).0 == 200
-    });
+    let One {
+        s,
+        _nats,
+        url,
+        admin,
+        issuer,
+        token,
+        mut v,
+    } = One::start();
     for id in fake_ids(3, 0xd4) {
         assert_eq!(revoke_at(&issuer, &admin, &id, "before"), 200);
     }

@@ -15,8 +15,7 @@
 
 mod common;
 
-use biscuit_auth::datalog::RunLimits;
-use biscuit_auth::{AuthorizerBuilder, Biscuit, KeyPair};
+use biscuit_auth::{Biscuit, KeyPair};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mandate_verifier::{AuditLog, AuditOptions, CacheOptions, RevocationStore, RootKeys, Verifier};
 use std::sync::Arc;
@@ -43,23 +42,7 @@ fn cache(c: &mut Criterion) {
     }
     let biscuit = Biscuit::from(token, chain.root_key).unwrap();
     let limits = cold.limits();
-    let raw = |b: &Biscuit| {
-        let mut builder = AuthorizerBuilder::new();
-        for fact in request.facts() {
-            builder = builder.fact(fact).unwrap();
-        }
-        let mut authorizer = builder
-            .policy("allow if true")
-            .unwrap()
-            .set_limits(RunLimits {
-                max_facts: limits.max_facts,
-                max_iterations: limits.max_iterations,
-                max_time: limits.max_time,
-            })
-            .build(b)
-            .unwrap();
-        authorizer.authorize().is_ok()
-    };
+    let raw = |b: &Biscuit| common::raw_authorize(b, &request, limits).0;
     assert!(raw(&biscuit));
 
     let mut group = c.benchmark_group("cache/depth_2");

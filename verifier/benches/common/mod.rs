@@ -92,6 +92,16 @@ pub(crate) fn raw_biscuit(
     limits: mandate_verifier::Limits,
 ) -> (bool, Authorizer) {
     let biscuit = Biscuit::from(token, root_key).unwrap();
+    raw_authorize(&biscuit, request, limits)
+}
+
+/// Raw biscuit-auth's authorization of an already-parsed token: build the
+/// authorizer with the request facts, the policy and the limits; run it.
+pub(crate) fn raw_authorize(
+    biscuit: &Biscuit,
+    request: &Request,
+    limits: mandate_verifier::Limits,
+) -> (bool, Authorizer) {
     let mut builder = AuthorizerBuilder::new();
     for fact in request.facts() {
         builder = builder.fact(fact).unwrap();
@@ -104,7 +114,7 @@ pub(crate) fn raw_biscuit(
             max_iterations: limits.max_iterations,
             max_time: limits.max_time,
         })
-        .build(&biscuit)
+        .build(biscuit)
         .unwrap();
     let allowed = authorizer.authorize().is_ok();
     (allowed, authorizer)
