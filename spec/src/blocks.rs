@@ -77,8 +77,29 @@ pub fn hop_block(hop: &HopContent<'_>) -> Result<BlockBuilder, SpecError> {
         }
         b = b.fact(fact(vocab::PURPOSE, &[string(p)]))?;
     }
+    b = with_approver_names(b, hop.grant)?;
     for check in grant_checks(hop.grant, Some(hop.expires))? {
         b = b.check(check)?;
+    }
+    Ok(b)
+}
+
+/// One `approver(name, key)` fact per distinct approver key of the grant's
+/// approval rules.
+fn with_approver_names(mut b: BlockBuilder, grant: &Grant) -> Result<BlockBuilder, SpecError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for rule in grant
+        .alternatives
+        .iter()
+        .filter_map(|a| a.approval.as_ref())
+    {
+        if seen.insert(rule.key.clone()) {
+            let key = crate::parse_public_key(&rule.key)?;
+            b = b.fact(fact(
+                vocab::APPROVER,
+                &[string(&rule.approver), bytes(&key.to_bytes())],
+            ))?;
+        }
     }
     Ok(b)
 }

@@ -7,7 +7,7 @@
 //! Decoding does not verify signatures: the verifier does that with Biscuit
 //! first; `inspect` without a root key says it did not.
 
-use crate::datalog::decode_check;
+use crate::datalog::{decode_check, is_holder_check};
 use crate::grant::{rfc3339, Grant};
 use crate::keys::public_key_from_bytes;
 use crate::{vocab, SpecError};
@@ -164,6 +164,27 @@ pub struct Chain {
     /// The earliest expiry along the chain: when the token stops working.
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// Approval blocks appended after the last hop (§14), in token order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+}
+
+/// An approval block: a third-party block signed by an approver, naming the
+/// digest of the one request it approves and until when.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Approval {
+    /// Block index in the token.
+    pub block: usize,
+    /// The key that signed it, `ed25519/<hex>`.
+    pub approver_key: String,
+    /// The approved request's digest (SHA-256, hex; see
+    /// [`crate::Request::approval_digest`]).
+    pub digest: String,
+    /// Until when the approval may be used.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The approval block's revocation id, hex: also what marks it used.
+    pub revocation_id: String,
 }
 
 /// One hop of the chain: who holds the token after it, and what it allows.
@@ -280,6 +301,7 @@ impl Chain {
                 vocab::MAX_DEPTH,
                 vocab::AGENT,
                 vocab::PURPOSE,
+                vocab::APPROVER,
             ],
         )?;
         if root.external_key.is_some() {
@@ -307,8 +329,22 @@ impl Chain {
             },
             next_signer(blocks, 0),
         )?];
+        let mut approvals: Vec<Approval> = Vec::new();
         for (position, block) in blocks.iter().enumerate().skip(1) {
             let current = hops.len() - 1;
+            if let Some(approver) = &block.external_key {
+                if is_approval_block(block) {
+                    approvals.push(approval_from_block(block, approver, current)?);
+                    continue;
+                }
+            }
+            if !approvals.is_empty() {
+                return Err(err(
+                    block.index,
+                    current,
+                    "approval blocks come last: no hop or narrowing after an approval",
+                ));
+            }
             let would_be = if block.external_key.is_some() {
                 current + 1
             } else {
@@ -321,6 +357,7 @@ impl Chain {
                 &[
                     vocab::AGENT,
                     vocab::PURPOSE,
+                    vocab::APPROVER,
                     vocab::TOKEN,
                     vocab::PRINCIPAL,
                     vocab::ISSUED_AT,
@@ -417,6 +454,7 @@ impl Chain {
             max_depth,
             hops,
             expires_at,
+            approvals,
         })
     }
 
@@ -478,6 +516,61 @@ impl fmt::Display for Hop {
         }
         Ok(())
     }
+}
+
+/// A third-party block whose only content is `approval(…)` facts.
+fn is_approval_block(block: &BlockContent) -> bool {
+    !block.facts.is_empty()
+        && block
+            .facts
+            .iter()
+            .all(|f| f.predicate.name == vocab::APPROVAL)
+}
+
+/// Reads an approval block: exactly one `approval(digest, expiry)` fact,
+/// no checks, no rules, no scopes.
+fn approval_from_block(
+    block: &BlockContent,
+    approver: &PublicKey,
+    hop: usize,
+) -> Result<Approval, ChainError> {
+    if !block.checks.is_empty() || !block.rule_heads.is_empty() || !block.scopes.is_empty() {
+        return Err(err(
+            block.index,
+            hop,
+            "an approval block holds one approval(digest, expiry) fact and nothing else",
+        ));
+    }
+    let (digest, expires) = match block.facts.as_slice() {
+        [f] => match f.predicate.terms.as_slice() {
+            [Term::Bytes(d), Term::Date(e)] if d.len() == 32 => (d, *e),
+            _ => {
+                return Err(err(
+                    block.index,
+                    hop,
+                    "approval(digest, expiry) needs a 32-byte digest and a date",
+                ))
+            }
+        },
+        _ => {
+            return Err(err(
+                block.index,
+                hop,
+                "an approval block holds exactly one approval(…) fact",
+            ))
+        }
+    };
+    let expires_at = i64::try_from(expires)
+        .ok()
+        .and_then(|e| OffsetDateTime::from_unix_timestamp(e).ok())
+        .ok_or_else(|| err(block.index, hop, "approval expiry out of range"))?;
+    Ok(Approval {
+        block: block.index,
+        approver_key: approver.to_string(),
+        digest: hex::encode(digest),
+        expires_at,
+        revocation_id: hex::encode(&block.revocation_id),
+    })
 }
 
 /// The key that signed the first delegation hop after `blocks[position]`.
@@ -548,6 +641,10 @@ fn grant_of(block: &BlockContent) -> (Option<OffsetDateTime>, Grant) {
     let mut grant = Grant::default();
     let mut expires_at: Option<OffsetDateTime> = None;
     for check in &block.checks {
+        if is_holder_check(check) {
+            grant.holder_bound = true;
+            continue;
+        }
         match decode_check(check) {
             Some(d) => {
                 if let Some(e) = d.expires {
@@ -558,7 +655,25 @@ fn grant_of(block: &BlockContent) -> (Option<OffsetDateTime>, Grant) {
             None => grant.datalog.push(print_check(check)),
         }
     }
+    // Approval rules carry the approver's key; the block's approver facts
+    // give the name people know it by.
+    for alt in &mut grant.alternatives {
+        if let Some(rule) = alt.approval.as_mut() {
+            rule.approver = approver_name(block, &rule.key)
+                .unwrap_or_else(|| format!("key {}", &rule.key[..rule.key.len().min(20)]));
+        }
+    }
     (expires_at, grant)
+}
+
+fn approver_name(block: &BlockContent, key: &str) -> Option<String> {
+    let key = crate::parse_public_key(key).ok()?.to_bytes();
+    facts_named(block, vocab::APPROVER)
+        .into_iter()
+        .find_map(|terms| match terms.as_slice() {
+            [Term::Str(name), Term::Bytes(k)] if *k == key => Some(name.clone()),
+            _ => None,
+        })
 }
 
 /// A check's Datalog text. Biscuit's printer panics on an expression that is

@@ -16,10 +16,14 @@
 //! (a raw Datalog escape hatch, or a check written by another tool) is
 //! reported as its Datalog text.
 
-use crate::grant::{Alternative, Constraint, Grant, IntCmp, ResourcePattern, Value};
-use crate::vocab::{self, VAR_OPERATION, VAR_RESOURCE, VAR_TIME};
+use crate::grant::{Alternative, ApprovalRule, Constraint, Grant, IntCmp, ResourcePattern, Value};
+use crate::vocab::{
+    self, VAR_APPROVAL_EXPIRY, VAR_DIGEST, VAR_HOLDER, VAR_OPERATION, VAR_RESOURCE, VAR_TIME,
+};
 use crate::SpecError;
-use biscuit_auth::builder::{Binary, Check, CheckKind, Expression, Op, Predicate, Rule, Term};
+use biscuit_auth::builder::{
+    Binary, Check, CheckKind, Expression, Op, Predicate, Rule, Scope, Term,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
@@ -43,15 +47,25 @@ pub fn grant_checks(grant: &Grant, expires: Option<SystemTime>) -> Result<Vec<Ch
             )));
         }
     } else {
-        let queries = grant
-            .alternatives
-            .iter()
-            .map(|alt| alternative_query(alt, expiry))
-            .collect();
+        let mut queries = Vec::new();
+        for alt in &grant.alternatives {
+            match &alt.approval {
+                None => queries.push(alternative_query(alt, expiry)),
+                Some(rule) => approval_queries(alt, rule, expiry, &mut queries)?,
+            }
+        }
         checks.push(Check {
             queries,
             kind: CheckKind::One,
         });
+    }
+    if grant.holder_bound {
+        checks.push(one_query_check(Rule::new(
+            query_head(),
+            vec![pred(vocab::HOLDER, vec![var(VAR_HOLDER)])],
+            vec![],
+            vec![],
+        )));
     }
     for source in &grant.datalog {
         let check = Check::try_from(source.as_str())
@@ -59,6 +73,71 @@ pub fn grant_checks(grant: &Grant, expires: Option<SystemTime>) -> Result<Vec<Ch
         checks.push(check);
     }
     Ok(checks)
+}
+
+/// An alternative with an approval rule (§14) becomes, in the same check:
+/// one query per condition with that condition negated (a request that
+/// fails a condition needs no approval), then the alternative with an
+/// approval: `request_digest($digest), approval($digest, $approved_until),
+/// $time <= $approved_until`, trusting only blocks signed by the approver.
+fn approval_queries(
+    alt: &Alternative,
+    rule: &ApprovalRule,
+    expiry: Option<u64>,
+    out: &mut Vec<Rule>,
+) -> Result<(), SpecError> {
+    let base = Alternative {
+        approval: None,
+        ..alt.clone()
+    };
+    for c in &rule.when {
+        let Constraint::Int { param, cmp, bound } = c else {
+            return Err(SpecError::Grant(
+                "approval conditions are integer bounds".into(),
+            ));
+        };
+        let mut negated = base.clone();
+        negated.constraints.push(Constraint::Int {
+            param: param.clone(),
+            cmp: cmp.negated(),
+            bound: *bound,
+        });
+        out.push(alternative_query(&negated, expiry));
+    }
+    let key = crate::parse_public_key(&rule.key)?;
+    let q = alternative_query(&base, expiry);
+    let mut body = q.body;
+    if !body.iter().any(|p| p.name == vocab::TIME) {
+        body.insert(0, pred(vocab::TIME, vec![var(VAR_TIME)]));
+    }
+    body.push(pred(vocab::REQUEST_DIGEST, vec![var(VAR_DIGEST)]));
+    body.push(pred(
+        vocab::APPROVAL,
+        vec![var(VAR_DIGEST), var(VAR_APPROVAL_EXPIRY)],
+    ));
+    let mut exprs = q.expressions;
+    exprs.push(binary(
+        var(VAR_TIME),
+        var(VAR_APPROVAL_EXPIRY),
+        Binary::LessOrEqual,
+    ));
+    out.push(Rule::new(
+        query_head(),
+        body,
+        exprs,
+        vec![Scope::PublicKey(key)],
+    ));
+    Ok(())
+}
+
+/// Whether a check is the holder-binding check `check if holder($holder)`.
+pub fn is_holder_check(check: &Check) -> bool {
+    matches!(check.queries.as_slice(), [q]
+        if check.kind == CheckKind::One
+            && q.scopes.is_empty()
+            && q.expressions.is_empty()
+            && matches!(q.body.as_slice(), [p] if p.name == vocab::HOLDER
+                && matches!(p.terms.as_slice(), [Term::Variable(_)])))
 }
 
 fn alternative_query(alt: &Alternative, expiry: Option<u64>) -> Rule {
@@ -178,12 +257,17 @@ pub fn decode_check(check: &Check) -> Option<DecodedCheck> {
         return None;
     }
     let mut expires: Option<Option<u64>> = None;
-    let mut alternatives = Vec::new();
+    let mut alternatives: Vec<Alternative> = Vec::new();
     for q in &check.queries {
-        if !q.scopes.is_empty() || q.head.name != "query" || !q.head.terms.is_empty() {
+        if q.head.name != "query" || !q.head.terms.is_empty() {
             return None;
         }
-        let (exp, alt) = decode_query(q)?;
+        let (exp, alt) = if q.scopes.is_empty() {
+            decode_query(q)?
+        } else {
+            let (exp, alt) = decode_approval_query(q)?;
+            (exp, Some(absorb_negations(&mut alternatives, alt)))
+        };
         match expires {
             None => expires = Some(exp),
             Some(prev) if prev == exp => {}
@@ -203,6 +287,123 @@ pub fn decode_check(check: &Check) -> Option<DecodedCheck> {
         expires,
         alternatives,
     })
+}
+
+/// An approval query: exactly one `trusting <key>` scope, the canonical
+/// alternative, and `request_digest($d), approval($d, $u), $time <= $u`.
+/// Returns the alternative with an approval rule (approver name empty: the
+/// block's `approver` facts name it).
+fn decode_approval_query(q: &Rule) -> Option<(Option<u64>, Alternative)> {
+    let [Scope::PublicKey(key)] = q.scopes.as_slice() else {
+        return None;
+    };
+    let mut body = q.body.clone();
+    let approval = body.pop()?;
+    let digest = body.pop()?;
+    let (d, u) = match (
+        digest.name.as_str(),
+        digest.terms.as_slice(),
+        approval.name.as_str(),
+        approval.terms.as_slice(),
+    ) {
+        (
+            vocab::REQUEST_DIGEST,
+            [Term::Variable(d)],
+            vocab::APPROVAL,
+            [Term::Variable(d2), Term::Variable(u)],
+        ) if d == d2 && d != u => (d.clone(), u.clone()),
+        _ => return None,
+    };
+    let mut exprs = q.expressions.clone();
+    let last = exprs.pop()?;
+    let time_var = body
+        .iter()
+        .find_map(|p| match (p.name.as_str(), p.terms.as_slice()) {
+            (vocab::TIME, [Term::Variable(t)]) => Some(t.clone()),
+            _ => None,
+        })?;
+    match last.ops.as_slice() {
+        [Op::Value(Term::Variable(t)), Op::Value(Term::Variable(x)), Op::Binary(Binary::LessOrEqual)]
+            if *t == time_var && *x == u => {}
+        _ => return None,
+    }
+    // The approval variables are used nowhere else.
+    let uses = |v: &str| {
+        body.iter().any(|p| {
+            p.terms
+                .iter()
+                .any(|t| matches!(t, Term::Variable(x) if x == v))
+        }) || exprs.iter().any(|e| {
+            e.ops
+                .iter()
+                .any(|o| matches!(o, Op::Value(Term::Variable(x)) if x == v))
+        })
+    };
+    if uses(&d) || uses(&u) {
+        return None;
+    }
+    // Without an expiry or time constraint the time predicate was added for
+    // the approval alone: the alternative is decoded without it.
+    let plain = Rule::new(query_head(), body.clone(), exprs.clone(), vec![]);
+    let (exp, alt) = match decode_query(&plain)? {
+        (exp, Some(alt)) => (exp, alt),
+        (_, None) => return None,
+    };
+    Some((
+        exp,
+        Alternative {
+            approval: Some(ApprovalRule {
+                approver: String::new(),
+                key: crate::format_public_key(key),
+                when: Vec::new(),
+            }),
+            ..alt
+        },
+    ))
+}
+
+/// Takes back, from the end of `alternatives`, the queries an approval rule
+/// wrote before its approval query: the same alternative with one more
+/// integer bound, the negation of one of the rule's conditions.
+fn absorb_negations(alternatives: &mut Vec<Alternative>, mut approved: Alternative) -> Alternative {
+    let mut when = Vec::new();
+    while let Some(last) = alternatives.last() {
+        let Some(extra) = one_more_int_bound(&approved, last) else {
+            break;
+        };
+        when.push(extra);
+        alternatives.pop();
+    }
+    when.reverse();
+    if let Some(rule) = approved.approval.as_mut() {
+        rule.when = when;
+    }
+    approved
+}
+
+/// `candidate` is `base` (without its approval) plus exactly one integer
+/// bound: that bound, negated back into the condition it stands for.
+fn one_more_int_bound(base: &Alternative, candidate: &Alternative) -> Option<Constraint> {
+    if candidate.approval.is_some()
+        || candidate.actions != base.actions
+        || candidate.resource != base.resource
+        || candidate.constraints.len() != base.constraints.len() + 1
+    {
+        return None;
+    }
+    let mut rest = candidate.constraints.clone();
+    for c in &base.constraints {
+        let i = rest.iter().position(|r| r == c)?;
+        rest.remove(i);
+    }
+    match rest.pop()? {
+        Constraint::Int { param, cmp, bound } => Some(Constraint::Int {
+            param,
+            cmp: cmp.negated(),
+            bound,
+        }),
+        _ => None,
+    }
 }
 
 fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
@@ -325,6 +526,7 @@ fn decode_query(q: &Rule) -> Option<(Option<u64>, Option<Alternative>)> {
                 actions,
                 resource,
                 constraints,
+                approval: None,
             }),
         )),
         (None, None) if constraints.is_empty() && params.is_empty() => Some((expiry, None)),
@@ -457,6 +659,67 @@ mod tests {
                 "n>0",
             ],
         );
+    }
+
+    #[test]
+    fn approval_rules_and_holder_binding_round_trip() {
+        let key = biscuit_auth::KeyPair::new().public();
+        for (allow, wh, rule) in [
+            (
+                vec!["pay:/api/payments"],
+                vec!["amount<=1000"],
+                format!("pay when amount>100 by finance={key}"),
+            ),
+            (
+                vec!["pay,refund:/api/payments/*"],
+                vec![],
+                format!("pay when amount>100 and amount<5000 by finance={key}"),
+            ),
+            (vec!["deploy:/prod"], vec![], format!("deploy by ops={key}")),
+        ] {
+            let mut grant = Grant::parse(&allow, &wh)
+                .unwrap()
+                .with_approval(&rule)
+                .unwrap();
+            grant.holder_bound = true;
+            for exp in [None, Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000))] {
+                let checks = grant_checks(&grant, exp).unwrap();
+                assert_eq!(checks.len(), 2);
+                assert!(is_holder_check(&checks[1]));
+                let text = checks[0].to_string();
+                let reparsed = Check::try_from(text.as_str()).unwrap();
+                let decoded =
+                    decode_check(&reparsed).unwrap_or_else(|| panic!("not decoded: {text}"));
+                let mut want = grant.alternatives.clone();
+                for a in &mut want {
+                    if let Some(r) = a.approval.as_mut() {
+                        r.approver = String::new();
+                    }
+                }
+                assert_eq!(decoded.alternatives, want, "{text}");
+            }
+        }
+        // Splitting: refund keeps no approval rule.
+        let g = Grant::parse(&["pay,refund:/p"], &[] as &[&str])
+            .unwrap()
+            .with_approval(&format!("pay when amount>1 by f={key}"))
+            .unwrap();
+        assert_eq!(g.alternatives.len(), 2);
+        assert!(g.alternatives[0].approval.is_none());
+        assert!(g.alternatives[1].approval.is_some());
+        // Only integer bounds as conditions; the actions must be allowed.
+        assert!(Grant::parse(&["pay:/p"], &[] as &[&str])
+            .unwrap()
+            .with_approval(&format!("pay when to=x by f={key}"))
+            .is_err());
+        assert!(Grant::parse(&["pay:/p"], &[] as &[&str])
+            .unwrap()
+            .with_approval(&format!("read by f={key}"))
+            .is_err());
+        assert!(Grant::parse(&["pay:/p"], &[] as &[&str])
+            .unwrap()
+            .with_approval("pay by f=nokey")
+            .is_err());
     }
 
     #[test]

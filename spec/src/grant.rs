@@ -11,7 +11,12 @@
 //!   more non-empty path segment) or `PREFIX/**` (one or more segments);
 //! - a constraint: `PARAM<=N`, `PARAM<N`, `PARAM>=N`, `PARAM>N`, `PARAM=VALUE`,
 //!   `PARAM starts-with TEXT`, `PARAM ends-with TEXT`, `PARAM in A|B|C`,
-//!   `time>=RFC3339`, `time<=RFC3339`.
+//!   `time>=RFC3339`, `time<=RFC3339`;
+//! - an approval rule: `ACTION[,ACTION…] when CONDITION[ and CONDITION…] by
+//!   NAME=PUBKEY`, e.g. `pay when amount>100 by finance=ed25519/…`, where each
+//!   condition is an integer bound (`PARAM<=N`, `<`, `>=`, `>`): requests for
+//!   those actions that meet every condition need an approval signed by that
+//!   key (specification §14).
 
 use crate::{request::check_resource, SpecError};
 use serde::{Deserialize, Serialize};
@@ -38,6 +43,10 @@ pub struct Grant {
     /// Each must pass in addition to the alternatives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub datalog: Vec<String>,
+    /// Every request must carry a fresh proof signed by the final holder's
+    /// key (holder binding, specification §15).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holder_bound: bool,
 }
 
 /// One way a request can be allowed: actions × resource pattern × constraints.
@@ -50,6 +59,23 @@ pub struct Alternative {
     /// Constraints on the request's parameters and time; all must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
+    /// Requests within this alternative that meet the rule's conditions
+    /// also need an approval signed by the rule's approver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRule>,
+}
+
+/// Who must approve which requests of an alternative.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRule {
+    /// The approver's name, for people (e.g. `finance`).
+    pub approver: String,
+    /// The approver's Ed25519 public key, `ed25519/<hex>`.
+    pub key: String,
+    /// Integer bounds that all hold for requests needing approval (none:
+    /// every request of the alternative).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Constraint>,
 }
 
 /// Which resources an alternative covers.
@@ -170,6 +196,16 @@ impl fmt::Display for Value {
 }
 
 impl IntCmp {
+    /// The comparison that holds exactly when this one does not.
+    pub fn negated(self) -> IntCmp {
+        match self {
+            IntCmp::Le => IntCmp::Gt,
+            IntCmp::Lt => IntCmp::Ge,
+            IntCmp::Ge => IntCmp::Lt,
+            IntCmp::Gt => IntCmp::Le,
+        }
+    }
+
     fn symbol(self) -> &'static str {
         match self {
             IntCmp::Le => "<=",
@@ -185,8 +221,48 @@ impl Grant {
     pub fn single(alternative: Alternative) -> Grant {
         Grant {
             alternatives: vec![alternative],
-            datalog: Vec::new(),
+            ..Grant::default()
         }
+    }
+
+    /// Adds an approval rule (`ACTIONS when CONDITIONS by NAME=PUBKEY`):
+    /// every alternative allowing some of the rule's actions is split into
+    /// those actions (with the rule) and the others (unchanged).
+    pub fn with_approval(mut self, rule_text: &str) -> Result<Grant, SpecError> {
+        let (actions, rule) = ApprovalRule::parse(rule_text)?;
+        let mut out = Vec::new();
+        let mut applied = false;
+        for alt in self.alternatives {
+            let (hit, rest): (BTreeSet<String>, BTreeSet<String>) = alt
+                .actions
+                .iter()
+                .cloned()
+                .partition(|a| actions.contains(a));
+            if hit.is_empty() || alt.approval.is_some() {
+                out.push(alt);
+                continue;
+            }
+            applied = true;
+            if !rest.is_empty() {
+                out.push(Alternative {
+                    actions: rest,
+                    ..alt.clone()
+                });
+            }
+            out.push(Alternative {
+                actions: hit,
+                approval: Some(rule.clone()),
+                ..alt
+            });
+        }
+        if !applied {
+            return Err(SpecError::Grant(format!(
+                "approval rule {:?}: no --allow alternative has any of its actions",
+                clip(rule_text)
+            )));
+        }
+        self.alternatives = out;
+        Ok(self)
     }
 
     /// Builds a grant from CLI-style text: each `allow` is
@@ -215,7 +291,7 @@ impl Grant {
             .collect::<Result<Vec<_>, SpecError>>()?;
         Ok(Grant {
             alternatives,
-            datalog: Vec::new(),
+            ..Grant::default()
         })
     }
 
@@ -230,7 +306,19 @@ impl Grant {
 
     /// True when the grant restricts nothing by itself.
     pub fn is_empty(&self) -> bool {
-        self.alternatives.is_empty() && self.datalog.is_empty()
+        self.alternatives.is_empty() && self.datalog.is_empty() && !self.holder_bound
+    }
+
+    /// The approval rules of the alternatives that allow `request` and whose
+    /// conditions it meets: the approvals it needs at this hop (evaluated in
+    /// Rust; the Datalog encoding enforces the same, §14).
+    pub fn approvals_needed(&self, request: &crate::Request) -> Vec<&ApprovalRule> {
+        self.alternatives
+            .iter()
+            .filter(|a| a.allows(request))
+            .filter_map(|a| a.approval.as_ref())
+            .filter(|r| r.when.iter().all(|c| c.holds(request)))
+            .collect()
     }
 }
 
@@ -248,6 +336,7 @@ impl Alternative {
             actions,
             resource: ResourcePattern::parse(pattern.trim())?,
             constraints: Vec::new(),
+            approval: None,
         };
         alt.validate()?;
         Ok(alt)
@@ -265,6 +354,9 @@ impl Alternative {
         self.resource.validate()?;
         for c in &self.constraints {
             c.validate()?;
+        }
+        if let Some(rule) = &self.approval {
+            rule.validate()?;
         }
         Ok(())
     }
@@ -548,6 +640,80 @@ impl fmt::Display for Alternative {
         write!(f, "{}:{}", actions.join(","), self.resource)?;
         for c in &self.constraints {
             write!(f, " where {c}")?;
+        }
+        if let Some(rule) = &self.approval {
+            write!(f, ", approval by {}", rule.approver)?;
+            if !rule.when.is_empty() {
+                let when: Vec<String> = rule.when.iter().map(|c| c.to_string()).collect();
+                write!(f, " when {}", when.join(" and "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ApprovalRule {
+    /// Parses `ACTION[,ACTION…] when CONDITION[ and CONDITION…] by
+    /// NAME=PUBKEY` (or without `when …`: every request of those actions);
+    /// returns the actions and the rule.
+    pub fn parse(text: &str) -> Result<(BTreeSet<String>, ApprovalRule), SpecError> {
+        let bad = |why: &str| {
+            SpecError::Grant(format!(
+                "approval rule {:?}: {why} (expected e.g. 'pay when amount>100 by finance=ed25519/<hex>')",
+                clip(text)
+            ))
+        };
+        let (head, by) = text
+            .rsplit_once(" by ")
+            .ok_or_else(|| bad("no ` by NAME=PUBKEY`"))?;
+        let (name, key) = by
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| bad("the approver is NAME=PUBKEY"))?;
+        let key = crate::parse_public_key(key.trim()).map_err(|e| bad(&e.to_string()))?;
+        let (actions, when) = match head.split_once(" when ") {
+            Some((a, w)) => (a, Some(w)),
+            None => (head, None),
+        };
+        let actions: BTreeSet<String> = actions
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if actions.is_empty() {
+            return Err(bad("name at least one action"));
+        }
+        for a in &actions {
+            validate_name("action", a)?;
+        }
+        let when = match when {
+            None => Vec::new(),
+            Some(w) => w
+                .split(" and ")
+                .map(Constraint::parse)
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let rule = ApprovalRule {
+            approver: name.trim().to_string(),
+            key: crate::format_public_key(&key),
+            when,
+        };
+        rule.validate()?;
+        Ok((actions, rule))
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        validate_name("approver name", &self.approver)?;
+        crate::parse_public_key(&self.key)?;
+        for c in &self.when {
+            match c {
+                Constraint::Int { .. } => c.validate()?,
+                other => {
+                    return Err(SpecError::Grant(format!(
+                        "approval conditions are integer bounds (amount>100), got {other}"
+                    )))
+                }
+            }
         }
         Ok(())
     }

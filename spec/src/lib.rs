@@ -35,16 +35,16 @@ pub mod vocab;
 
 pub use blocks::{hop_block, narrowing_block, root_block, HopContent, RootContent};
 pub use chain::{
-    decode_blocks, decode_verified_blocks, BlockContent, Chain, ChainError, ChainErrorKind, Hop,
-    Narrowing, Signer,
+    decode_blocks, decode_verified_blocks, Approval, BlockContent, Chain, ChainError,
+    ChainErrorKind, Hop, Narrowing, Signer,
 };
-pub use datalog::{decode_check, grant_checks, DecodedCheck};
+pub use datalog::{decode_check, grant_checks, is_holder_check, DecodedCheck};
 pub use duration::parse_duration;
 pub use encoding::{token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{
-    resource_parent, Alternative, Constraint, Grant, IntCmp, ResourcePattern, Value, MAX_NAME_LEN,
-    MAX_VALUE_LEN,
+    resource_parent, Alternative, ApprovalRule, Constraint, Grant, IntCmp, ResourcePattern, Value,
+    MAX_NAME_LEN, MAX_VALUE_LEN,
 };
 pub use keys::{
     format_private_key, format_public_key, parse_private_key, parse_public_key,

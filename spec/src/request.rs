@@ -3,8 +3,9 @@
 
 use crate::grant::{clip, validate_name, Value, MAX_NAME_LEN, MAX_VALUE_LEN};
 use crate::{vocab, SpecError};
-use biscuit_auth::builder::{date, fact, int, string, Fact, Term};
+use biscuit_auth::builder::{bytes, date, fact, int, string, Fact, Term};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,6 +48,34 @@ impl Request {
     pub fn at(mut self, time: SystemTime) -> Request {
         self.time = time;
         self
+    }
+
+    /// SHA-256 over a domain prefix and the canonical JSON of the request's
+    /// action, resource and parameters (not its time): what an approval
+    /// names, binding it to this exact action (§14).
+    pub fn approval_digest(&self) -> [u8; 32] {
+        #[derive(Serialize)]
+        struct Bound<'a> {
+            action: &'a str,
+            resource: &'a str,
+            params: &'a BTreeMap<String, Value>,
+        }
+        let json = serde_json::to_vec(&Bound {
+            action: &self.action,
+            resource: &self.resource,
+            params: &self.params,
+        })
+        .unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(b"mandate-approval-v1\n");
+        h.update(json);
+        h.finalize().into()
+    }
+
+    /// The `request_digest` fact the verifier adds for tokens with approval
+    /// rules.
+    pub fn digest_fact(&self) -> Fact {
+        fact(vocab::REQUEST_DIGEST, &[bytes(&self.approval_digest())])
     }
 
     /// The request time as Unix seconds.

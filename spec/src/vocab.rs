@@ -17,8 +17,22 @@ pub const PARAM: &str = "param";
 /// `time($t)`: the request time.
 pub const TIME: &str = "time";
 
+/// `request_digest($bytes)`: SHA-256 of the request's action, resource and
+/// parameters, which an approval names (§14).
+pub const REQUEST_DIGEST: &str = "request_digest";
+/// `holder($key)`: the final holder's Ed25519 key, supplied only when the
+/// request carries a valid proof of possession signed by it (§15).
+pub const HOLDER: &str = "holder";
+
 /// Predicates that only the verifier may supply.
-pub const RESERVED: [&str; 4] = [OPERATION, RESOURCE, PARAM, TIME];
+pub const RESERVED: [&str; 6] = [OPERATION, RESOURCE, PARAM, TIME, REQUEST_DIGEST, HOLDER];
+
+/// `approval($digest, $expires)`: the one fact of an approval block, a
+/// third-party block signed by the approver (§14).
+pub const APPROVAL: &str = "approval";
+/// `approver($name, $key)` (root or hop, optional): the name of an approver
+/// key the block's approval rules use, for people.
+pub const APPROVER: &str = "approver";
 
 /// `token($id)` (root only): the token id, a UUID v4 string.
 pub const TOKEN: &str = "token";
@@ -43,3 +57,9 @@ pub(crate) const VAR_TIME: &str = "time";
 pub(crate) const VAR_OPERATION: &str = "operation";
 /// Variable bound to the resource (or its last segment).
 pub(crate) const VAR_RESOURCE: &str = "resource";
+/// Variable bound to the request digest in approval queries.
+pub(crate) const VAR_DIGEST: &str = "digest";
+/// Variable bound to an approval's expiry.
+pub(crate) const VAR_APPROVAL_EXPIRY: &str = "approved_until";
+/// Variable bound to the proven holder key.
+pub(crate) const VAR_HOLDER: &str = "holder";

@@ -91,13 +91,14 @@ fn alternative() -> impl Strategy<Value = Alternative> {
             actions,
             resource,
             constraints,
+            approval: None,
         })
 }
 
 fn grant_of(alternatives: impl Strategy<Value = Vec<Alternative>>) -> impl Strategy<Value = Grant> {
     alternatives.prop_map(|alternatives| Grant {
         alternatives,
-        datalog: Vec::new(),
+        ..Grant::default()
     })
 }
 
@@ -146,7 +147,7 @@ fn parent_and_child() -> impl Strategy<Value = (Grant, Grant)> {
                 alts.extend(extra);
                 Grant {
                     alternatives: alts,
-                    datalog: Vec::new(),
+                    ..Grant::default()
                 }
             }),
         ];
@@ -478,7 +479,7 @@ fn a_type_error_in_an_earlier_alternative_denies_even_if_a_later_one_allows() {
                 ..g.alternatives[1].clone()
             },
         ],
-        datalog: Vec::new(),
+        ..Grant::default()
     };
     let req = Request::new("read", "/api/a/1").param("n", "1");
     assert!(reference_allows(&g, &req), "the second alternative allows");
@@ -489,7 +490,7 @@ fn a_type_error_in_an_earlier_alternative_denies_even_if_a_later_one_allows() {
     // With the alternatives the other way round, the match comes first.
     let swapped = Grant {
         alternatives: g.alternatives.iter().rev().cloned().collect(),
-        datalog: Vec::new(),
+        ..Grant::default()
     };
     assert_eq!(hop_model(&swapped, &req), Ok(true));
     mandate_tests::assert_allowed(&Family::mint(swapped).authorize(&req));
