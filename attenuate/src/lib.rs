@@ -38,8 +38,10 @@
 //! assert_eq!(child.chain.holder().agent, "research");
 //! ```
 
+mod approval;
 mod error;
 
+pub use approval::{approve, attach_approval};
 pub use error::AttenuateError;
 
 use biscuit_auth::{KeyPair, PublicKey, UnverifiedBiscuit};

@@ -30,6 +30,7 @@ mod encoding;
 mod error;
 mod grant;
 mod keys;
+mod proof;
 mod request;
 pub mod vocab;
 
@@ -50,6 +51,7 @@ pub use keys::{
     format_private_key, format_public_key, parse_private_key, parse_public_key,
     public_key_from_bytes,
 };
+pub use proof::{HolderProof, ProofSubject, PROOF_HEADER};
 pub use request::{check_resource, Request, MAX_PARAMS};
 
 /// Re-export of the biscuit-auth version this crate is built on, so users

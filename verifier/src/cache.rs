@@ -40,6 +40,10 @@ pub(crate) struct Verified {
     pub(crate) blocks: usize,
     /// The token's Datalog, loaded once, ready for a request's facts.
     pub(crate) prepared: Prepared,
+    /// Some hop has an approval rule: requests carry their digest.
+    pub(crate) has_approval_rules: bool,
+    /// Some hop requires proof of possession.
+    pub(crate) holder_required: bool,
 }
 
 /// A bounded, time-limited map from SHA-256(token bytes) to [`Verified`].

@@ -20,9 +20,39 @@ pub struct Decision {
     /// (shared: a cached token's chain is not copied per request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<Arc<Chain>>,
+    /// For `needs_approval`: what must be approved, by whom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalNeeded>,
 }
 
-/// Allow or deny.
+/// What a `needs_approval` decision asks for: an approval block signed by
+/// one of `approvers` naming `digest`, appended to the token (§14).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApprovalNeeded {
+    /// Who must approve (all of them, when several hops ask).
+    pub approvers: Vec<Approver>,
+    /// The request's digest (hex): what the approval must name.
+    pub digest: String,
+    /// A suggested end of the approval's validity (short).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: time::OffsetDateTime,
+    /// The token's third-party block request (base64), which the approver
+    /// signs the approval block against: it binds the approval to this token.
+    pub third_party_request: String,
+}
+
+/// An approver an approval rule names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Approver {
+    /// Its name (e.g. `finance`).
+    pub name: String,
+    /// Its key, `ed25519/<hex>`.
+    pub key: String,
+    /// The hop whose rule asks for it.
+    pub hop: usize,
+}
+
+/// Allow, deny, or needs approval.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -30,6 +60,9 @@ pub enum Outcome {
     Allow,
     /// Something failed; see [`Denial`].
     Deny,
+    /// Allowed by every grant, but an approval rule asks for an approval not
+    /// attached yet; see [`Decision::approval`].
+    NeedsApproval,
 }
 
 /// Why a request was denied, structured.
@@ -83,6 +116,26 @@ pub enum DenialKind {
     NotAllowed,
     /// Datalog evaluation failed or exceeded its limits; denied to fail closed.
     Evaluation,
+    /// An approval rule asks for an approval the token does not carry yet
+    /// (the outcome is `needs_approval`).
+    NeedsApproval,
+    /// The attached approval names another request (other action, resource
+    /// or parameters).
+    ApprovalMismatch,
+    /// The attached approval has expired.
+    ApprovalExpired,
+    /// The attached approval is signed by a key the rule does not name.
+    ApprovalWrongApprover,
+    /// The attached approval was already used: approvals are single-use.
+    ApprovalReplayed,
+    /// The token requires proof of possession and the request carries none.
+    ProofMissing,
+    /// The proof of possession is stale, replayed, malformed, or not signed
+    /// by the final holder's key.
+    ProofInvalid,
+    /// The record of used approvals and nonces is missing or cannot be
+    /// read; denied to fail closed.
+    ReplayRecordUnavailable,
 }
 
 impl Decision {
@@ -91,12 +144,18 @@ impl Decision {
         self.decision == Outcome::Allow
     }
 
+    /// True when the only thing missing is an approval.
+    pub fn needs_approval(&self) -> bool {
+        self.decision == Outcome::NeedsApproval
+    }
+
     pub(crate) fn allow(request: Request, chain: Arc<Chain>) -> Decision {
         Decision {
             decision: Outcome::Allow,
             denial: None,
             request,
             chain: Some(chain),
+            approval: None,
         }
     }
 
@@ -106,6 +165,7 @@ impl Decision {
             denial: Some(denial),
             request,
             chain,
+            approval: None,
         }
     }
 }
@@ -125,9 +185,10 @@ impl Denial {
 
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.denial {
-            None => write!(f, "allowed")?,
-            Some(d) => write!(f, "denied: {}", d.reason)?,
+        match (&self.denial, self.decision) {
+            (None, _) => write!(f, "allowed")?,
+            (Some(d), Outcome::NeedsApproval) => write!(f, "needs approval: {}", d.reason)?,
+            (Some(d), _) => write!(f, "denied: {}", d.reason)?,
         }
         if let Some(chain) = &self.chain {
             write!(f, " (chain: {chain})")?;

@@ -50,6 +50,7 @@
 //! assert!(denial.reason.contains("action \"list\" is not allowed"), "{}", denial.reason);
 //! ```
 
+mod approval;
 mod audit;
 mod cache;
 mod decision;
@@ -57,10 +58,12 @@ mod error;
 mod explain;
 #[cfg(feature = "feed")]
 mod feed;
+mod holder;
 #[cfg(feature = "http")]
 pub mod http;
 mod keys;
 mod prepared;
+mod replay;
 mod revocation;
 mod verifier;
 mod wire;
@@ -71,14 +74,16 @@ pub use audit::{
     Seal, GENESIS_HASH,
 };
 pub use cache::CacheOptions;
-pub use decision::{Decision, Denial, DenialKind, Outcome};
+pub use decision::{ApprovalNeeded, Approver, Decision, Denial, DenialKind, Outcome};
 pub use error::VerifierError;
 #[cfg(feature = "feed")]
 pub use feed::{
     spawn_feed, FeedConfig, FeedCredentials, FeedError, FeedHandle, FeedList, FeedPublisher,
     FeedState,
 };
+pub use holder::{Presented, DEFAULT_PROOF_SKEW};
 pub use keys::RootKeys;
+pub use replay::{ReplayGuard, Use};
 pub use revocation::{Revocation, RevocationStore, StoreOptions, Target};
 pub use verifier::{revocation_targets, Limits, RevocationList, RevocationObserver, Verifier};
 pub use wire::AuthorizeRequest;

@@ -20,6 +20,7 @@
 //! other.
 
 use crate::verifier::Limits;
+use biscuit_auth::builder::Fact;
 use biscuit_auth::builder::{CheckKind, Convert};
 use biscuit_auth::datalog::{Check, Origin, RunLimits, SymbolTable, TrustedOrigins, World};
 use biscuit_auth::error::{FailedBlockCheck, FailedCheck, Logic, MatchedPolicy, RunLimit, Token};
@@ -77,19 +78,35 @@ impl Prepared {
         self.loaded.is_some()
     }
 
-    /// Runs every check of every block with the request's facts (policy
-    /// `allow if true`) within `limits`: `Ok` when all pass.
-    pub(crate) fn run(&self, request: &Request, limits: Limits) -> Result<(), Token> {
+    /// The token as biscuit-auth parsed it.
+    pub(crate) fn biscuit(&self) -> &Biscuit {
+        &self.biscuit
+    }
+
+    /// Runs every check of every block with the request's facts and `extra`
+    /// verifier facts (policy `allow if true`) within `limits`: `Ok` when
+    /// all pass.
+    pub(crate) fn run(
+        &self,
+        request: &Request,
+        extra: &[Fact],
+        limits: Limits,
+    ) -> Result<(), Token> {
         match &self.loaded {
-            Some(loaded) if loaded.run(request, limits).is_ok() => Ok(()),
-            _ => self.run_biscuit(request, limits),
+            Some(loaded) if loaded.run(request, extra, limits).is_ok() => Ok(()),
+            _ => self.run_biscuit(request, extra, limits),
         }
     }
 
     /// The same decision through biscuit-auth's authorizer alone.
-    pub(crate) fn run_biscuit(&self, request: &Request, limits: Limits) -> Result<(), Token> {
+    pub(crate) fn run_biscuit(
+        &self,
+        request: &Request,
+        extra: &[Fact],
+        limits: Limits,
+    ) -> Result<(), Token> {
         let mut builder = AuthorizerBuilder::new();
-        for fact in request.facts() {
+        for fact in request.facts().into_iter().chain(extra.iter().cloned()) {
             builder = builder.fact(fact)?;
         }
         let mut authorizer = builder
@@ -106,7 +123,7 @@ impl Prepared {
         request: &Request,
         limits: Limits,
     ) -> Option<Result<(), Token>> {
-        self.loaded.as_ref().map(|l| l.run(request, limits))
+        self.loaded.as_ref().map(|l| l.run(request, &[], limits))
     }
 }
 
@@ -159,13 +176,13 @@ fn load(blocks: &[BlockContent]) -> Option<Loaded> {
 }
 
 impl Loaded {
-    fn run(&self, request: &Request, limits: Limits) -> Result<(), Token> {
+    fn run(&self, request: &Request, extra: &[Fact], limits: Limits) -> Result<(), Token> {
         let start = Instant::now();
         let mut symbols = self.symbols.clone();
         let mut world = self.world.clone();
         let mut authorizer = Origin::default();
         authorizer.insert(usize::MAX);
-        for fact in request.facts() {
+        for fact in request.facts().iter().chain(extra) {
             world.facts.insert(&authorizer, fact.convert(&mut symbols));
         }
         world.run_with_limits(&symbols, run_limits(limits))?;
@@ -298,10 +315,10 @@ mod tests {
         ];
         for (req, allowed) in cases {
             let loaded = p.run_loaded(&req, limits).unwrap();
-            let full = p.run_biscuit(&req, limits);
+            let full = p.run_biscuit(&req, &[], limits);
             assert_eq!(loaded.is_ok(), allowed, "{req:?}: {loaded:?}");
             assert_eq!(full.is_ok(), allowed, "{req:?}: {full:?}");
-            assert_eq!(p.run(&req, limits).is_ok(), allowed);
+            assert_eq!(p.run(&req, &[], limits).is_ok(), allowed);
         }
     }
 
@@ -313,10 +330,10 @@ mod tests {
         // No blocks at all would be a world without checks: never loaded.
         let p = Prepared::load(biscuit.clone(), &[]);
         assert!(!p.is_loaded());
-        assert!(p.run(&req, Limits::default()).is_err());
+        assert!(p.run(&req, &[], Limits::default()).is_err());
         // Some blocks only: never loaded either.
         let p = Prepared::load(biscuit, &blocks[..1]);
         assert!(!p.is_loaded());
-        assert!(p.run(&req, Limits::default()).is_err());
+        assert!(p.run(&req, &[], Limits::default()).is_err());
     }
 }

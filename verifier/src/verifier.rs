@@ -1,12 +1,15 @@
 //! The authorization pipeline.
 
+use crate::approval;
 use crate::audit::{AuditEvent, AuditSink};
 use crate::cache::{CacheOptions, VerificationCache, Verified};
 use crate::decision::{Decision, Denial, DenialKind};
 use crate::error::VerifierError;
 use crate::explain;
+use crate::holder::{self, Presented, DEFAULT_PROOF_SKEW};
 use crate::keys::RootKeys;
 use crate::prepared::Prepared;
+use crate::replay::{ReplayGuard, Use};
 use crate::revocation::{Revocation, RevocationStore, Target};
 use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
 use biscuit_auth::Biscuit;
@@ -135,6 +138,8 @@ pub struct Verifier {
     revocations: Option<Arc<dyn RevocationList>>,
     cache: Option<VerificationCache>,
     audit: Option<Arc<dyn AuditSink>>,
+    replay: Option<Arc<ReplayGuard>>,
+    proof_skew: Duration,
     policy_notes: Vec<String>,
     policy_hash: Arc<str>,
 }
@@ -162,6 +167,8 @@ impl Verifier {
             revocations: None,
             cache: None,
             audit: None,
+            replay: None,
+            proof_skew: DEFAULT_PROOF_SKEW,
             policy_notes: Vec::new(),
             policy_hash: Arc::from(""),
         };
@@ -187,6 +194,22 @@ impl Verifier {
     pub fn with_cache(mut self, options: CacheOptions) -> Verifier {
         self.cache = Some(VerificationCache::new(options));
         self.connect_cache();
+        self
+    }
+
+    /// Records used approvals and proof nonces in `guard`, so each is
+    /// accepted once. Without one, a request that needs an approval or a
+    /// proof of possession is denied (`replay_record_unavailable`).
+    pub fn with_replay_guard(mut self, guard: Arc<ReplayGuard>) -> Verifier {
+        self.replay = Some(guard);
+        self
+    }
+
+    /// How far a proof's timestamp may be from the verifier's clock, either
+    /// way. Default 60 s.
+    pub fn with_proof_skew(mut self, skew: Duration) -> Verifier {
+        self.proof_skew = skew;
+        self.rehash();
         self
     }
 
@@ -260,11 +283,12 @@ impl Verifier {
         h.update(self.keys.describe().as_bytes());
         h.update(
             format!(
-                "\nlimits facts={} iterations={} time_us={}\nrevocations={}\n",
+                "\nlimits facts={} iterations={} time_us={}\nrevocations={}\nproof_skew_s={}\n",
                 self.limits.max_facts,
                 self.limits.max_iterations,
                 self.limits.max_time.as_micros(),
-                self.revocations.is_some()
+                self.revocations.is_some(),
+                self.proof_skew.as_secs()
             )
             .as_bytes(),
         );
@@ -278,12 +302,24 @@ impl Verifier {
 
     /// Authorizes `request` with the token's raw bytes. Never fails: every
     /// problem is a denial with its reason. The decision goes to the audit
-    /// sink, if there is one.
+    /// sink, if there is one. A token requiring proof of possession needs
+    /// [`Verifier::authorize_presented`].
     pub fn authorize(&self, token: &[u8], request: &Request) -> Decision {
+        self.authorize_presented(token, request, &Presented::default())
+    }
+
+    /// [`Verifier::authorize`] with what came with the request besides the
+    /// token: the method, the body's digest and a proof of possession.
+    pub fn authorize_presented(
+        &self,
+        token: &[u8],
+        request: &Request,
+        presented: &Presented,
+    ) -> Decision {
         // Defence in depth: a panic in a dependency while reading a crafted
         // token becomes a denial, never a crashed server.
         let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.authorize_inner(token, request)
+            self.authorize_inner(token, request, presented)
         }))
         .unwrap_or_else(|_| {
             Decision::deny(
@@ -318,7 +354,7 @@ impl Verifier {
         }
     }
 
-    fn authorize_inner(&self, token: &[u8], request: &Request) -> Decision {
+    fn authorize_inner(&self, token: &[u8], request: &Request, presented: &Presented) -> Decision {
         if let Err(e) = request.validate() {
             return Decision::deny(
                 request.clone(),
@@ -352,7 +388,7 @@ impl Verifier {
             Ok(v) => v,
             Err(denial) => return Decision::deny(request.clone(), None, denial),
         };
-        self.decide(&verified, request)
+        self.decide(&verified, request, token, presented)
     }
 
     /// Steps 1–2: every signature (root key by id), then the chain: who
@@ -363,6 +399,11 @@ impl Verifier {
             .map_err(|e| Denial::new(DenialKind::MalformedToken, e.to_string()))?;
         let chain = Chain::from_blocks(&blocks, biscuit.root_key_id()).map_err(chain_denial)?;
         let targets = revocation_targets(biscuit.revocation_identifiers(), &chain);
+        let has_approval_rules = chain
+            .hops
+            .iter()
+            .any(|h| h.grant.alternatives.iter().any(|a| a.approval.is_some()));
+        let holder_required = holder::required(&chain);
         // Loading the Datalog pays off only when the token is kept.
         let prepared = if self.cache.is_some() {
             Prepared::load(biscuit, &blocks)
@@ -374,25 +415,120 @@ impl Verifier {
             targets,
             blocks: prepared.block_count(),
             prepared,
+            has_approval_rules,
+            holder_required,
         }))
     }
 
-    /// Steps 3–4, on every request: revocation, then Datalog.
-    fn decide(&self, v: &Verified, request: &Request) -> Decision {
-        // 3. Revocation: every block, the family, every agent key.
+    /// Steps 6–8, on every request: revocation, proof of possession, Datalog,
+    /// approvals.
+    fn decide(
+        &self,
+        v: &Verified,
+        request: &Request,
+        token: &[u8],
+        presented: &Presented,
+    ) -> Decision {
+        let deny = |denial| Decision::deny(request.clone(), Some(v.chain.clone()), denial);
+        // Revocation: every block, the family, every agent key.
         if let Some(list) = &self.revocations {
             if let Some(denial) = revocation_denial(list.as_ref(), v) {
-                return Decision::deny(request.clone(), Some(v.chain.clone()), denial);
+                return deny(denial);
             }
         }
-        // 4. Datalog: every check of every block, with the request's facts.
-        match v.prepared.run(request, self.limits) {
-            Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
+        // Facts the verifier adds beyond the request's own.
+        let mut extra = Vec::new();
+        if v.holder_required {
+            match holder::check(
+                &v.chain,
+                token,
+                &request.resource,
+                presented,
+                request.time_unix(),
+                self.proof_skew,
+                self.replay.as_deref(),
+            ) {
+                Ok(key) => extra.push(biscuit_auth::builder::fact(
+                    mandate_spec::vocab::HOLDER,
+                    &[biscuit_auth::builder::bytes(&key)],
+                )),
+                Err(denial) => return deny(denial),
+            }
+        }
+        if v.has_approval_rules {
+            extra.push(request.digest_fact());
+        }
+        // Datalog: every check of every block.
+        match v.prepared.run(request, &extra, self.limits) {
+            Ok(()) => match self.spend_approvals(v, request) {
+                Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
+                Err(denial) => deny(denial),
+            },
             Err(e) => {
-                let denial = datalog_denial(&e, &v.chain, request);
-                Decision::deny(request.clone(), Some(v.chain.clone()), denial)
+                if v.has_approval_rules {
+                    let tpr = || {
+                        v.prepared
+                            .biscuit()
+                            .third_party_request()
+                            .and_then(|r| r.serialize_base64())
+                            .ok()
+                    };
+                    if let Some(d) = approval::explain_denial(&v.chain, request, tpr) {
+                        return d;
+                    }
+                }
+                deny(datalog_denial(&e, &v.chain, request))
             }
         }
+    }
+
+    /// Marks the approvals an allowed request used as spent; a second use is
+    /// a denial.
+    fn spend_approvals(&self, v: &Verified, request: &Request) -> Result<(), Denial> {
+        if !v.has_approval_rules {
+            return Ok(());
+        }
+        let used = approval::used(&v.chain, request);
+        if used.is_empty() {
+            return Ok(());
+        }
+        let Some(guard) = &self.replay else {
+            return Err(Denial::new(
+                DenialKind::ReplayRecordUnavailable,
+                "this verifier keeps no record of used approvals (no replay guard), so it \
+                 cannot accept approvals; denied to fail closed",
+            ));
+        };
+        for a in used {
+            let mut key = b"approval:".to_vec();
+            key.extend_from_slice(a.revocation_id.as_bytes());
+            match guard.use_once(&key, a.expires_at) {
+                Ok(Use::First) => {}
+                Ok(Use::Replayed) => {
+                    return Err(Denial {
+                        kind: DenialKind::ApprovalReplayed,
+                        hop: None,
+                        block: Some(a.block),
+                        agent: None,
+                        reason: format!(
+                            "the approval in block {} (signed by {}) was already used: \
+                             approvals are single-use",
+                            a.block, a.approver_key
+                        ),
+                    })
+                }
+                Err(e) => {
+                    return Err(Denial::new(
+                        DenialKind::ReplayRecordUnavailable,
+                        format!(
+                            "the record of used approvals is unavailable ({e}); denied to \
+                             fail closed"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Authorizes with a token given as URL-safe base64 text.

@@ -1,0 +1,203 @@
+//! Approvals at the verifier (specification §14): which approvals a request
+//! needs, why an attached one does not count, and spending one.
+
+use crate::decision::{ApprovalNeeded, Approver, Decision, Denial, DenialKind, Outcome};
+use crate::explain::describe_hop;
+use mandate_spec::{Approval, ApprovalRule, Chain, Hop, Request};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How long an approval a verifier suggests stays valid.
+pub(crate) const SUGGESTED_VALIDITY: Duration = Duration::from_secs(600);
+
+/// The approval rules that apply to `request`, with their hop, one per
+/// approver key.
+pub(crate) fn needed<'c>(chain: &'c Chain, request: &Request) -> Vec<(&'c Hop, &'c ApprovalRule)> {
+    let mut out: Vec<(&Hop, &ApprovalRule)> = Vec::new();
+    for hop in &chain.hops {
+        for rule in hop.grant.approvals_needed(request) {
+            if !out.iter().any(|(_, r)| r.key == rule.key) {
+                out.push((hop, rule));
+            }
+        }
+    }
+    out
+}
+
+/// Whether every hop (and narrowing) allows `request` apart from approvals,
+/// by the Rust reference semantics, and nothing has expired: a Datalog
+/// denial of such a request is about approvals alone.
+fn within_every_grant(chain: &Chain, request: &Request) -> bool {
+    let now = request.time_unix();
+    let grants = chain.hops.iter().flat_map(|h| {
+        std::iter::once((&h.grant, h.expires_at))
+            .chain(h.narrowing.iter().map(|n| (&n.grant, n.expires_at)))
+    });
+    for (grant, expires) in grants {
+        if !grant.datalog.is_empty() || expires.is_some_and(|e| e.unix_timestamp() < now) {
+            return false;
+        }
+        if !grant.alternatives.is_empty() && !grant.alternatives.iter().any(|a| a.allows(request)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// After a Datalog denial: when the request is within every grant and an
+/// approval rule applies, the decision about approvals (needs approval, or
+/// why the attached one does not count); `None` otherwise.
+pub(crate) fn explain_denial(
+    chain: &Arc<Chain>,
+    request: &Request,
+    third_party_request: impl FnOnce() -> Option<String>,
+) -> Option<Decision> {
+    let needed = needed(chain, request);
+    if needed.is_empty() || !within_every_grant(chain, request) {
+        return None;
+    }
+    let digest = hex::encode(request.approval_digest());
+    let now = request.time_unix();
+    let mut missing = Vec::new();
+    for (hop, rule) in &needed {
+        let by_rule: Vec<&Approval> = chain
+            .approvals
+            .iter()
+            .filter(|a| a.approver_key == rule.key)
+            .collect();
+        let who = describe_hop(chain, hop, "");
+        let deny = |kind, why: String| {
+            Some(Decision::deny(
+                request.clone(),
+                Some(chain.clone()),
+                Denial {
+                    kind,
+                    hop: Some(hop.hop),
+                    block: Some(hop.block),
+                    agent: Some(hop.agent.clone()),
+                    reason: format!("{who}: {why}"),
+                },
+            ))
+        };
+        if by_rule.is_empty() {
+            if let Some(other) = chain.approvals.first() {
+                return deny(
+                    DenialKind::ApprovalWrongApprover,
+                    format!(
+                        "the attached approval is signed by {}, but this request needs one \
+                         from {} ({})",
+                        other.approver_key, rule.approver, rule.key
+                    ),
+                );
+            }
+            missing.push((hop, rule));
+            continue;
+        }
+        let matching: Vec<&&Approval> = by_rule.iter().filter(|a| a.digest == digest).collect();
+        if matching.is_empty() {
+            return deny(
+                DenialKind::ApprovalMismatch,
+                format!(
+                    "the approval by {} is for another request (digest {}…); this request \
+                     ({} {} with {}) has digest {}…",
+                    rule.approver,
+                    &by_rule[0].digest[..12],
+                    request.action,
+                    request.resource,
+                    params_text(request),
+                    &digest[..12]
+                ),
+            );
+        }
+        if matching.iter().all(|a| a.expires_at.unix_timestamp() < now) {
+            return deny(
+                DenialKind::ApprovalExpired,
+                format!(
+                    "the approval by {} expired at {}",
+                    rule.approver,
+                    rfc3339(matching[0].expires_at)
+                ),
+            );
+        }
+        // A matching, current approval did not satisfy Datalog: not an
+        // approval problem the verifier can name.
+        return None;
+    }
+    let reasons: Vec<String> = missing
+        .iter()
+        .map(|(hop, rule)| {
+            format!(
+                "{}: {} {} with {} needs an approval by {} ({})",
+                describe_hop(chain, hop, ""),
+                request.action,
+                request.resource,
+                params_text(request),
+                rule.approver,
+                rule.key
+            )
+        })
+        .collect();
+    let (first_hop, _) = missing[0];
+    let expires_at = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        + SUGGESTED_VALIDITY;
+    Some(Decision {
+        decision: Outcome::NeedsApproval,
+        denial: Some(Denial {
+            kind: DenialKind::NeedsApproval,
+            hop: Some(first_hop.hop),
+            block: Some(first_hop.block),
+            agent: Some(first_hop.agent.clone()),
+            reason: reasons.join("; "),
+        }),
+        request: request.clone(),
+        chain: Some(chain.clone()),
+        approval: Some(ApprovalNeeded {
+            approvers: missing
+                .iter()
+                .map(|(hop, rule)| Approver {
+                    name: rule.approver.clone(),
+                    key: rule.key.clone(),
+                    hop: hop.hop,
+                })
+                .collect(),
+            digest,
+            expires_at,
+            third_party_request: third_party_request().unwrap_or_default(),
+        }),
+    })
+}
+
+/// The approvals an allowed request used: for each applicable rule, the
+/// attached approvals by its key naming this request and not expired.
+pub(crate) fn used<'c>(chain: &'c Chain, request: &Request) -> Vec<&'c Approval> {
+    let digest = hex::encode(request.approval_digest());
+    let now = request.time_unix();
+    let rules = needed(chain, request);
+    chain
+        .approvals
+        .iter()
+        .filter(|a| {
+            rules.iter().any(|(_, rule)| a.approver_key == rule.key)
+                && a.digest == digest
+                && a.expires_at.unix_timestamp() >= now
+        })
+        .collect()
+}
+
+fn params_text(request: &Request) -> String {
+    if request.params.is_empty() {
+        return "no parameters".into();
+    }
+    request
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

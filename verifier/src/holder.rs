@@ -1,0 +1,146 @@
+//! Holder binding at the verifier (specification §15): checking a proof of
+//! possession against the chain's final holder.
+
+use crate::decision::{Denial, DenialKind};
+use crate::replay::{ReplayGuard, Use};
+use ed25519_dalek::{Signature, VerifyingKey};
+use mandate_spec::{Chain, HolderProof, ProofSubject};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Default clock-skew allowance for proof timestamps: 60 seconds.
+pub const DEFAULT_PROOF_SKEW: Duration = Duration::from_secs(60);
+
+/// What came with a request besides the token: for holder binding, the
+/// method, a digest of the body and the proof.
+#[derive(Debug, Clone, Default)]
+pub struct Presented {
+    /// The HTTP method (or, outside HTTP, the action).
+    pub method: String,
+    /// SHA-256 of the request body.
+    pub body_digest: [u8; 32],
+    /// The proof of possession, if the request carries one.
+    pub proof: Option<HolderProof>,
+}
+
+impl Presented {
+    /// A request with this method and body and, maybe, a proof.
+    pub fn new(method: &str, body: &[u8], proof: Option<HolderProof>) -> Presented {
+        Presented {
+            method: method.to_string(),
+            body_digest: ProofSubject::digest(body),
+            proof,
+        }
+    }
+}
+
+/// Whether any hop or narrowing of the chain requires proof of possession.
+pub(crate) fn required(chain: &Chain) -> bool {
+    chain
+        .hops
+        .iter()
+        .any(|h| h.grant.holder_bound || h.narrowing.iter().any(|n| n.grant.holder_bound))
+}
+
+/// Checks the proof: present, fresh (within `skew` of `now`), signed by the
+/// final holder's key over this request and token, and its nonce unused.
+/// Returns the holder's key bytes for the `holder` fact.
+pub(crate) fn check(
+    chain: &Chain,
+    token: &[u8],
+    resource: &str,
+    presented: &Presented,
+    now: i64,
+    skew: Duration,
+    replay: Option<&ReplayGuard>,
+) -> Result<[u8; 32], Denial> {
+    let holder = chain
+        .hops
+        .last()
+        .ok_or_else(|| Denial::new(DenialKind::ProofInvalid, "the chain has no holder"))?;
+    let denial = |kind, why: String| Denial {
+        kind,
+        hop: Some(holder.hop),
+        block: Some(holder.block),
+        agent: Some(holder.agent.clone()),
+        reason: why,
+    };
+    let Some(proof) = &presented.proof else {
+        return Err(denial(
+            DenialKind::ProofMissing,
+            format!(
+                "this token requires proof of possession: sign the request with the key of \
+                 agent {:?} ({}) and send it as the Mandate-Proof header",
+                holder.agent, holder.agent_key
+            ),
+        ));
+    };
+    let skew_s = skew.as_secs() as i64;
+    if (now - proof.timestamp).abs() > skew_s {
+        return Err(denial(
+            DenialKind::ProofInvalid,
+            format!(
+                "the proof of possession is stale: made at {}, {} s from the verifier's clock \
+                 (allowed: {skew_s} s)",
+                proof.timestamp,
+                (now - proof.timestamp).abs()
+            ),
+        ));
+    }
+    let key_bytes: [u8; 32] = holder.agent_public_key.to_bytes().try_into().map_err(|_| {
+        denial(
+            DenialKind::ProofInvalid,
+            "the holder key is not Ed25519".into(),
+        )
+    })?;
+    let message = HolderProof::message(
+        &ProofSubject {
+            method: &presented.method,
+            resource,
+            body_digest: presented.body_digest,
+            token,
+        },
+        proof.timestamp,
+        &proof.nonce,
+    );
+    let valid = VerifyingKey::from_bytes(&key_bytes).ok().is_some_and(|k| {
+        Signature::from_slice(&proof.signature)
+            .is_ok_and(|sig| k.verify_strict(&message, &sig).is_ok())
+    });
+    if !valid {
+        return Err(denial(
+            DenialKind::ProofInvalid,
+            format!(
+                "the proof of possession is not signed by the final holder, agent {:?} ({}), \
+                 over this method, resource, body and token",
+                holder.agent, holder.agent_key
+            ),
+        ));
+    }
+    let Some(replay) = replay else {
+        return Err(Denial::new(
+            DenialKind::ReplayRecordUnavailable,
+            "this verifier keeps no record of used nonces (no replay guard), so it cannot \
+             accept proofs of possession; denied to fail closed",
+        ));
+    };
+    let until = OffsetDateTime::from_unix_timestamp(proof.timestamp.saturating_add(skew_s))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut key = b"nonce:".to_vec();
+    key.extend_from_slice(&key_bytes);
+    key.extend_from_slice(proof.nonce.as_bytes());
+    match replay.use_once(&key, until) {
+        Ok(Use::First) => Ok(key_bytes),
+        Ok(Use::Replayed) => Err(denial(
+            DenialKind::ProofInvalid,
+            format!(
+                "the proof of possession was replayed: nonce {:?} was already used",
+                proof.nonce
+            ),
+        )),
+        Err(e) => Err(Denial::new(
+            DenialKind::ReplayRecordUnavailable,
+            format!("the record of used nonces is unavailable ({e}); denied to fail closed"),
+        )),
+    }
+}
