@@ -24,7 +24,8 @@ pub(crate) enum Command {
     Attenuate(AttenuateArgs),
     /// Show a token's delegation chain, hop by hop.
     Inspect(InspectArgs),
-    /// Decide one request with a token: exit 0 allowed, 1 denied, 2 bad input.
+    /// Decide one request with a token: exit 0 allowed, 1 denied, 2 bad
+    /// input, 3 needs approval.
     Verify(VerifyArgs),
     /// Add to a revocation list (a RocksDB directory); synced before it prints.
     Revoke(RevokeArgs),
@@ -38,6 +39,14 @@ pub(crate) enum Command {
     Verifierd(VerifierdArgs),
     /// Export or verify a verifier's signed audit log.
     Audit(AuditArgs),
+    /// Show a request that needs approval, with its chain, and sign the
+    /// approval (prints the approval block, base64).
+    Approve(ApproveArgs),
+    /// Append an approval block to a token (prints the new token).
+    AttachApproval(AttachApprovalArgs),
+    /// Make a proof of possession for one request (prints the Mandate-Proof
+    /// header value).
+    Prove(ProveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +270,15 @@ pub(crate) struct GrantArgs {
     /// Why this token or hop exists.
     #[arg(long, value_name = "TEXT")]
     pub(crate) purpose: Option<String>,
+    /// An approval rule: 'ACTIONS when PARAM>N[ and …] by NAME=PUBKEY', e.g.
+    /// 'pay when amount>100 by finance=ed25519/…': those requests also need
+    /// an approval signed by that key (repeatable).
+    #[arg(long, value_name = "RULE")]
+    pub(crate) approval: Vec<String>,
+    /// Every request must carry a fresh proof signed by the final holder's
+    /// key (holder binding).
+    #[arg(long)]
+    pub(crate) require_proof: bool,
 }
 
 #[derive(Debug, Args)]
@@ -346,9 +364,76 @@ pub(crate) struct VerifyArgs {
     /// If it cannot be opened, the request is denied.
     #[arg(long, value_name = "DIR")]
     pub(crate) revocation_db: Option<PathBuf>,
-    /// Print the decision as JSON on standard output.
+    /// Print the decision as JSON on standard output (for a needs-approval
+    /// decision: what `mandate approve` takes).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Record used approvals and proof nonces in this directory (RocksDB):
+    /// needed to accept an approval or a proof, each only once.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) replay_db: Option<PathBuf>,
+    /// A proof of possession (the Mandate-Proof header value, from
+    /// `mandate prove`).
+    #[arg(long, value_name = "PROOF", conflicts_with = "proof_key")]
+    pub(crate) proof: Option<String>,
+    /// Make a fresh proof of possession now with this holder key FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) proof_key: Option<PathBuf>,
+    /// The method the proof covers [default: the action].
+    #[arg(long, value_name = "METHOD")]
+    pub(crate) method: Option<String>,
+    /// The request body the proof covers (a file; default: empty).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) body: Option<PathBuf>,
+    /// The token: a file holding base64, or - for standard input.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub(crate) token: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApproveArgs {
+    /// The approver's private key file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// How long the approval stays valid (short: 30s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub(crate) valid: String,
+    /// Only show the request and its chain; sign nothing.
+    #[arg(long)]
+    pub(crate) show: bool,
+    /// Approve without asking (required when standard input is not a terminal).
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// The needs-approval decision (`mandate verify --json`, or the issuer
+    /// service's approval request): a JSON file, or - for standard input.
+    #[arg(value_name = "REQUEST", default_value = "-")]
+    pub(crate) request: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AttachApprovalArgs {
+    /// The approval block (base64, from `mandate approve`): a file or - .
+    #[arg(long, value_name = "FILE")]
+    pub(crate) approval: String,
+    /// The token: a file holding base64, or - for standard input.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub(crate) token: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProveArgs {
+    /// The final holder's private key file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// The request's method (HTTP), e.g. POST.
+    #[arg(long, value_name = "METHOD")]
+    pub(crate) method: String,
+    /// The request's resource (the path), e.g. /api/payments.
+    #[arg(long, value_name = "R")]
+    pub(crate) resource: String,
+    /// The request body (a file; default: empty).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) body: Option<PathBuf>,
     /// The token: a file holding base64, or - for standard input.
     #[arg(value_name = "FILE", default_value = "-")]
     pub(crate) token: String,

@@ -8,10 +8,12 @@ use biscuit_auth::{Biscuit, KeyPair, UnverifiedBiscuit};
 use mandate_attenuate::{delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest, RootKeys as IssuerKeys};
 use mandate_spec::{
-    decode_blocks, format_public_key, parse_duration, parse_public_key, Chain, Grant, Request,
-    Value,
+    decode_blocks, format_public_key, parse_duration, parse_public_key, Chain, Grant, HolderProof,
+    ProofSubject, Request, Value,
 };
-use mandate_verifier::{DenialKind, RevocationStore, RootKeys, Target, Verifier};
+use mandate_verifier::{
+    DenialKind, Presented, ReplayGuard, RevocationStore, RootKeys, Target, Verifier,
+};
 use serde_json::json;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -37,7 +39,11 @@ pub(crate) fn keygen(a: KeygenArgs) -> Result<ExitCode> {
 
 fn grant(g: &GrantArgs) -> Result<Grant> {
     let mut grant = Grant::parse(&g.allow, &g.where_)?;
+    for rule in &g.approval {
+        grant = grant.with_approval(rule).context("--approval")?;
+    }
     grant.datalog = g.datalog.clone();
+    grant.holder_bound = g.require_proof;
     Ok(grant)
 }
 
@@ -138,6 +144,9 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
     for hop in &chain.hops {
         print!("{hop}");
     }
+    for approval in &chain.approvals {
+        print!("{approval}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -158,6 +167,29 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
     request.validate()?;
     let token = read_token(&a.token)?;
     let mut verifier = Verifier::new(RootKeys::single(key));
+    if let Some(dir) = &a.replay_db {
+        verifier = verifier.with_replay_guard(std::sync::Arc::new(ReplayGuard::open(dir)?));
+    }
+    let body = match &a.body {
+        Some(f) => std::fs::read(f).with_context(|| format!("--body: reading {}", f.display()))?,
+        None => Vec::new(),
+    };
+    let method = a.method.clone().unwrap_or_else(|| request.action.clone());
+    let proof = match (&a.proof, &a.proof_key) {
+        (Some(text), _) => Some(HolderProof::parse(text).context("--proof")?),
+        (None, Some(file)) => {
+            let holder = read_private_key(file).context("--proof-key")?;
+            let subject = ProofSubject {
+                method: &method,
+                resource: &request.resource,
+                body_digest: ProofSubject::digest(&body),
+                token: &token,
+            };
+            Some(HolderProof::sign(&holder, &subject, SystemTime::now())?)
+        }
+        (None, None) => None,
+    };
+    let presented = Presented::new(&method, &body, proof);
     if let Some(dir) = &a.revocation_db {
         verifier = match RevocationStore::open_read_only(dir) {
             Ok(store) => verifier.with_revocations(store),
@@ -165,7 +197,7 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
             Err(e) => verifier.with_revocations(move |_: &[Target]| Err(e.clone())),
         };
     }
-    let decision = verifier.authorize(&token, &request);
+    let decision = verifier.authorize_presented(&token, &request, &presented);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&decision)?);
     }
@@ -179,6 +211,16 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
+    if decision.needs_approval() {
+        if !a.json {
+            eprintln!("needs approval: {}", denial.reason);
+            eprintln!(
+                "(ask the approver: `mandate verify --json … > request.json`, then \
+                 `mandate approve --key APPROVER_KEY request.json`)"
+            );
+        }
+        return Ok(ExitCode::from(crate::EXIT_NEEDS_APPROVAL));
+    }
     if !a.json {
         eprintln!("denied: {}", denial.reason);
     }

@@ -1,7 +1,9 @@
 //! `mandate`: the command-line tool for Mandate tokens.
 //!
-//! Exit codes: 0 success / allowed, 1 denied, 2 bad input or usage.
+//! Exit codes: 0 success / allowed, 1 denied, 2 bad input or usage, 3 needs
+//! approval.
 
+mod approve;
 mod args;
 mod audit;
 mod commands;
@@ -19,6 +21,8 @@ use std::process::ExitCode;
 const EXIT_DENIED: u8 = 1;
 /// Exit code for bad input or usage.
 const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for a request that needs an approval before it can be allowed.
+const EXIT_NEEDS_APPROVAL: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -57,6 +61,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::serve(a),
         Command::Verifierd(a) => verifierd::run(a),
         Command::Audit(a) => audit::audit(a),
+        Command::Approve(a) => approve::approve(a),
+        Command::AttachApproval(a) => approve::attach(a),
+        Command::Prove(a) => approve::prove(a),
     }
 }
 

@@ -486,6 +486,19 @@ impl fmt::Display for Chain {
     }
 }
 
+impl fmt::Display for Approval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "approval (block {}): signed by {}",
+            self.block, self.approver_key
+        )?;
+        writeln!(f, "  for request digest: {}", self.digest)?;
+        writeln!(f, "  valid until: {}", rfc3339(&self.expires_at))?;
+        writeln!(f, "  revocation id: {}", self.revocation_id)
+    }
+}
+
 impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(

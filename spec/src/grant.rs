@@ -630,6 +630,14 @@ impl fmt::Display for Grant {
             };
             write!(f, "{sep}Datalog: {d}")?;
         }
+        if self.holder_bound {
+            let sep = if self.alternatives.is_empty() && self.datalog.is_empty() {
+                ""
+            } else {
+                "; "
+            };
+            write!(f, "{sep}each request proven by the final holder's key")?;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,294 @@
+//! Human approval and holder binding through the `mandate` binary, as a
+//! payments agent, a finance approver and an operator use them: the seed
+//! scenario (pay 50: exit 0; 150: exit 3, needs approval; 1500: exit 1), the
+//! approver shown the request and chain, signing, attaching, one use, the
+//! replay denied; refusals (a key that is not an approver, an edited
+//! request, no terminal without --yes); proofs of possession made by
+//! `mandate prove` or `--proof-key`, missing, replayed and from another key.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{mandate, mandate_stdin, Run};
+use std::path::Path;
+
+struct Seed {
+    dir: tempfile::TempDir,
+    root: String,
+    agent: String,
+    finance: String,
+}
+
+impl Seed {
+    fn new(extra: &[&str]) -> Seed {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str| {
+            mandate(dir.path(), &["keygen", "--out", name])
+                .stdout
+                .trim()
+                .to_string()
+        };
+        let (root, agent, finance) = (key("root.key"), key("agent.key"), key("finance.key"));
+        let rule = format!("pay when amount>100 by finance={finance}");
+        let mut args = vec![
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "org:acme",
+            "--to",
+            "payments-agent",
+            "--to-key",
+            &agent,
+            "--allow",
+            "pay:/api/payments",
+            "--where",
+            "amount<=1000",
+            "--approval",
+            &rule,
+            "--ttl",
+            "1h",
+            "--purpose",
+            "pay suppliers",
+        ];
+        args.extend_from_slice(extra);
+        let r = mandate(dir.path(), &args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        std::fs::write(dir.path().join("pay.tok"), &r.stdout).unwrap();
+        Seed {
+            dir,
+            root,
+            agent,
+            finance,
+        }
+    }
+
+    fn d(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn verify(&self, token: &str, amount: i64, extra: &[&str]) -> Run {
+        let amount = format!("amount={amount}");
+        let mut args = vec![
+            "verify",
+            "--public-key",
+            &self.root,
+            "--action",
+            "pay",
+            "--resource",
+            "/api/payments",
+            "--param",
+            &amount,
+            "--replay-db",
+            "replay",
+        ];
+        args.extend_from_slice(extra);
+        args.push(token);
+        mandate(self.d(), &args)
+    }
+}
+
+#[test]
+fn the_seed_scenario_through_the_cli() {
+    let s = Seed::new(&[]);
+    assert_eq!(s.verify("pay.tok", 50, &[]).code, 0);
+    let big = s.verify("pay.tok", 1500, &[]);
+    assert_eq!(big.code, 1);
+    assert!(
+        big.stderr.contains("amount=1500 violates amount<=1000"),
+        "{}",
+        big.stderr
+    );
+    let ask = s.verify("pay.tok", 150, &[]);
+    assert_eq!(ask.code, 3, "{}", ask.stderr);
+    assert!(ask.stderr.contains("needs approval"), "{}", ask.stderr);
+    assert!(ask.stderr.contains("finance"), "{}", ask.stderr);
+
+    // What the approver receives.
+    let req = s.verify("pay.tok", 150, &["--json"]);
+    assert_eq!(req.code, 3);
+    let json: serde_json::Value = serde_json::from_str(&req.stdout).unwrap();
+    assert_eq!(json["decision"], "needs_approval");
+    assert_eq!(json["denial"]["kind"], "needs_approval");
+    assert_eq!(json["approval"]["approvers"][0]["name"], "finance");
+    std::fs::write(s.d().join("req.json"), &req.stdout).unwrap();
+
+    // --show: the request and the chain, nothing signed.
+    let shown = mandate(
+        s.d(),
+        &["approve", "--key", "finance.key", "--show", "req.json"],
+    );
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.is_empty());
+    for needle in [
+        "pay /api/payments",
+        "amount = 150",
+        "on behalf of: org:acme",
+        "payments-agent (pay suppliers)",
+    ] {
+        assert!(shown.stderr.contains(needle), "{needle}: {}", shown.stderr);
+    }
+    let signed = mandate(
+        s.d(),
+        &[
+            "approve",
+            "--key",
+            "finance.key",
+            "--yes",
+            "--valid",
+            "5m",
+            "req.json",
+        ],
+    );
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
+    std::fs::write(s.d().join("approval.b64"), &signed.stdout).unwrap();
+    let attached = mandate(
+        s.d(),
+        &["attach-approval", "--approval", "approval.b64", "pay.tok"],
+    );
+    assert_eq!(attached.code, 0, "{}", attached.stderr);
+    std::fs::write(s.d().join("approved.tok"), &attached.stdout).unwrap();
+    let inspect = mandate(s.d(), &["inspect", "approved.tok"]);
+    assert!(
+        inspect
+            .stdout
+            .contains(&format!("approval (block 1): signed by {}", s.finance)),
+        "{}",
+        inspect.stdout
+    );
+    assert!(inspect
+        .stdout
+        .contains("approval by finance when amount>100"));
+
+    let used = s.verify("approved.tok", 150, &[]);
+    assert_eq!(used.code, 0, "{}", used.stderr);
+    let replay = s.verify("approved.tok", 150, &[]);
+    assert_eq!(replay.code, 1);
+    assert!(replay.stderr.contains("already used"), "{}", replay.stderr);
+    let other = s.verify("approved.tok", 151, &[]);
+    assert_eq!(other.code, 1);
+    assert!(other.stderr.contains("another request"), "{}", other.stderr);
+}
+
+#[test]
+fn the_approver_refuses_what_it_should_not_sign() {
+    let s = Seed::new(&[]);
+    let req = s.verify("pay.tok", 150, &["--json"]);
+    std::fs::write(s.d().join("req.json"), &req.stdout).unwrap();
+    // Not one of the approvers asked for.
+    let r = mandate(
+        s.d(),
+        &["approve", "--key", "agent.key", "--yes", "req.json"],
+    );
+    common::assert_bad_input(&r, "is not one of the approvers");
+    // The request edited after the verifier asked: the digest no longer fits.
+    let edited = req.stdout.replace("\"amount\": 150", "\"amount\": 15");
+    assert_ne!(edited, req.stdout);
+    std::fs::write(s.d().join("edited.json"), edited).unwrap();
+    let r = mandate(
+        s.d(),
+        &["approve", "--key", "finance.key", "--yes", "edited.json"],
+    );
+    common::assert_bad_input(&r, "does not match the digest");
+    // No terminal, no --yes: no approval.
+    let r = mandate_stdin(
+        s.d(),
+        &["approve", "--key", "finance.key", "req.json"],
+        Some(""),
+    );
+    common::assert_bad_input(&r, "pass --yes");
+    // Not a decision at all.
+    std::fs::write(s.d().join("junk.json"), "{}").unwrap();
+    let r = mandate(
+        s.d(),
+        &["approve", "--key", "finance.key", "--yes", "junk.json"],
+    );
+    common::assert_bad_input(&r, "not a needs-approval decision");
+    // A bad rule when minting.
+    let r = mandate(
+        s.d(),
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "x",
+            "--to",
+            "a",
+            "--to-key",
+            &s.agent.clone(),
+            "--allow",
+            "pay:/p",
+            "--approval",
+            "pay when memo=x by f=ed25519/00",
+            "--ttl",
+            "1h",
+        ],
+    );
+    assert_eq!(r.code, 2);
+}
+
+#[test]
+fn holder_binding_through_the_cli() {
+    let s = Seed::new(&["--require-proof"]);
+    let missing = s.verify("pay.tok", 50, &[]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("requires proof of possession"),
+        "{}",
+        missing.stderr
+    );
+    let ok = s.verify(
+        "pay.tok",
+        50,
+        &["--proof-key", "agent.key", "--method", "POST"],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    // A proof made with `mandate prove`, used twice.
+    std::fs::write(s.d().join("body.json"), r#"{"amount": 50}"#).unwrap();
+    let proof = mandate(
+        s.d(),
+        &[
+            "prove",
+            "--key",
+            "agent.key",
+            "--method",
+            "POST",
+            "--resource",
+            "/api/payments",
+            "--body",
+            "body.json",
+            "pay.tok",
+        ],
+    );
+    assert_eq!(proof.code, 0, "{}", proof.stderr);
+    let proof = proof.stdout.trim().to_string();
+    assert!(proof.starts_with("t="), "{proof}");
+    let with = |extra: &[&str]| {
+        let mut args = vec![
+            "--proof",
+            proof.as_str(),
+            "--method",
+            "POST",
+            "--body",
+            "body.json",
+        ];
+        args.extend_from_slice(extra);
+        s.verify("pay.tok", 50, &args)
+    };
+    assert_eq!(with(&[]).code, 0);
+    let replayed = with(&[]);
+    assert_eq!(replayed.code, 1);
+    assert!(replayed.stderr.contains("replayed"), "{}", replayed.stderr);
+    // Another key than the holder's.
+    let stolen = s.verify("pay.tok", 50, &["--proof-key", "finance.key"]);
+    assert_eq!(stolen.code, 1);
+    assert!(
+        stolen.stderr.contains("not signed by the final holder"),
+        "{}",
+        stolen.stderr
+    );
+    // A proof that is not one.
+    let junk = s.verify("pay.tok", 50, &["--proof", "t=1"]);
+    common::assert_bad_input(&junk, "--proof");
+}
