@@ -17,6 +17,9 @@ pub const DEFAULT_PROOF_SKEW: Duration = Duration::from_secs(60);
 pub struct Presented {
     /// The HTTP method (or, outside HTTP, the action).
     pub method: String,
+    /// The resource the proof covers, when it is not the request's resource
+    /// (HTTP: the path as sent, whatever resource the route maps it to).
+    pub resource: Option<String>,
     /// SHA-256 of the request body.
     pub body_digest: [u8; 32],
     /// The proof of possession, if the request carries one.
@@ -28,6 +31,7 @@ impl Presented {
     pub fn new(method: &str, body: &[u8], proof: Option<HolderProof>) -> Presented {
         Presented {
             method: method.to_string(),
+            resource: None,
             body_digest: ProofSubject::digest(body),
             proof,
         }
@@ -96,7 +100,7 @@ pub(crate) fn check(
     let message = HolderProof::message(
         &ProofSubject {
             method: &presented.method,
-            resource,
+            resource: presented.resource.as_deref().unwrap_or(resource),
             body_digest: presented.body_digest,
             token,
         },

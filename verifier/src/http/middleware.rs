@@ -3,14 +3,15 @@
 //! embedded [`Verifier`], and either answers the denial itself or passes the
 //! request on with the decision in its extensions.
 
-use super::mapping::MapError;
+use super::mapping::{MapError, DEFAULT_BODY_LIMIT};
 use super::response::{denial_response, error_response, Authorized};
-use crate::{Denial, DenialKind, Verifier};
+use crate::{Denial, DenialKind, Presented, Verifier};
 use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use mandate_spec::{HolderProof, PROOF_HEADER};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -142,13 +143,25 @@ where
     ResBody::Error: Into<axum::BoxError>,
 {
     let (mut parts, body) = req.into_parts();
-    // 1. The body, when the mapping reads fields from it (bounded).
-    let (body, json) = match shared.mapper.body_limit(&parts) {
-        None => (Body::new(body), None),
-        Some(limit) => match read_json(&parts, body, limit).await {
-            Ok((bytes, json)) => (Body::from(bytes), Some(json)),
+    // 1. The body, when the mapping reads fields from it or a proof of
+    //    possession covers it (bounded either way).
+    let proof_header = parts.headers.get(PROOF_HEADER).cloned();
+    let wants_json = shared.mapper.body_limit(&parts);
+    let (body, bytes) = if wants_json.is_some() || proof_header.is_some() {
+        let limit = wants_json.unwrap_or(DEFAULT_BODY_LIMIT);
+        match read_body(&parts, body, limit).await {
+            Ok(bytes) => (Body::from(bytes.clone()), Some(bytes)),
+            Err(e) => return Ok(error_response(e.status, &e.message)),
+        }
+    } else {
+        (Body::new(body), None)
+    };
+    let json = match (&wants_json, &bytes) {
+        (Some(_), Some(bytes)) => match parse_json(&parts, bytes) {
+            Ok(v) => Some(v),
             Err(e) => return Ok(error_response(e.status, &e.message)),
         },
+        _ => None,
     };
     // 2. The request the verifier decides.
     let request = match shared.mapper.map(&parts, json.as_ref()) {
@@ -157,15 +170,37 @@ where
     };
     let verifier = &shared.verifier;
     // 3. Decide (every decision, with or without a token, is audited).
-    let decision = match bearer(&parts.headers) {
-        Some(token) => verifier.authorize_base64(token, &request),
-        None => verifier.deny_and_record(
-            request,
-            Denial::new(
-                DenialKind::MissingToken,
-                "no Mandate token: send it as Authorization: Bearer <token>",
-            ),
+    let deny =
+        |kind, why: String| verifier.deny_and_record(request.clone(), Denial::new(kind, why));
+    let decision = match (bearer(&parts.headers), proof_header) {
+        (None, _) => deny(
+            DenialKind::MissingToken,
+            "no Mandate token: send it as Authorization: Bearer <token>".into(),
         ),
+        (Some(token), proof) => {
+            let proof = match proof.map(|h| {
+                h.to_str()
+                    .map_err(|_| "not text".to_string())
+                    .and_then(|t| HolderProof::parse(t).map_err(|e| e.to_string()))
+            }) {
+                None => Ok(None),
+                Some(Ok(p)) => Ok(Some(p)),
+                Some(Err(e)) => Err(e),
+            };
+            match (mandate_spec::token_from_text(token), proof) {
+                (Err(e), _) => deny(DenialKind::MalformedToken, e.to_string()),
+                (_, Err(e)) => deny(DenialKind::ProofInvalid, e),
+                (Ok(token), Ok(proof)) => {
+                    let mut presented = Presented::new(
+                        parts.method.as_str(),
+                        bytes.as_deref().unwrap_or_default(),
+                        proof,
+                    );
+                    presented.resource = Some(parts.uri.path().to_string());
+                    verifier.authorize_presented(&token, &request, &presented)
+                }
+            }
+        }
     };
     // No decision is acted on without its record.
     if let Err(e) = verifier.audit_health() {
@@ -192,12 +227,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Reads at most `limit` bytes and parses them as JSON.
-async fn read_json<B>(
-    parts: &Parts,
-    body: B,
-    limit: usize,
-) -> Result<(Bytes, serde_json::Value), MapError>
+/// Reads at most `limit` bytes of the body.
+async fn read_body<B>(parts: &Parts, body: B, limit: usize) -> Result<Bytes, MapError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
@@ -214,6 +245,17 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(MapError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// The body as JSON, for a mapping that reads its fields.
+fn parse_json(parts: &Parts, bytes: &[u8]) -> Result<serde_json::Value, MapError> {
     let is_json = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -229,18 +271,8 @@ where
             message: "this route reads its body: send Content-Type: application/json".into(),
         });
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Err(e) => {
-            return Err(MapError::bad_request(format!(
-                "could not read the request body: {e}"
-            )))
-        }
-    };
-    let json = serde_json::from_slice(&bytes)
-        .map_err(|e| MapError::bad_request(format!("the request body is not JSON: {e}")))?;
-    Ok((bytes, json))
+    serde_json::from_slice(bytes)
+        .map_err(|e| MapError::bad_request(format!("the request body is not JSON: {e}")))
 }
 
 /// The future [`Mandate`] returns.

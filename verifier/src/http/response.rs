@@ -67,16 +67,22 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Authorized {
 }
 
 /// The status a denial is answered with: 401 when there is no token or it
-/// cannot be read or verified, 503 when the revocation list cannot be
-/// consulted, 400 for a request the verifier refuses as malformed, 403 for
-/// every other denial.
+/// cannot be read or verified, or the proof of possession is missing or
+/// invalid; 503 when the revocation list or the record of used approvals
+/// cannot be consulted; 400 for a request the verifier refuses as
+/// malformed; 403 for every other denial, `needs_approval` included (its
+/// body says what to get approved).
 pub fn denial_status(kind: DenialKind) -> StatusCode {
     match kind {
         DenialKind::MissingToken
         | DenialKind::MalformedToken
         | DenialKind::BadSignature
-        | DenialKind::UnknownRootKey => StatusCode::UNAUTHORIZED,
-        DenialKind::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        | DenialKind::UnknownRootKey
+        | DenialKind::ProofMissing
+        | DenialKind::ProofInvalid => StatusCode::UNAUTHORIZED,
+        DenialKind::RevocationUnavailable | DenialKind::ReplayRecordUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         DenialKind::InvalidRequest => StatusCode::BAD_REQUEST,
         _ => StatusCode::FORBIDDEN,
     }
