@@ -123,6 +123,10 @@ pub(crate) struct ServeArgs {
     /// The id of the root key that signs (required with several keys).
     #[arg(long, value_name = "N")]
     pub(crate) current_key_id: Option<u32>,
+    /// An approver key FILE the service signs approvals with, as NAME=FILE
+    /// (repeatable; replaces the configuration file's list).
+    #[arg(long = "approver", value_name = "NAME=FILE")]
+    pub(crate) approver: Vec<String>,
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

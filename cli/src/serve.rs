@@ -101,6 +101,24 @@ fn config(a: &ServeArgs) -> Result<ServiceConfig> {
     if let Some(id) = a.current_key_id {
         config.current_key_id = Some(id);
     }
+    if !a.approver.is_empty() {
+        config.approvers = a
+            .approver
+            .iter()
+            .map(|s| {
+                let (name, file) = s
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--approver expects NAME=FILE"))?;
+                if file.trim_start().starts_with("ed25519-private/") {
+                    bail!("--approver takes a key FILE, not the key itself");
+                }
+                Ok(mandate_issuer::ApproverFile {
+                    name: name.trim().to_string(),
+                    file: file.into(),
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
     Ok(config)
 }
 

@@ -45,8 +45,8 @@ pub use keys::RootKeys;
 pub use registry::{Registry, TokenRecord};
 #[cfg(feature = "server")]
 pub use service::{
-    RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,
-    MAX_BODY_BYTES,
+    ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, RevocationSink, RootKeyFile,
+    Service, ServiceConfig, ServiceError, DEFAULT_LISTEN, MAX_BODY_BYTES,
 };
 
 use biscuit_auth::{KeyPair, PublicKey};

@@ -44,6 +44,20 @@ pub struct ServiceConfig {
     /// The id of the signing key. Default: the only key, when there is one;
     /// required when there are several.
     pub current_key_id: Option<u32>,
+    /// Approver keys the service signs approvals with when a person
+    /// approves a request (`POST /v1/approvals/{id}/approve`). Default: none.
+    #[serde(default)]
+    pub approvers: Vec<ApproverFile>,
+}
+
+/// One approver: the name approval rules use, and its private key file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverFile {
+    /// The approver's name (e.g. `finance`).
+    pub name: String,
+    /// The private key file (`ed25519-private/<hex>`).
+    pub file: PathBuf,
 }
 
 /// One root key: its id (written into the tokens it signs) and its file.
@@ -70,6 +84,7 @@ impl Default for ServiceConfig {
             data_dir: None,
             root_keys: Vec::new(),
             current_key_id: None,
+            approvers: Vec::new(),
         }
     }
 }
@@ -108,6 +123,9 @@ impl ServiceConfig {
         }
         for k in &mut config.root_keys {
             k.file = base.join(&k.file);
+        }
+        for a in &mut config.approvers {
+            a.file = base.join(&a.file);
         }
         Ok(config)
     }
@@ -153,6 +171,29 @@ impl ServiceConfig {
             keys.push((k.id, read_key_file(k)?));
         }
         crate::RootKeys::from_keys(keys, current).map_err(|e| ServiceError::Config(e.to_string()))
+    }
+}
+
+impl ServiceConfig {
+    /// Reads every approver key file: name → key.
+    pub(crate) fn load_approvers(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, KeyPair>, ServiceError> {
+        let mut out = std::collections::BTreeMap::new();
+        for a in &self.approvers {
+            let key = read_key_file(&RootKeyFile {
+                id: u32::MAX,
+                file: a.file.clone(),
+            })
+            .map_err(|e| ServiceError::Config(format!("approver {:?}: {e}", a.name)))?;
+            if out.insert(a.name.clone(), key).is_some() {
+                return Err(ServiceError::Config(format!(
+                    "approver {:?} is given twice",
+                    a.name
+                )));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) enum ApiError {
     Forbidden(String, Box<Denial>),
     /// 404: nothing to act on (e.g. a principal with no live token).
     NotFound(String),
+    /// 409: the state does not allow it (an approval already decided, a
+    /// request that needs no approval).
+    Conflict(String),
     /// 413: the body is larger than [`super::MAX_BODY_BYTES`].
     PayloadTooLarge,
     /// 415: the body is not declared as JSON.
@@ -99,6 +102,7 @@ impl IntoResponse for ApiError {
                 json!({ "error": m, "denial": denial }),
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({ "error": too_large_message() }),

@@ -36,6 +36,12 @@ pub(crate) struct MintBody {
     purpose: Option<String>,
     #[serde(default)]
     max_depth: Option<u32>,
+    /// Approval rules (`pay when amount>100 by finance=ed25519/…`).
+    #[serde(default)]
+    approval: Vec<String>,
+    /// Every request must carry a proof of possession.
+    #[serde(default)]
+    require_proof: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,7 +66,13 @@ pub(crate) async fn mint(
             "allow: a root token needs at least one ACTIONS:PATTERN".into(),
         ));
     }
-    let grant = Grant::parse(&body.allow, &body.where_).map_err(bad)?;
+    let mut grant = Grant::parse(&body.allow, &body.where_).map_err(bad)?;
+    for rule in &body.approval {
+        grant = grant
+            .with_approval(rule)
+            .map_err(|e| ApiError::BadRequest(format!("approval: {e}")))?;
+    }
+    grant.holder_bound = body.require_proof;
     let ttl = parse_duration(&body.ttl).map_err(|e| ApiError::BadRequest(format!("ttl: {e}")))?;
     let mut params = vec![
         ("principal", Value::Str(body.principal.clone())),
@@ -414,7 +426,7 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 
 /// Runs storage work (synced RocksDB writes) off the async executor. A sink
 /// failure is 503 (retry later); any other storage failure is 500.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {

@@ -9,6 +9,11 @@
 //! | `POST /v1/revocations` | `revoke` on `/v1/revocations` | 200, what was revoked |
 //! | `GET /v1/keys` | — | the root public keys and their ids |
 //! | `POST /v1/authorize` | — | the embedded verifier's decision: 200 allow, 403 deny |
+//! | `POST /v1/approvals` | — (the agent's own token) | 201, the queued approval request |
+//! | `GET /v1/approvals` | `review` on `/v1/approvals` | the queue, with chains |
+//! | `GET /v1/approvals/{id}` | — | one request; its approval block once approved |
+//! | `POST /v1/approvals/{id}/approve` | `approve` on `/v1/approvals` (`approver` parameter) | the signed approval |
+//! | `POST /v1/approvals/{id}/deny` | `approve` on `/v1/approvals` | denied |
 //! | `GET /healthz` | — | 200 when the revocation list answers (store readable, feed not stale) |
 //! | `GET /metrics` | — | Prometheus text |
 //!
@@ -19,6 +24,7 @@
 //! down in `spec/SERVICE.md`.
 
 mod admin;
+mod approvals;
 mod config;
 mod error;
 mod extract;
@@ -26,7 +32,8 @@ mod handlers;
 mod metrics;
 mod sink;
 
-pub use config::{RootKeyFile, ServiceConfig, DEFAULT_LISTEN};
+pub use approvals::{ApprovalQueue, ApprovalRecord, ApprovalStatus};
+pub use config::{ApproverFile, RootKeyFile, ServiceConfig, DEFAULT_LISTEN};
 pub use error::ServiceError;
 pub use sink::RevocationSink;
 
@@ -36,7 +43,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use biscuit_auth::KeyPair;
 use mandate_verifier::{RevocationList, RevocationStore, Verifier};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -52,6 +61,8 @@ pub struct Service {
     store: Arc<RevocationStore>,
     registry: Registry,
     sink: Arc<dyn RevocationSink>,
+    approvals: Option<ApprovalQueue>,
+    approvers: BTreeMap<String, KeyPair>,
 }
 
 impl std::fmt::Debug for Service {
@@ -72,6 +83,8 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     pub(crate) sink: Arc<dyn RevocationSink>,
     pub(crate) metrics: metrics::Metrics,
+    pub(crate) approvals: Option<ApprovalQueue>,
+    pub(crate) approvers: BTreeMap<String, KeyPair>,
 }
 
 pub(crate) type AppState = Arc<Inner>;
@@ -92,7 +105,21 @@ impl Service {
         })?;
         let store = Arc::new(RevocationStore::open(data_dir.join("revocations"))?);
         let registry = Registry::open(data_dir.join("registry"))?;
-        Ok(Service::new(keys, store, registry))
+        let approvals = ApprovalQueue::open(data_dir.join("approvals"))?;
+        let approvers = config.load_approvers()?;
+        Ok(Service::new(keys, store, registry).with_approvals(approvals, approvers))
+    }
+
+    /// Takes approval requests into `queue`, and signs approvals with
+    /// `approvers` (name → key) when a person approves one.
+    pub fn with_approvals(
+        mut self,
+        queue: ApprovalQueue,
+        approvers: BTreeMap<String, KeyPair>,
+    ) -> Service {
+        self.approvals = Some(queue);
+        self.approvers = approvers;
+        self
     }
 
     /// A service signing with `keys`, verifying with every key of `keys`,
@@ -112,6 +139,8 @@ impl Service {
             sink: store.clone(),
             store,
             registry,
+            approvals: None,
+            approvers: BTreeMap::new(),
         }
     }
 
@@ -152,12 +181,21 @@ impl Service {
             registry: self.registry,
             sink: self.sink,
             metrics: metrics::Metrics::default(),
+            approvals: self.approvals,
+            approvers: self.approvers,
         });
         Router::new()
             .route("/v1/tokens", post(handlers::mint))
             .route("/v1/revocations", post(handlers::revoke))
             .route("/v1/keys", get(handlers::keys))
             .route("/v1/authorize", post(handlers::authorize))
+            .route(
+                "/v1/approvals",
+                post(approvals::submit).get(approvals::list),
+            )
+            .route("/v1/approvals/{id}", get(approvals::get_one))
+            .route("/v1/approvals/{id}/approve", post(approvals::approve))
+            .route("/v1/approvals/{id}/deny", post(approvals::deny))
             .route("/healthz", get(handlers::healthz))
             .route("/metrics", get(handlers::metrics))
             .with_state(state.clone())

@@ -1,0 +1,376 @@
+//! Human approval at the issuer service (specification §14, SERVICE.md S5):
+//! agents submit requests that need approval, people review them with their
+//! chains and approve or deny from one place; the service signs approvals
+//! with the approver keys it is configured with.
+//!
+//! | route | who | does |
+//! |---|---|---|
+//! | `POST /v1/approvals` | the agent, with its own Mandate token | 201: queued (the service decides the request itself: it must need approval) |
+//! | `GET /v1/approvals[?status=pending]` | admin token allowing `review` on `/v1/approvals` | the queue, with chains |
+//! | `GET /v1/approvals/{id}` | anyone with the id | status, and the approval block once approved |
+//! | `POST /v1/approvals/{id}/approve` | admin token allowing `approve` on `/v1/approvals` (parameter `approver`) | signs with that approver's key |
+//! | `POST /v1/approvals/{id}/deny` | the same | marks it denied, with a reason |
+
+use super::error::ApiError;
+use super::extract::{ApiJson, Bearer};
+use super::handlers::blocking;
+use super::AppState;
+use crate::ServiceError;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use mandate_spec::{parse_duration, Request, Value};
+use mandate_verifier::{ApprovalNeeded, Outcome};
+use rocksdb::{IteratorMode, Options, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Longest validity an approval can be given here.
+const MAX_VALIDITY_SECS: u64 = 24 * 3600;
+
+/// Where an approval request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for a person.
+    Pending,
+    /// Approved: the approval block is ready to attach.
+    Approved,
+    /// Denied.
+    Denied,
+}
+
+/// One approval request, as stored and as answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Its id (UUID v4).
+    pub id: String,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// When the agent submitted it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub submitted_at: OffsetDateTime,
+    /// The request to approve, as the service decided it.
+    pub request: Request,
+    /// Whom the token's rules ask, the digest, the token's third-party request.
+    pub approval: ApprovalNeeded,
+    /// The delegation chain the request came through.
+    pub chain: serde_json::Value,
+    /// Why the verifier asked for approval, in words.
+    pub reason: String,
+    /// Who approved or denied it, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// When it was decided.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub decided_at: Option<OffsetDateTime>,
+    /// A denial's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_because: Option<String>,
+    /// The approval block (base64), once approved: append it to the token
+    /// (`mandate attach-approval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_block: Option<String>,
+}
+
+/// The queue on disk (`DATA_DIR/approvals`, RocksDB), synced on every write.
+pub struct ApprovalQueue {
+    db: DB,
+    path: std::path::PathBuf,
+    sync: WriteOptions,
+}
+
+impl std::fmt::Debug for ApprovalQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalQueue")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ApprovalQueue {
+    /// Opens (creating) the queue at `path`.
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<ApprovalQueue, ServiceError> {
+        let path = path.as_ref().to_path_buf();
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let db = DB::open(&opts, &path).map_err(|e| storage(&path, e))?;
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        Ok(ApprovalQueue { db, path, sync })
+    }
+
+    fn put(&self, r: &ApprovalRecord) -> Result<(), ServiceError> {
+        let value = serde_json::to_vec(r).map_err(|e| storage(&self.path, e))?;
+        self.db
+            .put_opt(r.id.as_bytes(), value, &self.sync)
+            .map_err(|e| storage(&self.path, e))
+    }
+
+    fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ServiceError> {
+        self.db
+            .get_pinned(id.as_bytes())
+            .map_err(|e| storage(&self.path, e))?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| storage(&self.path, e)))
+            .transpose()
+    }
+
+    fn all(&self) -> Result<Vec<ApprovalRecord>, ServiceError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| storage(&self.path, e))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| storage(&self.path, e))?);
+        }
+        out.sort_by_key(|r: &ApprovalRecord| r.submitted_at);
+        Ok(out)
+    }
+}
+
+fn storage(path: &std::path::Path, e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Registry {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+/// The body of `POST /v1/approvals`: the request the agent wants to make.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitBody {
+    action: String,
+    resource: String,
+    #[serde(default)]
+    params: BTreeMap<String, Value>,
+}
+
+pub(crate) async fn submit(
+    State(s): State<AppState>,
+    Bearer(token): Bearer,
+    ApiJson(body): ApiJson<SubmitBody>,
+) -> Result<(StatusCode, Json<ApprovalRecord>), ApiError> {
+    let mut request = Request::new(body.action, body.resource);
+    request.params = body.params;
+    let st = s.clone();
+    let decision = blocking(move || Ok(st.verifier.authorize(&token, &request))).await?;
+    match decision.decision {
+        Outcome::NeedsApproval => {}
+        Outcome::Allow => {
+            return Err(ApiError::Conflict(
+                "this request needs no approval: the token allows it as it is".into(),
+            ))
+        }
+        Outcome::Deny => {
+            let denial = decision.denial.unwrap_or_else(|| {
+                mandate_verifier::Denial::new(mandate_verifier::DenialKind::NotAllowed, "denied")
+            });
+            return Err(ApiError::Forbidden(
+                format!("the token does not allow this request: {}", denial.reason),
+                Box::new(denial),
+            ));
+        }
+    }
+    let (Some(approval), Some(chain)) = (decision.approval, decision.chain) else {
+        return Err(ApiError::Internal(
+            "needs approval without its details".into(),
+        ));
+    };
+    let record = ApprovalRecord {
+        id: Uuid::new_v4().to_string(),
+        status: ApprovalStatus::Pending,
+        submitted_at: OffsetDateTime::now_utc(),
+        request: decision.request,
+        approval,
+        chain: serde_json::to_value(&*chain).unwrap_or_default(),
+        reason: decision.denial.map(|d| d.reason).unwrap_or_default(),
+        decided_by: None,
+        decided_at: None,
+        denied_because: None,
+        approval_block: None,
+    };
+    let st = s.clone();
+    let stored = record.clone();
+    blocking(move || st.queue()?.put(&stored)).await?;
+    tracing::info!(id = %record.id, principal = ?record.chain["principal"], action = %record.request.action, "approval requested");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    status: Option<ApprovalStatus>,
+}
+
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    bearer: Bearer,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ApprovalRecord>>, ApiError> {
+    s.authorize_admin(&bearer, "review", "/v1/approvals", [])?;
+    let st = s.clone();
+    let all = blocking(move || st.queue()?.all()).await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|r| q.status.is_none_or(|want| r.status == want))
+            .collect(),
+    ))
+}
+
+pub(crate) async fn get_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ApprovalRecord>, ApiError> {
+    let st = s.clone();
+    let key = id.clone();
+    blocking(move || st.queue()?.get(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no approval request {id:?}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApproveBody {
+    /// Which configured approver signs (default: the only one the request
+    /// asks for that the service holds).
+    #[serde(default)]
+    approver: Option<String>,
+    /// How long the approval stays valid (default 10m, at most 24h).
+    #[serde(default)]
+    valid: Option<String>,
+}
+
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    bearer: Bearer,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApproveBody>,
+) -> Result<Json<ApprovalRecord>, ApiError> {
+    let mut record = pending(&s, &id).await?;
+    let valid = parse_duration(body.valid.as_deref().unwrap_or("10m"))
+        .map_err(|e| ApiError::BadRequest(format!("valid: {e}")))?;
+    if valid.as_secs() > MAX_VALIDITY_SECS {
+        return Err(ApiError::BadRequest("valid: at most 24h".into()));
+    }
+    // Approvers this request asks for that the service holds a key of.
+    let candidates: Vec<&str> = record
+        .approval
+        .approvers
+        .iter()
+        .filter(|a| {
+            s.approvers
+                .get(&a.name)
+                .is_some_and(|k| k.public().to_string() == a.key)
+        })
+        .map(|a| a.name.as_str())
+        .collect();
+    let name = match (&body.approver, candidates.as_slice()) {
+        (Some(n), c) if c.contains(&n.as_str()) => n.clone(),
+        (Some(n), _) => return Err(ApiError::BadRequest(format!(
+            "approver {n:?}: this request does not ask for it, or the service holds no key for it"
+        ))),
+        (None, [only]) => only.to_string(),
+        (None, []) => {
+            return Err(ApiError::Conflict(
+                "the service holds no key of the approvers this request asks for".into(),
+            ))
+        }
+        (None, _) => return Err(ApiError::BadRequest("several approvers: name one".into())),
+    };
+    let admin = s.authorize_admin(
+        &bearer,
+        "approve",
+        "/v1/approvals",
+        [("approver", Value::Str(name.clone()))],
+    )?;
+    let Some(key) = s.approvers.get(&name) else {
+        return Err(ApiError::Internal("approver key vanished".into()));
+    };
+    let block = mandate_attenuate::approve(
+        &record.approval.third_party_request,
+        &record.request,
+        SystemTime::now() + valid,
+        key,
+    )
+    .map_err(|e| ApiError::internal("signing the approval", e))?;
+    record.status = ApprovalStatus::Approved;
+    record.decided_by = Some(format!("{} as {name}", admin.who));
+    record.decided_at = Some(OffsetDateTime::now_utc());
+    record.approval_block = Some(block);
+    store(&s, &record).await?;
+    tracing::info!(id = %record.id, approver = %name, by = %admin.who, "approved");
+    Ok(Json(record))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DenyBody {
+    reason: String,
+}
+
+pub(crate) async fn deny(
+    State(s): State<AppState>,
+    bearer: Bearer,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DenyBody>,
+) -> Result<Json<ApprovalRecord>, ApiError> {
+    let mut record = pending(&s, &id).await?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason: say why".into()));
+    }
+    let names: Vec<String> = record
+        .approval
+        .approvers
+        .iter()
+        .map(|a| a.name.clone())
+        .collect();
+    let name = names.first().cloned().unwrap_or_default();
+    let admin = s.authorize_admin(
+        &bearer,
+        "approve",
+        "/v1/approvals",
+        [("approver", Value::Str(name))],
+    )?;
+    record.status = ApprovalStatus::Denied;
+    record.decided_by = Some(admin.who.clone());
+    record.decided_at = Some(OffsetDateTime::now_utc());
+    record.denied_because = Some(body.reason.trim().to_string());
+    store(&s, &record).await?;
+    tracing::info!(id = %record.id, by = %admin.who, "approval denied");
+    Ok(Json(record))
+}
+
+async fn pending(s: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
+    let st = s.clone();
+    let key = id.to_string();
+    let record = blocking(move || st.queue()?.get(&key))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no approval request {id:?}")))?;
+    if record.status != ApprovalStatus::Pending {
+        return Err(ApiError::Conflict(format!(
+            "approval request {id} is already {:?}",
+            record.status
+        )));
+    }
+    Ok(record)
+}
+
+async fn store(s: &AppState, record: &ApprovalRecord) -> Result<(), ApiError> {
+    let st = s.clone();
+    let r = record.clone();
+    blocking(move || st.queue()?.put(&r)).await
+}
+
+impl super::Inner {
+    /// The approval queue, or why there is none.
+    fn queue(&self) -> Result<&ApprovalQueue, ServiceError> {
+        self.approvals.as_ref().ok_or_else(|| {
+            ServiceError::Config("this service keeps no approval queue (no data directory)".into())
+        })
+    }
+}
