@@ -133,7 +133,7 @@ pub(crate) fn check(
     let mut key = b"nonce:".to_vec();
     key.extend_from_slice(&key_bytes);
     key.extend_from_slice(proof.nonce.as_bytes());
-    match replay.use_once(&key, until) {
+    match replay.use_once(&key, until, false) {
         Ok(Use::First) => Ok(key_bytes),
         Ok(Use::Replayed) => Err(denial(
             DenialKind::ProofInvalid,

@@ -55,8 +55,17 @@ impl ReplayGuard {
     }
 
     /// Records the use of `key` (kept until `until`), unless it was used
-    /// before. The record is synced before this returns [`Use::First`].
-    pub fn use_once(&self, key: &[u8], until: OffsetDateTime) -> Result<Use, VerifierError> {
+    /// before. With `synced`, the record is on disk before this returns
+    /// [`Use::First`] (approvals: rare, and valid for minutes); without, it
+    /// is in the write-ahead log, which survives a crash of the process but
+    /// not of the machine (proof nonces: one per request, and useless after
+    /// the clock-skew window anyway).
+    pub fn use_once(
+        &self,
+        key: &[u8],
+        until: OffsetDateTime,
+        synced: bool,
+    ) -> Result<Use, VerifierError> {
         let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let seen = self
             .db
@@ -65,8 +74,10 @@ impl ReplayGuard {
         if seen.is_some() {
             return Ok(Use::Replayed);
         }
+        let plain = WriteOptions::default();
+        let opts = if synced { &self.sync } else { &plain };
         self.db
-            .put_opt(key, until.unix_timestamp().to_be_bytes(), &self.sync)
+            .put_opt(key, until.unix_timestamp().to_be_bytes(), opts)
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
         Ok(Use::First)
     }

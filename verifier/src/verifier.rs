@@ -502,7 +502,7 @@ impl Verifier {
         for a in used {
             let mut key = b"approval:".to_vec();
             key.extend_from_slice(a.revocation_id.as_bytes());
-            match guard.use_once(&key, a.expires_at) {
+            match guard.use_once(&key, a.expires_at, true) {
                 Ok(Use::First) => {}
                 Ok(Use::Replayed) => {
                     return Err(Denial {

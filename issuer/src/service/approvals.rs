@@ -271,9 +271,11 @@ pub(crate) async fn approve(
         .collect();
     let name = match (&body.approver, candidates.as_slice()) {
         (Some(n), c) if c.contains(&n.as_str()) => n.clone(),
-        (Some(n), _) => return Err(ApiError::BadRequest(format!(
+        (Some(n), _) => {
+            return Err(ApiError::BadRequest(format!(
             "approver {n:?}: this request does not ask for it, or the service holds no key for it"
-        ))),
+        )))
+        }
         (None, [only]) => only.to_string(),
         (None, []) => {
             return Err(ApiError::Conflict(
