@@ -168,6 +168,50 @@ fn the_seed_scenario_through_the_cli() {
     let other = s.verify("approved.tok", 151, &[]);
     assert_eq!(other.code, 1);
     assert!(other.stderr.contains("another request"), "{}", other.stderr);
+    // Decided as of after its 5 minutes: expired.
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::minutes(6))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expired = s.verify(
+        "approved.tok",
+        150,
+        &["--time", &later],
+    );
+    assert_eq!(expired.code, 1);
+    assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
+}
+
+#[test]
+fn an_approval_signed_by_another_key_is_denied_through_the_cli() {
+    let s = Seed::new(&[]);
+    // `mandate approve` refuses a key the request does not ask for, so the
+    // forged block is made with the library, as an attacker would.
+    let token = std::fs::read_to_string(s.d().join("pay.tok")).unwrap();
+    let token = mandate_spec::token_from_text(&token).unwrap();
+    let tpr = biscuit_auth::UnverifiedBiscuit::from(&token)
+        .unwrap()
+        .third_party_request()
+        .unwrap()
+        .serialize_base64()
+        .unwrap();
+    let req = mandate_spec::Request::new("pay", "/api/payments").param("amount", 150);
+    let mallory = biscuit_auth::KeyPair::new();
+    let block = mandate_attenuate::approve(
+        &tpr,
+        &req,
+        std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+        &mallory,
+    )
+    .unwrap();
+    std::fs::write(s.d().join("forged.b64"), block).unwrap();
+    let forged = mandate(
+        s.d(),
+        &["attach-approval", "--approval", "forged.b64", "pay.tok"],
+    );
+    std::fs::write(s.d().join("forged.tok"), &forged.stdout).unwrap();
+    let r = s.verify("forged.tok", 150, &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("needs one from finance"), "{}", r.stderr);
 }
 
 #[test]
@@ -291,4 +335,15 @@ fn holder_binding_through_the_cli() {
     // A proof that is not one.
     let junk = s.verify("pay.tok", 50, &["--proof", "t=1"]);
     common::assert_bad_input(&junk, "--proof");
+    // Stale: made now, presented to a verifier deciding 10 minutes later.
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let stale = s.verify(
+        "pay.tok",
+        50,
+        &["--proof-key", "agent.key", "--time", &later],
+    );
+    assert_eq!(stale.code, 1);
+    assert!(stale.stderr.contains("stale"), "{}", stale.stderr);
 }

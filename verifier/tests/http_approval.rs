@@ -151,6 +151,29 @@ async fn a_payment_above_the_threshold_needs_approval_then_passes_once() {
     // For other parameters: not this approval.
     let (_, other) = send(&a.app, pay(&approved, r#"{"amount": 151}"#, None)).await;
     assert_eq!(other["denial"]["kind"], "approval_mismatch");
+    // Expired (valid until a moment already past).
+    let stale = approve(
+        asked["approval"]["third_party_request"].as_str().unwrap(),
+        &request,
+        SystemTime::now() - Duration::from_secs(5),
+        &a.finance,
+    )
+    .unwrap();
+    let stale = attach_approval(&a.token, &stale).unwrap().token;
+    let (status, d) = send(&a.app, pay(&stale, body, None)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(d["denial"]["kind"], "approval_expired");
+    // Signed by another key.
+    let forged = approve(
+        asked["approval"]["third_party_request"].as_str().unwrap(),
+        &request,
+        SystemTime::now() + Duration::from_secs(60),
+        &KeyPair::new(),
+    )
+    .unwrap();
+    let forged = attach_approval(&a.token, &forged).unwrap().token;
+    let (_, d) = send(&a.app, pay(&forged, body, None)).await;
+    assert_eq!(d["denial"]["kind"], "approval_wrong_approver");
 }
 
 #[tokio::test]
@@ -176,6 +199,26 @@ async fn holder_binding_over_http() {
         .as_str()
         .unwrap()
         .contains("not signed by the final holder"));
+    // Stale.
+    let old = HolderProof::sign(
+        &a.agent,
+        &ProofSubject {
+            method: "POST",
+            resource: "/api/payments",
+            body_digest: ProofSubject::digest(body.as_bytes()),
+            token: &a.token,
+        },
+        SystemTime::now() - Duration::from_secs(600),
+    )
+    .unwrap()
+    .to_header();
+    let (status, d) = send(&a.app, pay(&a.token, body, Some(old))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(d["reason"].as_str().unwrap().contains("stale"));
+    // Another key than the holder's.
+    let thief = proof(&KeyPair::new(), &a.token, body);
+    let (status, _) = send(&a.app, pay(&a.token, body, Some(thief))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Not a proof.
     let (status, d) = send(&a.app, pay(&a.token, body, Some("t=1".into()))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
