@@ -383,6 +383,9 @@ pub(crate) struct VerifyArgs {
     /// Make a fresh proof of possession now with this holder key FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) proof_key: Option<PathBuf>,
+    /// How far a proof's timestamp may be from the verifier's clock.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub(crate) proof_skew: String,
     /// The method the proof covers [default: the action].
     #[arg(long, value_name = "METHOD")]
     pub(crate) method: Option<String>,

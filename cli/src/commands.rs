@@ -166,7 +166,8 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
     }
     request.validate()?;
     let token = read_token(&a.token)?;
-    let mut verifier = Verifier::new(RootKeys::single(key));
+    let skew = parse_duration(&a.proof_skew).context("--proof-skew")?;
+    let mut verifier = Verifier::new(RootKeys::single(key)).with_proof_skew(skew);
     if let Some(dir) = &a.replay_db {
         verifier = verifier.with_replay_guard(std::sync::Arc::new(ReplayGuard::open(dir)?));
     }
