@@ -341,6 +341,9 @@ pub(crate) struct InspectArgs {
     /// Verify the signatures with this root public key (else they are not verified).
     #[arg(long, value_name = "PUBKEY")]
     pub(crate) public_key: Option<String>,
+    /// Also write the chain as a self-contained HTML page to FILE.
+    #[arg(long, value_name = "OUT.html")]
+    pub(crate) html: Option<PathBuf>,
     /// The token: a file holding base64, or - for standard input.
     #[arg(value_name = "FILE", default_value = "-")]
     pub(crate) token: String,

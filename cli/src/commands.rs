@@ -8,8 +8,8 @@ use biscuit_auth::{Biscuit, KeyPair, UnverifiedBiscuit};
 use mandate_attenuate::{delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest, RootKeys as IssuerKeys};
 use mandate_spec::{
-    decode_blocks, format_public_key, parse_duration, parse_public_key, Chain, Grant, HolderProof,
-    ProofSubject, Request, Value,
+    decode_blocks, effective_capabilities, format_public_key, parse_duration, parse_public_key,
+    Chain, Grant, HolderProof, ProofSubject, Request, Value,
 };
 use mandate_verifier::{
     DenialKind, Presented, ReplayGuard, RevocationStore, RootKeys, Target, Verifier,
@@ -111,6 +111,11 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let blocks = decode_blocks(&token)?;
     let chain =
         Chain::from_blocks(&blocks, root_key_id).map_err(|e| anyhow!("invalid chain: {e}"))?;
+    let effective = effective_capabilities(&chain);
+    if let Some(out) = &a.html {
+        std::fs::write(out, mandate_spec::html::chain_page(&chain, verified))
+            .with_context(|| format!("--html: writing {}", out.display()))?;
+    }
     if a.json {
         let out = json!({
             "signatures_verified": verified,
@@ -118,6 +123,7 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
             "size_bytes": token.len(),
             "blocks": blocks.len(),
             "chain": chain,
+            "effective": effective,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -141,8 +147,9 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
     }
     println!("chain: {chain}");
     println!();
-    for hop in &chain.hops {
+    for (hop, cap) in chain.hops.iter().zip(&effective) {
         print!("{hop}");
+        println!("  effective here: {}", cap.describe());
     }
     for approval in &chain.approvals {
         print!("{approval}");

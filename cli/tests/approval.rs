@@ -172,11 +172,7 @@ fn the_seed_scenario_through_the_cli() {
     let later = (time::OffsetDateTime::now_utc() + time::Duration::minutes(6))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let expired = s.verify(
-        "approved.tok",
-        150,
-        &["--time", &later],
-    );
+    let expired = s.verify("approved.tok", 150, &["--time", &later]);
     assert_eq!(expired.code, 1);
     assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
 }

@@ -26,9 +26,11 @@ mod blocks;
 mod chain;
 mod datalog;
 mod duration;
+mod effective;
 mod encoding;
 mod error;
 mod grant;
+pub mod html;
 mod keys;
 mod proof;
 mod request;
@@ -41,6 +43,7 @@ pub use chain::{
 };
 pub use datalog::{decode_check, grant_checks, is_holder_check, DecodedCheck};
 pub use duration::parse_duration;
+pub use effective::{effective_capabilities, Capability};
 pub use encoding::{token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{
