@@ -127,6 +127,10 @@ pub(crate) struct ServeArgs {
     /// (repeatable; replaces the configuration file's list).
     #[arg(long = "approver", value_name = "NAME=FILE")]
     pub(crate) approver: Vec<String>,
+    /// Sign every decision into an audit log (DATA_DIR/audit) with the key
+    /// in FILE, and list them at GET /ui/decisions.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) audit_key: Option<PathBuf>,
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,
@@ -344,6 +348,10 @@ pub(crate) struct InspectArgs {
     /// Also write the chain as a self-contained HTML page to FILE.
     #[arg(long, value_name = "OUT.html")]
     pub(crate) html: Option<PathBuf>,
+    /// Mark the hops this revocation list revokes (a RocksDB directory,
+    /// opened read-only).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) revocation_db: Option<PathBuf>,
     /// The token: a file holding base64, or - for standard input.
     #[arg(value_name = "FILE", default_value = "-")]
     pub(crate) token: String,

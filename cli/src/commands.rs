@@ -112,9 +112,16 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let chain =
         Chain::from_blocks(&blocks, root_key_id).map_err(|e| anyhow!("invalid chain: {e}"))?;
     let effective = effective_capabilities(&chain);
+    let revoked = match &a.revocation_db {
+        Some(dir) => revoked_hops(&chain, &RevocationStore::open_read_only(dir)?)?,
+        None => vec![None; chain.hops.len()],
+    };
     if let Some(out) = &a.html {
-        std::fs::write(out, mandate_spec::html::chain_page(&chain, verified))
-            .with_context(|| format!("--html: writing {}", out.display()))?;
+        std::fs::write(
+            out,
+            mandate_spec::html::chain_page(&chain, verified, &revoked),
+        )
+        .with_context(|| format!("--html: writing {}", out.display()))?;
     }
     if a.json {
         let out = json!({
@@ -124,6 +131,7 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
             "blocks": blocks.len(),
             "chain": chain,
             "effective": effective,
+            "revoked": revoked,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -147,9 +155,12 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
     }
     println!("chain: {chain}");
     println!();
-    for (hop, cap) in chain.hops.iter().zip(&effective) {
+    for ((hop, cap), revoked) in chain.hops.iter().zip(&effective).zip(&revoked) {
         print!("{hop}");
         println!("  effective here: {}", cap.describe());
+        if let Some(why) = revoked {
+            println!("  REVOKED: {why}");
+        }
     }
     for approval in &chain.approvals {
         print!("{approval}");
@@ -244,6 +255,40 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
     } else {
         EXIT_DENIED
     }))
+}
+
+/// For each hop, why it is revoked (its block, the token family, its agent
+/// key, or an earlier hop's, which kills everything below it), if it is.
+fn revoked_hops(chain: &Chain, store: &RevocationStore) -> Result<Vec<Option<String>>> {
+    let family = store.get(&Target::Token(chain.token_id.clone()))?;
+    let mut out: Vec<Option<String>> = Vec::new();
+    let mut above: Option<String> = None;
+    for hop in &chain.hops {
+        let own = store
+            .get(&Target::Block(hex::decode(&hop.revocation_id)?))?
+            .map(|e| format!("hop {} revoked", hop.hop) + &why(&e))
+            .or(store
+                .get(&Target::Agent(hop.agent_public_key.to_bytes().to_vec()))?
+                .map(|e| format!("agent key {} revoked", hop.agent_key) + &why(&e)))
+            .or(family
+                .as_ref()
+                .map(|e| "token family revoked".to_string() + &why(e)));
+        let this = own.clone().or(above.clone());
+        if above.is_none() {
+            above = own.map(|w| format!("{w} (an earlier hop)"));
+        }
+        out.push(this);
+    }
+    Ok(out)
+}
+
+fn why(e: &mandate_verifier::Revocation) -> String {
+    format!(
+        " at {} by {:?}: {:?}",
+        rfc3339(e.revoked_at),
+        e.by,
+        e.reason
+    )
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -101,6 +101,9 @@ fn config(a: &ServeArgs) -> Result<ServiceConfig> {
     if let Some(id) = a.current_key_id {
         config.current_key_id = Some(id);
     }
+    if let Some(k) = &a.audit_key {
+        config.audit_key = Some(k.clone());
+    }
     if !a.approver.is_empty() {
         config.approvers = a
             .approver

@@ -156,15 +156,18 @@ fn tighten(constraints: Vec<Constraint>) -> Vec<Constraint> {
             IntCmp::Gt => (false, i128::from(*bound)),
         };
         let same = out.iter().position(|o| match o {
-            Constraint::Int { param: p, cmp: k, .. } => {
-                p == param && matches!(k, IntCmp::Le | IntCmp::Lt) == upper
-            }
+            Constraint::Int {
+                param: p, cmp: k, ..
+            } => p == param && matches!(k, IntCmp::Le | IntCmp::Lt) == upper,
             _ => false,
         });
         match same {
             None => out.push(c),
             Some(i) => {
-                let Constraint::Int { cmp: k, bound: b, .. } = &out[i] else {
+                let Constraint::Int {
+                    cmp: k, bound: b, ..
+                } = &out[i]
+                else {
                     continue;
                 };
                 let old = match k {

@@ -44,6 +44,7 @@ dd{margin:0;word-break:break-word}
 .key{font-family:ui-monospace,Menlo,monospace;font-size:.72rem;color:#444}
 .badge{display:inline-block;font-size:.7rem;padding:.05rem .35rem;border-radius:4px;background:#e3e7ee;margin-left:.3rem}
 .approval{background:#fff8e6;border-color:#f0c36d}
+.revoked{border-color:#c0392b;opacity:.85}.revoked-badge{background:#c0392b;color:#fff}
 table{border-collapse:collapse;background:#fff;font-size:.82rem;width:100%}
 th,td{border:1px solid #d5d9e0;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#eef0f4}
@@ -62,8 +63,9 @@ pub fn page(title: &str, body: &str) -> String {
 }
 
 /// The chain drawn as a path, with each hop's details and effective
-/// capability; `verified` says whether the signatures were checked.
-pub fn chain_section(chain: &Chain, verified: bool) -> String {
+/// capability; `verified` says whether the signatures were checked;
+/// `revoked[i]`, when given, says why hop i is revoked.
+pub fn chain_section(chain: &Chain, verified: bool, revoked: &[Option<String>]) -> String {
     let caps = effective_capabilities(chain);
     let mut out = String::new();
     out.push_str(&format!(
@@ -106,11 +108,18 @@ pub fn chain_section(chain: &Chain, verified: bool) -> String {
             "<div class=\"arrow\">→<small>{}</small></div>\n",
             escape(&format!("signed by {by}"))
         ));
+        let revocation = revoked.get(hop.hop).cloned().flatten();
         out.push_str(&format!(
-            "<div class=\"node\" data-hop=\"{}\"><h2>{}<span class=\"badge\">hop {}</span></h2><dl>",
+            "<div class=\"node{}\" data-hop=\"{}\"><h2>{}<span class=\"badge\">hop {}</span>{}</h2><dl>",
+            if revocation.is_some() { " revoked" } else { "" },
             hop.hop,
             escape(&hop.agent),
-            hop.hop
+            hop.hop,
+            if revocation.is_some() {
+                "<span class=\"badge revoked-badge\">REVOKED</span>"
+            } else {
+                ""
+            }
         ));
         let mut item = |k: &str, v: String, class: &str| {
             out.push_str(&format!(
@@ -118,6 +127,9 @@ pub fn chain_section(chain: &Chain, verified: bool) -> String {
                 escape(k)
             ));
         };
+        if let Some(why) = &revocation {
+            item("revoked", escape(why), "nothing");
+        }
         item(
             "key",
             format!("<span class=\"key\">{}</span>", escape(&hop.agent_key)),
@@ -177,9 +189,9 @@ pub fn chain_section(chain: &Chain, verified: bool) -> String {
 }
 
 /// A complete page for one token's chain.
-pub fn chain_page(chain: &Chain, verified: bool) -> String {
+pub fn chain_page(chain: &Chain, verified: bool, revoked: &[Option<String>]) -> String {
     page(
         &format!("Mandate chain {}", chain.token_id),
-        &chain_section(chain, verified),
+        &chain_section(chain, verified, revoked),
     )
 }

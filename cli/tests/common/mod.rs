@@ -2,6 +2,7 @@
 //! quickstart scenario (issuer, support agent, sub-agent, their tokens).
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+pub mod browser;
 pub mod procs;
 
 use std::io::Write;

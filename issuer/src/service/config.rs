@@ -48,6 +48,12 @@ pub struct ServiceConfig {
     /// approves a request (`POST /v1/approvals/{id}/approve`). Default: none.
     #[serde(default)]
     pub approvers: Vec<ApproverFile>,
+    /// The private key file the service signs its audit log with (its own
+    /// key, not a root key). Set: every decision of the embedded verifier is
+    /// recorded in `DATA_DIR/audit` and listed at `GET /ui/decisions`.
+    /// Default: no audit log.
+    #[serde(default)]
+    pub audit_key: Option<PathBuf>,
 }
 
 /// One approver: the name approval rules use, and its private key file.
@@ -85,6 +91,7 @@ impl Default for ServiceConfig {
             root_keys: Vec::new(),
             current_key_id: None,
             approvers: Vec::new(),
+            audit_key: None,
         }
     }
 }
@@ -126,6 +133,9 @@ impl ServiceConfig {
         }
         for a in &mut config.approvers {
             a.file = base.join(&a.file);
+        }
+        if let Some(k) = &mut config.audit_key {
+            *k = base.join(&*k);
         }
         Ok(config)
     }
@@ -175,6 +185,20 @@ impl ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// Reads the audit key file, if one is configured.
+    pub(crate) fn load_audit_key(&self) -> Result<Option<KeyPair>, ServiceError> {
+        self.audit_key
+            .as_ref()
+            .map(|file| {
+                read_key_file(&RootKeyFile {
+                    id: u32::MAX,
+                    file: file.clone(),
+                })
+                .map_err(|e| ServiceError::Config(format!("audit key: {e}")))
+            })
+            .transpose()
+    }
+
     /// Reads every approver key file: name → key.
     pub(crate) fn load_approvers(
         &self,

@@ -14,6 +14,7 @@
 //! | `GET /v1/approvals/{id}` | — | one request; its approval block once approved |
 //! | `POST /v1/approvals/{id}/approve` | `approve` on `/v1/approvals` (`approver` parameter) | the signed approval |
 //! | `POST /v1/approvals/{id}/deny` | `approve` on `/v1/approvals` | denied |
+//! | `GET /ui/decisions` | `review` on `/ui/decisions` (header or `mandate_admin` cookie) | HTML: recent decisions with their chains |
 //! | `GET /healthz` | — | 200 when the revocation list answers (store readable, feed not stale) |
 //! | `GET /metrics` | — | Prometheus text |
 //!
@@ -31,6 +32,7 @@ mod extract;
 mod handlers;
 mod metrics;
 mod sink;
+mod ui;
 
 pub use approvals::{ApprovalQueue, ApprovalRecord, ApprovalStatus};
 pub use config::{ApproverFile, RootKeyFile, ServiceConfig, DEFAULT_LISTEN};
@@ -44,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use biscuit_auth::KeyPair;
-use mandate_verifier::{RevocationList, RevocationStore, Verifier};
+use mandate_verifier::{AuditLog, AuditOptions, RevocationList, RevocationStore, Verifier};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -63,6 +65,7 @@ pub struct Service {
     sink: Arc<dyn RevocationSink>,
     approvals: Option<ApprovalQueue>,
     approvers: BTreeMap<String, KeyPair>,
+    audit: Option<AuditLog>,
 }
 
 impl std::fmt::Debug for Service {
@@ -85,6 +88,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: metrics::Metrics,
     pub(crate) approvals: Option<ApprovalQueue>,
     pub(crate) approvers: BTreeMap<String, KeyPair>,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) audit_path: Option<std::path::PathBuf>,
 }
 
 pub(crate) type AppState = Arc<Inner>;
@@ -107,7 +112,20 @@ impl Service {
         let registry = Registry::open(data_dir.join("registry"))?;
         let approvals = ApprovalQueue::open(data_dir.join("approvals"))?;
         let approvers = config.load_approvers()?;
-        Ok(Service::new(keys, store, registry).with_approvals(approvals, approvers))
+        let mut service = Service::new(keys, store, registry).with_approvals(approvals, approvers);
+        if let Some(key) = config.load_audit_key()? {
+            let log = AuditLog::open(data_dir.join("audit"), &key, AuditOptions::default())?;
+            service = service.with_audit(log);
+        }
+        Ok(service)
+    }
+
+    /// Records every decision of the embedded verifier (admin tokens and
+    /// `POST /v1/authorize`) in `log`, and shows them at `GET /ui/decisions`.
+    pub fn with_audit(mut self, log: AuditLog) -> Service {
+        self.verifier = self.verifier.with_audit(log.clone());
+        self.audit = Some(log);
+        self
     }
 
     /// Takes approval requests into `queue`, and signs approvals with
@@ -141,6 +159,7 @@ impl Service {
             registry,
             approvals: None,
             approvers: BTreeMap::new(),
+            audit: None,
         }
     }
 
@@ -183,6 +202,8 @@ impl Service {
             metrics: metrics::Metrics::default(),
             approvals: self.approvals,
             approvers: self.approvers,
+            audit_path: self.audit.as_ref().map(|a| a.path().to_path_buf()),
+            audit: self.audit,
         });
         Router::new()
             .route("/v1/tokens", post(handlers::mint))
@@ -196,6 +217,7 @@ impl Service {
             .route("/v1/approvals/{id}", get(approvals::get_one))
             .route("/v1/approvals/{id}/approve", post(approvals::approve))
             .route("/v1/approvals/{id}/deny", post(approvals::deny))
+            .route("/ui/decisions", get(ui::decisions))
             .route("/healthz", get(handlers::healthz))
             .route("/metrics", get(handlers::metrics))
             .with_state(state.clone())

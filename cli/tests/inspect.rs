@@ -1,0 +1,436 @@
+//! `mandate inspect` as an auditor reads it — text, `--json` and `--html` —
+//! on chains of depth 1 to 8, including a revoked hop, an approval block and
+//! a hop requiring proof of possession; then both HTML views (a token's
+//! chain, and the issuer service's decisions page) rendered in a real
+//! headless browser (Debian chromium through chromedriver), with a
+//! screenshot of each written to `target/screenshots/`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::browser::{screenshot_dir, Browser};
+use common::procs::{http, Proc};
+use common::{mandate, Run};
+use serde_json::Value;
+use std::path::Path;
+
+/// A root for `org:acme` and `depth` hops below it: each hop narrows the
+/// amount bound; hop 3 (when there is one) requires proof of possession;
+/// the root carries an approval rule. Returns the token files by depth.
+struct Chains {
+    dir: tempfile::TempDir,
+    root_pub: String,
+}
+
+fn run(d: &Path, args: &[&str]) -> Run {
+    let r = mandate(d, args);
+    assert_eq!(r.code, 0, "mandate {args:?}: {}", r.stderr);
+    r
+}
+
+impl Chains {
+    fn build() -> Chains {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let root_pub = run(d, &["keygen", "--out", "root.key"])
+            .stdout
+            .trim()
+            .to_string();
+        let finance = run(d, &["keygen", "--out", "finance.key"])
+            .stdout
+            .trim()
+            .to_string();
+        let keys: Vec<String> = (0..=8)
+            .map(|i| {
+                run(d, &["keygen", "--out", &format!("a{i}.key")])
+                    .stdout
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        let rule = format!("pay when amount>100 by finance={finance}");
+        let root = run(
+            d,
+            &[
+                "issue",
+                "--key",
+                "root.key",
+                "--principal",
+                "org:acme",
+                "--to",
+                "agent-0",
+                "--to-key",
+                &keys[0],
+                "--allow",
+                "pay,refund:/api/payments/**",
+                "--where",
+                "amount<=1000",
+                "--approval",
+                &rule,
+                "--ttl",
+                "1h",
+                "--purpose",
+                "accounts payable",
+            ],
+        );
+        std::fs::write(d.join("t0.tok"), &root.stdout).unwrap();
+        for i in 1..=8usize {
+            let bound = format!("amount<={}", 1000 - i * 100);
+            let from = format!("a{}.key", i - 1);
+            let agent = format!("agent-{i}");
+            let purpose = format!("step {i}");
+            let prev = format!("t{}.tok", i - 1);
+            let mut args = vec![
+                "attenuate",
+                "--key",
+                &from,
+                "--to",
+                &agent,
+                "--to-key",
+                &keys[i],
+                "--allow",
+                "pay:/api/payments/**",
+                "--where",
+                &bound,
+                "--purpose",
+                &purpose,
+            ];
+            if i == 3 {
+                args.push("--require-proof");
+            }
+            args.push(&prev);
+            let next = run(d, &args);
+            std::fs::write(d.join(format!("t{i}.tok")), &next.stdout).unwrap();
+        }
+        Chains { dir, root_pub }
+    }
+
+    fn d(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn inspect_json(&self, token: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["inspect", "--json", "--public-key", &self.root_pub];
+        args.extend_from_slice(extra);
+        args.push(token);
+        serde_json::from_str(&run(self.d(), &args).stdout).unwrap()
+    }
+}
+
+#[test]
+fn inspect_shows_every_hop_and_its_effective_capability_at_every_depth() {
+    let c = Chains::build();
+    // Revoke hop 2 of the depth-8 chain.
+    run(
+        c.d(),
+        &[
+            "revoke",
+            "--db",
+            "rev",
+            "--token",
+            "t8.tok",
+            "--hop",
+            "2",
+            "--reason",
+            "compromised",
+        ],
+    );
+    for depth in 1..=8usize {
+        let token = format!("t{depth}.tok");
+        let j = c.inspect_json(&token, &["--revocation-db", "rev"]);
+        assert_eq!(j["signatures_verified"], true);
+        let hops = j["chain"]["hops"].as_array().unwrap();
+        assert_eq!(hops.len(), depth + 1, "depth {depth}");
+        let effective = j["effective"].as_array().unwrap();
+        assert_eq!(effective.len(), depth + 1);
+        // The effective bound at hop i is the tightest so far.
+        for (i, cap) in effective.iter().enumerate() {
+            // The root's rule split its alternative: refund (no approval)
+            // and pay (approval above 100); from hop 1 on, only pay is left.
+            let alts = cap["alternatives"].as_array().unwrap();
+            assert_eq!(
+                alts.len(),
+                if i == 0 { 2 } else { 1 },
+                "depth {depth} hop {i}: {cap}"
+            );
+            let alt = alts.iter().find(|a| a["actions"][0] == "pay").unwrap();
+            assert_eq!(cap["nothing"], false);
+            let want = if i == 0 { 1000 } else { 1000 - 100 * i as i64 };
+            let bound = alt["constraints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["param"] == "amount")
+                .unwrap()["bound"]
+                .as_i64()
+                .unwrap();
+            assert_eq!(bound, want, "depth {depth} hop {i}: {cap}");
+            assert_eq!(
+                alt["approval"]["approver"], "finance",
+                "the root's rule stays in force"
+            );
+            assert_eq!(cap["holder_bound"], i >= 3);
+        }
+        // Revocation: hop 2 and below (the same blocks in every longer chain).
+        let revoked = j["revoked"].as_array().unwrap();
+        for (i, r) in revoked.iter().enumerate() {
+            assert_eq!(!r.is_null(), i >= 2, "depth {depth} hop {i}: {r}");
+        }
+    }
+
+    // The text form, for people.
+    let text = run(
+        c.d(),
+        &[
+            "inspect",
+            "--public-key",
+            &c.root_pub.clone(),
+            "--revocation-db",
+            "rev",
+            "t4.tok",
+        ],
+    )
+    .stdout;
+    for needle in [
+        "chain: org:acme → agent-0 → agent-1 → agent-2 → agent-3 → agent-4",
+        "hop 3 (block 3): agent \"agent-3\"",
+        "signed by: agent \"agent-2\"",
+        "purpose: \"step 3\"",
+        "each request proven by the final holder's key",
+        "effective here: pay:/api/payments/** where amount<=700, approval by finance when amount>100; each request proven by the final holder's key",
+        "REVOKED: hop 2 revoked",
+        "(an earlier hop)",
+    ] {
+        assert!(text.contains(needle), "{needle}:\n{text}");
+    }
+}
+
+#[test]
+fn the_chain_page_renders_in_a_headless_browser() {
+    let c = Chains::build();
+    run(
+        c.d(),
+        &[
+            "revoke",
+            "--db",
+            "rev",
+            "--token",
+            "t8.tok",
+            "--hop",
+            "5",
+            "--reason",
+            "left the team",
+        ],
+    );
+    // An approval block on the deepest chain.
+    let ask = mandate(
+        c.d(),
+        &[
+            "verify",
+            "--json",
+            "--public-key",
+            &c.root_pub.clone(),
+            "--action",
+            "pay",
+            "--resource",
+            "/api/payments/9",
+            "--param",
+            "amount=150",
+            "--proof-key",
+            "a8.key",
+            "--replay-db",
+            "replay",
+            "t8.tok",
+        ],
+    );
+    assert_eq!(ask.code, 3, "{}", ask.stderr);
+    std::fs::write(c.d().join("ask.json"), &ask.stdout).unwrap();
+    let block = run(
+        c.d(),
+        &["approve", "--key", "finance.key", "--yes", "ask.json"],
+    )
+    .stdout;
+    std::fs::write(c.d().join("approval.b64"), block).unwrap();
+    let approved = run(
+        c.d(),
+        &["attach-approval", "--approval", "approval.b64", "t8.tok"],
+    )
+    .stdout;
+    std::fs::write(c.d().join("approved.tok"), approved).unwrap();
+    let page = c.d().join("chain.html");
+    run(
+        c.d(),
+        &[
+            "inspect",
+            "--public-key",
+            &c.root_pub.clone(),
+            "--revocation-db",
+            "rev",
+            "--html",
+            page.to_str().unwrap(),
+            "approved.tok",
+        ],
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external asset"
+    );
+    assert!(!html.contains("<script"), "no script");
+
+    let b = Browser::start();
+    b.goto(&format!("file://{}", page.display()));
+    let hops = b.eval("return Array.from(document.querySelectorAll('.node[data-hop]')).map(n => n.getAttribute('data-hop'))");
+    let hops: Vec<String> = hops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = std::iter::once("principal".to_string())
+        .chain((0..=8).map(|i| i.to_string()))
+        .collect();
+    assert_eq!(hops, want);
+    let revoked = b.eval("return document.querySelectorAll('.node.revoked').length");
+    assert_eq!(revoked, 4, "hops 5 to 8 are dead");
+    let approvals = b.eval("return document.querySelectorAll('.node.approval').length");
+    assert_eq!(approvals, 1);
+    let text = b
+        .eval("return document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    for needle in [
+        "org:acme",
+        "agent-8",
+        "effective capability here",
+        "step 8",
+        "approval by finance",
+    ] {
+        assert!(text.contains(needle), "{needle}");
+    }
+    // Laid out as a path: each hop to the right of the one before.
+    let xs = b.eval("return Array.from(document.querySelectorAll('.node[data-hop]')).map(n => n.getBoundingClientRect().left)");
+    let xs: Vec<f64> = xs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert!(xs.windows(2).all(|w| w[1] > w[0]), "{xs:?}");
+    let png = b.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    assert!(png.len() > 10_000, "a real rendering, {} bytes", png.len());
+    std::fs::write(screenshot_dir().join("inspect-chain.png"), png).unwrap();
+}
+
+#[test]
+fn the_decisions_page_of_the_issuer_service_renders_in_a_headless_browser() {
+    let c = Chains::build();
+    let d = c.d();
+    run(d, &["keygen", "--out", "audit.key"]);
+    let admin = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "ops:auditor",
+            "--to",
+            "auditor",
+            "--to-key",
+            &c.root_pub.clone(),
+            "--allow",
+            "review:/ui/decisions",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    let serve = Proc::start([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d.join("data").to_str().unwrap(),
+        "--root-key",
+        &format!("0={}", d.join("root.key").display()),
+        "--audit-key",
+        d.join("audit.key").to_str().unwrap(),
+    ]);
+    // Decisions: a payment within the grant, one above it, one by a token
+    // requiring a proof it does not carry.
+    for (tok, amount) in [
+        ("t2.tok", 50),
+        ("t2.tok", 5000),
+        ("t4.tok", 50),
+        ("t1.tok", 20),
+    ] {
+        let token = std::fs::read_to_string(d.join(tok)).unwrap();
+        let body = serde_json::json!({"token": token.trim(), "action": "pay", "resource": "/api/payments/7", "params": {"amount": amount}});
+        http(
+            &serve.addr,
+            "POST",
+            "/v1/authorize",
+            &body.to_string(),
+            None,
+        );
+    }
+    // Without the admin token: refused.
+    let (status, _) = http(&serve.addr, "GET", "/ui/decisions", "", None);
+    assert_eq!(status, 401);
+
+    let b = Browser::start();
+    b.goto(&format!("http://{}/healthz", serve.addr));
+    b.add_cookie("mandate_admin", &admin);
+    b.goto(&format!("http://{}/ui/decisions", serve.addr));
+    let rows = b.eval("return Array.from(document.querySelectorAll('#decisions tr.row')).map(r => r.getAttribute('data-decision'))");
+    let rows: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    // Two payments allowed, and the auditor's own access to this page: it is
+    // a decision of the service's verifier like any other, and recorded.
+    assert_eq!(
+        rows.iter().filter(|r| **r == "allow").count(),
+        3,
+        "{rows:?}"
+    );
+    assert_eq!(rows.iter().filter(|r| **r == "deny").count(), 2, "{rows:?}");
+    let text = b
+        .eval("return document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("org:acme → agent-0 → agent-1 → agent-2"),
+        "{text}"
+    );
+    assert!(text.contains("requires proof of possession"), "{text}");
+    assert!(
+        text.contains("review /ui/decisions"),
+        "the page access itself: {text}"
+    );
+    assert!(
+        text.contains("review /ui/decisions"),
+        "the page access itself: {text}"
+    );
+    std::fs::write(
+        screenshot_dir().join("service-decisions.png"),
+        b.screenshot(),
+    )
+    .unwrap();
+    // Filtered by decision and agent.
+    b.goto(&format!(
+        "http://{}/ui/decisions?decision=deny&agent=agent-4",
+        serve.addr
+    ));
+    let rows = b.eval("return document.querySelectorAll('#decisions tr.row').length");
+    assert_eq!(rows, 1);
+    let _ = (Value::Null, &c.root_pub);
+}
