@@ -74,7 +74,7 @@ impl Chains {
             ],
         );
         std::fs::write(d.join("t0.tok"), &root.stdout).unwrap();
-        for i in 1..=8usize {
+        for (i, key) in keys.iter().enumerate().skip(1) {
             let bound = format!("amount<={}", 1000 - i * 100);
             let from = format!("a{}.key", i - 1);
             let agent = format!("agent-{i}");
