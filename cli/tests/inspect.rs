@@ -87,7 +87,7 @@ impl Chains {
                 "--to",
                 &agent,
                 "--to-key",
-                &keys[i],
+                key,
                 "--allow",
                 "pay:/api/payments/**",
                 "--where",
