@@ -11,6 +11,10 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 # The revocation feed's tests run a real NATS server with JetStream.
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+# The Python and JavaScript agent examples run in the suite.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 # The HTML views are tested in a real headless browser (driven by WebDriver).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

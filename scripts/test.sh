@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs Mandate's whole test suite: unit, doc, end-to-end (library and CLI
-# binary), property tests, the benches in test mode (each runs once), and
-# the demo. Usage: ./scripts/test.sh
+# binary), property tests, the browser and other-language agent tests, the
+# benches in test mode (each runs once), and the demo. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 source scripts/env.sh
+# The Python and JavaScript agents (examples/python-agent, examples/js-agent)
+# run in the suite: a virtualenv and `npm ci`; their tests must not skip here.
+eval "$(./scripts/setup-agents.sh)"
+export MANDATE_AGENTS_REQUIRED=1
 
 cargo fmt --all -- --check
 cargo test --workspace --all-targets "${MANDATE_PROFILE_FLAGS[@]}"

@@ -1,0 +1,288 @@
+//! Agents written in other languages take part in a chain with the standard
+//! Biscuit libraries and the spec alone: the Python orchestrator
+//! (examples/python-agent, biscuit-python 0.4) and the JavaScript one
+//! (examples/js-agent, biscuit-wasm 0.6 on Node) each receive a token,
+//! append a delegation hop for a sub-agent signed with their own key, and
+//! Mandate's verifier decides the sub-agent's requests: allowed within the
+//! hop, denied beyond it, and a hop that tries to widen gets nothing more.
+//! The hops they write decode as canonical grants (not raw Datalog).
+//!
+//! `scripts/test.sh` sets up both (a virtualenv, `npm ci`) and requires
+//! these tests to run; under a bare `cargo test` without that setup they
+//! say so and pass.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{mandate, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(d: &Path, args: &[&str]) -> Run {
+    let r = mandate(d, args);
+    assert_eq!(r.code, 0, "mandate {args:?}: {}", r.stderr);
+    r
+}
+
+/// The interpreter and arguments that run an orchestrator, or `None` (with
+/// a message) when the agents are not set up and not required.
+fn agent(lang: &str) -> Option<Vec<String>> {
+    let required = std::env::var("MANDATE_AGENTS_REQUIRED").as_deref() == Ok("1");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cmd = match lang {
+        "python" => std::env::var("MANDATE_PYTHON").ok().map(|py| {
+            vec![
+                py,
+                repo.join("examples/python-agent/orchestrator.py")
+                    .display()
+                    .to_string(),
+            ]
+        }),
+        _ => std::env::var("MANDATE_JS_AGENT_DIR").ok().map(|dir| {
+            vec![
+                "node".into(),
+                "--experimental-wasm-modules".into(),
+                "--no-warnings".into(),
+                PathBuf::from(dir)
+                    .join("orchestrator.mjs")
+                    .display()
+                    .to_string(),
+            ]
+        }),
+    };
+    if cmd.is_none() {
+        assert!(
+            !required,
+            "the {lang} agent is not set up: run `eval \"$(./scripts/setup-agents.sh)\"`"
+        );
+        eprintln!("skipped: the {lang} agent is not set up (scripts/setup-agents.sh)");
+    }
+    cmd
+}
+
+/// Runs an orchestrator; (exit code, stdout, stderr).
+fn orchestrate(cmd: &[String], d: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .args(args)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn delegation_by(lang: &str) {
+    let Some(cmd) = agent(lang) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = run(d, &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let orch = run(d, &["keygen", "--out", "orchestrator.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let research = run(d, &["keygen", "--out", "research.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let token = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "user:alice",
+            "--to",
+            "orchestrator",
+            "--to-key",
+            &orch,
+            "--allow",
+            "read,list:/api/customers/*",
+            "--where",
+            "rows<=100",
+            "--ttl",
+            "1h",
+            "--max-depth",
+            "3",
+        ],
+    );
+    std::fs::write(d.join("orchestrator.tok"), &token.stdout).unwrap();
+
+    // 1. A narrowing hop: read only, at most 10 rows.
+    let (code, out, err) = orchestrate(
+        &cmd,
+        d,
+        &[
+            "--token",
+            "orchestrator.tok",
+            "--root-public-key",
+            &root,
+            "--key",
+            "orchestrator.key",
+            "--to",
+            "research-agent",
+            "--to-key",
+            &research,
+            "--allow",
+            "read:/api/customers/*",
+            "--where",
+            "rows<=10",
+            "--ttl",
+            "600",
+            "--purpose",
+            &format!("made in {lang}"),
+        ],
+    );
+    assert_eq!(code, 0, "{lang} orchestrator: {err}");
+    std::fs::write(d.join("research.tok"), out).unwrap();
+    let verify = |action: &str, resource: &str, rows: &str| {
+        mandate(
+            d,
+            &[
+                "verify",
+                "--public-key",
+                &root,
+                "--action",
+                action,
+                "--resource",
+                resource,
+                "--param",
+                &format!("rows={rows}"),
+                "research.tok",
+            ],
+        )
+    };
+    let ok = verify("read", "/api/customers/42", "5");
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(
+        ok.stdout
+            .contains("user:alice → orchestrator → research-agent"),
+        "{}",
+        ok.stdout
+    );
+    let list = verify("list", "/api/customers/42", "5");
+    assert_eq!(list.code, 1);
+    assert!(
+        list.stderr.contains("hop 1 (agent \"research-agent\""),
+        "{}",
+        list.stderr
+    );
+    let many = verify("read", "/api/customers/42", "50");
+    assert_eq!(many.code, 1);
+    assert!(
+        many.stderr.contains("rows=50 violates rows<=10"),
+        "{}",
+        many.stderr
+    );
+    // What the other library wrote reads as Mandate's own vocabulary.
+    let inspect = run(d, &["inspect", "--public-key", &root, "research.tok"]).stdout;
+    assert!(
+        inspect.contains("allows: read:/api/customers/* where rows<=10"),
+        "{inspect}"
+    );
+    assert!(
+        inspect.contains(&format!("purpose: \"made in {lang}\"")),
+        "{inspect}"
+    );
+    assert!(
+        inspect.contains("signed by: agent \"orchestrator\""),
+        "{inspect}"
+    );
+
+    // 2. A hop that tries to widen: more actions, everything under /api.
+    let (code, out, err) = orchestrate(
+        &cmd,
+        d,
+        &[
+            "--token",
+            "orchestrator.tok",
+            "--root-public-key",
+            &root,
+            "--key",
+            "orchestrator.key",
+            "--to",
+            "greedy-agent",
+            "--to-key",
+            &research,
+            "--allow",
+            "read,write,delete:/api/**",
+            "--where",
+            "rows<=1000",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(d.join("research.tok"), out).unwrap();
+    assert_eq!(verify("read", "/api/customers/42", "5").code, 0);
+    for (action, resource, rows, needle) in [
+        (
+            "write",
+            "/api/customers/42",
+            "5",
+            "action \"write\" is not allowed",
+        ),
+        (
+            "delete",
+            "/api/customers/42",
+            "5",
+            "action \"delete\" is not allowed",
+        ),
+        ("read", "/api/orders/1", "5", "/api/orders/1"),
+        (
+            "read",
+            "/api/customers/42",
+            "500",
+            "rows=500 violates rows<=100",
+        ),
+    ] {
+        let r = verify(action, resource, rows);
+        assert_eq!(
+            r.code, 1,
+            "{action} {resource} rows={rows} must stay denied"
+        );
+        assert!(
+            r.stderr.contains("hop 0"),
+            "the root denies it: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains(needle), "{needle}: {}", r.stderr);
+    }
+
+    // 3. Only the holder can delegate.
+    let (code, _, err) = orchestrate(
+        &cmd,
+        d,
+        &[
+            "--token",
+            "orchestrator.tok",
+            "--root-public-key",
+            &root,
+            "--key",
+            "research.key",
+            "--to",
+            "x",
+            "--to-key",
+            &research,
+            "--allow",
+            "read:/api/customers/*",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("does not hold the token"), "{err}");
+}
+
+#[test]
+fn a_python_orchestrator_delegates_with_biscuit_python() {
+    delegation_by("python");
+}
+
+#[test]
+fn a_javascript_orchestrator_delegates_with_biscuit_wasm() {
+    delegation_by("javascript");
+}

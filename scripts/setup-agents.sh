@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up the other-language agents the test suite runs (examples/python-agent
+# and examples/js-agent): a Python virtualenv with biscuit-python under
+# $HOME/.cache/mandate/pyvenv, and `npm ci` in examples/js-agent. Idempotent.
+# Prints the two variables the tests read; source-safe:
+#   eval "$(./scripts/setup-agents.sh)"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${MANDATE_PYVENV:-$HOME/.cache/mandate/pyvenv}"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" >&2
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r examples/python-agent/requirements.txt >&2
+if [ ! -d examples/js-agent/node_modules/@biscuit-auth/biscuit-wasm ] \
+    || [ examples/js-agent/package-lock.json -nt examples/js-agent/node_modules ]; then
+    (cd examples/js-agent && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+echo "export MANDATE_PYTHON='$venv/bin/python'"
+echo "export MANDATE_JS_AGENT_DIR='$PWD/examples/js-agent'"
