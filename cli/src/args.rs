@@ -47,6 +47,18 @@ pub(crate) enum Command {
     /// Make a proof of possession for one request (prints the Mandate-Proof
     /// header value).
     Prove(ProveArgs),
+    /// Run a verifying reverse proxy in front of APIs and MCP tool servers:
+    /// decides each request, strips the token, injects the upstream's
+    /// credential.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// The configuration file (TOML: listen, public_key, revocation_db,
+    /// nats, audit_dir, audit_key_file, [[routes]]).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod args;
 mod audit;
 mod commands;
 mod feed;
+mod gateway;
 mod io;
 mod revoke;
 mod serve;
@@ -64,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(a) => approve::approve(a),
         Command::AttachApproval(a) => approve::attach(a),
         Command::Prove(a) => approve::prove(a),
+        Command::Gateway(a) => gateway::run(a),
     }
 }
 

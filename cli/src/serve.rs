@@ -146,7 +146,7 @@ fn root_key(arg: &str) -> Result<RootKeyFile> {
     })
 }
 
-fn init_logging(format: &str) {
+pub(crate) fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

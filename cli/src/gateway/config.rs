@@ -1,0 +1,352 @@
+//! The gateway's configuration file (TOML). Every error names the line that
+//! is wrong: TOML syntax and unknown settings by the parser's span, invalid
+//! values by the span of the setting that holds them.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8480"
+//! public_key = "ed25519/…"             # the issuer's root public key
+//! revocation_db = "revocations"         # optional: RocksDB revocation list
+//! nats = "nats://127.0.0.1:4222"        # optional: follow the revocation feed into it
+//! audit_dir = "audit"                   # optional, with audit_key_file
+//! audit_key_file = "audit.key"
+//!
+//! [[routes]]
+//! prefix = "/crm/"                      # requests whose path starts with it
+//! upstream = "http://127.0.0.1:9000"    # forwarded to upstream + path (and query)
+//! timeout = "10s"                       # until the upstream's response head
+//! credential = { header = "authorization", prefix = "Bearer ", file = "crm.secret" }
+//! rules = [ { method = "GET", pattern = "/crm/customers", action = "list", resource = "/crm/customers/*" } ]
+//!
+//! [[routes]]
+//! prefix = "/mcp"
+//! upstream = "http://127.0.0.1:9100"
+//! mode = "mcp"                          # JSON-RPC: tools/call → action = tool, params = arguments
+//! public_methods = ["initialize", "notifications/initialized", "tools/list"]
+//! credential = { header = "x-api-key", env = "MCP_KEY" }
+//! ```
+
+use anyhow::{anyhow, bail, Context, Result};
+use mandate_spec::{parse_duration, parse_public_key};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<Spanned<String>>,
+    public_key: Spanned<String>,
+    revocation_db: Option<Spanned<PathBuf>>,
+    nats: Option<Spanned<String>>,
+    staleness: Option<Spanned<String>>,
+    audit_dir: Option<Spanned<PathBuf>>,
+    audit_key_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    prefix: Spanned<String>,
+    upstream: Spanned<String>,
+    timeout: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    credential: Option<Spanned<CredentialFile>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RuleFile>>,
+    #[serde(default)]
+    public_methods: Vec<String>,
+    resource: Option<Spanned<String>>,
+    max_body: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialFile {
+    header: String,
+    #[serde(default)]
+    prefix: String,
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleFile {
+    pub(crate) method: String,
+    pub(crate) pattern: String,
+    pub(crate) action: Option<String>,
+    pub(crate) resource: Option<String>,
+    #[serde(default)]
+    pub(crate) body_params: Vec<(String, String)>,
+}
+
+/// The configuration, checked.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) public_key: biscuit_auth::PublicKey,
+    pub(crate) revocation_db: Option<PathBuf>,
+    pub(crate) nats: Option<String>,
+    pub(crate) staleness: Duration,
+    pub(crate) audit: Option<(PathBuf, PathBuf)>,
+    pub(crate) routes: Vec<Route>,
+}
+
+/// How a route's requests become the request the verifier decides.
+#[derive(Debug)]
+pub(crate) enum Mode {
+    /// HTTP: the middleware's mapping, with these rules.
+    Rest(Vec<RuleFile>),
+    /// MCP over streamable HTTP (JSON-RPC).
+    Mcp {
+        /// Methods forwarded without a decision (e.g. `initialize`).
+        public_methods: Vec<String>,
+        /// The resource `tools/call` requests are decided on.
+        resource: Option<String>,
+    },
+}
+
+/// One route.
+pub(crate) struct Route {
+    pub(crate) prefix: String,
+    pub(crate) upstream: http::Uri,
+    pub(crate) timeout: Duration,
+    pub(crate) mode: Mode,
+    pub(crate) max_body: usize,
+    /// Header name and value to inject (the value never logged).
+    pub(crate) credential: Option<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("prefix", &self.prefix)
+            .field("upstream", &self.upstream)
+            .field("timeout", &self.timeout)
+            .field("mode", &self.mode)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|(h, _)| (h, "<redacted>")),
+            )
+            .finish()
+    }
+}
+
+/// The line (from 1) a byte offset is on.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].lines().count().max(1)
+        + usize::from(text[..offset.min(text.len())].ends_with('\n'))
+}
+
+impl Config {
+    /// Reads and checks `path`; relative paths are relative to its directory.
+    pub(crate) fn read(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    pub(crate) fn parse(text: &str, base: &Path) -> Result<Config> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            anyhow!("line {at}: {}", e.message().trim())
+        })?;
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            anyhow!("line {}: {msg}", line_of(text, span.start))
+        };
+        let listen = match &file.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8480)),
+            Some(l) => l.get_ref().parse().map_err(|_| {
+                at(
+                    l.span(),
+                    format!("listen: not an address: {:?}", l.get_ref()),
+                )
+            })?,
+        };
+        let public_key = parse_public_key(file.public_key.get_ref())
+            .map_err(|e| at(file.public_key.span(), format!("public_key: {e}")))?;
+        let staleness = match &file.staleness {
+            None => Duration::from_secs(10),
+            Some(s) => {
+                parse_duration(s.get_ref()).map_err(|e| at(s.span(), format!("staleness: {e}")))?
+            }
+        };
+        if let (Some(n), None) = (&file.nats, &file.revocation_db) {
+            return Err(at(
+                n.span(),
+                "nats: needs revocation_db, the list the feed fills".into(),
+            ));
+        }
+        let audit = match (&file.audit_dir, &file.audit_key_file) {
+            (None, None) => None,
+            (Some(d), Some(k)) => Some((base.join(d.get_ref()), base.join(k.get_ref()))),
+            (Some(d), None) => return Err(at(d.span(), "audit_dir needs audit_key_file".into())),
+            (None, Some(k)) => return Err(at(k.span(), "audit_key_file needs audit_dir".into())),
+        };
+        if file.routes.is_empty() {
+            bail!("no [[routes]]: nothing to forward");
+        }
+        let mut routes = Vec::new();
+        for r in file.routes {
+            routes.push(route(r, text, base)?);
+        }
+        Ok(Config {
+            listen,
+            public_key,
+            revocation_db: file.revocation_db.map(|d| base.join(d.into_inner())),
+            nats: file.nats.map(Spanned::into_inner),
+            staleness,
+            audit,
+            routes,
+        })
+    }
+}
+
+fn route(r: RouteFile, text: &str, base: &Path) -> Result<Route> {
+    let at = |span: std::ops::Range<usize>, msg: String| {
+        anyhow!("line {}: {msg}", line_of(text, span.start))
+    };
+    let prefix = r.prefix.get_ref().clone();
+    if !prefix.starts_with('/') {
+        return Err(at(
+            r.prefix.span(),
+            format!("prefix {prefix:?} must start with /"),
+        ));
+    }
+    let upstream: http::Uri = r
+        .upstream
+        .get_ref()
+        .parse()
+        .ok()
+        .filter(|u: &http::Uri| u.scheme_str() == Some("http") && u.authority().is_some())
+        .ok_or_else(|| {
+            at(
+                r.upstream.span(),
+                format!(
+                    "upstream {:?}: expected http://HOST:PORT",
+                    r.upstream.get_ref()
+                ),
+            )
+        })?;
+    let timeout = match &r.timeout {
+        None => Duration::from_secs(30),
+        Some(t) => {
+            parse_duration(t.get_ref()).map_err(|e| at(t.span(), format!("timeout: {e}")))?
+        }
+    };
+    let mode = match r.mode.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("rest") => {
+            for rule in &r.rules {
+                let v = rule.get_ref();
+                http::Method::from_bytes(v.method.as_bytes())
+                    .map_err(|_| at(rule.span(), format!("rules: method {:?}", v.method)))?;
+                if !v.pattern.starts_with('/') {
+                    return Err(at(
+                        rule.span(),
+                        format!("rules: pattern {:?} must start with /", v.pattern),
+                    ));
+                }
+            }
+            Mode::Rest(r.rules.into_iter().map(Spanned::into_inner).collect())
+        }
+        Some("mcp") => Mode::Mcp {
+            public_methods: r.public_methods,
+            resource: r.resource.map(Spanned::into_inner),
+        },
+        Some(other) => {
+            let span = r.mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
+            return Err(at(
+                span,
+                format!("mode {other:?}: expected \"rest\" or \"mcp\""),
+            ));
+        }
+    };
+    let credential = match r.credential {
+        None => None,
+        Some(c) => {
+            let span = c.span();
+            let c = c.into_inner();
+            let name = http::HeaderName::from_bytes(c.header.as_bytes())
+                .map_err(|_| at(span.clone(), format!("credential: header {:?}", c.header)))?;
+            let secret = match (&c.file, &c.env) {
+                (Some(f), None) => std::fs::read_to_string(base.join(f))
+                    .map_err(|e| {
+                        at(
+                            span.clone(),
+                            format!("credential: cannot read {}: {e}", f.display()),
+                        )
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+                (None, Some(v)) => std::env::var(v).map_err(|_| {
+                    at(
+                        span.clone(),
+                        format!("credential: environment variable {v} is not set"),
+                    )
+                })?,
+                _ => {
+                    return Err(at(
+                        span,
+                        "credential: give exactly one of file or env".into(),
+                    ))
+                }
+            };
+            if secret.is_empty() {
+                return Err(at(span, "credential: the secret is empty".into()));
+            }
+            let mut value = http::HeaderValue::from_str(&format!("{}{secret}", c.prefix))
+                .map_err(|_| at(span.clone(), "credential: not a valid header value".into()))?;
+            value.set_sensitive(true);
+            Some((name, value))
+        }
+    };
+    Ok(Route {
+        prefix,
+        upstream,
+        timeout,
+        mode,
+        max_body: r.max_body.map(Spanned::into_inner).unwrap_or(1 << 20),
+        credential,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const KEY: &str = "ed25519/0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new(".")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let head = format!("public_key = \"{KEY}\"\n");
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"ftp://x\"\n"
+        ))
+        .starts_with("line 4: upstream"));
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"a\"\nupstream = \"http://x:1\"\n"
+        ))
+        .starts_with("line 3: prefix"));
+        assert!(err(&format!("{head}bogus = 1\n")).contains("unknown field"));
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\ntimeout = \"soon\"\n"
+        ))
+        .starts_with("line 5: timeout"));
+        assert!(err(&format!("{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\ncredential = {{ header = \"x\", file = \"/nonexistent\" }}\n")).starts_with("line 5: credential"));
+        assert!(err("public_key = \"nope\"\n").starts_with("line 1: public_key"));
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\nmode = \"grpc\"\n"
+        ))
+        .starts_with("line 5: mode"));
+    }
+}

@@ -1,0 +1,517 @@
+//! `mandate gateway` against real upstream HTTP servers on loopback: the
+//! upstream receives the injected credential and never the Mandate token;
+//! denied requests never reach it; a 256 MiB upload and a 256 MiB download
+//! stream through without the gateway holding them (its peak memory stays
+//! far below); a slow upstream is a 504, a dead one a 502; MCP `tools/call`
+//! is decided per tool and argument; configuration errors name their line.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use common::procs::{free_port, Proc};
+use common::{mandate, Run};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MIB: usize = 1 << 20;
+
+#[derive(Default)]
+struct Seen {
+    requests: AtomicUsize,
+    headers: Mutex<Vec<HeaderMap>>,
+    bodies: Mutex<Vec<Value>>,
+}
+
+/// The upstream API and MCP server, on a loopback port, in this process.
+fn upstream() -> (String, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let app = Router::new()
+        .route("/crm/customers/{id}", get(customer))
+        .route("/crm/upload", post(upload))
+        .route("/crm/download", get(download))
+        .route("/crm/slow", get(slow))
+        .route("/mcp", post(mcp))
+        .with_state(seen.clone());
+    let port = free_port();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+    });
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+fn record(seen: &Seen, headers: &HeaderMap) {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
+    seen.headers.lock().unwrap().push(headers.clone());
+}
+
+async fn customer(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> axum::Json<Value> {
+    record(&seen, &headers);
+    axum::Json(json!({"id": 42, "name": "Grace"}))
+}
+
+async fn upload(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Body) -> String {
+    record(&seen, &headers);
+    let mut stream = body.into_data_stream();
+    let mut n = 0usize;
+    while let Some(chunk) = stream.next().await {
+        n += chunk.unwrap().len();
+    }
+    n.to_string()
+}
+
+#[derive(serde::Deserialize)]
+struct Size {
+    mib: usize,
+}
+
+async fn download(
+    State(seen): State<Arc<Seen>>,
+    headers: HeaderMap,
+    Query(s): Query<Size>,
+) -> Body {
+    record(&seen, &headers);
+    let chunks = futures_util::stream::iter(
+        (0..s.mib).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; MIB]))),
+    );
+    Body::from_stream(chunks)
+}
+
+async fn slow(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> &'static str {
+    record(&seen, &headers);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    "late"
+}
+
+async fn mcp(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -> axum::Json<Value> {
+    record(&seen, &headers);
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    seen.bodies.lock().unwrap().push(msg.clone());
+    axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"ok": msg["method"]}}))
+}
+
+fn run(d: &Path, args: &[&str]) -> Run {
+    let r = mandate(d, args);
+    assert_eq!(r.code, 0, "mandate {args:?}: {}", r.stderr);
+    r
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    gateway: Proc,
+    seen: Arc<Seen>,
+    token: String,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = run(d, &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let agent = run(d, &["keygen", "--out", "agent.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let token = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "user:alice",
+            "--to",
+            "mail-agent",
+            "--to-key",
+            &agent,
+            "--allow",
+            "read:/crm/customers/*",
+            "--allow",
+            "create:/crm/upload",
+            "--allow",
+            "read:/crm/download",
+            "--allow",
+            "read:/crm/slow",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    // The MCP grant: send_email only to company addresses.
+    std::fs::write(d.join("root.tok"), &token).unwrap();
+    let mail = run(d, &["keygen", "--out", "mail.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let _ = mail;
+    let mcp_token = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "user:alice",
+            "--to",
+            "mail-agent",
+            "--to-key",
+            &agent,
+            "--allow",
+            "send_email:/mcp",
+            "--where",
+            "to ends-with @company.com",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    std::fs::write(d.join("mcp.tok"), &mcp_token).unwrap();
+    std::fs::write(d.join("crm.secret"), "upstream-secret\n").unwrap();
+    let (upstream, seen) = upstream();
+    let dead = free_port();
+    let config = format!(
+        r#"listen = "127.0.0.1:0"
+public_key = "{root}"
+
+[[routes]]
+prefix = "/crm/"
+upstream = "{upstream}"
+timeout = "1s"
+credential = {{ header = "authorization", prefix = "Bearer ", file = "crm.secret" }}
+
+[[routes]]
+prefix = "/mcp"
+upstream = "{upstream}"
+mode = "mcp"
+public_methods = ["initialize", "notifications/initialized", "tools/list"]
+credential = {{ header = "x-api-key", env = "MCP_UPSTREAM_KEY" }}
+
+[[routes]]
+prefix = "/down/"
+upstream = "http://127.0.0.1:{dead}"
+"#
+    );
+    std::fs::write(d.join("gateway.toml"), config).unwrap();
+    std::env::set_var("MCP_UPSTREAM_KEY", "mcp-secret");
+    let gateway = Proc::start([
+        "gateway",
+        "--config",
+        d.join("gateway.toml").to_str().unwrap(),
+    ]);
+    Setup {
+        _dir: dir,
+        gateway,
+        seen,
+        token: format!("{token}\n{mcp_token}"),
+    }
+}
+
+impl Setup {
+    fn token(&self) -> &str {
+        self.token.lines().next().unwrap()
+    }
+
+    fn mcp_token(&self) -> &str {
+        self.token.lines().nth(1).unwrap()
+    }
+
+    /// One request; (status, body text).
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.gateway.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: gw\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn reached(&self) -> usize {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn the_upstream_gets_its_credential_and_never_the_mandate_token() {
+    let s = setup();
+    let (status, body) = s.call("GET", "/crm/customers/42", Some(s.token()), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Grace"));
+    let headers = s.seen.headers.lock().unwrap().last().unwrap().clone();
+    assert_eq!(headers["authorization"], "Bearer upstream-secret");
+    for (name, value) in &headers {
+        let v = value.to_str().unwrap_or("");
+        assert!(
+            !v.contains(&s.token()[..40]),
+            "the token reached the upstream in {name}"
+        );
+    }
+    // Denied: never forwarded.
+    let before = s.reached();
+    let (status, body) = s.call("DELETE", "/crm/customers/42", Some(s.token()), "");
+    assert_eq!(status, 403);
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["denial"]["kind"], "not_allowed");
+    assert_eq!(d["chain"]["principal"], "user:alice");
+    let (status, _) = s.call("GET", "/crm/customers/42", None, "");
+    assert_eq!(status, 401);
+    let (status, _) = s.call("GET", "/crm/customers/42", Some("garbage"), "");
+    assert_eq!(status, 401);
+    let (status, _) = s.call("GET", "/nowhere", Some(s.token()), "");
+    assert_eq!(status, 404);
+    assert_eq!(
+        s.reached(),
+        before,
+        "no denied request reached the upstream"
+    );
+}
+
+#[test]
+fn a_slow_upstream_is_504() {
+    let s = setup();
+    let (status, body) = s.call("GET", "/crm/slow", Some(s.token()), "");
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("did not answer within 1.0 s"), "{body}");
+    // The decision comes before any upstream is tried: a request the token
+    // does not allow is a 403 even on a route whose upstream is down.
+    let (status, _) = s.call("GET", "/down/crm/customers/1", Some(s.token()), "");
+    assert_eq!(status, 403);
+}
+
+#[test]
+fn a_dead_upstream_is_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = run(d, &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let agent = run(d, &["keygen", "--out", "agent.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let token = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "p",
+            "--to",
+            "a",
+            "--to-key",
+            &agent,
+            "--allow",
+            "read:/svc/**",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout;
+    let dead = free_port();
+    std::fs::write(
+        d.join("g.toml"),
+        format!("listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\n[[routes]]\nprefix = \"/svc/\"\nupstream = \"http://127.0.0.1:{dead}\"\n"),
+    )
+    .unwrap();
+    let g = Proc::start(["gateway", "--config", d.join("g.toml").to_str().unwrap()]);
+    let (status, body) = common::procs::http(&g.addr, "GET", "/svc/x", "", Some(token.trim()));
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("could not be reached"));
+}
+
+/// Streams `mib` MiB to the gateway with chunked encoding, never holding it.
+fn stream_upload(addr: &str, token: &str, mib: usize) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "POST /crm/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'u'; MIB];
+    for _ in 0..mib {
+        write!(s, "{:x}\r\n", chunk.len()).unwrap();
+        s.write_all(&chunk).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw)
+}
+
+#[test]
+fn large_bodies_stream_both_ways() {
+    let s = setup();
+    let baseline = s.gateway.peak_rss_kib();
+    let (status, raw) = stream_upload(&s.gateway.addr, s.token(), 256);
+    assert_eq!(status, 200, "{raw}");
+    assert!(
+        raw.ends_with(&(256 * MIB).to_string()),
+        "the upstream counted every byte"
+    );
+
+    let mut c = TcpStream::connect(&s.gateway.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        c,
+        "GET /crm/download?mib=256 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        s.token()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(c);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += buf[..n].iter().filter(|b| **b == b'x').count();
+    }
+    assert_eq!(total, 256 * MIB, "every byte came through");
+    let peak = s.gateway.peak_rss_kib();
+    eprintln!("gateway peak RSS {peak} KiB (before the transfers {baseline} KiB)");
+    assert!(
+        peak < 96 * 1024,
+        "the gateway held the bodies: peak RSS {peak} KiB"
+    );
+}
+
+#[test]
+fn mcp_tool_calls_are_decided_per_tool_and_argument() {
+    let s = setup();
+    let call = |to: &str, id: u32| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "send_email", "arguments": {"to": to, "subject": "hi", "attachments": ["a"]}}})
+        .to_string()
+    };
+    // Public: no token needed, forwarded with the upstream's key.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string();
+    let (status, body) = s.call("POST", "/mcp", None, &init);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.seen.headers.lock().unwrap().last().unwrap()["x-api-key"],
+        "mcp-secret"
+    );
+
+    let (status, body) = s.call(
+        "POST",
+        "/mcp",
+        Some(s.mcp_token()),
+        &call("bob@company.com", 1),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ok\":\"tools/call\""));
+    let headers = s.seen.headers.lock().unwrap().last().unwrap().clone();
+    assert_eq!(headers["x-api-key"], "mcp-secret");
+    assert!(
+        headers.get("authorization").is_none(),
+        "the Mandate token was stripped"
+    );
+
+    let before = s.reached();
+    let (status, body) = s.call(
+        "POST",
+        "/mcp",
+        Some(s.mcp_token()),
+        &call("eve@evil.example", 2),
+    );
+    assert_eq!(status, 403, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ends-with \"@company.com\""),
+        "{d}"
+    );
+    assert_eq!(d["request"]["action"], "send_email");
+    // Another tool: not in the grant.
+    let other = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "delete_inbox", "arguments": {}}}).to_string();
+    assert_eq!(s.call("POST", "/mcp", Some(s.mcp_token()), &other).0, 403);
+    // A method that is not public needs a grant too.
+    let read =
+        json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {}}).to_string();
+    assert_eq!(s.call("POST", "/mcp", Some(s.mcp_token()), &read).0, 403);
+    // Batches cannot be decided per message: refused.
+    assert_eq!(s.call("POST", "/mcp", Some(s.mcp_token()), "[]").0, 400);
+    assert_eq!(
+        s.reached(),
+        before,
+        "denied calls never reached the tool server"
+    );
+}
+
+#[test]
+fn configuration_errors_are_refused_at_start_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = run(d, &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    for (text, needle) in [
+        (format!("public_key = \"{key}\"\n[[routes]]\nprefix = \"/a/\"\nupstream = \"localhost\"\n"), "line 4: upstream"),
+        (format!("public_key = \"{key}\"\n\n[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:1\"\ncredential = {{ header = \"x-key\", env = \"SURELY_UNSET_VAR\" }}\n"), "line 6: credential: environment variable SURELY_UNSET_VAR is not set"),
+        (format!("public_key = \"{key}\"\nlisten = 80\n"), "line 2"),
+        ("routes = []\n".to_string(), "public_key"),
+    ] {
+        std::fs::write(d.join("bad.toml"), &text).unwrap();
+        let r = mandate(d, &["gateway", "--config", "bad.toml"]);
+        common::assert_bad_input(&r, needle);
+
+    }
+}
