@@ -9,6 +9,7 @@
 //! nats = "nats://127.0.0.1:4222"        # optional: follow the revocation feed into it
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
+//! workers = 2                           # optional: worker threads (default: one per core)
 //!
 //! [[routes]]
 //! prefix = "/crm/"                      # requests whose path starts with it
@@ -43,6 +44,7 @@ struct File {
     staleness: Option<Spanned<String>>,
     audit_dir: Option<Spanned<PathBuf>>,
     audit_key_file: Option<Spanned<PathBuf>>,
+    workers: Option<Spanned<usize>>,
     #[serde(default)]
     routes: Vec<RouteFile>,
 }
@@ -93,6 +95,8 @@ pub(crate) struct Config {
     pub(crate) nats: Option<String>,
     pub(crate) staleness: Duration,
     pub(crate) audit: Option<(PathBuf, PathBuf)>,
+    /// Worker threads (default: one per core).
+    pub(crate) workers: Option<usize>,
     pub(crate) routes: Vec<Route>,
 }
 
@@ -191,6 +195,12 @@ impl Config {
         if file.routes.is_empty() {
             bail!("no [[routes]]: nothing to forward");
         }
+        let workers = match &file.workers {
+            Some(w) if *w.get_ref() == 0 || *w.get_ref() > 1024 => {
+                return Err(at(w.span(), "workers: 1 to 1024".into()))
+            }
+            w => w.as_ref().map(|w| *w.get_ref()),
+        };
         let mut routes = Vec::new();
         for r in file.routes {
             routes.push(route(r, text, base)?);
@@ -202,6 +212,7 @@ impl Config {
             nats: file.nats.map(Spanned::into_inner),
             staleness,
             audit,
+            workers,
             routes,
         })
     }

@@ -22,7 +22,11 @@ use std::sync::Arc;
 pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
     let config = Config::read(&a.config)?;
     crate::serve::init_logging("text");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.workers {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -60,6 +64,10 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         println!("listening on http://{}", listener.local_addr()?);
         std::io::stdout().flush()?;
+        // A proxy adds a hop: no Nagle delay on it.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
