@@ -496,6 +496,89 @@ fn mcp_tool_calls_are_decided_per_tool_and_argument() {
 }
 
 #[test]
+fn a_holder_bound_token_needs_its_proof_at_the_gateway_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = run(d, &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let agent = run(d, &["keygen", "--out", "agent.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let token = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "p",
+            "--to",
+            "a",
+            "--to-key",
+            &agent,
+            "--allow",
+            "read:/crm/customers/*",
+            "--require-proof",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout;
+    std::fs::write(d.join("t.tok"), &token).unwrap();
+    let (upstream, seen) = upstream();
+    std::fs::write(
+        d.join("g.toml"),
+        format!("listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\nreplay_db = \"replay\"\n[[routes]]\nprefix = \"/crm/\"\nupstream = \"{upstream}\"\n"),
+    )
+    .unwrap();
+    let g = Proc::start(["gateway", "--config", d.join("g.toml").to_str().unwrap()]);
+    let get = |proof: Option<&str>| {
+        let mut s = TcpStream::connect(&g.addr).unwrap();
+        let proof = proof
+            .map(|p| format!("Mandate-Proof: {p}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET /crm/customers/42 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n{proof}Connection: close\r\n\r\n",
+            token.trim()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    assert!(get(None).starts_with("HTTP/1.1 401"), "no proof");
+    let proof = run(
+        d,
+        &[
+            "prove",
+            "--key",
+            "agent.key",
+            "--method",
+            "GET",
+            "--resource",
+            "/crm/customers/42",
+            "t.tok",
+        ],
+    )
+    .stdout;
+    let ok = get(Some(proof.trim()));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let headers = seen.headers.lock().unwrap().last().unwrap().clone();
+    assert!(
+        headers.get("mandate-proof").is_none(),
+        "the proof stays at the gateway"
+    );
+    assert!(
+        get(Some(proof.trim())).contains("replayed"),
+        "a proof is used once"
+    );
+}
+
+#[test]
 fn configuration_errors_are_refused_at_start_with_their_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -7,6 +7,7 @@
 //! public_key = "ed25519/…"             # the issuer's root public key
 //! revocation_db = "revocations"         # optional: RocksDB revocation list
 //! nats = "nats://127.0.0.1:4222"        # optional: follow the revocation feed into it
+//! replay_db = "replay"                  # optional: accept approvals and proofs, each once
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
 //! workers = 2                           # optional: worker threads (default: one per core)
@@ -40,6 +41,7 @@ struct File {
     listen: Option<Spanned<String>>,
     public_key: Spanned<String>,
     revocation_db: Option<Spanned<PathBuf>>,
+    replay_db: Option<Spanned<PathBuf>>,
     nats: Option<Spanned<String>>,
     staleness: Option<Spanned<String>>,
     audit_dir: Option<Spanned<PathBuf>>,
@@ -92,6 +94,8 @@ pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
     pub(crate) public_key: biscuit_auth::PublicKey,
     pub(crate) revocation_db: Option<PathBuf>,
+    /// Where used approvals and proof nonces are recorded (RocksDB).
+    pub(crate) replay_db: Option<PathBuf>,
     pub(crate) nats: Option<String>,
     pub(crate) staleness: Duration,
     pub(crate) audit: Option<(PathBuf, PathBuf)>,
@@ -209,6 +213,7 @@ impl Config {
             listen,
             public_key,
             revocation_db: file.revocation_db.map(|d| base.join(d.into_inner())),
+            replay_db: file.replay_db.map(|d| base.join(d.into_inner())),
             nats: file.nats.map(Spanned::into_inner),
             staleness,
             audit,

@@ -12,8 +12,8 @@ use crate::args::GatewayArgs;
 use anyhow::{Context, Result};
 use config::Config;
 use mandate_verifier::{
-    spawn_feed, AuditLog, AuditOptions, CacheOptions, FeedConfig, RevocationStore, RootKeys,
-    Verifier,
+    spawn_feed, AuditLog, AuditOptions, CacheOptions, FeedConfig, ReplayGuard, RevocationStore,
+    RootKeys, Verifier,
 };
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,6 +33,9 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         let mut verifier =
             Verifier::new(RootKeys::single(config.public_key)).with_cache(CacheOptions::default());
+        if let Some(dir) = &config.replay_db {
+            verifier = verifier.with_replay_guard(Arc::new(ReplayGuard::open(dir)?));
+        }
         let mut _feed = None;
         if let Some(dir) = &config.revocation_db {
             let store = Arc::new(RevocationStore::open(dir)?);

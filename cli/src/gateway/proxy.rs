@@ -103,14 +103,29 @@ impl Gateway {
                 match mcp_request(&parts, &bytes, public_methods, resource.as_deref()) {
                     Err(e) => return error_response(e.status, &e.message),
                     Ok(None) => (None, Body::from(bytes)),
-                    Ok(Some(request)) => (Some(self.decide(&parts, request)), Body::from(bytes)),
+                    Ok(Some(request)) => (
+                        Some(self.decide(&parts, request, Some(&bytes))),
+                        Body::from(bytes),
+                    ),
                 }
             }
             (Mode::Rest(_), Some(map)) => match MapRequest::body_limit(map, &parts) {
-                None => match map.map(&parts, None) {
-                    Ok(request) => (Some(self.decide(&parts, request)), body),
-                    Err(e) => return error_response(e.status, &e.message),
-                },
+                None => {
+                    // A proof of possession covers the body: read it then
+                    // (bounded), else stream it untouched.
+                    let (body, bytes) = if parts.headers.contains_key(mandate_spec::PROOF_HEADER) {
+                        match read(body, route.max_body).await {
+                            Ok(b) => (Body::from(b.clone()), Some(b)),
+                            Err(resp) => return resp,
+                        }
+                    } else {
+                        (body, None)
+                    };
+                    match map.map(&parts, None) {
+                        Ok(request) => (Some(self.decide(&parts, request, bytes.as_deref())), body),
+                        Err(e) => return error_response(e.status, &e.message),
+                    }
+                }
                 Some(limit) => {
                     let bytes = match read(body, limit).await {
                         Ok(b) => b,
@@ -118,7 +133,10 @@ impl Gateway {
                     };
                     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
                     match map.map(&parts, json.as_ref()) {
-                        Ok(request) => (Some(self.decide(&parts, request)), Body::from(bytes)),
+                        Ok(request) => (
+                            Some(self.decide(&parts, request, Some(&bytes))),
+                            Body::from(bytes),
+                        ),
                         Err(e) => return error_response(e.status, &e.message),
                     }
                 }
@@ -141,17 +159,47 @@ impl Gateway {
         self.forward(route, parts, body).await
     }
 
-    fn decide(&self, parts: &Parts, request: mandate_spec::Request) -> mandate_verifier::Decision {
-        match bearer(&parts.headers) {
-            Some(token) => self.verifier.authorize_base64(token, &request),
-            None => self.verifier.deny_and_record(
-                request,
-                Denial::new(
-                    DenialKind::MissingToken,
-                    "no Mandate token: send it as Authorization: Bearer <token>",
-                ),
-            ),
-        }
+    /// Decides `request` with the bearer token and, when the request carries
+    /// one, the proof of possession over `body` (read when a proof came).
+    fn decide(
+        &self,
+        parts: &Parts,
+        request: mandate_spec::Request,
+        body: Option<&[u8]>,
+    ) -> mandate_verifier::Decision {
+        let deny = |kind, why: String| {
+            self.verifier
+                .deny_and_record(request.clone(), Denial::new(kind, why))
+        };
+        let Some(token) = bearer(&parts.headers) else {
+            return deny(
+                DenialKind::MissingToken,
+                "no Mandate token: send it as Authorization: Bearer <token>".into(),
+            );
+        };
+        let token = match mandate_spec::token_from_text(token) {
+            Ok(t) => t,
+            Err(e) => return deny(DenialKind::MalformedToken, e.to_string()),
+        };
+        let proof = match parts.headers.get(mandate_spec::PROOF_HEADER) {
+            None => None,
+            Some(h) => match h
+                .to_str()
+                .map_err(|_| "not text".to_string())
+                .and_then(|t| mandate_spec::HolderProof::parse(t).map_err(|e| e.to_string()))
+            {
+                Ok(p) => Some(p),
+                Err(e) => return deny(DenialKind::ProofInvalid, e),
+            },
+        };
+        let mut presented = mandate_verifier::Presented::new(
+            parts.method.as_str(),
+            body.unwrap_or_default(),
+            proof,
+        );
+        presented.resource = Some(parts.uri.path().to_string());
+        self.verifier
+            .authorize_presented(&token, &request, &presented)
     }
 
     async fn forward(&self, route: &Route, mut parts: Parts, body: Body) -> Response<Body> {
