@@ -478,9 +478,9 @@ impl Chain {
 
 impl fmt::Display for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.principal)?;
+        write!(f, "{}", crate::display::word(&self.principal))?;
         for h in &self.hops {
-            write!(f, " → {}", h.agent)?;
+            write!(f, " → {}", crate::display::word(&h.agent))?;
         }
         Ok(())
     }
@@ -503,16 +503,23 @@ impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "hop {} (block {}): agent {:?} key {}",
-            self.hop, self.block, self.agent, self.agent_key
+            "hop {} (block {}): agent {} key {}",
+            self.hop,
+            self.block,
+            crate::display::quoted(&self.agent),
+            self.agent_key
         )?;
         match &self.signed_by {
             Signer::Root { key_id: Some(id) } => writeln!(f, "  signed by: root key id {id}")?,
             Signer::Root { key_id: None } => writeln!(f, "  signed by: root key")?,
-            Signer::Agent { agent, key } => writeln!(f, "  signed by: agent {agent:?} ({key})")?,
+            Signer::Agent { agent, key } => writeln!(
+                f,
+                "  signed by: agent {} ({key})",
+                crate::display::quoted(agent)
+            )?,
         }
         if let Some(p) = &self.purpose {
-            writeln!(f, "  purpose: {p:?}")?;
+            writeln!(f, "  purpose: {}", crate::display::quoted(p))?;
         }
         match &self.expires_at {
             Some(e) => writeln!(f, "  expires: {}", rfc3339(e))?,

@@ -78,7 +78,7 @@ impl Capability {
         }
         let mut out = parts.join(" OR ");
         for d in &self.datalog {
-            out.push_str(&format!("; and Datalog: {d}"));
+            out.push_str(&format!("; and Datalog: {}", crate::display::quoted(d)));
         }
         if self.holder_bound {
             out.push_str("; each request proven by the final holder's key");

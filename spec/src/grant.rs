@@ -18,6 +18,7 @@
 //!   those actions that meet every condition need an approval signed by that
 //!   key (specification §14).
 
+use crate::display::{quoted, word};
 use crate::{request::check_resource, SpecError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -190,7 +191,7 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Int(i) => write!(f, "{i}"),
-            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Str(s) => write!(f, "{}", quoted(s)),
         }
     }
 }
@@ -628,7 +629,7 @@ impl fmt::Display for Grant {
             } else {
                 "; and "
             };
-            write!(f, "{sep}Datalog: {d}")?;
+            write!(f, "{sep}Datalog: {}", quoted(d))?;
         }
         if self.holder_bound {
             let sep = if self.alternatives.is_empty() && self.datalog.is_empty() {
@@ -644,13 +645,25 @@ impl fmt::Display for Grant {
 
 impl fmt::Display for Alternative {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let actions: Vec<&str> = self.actions.iter().map(String::as_str).collect();
+        // An action holding `:` is quoted: bare, it would read as the end
+        // of the actions.
+        let actions: Vec<String> = self
+            .actions
+            .iter()
+            .map(|a| {
+                if a.contains(':') {
+                    quoted(a).to_string()
+                } else {
+                    word(a).to_string()
+                }
+            })
+            .collect();
         write!(f, "{}:{}", actions.join(","), self.resource)?;
         for c in &self.constraints {
             write!(f, " where {c}")?;
         }
         if let Some(rule) = &self.approval {
-            write!(f, ", approval by {}", rule.approver)?;
+            write!(f, ", approval by {}", word(&rule.approver))?;
             if !rule.when.is_empty() {
                 let when: Vec<String> = rule.when.iter().map(|c| c.to_string()).collect();
                 write!(f, " when {}", when.join(" and "))?;
@@ -730,9 +743,9 @@ impl ApprovalRule {
 impl fmt::Display for ResourcePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ResourcePattern::Exact(s) => write!(f, "{s}"),
-            ResourcePattern::Children(d) => write!(f, "{d}*"),
-            ResourcePattern::Descendants(d) => write!(f, "{d}**"),
+            ResourcePattern::Exact(s) => write!(f, "{}", word(s)),
+            ResourcePattern::Children(d) => write!(f, "{}*", word(d)),
+            ResourcePattern::Descendants(d) => write!(f, "{}**", word(d)),
         }
     }
 }
@@ -740,13 +753,19 @@ impl fmt::Display for ResourcePattern {
 impl fmt::Display for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Constraint::Int { param, cmp, bound } => write!(f, "{param}{}{bound}", cmp.symbol()),
-            Constraint::Equals { param, value } => write!(f, "{param}={value}"),
-            Constraint::StartsWith { param, prefix } => write!(f, "{param} starts-with {prefix:?}"),
-            Constraint::EndsWith { param, suffix } => write!(f, "{param} ends-with {suffix:?}"),
+            Constraint::Int { param, cmp, bound } => {
+                write!(f, "{}{}{bound}", word(param), cmp.symbol())
+            }
+            Constraint::Equals { param, value } => write!(f, "{}={value}", word(param)),
+            Constraint::StartsWith { param, prefix } => {
+                write!(f, "{} starts-with {}", word(param), quoted(prefix))
+            }
+            Constraint::EndsWith { param, suffix } => {
+                write!(f, "{} ends-with {}", word(param), quoted(suffix))
+            }
             Constraint::OneOf { param, values } => {
                 let v: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-                write!(f, "{param} in {}", v.join("|"))
+                write!(f, "{} in {}", word(param), v.join("|"))
             }
             Constraint::NotBefore { at } => write!(f, "time>={}", rfc3339(at)),
             Constraint::NotAfter { at } => write!(f, "time<={}", rfc3339(at)),

@@ -9,7 +9,11 @@ use crate::chain::{Chain, Signer};
 use crate::effective::effective_capabilities;
 use crate::grant::rfc3339;
 
-/// Escapes text for HTML element content and quoted attribute values.
+/// Escapes text for HTML element content and quoted attribute values:
+/// markup characters as entities, and every hidden character (controls,
+/// bidi controls, invisible format characters: [`crate::display::is_hidden`])
+/// as its visible escape (`\u{202e}`), the same rule as the text outputs, so
+/// a bidi control in a token cannot reorder what the page shows.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -19,6 +23,9 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if crate::display::is_hidden(c) => {
+                out.push_str(&crate::display::text(c.encode_utf8(&mut [0; 4])).to_string())
+            }
             c => out.push(c),
         }
     }
@@ -194,4 +201,19 @@ pub fn chain_page(chain: &Chain, verified: bool, revoked: &[Option<String>]) -> 
         &format!("Mandate chain {}", chain.token_id),
         &chain_section(chain, verified, revoked),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_neutralises_markup_and_hidden_characters() {
+        let shown = escape("<b>\"x\"</b>&'\u{202e}evil\u{2066}\n\u{1b}[2J\u{200b}");
+        assert_eq!(
+            shown,
+            "&lt;b&gt;&quot;x&quot;&lt;/b&gt;&amp;&#39;\\u{202e}evil\\u{2066}\\n\\u{1b}[2J\\u{200b}"
+        );
+        assert!(!shown.chars().any(crate::display::is_hidden));
+    }
 }

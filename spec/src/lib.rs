@@ -25,6 +25,7 @@
 mod blocks;
 mod chain;
 mod datalog;
+pub mod display;
 mod duration;
 mod effective;
 mod encoding;
