@@ -2,15 +2,23 @@
 //! its request, chain, revocation position and policy hash; the hash chain
 //! continues across a reopen; concurrent writers lose nothing; and
 //! tampering — a record edited, deleted or reordered, in the store or in an
-//! exported file — is found and the first bad record named.
+//! exported file — is found and the first bad record named; a log whose
+//! first records were cut, or that holds none, does not verify.
+//!
+//! Threat (THREATS.md "truncation and omission"): whoever can write the
+//! store or the export (an operator covering a decision, a compromised
+//! host) deletes the oldest records; every remaining record still carries
+//! a valid signature and link, so only the rule that a log starts at
+//! record 1 from the all-zero hash shows the cut.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use biscuit_auth::KeyPair;
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
 use mandate_verifier::{
-    parse_export, read_audit_store, verify_entries, AuditLog, AuditOptions, AuditProblem, Outcome,
-    Place, RevocationStore, RootKeys, Verifier, GENESIS_HASH,
+    parse_export, read_audit_store, verify_entries, verify_entries_from, AuditEntry, AuditLog,
+    AuditOptions, AuditProblem, AuditStart, Outcome, Place, RevocationStore, RootKeys, Verifier,
+    GENESIS_HASH,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -218,8 +226,13 @@ fn an_exported_file_names_the_first_record_edited_removed_or_reordered() {
         Err(AuditProblem::Altered { seq: 1, .. }) => {}
         other => panic!("{other:?}"),
     }
-    // A partial export (--since) verifies from where it starts.
-    assert_eq!(check_file(&lines[4..], &key), Ok(4));
+    // A partial export (--since) verifies only from the start it is stated
+    // to have (see `an_export_missing_its_first_records_does_not_verify`).
+    let tail = parse_export(&lines[4..].join("\n"));
+    assert_eq!(
+        verify_entries_from(&tail, &verifying(&key), &AuditStart::at(5, None)).map(|s| s.records),
+        Ok(4)
+    );
     // Not JSON.
     let mut junk = lines.clone();
     junk[1] = "{not json".into();
@@ -303,4 +316,153 @@ fn the_store_names_the_first_record_edited_removed_or_reordered() {
         "{e:?}"
     );
     assert!(e.to_string().contains("reordered"));
+}
+
+#[test]
+fn a_store_missing_its_first_records_does_not_verify() {
+    let key = KeyPair::new();
+    for cut in [1u64, 2, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        closed_log(dir.path(), &key, 6);
+        {
+            let db = rocksdb::DB::open_default(dir.path().join("audit")).unwrap();
+            for seq in 1..=cut {
+                db.delete(seq.to_be_bytes()).unwrap();
+            }
+        }
+        let entries = read_audit_store(dir.path().join("audit")).unwrap();
+        assert_eq!(entries.len() as u64, 6 - cut);
+        let e = verify_entries(&entries, &verifying(&key)).unwrap_err();
+        assert_eq!(
+            e,
+            AuditProblem::HeadMissing {
+                expected: 1,
+                found: cut + 1,
+                place: Place::Key(cut + 1),
+            },
+            "cut {cut}"
+        );
+        let words = e.to_string();
+        assert!(words.contains("must start at record 1"), "{words}");
+        let removed = if cut == 1 {
+            "record 1 was removed".to_string()
+        } else {
+            format!("records 1 to {cut} were removed")
+        };
+        assert!(words.contains(&removed), "{words}");
+    }
+}
+
+#[test]
+fn an_empty_store_is_reported_empty_not_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    let audit = AuditLog::open(dir.path().join("audit"), &key, AuditOptions::default()).unwrap();
+    assert_eq!(audit.flush().unwrap(), 0);
+    drop(audit);
+    let entries = read_audit_store(dir.path().join("audit")).unwrap();
+    assert!(entries.is_empty());
+    let e = verify_entries(&entries, &verifying(&key)).unwrap_err();
+    assert_eq!(e, AuditProblem::Empty);
+    assert!(e.to_string().contains("no records"), "{e}");
+    // Every record deleted: the same.
+    let dir = tempfile::tempdir().unwrap();
+    closed_log(dir.path(), &key, 3);
+    {
+        let db = rocksdb::DB::open_default(dir.path().join("audit")).unwrap();
+        for seq in 1..=3u64 {
+            db.delete(seq.to_be_bytes()).unwrap();
+        }
+    }
+    let entries = read_audit_store(dir.path().join("audit")).unwrap();
+    assert_eq!(
+        verify_entries(&entries, &verifying(&key)),
+        Err(AuditProblem::Empty)
+    );
+    // An empty export, and one of blank lines.
+    for text in ["", "\n\n  \n"] {
+        assert_eq!(
+            verify_entries(&parse_export(text), &verifying(&key)),
+            Err(AuditProblem::Empty)
+        );
+    }
+}
+
+#[test]
+fn an_export_missing_its_first_records_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    let lines = closed_log(dir.path(), &key, 8);
+    let pk = verifying(&key);
+    let tail = parse_export(&lines[4..].join("\n"));
+    // Not stated as partial: it must start at record 1.
+    assert_eq!(
+        verify_entries(&tail, &pk),
+        Err(AuditProblem::HeadMissing {
+            expected: 1,
+            found: 5,
+            place: Place::Line(1),
+        })
+    );
+    // Stated to start at record 5: verifies; with the hash of record 4
+    // (kept from an earlier check) it is tied to the records before it.
+    let entry = |i: usize| -> AuditEntry { serde_json::from_str(&lines[i]).unwrap() };
+    let hash4 = entry(3).hash;
+    let ok = verify_entries_from(&tail, &pk, &AuditStart::at(5, Some(hash4))).unwrap();
+    assert_eq!(
+        (ok.first_seq, ok.last_seq, ok.records),
+        (Some(5), Some(8), 4)
+    );
+    // A wrong stated hash, or another stated start, fails.
+    let other = entry(2).hash;
+    assert_eq!(
+        verify_entries_from(&tail, &pk, &AuditStart::at(5, Some(other))),
+        Err(AuditProblem::ChainBroken {
+            seq: 5,
+            prev: 4,
+            place: Place::Line(1),
+        })
+    );
+    // The stated start was cut off the export: 5 missing, 6 first.
+    let cut = parse_export(&lines[5..].join("\n"));
+    let e = verify_entries_from(&cut, &pk, &AuditStart::at(5, None)).unwrap_err();
+    assert_eq!(
+        e,
+        AuditProblem::HeadMissing {
+            expected: 5,
+            found: 6,
+            place: Place::Line(1),
+        }
+    );
+    assert!(e.to_string().contains("record 5 was removed"), "{e}");
+    // An export stated to start later than it does.
+    let e = verify_entries_from(&tail, &pk, &AuditStart::at(6, None)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AuditProblem::HeadMissing {
+                expected: 6,
+                found: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Stated to start at 1 is the whole log: record 1 from the zero hash.
+    let whole = parse_export(&lines.join("\n"));
+    assert_eq!(
+        verify_entries_from(&whole, &pk, &AuditStart::at(1, None)).map(|s| s.records),
+        Ok(8)
+    );
+    // The first record swapped further down: reordered, not removed.
+    let mut swapped = lines.clone();
+    swapped.swap(0, 1);
+    assert!(matches!(
+        verify_entries(&parse_export(&swapped.join("\n")), &pk),
+        Err(AuditProblem::Reordered {
+            expected: 1,
+            found: 2,
+            ..
+        })
+    ));
 }

@@ -30,13 +30,41 @@ impl fmt::Display for Place {
 /// does not decode.
 pub type ReadEntry = (Place, Result<AuditEntry, String>);
 
+/// Where the entries being checked must begin (specification §12.3).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuditStart {
+    /// The whole log: the first entry is record 1, whose `prev_hash` is
+    /// [`GENESIS_HASH`]. A log whose first records were cut fails.
+    #[default]
+    Genesis,
+    /// A partial export whose starting point the auditor states: the first
+    /// entry must be record `seq`, and, when `prev_hash` is given (the hash
+    /// of record `seq - 1`, from a copy kept elsewhere), its `prev_hash`
+    /// must be that hash. Without `prev_hash`, nothing ties the first
+    /// record to the records before it. `seq` 1 is the whole log.
+    At {
+        /// The first record's sequence number.
+        seq: u64,
+        /// The hash of the record before it, hex, if known.
+        prev_hash: Option<String>,
+    },
+}
+
+impl AuditStart {
+    /// A partial export starting at record `seq`.
+    pub fn at(seq: u64, prev_hash: Option<String>) -> AuditStart {
+        AuditStart::At { seq, prev_hash }
+    }
+}
+
 /// What an intact log holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSummary {
     /// Records checked.
     pub records: u64,
-    /// The first record's sequence number (1 for a whole log; more for an
-    /// export made `--since` some point).
+    /// The first record's sequence number (1 for a whole log; the stated
+    /// start of a partial export).
     pub first_seq: Option<u64>,
     /// The last record's sequence number.
     pub last_seq: Option<u64>,
@@ -107,6 +135,25 @@ pub enum AuditProblem {
         /// Where.
         place: Place,
     },
+    /// No record at all. An empty log cannot be told from one whose every
+    /// record was removed, so it does not verify.
+    #[error("the log holds no records: an empty log cannot be told from one whose every record was removed")]
+    Empty,
+    /// The first record is not the one the log must start with (record 1
+    /// for a whole log, the stated start of a partial export): records
+    /// before it were removed, or the export is not the one stated.
+    #[error(
+        "{place} holds record {found}, but the log must start at record {expected}{}",
+        head_hint(*expected, *found)
+    )]
+    HeadMissing {
+        /// The record the log must start with.
+        expected: u64,
+        /// The first record found.
+        found: u64,
+        /// Where it is.
+        place: Place,
+    },
     /// The key given to check signatures with is not an Ed25519 key.
     #[error("the audit public key must be an Ed25519 key")]
     KeyNotEd25519,
@@ -120,13 +167,34 @@ pub enum AuditProblem {
     },
 }
 
-/// Checks entries in the order given: each seal (hash and signature by
-/// `key`), then that sequence numbers run without gaps and each record's
-/// `prev_hash` is its predecessor's hash. A whole log starts at record 1
-/// from [`GENESIS_HASH`]; a partial export starts wherever it starts.
+/// What a wrong first record means, in words.
+fn head_hint(expected: u64, found: u64) -> String {
+    match found.checked_sub(1) {
+        Some(last) if last == expected => format!(": record {expected} was removed"),
+        Some(last) if last > expected => format!(": records {expected} to {last} were removed"),
+        _ => " (the export does not start where it was stated to)".into(),
+    }
+}
+
+/// Checks a whole log, in the order given: it must start at record 1 from
+/// [`GENESIS_HASH`] and hold at least one record; then each seal (hash and
+/// signature by `key`), that sequence numbers run without gaps, and that
+/// each record's `prev_hash` is its predecessor's hash. A partial export is
+/// checked with [`verify_entries_from`] and its stated start.
 pub fn verify_entries(
     entries: &[ReadEntry],
     key: &biscuit_auth::PublicKey,
+) -> Result<AuditSummary, AuditProblem> {
+    verify_entries_from(entries, key, &AuditStart::Genesis)
+}
+
+/// [`verify_entries`] for entries that must begin at `start`: record 1
+/// from [`GENESIS_HASH`] ([`AuditStart::Genesis`]), or the record (and previous
+/// hash) an auditor states for a partial export ([`AuditStart::At`]).
+pub fn verify_entries_from(
+    entries: &[ReadEntry],
+    key: &biscuit_auth::PublicKey,
+    start: &AuditStart,
 ) -> Result<AuditSummary, AuditProblem> {
     let key = key
         .to_bytes()
@@ -135,6 +203,13 @@ pub fn verify_entries(
         .and_then(|b: [u8; 32]| VerifyingKey::from_bytes(&b).ok())
         .ok_or(AuditProblem::KeyNotEd25519)?;
     let key = &key;
+    if entries.is_empty() {
+        return Err(AuditProblem::Empty);
+    }
+    let (first, stated) = match start {
+        AuditStart::Genesis => (1, None),
+        AuditStart::At { seq, prev_hash } => ((*seq).max(1), prev_hash.as_deref()),
+    };
     let all_seqs: HashSet<u64> = entries
         .iter()
         .filter_map(|(_, e)| e.as_ref().ok().map(|e| e.record.seq))
@@ -170,10 +245,27 @@ pub fn verify_entries(
             }
         }
         match prev {
-            None if seq == 1 && entry.record.prev_hash != GENESIS_HASH => {
+            None if seq > first && all_seqs.contains(&first) => {
+                return Err(AuditProblem::Reordered {
+                    expected: first,
+                    found: seq,
+                    place,
+                })
+            }
+            None if seq != first => {
+                return Err(AuditProblem::HeadMissing {
+                    expected: first,
+                    found: seq,
+                    place,
+                })
+            }
+            // Record 1 follows nothing; a stated start follows the stated hash.
+            None if (seq == 1 && entry.record.prev_hash != GENESIS_HASH)
+                || stated.is_some_and(|h| entry.record.prev_hash != h) =>
+            {
                 return Err(AuditProblem::ChainBroken {
                     seq,
-                    prev: 0,
+                    prev: seq - 1,
                     place,
                 })
             }
