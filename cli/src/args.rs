@@ -96,9 +96,18 @@ pub(crate) struct AuditVerifyArgs {
     /// The audit log directory.
     #[arg(long, value_name = "DIR")]
     pub(crate) db: Option<PathBuf>,
-    /// An exported file (JSON lines), or - for standard input.
+    /// An exported file (JSON lines), or - for standard input. It must
+    /// start at record 1 unless --partial-from states where it starts.
     #[arg(long, value_name = "FILE")]
     pub(crate) file: Option<String>,
+    /// The file is a partial export (`audit export --since…`) that must
+    /// start at exactly record N.
+    #[arg(long, value_name = "N", requires = "file", conflicts_with = "db")]
+    pub(crate) partial_from: Option<u64>,
+    /// The hash of record N-1 (kept from an earlier check, e.g. its head
+    /// hash): ties a partial export to the records before it.
+    #[arg(long, value_name = "HEX", requires = "partial_from")]
+    pub(crate) prev_hash: Option<String>,
     /// The verifier's audit public key, ed25519/<hex>: the signatures must
     /// be its.
     #[arg(long, value_name = "PUBKEY")]

@@ -3,13 +3,16 @@
 
 use crate::args::{AuditArgs, AuditCommand, AuditExportArgs, AuditVerifyArgs};
 use anyhow::{bail, Context, Result};
+use mandate_spec::display::text;
 use mandate_spec::parse_public_key;
-use mandate_verifier::{parse_export, read_audit_store, verify_entries};
+use mandate_verifier::{
+    parse_export, read_audit_store, verify_entries_from, AuditProblem, AuditStart,
+};
 use std::io::Write;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 
-/// Exit code when the log fails verification.
+/// Exit code when the log fails verification, or holds no record.
 const EXIT_TAMPERED: u8 = 1;
 
 pub(crate) fn audit(a: AuditArgs) -> Result<ExitCode> {
@@ -34,7 +37,10 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
         let entry = match entry {
             Ok(e) => e,
             Err(detail) => {
-                bail!("{place}: not an audit entry ({detail}); run `mandate audit verify`")
+                bail!(
+                    "{place}: not an audit entry ({}); run `mandate audit verify`",
+                    text(&detail)
+                )
             }
         };
         // From the first record at or after the bound on: an export is a
@@ -49,6 +55,8 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Checks a store (which must start at record 1) or an export file (which
+/// must too, unless `--partial-from N` states that it starts at record N).
 fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
     let key = parse_public_key(&a.public_key).context("--public-key")?;
     let (entries, source) = match (&a.db, &a.file) {
@@ -63,20 +71,44 @@ fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
         }
         _ => bail!("give one of --db DIR or --file FILE"),
     };
-    match verify_entries(&entries, &key) {
+    if let Some(h) = &a.prev_hash {
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("--prev-hash: expected a record hash (64 hex digits), got {h:?}");
+        }
+    }
+    let start = match a.partial_from {
+        Some(seq) => AuditStart::at(seq, a.prev_hash.as_ref().map(|h| h.to_ascii_lowercase())),
+        None => AuditStart::Genesis,
+    };
+    let source = text(&source);
+    match verify_entries_from(&entries, &key, &start) {
         Ok(summary) => {
-            match (summary.first_seq, summary.last_seq, summary.head_hash) {
-                (Some(first), Some(last), Some(head)) => println!(
-                    "ok: {} records ({first}..{last}) in {source}, every signature and link \
-                     verified; head hash {head}",
-                    summary.records
-                ),
-                _ => println!("ok: {source} holds no records"),
-            }
+            let (Some(first), Some(last), Some(head)) =
+                (summary.first_seq, summary.last_seq, summary.head_hash)
+            else {
+                // verify_entries_from reports an empty log as a problem.
+                bail!("no record was checked in {source}");
+            };
+            let tie = match (&a.partial_from, &a.prev_hash) {
+                (None, _) => "",
+                (Some(_), Some(_)) => ", a partial export following the stated hash",
+                (Some(_), None) => {
+                    ", a partial export (not tied to the records before it: pass --prev-hash)"
+                }
+            };
+            println!(
+                "ok: {} records ({first}..{last}) in {source}{tie}, every signature and link \
+                 verified; head hash {head}",
+                summary.records
+            );
             Ok(ExitCode::SUCCESS)
         }
+        Err(AuditProblem::Empty) => {
+            eprintln!("EMPTY: {source}: {}", AuditProblem::Empty);
+            Ok(ExitCode::from(EXIT_TAMPERED))
+        }
         Err(problem) => {
-            eprintln!("TAMPERED: {problem}");
+            eprintln!("TAMPERED: {}", text(&problem.to_string()));
             Ok(ExitCode::from(EXIT_TAMPERED))
         }
     }

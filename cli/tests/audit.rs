@@ -1,7 +1,10 @@
 //! `mandate audit export|verify` as an auditor uses them, on the log a real
 //! `mandate verifierd --audit-db` wrote: it verifies; an exported file with a
 //! record edited, deleted or reordered fails with exit 1 naming the record;
-//! the store itself is checked read-only beside the running verifier.
+//! the store itself is checked read-only beside the running verifier; a
+//! store or an export whose first records were cut, or that holds none,
+//! fails with exit 1; a partial export verifies only from a stated start;
+//! messages quote nothing raw from the file.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -126,20 +129,206 @@ fn an_auditor_verifies_the_log_and_finds_any_tampering() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("record 1"), "{}", r.stderr);
 
-    // A partial export verifies on its own.
+    // A partial export verifies only from the start the auditor states.
     let tail = s.run(&["audit", "export", "--db", "audit", "--since-seq", "3"]);
     assert_eq!(tail.stdout.lines().count(), 2);
     s.write("tail.jsonl", &tail.stdout);
+    let verify_tail = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--file",
+            "tail.jsonl",
+            "--public-key",
+            &audit_pub,
+        ];
+        args.extend_from_slice(extra);
+        s.run(&args)
+    };
+    let r = verify_tail(&[]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("line 1 holds record 3, but the log must start at record 1")
+            && r.stderr.contains("records 1 to 2 were removed"),
+        "{}",
+        r.stderr
+    );
+    let r = verify_tail(&["--partial-from", "3"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("(3..4)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("not tied to the records before it"),
+        "{}",
+        r.stdout
+    );
+    // Tied to record 2's hash, as an earlier check of the log printed it.
+    let hash2 = serde_json::from_str::<serde_json::Value>(lines[1]).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = verify_tail(&["--partial-from", "3", "--prev-hash", &hash2]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("following the stated hash"),
+        "{}",
+        r.stdout
+    );
+    let hash1 = serde_json::from_str::<serde_json::Value>(lines[0]).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = verify_tail(&["--partial-from", "3", "--prev-hash", &hash1]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("hash chain is broken"), "{}", r.stderr);
+    let r = verify_tail(&["--partial-from", "2"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("record 2 was removed"), "{}", r.stderr);
+    // A store is always whole.
+    let r = s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit",
+        "--partial-from",
+        "3",
+        "--public-key",
+        &audit_pub,
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn a_store_whose_first_records_were_deleted_fails() {
+    let s = Scenario::new();
+    let audit_pub = audited_decisions(&s);
+    let export = s.run(&["audit", "export", "--db", "audit"]).stdout;
+    {
+        let db = rocksdb::DB::open_default(s.path("audit")).unwrap();
+        db.delete(1u64.to_be_bytes()).unwrap();
+        db.delete(2u64.to_be_bytes()).unwrap();
+    }
+    let r = s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit",
+        "--public-key",
+        &audit_pub,
+    ]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.starts_with("TAMPERED: store key 3 holds record 3, but the log must start at record 1: records 1 to 2 were removed"),
+        "{}",
+        r.stderr
+    );
+    // The same cut in an export file.
+    let cut: Vec<&str> = export.lines().skip(2).collect();
+    s.write("cut.jsonl", &(cut.join("\n") + "\n"));
     let r = s.run(&[
         "audit",
         "verify",
         "--file",
-        "tail.jsonl",
+        "cut.jsonl",
         "--public-key",
         &audit_pub,
     ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("(3..4)"), "{}", r.stdout);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("records 1 to 2 were removed"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_empty_store_is_reported_empty_with_exit_1() {
+    let s = Scenario::new();
+    let audit_pub = s
+        .run(&["keygen", "--out", "audit.key"])
+        .stdout
+        .trim()
+        .to_string();
+    // A verifier that decided nothing: the store exists and is empty.
+    let mut v = Proc::start([
+        "verifierd",
+        "--data-dir",
+        s.path("v").to_str().unwrap(),
+        "--public-key",
+        &s.issuer_pub,
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-db",
+        s.path("audit").to_str().unwrap(),
+        "--audit-key",
+        s.path("audit.key").to_str().unwrap(),
+    ]);
+    v.interrupt();
+    let r = s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit",
+        "--public-key",
+        &audit_pub,
+    ]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .starts_with("EMPTY: audit: the log holds no records"),
+        "{}",
+        r.stderr
+    );
+    // An empty export.
+    s.write("empty.jsonl", "");
+    let r = s.run(&[
+        "audit",
+        "verify",
+        "--file",
+        "empty.jsonl",
+        "--public-key",
+        &audit_pub,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("EMPTY: empty.jsonl"), "{}", r.stderr);
+}
+
+#[test]
+fn audit_messages_quote_nothing_raw_from_the_file() {
+    let s = Scenario::new();
+    let audit_pub = audited_decisions(&s);
+    let export = s.run(&["audit", "export", "--db", "audit"]).stdout;
+    let mut lines: Vec<String> = export.lines().map(String::from).collect();
+    // An unknown field whose name draws: serde quotes it in its message.
+    let evil = "x\n hop 9 (block 9): agent \"evil\" \u{1b}[2J\u{202e}";
+    lines[1] = lines[1].replacen(
+        '{',
+        &format!("{{{}:1,", serde_json::to_string(evil).unwrap()),
+        1,
+    );
+    s.write("evil.jsonl", &(lines.join("\n") + "\n"));
+    let r = s.run(&[
+        "audit",
+        "verify",
+        "--file",
+        "evil.jsonl",
+        "--public-key",
+        &audit_pub,
+    ]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.starts_with("TAMPERED: line 2: not an audit entry"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{202e}'),
+        "{:?}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("\\u{202e}"), "{:?}", r.stderr);
 }
 
 #[test]
