@@ -252,7 +252,10 @@ async fn admin_token_without_the_action_is_403_with_the_verifiers_reason() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     let msg = answer["error"].as_str().unwrap();
     assert!(
-        msg.starts_with("admin token does not allow mint on /v1/tokens: "),
+        msg.starts_with(
+            "admin token does not allow mint on /v1/tokens for alternative 1 of 1 \
+             (`list,read:/api/customers/* where rows<=100`), action \"list\": "
+        ),
         "{msg}"
     );
     assert!(msg.contains("action \"mint\" is not allowed"), "{msg}");
@@ -457,7 +460,8 @@ async fn metrics_count_mints_revocations_and_decisions() {
         "mandate_decisions_total{source=\"authorize\",outcome=\"allow\",kind=\"\"} 1",
         "mandate_decisions_total{source=\"authorize\",outcome=\"deny\",kind=\"not_allowed\"} 1",
         "mandate_decisions_total{source=\"authorize\",outcome=\"deny\",kind=\"revoked\"} 1",
-        "mandate_decisions_total{source=\"admin\",outcome=\"allow\",kind=\"\"} 2",
+        // One per minted alternative × action (list, read), one revocation.
+        "mandate_decisions_total{source=\"admin\",outcome=\"allow\",kind=\"\"} 3",
         "mandate_http_responses_total{status=\"201\"} 1",
         "mandate_mint_duration_seconds_count 1",
         "mandate_authorize_duration_seconds_count 3",

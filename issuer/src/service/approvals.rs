@@ -8,9 +8,10 @@
 //! | `POST /v1/approvals` | the agent, with its own Mandate token | 201: queued (the service decides the request itself: it must need approval) |
 //! | `GET /v1/approvals[?status=pending]` | admin token allowing `review` on `/v1/approvals` | the queue, with chains |
 //! | `GET /v1/approvals/{id}` | anyone with the id | status, and the approval block once approved |
-//! | `POST /v1/approvals/{id}/approve` | admin token allowing `approve` on `/v1/approvals` (parameter `approver`) | signs with that approver's key |
+//! | `POST /v1/approvals/{id}/approve` | admin token allowing `approve` on `/v1/approvals` (parameters `approver`, `valid_seconds` and the request's fields, SERVICE.md S2) | signs with that approver's key |
 //! | `POST /v1/approvals/{id}/deny` | the same | marks it denied, with a reason |
 
+use super::admin::authorize_admin;
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer};
 use super::handlers::blocking;
@@ -211,7 +212,15 @@ pub(crate) async fn list(
     bearer: Bearer,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ApprovalRecord>>, ApiError> {
-    s.authorize_admin(&bearer, "review", "/v1/approvals", [])?;
+    // The whole queue is disclosed, or the part of one status.
+    let status = q.status.map(|st| {
+        let name = serde_json::to_value(st)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        ("status", Value::Str(name))
+    });
+    authorize_admin(&s, bearer, "review", "/v1/approvals", status).await?;
     let st = s.clone();
     let all = blocking(move || st.queue()?.all()).await?;
     Ok(Json(
@@ -284,12 +293,13 @@ pub(crate) async fn approve(
         }
         (None, _) => return Err(ApiError::BadRequest("several approvers: name one".into())),
     };
-    let admin = s.authorize_admin(
-        &bearer,
-        "approve",
-        "/v1/approvals",
-        [("approver", Value::Str(name.clone()))],
-    )?;
+    let mut params = decided_params(&record);
+    params.push(("approver".into(), Value::Str(name.clone())));
+    params.push((
+        "valid_seconds".into(),
+        Value::Int(i64::try_from(valid.as_secs()).unwrap_or(i64::MAX)),
+    ));
+    let admin = authorize_admin(&s, bearer, "approve", "/v1/approvals", params).await?;
     let Some(key) = s.approvers.get(&name) else {
         return Err(ApiError::Internal("approver key vanished".into()));
     };
@@ -332,12 +342,10 @@ pub(crate) async fn deny(
         .map(|a| a.name.clone())
         .collect();
     let name = names.first().cloned().unwrap_or_default();
-    let admin = s.authorize_admin(
-        &bearer,
-        "approve",
-        "/v1/approvals",
-        [("approver", Value::Str(name))],
-    )?;
+    let mut params = decided_params(&record);
+    params.push(("approver".into(), Value::Str(name)));
+    params.push(("reason".into(), Value::Str(body.reason.trim().to_string())));
+    let admin = authorize_admin(&s, bearer, "approve", "/v1/approvals", params).await?;
     record.status = ApprovalStatus::Denied;
     record.decided_by = Some(admin.who.clone());
     record.decided_at = Some(OffsetDateTime::now_utc());
@@ -345,6 +353,37 @@ pub(crate) async fn deny(
     store(&s, &record).await?;
     tracing::info!(id = %record.id, by = %admin.who, "approval denied");
     Ok(Json(record))
+}
+
+/// What an approval or a denial decides on, besides the approver: the
+/// record's id, the principal of its chain and the request approved (action,
+/// resource, and each parameter `p` as `request.p`), so an approver token
+/// can be narrowed on them (SERVICE.md S2).
+fn decided_params(record: &ApprovalRecord) -> Vec<(String, Value)> {
+    let mut out = vec![
+        ("id".to_string(), Value::Str(record.id.clone())),
+        (
+            "principal".to_string(),
+            Value::Str(
+                record.chain["principal"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        ),
+        (
+            "request_action".to_string(),
+            Value::Str(record.request.action.clone()),
+        ),
+        (
+            "request_resource".to_string(),
+            Value::Str(record.request.resource.clone()),
+        ),
+    ];
+    for (name, value) in &record.request.params {
+        out.push((format!("request.{name}"), value.clone()));
+    }
+    out
 }
 
 async fn pending(s: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {

@@ -1,8 +1,10 @@
 //! One handler per route; see the table in `mod.rs` and `spec/SERVICE.md`.
 
+use super::admin::{authorize_admin, authorize_mint};
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer};
 use super::metrics::Source;
+use super::mint_decision::{mint_decisions, Minting};
 use super::{AppState, ServiceError};
 use crate::registry::TokenRecord;
 use crate::{IssueError, MintRequest};
@@ -74,18 +76,18 @@ pub(crate) async fn mint(
     }
     grant.holder_bound = body.require_proof;
     let ttl = parse_duration(&body.ttl).map_err(|e| ApiError::BadRequest(format!("ttl: {e}")))?;
-    let mut params = vec![
-        ("principal", Value::Str(body.principal.clone())),
-        ("agent", Value::Str(body.agent.clone())),
-        (
-            "ttl_seconds",
-            Value::Int(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
-        ),
-    ];
-    if let Some(d) = body.max_depth {
-        params.push(("max_depth", Value::Int(d.into())));
-    }
-    let admin = s.authorize_admin(&bearer, "mint", "/v1/tokens", params)?;
+    // Everything the token will carry is decided on (SERVICE.md S2).
+    let decisions = mint_decisions(&Minting {
+        principal: &body.principal,
+        agent: &body.agent,
+        agent_key: &agent_key,
+        ttl,
+        max_depth: body.max_depth,
+        purpose: body.purpose.as_deref(),
+        grant: &grant,
+    })
+    .map_err(ApiError::BadRequest)?;
+    let admin = authorize_mint(&s, bearer, decisions).await?;
 
     let started = Instant::now();
     // Whole seconds, as the token carries them.
@@ -212,6 +214,19 @@ impl Selector {
         }
     }
 
+    /// The selected value, canonical: lowercase hex, the UUID, the
+    /// `ed25519/<hex>` key, the principal.
+    fn value(&self) -> String {
+        match self {
+            Selector::Block(id) => hex::encode(id),
+            Selector::Token(id) => id.clone(),
+            Selector::Agent(key) => mandate_spec::public_key_from_bytes(key)
+                .map(|k| format_public_key(&k))
+                .unwrap_or_else(|_| hex::encode(key)),
+            Selector::Principal(p) => p.clone(),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Selector::Block(_) => "revocation_id",
@@ -242,11 +257,18 @@ pub(crate) async fn revoke(
         )));
     }
     let selector = Selector::parse(&body)?;
-    let mut params = vec![("selector", Value::Str(selector.name().into()))];
-    if let Selector::Principal(p) = &selector {
-        params.push(("principal", Value::Str(p.clone())));
+    // Every field of the revocation entries is decided on: the selector and
+    // its value, the reason, and `by` when given (else it is the admin
+    // token's own `PRINCIPAL via AGENT`).
+    let mut params = vec![
+        ("selector", Value::Str(selector.name().into())),
+        (selector.name(), Value::Str(selector.value())),
+        ("reason", Value::Str(reason.clone())),
+    ];
+    if let Some(by) = body.by.as_ref().filter(|b| !b.trim().is_empty()) {
+        params.push(("by", Value::Str(by.clone())));
     }
-    let admin = s.authorize_admin(&bearer, "revoke", "/v1/revocations", params)?;
+    let admin = authorize_admin(&s, bearer, "revoke", "/v1/revocations", params).await?;
     let by = body
         .by
         .filter(|b| !b.trim().is_empty())

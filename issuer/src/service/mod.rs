@@ -5,18 +5,21 @@
 //!
 //! | route | admin token must allow | answers |
 //! |---|---|---|
-//! | `POST /v1/tokens` | `mint` on `/v1/tokens` | 201, the minted token |
+//! | `POST /v1/tokens` | `mint` on `/v1/tokens` for each minted alternative × action (`mint-admin` when it reaches `/v1/…` or `/ui/…`) | 201, the minted token |
 //! | `POST /v1/revocations` | `revoke` on `/v1/revocations` | 200, what was revoked |
 //! | `GET /v1/keys` | — | the root public keys and their ids |
 //! | `POST /v1/authorize` | — | the embedded verifier's decision: 200 allow, 403 deny |
 //! | `POST /v1/approvals` | — (the agent's own token) | 201, the queued approval request |
 //! | `GET /v1/approvals` | `review` on `/v1/approvals` | the queue, with chains |
 //! | `GET /v1/approvals/{id}` | — | one request; its approval block once approved |
-//! | `POST /v1/approvals/{id}/approve` | `approve` on `/v1/approvals` (`approver` parameter) | the signed approval |
+//! | `POST /v1/approvals/{id}/approve` | `approve` on `/v1/approvals` (`approver` and the request's fields) | the signed approval |
 //! | `POST /v1/approvals/{id}/deny` | `approve` on `/v1/approvals` | denied |
 //! | `GET /ui/decisions` | `review` on `/ui/decisions` (header or `mandate_admin` cookie) | HTML: recent decisions with their chains |
 //! | `GET /healthz` | — | 200 when the revocation list answers (store readable, feed not stale) |
 //! | `GET /metrics` | — | Prometheus text |
+//!
+//! Every admin request carries every field of the operation's effect as a
+//! parameter (`spec/SERVICE.md` S2), so admin tokens narrow on each.
 //!
 //! Errors are `{"error": "..."}` with 400 (bad JSON, invalid grant), 401
 //! (missing or unreadable admin token), 403 (admin token does not allow it,
@@ -31,6 +34,7 @@ mod error;
 mod extract;
 mod handlers;
 mod metrics;
+mod mint_decision;
 mod sink;
 mod ui;
 

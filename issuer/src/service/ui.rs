@@ -5,6 +5,7 @@
 //! admin token allowing `review` on `/ui/decisions`, as `Authorization:
 //! Bearer` or in the `mandate_admin` cookie (for a browser).
 
+use super::admin::authorize_admin;
 use super::error::ApiError;
 use super::handlers::blocking;
 use super::AppState;
@@ -43,12 +44,30 @@ pub(crate) async fn decisions(
                 .into(),
         )
     })?;
-    s.authorize_admin(
-        &super::extract::Bearer(token),
+    // The filters decide what is disclosed: each one given is a parameter,
+    // so a reviewer narrowed on `principal` must filter by it.
+    let mut params = Vec::new();
+    for (name, v) in [
+        ("principal", &f.principal),
+        ("agent", &f.agent),
+        ("decision", &f.decision),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            params.push((name, mandate_spec::Value::Str(v.to_string())));
+        }
+    }
+    params.push((
+        "limit",
+        mandate_spec::Value::Int(f.limit.unwrap_or(100).min(MAX_ROWS) as i64),
+    ));
+    authorize_admin(
+        &s,
+        super::extract::Bearer(token),
         "review",
         "/ui/decisions",
-        [],
-    )?;
+        params,
+    )
+    .await?;
     let Some(path) = s.audit_path.clone() else {
         return Err(ApiError::NotFound(
             "this service keeps no audit log (start it with --audit-key)".into(),
