@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use biscuit_auth::{Biscuit, KeyPair, UnverifiedBiscuit};
 use mandate_attenuate::{delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest, RootKeys as IssuerKeys};
+use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{
     decode_blocks, effective_capabilities, format_public_key, parse_duration, parse_public_key,
     Chain, Grant, HolderProof, ProofSubject, Request, Value,
@@ -136,9 +137,11 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // Every token-derived string below is escaped (SPEC §16).
     println!(
-        "token {} for principal {:?}",
-        chain.token_id, chain.principal
+        "token {} for principal {}",
+        word(&chain.token_id),
+        quoted(&chain.principal)
     );
     println!("issued: {}", rfc3339(chain.issued_at));
     match &chain.expires_at {
@@ -159,7 +162,7 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
         print!("{hop}");
         println!("  effective here: {}", cap.describe());
         if let Some(why) = revoked {
-            println!("  REVOKED: {why}");
+            println!("  REVOKED: {}", text(why));
         }
     }
     for approval in &chain.approvals {
@@ -232,7 +235,7 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
     };
     if decision.needs_approval() {
         if !a.json {
-            eprintln!("needs approval: {}", denial.reason);
+            eprintln!("needs approval: {}", text(&denial.reason));
             eprintln!(
                 "(ask the approver: `mandate verify --json … > request.json`, then \
                  `mandate approve --key APPROVER_KEY request.json`)"
@@ -241,7 +244,7 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(crate::EXIT_NEEDS_APPROVAL));
     }
     if !a.json {
-        eprintln!("denied: {}", denial.reason);
+        eprintln!("denied: {}", text(&denial.reason));
     }
     let bad_input = matches!(
         denial.kind,
@@ -284,10 +287,10 @@ fn revoked_hops(chain: &Chain, store: &RevocationStore) -> Result<Vec<Option<Str
 
 fn why(e: &mandate_verifier::Revocation) -> String {
     format!(
-        " at {} by {:?}: {:?}",
+        " at {} by {}: {}",
         rfc3339(e.revoked_at),
-        e.by,
-        e.reason
+        quoted(&e.by),
+        quoted(&e.reason)
     )
 }
 

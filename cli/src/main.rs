@@ -69,11 +69,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The error and its causes on one line: `context: cause: cause`.
+/// The error and its causes on one line: `context: cause: cause`, every
+/// hidden character escaped (an error can quote a token or a file: it must
+/// not draw lines or move text, SPEC §16).
 fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string().replace('\n', " ");
+        let s = mandate_spec::display::text(&cause.to_string().replace('\n', " ")).to_string();
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }

@@ -5,6 +5,7 @@ use crate::feed::{self, BlockingPublisher};
 use crate::io::read_token;
 use anyhow::{anyhow, bail, Context, Result};
 use mandate_attenuate::read_chain;
+use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{parse_public_key, Chain};
 use mandate_verifier::{Revocation, RevocationStore, Target};
 use std::io::{BufRead, Write};
@@ -44,7 +45,10 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
             None => entry(
                 Target::Token(chain.token_id.clone()),
                 chain.hops[0].expires_at,
-                Some(format!("token family of {:?} ({chain})", chain.principal)),
+                Some(format!(
+                    "token family of {} ({chain})",
+                    quoted(&chain.principal)
+                )),
             ),
             Some(n) => hop_entry(&chain, n, &entry)?,
         }
@@ -57,8 +61,8 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
         println!("published to the revocation feed (sequence {seq})");
     }
     match &e.note {
-        Some(note) => println!("revoked {} — {note}", e.target),
-        None => println!("revoked {}", e.target),
+        Some(note) => println!("revoked {} — {}", text(&e.target.to_string()), text(note)),
+        None => println!("revoked {}", text(&e.target.to_string())),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -75,8 +79,10 @@ fn hop_entry(
     // The hop is dead anyway once the earliest expiry up to it has passed.
     let expires = chain.hops[..=n].iter().filter_map(|h| h.expires_at).min();
     let note = format!(
-        "hop {n} (agent {:?}) of token {} for {:?}",
-        hop.agent, chain.token_id, chain.principal
+        "hop {n} (agent {}) of token {} for {}",
+        quoted(&hop.agent),
+        word(&chain.token_id),
+        quoted(&chain.principal)
     );
     Ok(entry(
         Target::Block(hex::decode(&hop.revocation_id)?),
@@ -175,9 +181,17 @@ pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
                 .revoked_at
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            write!(out, "{when}  {}  by {:?}: {:?}", e.target, e.by, e.reason)?;
+            // Reason, author and note are free text from whoever revoked:
+            // escaped, so an entry is one line that draws nothing (SPEC §16).
+            write!(
+                out,
+                "{when}  {}  by {}: {}",
+                text(&e.target.to_string()),
+                quoted(&e.by),
+                quoted(&e.reason)
+            )?;
             if let Some(note) = &e.note {
-                write!(out, "  ({note})")?;
+                write!(out, "  ({})", text(note))?;
             }
             writeln!(out)?;
         }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_bad_input, mandate, mandate_stdin, Scenario};
+use common::{assert_bad_input, crafted, mandate, mandate_stdin, Scenario};
 
 #[test]
 fn keygen_writes_a_private_file_and_prints_the_public_key() {
@@ -461,4 +461,128 @@ fn injection_through_flags_stays_data() {
         &["rows=1", "to=a\"), operation(\"delete"],
     );
     assert_eq!(allow.code, 0, "{}", allow.stderr);
+}
+
+// Display injection (THREATS.md): strings a token, a request or a
+// revocation carries are shown escaped in every text output, so a crafted
+// hop cannot draw a fake line, clear the screen or reverse text on the
+// screen of whoever runs `verify` or `revocations`. The decision JSON keeps
+// the raw strings.
+
+#[test]
+fn verify_denial_reasons_show_token_strings_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = crafted::write(dir.path());
+    let verify = |action: &str, resource: &str, extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--public-key",
+            &c.root_pub,
+            "--action",
+            action,
+            "--resource",
+            resource,
+        ];
+        args.extend_from_slice(extra);
+        args.push(c.token);
+        mandate(dir.path(), &args)
+    };
+    // Denied at hop 1: the reason quotes every alternative of the hop,
+    // including the one made of crafted strings.
+    let r = verify("read", "/api/x", &[]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    crafted::assert_escaped(&r.stderr, 0);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("denied: hop 1 (agent \"sub-agent\""),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(crafted::EVIL_SHOWN), "{}", r.stderr);
+    // Allowed: the chain line, with the crafted principal escaped.
+    let r = verify("list", "/api/x", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    crafted::assert_escaped(&r.stdout, 0);
+    assert_eq!(
+        r.stdout.trim_end(),
+        format!(
+            "allowed: \"{}\" → support-agent → sub-agent",
+            crafted::EVIL_SHOWN
+        )
+    );
+    // Needs approval: the reason on stderr.
+    let args = [
+        "verify",
+        "--public-key",
+        &c.root_pub,
+        "--action",
+        "pay",
+        "--resource",
+        "/api/payments/9",
+        "--param",
+        "amount=150",
+        c.approval_token,
+    ];
+    let r = mandate(dir.path(), &args);
+    assert_eq!(r.code, 3, "{} {}", r.stdout, r.stderr);
+    crafted::assert_escaped(&r.stderr, 0);
+    assert!(
+        r.stderr.starts_with("needs approval: hop 1"),
+        "{}",
+        r.stderr
+    );
+    // A request's own strings too (a resource may hold an RLO).
+    let r = verify("pay", "/api/\u{202e}txt.exe", &["--param", "amount=1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    crafted::assert_escaped(&r.stderr, 0);
+    assert!(r.stderr.contains("/api/\\u{202e}txt.exe"), "{}", r.stderr);
+    // The JSON keeps the raw strings (JSON escapes them its own way).
+    let r = verify("list", "/api/x", &["--json"]);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["chain"]["principal"], crafted::EVIL);
+    assert_eq!(j["chain"]["hops"][1]["purpose"], crafted::EVIL);
+}
+
+#[test]
+fn revocation_listing_shows_reasons_and_authors_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = crafted::write(dir.path());
+    let r = mandate(
+        dir.path(),
+        &[
+            "revoke",
+            "--db",
+            "rev",
+            "--token",
+            c.token,
+            "--hop",
+            "1",
+            "--reason",
+            crafted::EVIL,
+            "--by",
+            crafted::EVIL,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    crafted::assert_escaped(&r.stdout, 0);
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+    let r = mandate(dir.path(), &["revocations", "--db", "rev"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    crafted::assert_escaped(&r.stdout, 0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "one entry and the count:\n{}", r.stdout);
+    assert!(
+        lines[0].contains(&format!(
+            "by \"{}\": \"{}\"",
+            crafted::EVIL_SHOWN,
+            crafted::EVIL_SHOWN
+        )),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], "1 entry");
+    // As JSON, the raw text.
+    let r = mandate(dir.path(), &["revocations", "--db", "rev", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(j["reason"], crafted::EVIL);
 }

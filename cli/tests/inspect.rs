@@ -10,7 +10,7 @@ mod common;
 
 use common::browser::{screenshot_dir, Browser};
 use common::procs::{http, Proc};
-use common::{mandate, Run};
+use common::{crafted, mandate, Run};
 use serde_json::Value;
 use std::path::Path;
 
@@ -433,4 +433,75 @@ fn the_decisions_page_of_the_issuer_service_renders_in_a_headless_browser() {
     let rows = b.eval("return document.querySelectorAll('#decisions tr.row').length");
     assert_eq!(rows, 1);
     let _ = (Value::Null, &c.root_pub);
+}
+
+/// Regression: `inspect` printed token strings raw, so a newline in a hop's
+/// resource (or purpose, value, raw check, principal) drew fake `hop` lines
+/// below it, and ANSI or bidi controls rewrote the screen. Every string is
+/// now escaped and quoted in the text output; `--json` keeps the raw
+/// strings; the HTML page shows bidi and control characters as escapes.
+#[test]
+fn a_crafted_hop_cannot_draw_lines_in_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = crafted::write(d);
+    let text = run(d, &["inspect", "--public-key", &c.root_pub, c.token]).stdout;
+    crafted::assert_escaped(&text, 2);
+    let shown = crafted::EVIL_SHOWN;
+    for needle in [
+        format!("token 7d1c6e4a-1b7f-4c2e-9a51-0f6f8c3b2d10 for principal \"{shown}\""),
+        format!("chain: \"{shown}\" → support-agent → sub-agent"),
+        format!("  purpose: \"{shown}\""),
+        // The crafted alternative: action, resource, parameter name, value.
+        format!("\"{shown}\":\"{shown}\" where \"{shown}\"=\"{shown}\""),
+        // The raw check, as Biscuit prints it, quoted whole.
+        r#"Datalog: "check if resource($r), $r != \"x\n hop 9 (block 9): agent \"evil\" \u{1b}[2J\u{202e}exe.txt\"""#.to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle}\nnot in:\n{text}");
+    }
+    // Each hop's block is its own lines: nothing after a hop header starts
+    // a line that is not one of its fields.
+    for line in text.lines() {
+        let known = line.is_empty()
+            || line.starts_with("  ")
+            || [
+                "token ",
+                "issued:",
+                "expires:",
+                "signatures:",
+                "max depth:",
+                "chain:",
+                "hop ",
+            ]
+            .iter()
+            .any(|p| line.starts_with(p));
+        assert!(known, "a line no field starts: {line:?}\n{text}");
+    }
+
+    let j: Value = serde_json::from_str(
+        &run(
+            d,
+            &["inspect", "--json", "--public-key", &c.root_pub, c.token],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(j["chain"]["principal"], crafted::EVIL);
+    assert_eq!(j["chain"]["hops"][1]["purpose"], crafted::EVIL);
+
+    let page = d.join("evil.html");
+    run(
+        d,
+        &[
+            "inspect",
+            "--public-key",
+            &c.root_pub,
+            "--html",
+            page.to_str().unwrap(),
+            c.token,
+        ],
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains('\u{1b}') && !html.contains('\u{202e}'));
+    assert!(html.contains("\\u{202e}exe.txt"), "{html}");
 }

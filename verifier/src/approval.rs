@@ -3,6 +3,7 @@
 
 use crate::decision::{ApprovalNeeded, Approver, Decision, Denial, DenialKind, Outcome};
 use crate::explain::describe_hop;
+use mandate_spec::display::word;
 use mandate_spec::{Approval, ApprovalRule, Chain, Hop, Request};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +88,9 @@ pub(crate) fn explain_denial(
                     format!(
                         "the attached approval is signed by {}, but this request needs one \
                          from {} ({})",
-                        other.approver_key, rule.approver, rule.key
+                        other.approver_key,
+                        word(&rule.approver),
+                        rule.key
                     ),
                 );
             }
@@ -101,10 +104,10 @@ pub(crate) fn explain_denial(
                 format!(
                     "the approval by {} is for another request (digest {}…); this request \
                      ({} {} with {}) has digest {}…",
-                    rule.approver,
+                    word(&rule.approver),
                     &by_rule[0].digest[..12],
-                    request.action,
-                    request.resource,
+                    word(&request.action),
+                    word(&request.resource),
                     params_text(request),
                     &digest[..12]
                 ),
@@ -115,7 +118,7 @@ pub(crate) fn explain_denial(
                 DenialKind::ApprovalExpired,
                 format!(
                     "the approval by {} expired at {}",
-                    rule.approver,
+                    word(&rule.approver),
                     rfc3339(matching[0].expires_at)
                 ),
             );
@@ -130,10 +133,10 @@ pub(crate) fn explain_denial(
             format!(
                 "{}: {} {} with {} needs an approval by {} ({})",
                 describe_hop(chain, hop, ""),
-                request.action,
-                request.resource,
+                word(&request.action),
+                word(&request.resource),
                 params_text(request),
-                rule.approver,
+                word(&rule.approver),
                 rule.key
             )
         })
@@ -192,7 +195,7 @@ fn params_text(request: &Request) -> String {
     request
         .params
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{}={v}", word(k)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -2,7 +2,8 @@
 //! constraint, and what the request had.
 
 use crate::decision::{Denial, DenialKind};
-use mandate_spec::{Alternative, Chain, Grant, Hop, Request, ResourcePattern, Value};
+use mandate_spec::display::{quoted, word};
+use mandate_spec::{Alternative, Chain, Grant, Hop, Request, ResourcePattern};
 use time::OffsetDateTime;
 
 /// Explains why the check `check_rule` of block `block` failed.
@@ -10,7 +11,7 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
     let Some(hop) = chain.hop_of_block(block) else {
         return Denial::new(
             DenialKind::NotAllowed,
-            format!("block {block}: check failed: {check_rule}"),
+            format!("block {block}: check failed: {}", quoted(check_rule)),
         );
     };
     let (grant, expires, what) = if hop.block == block {
@@ -48,18 +49,22 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
 
 /// How every denial names a hop: `hop 0 (root token for "user:alice",
 /// agent "support")` or `hop 2 (agent "b", delegated by "a")`; `extra` is
-/// appended inside the parentheses (e.g. `, first-party block 3`).
+/// appended inside the parentheses (e.g. `, first-party block 3`). Every
+/// token-derived string in a reason is quoted and escaped
+/// ([`mandate_spec::display`]).
 pub(crate) fn describe_hop(chain: &Chain, hop: &Hop, extra: &str) -> String {
     match hop.hop {
         0 => format!(
-            "hop 0 (root token for {:?}, agent {:?}{extra})",
-            chain.principal, hop.agent
+            "hop 0 (root token for {}, agent {}{extra})",
+            quoted(&chain.principal),
+            quoted(&hop.agent)
         ),
         n => {
             let by = chain.hops.get(n - 1).map_or("?", |h| h.agent.as_str());
             format!(
-                "hop {n} (agent {:?}, delegated by {by:?}{extra})",
-                hop.agent
+                "hop {n} (agent {}, delegated by {}{extra})",
+                quoted(&hop.agent),
+                quoted(by)
             )
         }
     }
@@ -67,7 +72,7 @@ pub(crate) fn describe_hop(chain: &Chain, hop: &Hop, extra: &str) -> String {
 
 fn explain_grant(grant: &Grant, req: &Request, check_rule: &str) -> String {
     if grant.alternatives.is_empty() {
-        return format!("Datalog check failed: {check_rule}");
+        return format!("Datalog check failed: {}", quoted(check_rule));
     }
     let reasons: Vec<String> = grant
         .alternatives
@@ -77,7 +82,7 @@ fn explain_grant(grant: &Grant, req: &Request, check_rule: &str) -> String {
     match reasons.len() {
         // The alternatives allow it in Rust, yet Datalog failed: a raw check
         // or a type mismatch. Show the check.
-        0 => format!("check failed: {check_rule}"),
+        0 => format!("check failed: {}", quoted(check_rule)),
         1 => reasons.into_iter().next().unwrap_or_default(),
         _ => format!("no alternative allows the request: {}", reasons.join("; ")),
     }
@@ -86,7 +91,7 @@ fn explain_grant(grant: &Grant, req: &Request, check_rule: &str) -> String {
 /// The first condition of `alt` the request fails, in words.
 fn why_not(alt: &Alternative, req: &Request) -> Option<String> {
     if !alt.actions.contains(&req.action) {
-        return Some(format!("action {:?} is not allowed", req.action));
+        return Some(format!("action {} is not allowed", quoted(&req.action)));
     }
     if !alt.resource.matches(&req.resource) {
         let how = match &alt.resource {
@@ -95,8 +100,9 @@ fn why_not(alt: &Alternative, req: &Request) -> Option<String> {
             ResourcePattern::Descendants(_) => "is not under",
         };
         return Some(format!(
-            "resource {:?} {how} {}",
-            req.resource, alt.resource
+            "resource {} {how} {}",
+            quoted(&req.resource),
+            alt.resource
         ));
     }
     for c in &alt.constraints {
@@ -105,20 +111,13 @@ fn why_not(alt: &Alternative, req: &Request) -> Option<String> {
         }
         return Some(match c.param() {
             Some(p) => match req.params.get(p) {
-                None => format!("parameter {p} is missing, and {c} requires it"),
-                Some(v) => format!("parameter {p}={} violates {c}", show(v)),
+                None => format!("parameter {} is missing, and {c} requires it", word(p)),
+                Some(v) => format!("parameter {}={v} violates {c}", word(p)),
             },
             None => format!("request time {} is outside {c}", rfc_unix(req.time_unix())),
         });
     }
     None
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::Int(i) => i.to_string(),
-        Value::Str(s) => format!("{s:?}"),
-    }
 }
 
 fn rfc(t: OffsetDateTime) -> String {

@@ -600,7 +600,10 @@ fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Option<Denial> 
         (
             Some(0),
             Some(0),
-            format!("token family {} is {why}", chain.token_id),
+            format!(
+                "token family {} is {why}",
+                mandate_spec::display::word(&chain.token_id)
+            ),
         )
     } else {
         let hop_no = index - blocks - 1;
@@ -609,8 +612,9 @@ fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Option<Denial> 
             Some(hop_no),
             Some(h.block),
             format!(
-                "agent {:?} (key {}) at hop {hop_no} is {why}",
-                h.agent, h.agent_key
+                "agent {} (key {}) at hop {hop_no} is {why}",
+                mandate_spec::display::quoted(&h.agent),
+                h.agent_key
             ),
         )
     };

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 pub mod browser;
+pub mod crafted;
 pub mod procs;
 
 use std::io::Write;
