@@ -28,6 +28,10 @@ pub struct BlockContent {
     pub index: usize,
     /// The key that signed this block as a third-party block, if any.
     pub external_key: Option<PublicKey>,
+    /// That key's signature (over the block and the previous block's
+    /// signature), if any: unlike the revocation id, the holder cannot
+    /// change it by appending the same block again.
+    pub external_signature: Option<Vec<u8>>,
     /// The block's facts.
     pub facts: Vec<Fact>,
     /// Names of the predicates the block's rules produce.
@@ -123,6 +127,10 @@ fn decode(token: &[u8], verified: Option<&Biscuit>) -> Result<Vec<BlockContent>,
         out.push(BlockContent {
             index,
             external_key,
+            external_signature: signed
+                .external_signature
+                .as_ref()
+                .map(|e| e.signature.clone()),
             facts,
             rule_heads,
             checks,
@@ -183,8 +191,12 @@ pub struct Approval {
     /// Until when the approval may be used.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    /// The approval block's revocation id, hex: also what marks it used.
+    /// The approval block's revocation id, hex.
     pub revocation_id: String,
+    /// The approver's signature over the block (hex): what marks the
+    /// approval used (§14.4). Re-appending the same approval gives the block
+    /// a new revocation id but the same approver signature.
+    pub approver_signature: String,
 }
 
 /// One hop of the chain: who holds the token after it, and what it allows.
@@ -440,6 +452,15 @@ impl Chain {
                 }
             }
         }
+        // Rule 1c: what deciding a request can cost, from the blocks alone.
+        crate::cost::token_cost(blocks).map_err(|e| {
+            let hop = hops
+                .iter()
+                .rev()
+                .find(|h| h.block <= e.block)
+                .map_or(0, |h| h.hop);
+            err(e.block, hop, &e.message)
+        })?;
         let expires_at = hops
             .iter()
             .flat_map(|h| {
@@ -590,6 +611,7 @@ fn approval_from_block(
         digest: hex::encode(digest),
         expires_at,
         revocation_id: hex::encode(&block.revocation_id),
+        approver_signature: hex::encode(block.external_signature.as_deref().unwrap_or_default()),
     })
 }
 
@@ -745,6 +767,17 @@ fn check_content(
             hop,
             &format!("fact {}(…) is not allowed in this block", f.predicate.name),
         ));
+    }
+    for f in facts_named(block, vocab::APPROVER) {
+        let ok = matches!(f.as_slice(), [Term::Str(name), Term::Bytes(key)]
+            if key.len() == 32 && crate::grant::validate_name("approver name", name).is_ok());
+        if !ok {
+            return Err(err(
+                block.index,
+                hop,
+                "approver(…) must be approver(name, 32-byte key)",
+            ));
+        }
     }
     for check in &block.checks {
         for q in &check.queries {

@@ -318,7 +318,7 @@ impl Grant {
             .iter()
             .filter(|a| a.allows(request))
             .filter_map(|a| a.approval.as_ref())
-            .filter(|r| r.when.iter().all(|c| c.holds(request)))
+            .filter(|r| !r.when.iter().any(|c| c.negation_holds(request)))
             .collect()
     }
 }
@@ -581,6 +581,23 @@ impl Constraint {
                 })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// For an integer bound, whether its negation holds (`amount>100`:
+    /// the request has an integer `amount` and it is at most 100). This is
+    /// what exempts a request from an approval rule (§14.2): a request
+    /// without the parameter, or with a string, is exempted by no
+    /// condition, so the rule fails closed. `false` for other constraints.
+    pub fn negation_holds(&self, request: &crate::Request) -> bool {
+        match self {
+            Constraint::Int { param, cmp, bound } => Constraint::Int {
+                param: param.clone(),
+                cmp: cmp.negated(),
+                bound: *bound,
+            }
+            .holds(request),
+            _ => false,
         }
     }
 
