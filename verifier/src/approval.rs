@@ -171,17 +171,28 @@ pub(crate) fn explain_denial(
     })
 }
 
-/// The approvals an allowed request used: for each applicable rule, the
-/// attached approvals by its key naming this request and not expired.
-pub(crate) fn used<'c>(chain: &'c Chain, request: &Request) -> Vec<&'c Approval> {
+/// The attached approvals an approval query (§14.2) could match for
+/// `request`: signed by a key some approval rule of the chain trusts, naming
+/// this request's digest, not expired. Whether the request needed any of
+/// them is Datalog's to say (see `Verifier::spend_approvals`); this list
+/// does not depend on the Rust reading of the rules' conditions, so a
+/// request the conditions cannot be evaluated on (a missing or mistyped
+/// parameter) spends its approval like any other.
+pub(crate) fn candidates<'c>(chain: &'c Chain, request: &Request) -> Vec<&'c Approval> {
     let digest = hex::encode(request.approval_digest());
     let now = request.time_unix();
-    let rules = needed(chain, request);
+    let rule_keys: Vec<&str> = chain
+        .hops
+        .iter()
+        .flat_map(|h| std::iter::once(&h.grant).chain(h.narrowing.iter().map(|n| &n.grant)))
+        .flat_map(|g| g.alternatives.iter())
+        .filter_map(|a| a.approval.as_ref().map(|r| r.key.as_str()))
+        .collect();
     chain
         .approvals
         .iter()
         .filter(|a| {
-            rules.iter().any(|(_, rule)| a.approver_key == rule.key)
+            rule_keys.contains(&a.approver_key.as_str())
                 && a.digest == digest
                 && a.expires_at.unix_timestamp() >= now
         })

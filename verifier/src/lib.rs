@@ -85,5 +85,7 @@ pub use holder::{Presented, DEFAULT_PROOF_SKEW};
 pub use keys::RootKeys;
 pub use replay::{ReplayGuard, Use};
 pub use revocation::{Revocation, RevocationStore, StoreOptions, Target};
-pub use verifier::{revocation_targets, Limits, RevocationList, RevocationObserver, Verifier};
+pub use verifier::{
+    revocation_targets, Limits, RevocationList, RevocationObserver, Verifier, INLINE_COST,
+};
 pub use wire::AuthorizeRequest;

@@ -21,25 +21,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// Datalog run limits applied to every authorization.
+/// Datalog run limits applied to every authorization: a backstop.
 ///
-/// biscuit-auth's default time limit (1 ms) fails under load on a shared
-/// machine, turning busy moments into spurious denials; Mandate's canonical
-/// tokens need far less than these bounds (the Datalog run of a 2-hop
-/// authorization holds 10 facts, needs no rule iteration and takes ~5 µs;
-/// see `verifier/BENCHMARKS.md`), so the limits only stop pathological
-/// Datalog a raw escape-hatch check might carry. A limit hit is a denial
-/// ([`DenialKind::Evaluation`]), never an allow.
+/// What a decision can cost is bounded by the token's structure before any
+/// Datalog runs (SPEC §6 rule 1c: at most [`mandate_spec::MAX_BLOCKS`]
+/// blocks, no rules, and a cost bound over every check query under
+/// [`mandate_spec::MAX_COST`]); the worst token that passes is decided in a
+/// few milliseconds (`cargo bench -p mandate-tests --bench worst_case`). These
+/// limits therefore never decide anything on a healthy verifier: the time
+/// limit is set far above the worst case, so that a busy machine (every core
+/// saturated) never turns a legitimate request into a spurious denial.
+/// biscuit-auth's own default (1 ms) did exactly that under load. A limit
+/// hit is a denial ([`DenialKind::Evaluation`]), never an allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most facts the evaluation may derive to: biscuit-auth checks it after
-    /// each round of rule application, so it bounds what rules in raw
-    /// Datalog checks can generate (canonical tokens carry no rules; the
-    /// token's own facts are bounded by the 64 KiB token size). Default 1 000.
+    /// Most facts the evaluation may derive to. Token blocks carry no rules,
+    /// so nothing is derived; the token's own facts are bounded by its size.
+    /// Default 1 000.
     pub max_facts: u64,
     /// Most rule-application rounds. Default 100.
     pub max_iterations: u64,
-    /// Most wall-clock time for the Datalog run. Default 20 ms.
+    /// Most wall-clock time for the Datalog run. Default 1 s: a backstop
+    /// against a bug in the cost bound, hundreds of times the worst case.
     pub max_time: Duration,
 }
 
@@ -48,7 +51,7 @@ impl Default for Limits {
         Limits {
             max_facts: 1_000,
             max_iterations: 100,
-            max_time: Duration::from_millis(20),
+            max_time: Duration::from_secs(1),
         }
     }
 }
@@ -316,23 +319,48 @@ impl Verifier {
         request: &Request,
         presented: &Presented,
     ) -> Decision {
-        // Defence in depth: a panic in a dependency while reading a crafted
-        // token becomes a denial, never a crashed server.
-        let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.authorize_inner(token, request, presented)
-        }))
-        .unwrap_or_else(|_| {
-            Decision::deny(
-                request.clone(),
-                None,
-                Denial::new(
-                    DenialKind::MalformedToken,
-                    "the token could not be read (a decoder failed on it); denied",
-                ),
-            )
-        });
+        let decision = guarded(request, || self.authorize_inner(token, request, presented));
         self.record(&decision);
         decision
+    }
+
+    /// [`Verifier::authorize_presented`], but only when the decision is
+    /// cheap: the token's verification is in the cache, its cost bound is at
+    /// most [`INLINE_COST`], and deciding writes nothing synced (no approval
+    /// rules). Otherwise `None`, and nothing is decided or recorded: the
+    /// caller decides with [`Verifier::authorize_presented`] where blocking
+    /// is allowed (e.g. `tokio::task::spawn_blocking`).
+    ///
+    /// Servers use it to keep repeat requests on their async threads (a
+    /// thread hand-off costs more than such a decision) while never running
+    /// a cold verification (signatures, a token whose Datalog can cost up to
+    /// [`mandate_spec::MAX_COST`]) or a synced write there.
+    pub fn try_authorize_inline(
+        &self,
+        token: &[u8],
+        request: &Request,
+        presented: &Presented,
+    ) -> Option<Decision> {
+        let cache = self.cache.as_ref()?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let verified = cache.get(&VerificationCache::key(token))?;
+        if verified.cost > INLINE_COST || verified.has_approval_rules {
+            return None;
+        }
+        let decision = guarded(request, || {
+            if let Err(e) = request.validate() {
+                return Decision::deny(
+                    request.clone(),
+                    None,
+                    Denial::new(DenialKind::InvalidRequest, e.to_string()),
+                );
+            }
+            self.decide(&verified, request, token, presented)
+        });
+        self.record(&decision);
+        Some(decision)
     }
 
     /// Denies `request` without a token being read (e.g. none was
@@ -394,6 +422,20 @@ impl Verifier {
     /// Steps 1–2: every signature (root key by id), then the chain: who
     /// delegated to whom, each hop signed by the key the previous hop named.
     fn verify(&self, token: &[u8]) -> Result<Arc<Verified>, Denial> {
+        // Every block costs a signature verification: count them first.
+        // (A container that does not decode is left to Biscuit, whose
+        // error says why.)
+        if let Ok(n) = mandate_spec::block_count(token) {
+            if n > mandate_spec::MAX_BLOCKS {
+                return Err(Denial::new(
+                    DenialKind::MalformedToken,
+                    format!(
+                        "the token has {n} blocks; at most {} are allowed",
+                        mandate_spec::MAX_BLOCKS
+                    ),
+                ));
+            }
+        }
         let biscuit = Biscuit::from(token, &self.keys).map_err(|e| parse_denial(&e))?;
         let blocks = decode_verified_blocks(token, &biscuit)
             .map_err(|e| Denial::new(DenialKind::MalformedToken, e.to_string()))?;
@@ -404,6 +446,8 @@ impl Verifier {
             .iter()
             .any(|h| h.grant.alternatives.iter().any(|a| a.approval.is_some()));
         let holder_required = holder::required(&chain);
+        // `from_blocks` refused tokens over the bound; this is their cost.
+        let cost = mandate_spec::cost_bound(&blocks).unwrap_or(u64::MAX);
         // Loading the Datalog pays off only when the token is kept.
         let prepared = if self.cache.is_some() {
             Prepared::load(biscuit, &blocks)
@@ -417,6 +461,7 @@ impl Verifier {
             prepared,
             has_approval_rules,
             holder_required,
+            cost,
         }))
     }
 
@@ -460,12 +505,14 @@ impl Verifier {
         }
         // Datalog: every check of every block.
         match v.prepared.run(request, &extra, self.limits) {
-            Ok(()) => match self.spend_approvals(v, request) {
+            Ok(()) => match self.spend_approvals(v, request, &extra) {
                 Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
                 Err(denial) => deny(denial),
             },
             Err(e) => {
-                if v.has_approval_rules {
+                // Only a check that failed (not an evaluation error, which an
+                // approval cannot fix) can be about approvals.
+                if v.has_approval_rules && matches!(e, Token::FailedLogic(_)) {
                     let tpr = || {
                         v.prepared
                             .biscuit()
@@ -482,14 +529,34 @@ impl Verifier {
         }
     }
 
-    /// Marks the approvals an allowed request used as spent; a second use is
-    /// a denial.
-    fn spend_approvals(&self, v: &Verified, request: &Request) -> Result<(), Denial> {
+    /// Marks the approvals an allowed request relied on as spent; a second
+    /// use is a denial.
+    ///
+    /// Which approvals were relied on comes from the same Datalog that
+    /// allowed the request, not from a re-reading of the rules: when the
+    /// checks still pass without the request's digest, no approval query
+    /// was needed and nothing is spent; otherwise every attached approval an
+    /// approval query could have matched (signed by a key some rule trusts,
+    /// naming this request's digest, not expired) is spent. An approval is
+    /// identified by its approver's signature, which the holder cannot
+    /// change: re-appending it to the token makes a new block (a new
+    /// revocation id) with the same signature.
+    fn spend_approvals(
+        &self,
+        v: &Verified,
+        request: &Request,
+        extra: &[biscuit_auth::builder::Fact],
+    ) -> Result<(), Denial> {
         if !v.has_approval_rules {
             return Ok(());
         }
-        let used = approval::used(&v.chain, request);
-        if used.is_empty() {
+        let candidates = approval::candidates(&v.chain, request);
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let digest = request.digest_fact();
+        let without: Vec<_> = extra.iter().filter(|f| **f != digest).cloned().collect();
+        if v.prepared.run(request, &without, self.limits).is_ok() {
             return Ok(());
         }
         let Some(guard) = &self.replay else {
@@ -499,9 +566,9 @@ impl Verifier {
                  cannot accept approvals; denied to fail closed",
             ));
         };
-        for a in used {
-            let mut key = b"approval:".to_vec();
-            key.extend_from_slice(a.revocation_id.as_bytes());
+        for a in candidates {
+            let mut key = b"approval-signature:".to_vec();
+            key.extend_from_slice(a.approver_signature.as_bytes());
             match guard.use_once(&key, a.expires_at, true) {
                 Ok(Use::First) => {}
                 Ok(Use::Replayed) => {
@@ -543,12 +610,34 @@ impl Verifier {
     }
 }
 
+/// The cost bound (SPEC §6 rule 1c) up to which a cached token is decided
+/// inline by [`Verifier::try_authorize_inline`]: a canonical chain of a few
+/// hops costs a few thousand units, and a decision of this cost takes
+/// microseconds.
+pub const INLINE_COST: u64 = 20_000;
+
+/// Runs `decide`, turning a panic in a dependency while reading a crafted
+/// token into a denial (defence in depth: never a crashed server).
+fn guarded(request: &Request, decide: impl FnOnce() -> Decision) -> Decision {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decide)).unwrap_or_else(|_| {
+        Decision::deny(
+            request.clone(),
+            None,
+            Denial::new(
+                DenialKind::MalformedToken,
+                "the token could not be read (a decoder failed on it); denied",
+            ),
+        )
+    })
+}
+
 /// The revocation targets a verifier looks up for a token, in order: every
 /// block's revocation id (block i at index i, as Biscuit's
 /// `revocation_identifiers` gives them), then the token family, then each
-/// hop's agent key.
+/// hop's agent key, then each approval block's signer key (§9.1: a revoked
+/// approver key stops the approvals it signed).
 pub fn revocation_targets(ids: Vec<Vec<u8>>, chain: &Chain) -> Vec<Target> {
-    let mut targets = Vec::with_capacity(ids.len() + 1 + chain.hops.len());
+    let mut targets = Vec::with_capacity(ids.len() + 1 + chain.hops.len() + chain.approvals.len());
     targets.extend(ids.into_iter().map(Target::Block));
     targets.push(Target::Token(chain.token_id.clone()));
     targets.extend(
@@ -557,6 +646,11 @@ pub fn revocation_targets(ids: Vec<Vec<u8>>, chain: &Chain) -> Vec<Target> {
             .iter()
             .map(|hop| Target::Agent(hop.agent_public_key.to_bytes().to_vec())),
     );
+    targets.extend(chain.approvals.iter().filter_map(|a| {
+        mandate_spec::parse_public_key(&a.approver_key)
+            .ok()
+            .map(|k| Target::Agent(k.to_bytes().to_vec()))
+    }));
     targets
 }
 
@@ -605,9 +699,8 @@ fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Option<Denial> 
                 mandate_spec::display::word(&chain.token_id)
             ),
         )
-    } else {
-        let hop_no = index - blocks - 1;
-        let h = &chain.hops[hop_no];
+    } else if let Some(h) = chain.hops.get(index - blocks - 1) {
+        let hop_no = h.hop;
         (
             Some(hop_no),
             Some(h.block),
@@ -615,6 +708,22 @@ fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Option<Denial> 
                 "agent {} (key {}) at hop {hop_no} is {why}",
                 mandate_spec::display::quoted(&h.agent),
                 h.agent_key
+            ),
+        )
+    } else {
+        let a = chain
+            .approvals
+            .get(index - blocks - 1 - chain.hops.len())
+            .map_or_else(
+                || ("?".to_string(), 0),
+                |a| (a.approver_key.clone(), a.block),
+            );
+        (
+            None,
+            Some(a.1),
+            format!(
+                "the approver key {} of approval block {} is {why}",
+                a.0, a.1
             ),
         )
     };
