@@ -5,7 +5,7 @@ use crate::args::{ApproveArgs, AttachApprovalArgs, ProveArgs};
 use crate::io::{read_private_key, read_token};
 use anyhow::{anyhow, bail, Context, Result};
 use mandate_attenuate::{approve as sign_approval, attach_approval};
-use mandate_spec::{parse_duration, HolderProof, ProofSubject, Request};
+use mandate_spec::{parse_duration, Audience, HolderProof, ProofSubject, Request};
 use mandate_verifier::ApprovalNeeded;
 use serde::Deserialize;
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -145,16 +145,26 @@ pub(crate) fn prove(a: ProveArgs) -> Result<ExitCode> {
         Some(f) => std::fs::read(f).with_context(|| format!("--body: reading {}", f.display()))?,
         None => Vec::new(),
     };
+    let (audience, target) = match (&a.url, &a.audience, &a.target) {
+        (Some(url), _, _) => Audience::split_url(url).context("--url")?,
+        (None, Some(audience), Some(target)) => (
+            Audience::parse(audience).context("--audience")?,
+            target.clone(),
+        ),
+        _ => bail!("give --url, or --audience and --target"),
+    };
     let proof = HolderProof::sign(
         &key,
         &ProofSubject {
             method: &a.method,
-            resource: &a.resource,
+            audience: &audience,
+            target: &target,
             body_digest: ProofSubject::digest(&body),
             token: &token,
         },
         SystemTime::now(),
-    )?;
+    )
+    .context("--target")?;
     println!("{}", proof.to_header());
     Ok(ExitCode::SUCCESS)
 }

@@ -421,6 +421,14 @@ pub(crate) struct VerifyArgs {
     /// The method the proof covers [default: the action].
     #[arg(long, value_name = "METHOD")]
     pub(crate) method: Option<String>,
+    /// This verifier's audience, the origin proofs must be made for
+    /// (http[s]://HOST[:PORT]). Without it every proof is refused.
+    #[arg(long, value_name = "URL")]
+    pub(crate) audience: Option<String>,
+    /// The request-target the proof covers, path and query exactly as sent
+    /// [default: the resource].
+    #[arg(long, value_name = "TARGET")]
+    pub(crate) target: Option<String>,
     /// The request body the proof covers (a file; default: empty).
     #[arg(long, value_name = "FILE")]
     pub(crate) body: Option<PathBuf>,
@@ -467,9 +475,24 @@ pub(crate) struct ProveArgs {
     /// The request's method (HTTP), e.g. POST.
     #[arg(long, value_name = "METHOD")]
     pub(crate) method: String,
-    /// The request's resource (the path), e.g. /api/payments.
-    #[arg(long, value_name = "R")]
-    pub(crate) resource: String,
+    /// The URL the request is sent to, exactly as sent, e.g.
+    /// https://api.example.com/transfer?amount=5: its origin is the audience,
+    /// its path and query the target.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with_all = ["audience", "target"],
+        required_unless_present_all = ["audience", "target"]
+    )]
+    pub(crate) url: Option<String>,
+    /// The audience, the origin the request is sent to
+    /// (http[s]://HOST[:PORT]); with --target, instead of --url.
+    #[arg(long, value_name = "URL", requires = "target")]
+    pub(crate) audience: Option<String>,
+    /// The request-target, path and query exactly as sent, e.g.
+    /// /transfer?amount=5; with --audience, instead of --url.
+    #[arg(long, value_name = "TARGET", requires = "audience")]
+    pub(crate) target: Option<String>,
     /// The request body (a file; default: empty).
     #[arg(long, value_name = "FILE")]
     pub(crate) body: Option<PathBuf>,

@@ -10,7 +10,7 @@ use mandate_issuer::{Issuer, MintRequest, RootKeys as IssuerKeys};
 use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{
     decode_blocks, effective_capabilities, format_public_key, parse_duration, parse_public_key,
-    Chain, Grant, HolderProof, ProofSubject, Request, Value,
+    Audience, Chain, Grant, HolderProof, ProofSubject, Request, Value,
 };
 use mandate_verifier::{
     DenialKind, Presented, ReplayGuard, RevocationStore, RootKeys, Target, Verifier,
@@ -197,21 +197,30 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
         None => Vec::new(),
     };
     let method = a.method.clone().unwrap_or_else(|| request.action.clone());
+    let audience = match &a.audience {
+        Some(text) => Some(Audience::parse(text).context("--audience")?),
+        None => None,
+    };
+    let target = a.target.clone().unwrap_or_else(|| request.resource.clone());
     let proof = match (&a.proof, &a.proof_key) {
         (Some(text), _) => Some(HolderProof::parse(text).context("--proof")?),
         (None, Some(file)) => {
             let holder = read_private_key(file).context("--proof-key")?;
+            let Some(audience) = &audience else {
+                bail!("--proof-key needs --audience: the origin the proof is made for");
+            };
             let subject = ProofSubject {
                 method: &method,
-                resource: &request.resource,
+                audience,
+                target: &target,
                 body_digest: ProofSubject::digest(&body),
                 token: &token,
             };
-            Some(HolderProof::sign(&holder, &subject, SystemTime::now())?)
+            Some(HolderProof::sign(&holder, &subject, SystemTime::now()).context("--target")?)
         }
         (None, None) => None,
     };
-    let presented = Presented::new(&method, &body, proof);
+    let presented = Presented::new(&method, &body, proof).at(audience, target);
     if let Some(dir) = &a.revocation_db {
         verifier = match RevocationStore::open_read_only(dir) {
             Ok(store) => verifier.with_revocations(store),

@@ -4,7 +4,8 @@
 //! approver shown the request and chain, signing, attaching, one use, the
 //! replay denied; refusals (a key that is not an approver, an edited
 //! request, no terminal without --yes); proofs of possession made by
-//! `mandate prove` or `--proof-key`, missing, replayed and from another key.
+//! `mandate prove` or `--proof-key`, missing, replayed and from another key;
+//! a proof covers the audience and the whole target (path and query).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -281,7 +282,14 @@ fn holder_binding_through_the_cli() {
     let ok = s.verify(
         "pay.tok",
         50,
-        &["--proof-key", "agent.key", "--method", "POST"],
+        &[
+            "--proof-key",
+            "agent.key",
+            "--method",
+            "POST",
+            "--audience",
+            PAY,
+        ],
     );
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     // A proof made with `mandate prove`, used twice.
@@ -294,8 +302,8 @@ fn holder_binding_through_the_cli() {
             "agent.key",
             "--method",
             "POST",
-            "--resource",
-            "/api/payments",
+            "--url",
+            "https://pay.example.com:443/api/payments",
             "--body",
             "body.json",
             "pay.tok",
@@ -303,7 +311,7 @@ fn holder_binding_through_the_cli() {
     );
     assert_eq!(proof.code, 0, "{}", proof.stderr);
     let proof = proof.stdout.trim().to_string();
-    assert!(proof.starts_with("t="), "{proof}");
+    assert!(proof.starts_with("v=2;t="), "{proof}");
     let with = |extra: &[&str]| {
         let mut args = vec![
             "--proof",
@@ -312,6 +320,8 @@ fn holder_binding_through_the_cli() {
             "POST",
             "--body",
             "body.json",
+            "--audience",
+            PAY,
         ];
         args.extend_from_slice(extra);
         s.verify("pay.tok", 50, &args)
@@ -321,7 +331,11 @@ fn holder_binding_through_the_cli() {
     assert_eq!(replayed.code, 1);
     assert!(replayed.stderr.contains("replayed"), "{}", replayed.stderr);
     // Another key than the holder's.
-    let stolen = s.verify("pay.tok", 50, &["--proof-key", "finance.key"]);
+    let stolen = s.verify(
+        "pay.tok",
+        50,
+        &["--proof-key", "finance.key", "--audience", PAY],
+    );
     assert_eq!(stolen.code, 1);
     assert!(
         stolen.stderr.contains("not signed by the final holder"),
@@ -338,8 +352,96 @@ fn holder_binding_through_the_cli() {
     let stale = s.verify(
         "pay.tok",
         50,
-        &["--proof-key", "agent.key", "--time", &later],
+        &[
+            "--proof-key",
+            "agent.key",
+            "--time",
+            &later,
+            "--audience",
+            PAY,
+        ],
     );
     assert_eq!(stale.code, 1);
     assert!(stale.stderr.contains("stale"), "{}", stale.stderr);
+}
+
+/// The audience of the payments API in these tests.
+const PAY: &str = "https://pay.example.com";
+
+#[test]
+fn a_proof_covers_the_audience_and_the_whole_target_through_the_cli() {
+    let s = Seed::new(&["--require-proof"]);
+    let prove = |args: &[&str]| {
+        let mut all = vec!["prove", "--key", "agent.key", "--method", "pay"];
+        all.extend_from_slice(args);
+        all.push("pay.tok");
+        let r = mandate(s.d(), &all);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout.trim().to_string()
+    };
+    let check = |proof: &str, extra: &[&str]| {
+        let mut args = vec!["--proof", proof];
+        args.extend_from_slice(extra);
+        s.verify("pay.tok", 50, &args)
+    };
+    // Made for ?amount=5, presented for ?amount=500: refused.
+    let five = prove(&["--url", "https://pay.example.com/api/payments?amount=5"]);
+    let r = check(
+        &five,
+        &["--audience", PAY, "--target", "/api/payments?amount=500"],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("not signed by the final holder"),
+        "{}",
+        r.stderr
+    );
+    // Presented at another audience: refused.
+    let r = check(
+        &five,
+        &[
+            "--audience",
+            "https://other.example.com",
+            "--target",
+            "/api/payments?amount=5",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("other.example.com"), "{}", r.stderr);
+    // Without an audience the verifier refuses it, saying why.
+    let r = check(&five, &["--target", "/api/payments?amount=5"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no configured audience"), "{}", r.stderr);
+    // --audience and --target instead of --url; presented as made: allowed.
+    let exact = prove(&["--audience", PAY, "--target", "/api/payments?amount=5"]);
+    let r = check(
+        &exact,
+        &["--audience", PAY, "--target", "/api/payments?amount=5"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A header without v=2 is a version 1 proof: refused as bad input.
+    let v1 = prove(&["--url", "https://pay.example.com/api/payments"]).replacen("v=2;", "", 1);
+    common::assert_bad_input(&check(&v1, &["--audience", PAY]), "version 1");
+    // prove needs a URL, or an audience and a target; audiences are origins.
+    let r = mandate(
+        s.d(),
+        &["prove", "--key", "agent.key", "--method", "POST", "pay.tok"],
+    );
+    assert_eq!(r.code, 2);
+    let r = mandate(
+        s.d(),
+        &[
+            "prove",
+            "--key",
+            "agent.key",
+            "--method",
+            "POST",
+            "--url",
+            "ftp://pay.example.com/x",
+            "pay.tok",
+        ],
+    );
+    common::assert_bad_input(&r, "--url");
+    let r = s.verify("pay.tok", 50, &["--proof-key", "agent.key"]);
+    common::assert_bad_input(&r, "--proof-key needs --audience");
 }

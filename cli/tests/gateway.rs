@@ -4,6 +4,10 @@
 //! stream through without the gateway holding them (its peak memory stays
 //! far below); a slow upstream is a 504, a dead one a 502; MCP `tools/call`
 //! is decided per tool and argument; configuration errors name their line.
+//! Routes: public MCP access only on the route's exact path and exact HTTP
+//! methods, non-canonical paths refused before forwarding, prefixes on `/`
+//! boundaries, the routing in the audit policy hash; proofs of possession
+//! over the audience and the whole target.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -11,7 +15,7 @@ mod common;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use common::procs::{free_port, Proc};
 use common::{mandate, Run};
@@ -28,6 +32,8 @@ const MIB: usize = 1 << 20;
 
 #[derive(Default)]
 struct Seen {
+    /// Every request that reached the upstream, whatever its path or method.
+    hits: AtomicUsize,
     requests: AtomicUsize,
     headers: Mutex<Vec<HeaderMap>>,
     bodies: Mutex<Vec<Value>>,
@@ -41,7 +47,10 @@ fn upstream() -> (String, Arc<Seen>) {
         .route("/crm/upload", post(upload))
         .route("/crm/download", get(download))
         .route("/crm/slow", get(slow))
-        .route("/mcp", post(mcp))
+        .route("/mcp", post(mcp).get(stream))
+        .fallback(any(anywhere))
+        // Whatever the gateway forwards is counted, routed here or not.
+        .layer(axum::middleware::from_fn_with_state(seen.clone(), count))
         .with_state(seen.clone());
     let port = free_port();
     std::thread::spawn(move || {
@@ -111,6 +120,25 @@ async fn mcp(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) ->
     let msg: Value = serde_json::from_str(&body).unwrap();
     seen.bodies.lock().unwrap().push(msg.clone());
     axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"ok": msg["method"]}}))
+}
+
+async fn stream(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> &'static str {
+    record(&seen, &headers);
+    "events"
+}
+
+async fn count(
+    State(seen): State<Arc<Seen>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    seen.hits.fetch_add(1, Ordering::SeqCst);
+    next.run(req).await
+}
+
+async fn anywhere(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> &'static str {
+    record(&seen, &headers);
+    "reached"
 }
 
 fn run(d: &Path, args: &[&str]) -> Run {
@@ -213,6 +241,7 @@ prefix = "/mcp"
 upstream = "{upstream}"
 mode = "mcp"
 public_methods = ["initialize", "notifications/initialized", "tools/list"]
+public_http_methods = ["GET"]
 credential = {{ header = "x-api-key", env = "MCP_UPSTREAM_KEY" }}
 
 [[routes]]
@@ -270,6 +299,11 @@ impl Setup {
 
     fn reached(&self) -> usize {
         self.seen.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests the upstream received, on any path with any method.
+    fn hits(&self) -> usize {
+        self.seen.hits.load(Ordering::SeqCst)
     }
 }
 
@@ -531,7 +565,7 @@ fn a_holder_bound_token_needs_its_proof_at_the_gateway_too() {
     let (upstream, seen) = upstream();
     std::fs::write(
         d.join("g.toml"),
-        format!("listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\nreplay_db = \"replay\"\n[[routes]]\nprefix = \"/crm/\"\nupstream = \"{upstream}\"\n"),
+        format!("listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\nreplay_db = \"replay\"\npublic_url = \"https://gw.example.com\"\n[[routes]]\nprefix = \"/crm/\"\nupstream = \"{upstream}\"\n"),
     )
     .unwrap();
     let g = Proc::start(["gateway", "--config", d.join("g.toml").to_str().unwrap()]);
@@ -559,8 +593,8 @@ fn a_holder_bound_token_needs_its_proof_at_the_gateway_too() {
             "agent.key",
             "--method",
             "GET",
-            "--resource",
-            "/crm/customers/42",
+            "--url",
+            "https://gw.example.com/crm/customers/42",
             "t.tok",
         ],
     )
@@ -597,4 +631,361 @@ fn configuration_errors_are_refused_at_start_with_their_line() {
         common::assert_bad_input(&r, needle);
 
     }
+}
+
+/// A holder-bound token for `read:/crm/customers/*` with `rows<=1000`, and a
+/// gateway in front of a counting upstream, with `public_url` settings as
+/// given (top-level lines, then the route's lines).
+struct Bound {
+    dir: tempfile::TempDir,
+    gateway: Proc,
+    seen: Arc<Seen>,
+    token: String,
+}
+
+fn bound(global: &str, route: &str) -> Bound {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = run(d, &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let agent = run(d, &["keygen", "--out", "agent.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let token = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "p",
+            "--to",
+            "a",
+            "--to-key",
+            &agent,
+            "--allow",
+            "read:/crm/customers/*",
+            "--where",
+            "rows<=1000",
+            "--require-proof",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    std::fs::write(d.join("t.tok"), &token).unwrap();
+    let (upstream, seen) = upstream();
+    std::fs::write(
+        d.join("g.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\nreplay_db = \"replay\"\n{global}\n\
+             [[routes]]\nprefix = \"/crm\"\nupstream = \"{upstream}\"\n{route}\n"
+        ),
+    )
+    .unwrap();
+    let gateway = Proc::start(["gateway", "--config", d.join("g.toml").to_str().unwrap()]);
+    Bound {
+        dir,
+        gateway,
+        seen,
+        token,
+    }
+}
+
+impl Bound {
+    /// `mandate prove` for `GET url`.
+    fn prove(&self, url: &str) -> String {
+        run(
+            self.dir.path(),
+            &[
+                "prove",
+                "--key",
+                "agent.key",
+                "--method",
+                "GET",
+                "--url",
+                url,
+                "t.tok",
+            ],
+        )
+        .stdout
+        .trim()
+        .to_string()
+    }
+
+    /// `GET target` with the token, `proof` and a `Host` header: (status,
+    /// decision JSON).
+    fn get(&self, target: &str, proof: &str, host: &str) -> (u16, Value) {
+        let mut s = TcpStream::connect(&self.gateway.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+             Mandate-Proof: {proof}\r\nConnection: close\r\n\r\n",
+            self.token
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    fn reached(&self) -> usize {
+        self.seen.hits.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_proof_for_one_query_is_refused_with_another_at_the_gateway() {
+    let b = bound("public_url = \"https://gw.example.com\"", "");
+    let five = b.prove("https://gw.example.com/crm/customers/42?rows=5");
+    // The thief's replay with rows=500 (which the grant allows).
+    let (status, d) = b.get("/crm/customers/42?rows=500", &five, "gw.example.com");
+    assert_eq!(status, 401, "{d}");
+    assert_eq!(d["denial"]["kind"], "proof_invalid");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not signed by the final holder"),
+        "{d}"
+    );
+    assert_eq!(d["request"]["params"]["rows"], 500);
+    // Reordered or with a parameter added: another request too.
+    let two = b.prove("https://gw.example.com/crm/customers/42?rows=5&q=x");
+    for other in [
+        "/crm/customers/42?q=x&rows=5",
+        "/crm/customers/42?rows=5&q=x&q=y",
+        "/crm/customers/42?rows=5",
+    ] {
+        let (status, d) = b.get(other, &two, "gw.example.com");
+        assert!(status == 401 || status == 400, "{other}: {status} {d}");
+    }
+    assert_eq!(b.reached(), 0, "no refused request reached the upstream");
+    // The request it was made for passes.
+    let (status, d) = b.get("/crm/customers/42?rows=5", &five, "gw.example.com");
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(b.reached(), 1);
+}
+
+#[test]
+fn a_proof_for_another_audience_is_refused_at_the_gateway() {
+    // The route has its own public_url, overriding the global one.
+    let b = bound(
+        "public_url = \"https://gw.example.com\"",
+        "public_url = \"http://crm.internal:8080\"",
+    );
+    let target = "/crm/customers/42?rows=5";
+    for (made_for, host) in [
+        ("https://gw.example.com", "gw.example.com"),
+        ("https://evil.example", "evil.example"),
+        ("http://crm.internal", "crm.internal:8080"),
+    ] {
+        let p = b.prove(&format!("{made_for}{target}"));
+        let (status, d) = b.get(target, &p, host);
+        assert_eq!(status, 401, "{made_for}: {d}");
+        assert!(
+            d["reason"]
+                .as_str()
+                .unwrap()
+                .contains("audience (http://crm.internal:8080)"),
+            "{d}"
+        );
+    }
+    assert_eq!(b.reached(), 0);
+    let p = b.prove(&format!("http://CRM.internal:8080{target}"));
+    let (status, d) = b.get(target, &p, "whatever");
+    assert_eq!(status, 200, "{d}");
+}
+
+#[test]
+fn a_gateway_without_public_url_refuses_proofs_saying_why() {
+    let b = bound("", "");
+    let p = b.prove("https://gw.example.com/crm/customers/42");
+    let (status, d) = b.get("/crm/customers/42", &p, "gw.example.com");
+    assert_eq!(status, 401, "{d}");
+    assert_eq!(d["denial"]["kind"], "proof_invalid");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no configured audience"),
+        "{d}"
+    );
+    assert_eq!(b.reached(), 0);
+}
+
+/// One raw request line and headers, no token; the status.
+fn raw_status(addr: &str, request_line: &str, body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // One write: a server that refuses the request line may close the
+    // connection before later pieces arrive.
+    let request = format!(
+        "{request_line}\r\nHost: gw\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
+    let s = setup();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string();
+    let before = s.hits();
+    // Sibling paths sharing the prefix as a string, and paths the upstream
+    // would resolve elsewhere: never forwarded, with or without a token.
+    for (path, expected) in [
+        ("/mcp-admin/x", 404),
+        ("/mcpx", 404),
+        ("/mcp/../x", 400),
+        ("/mcp/../crm/customers/42", 400),
+        ("/mcp/%2e%2e/x", 400),
+        ("/mcp/%2E%2e/x", 400),
+        ("/mcp/./x", 400),
+        ("/mcp//x", 400),
+        ("/mcp/%2fx", 400),
+        ("/mcp/%5cx", 400),
+        ("/mcp/x%00", 400),
+        ("/mcp\\..\\x", 400),
+        ("/crm/../mcp", 400),
+    ] {
+        let (status, body) = s.call("POST", path, None, &init);
+        assert_eq!(status, expected, "{path}: {body}");
+        let (status, _) = s.call("POST", path, Some(s.mcp_token()), &init);
+        assert_eq!(status, expected, "{path} with a token");
+    }
+    // A sub-path is not the route's exact path: initialize there is
+    // decided (no token: 401), not public.
+    let (status, body) = s.call("POST", "/mcp/sub", None, &init);
+    assert_eq!(status, 401, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["denial"]["kind"], "missing_token");
+    assert_eq!(d["request"]["action"], "initialize");
+    assert_eq!(d["request"]["resource"], "/mcp/sub");
+    let (status, _) = s.call("GET", "/mcp/sub", None, "");
+    assert_eq!(status, 401, "GET is public on /mcp only");
+    assert_eq!(s.hits(), before, "nothing reached the upstream");
+    // On the exact path, public as configured.
+    assert_eq!(s.call("POST", "/mcp", None, &init).0, 200);
+    assert_eq!(s.call("GET", "/mcp", None, "").0, 200);
+    assert_eq!(s.hits(), before + 2);
+}
+
+#[test]
+fn http_methods_named_like_json_rpc_methods_are_not_public() {
+    let s = setup();
+    let before = s.hits();
+    // HTTP methods are compared exactly; a JSON-RPC name is never one.
+    for method in [
+        "initialize",
+        "INITIALIZE",
+        "Initialize",
+        "get",
+        "Get",
+        "DELETE",
+    ] {
+        let status = raw_status(&s.gateway.addr, &format!("{method} /mcp HTTP/1.1"), "");
+        assert_eq!(status, 401, "{method}: decided, and without a token denied");
+    }
+    // Not even an HTTP method: refused before any route.
+    for method in ["tools/list", "notifications/initialized"] {
+        let status = raw_status(&s.gateway.addr, &format!("{method} /mcp HTTP/1.1"), "");
+        assert_eq!(status, 400, "{method}");
+    }
+    assert_eq!(s.hits(), before, "nothing reached the upstream");
+}
+
+#[test]
+fn rest_routes_refuse_non_canonical_paths_and_match_on_slash_boundaries() {
+    let s = setup();
+    let before = s.hits();
+    for (path, expected) in [
+        ("/crm/customers/../customers/42", 400),
+        ("/crm/customers/%2e%2e/customers/42", 400),
+        ("/crm/customers//42", 400),
+        ("/crm/./customers/42", 400),
+        ("/crm-admin/customers/42", 404),
+        ("/crmx", 404),
+    ] {
+        let (status, body) = s.call("GET", path, Some(s.token()), "");
+        assert_eq!(status, expected, "{path}: {body}");
+        if expected == 400 {
+            assert!(body.contains("non-canonical"), "{body}");
+        }
+    }
+    assert_eq!(s.hits(), before, "nothing reached the upstream");
+}
+
+/// The policy hash of the audit records a gateway with `routes` writes,
+/// trusting `root` and signing with the audit key in `keys`.
+fn policy_hash(keys: &Path, root: &str, routes: &str, secret: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(keys.join("audit.key"), d.join("audit.key")).unwrap();
+    std::fs::write(d.join("api.secret"), secret).unwrap();
+    std::fs::write(
+        d.join("g.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\naudit_dir = \"audit\"\n\
+             audit_key_file = \"audit.key\"\n{routes}"
+        ),
+    )
+    .unwrap();
+    let mut g = Proc::start(["gateway", "--config", d.join("g.toml").to_str().unwrap()]);
+    let (status, _) = common::procs::http(&g.addr, "GET", "/api/x", "", None);
+    assert_eq!(status, 401);
+    g.interrupt();
+    let export = run(d, &["audit", "export", "--db", "audit"]).stdout;
+    let first = export.lines().next().unwrap_or_else(|| panic!("no record: {export:?}"));
+    let line: Value = serde_json::from_str(first).unwrap();
+    line["record"]["policy_hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_audit_policy_hash_covers_the_routes_but_not_the_credential() {
+    let route = |prefix: &str, rules: &str| {
+        format!(
+            "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:9\"\n\
+             credential = {{ header = \"x-key\", file = \"api.secret\" }}\n{rules}\n"
+        )
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let root = run(keys.path(), &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    run(keys.path(), &["keygen", "--out", "audit.key"]);
+    let hash = |routes: &str, secret: &str| policy_hash(keys.path(), &root, routes, secret);
+    let base = hash(&route("/api", ""), "one-secret");
+    // Another prefix, another rule, another mode: another policy.
+    let others = [
+        route("/api", "")
+            + "[[routes]]\nprefix = \"/mcp\"\nupstream = \"http://127.0.0.1:9\"\nmode = \"mcp\"\n",
+        route(
+            "/api",
+            "rules = [ { method = \"GET\", pattern = \"/api/x\", action = \"list\" } ]",
+        ),
+        route("/api", "public_url = \"https://api.example.com\""),
+        route("/", ""),
+    ];
+    for other in &others {
+        assert_ne!(hash(other, "one-secret"), base, "{other}");
+    }
+    // The credential's value is not part of it (and so never hashed).
+    assert_eq!(hash(&route("/api", ""), "another-secret"), base);
 }

@@ -57,7 +57,9 @@ pub use keys::{
     format_private_key, format_public_key, parse_private_key, parse_public_key,
     public_key_from_bytes,
 };
-pub use proof::{HolderProof, ProofSubject, PROOF_HEADER};
+pub use proof::{
+    Audience, HolderProof, ProofSubject, MAX_TARGET_LEN, PROOF_HEADER, PROOF_VERSION,
+};
 pub use request::{check_resource, Request, MAX_PARAMS};
 
 /// Re-export of the biscuit-auth version this crate is built on, so users

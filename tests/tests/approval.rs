@@ -11,7 +11,7 @@
 use biscuit_auth::KeyPair;
 use mandate_attenuate::{approve, attach_approval, delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest};
-use mandate_spec::{Grant, HolderProof, ProofSubject, Request};
+use mandate_spec::{Audience, Grant, HolderProof, ProofSubject, Request};
 use mandate_verifier::{Decision, DenialKind, Outcome, Presented, ReplayGuard, RootKeys, Verifier};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -269,19 +269,82 @@ fn an_approval_block_before_a_hop_breaks_the_chain() {
     );
 }
 
+/// The audience the test verifier serves.
+fn here() -> Audience {
+    Audience::parse("https://pay.example.com").unwrap()
+}
+
+/// A proof by `key` for `POST https://pay.example.com/api/payments`,
+/// presented to a verifier serving that audience.
 fn presented(token: &[u8], key: &KeyPair, body: &[u8], at: SystemTime) -> Presented {
+    presented_for(token, key, body, at, &here(), "/api/payments")
+}
+
+fn presented_for(
+    token: &[u8],
+    key: &KeyPair,
+    body: &[u8],
+    at: SystemTime,
+    audience: &Audience,
+    target: &str,
+) -> Presented {
     let proof = HolderProof::sign(
         key,
         &ProofSubject {
             method: "POST",
-            resource: "/api/payments",
+            audience,
+            target,
             body_digest: ProofSubject::digest(body),
             token,
         },
         at,
     )
     .unwrap();
-    Presented::new("POST", body, Some(proof))
+    Presented::new("POST", body, Some(proof)).at(Some(here()), "/api/payments")
+}
+
+#[test]
+fn a_proof_is_bound_to_its_audience_and_target() {
+    let p = Payments::new(true);
+    let req = Payments::pay(50);
+    let body = br#"{"amount": 50}"#;
+    let now = SystemTime::now();
+    // Made for another server: refused here, though signed by the holder.
+    let elsewhere = Audience::parse("https://other.example.com").unwrap();
+    let d = p.verifier.authorize_presented(
+        &p.token,
+        &req,
+        &presented_for(&p.token, &p.agent, body, now, &elsewhere, "/api/payments"),
+    );
+    assert_eq!(kind(&d), DenialKind::ProofInvalid);
+    let why = d.denial.unwrap().reason;
+    assert!(
+        why.contains("not signed by the final holder") && why.contains("https://pay.example.com"),
+        "{why}"
+    );
+    // Made for another target (the same path with a query): refused.
+    let d = p.verifier.authorize_presented(
+        &p.token,
+        &req,
+        &presented_for(&p.token, &p.agent, body, now, &here(), "/api/payments?x=1"),
+    );
+    assert_eq!(kind(&d), DenialKind::ProofInvalid);
+    // The same audience written with its default port: accepted.
+    let explicit = Audience::parse("HTTPS://Pay.Example.com:443/").unwrap();
+    let d = p.verifier.authorize_presented(
+        &p.token,
+        &req,
+        &presented_for(&p.token, &p.agent, body, now, &explicit, "/api/payments"),
+    );
+    assert!(d.is_allowed(), "{d}");
+    // A verifier that does not know its own audience refuses every proof,
+    // saying why.
+    let mut unplaced = presented(&p.token, &p.agent, body, now);
+    unplaced.audience = None;
+    let d = p.verifier.authorize_presented(&p.token, &req, &unplaced);
+    assert_eq!(kind(&d), DenialKind::ProofInvalid);
+    let why = d.denial.unwrap().reason;
+    assert!(why.contains("no configured audience"), "{why}");
 }
 
 #[test]

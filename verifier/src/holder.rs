@@ -4,7 +4,7 @@
 use crate::decision::{Denial, DenialKind};
 use crate::replay::{ReplayGuard, Use};
 use ed25519_dalek::{Signature, VerifyingKey};
-use mandate_spec::{Chain, HolderProof, ProofSubject};
+use mandate_spec::{Audience, Chain, HolderProof, ProofSubject};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -12,14 +12,20 @@ use time::OffsetDateTime;
 pub const DEFAULT_PROOF_SKEW: Duration = Duration::from_secs(60);
 
 /// What came with a request besides the token: for holder binding, the
-/// method, a digest of the body and the proof.
+/// method, the audience the verifier serves, the request-target as sent, a
+/// digest of the body and the proof.
 #[derive(Debug, Clone, Default)]
 pub struct Presented {
     /// The HTTP method (or, outside HTTP, the action).
     pub method: String,
-    /// The resource the proof covers, when it is not the request's resource
-    /// (HTTP: the path as sent, whatever resource the route maps it to).
-    pub resource: Option<String>,
+    /// This verifier's own audience (`scheme://host[:port]`), from its
+    /// configuration — never from the request's `Host` header. Without one,
+    /// every proof of possession is refused: the verifier cannot tell a
+    /// proof made for it from one made for another server.
+    pub audience: Option<Audience>,
+    /// The request-target exactly as sent (HTTP: path and query, the bytes
+    /// the mapping reads); `None`: the request's resource (outside HTTP).
+    pub target: Option<String>,
     /// SHA-256 of the request body.
     pub body_digest: [u8; 32],
     /// The proof of possession, if the request carries one.
@@ -27,14 +33,24 @@ pub struct Presented {
 }
 
 impl Presented {
-    /// A request with this method and body and, maybe, a proof.
+    /// A request with this method and body and, maybe, a proof; no audience
+    /// and no target yet (see [`Presented::at`]).
     pub fn new(method: &str, body: &[u8], proof: Option<HolderProof>) -> Presented {
         Presented {
             method: method.to_string(),
-            resource: None,
+            audience: None,
+            target: None,
             body_digest: ProofSubject::digest(body),
             proof,
         }
+    }
+
+    /// The same, received at `audience` (the verifier's configured origin,
+    /// if it has one) for `target` (the request-target as sent).
+    pub fn at(mut self, audience: Option<Audience>, target: impl Into<String>) -> Presented {
+        self.audience = audience;
+        self.target = Some(target.into());
+        self
     }
 }
 
@@ -91,22 +107,34 @@ pub(crate) fn check(
             ),
         ));
     }
+    let Some(audience) = &presented.audience else {
+        return Err(denial(
+            DenialKind::ProofInvalid,
+            "this verifier has no configured audience (its public URL: \
+             MandateLayer::audience, the gateway's public_url), so it cannot tell a proof of \
+             possession made for it from one made for another server; denied to fail closed"
+                .into(),
+        ));
+    };
     let key_bytes: [u8; 32] = holder.agent_public_key.to_bytes().try_into().map_err(|_| {
         denial(
             DenialKind::ProofInvalid,
             "the holder key is not Ed25519".into(),
         )
     })?;
+    let target = presented.target.as_deref().unwrap_or(resource);
     let message = HolderProof::message(
         &ProofSubject {
             method: &presented.method,
-            resource: presented.resource.as_deref().unwrap_or(resource),
+            audience,
+            target,
             body_digest: presented.body_digest,
             token,
         },
         proof.timestamp,
         &proof.nonce,
-    );
+    )
+    .map_err(|e| denial(DenialKind::ProofInvalid, e.to_string()))?;
     let valid = VerifyingKey::from_bytes(&key_bytes).ok().is_some_and(|k| {
         Signature::from_slice(&proof.signature)
             .is_ok_and(|sig| k.verify_strict(&message, &sig).is_ok())
@@ -116,8 +144,11 @@ pub(crate) fn check(
             DenialKind::ProofInvalid,
             format!(
                 "the proof of possession is not signed by the final holder, agent {:?} ({}), \
-                 over this method, resource, body and token",
-                holder.agent, holder.agent_key
+                 over this method ({}), audience ({audience}), target ({:?}), body and token",
+                holder.agent,
+                holder.agent_key,
+                presented.method,
+                clip(target),
             ),
         ));
     }
@@ -146,5 +177,13 @@ pub(crate) fn check(
             DenialKind::ReplayRecordUnavailable,
             format!("the record of used nonces is unavailable ({e}); denied to fail closed"),
         )),
+    }
+}
+
+/// At most 200 characters of `text`, for a denial reason.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
     }
 }

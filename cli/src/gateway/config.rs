@@ -11,10 +11,13 @@
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
 //! workers = 2                           # optional: worker threads (default: one per core)
+//! public_url = "https://gw.example.com" # optional: the origin clients reach the gateway at;
+//!                                       # proofs of possession are refused without it
 //!
 //! [[routes]]
-//! prefix = "/crm/"                      # requests whose path starts with it
+//! prefix = "/crm"                       # requests to /crm and /crm/… (never /crm-admin)
 //! upstream = "http://127.0.0.1:9000"    # forwarded to upstream + path (and query)
+//! public_url = "https://crm.example.com" # optional: this route's own origin (overrides the global one)
 //! timeout = "10s"                       # until the upstream's response head
 //! credential = { header = "authorization", prefix = "Bearer ", file = "crm.secret" }
 //! rules = [ { method = "GET", pattern = "/crm/customers", action = "list", resource = "/crm/customers/*" } ]
@@ -23,12 +26,13 @@
 //! prefix = "/mcp"
 //! upstream = "http://127.0.0.1:9100"
 //! mode = "mcp"                          # JSON-RPC: tools/call → action = tool, params = arguments
-//! public_methods = ["initialize", "notifications/initialized", "tools/list"]
+//! public_methods = ["initialize", "notifications/initialized", "tools/list"] # JSON-RPC, on /mcp only
+//! public_http_methods = ["GET"]         # optional: HTTP methods (GET, DELETE) public on /mcp only
 //! credential = { header = "x-api-key", env = "MCP_KEY" }
 //! ```
 
 use anyhow::{anyhow, bail, Context, Result};
-use mandate_spec::{parse_duration, parse_public_key};
+use mandate_spec::{check_resource, parse_duration, parse_public_key, Audience};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +51,7 @@ struct File {
     audit_dir: Option<Spanned<PathBuf>>,
     audit_key_file: Option<Spanned<PathBuf>>,
     workers: Option<Spanned<usize>>,
+    public_url: Option<Spanned<String>>,
     #[serde(default)]
     routes: Vec<RouteFile>,
 }
@@ -61,10 +66,11 @@ struct RouteFile {
     credential: Option<Spanned<CredentialFile>>,
     #[serde(default)]
     rules: Vec<Spanned<RuleFile>>,
-    #[serde(default)]
-    public_methods: Vec<String>,
+    public_methods: Option<Spanned<Vec<String>>>,
+    public_http_methods: Option<Spanned<Vec<String>>>,
     resource: Option<Spanned<String>>,
     max_body: Option<Spanned<usize>>,
+    public_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,16 +117,29 @@ pub(crate) enum Mode {
     Rest(Vec<RuleFile>),
     /// MCP over streamable HTTP (JSON-RPC).
     Mcp {
-        /// Methods forwarded without a decision (e.g. `initialize`).
+        /// JSON-RPC methods forwarded without a decision (e.g.
+        /// `initialize`), in a `POST` to the route's exact path only.
         public_methods: Vec<String>,
-        /// The resource `tools/call` requests are decided on.
+        /// HTTP methods (`GET`, `DELETE`) forwarded without a decision, to
+        /// the route's exact path only; compared exactly.
+        public_http_methods: Vec<http::Method>,
+        /// The resource requests to the route's exact path are decided on.
         resource: Option<String>,
     },
 }
 
+/// HTTP methods an MCP route can make public: the streamable HTTP
+/// transport's event stream and end of session. `POST` carries JSON-RPC
+/// calls, each decided (or public) by its JSON-RPC method.
+const PUBLIC_HTTP_METHODS: [&str; 2] = ["GET", "DELETE"];
+
 /// One route.
 pub(crate) struct Route {
+    /// The path prefix without a trailing `/` (`""` for the root): the
+    /// route serves that path and every path below it.
     pub(crate) prefix: String,
+    /// The origin proofs of possession must be made for.
+    pub(crate) audience: Option<Audience>,
     pub(crate) upstream: http::Uri,
     pub(crate) timeout: Duration,
     pub(crate) mode: Mode,
@@ -133,6 +152,7 @@ impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Route")
             .field("prefix", &self.prefix)
+            .field("audience", &self.audience)
             .field("upstream", &self.upstream)
             .field("timeout", &self.timeout)
             .field("mode", &self.mode)
@@ -205,9 +225,16 @@ impl Config {
             }
             w => w.as_ref().map(|w| *w.get_ref()),
         };
+        let public_url = match &file.public_url {
+            None => None,
+            Some(u) => Some(
+                Audience::parse(u.get_ref())
+                    .map_err(|e| at(u.span(), format!("public_url: {e}")))?,
+            ),
+        };
         let mut routes = Vec::new();
         for r in file.routes {
-            routes.push(route(r, text, base)?);
+            routes.push(route(r, text, base, public_url.as_ref())?);
         }
         Ok(Config {
             listen,
@@ -223,7 +250,7 @@ impl Config {
     }
 }
 
-fn route(r: RouteFile, text: &str, base: &Path) -> Result<Route> {
+fn route(r: RouteFile, text: &str, base: &Path, public_url: Option<&Audience>) -> Result<Route> {
     let at = |span: std::ops::Range<usize>, msg: String| {
         anyhow!("line {}: {msg}", line_of(text, span.start))
     };
@@ -234,6 +261,16 @@ fn route(r: RouteFile, text: &str, base: &Path) -> Result<Route> {
             format!("prefix {prefix:?} must start with /"),
         ));
     }
+    // A canonical path (SPEC §5.2); a trailing `/` adds nothing, since a
+    // prefix matches on `/` boundaries.
+    check_resource(&prefix).map_err(|e| at(r.prefix.span(), format!("prefix: {e}")))?;
+    let prefix = prefix.trim_end_matches('/').to_string();
+    let audience = match &r.public_url {
+        None => public_url.cloned(),
+        Some(u) => Some(
+            Audience::parse(u.get_ref()).map_err(|e| at(u.span(), format!("public_url: {e}")))?,
+        ),
+    };
     let upstream: http::Uri = r
         .upstream
         .get_ref()
@@ -257,6 +294,14 @@ fn route(r: RouteFile, text: &str, base: &Path) -> Result<Route> {
     };
     let mode = match r.mode.as_ref().map(|m| m.get_ref().as_str()) {
         None | Some("rest") => {
+            if let Some(m) = r.public_methods.as_ref().or(r.public_http_methods.as_ref()) {
+                return Err(at(
+                    m.span(),
+                    "public_methods and public_http_methods are for mode = \"mcp\" routes: \
+                     every REST request is decided"
+                        .into(),
+                ));
+            }
             for rule in &r.rules {
                 let v = rule.get_ref();
                 http::Method::from_bytes(v.method.as_bytes())
@@ -270,10 +315,63 @@ fn route(r: RouteFile, text: &str, base: &Path) -> Result<Route> {
             }
             Mode::Rest(r.rules.into_iter().map(Spanned::into_inner).collect())
         }
-        Some("mcp") => Mode::Mcp {
-            public_methods: r.public_methods,
-            resource: r.resource.map(Spanned::into_inner),
-        },
+        Some("mcp") => {
+            let (span, public_methods) = match r.public_methods {
+                Some(m) => (m.span(), m.into_inner()),
+                None => (0..0, Vec::new()),
+            };
+            // A JSON-RPC method name is never an HTTP method: the two lists
+            // are kept apart so neither can open the other.
+            if let Some(m) = public_methods.iter().find(|m| {
+                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_ok_and(|h| {
+                    [
+                        http::Method::GET,
+                        http::Method::POST,
+                        http::Method::PUT,
+                        http::Method::DELETE,
+                        http::Method::HEAD,
+                        http::Method::OPTIONS,
+                        http::Method::PATCH,
+                        http::Method::CONNECT,
+                        http::Method::TRACE,
+                    ]
+                    .contains(&h)
+                })
+            }) {
+                return Err(at(
+                    span,
+                    format!(
+                        "public_methods lists JSON-RPC methods; {m:?} is an HTTP method: list \
+                         it in public_http_methods"
+                    ),
+                ));
+            }
+            let (span, http_methods) = match r.public_http_methods {
+                Some(m) => (m.span(), m.into_inner()),
+                None => (0..0, Vec::new()),
+            };
+            let mut public_http_methods = Vec::new();
+            for m in &http_methods {
+                if !PUBLIC_HTTP_METHODS.contains(&m.as_str()) {
+                    return Err(at(
+                        span,
+                        format!(
+                            "public_http_methods: {m:?} cannot be public (allowed, exactly as \
+                             written: {PUBLIC_HTTP_METHODS:?})"
+                        ),
+                    ));
+                }
+                public_http_methods.push(
+                    http::Method::from_bytes(m.as_bytes())
+                        .map_err(|_| at(span.clone(), format!("public_http_methods: {m:?}")))?,
+                );
+            }
+            Mode::Mcp {
+                public_methods,
+                public_http_methods,
+                resource: r.resource.map(Spanned::into_inner),
+            }
+        }
         Some(other) => {
             let span = r.mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
             return Err(at(
@@ -323,6 +421,7 @@ fn route(r: RouteFile, text: &str, base: &Path) -> Result<Route> {
     };
     Ok(Route {
         prefix,
+        audience,
         upstream,
         timeout,
         mode,

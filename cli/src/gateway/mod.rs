@@ -57,6 +57,18 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
             verifier = verifier.with_audit(log.clone());
             audit = Some(log);
         }
+        if config.replay_db.is_some() {
+            for r in config.routes.iter().filter(|r| r.audience.is_none()) {
+                tracing::warn!(
+                    route = if r.prefix.is_empty() {
+                        "/"
+                    } else {
+                        r.prefix.as_str()
+                    },
+                    "no public_url: every proof of possession on this route is refused"
+                );
+            }
+        }
         let gateway = Arc::new(proxy::Gateway::new(verifier, config.routes));
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let gateway = gateway.clone();

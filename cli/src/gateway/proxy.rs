@@ -1,6 +1,7 @@
-//! The gateway's request path: route, map, decide with the embedded
-//! verifier, strip the Mandate token, inject the upstream's credential,
-//! forward with a timeout, and stream both bodies.
+//! The gateway's request path: refuse a non-canonical path, route (on `/`
+//! boundaries), map, decide with the embedded verifier, strip the Mandate
+//! token, inject the upstream's credential, forward with a timeout, and
+//! stream both bodies.
 
 use super::config::{Mode, Route};
 use axum::body::Body;
@@ -12,9 +13,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use mandate_spec::Value;
 use mandate_verifier::http::{
-    denial_response, error_response, MapError, MapRequest, Route as Rule, RouteMap,
+    decide, denial_response, error_response, MapError, MapRequest, Route as Rule, RouteMap,
 };
-use mandate_verifier::{Denial, DenialKind, Verifier};
+use mandate_verifier::Verifier;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// Everything a request needs, shared.
@@ -37,8 +39,11 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 impl Gateway {
+    /// The gateway for `routes`; their description (never a credential's
+    /// value) is added to the verifier's policy hash, so each audit record
+    /// names the routing it was decided and forwarded under.
     pub(crate) fn new(verifier: Verifier, routes: Vec<Route>) -> Gateway {
-        let routes = routes
+        let routes: Vec<(Route, Option<RouteMap>)> = routes
             .into_iter()
             .map(|r| {
                 let map = match &r.mode {
@@ -68,6 +73,7 @@ impl Gateway {
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let verifier = verifier.with_policy_note(&describe(&routes));
         Gateway {
             verifier,
             routes,
@@ -77,11 +83,16 @@ impl Gateway {
 
     /// One request, start to end. Never an `Err`: every failure is a response.
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
+        // Before any route is chosen: a path the upstream could resolve to
+        // another one than the path decided on is refused (SPEC §5.2).
+        if let Err(why) = canonical_path(req.uri().path()) {
+            return error_response(StatusCode::BAD_REQUEST, &why);
+        }
         let path = req.uri().path().to_string();
         let Some((route, map)) = self
             .routes
             .iter()
-            .filter(|(r, _)| path.starts_with(&r.prefix))
+            .filter(|(r, _)| prefix_matches(&r.prefix, &path))
             .max_by_key(|(r, _)| r.prefix.len())
         else {
             return error_response(StatusCode::NOT_FOUND, "no route for this path");
@@ -92,6 +103,7 @@ impl Gateway {
             (
                 Mode::Mcp {
                     public_methods,
+                    public_http_methods,
                     resource,
                 },
                 _,
@@ -100,11 +112,17 @@ impl Gateway {
                     Ok(b) => b,
                     Err(resp) => return resp,
                 };
-                match mcp_request(&parts, &bytes, public_methods, resource.as_deref()) {
+                let public = Public {
+                    route_path: route_path(&route.prefix),
+                    methods: public_methods,
+                    http_methods: public_http_methods,
+                    resource: resource.as_deref(),
+                };
+                match mcp_request(&parts, &bytes, &public) {
                     Err(e) => return error_response(e.status, &e.message),
                     Ok(None) => (None, Body::from(bytes)),
                     Ok(Some(request)) => (
-                        Some(self.decide(&parts, request, Some(&bytes))),
+                        Some(self.decide(route, &parts, request, Some(&bytes))),
                         Body::from(bytes),
                     ),
                 }
@@ -122,7 +140,10 @@ impl Gateway {
                         (body, None)
                     };
                     match map.map(&parts, None) {
-                        Ok(request) => (Some(self.decide(&parts, request, bytes.as_deref())), body),
+                        Ok(request) => (
+                            Some(self.decide(route, &parts, request, bytes.as_deref())),
+                            body,
+                        ),
                         Err(e) => return error_response(e.status, &e.message),
                     }
                 }
@@ -134,7 +155,7 @@ impl Gateway {
                     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
                     match map.map(&parts, json.as_ref()) {
                         Ok(request) => (
-                            Some(self.decide(&parts, request, Some(&bytes))),
+                            Some(self.decide(route, &parts, request, Some(&bytes))),
                             Body::from(bytes),
                         ),
                         Err(e) => return error_response(e.status, &e.message),
@@ -160,46 +181,23 @@ impl Gateway {
     }
 
     /// Decides `request` with the bearer token and, when the request carries
-    /// one, the proof of possession over `body` (read when a proof came).
+    /// one, the proof of possession over `body` (read when a proof came), at
+    /// the route's audience: the middleware's decision, called from this one
+    /// place.
     fn decide(
         &self,
+        route: &Route,
         parts: &Parts,
         request: mandate_spec::Request,
         body: Option<&[u8]>,
     ) -> mandate_verifier::Decision {
-        let deny = |kind, why: String| {
-            self.verifier
-                .deny_and_record(request.clone(), Denial::new(kind, why))
-        };
-        let Some(token) = bearer(&parts.headers) else {
-            return deny(
-                DenialKind::MissingToken,
-                "no Mandate token: send it as Authorization: Bearer <token>".into(),
-            );
-        };
-        let token = match mandate_spec::token_from_text(token) {
-            Ok(t) => t,
-            Err(e) => return deny(DenialKind::MalformedToken, e.to_string()),
-        };
-        let proof = match parts.headers.get(mandate_spec::PROOF_HEADER) {
-            None => None,
-            Some(h) => match h
-                .to_str()
-                .map_err(|_| "not text".to_string())
-                .and_then(|t| mandate_spec::HolderProof::parse(t).map_err(|e| e.to_string()))
-            {
-                Ok(p) => Some(p),
-                Err(e) => return deny(DenialKind::ProofInvalid, e),
-            },
-        };
-        let mut presented = mandate_verifier::Presented::new(
-            parts.method.as_str(),
-            body.unwrap_or_default(),
-            proof,
-        );
-        presented.resource = Some(parts.uri.path().to_string());
-        self.verifier
-            .authorize_presented(&token, &request, &presented)
+        decide(
+            &self.verifier,
+            parts,
+            request,
+            body,
+            route.audience.as_ref(),
+        )
     }
 
     async fn forward(&self, route: &Route, mut parts: Parts, body: Body) -> Response<Body> {
@@ -288,39 +286,45 @@ fn upstream_uri(base: &Uri, incoming: &Uri) -> Result<Uri, String> {
     Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// What an MCP route forwards without a decision: to its exact path only,
+/// the listed JSON-RPC methods (in a `POST`) and HTTP methods.
+struct Public<'a> {
+    route_path: &'a str,
+    methods: &'a [String],
+    http_methods: &'a [http::Method],
+    resource: Option<&'a str>,
 }
 
 /// The request a JSON-RPC (MCP) body asks the verifier to decide:
 /// `tools/call` → action = the tool's name, parameters = its scalar
-/// arguments; a public method → `None` (forwarded without a decision); any
-/// other method → action = the method with `/` as `.` (e.g. `resources.read`).
+/// arguments; a public method on the route's exact path → `None` (forwarded
+/// without a decision); any other method → action = the method with `/` as
+/// `.` (e.g. `resources.read`). The resource is the route's `resource` on its
+/// exact path, else the path itself (a sub-path is decided on what is acted
+/// on).
 fn mcp_request(
     parts: &Parts,
     body: &[u8],
-    public_methods: &[String],
-    resource: Option<&str>,
+    public: &Public<'_>,
 ) -> Result<Option<mandate_spec::Request>, MapError> {
     let bad = |m: &str| MapError::bad_request(m);
+    let path = parts.uri.path();
+    let exact = path == public.route_path;
+    let resource = match public.resource {
+        Some(r) if exact => r.to_string(),
+        _ => path.to_string(),
+    };
     if parts.method != http::Method::POST {
         // GET (the server's event stream) and DELETE (end of session) carry
-        // no call: public when listed (as `GET`, `DELETE`), else decided as
-        // action `http.get` / `http.delete`.
-        if public_methods
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(parts.method.as_str()))
-        {
+        // no call: public on the exact path when listed in
+        // public_http_methods (compared exactly: HTTP methods are
+        // case-sensitive), else decided as action `http.get` / `http.delete`.
+        if exact && public.http_methods.contains(&parts.method) {
             return Ok(None);
         }
         return Ok(Some(mandate_spec::Request::new(
             format!("http.{}", parts.method.as_str().to_ascii_lowercase()),
-            resource.unwrap_or(parts.uri.path()).to_string(),
+            resource,
         )));
     }
     let msg: serde_json::Value =
@@ -334,10 +338,9 @@ fn mcp_request(
         .get("method")
         .and_then(|m| m.as_str())
         .ok_or_else(|| bad("a JSON-RPC request needs a method"))?;
-    if public_methods.iter().any(|m| m == method) {
+    if exact && public.methods.iter().any(|m| m == method) {
         return Ok(None);
     }
-    let resource = resource.unwrap_or(parts.uri.path()).to_string();
     if method != "tools/call" {
         return Ok(Some(mandate_spec::Request::new(
             method.replace('/', "."),
@@ -367,4 +370,178 @@ fn mcp_request(
         }
     }
     Ok(Some(request))
+}
+
+/// The path a route prefix (stored without its trailing `/`) names exactly.
+fn route_path(prefix: &str) -> &str {
+    if prefix.is_empty() {
+        "/"
+    } else {
+        prefix
+    }
+}
+
+/// Whether `path` is under `prefix` (stored without a trailing `/`; `""` is
+/// the root): it is the prefix itself or continues it after a `/`. So `/mcp`
+/// serves `/mcp` and `/mcp/x`, never `/mcp-admin`.
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The rules of SPEC §5.2 for a path, at any length: no control character,
+/// backslash, percent-encoded `.`, `/`, `\` or NUL, and no empty (`//`,
+/// except a trailing `/`), `.` or `..` segment. Such a path could be
+/// resolved by the upstream to another path than the one routed and
+/// decided, so it is refused, never normalized.
+pub(crate) fn canonical_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("non-canonical request path: {why} (SPEC §5.2)"));
+    let Some(rest) = path.strip_prefix('/') else {
+        return bad("it does not start with /");
+    };
+    if path.chars().any(|c| c.is_control() || c == '\\') {
+        return bad("a control character or a backslash");
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|e| lower.contains(e))
+    {
+        return bad("a percent-encoded '.', '/', '\\' or NUL");
+    }
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() && i != last {
+            return bad("an empty segment (//)");
+        }
+        if *seg == "." || *seg == ".." {
+            return bad("a . or .. segment");
+        }
+    }
+    Ok(())
+}
+
+/// The routing a decision is made under, for the policy hash: every route's
+/// prefix, upstream, audience, mode and its rules or public methods, and
+/// the name of the credential header — never the credential's value.
+fn describe(routes: &[(Route, Option<RouteMap>)]) -> String {
+    let mut out = String::from("gateway routes v1");
+    for (route, map) in routes {
+        let _ = write!(
+            out,
+            "\nroute prefix={:?} upstream={} public_url={} max_body={} timeout_ms={} credential_header={}",
+            route_path(&route.prefix),
+            route.upstream,
+            route.audience.as_ref().map_or("none", |a| a.as_str()),
+            route.max_body,
+            route.timeout.as_millis(),
+            route.credential.as_ref().map_or("none", |(h, _)| h.as_str()),
+        );
+        match (&route.mode, map) {
+            (
+                Mode::Mcp {
+                    public_methods,
+                    public_http_methods,
+                    resource,
+                },
+                _,
+            ) => {
+                let _ = write!(
+                    out,
+                    "\nmode=mcp public_methods={public_methods:?} public_http_methods={:?} resource={resource:?}",
+                    public_http_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                );
+            }
+            (Mode::Rest(_), Some(map)) => {
+                let _ = write!(out, "\nmode=rest {}", map.describe());
+            }
+            (Mode::Rest(_), None) => out.push_str("\nmode=rest unmapped"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn prefixes_match_on_slash_boundaries() {
+        for (prefix, path, yes) in [
+            ("/mcp", "/mcp", true),
+            ("/mcp", "/mcp/", true),
+            ("/mcp", "/mcp/x/y", true),
+            ("/mcp", "/mcp-admin", false),
+            ("/mcp", "/mcp-admin/x", false),
+            ("/mcp", "/mcpx", false),
+            ("/mcp", "/mc", false),
+            ("/mcp", "/", false),
+            ("", "/", true),
+            ("", "/anything/at/all", true),
+        ] {
+            assert_eq!(prefix_matches(prefix, path), yes, "{prefix:?} {path:?}");
+        }
+    }
+
+    #[test]
+    fn non_canonical_paths_are_refused() {
+        for bad in [
+            "/mcp/../x",
+            "/mcp/./x",
+            "/mcp//x",
+            "/mcp/%2e%2e/x",
+            "/mcp/%2E%2E/x",
+            "/mcp%2fx",
+            "/mcp/%5cx",
+            "/mcp/%00",
+            "/mcp\\x",
+            "/mcp/x\u{7f}",
+            "/..",
+            "mcp",
+        ] {
+            assert!(canonical_path(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["/", "/mcp", "/mcp/", "/mcp/x.y/..z/%41", "/a/b/c/"] {
+            assert!(canonical_path(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    proptest! {
+        /// A path matches a prefix iff it equals it or starts with the
+        /// prefix and a `/`.
+        #[test]
+        fn a_prefix_matches_itself_and_what_is_below_it(
+            prefix in "(/[a-z.-]{1,4}){1,3}",
+            path in "(/[a-z.-]{0,4}){1,5}",
+        ) {
+            let expected = path == prefix || path.starts_with(&format!("{prefix}/"));
+            prop_assert_eq!(prefix_matches(&prefix, &path), expected);
+            // The prefix itself and anything below it always match.
+            prop_assert!(prefix_matches(&prefix, &prefix));
+            let below = format!("{}{}", prefix, path);
+            prop_assert!(prefix_matches(&prefix, &below));
+        }
+
+        /// Up to the spec's 256 bytes, the gateway's path rules are exactly
+        /// the verifier's rules for a resource path: no two parsers.
+        #[test]
+        fn the_path_rules_are_the_resource_rules(
+            path in "/([a-z]|\\.|/|%2[eEfF]|%5[cC]|%00|%41|\\\\|\n){0,40}",
+        ) {
+            prop_assume!(path.len() <= 256);
+            prop_assert_eq!(
+                canonical_path(&path).is_ok(),
+                mandate_spec::check_resource(&path).is_ok(),
+                "{:?}", path
+            );
+        }
+    }
 }

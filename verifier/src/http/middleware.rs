@@ -5,13 +5,13 @@
 
 use super::mapping::{MapError, DEFAULT_BODY_LIMIT};
 use super::response::{denial_response, error_response, Authorized};
-use crate::{Denial, DenialKind, Presented, Verifier};
+use crate::{Decision, Denial, DenialKind, Presented, Verifier};
 use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use mandate_spec::{HolderProof, PROOF_HEADER};
+use mandate_spec::{Audience, HolderProof, PROOF_HEADER};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use tower::{Layer, Service};
 /// let verifier = Verifier::new(RootKeys::single(root.public()));
 /// let app: Router = Router::new()
 ///     .route("/api/customers/{id}", get(|| async { "customer" }))
-///     .layer(MandateLayer::new(verifier, RouteMap::new()));
+///     .layer(MandateLayer::new(verifier, RouteMap::new()).audience("https://api.example.com"));
 /// ```
 #[derive(Clone)]
 pub struct MandateLayer<M> {
@@ -38,7 +38,8 @@ pub struct MandateLayer<M> {
 
 struct Shared<M> {
     verifier: Verifier,
-    mapper: M,
+    mapper: Arc<M>,
+    audience: Option<Audience>,
 }
 
 impl<M> std::fmt::Debug for MandateLayer<M> {
@@ -53,10 +54,50 @@ impl<M: MapRequest> MandateLayer<M> {
     /// Decides every request with `verifier`, mapping it with `mapper`. The
     /// mapping's description is added to the verifier's policy hash, so audit
     /// records name the mapping they were decided under.
+    ///
+    /// No audience is set: a token that requires proof of possession is
+    /// then always denied (see [`MandateLayer::audience`]).
     pub fn new(verifier: Verifier, mapper: M) -> MandateLayer<M> {
         let verifier = verifier.with_policy_note(&mapper.describe());
         MandateLayer {
-            shared: Arc::new(Shared { verifier, mapper }),
+            shared: Arc::new(Shared {
+                verifier,
+                mapper: Arc::new(mapper),
+                audience: None,
+            }),
+        }
+    }
+
+    /// The origin clients reach this server at, `scheme://host[:port]`
+    /// (e.g. `https://api.example.com`; an explicit default port is the same
+    /// as none): proofs of possession must be made for it (SPEC §15). It is
+    /// configuration, never read from the request's `Host` header, which the
+    /// sender chooses. Default: none, and then every proof is refused, with
+    /// a reason saying so. The audience is added to the policy hash.
+    ///
+    /// # Panics
+    /// On text that is not such an origin: a programming error found at
+    /// start-up. Parse a configured value with [`Audience::parse`] and pass
+    /// it to [`MandateLayer::with_audience`] to handle it as an error.
+    pub fn audience(self, origin: &str) -> MandateLayer<M> {
+        #[allow(clippy::expect_used)]
+        let audience = Audience::parse(origin).expect("an origin: http[s]://HOST[:PORT]");
+        self.with_audience(audience)
+    }
+
+    /// [`MandateLayer::audience`] with an audience already parsed.
+    pub fn with_audience(self, audience: Audience) -> MandateLayer<M> {
+        let verifier = self
+            .shared
+            .verifier
+            .clone()
+            .with_policy_note(&format!("proof audience {audience}"));
+        MandateLayer {
+            shared: Arc::new(Shared {
+                verifier,
+                mapper: self.shared.mapper.clone(),
+                audience: Some(audience),
+            }),
         }
     }
 
@@ -145,9 +186,9 @@ where
     let (mut parts, body) = req.into_parts();
     // 1. The body, when the mapping reads fields from it or a proof of
     //    possession covers it (bounded either way).
-    let proof_header = parts.headers.get(PROOF_HEADER).cloned();
+    let has_proof = parts.headers.contains_key(PROOF_HEADER);
     let wants_json = shared.mapper.body_limit(&parts);
-    let (body, bytes) = if wants_json.is_some() || proof_header.is_some() {
+    let (body, bytes) = if wants_json.is_some() || has_proof {
         let limit = wants_json.unwrap_or(DEFAULT_BODY_LIMIT);
         match read_body(&parts, body, limit).await {
             Ok(bytes) => (Body::from(bytes.clone()), Some(bytes)),
@@ -170,38 +211,13 @@ where
     };
     let verifier = &shared.verifier;
     // 3. Decide (every decision, with or without a token, is audited).
-    let deny =
-        |kind, why: String| verifier.deny_and_record(request.clone(), Denial::new(kind, why));
-    let decision = match (bearer(&parts.headers), proof_header) {
-        (None, _) => deny(
-            DenialKind::MissingToken,
-            "no Mandate token: send it as Authorization: Bearer <token>".into(),
-        ),
-        (Some(token), proof) => {
-            let proof = match proof.map(|h| {
-                h.to_str()
-                    .map_err(|_| "not text".to_string())
-                    .and_then(|t| HolderProof::parse(t).map_err(|e| e.to_string()))
-            }) {
-                None => Ok(None),
-                Some(Ok(p)) => Ok(Some(p)),
-                Some(Err(e)) => Err(e),
-            };
-            match (mandate_spec::token_from_text(token), proof) {
-                (Err(e), _) => deny(DenialKind::MalformedToken, e.to_string()),
-                (_, Err(e)) => deny(DenialKind::ProofInvalid, e),
-                (Ok(token), Ok(proof)) => {
-                    let mut presented = Presented::new(
-                        parts.method.as_str(),
-                        bytes.as_deref().unwrap_or_default(),
-                        proof,
-                    );
-                    presented.resource = Some(parts.uri.path().to_string());
-                    verifier.authorize_presented(&token, &request, &presented)
-                }
-            }
-        }
-    };
+    let decision = decide(
+        verifier,
+        &parts,
+        request,
+        bytes.as_deref(),
+        shared.audience.as_ref(),
+    );
     // No decision is acted on without its record.
     if let Err(e) = verifier.audit_health() {
         return Ok(error_response(
@@ -217,8 +233,66 @@ where
     Ok(response.map(Body::new))
 }
 
+/// Decides `request`, mapped from the request of `parts`, with its bearer
+/// token and, when it carries one, its proof of possession over `body` (the
+/// bytes read, when a proof or the mapping needed them), the request-target
+/// as sent ([`request_target`]) and this server's `audience`. Every decision
+/// is recorded. This is the one call to the verifier for an HTTP request,
+/// used by the middleware and by the gateway alike; it runs the Datalog
+/// synchronously.
+pub fn decide(
+    verifier: &Verifier,
+    parts: &Parts,
+    request: mandate_spec::Request,
+    body: Option<&[u8]>,
+    audience: Option<&Audience>,
+) -> Decision {
+    let deny =
+        |kind, why: String| verifier.deny_and_record(request.clone(), Denial::new(kind, why));
+    let Some(token) = bearer(&parts.headers) else {
+        return deny(
+            DenialKind::MissingToken,
+            "no Mandate token: send it as Authorization: Bearer <token>".into(),
+        );
+    };
+    let token = match mandate_spec::token_from_text(token) {
+        Ok(t) => t,
+        Err(e) => return deny(DenialKind::MalformedToken, e.to_string()),
+    };
+    let proof = match parts.headers.get(PROOF_HEADER) {
+        None => None,
+        Some(h) => match h
+            .to_str()
+            .map_err(|_| "proof of possession: the header is not text".to_string())
+            .and_then(|t| HolderProof::parse(t).map_err(|e| e.to_string()))
+        {
+            Ok(p) => Some(p),
+            Err(e) => return deny(DenialKind::ProofInvalid, e),
+        },
+    };
+    let presented = Presented::new(parts.method.as_str(), body.unwrap_or_default(), proof)
+        .at(audience.cloned(), request_target(parts));
+    verifier.authorize_presented(&token, &request, &presented)
+}
+
+/// The request-target a proof of possession covers: the path as the client
+/// sent it (axum's `OriginalUri`, when a router nested this service under a
+/// prefix, else the URI's) and then, byte for byte, the query the mapping
+/// reads (`?` and the query, when there is one; a fragment never reaches a
+/// server). So the query signed is exactly the query decided on.
+pub fn request_target(parts: &Parts) -> String {
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(parts.uri.path(), |o| o.0.path());
+    match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
 /// The token of `Authorization: Bearer <token>`, if there is one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

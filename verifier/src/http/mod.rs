@@ -24,5 +24,7 @@ mod middleware;
 mod response;
 
 pub use mapping::{default_action, query_params, MapError, Route, RouteMap, DEFAULT_BODY_LIMIT};
-pub use middleware::{Mandate, MandateLayer, MapRequest, ResponseFuture};
+pub use middleware::{
+    bearer, decide, request_target, Mandate, MandateLayer, MapRequest, ResponseFuture,
+};
 pub use response::{denial_response, denial_status, error_response, Authorized};
