@@ -62,19 +62,21 @@ fn bench(c: &mut Criterion) {
     let warm = cold.clone().with_cache(CacheOptions::default());
     let req = Request::new("pay", "/api/payments").param("amount", 150);
     let body = br#"{"amount": 150}"#;
+    let audience = mandate_spec::Audience::parse("https://pay.example.com").unwrap();
     let proof = |token: &[u8]| {
         let p = HolderProof::sign(
             &agent,
             &ProofSubject {
                 method: "POST",
-                resource: "/api/payments",
+                audience: &audience,
+                target: "/api/payments",
                 body_digest: ProofSubject::digest(body),
                 token,
             },
             SystemTime::now(),
         )
         .unwrap();
-        Presented::new("POST", body, Some(p))
+        Presented::new("POST", body, Some(p)).at(Some(audience.clone()), "/api/payments")
     };
     // Approved tokens, each usable once: distinct approval blocks (expiry
     // one second apart) for the same request.
