@@ -5,57 +5,111 @@ use crate::args::{ApproveArgs, AttachApprovalArgs, ProveArgs};
 use crate::io::{read_private_key, read_token};
 use anyhow::{anyhow, bail, Context, Result};
 use mandate_attenuate::{approve as sign_approval, attach_approval};
-use mandate_spec::{parse_duration, Audience, HolderProof, ProofSubject, Request};
-use mandate_verifier::ApprovalNeeded;
+use mandate_spec::display::{self, quoted, word};
+use mandate_spec::{
+    parse_duration, parse_public_key, Audience, HolderProof, ProofSubject, Request, Value,
+};
+use mandate_verifier::{Denial, DenialKind, Outcome, RevocationStore, RootKeys, Target, Verifier};
 use serde::Deserialize;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-/// The parts of a needs-approval decision the approver works from.
+/// The request an approver is asked about: a needs-approval decision (only
+/// its `request` is read: its chain, reason and approvers are claims, and
+/// are recomputed from the token) or a bare request.
 #[derive(Deserialize)]
-struct NeedsApproval {
-    request: Request,
-    approval: ApprovalNeeded,
+#[serde(untagged)]
+enum Asked {
+    Decision { request: RequestJson },
+    Bare(RequestJson),
+}
+
+/// A request as JSON (§5.1), without its time: an approval is decided now.
+#[derive(Deserialize)]
+struct RequestJson {
+    action: String,
+    resource: String,
     #[serde(default)]
-    chain: Option<serde_json::Value>,
-    #[serde(default)]
-    denial: Option<serde_json::Value>,
+    params: std::collections::BTreeMap<String, Value>,
 }
 
 fn read_text(source: &str) -> Result<String> {
     if source == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
+        std::io::stdin().take(1 << 20).read_to_string(&mut s)?;
         Ok(s)
     } else {
         std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
     }
 }
 
+/// `mandate approve`: shows a request and the chain it would be made
+/// through, as verified from the token itself with the root key, and signs
+/// an approval block bound to that token and that request's digest.
+///
+/// Nothing shown comes from the JSON it is handed but the request itself,
+/// which is what the digest is computed from: the chain (principal, agents,
+/// purposes), why approval is needed and by whom are what the verifier says
+/// of this token now, and the block signed extends this token.
 pub(crate) fn approve(a: ApproveArgs) -> Result<ExitCode> {
+    if a.request == "-" && a.token == "-" {
+        bail!("the request and --token cannot both come from standard input");
+    }
     let text = read_text(&a.request)?;
-    let asked: NeedsApproval = serde_json::from_str(&text).map_err(|e| {
+    let asked: Asked = serde_json::from_str(&text).map_err(|e| {
         anyhow!(
-            "{}: not a needs-approval decision (mandate verify --json): {e}",
+            "{}: not a request or a needs-approval decision (mandate verify --json): {e}",
             a.request
         )
     })?;
+    let (Asked::Decision { request: r } | Asked::Bare(r)) = asked;
+    let mut request = Request::new(r.action, r.resource);
+    request.params = r.params;
+    request.validate()?;
     let key = read_private_key(&a.key)?;
     let valid = parse_duration(&a.valid).context("--valid")?;
-    // What is signed is what is shown: the digest is computed from the
-    // request, and must be the one the verifier asked for.
-    let digest = hex::encode(asked.request.approval_digest());
-    if digest != asked.approval.digest {
-        bail!(
-            "the request shown does not match the digest asked for ({} vs {}): refusing to sign",
-            &digest[..12],
-            &asked.approval.digest[..asked.approval.digest.len().min(12)]
-        );
+    let root = parse_public_key(&a.public_key).context("--public-key")?;
+    let token = read_token(&a.token)?;
+    let mut verifier = Verifier::new(RootKeys::single(root));
+    if let Some(dir) = &a.revocation_db {
+        verifier = match RevocationStore::open_read_only(dir) {
+            Ok(store) => verifier.with_revocations(store),
+            Err(e) => verifier.with_revocations(move |_: &[Target]| Err(e.clone())),
+        };
     }
+    let decision = verifier.authorize(&token, &request);
+    let (needed, chain, reason) = match (decision.decision, decision.approval, decision.chain) {
+        (Outcome::NeedsApproval, Some(needed), Some(chain)) => {
+            let reason = decision.denial.map(|d| d.reason).unwrap_or_default();
+            (needed, chain, reason)
+        }
+        (Outcome::Allow, _, _) => {
+            bail!("this request needs no approval: the token allows it as it is; nothing signed")
+        }
+        _ => {
+            let denial = decision
+                .denial
+                .unwrap_or_else(|| Denial::new(DenialKind::NotAllowed, "denied"));
+            match denial.kind {
+                DenialKind::MalformedToken
+                | DenialKind::BadSignature
+                | DenialKind::UnknownRootKey
+                | DenialKind::BrokenChain => bail!(
+                    "the token does not verify with this root key: {}; nothing shown or signed",
+                    denial.reason
+                ),
+                _ => bail!(
+                    "the token does not allow this request, with or without an approval: {}; \
+                     nothing signed",
+                    denial.reason
+                ),
+            }
+        }
+    };
     let mine = key.public().to_string();
     if !a.show {
-        if !asked.approval.approvers.iter().any(|p| p.key == mine) {
+        if !needed.approvers.iter().any(|p| p.key == mine) {
             bail!("this key ({mine}) is not one of the approvers this request asks for");
         }
         if !a.yes && !std::io::stdin().is_terminal() {
@@ -64,46 +118,36 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<ExitCode> {
     }
     let out = std::io::stderr();
     let mut err = out.lock();
-    writeln!(err, "Approval requested")?;
+    writeln!(err, "Approval requested (chain verified with the root key)")?;
+    // Every string below is escaped (SPEC §16): a token or a request
+    // cannot draw lines or move text on the approver's screen.
     writeln!(
         err,
         "  request:  {} {}",
-        asked.request.action, asked.request.resource
+        word(&request.action),
+        word(&request.resource)
     )?;
-    for (k, v) in &asked.request.params {
-        writeln!(err, "            {k} = {v}")?;
+    for (k, v) in &request.params {
+        writeln!(err, "            {} = {v}", word(k))?;
     }
-    if let Some(chain) = &asked.chain {
-        let hops: Vec<String> = chain["hops"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                let purpose = h["purpose"]
-                    .as_str()
-                    .map(|p| format!(" ({p})"))
-                    .unwrap_or_default();
-                format!("{}{purpose}", h["agent"].as_str().unwrap_or("?"))
-            })
-            .collect();
-        writeln!(
-            err,
-            "  on behalf of: {}",
-            chain["principal"].as_str().unwrap_or("?")
-        )?;
-        writeln!(err, "  through:  {}", hops.join(" -> "))?;
-    }
-    if let Some(reason) = asked.denial.as_ref().and_then(|d| d["reason"].as_str()) {
-        writeln!(err, "  why:      {reason}")?;
-    }
-    let names: Vec<String> = asked
-        .approval
+    let hops: Vec<String> = chain
+        .hops
+        .iter()
+        .map(|h| match &h.purpose {
+            Some(p) => format!("{} ({})", word(&h.agent), quoted(p)),
+            None => word(&h.agent).to_string(),
+        })
+        .collect();
+    writeln!(err, "  on behalf of: {}", word(&chain.principal))?;
+    writeln!(err, "  through:  {}", hops.join(" -> "))?;
+    writeln!(err, "  why:      {}", display::text(&reason))?;
+    let names: Vec<String> = needed
         .approvers
         .iter()
-        .map(|p| format!("{} ({})", p.name, p.key))
+        .map(|p| format!("{} ({})", word(&p.name), word(&p.key)))
         .collect();
     writeln!(err, "  approvers asked: {}", names.join(", "))?;
-    writeln!(err, "  digest:   {}", asked.approval.digest)?;
+    writeln!(err, "  digest:   {}", needed.digest)?;
     if a.show {
         return Ok(ExitCode::SUCCESS);
     }
@@ -118,8 +162,8 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<ExitCode> {
         }
     }
     let block = sign_approval(
-        &asked.approval.third_party_request,
-        &asked.request,
+        &needed.third_party_request,
+        &request,
         SystemTime::now() + valid,
         &key,
     )?;

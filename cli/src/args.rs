@@ -451,8 +451,20 @@ pub(crate) struct ApproveArgs {
     /// Approve without asking (required when standard input is not a terminal).
     #[arg(long)]
     pub(crate) yes: bool,
-    /// The needs-approval decision (`mandate verify --json`, or the issuer
-    /// service's approval request): a JSON file, or - for standard input.
+    /// The issuer's root public key, ed25519/<hex>: the token is verified
+    /// with it, and only what it proves is shown.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: String,
+    /// The token the approval is for (a file holding base64, or -): the
+    /// chain shown and the block signed are read from it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token: String,
+    /// A revocation list to consult (a revoked chain is not approved).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) revocation_db: Option<PathBuf>,
+    /// The request to approve, as JSON: a needs-approval decision
+    /// (`mandate verify --json`; only its `request` is read) or a bare
+    /// `{"action", "resource", "params"}`: a file, or - for standard input.
     #[arg(value_name = "REQUEST", default_value = "-")]
     pub(crate) request: String,
 }

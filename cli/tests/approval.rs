@@ -68,6 +68,13 @@ impl Seed {
         self.dir.path()
     }
 
+    /// `mandate approve` with the root key and the payments token.
+    fn approve_args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["approve", "--public-key", &self.root, "--token", "pay.tok"];
+        args.extend_from_slice(rest);
+        args
+    }
+
     fn verify(&self, token: &str, amount: i64, extra: &[&str]) -> Run {
         let amount = format!("amount={amount}");
         let mut args = vec![
@@ -117,7 +124,7 @@ fn the_seed_scenario_through_the_cli() {
     // --show: the request and the chain, nothing signed.
     let shown = mandate(
         s.d(),
-        &["approve", "--key", "finance.key", "--show", "req.json"],
+        &s.approve_args(&["--key", "finance.key", "--show", "req.json"]),
     );
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     assert!(shown.stdout.is_empty());
@@ -125,21 +132,13 @@ fn the_seed_scenario_through_the_cli() {
         "pay /api/payments",
         "amount = 150",
         "on behalf of: org:acme",
-        "payments-agent (pay suppliers)",
+        "payments-agent (\"pay suppliers\")",
     ] {
         assert!(shown.stderr.contains(needle), "{needle}: {}", shown.stderr);
     }
     let signed = mandate(
         s.d(),
-        &[
-            "approve",
-            "--key",
-            "finance.key",
-            "--yes",
-            "--valid",
-            "5m",
-            "req.json",
-        ],
+        &s.approve_args(&["--key", "finance.key", "--yes", "--valid", "5m", "req.json"]),
     );
     assert_eq!(signed.code, 0, "{}", signed.stderr);
     std::fs::write(s.d().join("approval.b64"), &signed.stdout).unwrap();
@@ -219,22 +218,32 @@ fn the_approver_refuses_what_it_should_not_sign() {
     // Not one of the approvers asked for.
     let r = mandate(
         s.d(),
-        &["approve", "--key", "agent.key", "--yes", "req.json"],
+        &s.approve_args(&["--key", "agent.key", "--yes", "req.json"]),
     );
     common::assert_bad_input(&r, "is not one of the approvers");
-    // The request edited after the verifier asked: the digest no longer fits.
+    // The request edited after the verifier asked: it is decided again from
+    // the token, and an amount that needs no approval gets none.
     let edited = req.stdout.replace("\"amount\": 150", "\"amount\": 15");
     assert_ne!(edited, req.stdout);
     std::fs::write(s.d().join("edited.json"), edited).unwrap();
     let r = mandate(
         s.d(),
-        &["approve", "--key", "finance.key", "--yes", "edited.json"],
+        &s.approve_args(&["--key", "finance.key", "--yes", "edited.json"]),
     );
-    common::assert_bad_input(&r, "does not match the digest");
+    common::assert_bad_input(&r, "needs no approval");
+    // Beyond the grant, an approval cannot help: nothing is signed.
+    let beyond = req.stdout.replace("\"amount\": 150", "\"amount\": 5000");
+    std::fs::write(s.d().join("beyond.json"), beyond).unwrap();
+    let r = mandate(
+        s.d(),
+        &s.approve_args(&["--key", "finance.key", "--yes", "beyond.json"]),
+    );
+    common::assert_bad_input(&r, "does not allow this request");
+    assert!(r.stdout.is_empty());
     // No terminal, no --yes: no approval.
     let r = mandate_stdin(
         s.d(),
-        &["approve", "--key", "finance.key", "req.json"],
+        &s.approve_args(&["--key", "finance.key", "req.json"]),
         Some(""),
     );
     common::assert_bad_input(&r, "pass --yes");
@@ -242,9 +251,9 @@ fn the_approver_refuses_what_it_should_not_sign() {
     std::fs::write(s.d().join("junk.json"), "{}").unwrap();
     let r = mandate(
         s.d(),
-        &["approve", "--key", "finance.key", "--yes", "junk.json"],
+        &s.approve_args(&["--key", "finance.key", "--yes", "junk.json"]),
     );
-    common::assert_bad_input(&r, "not a needs-approval decision");
+    common::assert_bad_input(&r, "not a request or a needs-approval decision");
     // A bad rule when minting.
     let r = mandate(
         s.d(),
@@ -444,4 +453,79 @@ fn a_proof_covers_the_audience_and_the_whole_target_through_the_cli() {
     common::assert_bad_input(&r, "--url");
     let r = s.verify("pay.tok", 50, &["--proof-key", "agent.key"]);
     common::assert_bad_input(&r, "--proof-key needs --audience");
+}
+
+#[test]
+fn approve_shows_only_what_it_verified_from_the_token() {
+    // Regression (issue 12): `mandate approve` showed the principal, agents
+    // and purposes of the JSON it was handed, and signed the third-party
+    // request that JSON carried: an approver could be shown one chain and
+    // sign for another. Now the JSON contributes the request alone; the
+    // chain shown and the block signed come from the token, verified.
+    let s = Seed::new(&[]);
+    let req = s.verify("pay.tok", 150, &["--json"]);
+    assert_eq!(req.code, 3, "{}", req.stderr);
+    let mut forged: serde_json::Value = serde_json::from_str(&req.stdout).unwrap();
+    forged["chain"]["principal"] = "user:trusted-ceo".into();
+    forged["chain"]["hops"][0]["agent"] = "audited-bot".into();
+    forged["chain"]["hops"][0]["purpose"] = "routine refund".into();
+    forged["denial"]["reason"] = "pre-approved by policy".into();
+    forged["approval"]["third_party_request"] = "AAAA".into();
+    std::fs::write(s.d().join("forged.json"), forged.to_string()).unwrap();
+    let shown = mandate(
+        s.d(),
+        &s.approve_args(&["--key", "finance.key", "--show", "forged.json"]),
+    );
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    for needle in [
+        "chain verified with the root key",
+        "on behalf of: org:acme",
+        "payments-agent (\"pay suppliers\")",
+        "needs an approval by finance",
+    ] {
+        assert!(shown.stderr.contains(needle), "{needle}: {}", shown.stderr);
+    }
+    for lie in [
+        "trusted-ceo",
+        "audited-bot",
+        "routine refund",
+        "pre-approved",
+    ] {
+        assert!(!shown.stderr.contains(lie), "{lie}: {}", shown.stderr);
+    }
+    // Signed from the forged JSON, the block still extends the real token
+    // and works once.
+    let signed = mandate(
+        s.d(),
+        &s.approve_args(&["--key", "finance.key", "--yes", "forged.json"]),
+    );
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
+    std::fs::write(s.d().join("approval.b64"), &signed.stdout).unwrap();
+    let attached = mandate(
+        s.d(),
+        &["attach-approval", "--approval", "approval.b64", "pay.tok"],
+    );
+    assert_eq!(attached.code, 0, "{}", attached.stderr);
+    std::fs::write(s.d().join("approved.tok"), &attached.stdout).unwrap();
+    assert_eq!(s.verify("approved.tok", 150, &[]).code, 0);
+
+    // A token the root key does not verify is refused before anything is shown.
+    let other = mandate(s.d(), &["keygen", "--out", "other.key"]);
+    let other_pub = other.stdout.trim().to_string();
+    let r = mandate(
+        s.d(),
+        &[
+            "approve",
+            "--public-key",
+            &other_pub,
+            "--token",
+            "pay.tok",
+            "--key",
+            "finance.key",
+            "--show",
+            "forged.json",
+        ],
+    );
+    common::assert_bad_input(&r, "does not verify with this root key");
+    assert!(!r.stderr.contains("on behalf of"), "{}", r.stderr);
 }
