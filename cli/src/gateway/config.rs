@@ -459,9 +459,69 @@ mod tests {
         .starts_with("line 5: timeout"));
         assert!(err(&format!("{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\ncredential = {{ header = \"x\", file = \"/nonexistent\" }}\n")).starts_with("line 5: credential"));
         assert!(err("public_key = \"nope\"\n").starts_with("line 1: public_key"));
+        let mcp = format!(
+            "{head}[[routes]]\nprefix = \"/mcp\"\nupstream = \"http://x:1\"\nmode = \"mcp\"\n"
+        );
+        for (extra, needle) in [
+            (
+                "public_methods = [\"initialize\", \"GET\"]",
+                "line 6: public_methods lists JSON-RPC methods; \"GET\" is an HTTP method",
+            ),
+            ("public_methods = [\"delete\"]", "is an HTTP method"),
+            (
+                "public_http_methods = [\"POST\"]",
+                "line 6: public_http_methods: \"POST\" cannot be public",
+            ),
+            (
+                "public_http_methods = [\"get\"]",
+                "\"get\" cannot be public",
+            ),
+            ("public_http_methods = [\"initialize\"]", "cannot be public"),
+            (
+                "public_url = \"https://gw.example.com/mcp\"",
+                "line 6: public_url",
+            ),
+        ] {
+            let e = err(&format!("{mcp}{extra}\n"));
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        let rest = format!("{head}[[routes]]\nupstream = \"http://x:1\"\n");
+        for (extra, needle) in [
+            ("prefix = \"/a/../b\"", "line 4: prefix"),
+            ("prefix = \"/a//b\"", "line 4: prefix"),
+            ("prefix = \"/a/%2e%2e\"", "line 4: prefix"),
+            (
+                "prefix = \"/a\"\npublic_methods = [\"initialize\"]",
+                "line 5: public_methods and public_http_methods are for mode",
+            ),
+        ] {
+            let e = err(&format!("{rest}{extra}\n"));
+            assert!(e.starts_with(needle), "{extra}: {e}");
+        }
         assert!(err(&format!(
             "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\nmode = \"grpc\"\n"
         ))
         .starts_with("line 5: mode"));
+        assert!(err(&format!("public_url = \"ftp://x\"\n{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\n")).starts_with("line 1: public_url"));
+    }
+
+    #[test]
+    fn prefixes_lose_their_trailing_slash_and_routes_inherit_public_url() {
+        let text = format!(
+            "public_key = \"{KEY}\"\npublic_url = \"HTTPS://GW.example.com:443\"\n\
+             [[routes]]\nprefix = \"/crm/\"\nupstream = \"http://x:1\"\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"http://x:1\"\npublic_url = \"http://10.0.0.1:8080\"\n"
+        );
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.routes[0].prefix, "/crm");
+        assert_eq!(
+            c.routes[0].audience.as_ref().unwrap().as_str(),
+            "https://gw.example.com"
+        );
+        assert_eq!(c.routes[1].prefix, "");
+        assert_eq!(
+            c.routes[1].audience.as_ref().unwrap().as_str(),
+            "http://10.0.0.1:8080"
+        );
     }
 }
