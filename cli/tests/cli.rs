@@ -586,3 +586,52 @@ fn revocation_listing_shows_reasons_and_authors_escaped() {
     let j: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(j["reason"], crafted::EVIL);
 }
+
+#[test]
+fn approve_show_displays_the_verified_chain_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = crafted::write(dir.path());
+    let request = serde_json::json!({
+        "action": "pay",
+        "resource": "/api/payments/9",
+        "params": {"amount": 150, "memo": crafted::EVIL},
+    });
+    std::fs::write(dir.path().join("ask.json"), request.to_string()).unwrap();
+    let r = mandate(
+        dir.path(),
+        &[
+            "approve",
+            "--show",
+            "--key",
+            c.approver_key,
+            "--public-key",
+            &c.root_pub,
+            "--token",
+            c.approval_token,
+            "ask.json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    crafted::assert_escaped(&r.stderr, 0);
+    let shown = crafted::EVIL_SHOWN;
+    for needle in [
+        format!("memo = \"{shown}\""),
+        format!("on behalf of: \"{shown}\""),
+        format!("through:  support-agent (\"accounts payable\") -> sub-agent (\"{shown}\")"),
+        "approvers asked: finance (ed25519/".to_string(),
+    ] {
+        assert!(
+            r.stderr.contains(&needle),
+            "{needle}\nnot in:\n{}",
+            r.stderr
+        );
+    }
+    // Every line is one of the fields `approve` prints.
+    for line in r.stderr.lines() {
+        assert!(
+            line.starts_with("Approval requested") || line.starts_with("  "),
+            "a line no field starts: {line:?}\n{}",
+            r.stderr
+        );
+    }
+}
