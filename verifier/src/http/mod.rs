@@ -18,6 +18,13 @@
 //! Mapping errors (a query parameter given twice, a body over the limit or
 //! not JSON) are answered 400/413/415 with `{"error": …}` before any
 //! authorization.
+//!
+//! A token that requires proof of possession (SPEC §15) needs the
+//! `Mandate-Proof` header, checked over the method, the layer's configured
+//! audience ([`MandateLayer::audience`]; never the `Host` header; without
+//! one every proof is refused), the request-target exactly as sent (path and
+//! query, [`request_target`]) and the body. [`decide`] is the one call to
+//! the verifier per HTTP request, shared with `mandate gateway`.
 
 mod mapping;
 mod middleware;
