@@ -68,11 +68,42 @@ pub fn grant_checks(grant: &Grant, expires: Option<SystemTime>) -> Result<Vec<Ch
         )));
     }
     for source in &grant.datalog {
-        let check = Check::try_from(source.as_str())
-            .map_err(|e| SpecError::Grant(format!("raw Datalog check does not parse: {e}")))?;
-        checks.push(check);
+        checks.push(parse_raw_check(source)?);
     }
     Ok(checks)
+}
+
+/// Parses a raw Datalog check. biscuit-auth turns the parser's `trusting`
+/// keys into public keys with `expect`, so a key of the wrong length
+/// (`trusting ed25519/00`) would panic there: every key is checked first.
+fn parse_raw_check(source: &str) -> Result<Check, SpecError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        SpecError::Grant(format!("raw Datalog check does not parse: {e}"))
+    };
+    let parsed = match biscuit_parser::parser::check(source) {
+        Ok((_, parsed)) => parsed,
+        // (`finish`, which `Check::try_from` calls, panics on `Incomplete`.)
+        Err(e) if format!("{e:?}").starts_with("Incomplete") => {
+            return Err(bad(&"the check is incomplete"))
+        }
+        // The same parser fails again, before any conversion: its message.
+        Err(_) => return Err(Check::try_from(source).map_or_else(|e| bad(&e), |_| bad(&"?"))),
+    };
+    for query in &parsed.queries {
+        let keys = query
+            .scopes
+            .iter()
+            .filter_map(|s| match s {
+                biscuit_parser::builder::Scope::PublicKey(k) => Some(k),
+                _ => None,
+            })
+            .chain(query.scope_parameters.iter().flatten().flat_map(|(_, k)| k));
+        for k in keys {
+            biscuit_auth::PublicKey::from_bytes(&k.key, k.algorithm.clone().into())
+                .map_err(|e| bad(&format!("invalid public key in `trusting`: {e}")))?;
+        }
+    }
+    Ok(parsed.into())
 }
 
 /// An alternative with an approval rule (§14) becomes, in the same check:
@@ -757,5 +788,37 @@ mod tests {
         let d = decode_check(&checks[0]).unwrap();
         assert_eq!(d.alternatives, grant.alternatives);
         assert_eq!(d.alternatives[0].actions.len(), 1);
+    }
+
+    /// Found by the `grant_text` fuzz target: biscuit-auth converts a parsed
+    /// check's `trusting` keys with `expect`, so a raw check naming a key of
+    /// the wrong length (`trusting ed25519/00`) panicked inside
+    /// `grant_checks` (the CLI's `--datalog`, the library's mint and
+    /// delegate) instead of being refused.
+    #[test]
+    fn a_raw_check_trusting_a_malformed_key_is_refused_not_panicking() {
+        let key = "8a875fff1eb38451577acd5afee405456568dd7c89e090863a0557bc7af49f17";
+        for bad in [
+            "check if true trusting ed25519/00".to_string(),
+            format!("check if true trusting ed25519/{key}00"),
+            "check if true trusting secp256r1/0011".to_string(),
+            "check if true trusting {p}, ed25519/abcd".to_string(),
+            "check if operation($o) or true trusting ed25519/ab".to_string(),
+        ] {
+            let mut grant = Grant::parse(&["read:/x"], &[] as &[&str]).unwrap();
+            grant.datalog.push(bad.clone());
+            let err = grant_checks(&grant, None).unwrap_err();
+            assert!(
+                matches!(&err, SpecError::Grant(m) if m.contains("raw Datalog check")
+                    && m.contains("public key")),
+                "{bad}: {err}"
+            );
+        }
+        // A well-formed key still works.
+        let mut grant = Grant::parse(&["read:/x"], &[] as &[&str]).unwrap();
+        grant
+            .datalog
+            .push(format!("check if true trusting ed25519/{key}"));
+        assert_eq!(grant_checks(&grant, None).unwrap().len(), 2);
     }
 }
