@@ -16,3 +16,5 @@ cargo test --workspace --all-targets "${MANDATE_PROFILE_FLAGS[@]}"
 cargo test --workspace --doc "${MANDATE_PROFILE_FLAGS[@]}"
 ./scripts/demo.sh >/dev/null
 echo "demo: ok"
+# A bounded fuzz smoke run (20 s per target) where nightly and cargo-fuzz exist.
+if cargo +nightly fuzz --version >/dev/null 2>&1; then ./scripts/fuzz.sh 20; else echo "fuzz smoke: skipped (no nightly)"; fi

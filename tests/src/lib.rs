@@ -16,7 +16,10 @@
 //! - `proptest_narrowing.rs`: random grants and requests — a child never
 //!   allows what its parent denies, and the Datalog decision agrees with the
 //!   Rust reference semantics;
-//! - `regression.rs`: one test per bug found, named after what broke.
+//! - `regression.rs`: one test per bug found, named after what broke;
+//! - `fuzz_corpus.rs`: every committed fuzz corpus and crash file replayed
+//!   through the fuzz targets of [`fuzz_targets`] (the `fuzz/` crate runs
+//!   the same functions under libFuzzer).
 //!
 //! The harness builds a [`Family`] (one root token and the tokens delegated
 //! from it), appends blocks with the raw Biscuit API where the Mandate API
@@ -35,6 +38,8 @@ use prost::Message;
 use std::time::{Duration, SystemTime};
 
 pub use biscuit_auth;
+
+pub mod fuzz_targets;
 
 /// The principal every [`Family`] acts for unless a test says otherwise.
 pub const PRINCIPAL: &str = "user:alice";

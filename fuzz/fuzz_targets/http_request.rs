@@ -1,0 +1,5 @@
+//! `http_request`: see `mandate_tests::fuzz_targets::http_request` (the same body runs in the
+//! stable replay test).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mandate_tests::fuzz_targets::http_request(data));

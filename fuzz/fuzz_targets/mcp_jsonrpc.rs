@@ -1,0 +1,5 @@
+//! `mcp_jsonrpc`: see `mandate_tests::fuzz_targets::mcp_jsonrpc` (the same body runs in the
+//! stable replay test).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mandate_tests::fuzz_targets::mcp_jsonrpc(data));

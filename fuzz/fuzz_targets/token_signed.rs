@@ -1,0 +1,5 @@
+//! `token_signed`: see `mandate_tests::fuzz_targets::token_signed` (the same body runs in the
+//! stable replay test).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mandate_tests::fuzz_targets::token_signed(data));

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/, cargo-fuzz + libFuzzer, nightly) for
+# SECONDS each, one after another, and prints per target: executions,
+# executions per second, coverage (libFuzzer's cov: edges and ft: features),
+# corpus size, the slowest input, and crashes. Exits 1 if any target crashed.
+#
+# Usage: ./scripts/fuzz.sh [SECONDS]          (default 600 per target)
+#   FUZZ_TARGETS="token_bytes grant_text"      only these targets
+#   FUZZ_SANITIZER=address                     default none (2x the executions;
+#                                              our crates forbid unsafe code)
+#
+# Corpora grow in ~/.cache/mandate/fuzz/corpus/<target>, seeded from the
+# committed fuzz/corpus/<target> (never written to); crashing inputs land in
+# ~/.cache/mandate/fuzz/artifacts/<target>/, logs in .../logs/. A crash, once
+# fixed, is committed under fuzz/regressions/<target>/, which the stable
+# test suite replays (tests/tests/fuzz_corpus.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-600}"
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)" >&2
+    exit 2
+fi
+work="${MANDATE_FUZZ_DIR:-$HOME/.cache/mandate/fuzz}"
+target_dir="${MANDATE_FUZZ_TARGET_DIR:-$HOME/.cache/mandate/fuzz-target}"
+sanitizer="${FUZZ_SANITIZER:-none}"
+all=$(sed -n 's/^name = "\([a-z_]*\)"$/\1/p' fuzz/Cargo.toml)
+targets="${FUZZ_TARGETS:-$all}"
+
+# Release build with debug assertions and overflow checks (cargo-fuzz's
+# default); its own target directory, never the main one.
+(cd fuzz && cargo +nightly fuzz build --sanitizer "$sanitizer" --target-dir "$target_dir")
+bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"
+
+crashed=0
+report=()
+for t in $targets; do
+    mkdir -p "$work/corpus/$t" "$work/artifacts/$t" "$work/logs"
+    log="$work/logs/$t.log"
+    dict=()
+    [[ -f "fuzz/dict/$t.dict" ]] && dict=(-dict="fuzz/dict/$t.dict")
+    status=0
+    "$bin_dir/$t" "$work/corpus/$t" "fuzz/corpus/$t" "${dict[@]}" \
+        -max_total_time="$secs" -timeout=10 -report_slow_units=1 -rss_limit_mb=2048 \
+        -max_len=16384 -print_final_stats=1 -artifact_prefix="$work/artifacts/$t/" \
+        >"$log" 2>&1 || status=$?
+    # The last status line (DONE, or the last before a crash) and the final stats.
+    last=$(grep -E '^#[0-9]+.* cov: ' "$log" | tail -1 || true)
+    final_stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
+    field() { sed -n "s/.* $1: *\([^ ]*\).*/\1/p" <<<"$last"; }
+    slowest=$(final_stat slowest_unit_time_sec)
+    corpus=$(find "$work/corpus/$t" -type f | wc -l)
+    if ((status != 0)); then
+        crashed=1
+        result="CRASH (exit $status): see $log and $work/artifacts/$t/"
+    else
+        result="ok"
+    fi
+    report+=("$(printf '%-13s %12s %8s %7s %7s %7s %9s  %s' "$t" "$(final_stat number_of_executed_units)" \
+        "$(final_stat average_exec_per_sec)" "$(field cov)" "$(field ft)" "$corpus" "${slowest:-?}s" "$result")")
+done
+
+printf '%-13s %12s %8s %7s %7s %7s %9s  %s\n' target executions exec/s cov ft corpus slowest result
+printf '%s\n' "${report[@]}"
+exit "$crashed"
