@@ -13,7 +13,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use mandate_spec::Value;
 use mandate_verifier::http::{
-    decide, denial_response, error_response, MapError, MapRequest, Route as Rule, RouteMap,
+    decide, denial_response, error_response, ColdDecisions, MapError, MapRequest, Route as Rule,
+    RouteMap,
 };
 use mandate_verifier::Verifier;
 use std::fmt::Write as _;
@@ -24,6 +25,8 @@ pub(crate) struct Gateway {
     pub(crate) verifier: Verifier,
     pub(crate) routes: Vec<(Route, Option<RouteMap>)>,
     pub(crate) client: Client<HttpConnector, Body>,
+    /// Where cold decisions run: the blocking pool, one per core at a time.
+    pub(crate) cold: ColdDecisions,
 }
 
 /// Headers that are about one connection, never forwarded (RFC 9110 §7.6.1).
@@ -78,6 +81,7 @@ impl Gateway {
             verifier,
             routes,
             client,
+            cold: ColdDecisions::per_core(),
         }
     }
 
@@ -122,7 +126,7 @@ impl Gateway {
                     Err(e) => return error_response(e.status, &e.message),
                     Ok(None) => (None, Body::from(bytes)),
                     Ok(Some(request)) => (
-                        Some(self.decide(route, &parts, request, Some(&bytes))),
+                        Some(self.decide(route, &parts, request, Some(&bytes)).await),
                         Body::from(bytes),
                     ),
                 }
@@ -141,7 +145,7 @@ impl Gateway {
                     };
                     match map.map(&parts, None) {
                         Ok(request) => (
-                            Some(self.decide(route, &parts, request, bytes.as_deref())),
+                            Some(self.decide(route, &parts, request, bytes.as_ref()).await),
                             body,
                         ),
                         Err(e) => return error_response(e.status, &e.message),
@@ -155,7 +159,7 @@ impl Gateway {
                     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
                     match map.map(&parts, json.as_ref()) {
                         Ok(request) => (
-                            Some(self.decide(route, &parts, request, Some(&bytes))),
+                            Some(self.decide(route, &parts, request, Some(&bytes)).await),
                             Body::from(bytes),
                         ),
                         Err(e) => return error_response(e.status, &e.message),
@@ -184,12 +188,12 @@ impl Gateway {
     /// one, the proof of possession over `body` (read when a proof came), at
     /// the route's audience: the middleware's decision, called from this one
     /// place.
-    fn decide(
+    async fn decide(
         &self,
         route: &Route,
         parts: &Parts,
         request: mandate_spec::Request,
-        body: Option<&[u8]>,
+        body: Option<&Bytes>,
     ) -> mandate_verifier::Decision {
         decide(
             &self.verifier,
@@ -197,7 +201,9 @@ impl Gateway {
             request,
             body,
             route.audience.as_ref(),
+            &self.cold,
         )
+        .await
     }
 
     async fn forward(&self, route: &Route, mut parts: Parts, body: Body) -> Response<Body> {

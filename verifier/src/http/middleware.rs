@@ -40,6 +40,41 @@ struct Shared<M> {
     verifier: Verifier,
     mapper: Arc<M>,
     audience: Option<Audience>,
+    cold: ColdDecisions,
+}
+
+/// Where decisions that may be expensive run: off the async executor, on
+/// tokio's blocking pool, at most `n` at a time (the rest wait their turn).
+///
+/// A cold decision (a token the verification cache does not hold: every
+/// signature checked, its Datalog loaded; or one whose cost bound is high,
+/// or that writes a synced record) takes from a tenth of a millisecond to a
+/// few milliseconds (SPEC §6 rule 1c bounds it). Run on the executor, a
+/// burst of them would stall every other request on that thread; run on an
+/// unbounded blocking pool, they would crowd the executor's threads off the
+/// cores. Cheap repeat decisions stay inline (see
+/// [`Verifier::try_authorize_inline`]). Cheap to clone; clones share the
+/// limit.
+#[derive(Clone, Debug)]
+pub struct ColdDecisions(Arc<tokio::sync::Semaphore>);
+
+impl ColdDecisions {
+    /// At most `n` (at least 1) cold decisions at once.
+    pub fn new(n: usize) -> ColdDecisions {
+        ColdDecisions(Arc::new(tokio::sync::Semaphore::new(n.max(1))))
+    }
+
+    /// One per core (the default): cold decisions then take at most as many
+    /// cores as the executor's own threads, whatever an attacker sends.
+    pub fn per_core() -> ColdDecisions {
+        ColdDecisions::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+impl Default for ColdDecisions {
+    fn default() -> ColdDecisions {
+        ColdDecisions::per_core()
+    }
 }
 
 impl<M> std::fmt::Debug for MandateLayer<M> {
@@ -64,6 +99,7 @@ impl<M: MapRequest> MandateLayer<M> {
                 verifier,
                 mapper: Arc::new(mapper),
                 audience: None,
+                cold: ColdDecisions::default(),
             }),
         }
     }
@@ -97,6 +133,21 @@ impl<M: MapRequest> MandateLayer<M> {
                 verifier,
                 mapper: self.shared.mapper.clone(),
                 audience: Some(audience),
+                cold: self.shared.cold.clone(),
+            }),
+        }
+    }
+
+    /// Where cold decisions run (default: [`ColdDecisions::per_core`]).
+    /// Share one [`ColdDecisions`] between several layers of one process to
+    /// bound them together.
+    pub fn cold_decisions(self, cold: ColdDecisions) -> MandateLayer<M> {
+        MandateLayer {
+            shared: Arc::new(Shared {
+                verifier: self.shared.verifier.clone(),
+                mapper: self.shared.mapper.clone(),
+                audience: self.shared.audience.clone(),
+                cold,
             }),
         }
     }
@@ -215,9 +266,11 @@ where
         verifier,
         &parts,
         request,
-        bytes.as_deref(),
+        bytes.as_ref(),
         shared.audience.as_ref(),
-    );
+        &shared.cold,
+    )
+    .await;
     // No decision is acted on without its record.
     if let Err(e) = verifier.audit_health() {
         return Ok(error_response(
@@ -238,14 +291,18 @@ where
 /// bytes read, when a proof or the mapping needed them), the request-target
 /// as sent ([`request_target`]) and this server's `audience`. Every decision
 /// is recorded. This is the one call to the verifier for an HTTP request,
-/// used by the middleware and by the gateway alike; it runs the Datalog
-/// synchronously.
-pub fn decide(
+/// used by the middleware and by the gateway alike.
+///
+/// A cheap decision (the token's verification cached, a low cost bound, no
+/// synced write) runs inline; any other runs on the blocking pool under
+/// `cold`'s limit, never on the async executor's threads (SPEC §13).
+pub async fn decide(
     verifier: &Verifier,
     parts: &Parts,
     request: mandate_spec::Request,
-    body: Option<&[u8]>,
+    body: Option<&Bytes>,
     audience: Option<&Audience>,
+    cold: &ColdDecisions,
 ) -> Decision {
     let deny =
         |kind, why: String| verifier.deny_and_record(request.clone(), Denial::new(kind, why));
@@ -270,10 +327,42 @@ pub fn decide(
             Err(e) => return deny(DenialKind::ProofInvalid, e),
         },
     };
-    let presented = Presented::new(parts.method.as_str(), body.unwrap_or_default(), proof)
-        .at(audience.cloned(), request_target(parts));
-    verifier.authorize_presented(&token, &request, &presented)
+    let method = parts.method.as_str().to_string();
+    let target = request_target(parts);
+    let audience = audience.cloned();
+    let body = body.cloned().unwrap_or_default();
+    // Hashing a large body for a proof is work too: inline only small ones.
+    if body.len() <= INLINE_BODY_BYTES {
+        let presented = Presented::new(&method, &body, proof.clone()).at(audience.clone(), &target);
+        if let Some(d) = verifier.try_authorize_inline(&token, &request, &presented) {
+            return d;
+        }
+    }
+    let Ok(_permit) = cold.0.acquire().await else {
+        return deny(
+            DenialKind::Evaluation,
+            "the verifier is shutting down; denied".into(),
+        );
+    };
+    let v = verifier.clone();
+    let r = request.clone();
+    let decided = tokio::task::spawn_blocking(move || {
+        let presented = Presented::new(&method, &body, proof).at(audience, target);
+        v.authorize_presented(&token, &r, &presented)
+    })
+    .await;
+    match decided {
+        Ok(d) => d,
+        // A panic is caught inside the verifier; this is a cancelled task.
+        Err(e) => deny(
+            DenialKind::Evaluation,
+            format!("the decision did not complete ({e}); denied"),
+        ),
+    }
 }
+
+/// Bodies up to this size are hashed inline for a proof of possession.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
 
 /// The request-target a proof of possession covers: the path as the client
 /// sent it (axum's `OriginalUri`, when a router nested this service under a

@@ -32,6 +32,7 @@ mod response;
 
 pub use mapping::{default_action, query_params, MapError, Route, RouteMap, DEFAULT_BODY_LIMIT};
 pub use middleware::{
-    bearer, decide, request_target, Mandate, MandateLayer, MapRequest, ResponseFuture,
+    bearer, decide, request_target, ColdDecisions, Mandate, MandateLayer, MapRequest,
+    ResponseFuture,
 };
 pub use response::{denial_response, denial_status, error_response, Authorized};
