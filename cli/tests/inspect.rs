@@ -238,6 +238,8 @@ fn the_chain_page_renders_in_a_headless_browser() {
             "amount=150",
             "--proof-key",
             "a8.key",
+            "--audience",
+            "https://pay.example.com",
             "--replay-db",
             "replay",
             "t8.tok",
@@ -245,11 +247,18 @@ fn the_chain_page_renders_in_a_headless_browser() {
     );
     assert_eq!(ask.code, 3, "{}", ask.stderr);
     std::fs::write(c.d().join("ask.json"), &ask.stdout).unwrap();
-    let block = run(
-        c.d(),
-        &["approve", "--key", "finance.key", "--yes", "ask.json"],
+    // Signed with the library: `mandate approve` decides the request
+    // again without a proof, and this chain requires one from hop 3 on.
+    let ask: Value = serde_json::from_str(&ask.stdout).unwrap();
+    let request: mandate_spec::Request = serde_json::from_value(ask["request"].clone()).unwrap();
+    let finance = std::fs::read_to_string(c.d().join("finance.key")).unwrap();
+    let block = mandate_attenuate::approve(
+        ask["approval"]["third_party_request"].as_str().unwrap(),
+        &request,
+        std::time::SystemTime::now() + std::time::Duration::from_secs(600),
+        &mandate_spec::parse_private_key(&finance).unwrap(),
     )
-    .stdout;
+    .unwrap();
     std::fs::write(c.d().join("approval.b64"), block).unwrap();
     let approved = run(
         c.d(),
