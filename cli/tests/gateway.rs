@@ -880,6 +880,14 @@ fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
     let (status, _) = s.call("GET", "/mcp/sub", None, "");
     assert_eq!(status, 401, "GET is public on /mcp only");
     assert_eq!(s.hits(), before, "nothing reached the upstream");
+    // A query string on an MCP route would reach the server undecided:
+    // refused, token or not.
+    for token in [None, Some(s.mcp_token())] {
+        let (status, body) = s.call("POST", "/mcp?admin=1", token, &init);
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("no query string"), "{body}");
+    }
+    assert_eq!(s.hits(), before, "nothing reached the upstream");
     // On the exact path, public as configured.
     assert_eq!(s.call("POST", "/mcp", None, &init).0, 200);
     assert_eq!(s.call("GET", "/mcp", None, "").0, 200);
@@ -921,6 +929,13 @@ fn rest_routes_refuse_non_canonical_paths_and_match_on_slash_boundaries() {
         ("/crm/./customers/42", 400),
         ("/crm-admin/customers/42", 404),
         ("/crmx", 404),
+        // Regression (issue 12 review): forms an upstream resolves to
+        // another path: `..;` (Tomcat), path parameters, encodings of
+        // unreserved characters, double encodings.
+        ("/crm/customers/..;/admin", 400),
+        ("/crm/customers/42;x=1", 400),
+        ("/crm/%63ustomers/42", 400),
+        ("/crm/customers/%252e%252e/admin", 400),
     ] {
         let (status, body) = s.call("GET", path, Some(s.token()), "");
         assert_eq!(status, expected, "{path}: {body}");

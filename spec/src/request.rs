@@ -167,11 +167,8 @@ impl From<String> for Value {
     }
 }
 
-/// A resource must be non-empty, at most 256 bytes, free of control
-/// characters and backslashes, and, when it is a path (starts with `/`),
-/// canonical: no empty, `.` or `..` segment and no percent-encoded `.`, `/`
-/// or `\`. A non-canonical path could slip past a prefix pattern
-/// (`/api/customers/../admin`), so it is refused rather than normalized.
+/// Checks that `resource` is canonical (§5.2): 1–256 bytes, and
+/// [`check_canonical`]'s rules.
 pub fn check_resource(resource: &str) -> Result<(), SpecError> {
     let bad = |why: &str| {
         Err(SpecError::Request(format!(
@@ -185,28 +182,60 @@ pub fn check_resource(resource: &str) -> Result<(), SpecError> {
     if resource.len() > MAX_NAME_LEN {
         return bad("is longer than 256 bytes");
     }
+    check_canonical(resource).or_else(|why| bad(&why))
+}
+
+/// The rules of §5.2 at any length, for a resource or a request path: no
+/// control character or backslash; a `%` only as the start of a
+/// percent-encoding (two hex digits) of a byte that is not an unreserved
+/// character (letters, digits, `-._~`: RFC 3986 §6.2.2.2 makes those
+/// equivalent to the character itself) and not `/`, `\`, NUL, `%` (a double
+/// encoding) or `;`; and for a path (starting with `/`): no empty segment
+/// except a trailing one, no `.` or `..` segment, and no `;` (path
+/// parameters: servers strip them before routing, so `/a/..;/b` reaches
+/// `/b`). Each such form could be resolved by the server behind the verifier
+/// to another resource than the one decided on, so it is refused, never
+/// normalized. The error says why, in words.
+pub fn check_canonical(resource: &str) -> Result<(), String> {
     if resource.chars().any(|c| c.is_control() || c == '\\') {
-        return bad("contains a control character or a backslash");
+        return Err("contains a control character or a backslash".into());
     }
-    let lower = resource.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|e| lower.contains(e))
-    {
-        return bad("contains a percent-encoded '.', '/', '\\' or NUL");
+    let bytes = resource.as_bytes();
+    let mut i = 0;
+    while let Some(at) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + at;
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        let Some(byte) = hex else {
+            return Err("has a % that does not start a percent-encoding (%XX)".into());
+        };
+        if byte.is_ascii_alphanumeric() || b"-._~/\\\0%;".contains(&byte) {
+            return Err(format!(
+                "contains %{:02X}, an encoding of {:?} that servers may decode before \
+                 routing: write it as such, or not at all",
+                byte,
+                char::from(byte)
+            ));
+        }
+        i = at + 3;
     }
     if let Some(path) = resource.strip_prefix('/') {
         if path.is_empty() {
             return Ok(());
         }
+        if path.contains(';') {
+            return Err("has a ; (path parameters are stripped by servers before routing)".into());
+        }
         let segments: Vec<&str> = path.split('/').collect();
         let last = segments.len() - 1;
         for (i, seg) in segments.iter().enumerate() {
             if seg.is_empty() && i != last {
-                return bad("has an empty path segment (//)");
+                return Err("has an empty path segment (//)".into());
             }
             if *seg == "." || *seg == ".." {
-                return bad("has a . or .. segment");
+                return Err("has a . or .. segment".into());
             }
         }
     }

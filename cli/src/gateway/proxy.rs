@@ -112,6 +112,15 @@ impl Gateway {
                 },
                 _,
             ) => {
+                // The decision reads the JSON-RPC body; a query string would
+                // reach the server undecided (a second parser): refused.
+                if parts.uri.query().is_some() {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "an MCP route takes no query string: it would reach the server \
+                         without being decided",
+                    );
+                }
                 let bytes = match read(body, route.max_body).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
@@ -397,40 +406,16 @@ pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// The rules of SPEC §5.2 for a path, at any length: no control character,
-/// backslash, percent-encoded `.`, `/`, `\` or NUL, and no empty (`//`,
-/// except a trailing `/`), `.` or `..` segment. Such a path could be
-/// resolved by the upstream to another path than the one routed and
-/// decided, so it is refused, never normalized.
+/// The rules of SPEC §5.2 for a path, at any length
+/// ([`mandate_spec::check_canonical`]): a path the upstream could resolve
+/// to another path than the one routed and decided is refused, never
+/// normalized.
 pub(crate) fn canonical_path(path: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("non-canonical request path: {why} (SPEC §5.2)"));
-    let Some(rest) = path.strip_prefix('/') else {
-        return bad("it does not start with /");
-    };
-    if path.chars().any(|c| c.is_control() || c == '\\') {
-        return bad("a control character or a backslash");
+    if !path.starts_with('/') {
+        return Err("non-canonical request path: it does not start with / (SPEC §5.2)".into());
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|e| lower.contains(e))
-    {
-        return bad("a percent-encoded '.', '/', '\\' or NUL");
-    }
-    if rest.is_empty() {
-        return Ok(());
-    }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    for (i, seg) in segments.iter().enumerate() {
-        if seg.is_empty() && i != last {
-            return bad("an empty segment (//)");
-        }
-        if *seg == "." || *seg == ".." {
-            return bad("a . or .. segment");
-        }
-    }
-    Ok(())
+    mandate_spec::check_canonical(path)
+        .map_err(|why| format!("non-canonical request path: it {why} (SPEC §5.2)"))
 }
 
 /// The routing a decision is made under, for the policy hash: every route's
@@ -512,10 +497,20 @@ mod tests {
             "/mcp/x\u{7f}",
             "/..",
             "mcp",
+            // Regression (issue 12 review): forms servers resolve otherwise.
+            "/mcp/..;/admin",
+            "/api/public/..;/admin",
+            "/api/items;v=1/x",
+            "/api/%70ayments",
+            "/api/%7e",
+            "/api/a%252e%252e/b",
+            "/api/%3b",
+            "/api/%zz",
+            "/api/%4",
         ] {
             assert!(canonical_path(bad).is_err(), "{bad:?}");
         }
-        for ok in ["/", "/mcp", "/mcp/", "/mcp/x.y/..z/%41", "/a/b/c/"] {
+        for ok in ["/", "/mcp", "/mcp/", "/mcp/x.y/..z/%20%C3%A9", "/a/b/c/"] {
             assert!(canonical_path(ok).is_ok(), "{ok:?}");
         }
     }
