@@ -78,7 +78,7 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<ExitCode> {
             Err(e) => verifier.with_revocations(move |_: &[Target]| Err(e.clone())),
         };
     }
-    let decision = verifier.authorize(&token, &request);
+    let decision = verifier.decide_for_approver(&token, &request);
     let (needed, chain, reason) = match (decision.decision, decision.approval, decision.chain) {
         (Outcome::NeedsApproval, Some(needed), Some(chain)) => {
             let reason = decision.denial.map(|d| d.reason).unwrap_or_default();

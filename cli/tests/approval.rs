@@ -529,3 +529,60 @@ fn approve_shows_only_what_it_verified_from_the_token() {
     common::assert_bad_input(&r, "does not verify with this root key");
     assert!(!r.stderr.contains("on behalf of"), "{}", r.stderr);
 }
+
+#[test]
+fn an_approver_can_approve_for_a_holder_bound_token() {
+    // Regression (issue 12 review): `mandate approve` decided the request
+    // again without the holder's proof of possession, which the approver
+    // cannot make, so a holder-bound token could never be approved. The
+    // approver's view assumes the proof; the request still needs it.
+    let s = Seed::new(&["--require-proof"]);
+    let req = s.verify(
+        "pay.tok",
+        150,
+        &[
+            "--proof-key",
+            "agent.key",
+            "--method",
+            "POST",
+            "--audience",
+            PAY,
+            "--json",
+        ],
+    );
+    assert_eq!(req.code, 3, "{}", req.stderr);
+    std::fs::write(s.d().join("req.json"), &req.stdout).unwrap();
+    let signed = mandate(
+        s.d(),
+        &s.approve_args(&["--key", "finance.key", "--yes", "req.json"]),
+    );
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
+    std::fs::write(s.d().join("approval.b64"), &signed.stdout).unwrap();
+    let attached = mandate(
+        s.d(),
+        &["attach-approval", "--approval", "approval.b64", "pay.tok"],
+    );
+    assert_eq!(attached.code, 0, "{}", attached.stderr);
+    std::fs::write(s.d().join("approved.tok"), &attached.stdout).unwrap();
+    // Without the holder's proof, the approval alone does not pass.
+    let no_proof = s.verify("approved.tok", 150, &[]);
+    assert_eq!(no_proof.code, 1, "{}", no_proof.stderr);
+    assert!(
+        no_proof.stderr.contains("proof of possession"),
+        "{}",
+        no_proof.stderr
+    );
+    let ok = s.verify(
+        "approved.tok",
+        150,
+        &[
+            "--proof-key",
+            "agent.key",
+            "--method",
+            "POST",
+            "--audience",
+            PAY,
+        ],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+}

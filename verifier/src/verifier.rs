@@ -357,7 +357,7 @@ impl Verifier {
                     Denial::new(DenialKind::InvalidRequest, e.to_string()),
                 );
             }
-            self.decide(&verified, request, token, presented)
+            self.decide(&verified, request, token, presented, Purpose::Request)
         });
         self.record(&decision);
         Some(decision)
@@ -416,7 +416,7 @@ impl Verifier {
             Ok(v) => v,
             Err(denial) => return Decision::deny(request.clone(), None, denial),
         };
-        self.decide(&verified, request, token, presented)
+        self.decide(&verified, request, token, presented, Purpose::Request)
     }
 
     /// Steps 1–2: every signature (root key by id), then the chain: who
@@ -473,6 +473,7 @@ impl Verifier {
         request: &Request,
         token: &[u8],
         presented: &Presented,
+        purpose: Purpose,
     ) -> Decision {
         let deny = |denial| Decision::deny(request.clone(), Some(v.chain.clone()), denial);
         // Revocation: every block, the family, every agent key.
@@ -483,7 +484,16 @@ impl Verifier {
         }
         // Facts the verifier adds beyond the request's own.
         let mut extra = Vec::new();
-        if v.holder_required {
+        if v.holder_required && purpose == Purpose::Approval {
+            // The approver cannot make the holder's proof; the request
+            // will need it when it is made.
+            extra.push(biscuit_auth::builder::fact(
+                mandate_spec::vocab::HOLDER,
+                &[biscuit_auth::builder::bytes(
+                    &v.chain.holder().agent_public_key.to_bytes(),
+                )],
+            ));
+        } else if v.holder_required {
             match holder::check(
                 &v.chain,
                 token,
@@ -505,6 +515,9 @@ impl Verifier {
         }
         // Datalog: every check of every block.
         match v.prepared.run(request, &extra, self.limits) {
+            Ok(()) if purpose == Purpose::Approval => {
+                Decision::allow(request.clone(), v.chain.clone())
+            }
             Ok(()) => match self.spend_approvals(v, request, &extra) {
                 Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
                 Err(denial) => deny(denial),
@@ -598,6 +611,35 @@ impl Verifier {
         Ok(())
     }
 
+    /// What an approver is shown (SPEC §14.4): `request` decided with
+    /// `token` now, as it will be once its final holder's proof of
+    /// possession has been checked (an approver cannot make that proof; the
+    /// request still needs it when it is made). A `needs_approval` outcome
+    /// says by whom and carries the third-party request to sign. Nothing is
+    /// spent, nothing is recorded in the audit log: this is not a request.
+    pub fn decide_for_approver(&self, token: &[u8], request: &Request) -> Decision {
+        guarded(request, || {
+            if let Err(e) = request.validate() {
+                return Decision::deny(
+                    request.clone(),
+                    None,
+                    Denial::new(DenialKind::InvalidRequest, e.to_string()),
+                );
+            }
+            if token.len() > MAX_TOKEN_BYTES {
+                return Decision::deny(
+                    request.clone(),
+                    None,
+                    Denial::new(DenialKind::MalformedToken, "token too large"),
+                );
+            }
+            match self.verify(token) {
+                Ok(v) => self.decide(&v, request, token, &Presented::default(), Purpose::Approval),
+                Err(denial) => Decision::deny(request.clone(), None, denial),
+            }
+        })
+    }
+
     /// Authorizes with a token given as URL-safe base64 text.
     pub fn authorize_base64(&self, token: &str, request: &Request) -> Decision {
         match mandate_spec::token_from_text(token) {
@@ -615,6 +657,15 @@ impl Verifier {
 /// hops costs a few thousand units, and a decision of this cost takes
 /// microseconds.
 pub const INLINE_COST: u64 = 20_000;
+
+/// Why a request is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// To act on it: proofs checked, approvals spent.
+    Request,
+    /// To show an approver (see [`Verifier::decide_for_approver`]).
+    Approval,
+}
 
 /// Runs `decide`, turning a panic in a dependency while reading a crafted
 /// token into a denial (defence in depth: never a crashed server).
