@@ -790,16 +790,20 @@ mod tests {
         assert_eq!(d.alternatives[0].actions.len(), 1);
     }
 
-    /// Found by the `grant_text` fuzz target: biscuit-auth converts a parsed
-    /// check's `trusting` keys with `expect`, so a raw check naming a key of
-    /// the wrong length (`trusting ed25519/00`) panicked inside
-    /// `grant_checks` (the CLI's `--datalog`, the library's mint and
-    /// delegate) instead of being refused.
+    /// Found by fuzzing: biscuit-auth converts a parsed check's `trusting`
+    /// keys with `expect`, so a raw check naming a key of the wrong length
+    /// (`trusting ed25519/00`) or not on the curve panicked inside
+    /// `grant_checks` (the CLI's `--datalog`, the library's mint, delegate
+    /// and narrow) instead of being refused.
     #[test]
     fn a_raw_check_trusting_a_malformed_key_is_refused_not_panicking() {
         let key = "8a875fff1eb38451577acd5afee405456568dd7c89e090863a0557bc7af49f17";
         for bad in [
             "check if true trusting ed25519/00".to_string(),
+            // 32 bytes, but not a point on the curve.
+            "check if true trusting \
+             ed25519/8a875fff1eb38451577acd5afee40545656d8d7c89e090863a0557bc7af49f17"
+                .to_string(),
             format!("check if true trusting ed25519/{key}00"),
             "check if true trusting secp256r1/0011".to_string(),
             "check if true trusting {p}, ed25519/abcd".to_string(),

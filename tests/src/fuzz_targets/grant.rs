@@ -27,8 +27,9 @@ const MAX_LINES: usize = 8;
 /// `constraint:`, `key:`, `value:`.
 ///
 /// Properties: every parser's output prints back to text it parses to the
-/// same value, where the printed form is a parse form (patterns, integer and
-/// time bounds, integer sets, durations, keys, values); a grant minted into
+/// same value, where the printed form is a parse form (alternatives,
+/// patterns, integer and time bounds, integer sets, durations, keys, values,
+/// unless a value had to be shown quoted); a grant minted into
 /// a token decodes back to the same grant; the verifier's Datalog decision
 /// on the token equals the grant's Rust semantics; delegating the same grant
 /// once more changes no decision.
@@ -70,8 +71,12 @@ pub fn grant_text(data: &[u8]) {
     requests.truncate(MAX_LINES);
     for a in &allow {
         if let Ok(alt) = Alternative::parse(a) {
+            let printed = alt.to_string();
+            if quoted(&printed) {
+                continue;
+            }
             assert_eq!(
-                Alternative::parse(&alt.to_string()).ok(),
+                Alternative::parse(&printed).ok(),
                 Some(alt.clone()),
                 "an alternative prints as {alt}, which parses to another"
             );
@@ -213,6 +218,13 @@ fn verifier() -> &'static mandate_verifier::Verifier {
     })
 }
 
+/// Whether printed text quotes a value: token-derived text that could be
+/// read as structure is shown quoted and escaped (`mandate_spec::display`),
+/// and that form is for people, not a parse form.
+fn quoted(printed: &str) -> bool {
+    printed.contains('"')
+}
+
 fn duration_round_trip(text: &str) {
     if let Ok(d) = parse_duration(text) {
         assert!(d.as_secs() > 0, "{text:?} parsed to zero");
@@ -225,11 +237,13 @@ fn pattern_round_trip(text: &str) {
     let Ok(p) = ResourcePattern::parse(text) else {
         return;
     };
-    assert_eq!(
-        ResourcePattern::parse(&p.to_string()).ok(),
-        Some(p.clone()),
-        "pattern {text:?} prints as {p}, which parses to another"
-    );
+    if !quoted(&p.to_string()) {
+        assert_eq!(
+            ResourcePattern::parse(&p.to_string()).ok(),
+            Some(p.clone()),
+            "pattern {text:?} prints as {p}, which parses to another"
+        );
+    }
     // A pattern matches what a request for it names, and `/*` never
     // reaches further than `/**` on the same directory.
     let r = request_time();
@@ -258,7 +272,7 @@ fn constraint_round_trip(text: &str) {
         Constraint::OneOf { values, .. } => values.iter().all(|v| matches!(v, Value::Int(_))),
         Constraint::StartsWith { .. } | Constraint::EndsWith { .. } => false,
     };
-    if reparses {
+    if reparses && !quoted(&c.to_string()) {
         assert_eq!(
             Constraint::parse(&c.to_string()).ok(),
             Some(c.clone()),

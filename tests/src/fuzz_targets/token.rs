@@ -148,20 +148,26 @@ pub fn build_signed_token(blocks: &[SignedBlock]) -> Option<Vec<u8>> {
     token.to_vec().ok()
 }
 
-/// Whether every `ed25519/` or `secp256r1/` key written in `source` has the
-/// length of one (32 or 33 bytes in hex). biscuit-auth's Datalog builder
-/// panics on any other length; that builder makes the attacker's tokens
-/// here and is no part of Mandate (which never parses token source: raw
-/// checks in grants are parsed by `mandate_spec`, which checks keys first).
+/// Whether every `ed25519/` or `secp256r1/` key written in `source` is a
+/// valid key. biscuit-auth's Datalog builder panics on any other; that
+/// builder makes the attacker's tokens here and is no part of Mandate
+/// (which never parses a token's source: raw checks in grants are parsed by
+/// `mandate_spec`, which checks their keys first).
 fn keys_well_formed(source: &str) -> bool {
-    [("ed25519/", 64), ("secp256r1/", 66)]
-        .iter()
-        .all(|(prefix, len)| {
-            source.match_indices(prefix).all(|(at, _)| {
-                let hex = &source[at + prefix.len()..];
-                hex.bytes().take_while(u8::is_ascii_hexdigit).count() == *len
-            })
+    [
+        ("ed25519/", Algorithm::Ed25519),
+        ("secp256r1/", Algorithm::Secp256r1),
+    ]
+    .into_iter()
+    .all(|(prefix, algorithm)| {
+        source.match_indices(prefix).all(|(at, _)| {
+            let rest = &source[at + prefix.len()..];
+            let len = rest.bytes().take_while(u8::is_ascii_hexdigit).count();
+            hex::decode(&rest[..len])
+                .ok()
+                .is_some_and(|bytes| biscuit_auth::PublicKey::from_bytes(&bytes, algorithm).is_ok())
         })
+    })
 }
 
 /// The fixed key that follows block `i` (Biscuit's per-block key pair).
