@@ -359,6 +359,10 @@ fn tokens(args: &[String]) -> Result<(), Error> {
     let (support, sub) = (KeyPair::new(), KeyPair::new());
     let grant = Grant::parse(&["read,list:/api/customers/*"], &[] as &[&str])?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.iter().any(|a| a == "--hostile") {
+        writeln!(out, "{}", token_to_text(&hostile(&issuer)?))?;
+        return Ok(());
+    }
     for i in 0..count {
         let root = issuer.mint(&MintRequest {
             principal: format!("user:{i}"),
@@ -383,4 +387,54 @@ fn tokens(args: &[String]) -> Result<(), Error> {
         writeln!(out, "{}", token_to_text(&hop.token))?;
     }
     Ok(())
+}
+
+/// A hostile token for load tests: the holder appends a hop whose raw check
+/// chains set unions, grown until the verifier's cost bound (SPEC §6 rule
+/// 1c) would refuse one more: the most Datalog work a token it accepts can
+/// ask for. Every request made with it is denied, after that work.
+fn hostile(issuer: &Issuer) -> Result<Vec<u8>, Error> {
+    let (support, sub) = (KeyPair::new(), KeyPair::new());
+    let root = issuer.mint(&MintRequest {
+        principal: "user:mallory".into(),
+        agent: "support-agent".into(),
+        agent_key: support.public(),
+        grant: Grant::parse(&["read,list:/api/customers/*"], &[] as &[&str])?,
+        ttl: Duration::from_secs(3600),
+        purpose: None,
+        max_depth: None,
+    })?;
+    let hop = |n: usize| {
+        let mut expr = String::from("{0}");
+        for i in 1..n {
+            expr.push_str(&format!(".union({{{i}}})"));
+        }
+        let mut grant = Grant::parse(&["read:/api/customers/*"], &[] as &[&str])?;
+        grant.datalog = vec![format!("check if {expr}.contains(-1)")];
+        delegate(
+            &root.token,
+            &support,
+            &Delegation {
+                agent: "sub-agent".into(),
+                agent_key: sub.public(),
+                grant,
+                ttl: None,
+                purpose: None,
+            },
+        )
+        .map(|a| a.token)
+    };
+    let (mut lo, mut hi) = (1usize, 4096usize);
+    let mut best = hop(lo).map_err(|e| format!("even one union is refused: {e}"))?;
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        match hop(mid) {
+            Ok(t) => {
+                best = t;
+                lo = mid;
+            }
+            Err(_) => hi = mid,
+        }
+    }
+    Ok(best)
 }

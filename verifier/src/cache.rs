@@ -44,7 +44,8 @@ pub(crate) struct Verified {
     pub(crate) has_approval_rules: bool,
     /// Some hop requires proof of possession.
     pub(crate) holder_required: bool,
-    /// The token's cost bound (SPEC §6 rule 1c).
+    /// What each request with the token can cost: the evaluation part of
+    /// its cost bound (SPEC §6 rule 1c).
     pub(crate) cost: u64,
 }
 
