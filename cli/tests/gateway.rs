@@ -880,6 +880,14 @@ fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
     let (status, _) = s.call("GET", "/mcp/sub", None, "");
     assert_eq!(status, 401, "GET is public on /mcp only");
     assert_eq!(s.hits(), before, "nothing reached the upstream");
+    // Regression (issue 12 red team): a JSON-RPC message giving a key twice
+    // (the decision reads one `method`, a server may act on the other).
+    let dup = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "method": "tools/call", "params": {"name": "x"}}"#;
+    for token in [None, Some(s.mcp_token())] {
+        let (status, body) = s.call("POST", "/mcp", token, dup);
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("twice"), "{body}");
+    }
     // A query string on an MCP route would reach the server undecided:
     // refused, token or not.
     for token in [None, Some(s.mcp_token())] {
@@ -966,7 +974,10 @@ fn policy_hash(keys: &Path, root: &str, routes: &str, secret: &str) -> String {
     assert_eq!(status, 401);
     g.interrupt();
     let export = run(d, &["audit", "export", "--db", "audit"]).stdout;
-    let first = export.lines().next().unwrap_or_else(|| panic!("no record: {export:?}"));
+    let first = export
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no record: {export:?}"));
     let line: Value = serde_json::from_str(first).unwrap();
     line["record"]["policy_hash"].as_str().unwrap().to_string()
 }

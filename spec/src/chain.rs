@@ -43,6 +43,10 @@ pub struct BlockContent {
     pub scopes: Vec<Scope>,
     /// The block's revocation id (its signature, 64 bytes for Ed25519).
     pub revocation_id: Vec<u8>,
+    /// How many symbols (strings) the block adds to a symbol table: a
+    /// verifier's Datalog engine looks strings up by scanning its table
+    /// (§6 rule 1c counts them).
+    pub symbols: usize,
 }
 
 /// Decodes every block of a serialized token (raw bytes, not base64).
@@ -136,6 +140,7 @@ fn decode(token: &[u8], verified: Option<&Biscuit>) -> Result<Vec<BlockContent>,
             checks,
             scopes,
             revocation_id: signed.signature.clone(),
+            symbols: proto.symbols.len(),
         });
     }
     Ok(out)

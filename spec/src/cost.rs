@@ -49,6 +49,24 @@ const FIRST_PARTY_BLOCK: u64 = 2_500;
 /// and the block's own).
 const THIRD_PARTY_BLOCK: u64 = 5_000;
 
+/// Most symbols (distinct strings) a token's blocks may add: biscuit-auth
+/// finds a string in its symbol table by scanning the table.
+pub const MAX_SYMBOLS: usize = 1024;
+
+/// biscuit-auth's default symbols (`read`, `write`, `resource`, …).
+const DEFAULT_SYMBOLS: usize = 28;
+
+/// Strings a request adds: an action, a resource, and a name and a value
+/// per parameter.
+const REQUEST_STRINGS: usize = 2 + 2 * MAX_PARAMS;
+
+/// Symbols compared per unit when a string is looked up in the table.
+const SCAN_PER_UNIT: u64 = 64;
+
+/// Symbols compared per unit when an expression interns a string (during
+/// evaluation, a slower scan: each entry is a `String` compared in full).
+const INTERN_PER_UNIT: u64 = 8;
+
 /// One combination of body facts: binding its variables and starting its
 /// expressions' evaluation.
 const COMBINATION: u64 = 20;
@@ -102,6 +120,9 @@ fn refused_op(op: &Op) -> Option<&'static str> {
             Some(".all() and .any() (a closure per element)")
         }
         Op::Binary(Binary::Regex) => Some(".matches() (regular expressions)"),
+        // Its result is a new string, interned by a scan of the symbol
+        // table; no grant needs it.
+        Op::Unary(Unary::TypeOf) => Some(".type()"),
         Op::Binary(Binary::Ffi(_)) | Op::Unary(Unary::Ffi(_)) => Some("extern calls"),
         Op::Closure(params, _) if !params.is_empty() => {
             Some("closures with parameters (.all(), .any(): a closure per element)")
@@ -138,8 +159,10 @@ fn small_variables(body: &[Predicate]) -> Vec<&str> {
     small
 }
 
-/// Cost of evaluating one expression once, or why it is refused.
-fn expression_cost(ops: &[Op], small: &[&str]) -> Result<u64, &'static str> {
+/// Cost of evaluating one expression once, or why it is refused. `intern`
+/// is what one `+` costs beyond its operands: a string it makes is looked up
+/// in the symbol table by a scan.
+fn expression_cost(ops: &[Op], small: &[&str], intern: u64) -> Result<u64, &'static str> {
     fn walk(
         ops: &[Op],
         small: &[&str],
@@ -165,7 +188,9 @@ fn expression_cost(ops: &[Op], small: &[&str]) -> Result<u64, &'static str> {
     }
     let (mut count, mut bytes) = (0u64, 0u64);
     walk(ops, small, &mut count, &mut bytes)?;
-    Ok(count.saturating_mul(1 + bytes / BYTES_PER_UNIT))
+    Ok(count
+        .saturating_mul(1 + bytes / BYTES_PER_UNIT)
+        .saturating_add(count_adds(ops).saturating_mul(intern)))
 }
 
 /// Facts of the request predicates (§2.1) that can match `p`.
@@ -288,8 +313,14 @@ fn block_load(b: &BlockContent) -> u64 {
     signatures + facts + checks
 }
 
-/// Cost of one check query of block `block`.
-fn query_cost(blocks: &[BlockContent], block: usize, q: &Rule) -> Result<u64, String> {
+/// Cost of one check query of block `block`, with `symbols` strings in the
+/// symbol table.
+fn query_cost(
+    blocks: &[BlockContent],
+    block: usize,
+    q: &Rule,
+    symbols: u64,
+) -> Result<u64, String> {
     let visible = visible_blocks(blocks, block, &q.scopes)?;
     let facts = || visible.iter().flat_map(|&i| blocks[i].facts.iter());
     let seen = REQUEST_FACTS + facts().count() as u64;
@@ -303,13 +334,27 @@ fn query_cost(blocks: &[BlockContent], block: usize, q: &Rule) -> Result<u64, St
         combos = combos.saturating_mul(matching);
     }
     let small = small_variables(&q.body);
+    // Each `+` may intern a new string: a scan of the table and of the
+    // strings the query made before.
+    let adds: u64 = q.expressions.iter().map(|e| count_adds(&e.ops)).sum();
+    let intern = (symbols + adds) / INTERN_PER_UNIT;
     let mut per_combination = COMBINATION;
     for e in &q.expressions {
-        let cost = expression_cost(&e.ops, &small)
+        let cost = expression_cost(&e.ops, &small, intern)
             .map_err(|why| format!("a check uses {why}, whose cost is not bounded by its size"))?;
         per_combination = per_combination.saturating_add(cost);
     }
     Ok(scan.saturating_add(combos.saturating_mul(per_combination)))
+}
+
+fn count_adds(ops: &[Op]) -> u64 {
+    ops.iter()
+        .map(|op| match op {
+            Op::Binary(Binary::Add) => 1,
+            Op::Closure(_, body) => count_adds(body),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The cost bound of a token whose blocks are `blocks` (§6 rule 1c): the
@@ -348,12 +393,33 @@ fn cost_parts(blocks: &[BlockContent]) -> Result<Cost, CostError> {
             ),
         });
     }
+    let own: usize = blocks.iter().map(|b| b.symbols).sum();
+    if own > MAX_SYMBOLS {
+        return Err(CostError {
+            block: blocks.len().saturating_sub(1),
+            message: format!(
+                "the token's blocks hold {own} symbols (strings); at most {MAX_SYMBOLS} are \
+                 allowed"
+            ),
+        });
+    }
+    // Every string the Datalog engine may look up scans this many: its
+    // default symbols, the token's, and the request's.
+    let symbols = (DEFAULT_SYMBOLS + own + REQUEST_STRINGS) as u64;
     let mut cost = Cost {
-        load: 0,
+        // The request's strings go into the table, each after a scan.
+        load: REQUEST_STRINGS as u64 * symbols / SCAN_PER_UNIT,
         evaluation: 0,
     };
     for b in blocks {
         cost.load = cost.load.saturating_add(block_load(b));
+        // A third-party block's symbols are translated into the verifier's
+        // table, each after a scan of it.
+        if b.external_key.is_some() {
+            cost.load = cost
+                .load
+                .saturating_add(b.symbols as u64 * symbols / SCAN_PER_UNIT);
+        }
         if !b.scopes.is_empty() {
             return Err(CostError {
                 block: b.index,
@@ -363,7 +429,7 @@ fn cost_parts(blocks: &[BlockContent]) -> Result<Cost, CostError> {
         }
         for check in &b.checks {
             for q in &check.queries {
-                let one = query_cost(blocks, b.index, q).map_err(|message| CostError {
+                let one = query_cost(blocks, b.index, q, symbols).map_err(|message| CostError {
                     block: b.index,
                     message,
                 })?;

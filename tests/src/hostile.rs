@@ -212,6 +212,26 @@ pub fn corpus(family: &Family, accepted: &dyn Fn(&[u8]) -> bool) -> Vec<Hostile>
             Some(hop_with(f, &src))
         },
     ));
+    // String interning (red team, issue 12): a table filled with symbols
+    // (literals in a check whose body never matches), then n checks each
+    // concatenating strings once per request parameter: every `+` interns
+    // its result after a scan of the table.
+    out.push(grow(
+        "n interning checks over a full symbol table",
+        accepted,
+        &|n| {
+            let lits: Vec<String> = (0..400).map(|i| format!("\"s{i:05}\"")).collect();
+            let mut src = format!(
+                "check if no_such_fact($z), ({}).length() == 0;\n",
+                lits.join(" + ")
+            );
+            let pieces = vec!["\"a\""; 4].join(" + ");
+            for _ in 0..n {
+                let _ = writeln!(src, "check if param($n, $v), ({pieces}).length() == 0;");
+            }
+            Some(hop_with(f, &src))
+        },
+    ));
     // Deepest chain: n delegation hops (each two signatures to verify).
     out.push(grow("chain of n delegation hops", accepted, &|n| {
         let mut token = f.token().to_vec();

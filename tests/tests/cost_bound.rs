@@ -248,3 +248,28 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn a_token_cannot_fill_the_symbol_table_beyond_its_limit() {
+    // Red team (issue 12): biscuit-auth finds strings in its symbol table by
+    // scanning it, and an expression's `+` or `.type()` interns its result;
+    // thousands of never-evaluated literals made every such operation (and
+    // loading a third-party block) scan thousands of entries: 106–190 ms per
+    // decision of a token the old bound priced at 3–4 ms. Symbols are now
+    // limited per token and counted in the bound.
+    let f = customers_family(1);
+    let lits: Vec<String> = (0..mandate_spec::MAX_SYMBOLS + 10)
+        .map(|i| format!("\"s{i:05}\""))
+        .collect();
+    let src = format!(
+        "check if no_such_fact($z), ({}).length() == 0;",
+        lits.join(" + ")
+    );
+    let token = hostile_hop(&f, &src);
+    assert_denied(
+        &defaults(&f).authorize(&token, &read_customer(1)),
+        DenialKind::BrokenChain,
+        Some(2),
+        &["symbols (strings); at most"],
+    );
+}

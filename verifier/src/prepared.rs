@@ -98,6 +98,18 @@ impl Prepared {
         }
     }
 
+    /// Whether every check passes: the loaded world's answer when the token
+    /// is loaded (exact, tested against biscuit-auth's), else biscuit-auth's.
+    /// Unlike [`Prepared::run`], a denial is not decided a second time to
+    /// get biscuit-auth's explanation: for questions that need only yes or
+    /// no (whether an approval was relied on, §14.4).
+    pub(crate) fn passes(&self, request: &Request, extra: &[Fact], limits: Limits) -> bool {
+        match &self.loaded {
+            Some(loaded) => loaded.run(request, extra, limits).is_ok(),
+            None => self.run_biscuit(request, extra, limits).is_ok(),
+        }
+    }
+
     /// The same decision through biscuit-auth's authorizer alone.
     pub(crate) fn run_biscuit(
         &self,

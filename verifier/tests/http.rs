@@ -380,6 +380,16 @@ async fn query_parameters_are_typed_and_checked() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("more than once"));
+    // Regression (issue 12 red team): `;` splits parameters for some
+    // servers and not for this parser: `rows=1;rows=1000` was decided as
+    // one string value. Refused before authorization.
+    let (status, body) = send(
+        &app,
+        get_with("/api/customers/42?rows=1;rows=1000", Some(&token)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("';'"), "{body}");
     // `time` is the verifier's.
     let (status, body) = send(&app, get_with("/api/customers/42?time=1", Some(&token))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -457,6 +467,16 @@ async fn route_overrides_map_actions_resources_and_body_fields() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = send(&app, pay(&token, r#"{"amount": 80}"#, "text/plain")).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Regression (issue 12 red team): a key given twice was decided on the
+    // last value, while a server keeping the first would pay 5000.
+    for dup in [
+        r#"{"amount": 5000, "amount": 80, "currency": "EUR"}"#,
+        r#"{"amount": 80, "currency": "EUR", "memo": {"to": "a", "to": "b"}}"#,
+    ] {
+        let (status, body) = send(&app, pay(&token, dup, "application/json")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("twice"), "{body}");
+    }
     let big = format!(r#"{{"amount": 80, "memo": "{}"}}"#, "x".repeat(2000));
     let (status, body) = send(&app, pay(&token, &big, "application/json")).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");

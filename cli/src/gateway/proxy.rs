@@ -13,8 +13,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use mandate_spec::Value;
 use mandate_verifier::http::{
-    decide, denial_response, error_response, ColdDecisions, MapError, MapRequest, Route as Rule,
-    RouteMap,
+    decide, denial_response, error_response, json_body, strict_json, ColdDecisions, MapError,
+    MapRequest, Route as Rule, RouteMap,
 };
 use mandate_verifier::Verifier;
 use std::fmt::Write as _;
@@ -165,8 +165,13 @@ impl Gateway {
                         Ok(b) => b,
                         Err(resp) => return resp,
                     };
-                    let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-                    match map.map(&parts, json.as_ref()) {
+                    // As the middleware reads it: declared JSON (415), no
+                    // key given twice (400).
+                    let json = match json_body(&parts, &bytes) {
+                        Ok(v) => v,
+                        Err(e) => return error_response(e.status, &e.message),
+                    };
+                    match map.map(&parts, Some(&json)) {
                         Ok(request) => (
                             Some(self.decide(route, &parts, request, Some(&bytes)).await),
                             Body::from(bytes),
@@ -342,8 +347,8 @@ fn mcp_request(
             resource,
         )));
     }
-    let msg: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| bad(&format!("not a JSON-RPC message: {e}")))?;
+    // No key given twice: the decision and the server must read one value.
+    let msg = strict_json(body).map_err(|e| bad(&format!("the JSON-RPC message {e}")))?;
     let Some(obj) = msg.as_object() else {
         return Err(bad(
             "JSON-RPC batches are not accepted: send one message per request",

@@ -64,10 +64,11 @@ impl ColdDecisions {
         ColdDecisions(Arc::new(tokio::sync::Semaphore::new(n.max(1))))
     }
 
-    /// One per core (the default): cold decisions then take at most as many
-    /// cores as the executor's own threads, whatever an attacker sends.
+    /// One per two cores, at least one (the default): cold decisions then
+    /// take at most half the machine, whatever an attacker sends, and
+    /// requests with tokens the verifier knows keep the other half.
     pub fn per_core() -> ColdDecisions {
-        ColdDecisions::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        ColdDecisions::new(std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
     }
 }
 
@@ -249,7 +250,7 @@ where
         (Body::new(body), None)
     };
     let json = match (&wants_json, &bytes) {
-        (Some(_), Some(bytes)) => match parse_json(&parts, bytes) {
+        (Some(_), Some(bytes)) => match super::mapping::json_body(&parts, bytes) {
             Ok(v) => Some(v),
             Err(e) => return Ok(error_response(e.status, &e.message)),
         },
@@ -418,26 +419,6 @@ where
 }
 
 /// The body as JSON, for a mapping that reads its fields.
-fn parse_json(parts: &Parts, bytes: &[u8]) -> Result<serde_json::Value, MapError> {
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let essence = v.split(';').next().unwrap_or_default().trim();
-            essence.eq_ignore_ascii_case("application/json")
-                || essence.to_ascii_lowercase().ends_with("+json")
-        });
-    if !is_json {
-        return Err(MapError {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: "this route reads its body: send Content-Type: application/json".into(),
-        });
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| MapError::bad_request(format!("the request body is not JSON: {e}")))
-}
-
 /// The future [`Mandate`] returns.
 pub struct ResponseFuture<E> {
     inner: Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>,

@@ -30,7 +30,10 @@ mod mapping;
 mod middleware;
 mod response;
 
-pub use mapping::{default_action, query_params, MapError, Route, RouteMap, DEFAULT_BODY_LIMIT};
+pub use mapping::{
+    default_action, json_body, query_params, strict_json, MapError, Route, RouteMap,
+    DEFAULT_BODY_LIMIT,
+};
 pub use middleware::{
     bearer, decide, request_target, ColdDecisions, Mandate, MandateLayer, MapRequest,
     ResponseFuture,
