@@ -34,7 +34,7 @@ trap cleanup EXIT
 
 root_pub="$("$mandate" keygen --out "$work/root.key")"
 legit="$("$api" tokens --key "$work/root.key" --count 1)"
-hostile="$("$api" tokens --key "$work/root.key" --hostile)"
+hostile="${HOSTILE_TOKEN:-$("$api" tokens --key "$work/root.key" --hostile)}"
 
 "$api" serve --listen 127.0.0.1:0 --public-key "$root_pub" > "$work/server.out" &
 server=$!

@@ -366,6 +366,99 @@ impl PathPattern {
     }
 }
 
+/// A request body as JSON, as the mapping reads it: declared as JSON
+/// (`application/json` or `…+json`, else 415) and parsed strictly — an
+/// object with a key given twice, at any depth, is refused (400), since
+/// parsers disagree on which of the two values counts (the decision would
+/// see one, the server might act on the other).
+pub fn json_body(parts: &Parts, bytes: &[u8]) -> Result<serde_json::Value, MapError> {
+    let is_json = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.to_ascii_lowercase().ends_with("+json")
+        });
+    if !is_json {
+        return Err(MapError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: "this route reads its body: send Content-Type: application/json".into(),
+        });
+    }
+    strict_json(bytes).map_err(|e| MapError::bad_request(format!("the request body {e}")))
+}
+
+/// Parses JSON, refusing an object that gives a key twice (at any depth).
+/// The error reads after "the body …".
+pub fn strict_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Strict(serde_json::Value);
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+            d.deserialize_any(StrictVisitor)
+        }
+    }
+    struct StrictVisitor;
+    impl<'de> Visitor<'de> for StrictVisitor {
+        type Value = Strict;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+            Ok(Strict(
+                serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+            ))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+            Ok(Strict(v.into()))
+        }
+        fn visit_unit<E>(self) -> Result<Strict, E> {
+            Ok(Strict(serde_json::Value::Null))
+        }
+        fn visit_none<E>(self) -> Result<Strict, E> {
+            Ok(Strict(serde_json::Value::Null))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Strict(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Strict(out.into()))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let Strict(value) = map.next_value()?;
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "gives the key {key:?} twice"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(Strict(out.into()))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let Strict(value) = Strict::deserialize(&mut de).map_err(|e| format!("is not JSON: {e}"))?;
+    de.end().map_err(|e| format!("is not JSON: {e}"))?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -479,97 +572,4 @@ mod tests {
             None
         );
     }
-}
-
-/// A request body as JSON, as the mapping reads it: declared as JSON
-/// (`application/json` or `…+json`, else 415) and parsed strictly — an
-/// object with a key given twice, at any depth, is refused (400), since
-/// parsers disagree on which of the two values counts (the decision would
-/// see one, the server might act on the other).
-pub fn json_body(parts: &Parts, bytes: &[u8]) -> Result<serde_json::Value, MapError> {
-    let is_json = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let essence = v.split(';').next().unwrap_or_default().trim();
-            essence.eq_ignore_ascii_case("application/json")
-                || essence.to_ascii_lowercase().ends_with("+json")
-        });
-    if !is_json {
-        return Err(MapError {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: "this route reads its body: send Content-Type: application/json".into(),
-        });
-    }
-    strict_json(bytes).map_err(|e| MapError::bad_request(format!("the request body {e}")))
-}
-
-/// Parses JSON, refusing an object that gives a key twice (at any depth).
-/// The error reads after "the body …".
-pub fn strict_json(bytes: &[u8]) -> Result<serde_json::Value, String> {
-    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-    struct Strict(serde_json::Value);
-    impl<'de> Deserialize<'de> for Strict {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
-            d.deserialize_any(StrictVisitor)
-        }
-    }
-    struct StrictVisitor;
-    impl<'de> Visitor<'de> for StrictVisitor {
-        type Value = Strict;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
-            Ok(Strict(v.into()))
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
-            Ok(Strict(v.into()))
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
-            Ok(Strict(v.into()))
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
-            Ok(Strict(
-                serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
-            ))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
-            Ok(Strict(v.into()))
-        }
-        fn visit_string<E>(self, v: String) -> Result<Strict, E> {
-            Ok(Strict(v.into()))
-        }
-        fn visit_unit<E>(self) -> Result<Strict, E> {
-            Ok(Strict(serde_json::Value::Null))
-        }
-        fn visit_none<E>(self) -> Result<Strict, E> {
-            Ok(Strict(serde_json::Value::Null))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
-            let mut out = Vec::new();
-            while let Some(Strict(v)) = seq.next_element()? {
-                out.push(v);
-            }
-            Ok(Strict(out.into()))
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
-            let mut out = serde_json::Map::new();
-            while let Some(key) = map.next_key::<String>()? {
-                let Strict(value) = map.next_value()?;
-                if out.contains_key(&key) {
-                    return Err(serde::de::Error::custom(format!(
-                        "gives the key {key:?} twice"
-                    )));
-                }
-                out.insert(key, value);
-            }
-            Ok(Strict(out.into()))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let Strict(value) = Strict::deserialize(&mut de).map_err(|e| format!("is not JSON: {e}"))?;
-    de.end().map_err(|e| format!("is not JSON: {e}"))?;
-    Ok(value)
 }

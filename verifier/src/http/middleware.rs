@@ -43,32 +43,118 @@ struct Shared<M> {
     cold: ColdDecisions,
 }
 
-/// Where decisions that may be expensive run: off the async executor, on
-/// tokio's blocking pool, at most `n` at a time (the rest wait their turn).
+/// Where decisions that may be expensive run: off the async executor, on a
+/// few threads of their own at the lowest CPU priority (Linux `SCHED_IDLE`:
+/// they run when a core would otherwise be idle), one decision per thread
+/// at a time (the rest wait their turn, asynchronously).
 ///
 /// A cold decision (a token the verification cache does not hold: every
 /// signature checked, its Datalog loaded; or one whose cost bound is high,
 /// or that writes a synced record) takes from a tenth of a millisecond to a
 /// few milliseconds (SPEC §6 rule 1c bounds it). Run on the executor, a
 /// burst of them would stall every other request on that thread; run on an
-/// unbounded blocking pool, they would crowd the executor's threads off the
-/// cores. Cheap repeat decisions stay inline (see
+/// unbounded pool at the executor's priority, they would crowd its threads
+/// off the cores. On their own idle-priority threads they use only what the
+/// executor leaves, and cheap repeat decisions stay inline (see
 /// [`Verifier::try_authorize_inline`]). Cheap to clone; clones share the
-/// limit.
-#[derive(Clone, Debug)]
-pub struct ColdDecisions(Arc<tokio::sync::Semaphore>);
+/// threads. The threads end when the last clone is dropped.
+#[derive(Clone)]
+pub struct ColdDecisions(Arc<ColdPool>);
+
+struct ColdPool {
+    permits: tokio::sync::Semaphore,
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<ColdJob>>,
+    threads: usize,
+}
+
+type ColdJob = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for ColdDecisions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdDecisions")
+            .field("threads", &self.0.threads)
+            .finish()
+    }
+}
 
 impl ColdDecisions {
-    /// At most `n` (at least 1) cold decisions at once.
+    /// `n` threads (at least 1) for cold decisions.
     pub fn new(n: usize) -> ColdDecisions {
-        ColdDecisions(Arc::new(tokio::sync::Semaphore::new(n.max(1))))
+        let n = n.max(1);
+        let (tx, rx) = std::sync::mpsc::channel::<ColdJob>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            // A thread that cannot be started is simply missing: with none
+            // at all, the jobs channel has no receiver and every cold
+            // decision is denied (fail closed), never left waiting.
+            let _ = std::thread::Builder::new()
+                .name(format!("mandate-cold-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            // A panic is caught inside the verifier; this
+                            // keeps the thread whatever happens.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
+        ColdDecisions(Arc::new(ColdPool {
+            permits: tokio::sync::Semaphore::new(n),
+            jobs: std::sync::Mutex::new(tx),
+            threads: n,
+        }))
     }
 
-    /// One per two cores, at least one (the default): cold decisions then
-    /// take at most half the machine, whatever an attacker sends, and
-    /// requests with tokens the verifier knows keep the other half.
+    /// One thread per two cores, at least one (the default).
     pub fn per_core() -> ColdDecisions {
         ColdDecisions::new(std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
+    }
+
+    /// Runs `f` on one of the threads once one is free; `None` if the pool
+    /// has stopped.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.0.permits.acquire().await.ok()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: ColdJob = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.0.jobs.lock().ok()?.send(job).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The idle scheduling class for the calling thread (Linux): any runnable
+/// thread of the default class preempts it, so requests with known tokens
+/// are never slowed by cold ones; on a machine with spare cycles it runs at
+/// full speed. (A machine kept fully busy by cheap requests delays cold
+/// decisions until it is not.) Best effort: elsewhere, or where it cannot
+/// be set, the thread runs at the default priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        use thread_priority::ThreadPriority;
+        let _ = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
     }
 }
 
@@ -339,25 +425,19 @@ pub async fn decide(
             return d;
         }
     }
-    let Ok(_permit) = cold.0.acquire().await else {
-        return deny(
-            DenialKind::Evaluation,
-            "the verifier is shutting down; denied".into(),
-        );
-    };
     let v = verifier.clone();
     let r = request.clone();
-    let decided = tokio::task::spawn_blocking(move || {
-        let presented = Presented::new(&method, &body, proof).at(audience, target);
-        v.authorize_presented(&token, &r, &presented)
-    })
-    .await;
+    let decided = cold
+        .run(move || {
+            let presented = Presented::new(&method, &body, proof).at(audience, target);
+            v.authorize_presented(&token, &r, &presented)
+        })
+        .await;
     match decided {
-        Ok(d) => d,
-        // A panic is caught inside the verifier; this is a cancelled task.
-        Err(e) => deny(
+        Some(d) => d,
+        None => deny(
             DenialKind::Evaluation,
-            format!("the decision did not complete ({e}); denied"),
+            "the verifier is shutting down: the decision could not run; denied".into(),
         ),
     }
 }
