@@ -27,6 +27,8 @@
 //! containers ([`container`], [`encode`]) and asserts decisions with their
 //! reasons ([`assert_allowed`], [`assert_denied`]).
 
+pub mod hostile;
+
 use biscuit_auth::builder::BlockBuilder;
 use biscuit_auth::format::schema;
 use biscuit_auth::{KeyPair, UnverifiedBiscuit};
