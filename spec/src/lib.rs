@@ -43,10 +43,10 @@ pub use chain::{
     decode_blocks, decode_verified_blocks, Approval, BlockContent, Chain, ChainError,
     ChainErrorKind, Hop, Narrowing, Signer,
 };
+pub use cost::{block_count, cost_bound, cost_of, Cost, MAX_BLOCKS, MAX_COST, MAX_SYMBOLS};
 pub use datalog::{decode_check, grant_checks, is_holder_check, DecodedCheck};
 pub use duration::parse_duration;
 pub use effective::{effective_capabilities, Capability};
-pub use cost::{block_count, cost_bound, cost_of, Cost, MAX_BLOCKS, MAX_COST, MAX_SYMBOLS};
 pub use encoding::{token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{
@@ -57,9 +57,7 @@ pub use keys::{
     format_private_key, format_public_key, parse_private_key, parse_public_key,
     public_key_from_bytes,
 };
-pub use proof::{
-    Audience, HolderProof, ProofSubject, MAX_TARGET_LEN, PROOF_HEADER, PROOF_VERSION,
-};
+pub use proof::{Audience, HolderProof, ProofSubject, MAX_TARGET_LEN, PROOF_HEADER, PROOF_VERSION};
 pub use request::{check_canonical, check_resource, Request, MAX_PARAMS};
 
 /// Re-export of the biscuit-auth version this crate is built on, so users
