@@ -11,7 +11,8 @@
 #
 # Corpora grow in ~/.cache/mandate/fuzz/corpus/<target>, seeded from the
 # committed fuzz/corpus/<target> (never written to); crashing inputs land in
-# ~/.cache/mandate/fuzz/artifacts/<target>/, logs in .../logs/. A crash, once
+# ~/.cache/mandate/fuzz/artifacts/<target>/, logs in .../logs/ (one per run
+# and target; runs may share the corpora at the same time). A crash, once
 # fixed, is committed under fuzz/regressions/<target>/, which the stable
 # test suite replays (tests/tests/fuzz_corpus.rs).
 set -euo pipefail
@@ -36,7 +37,8 @@ crashed=0
 report=()
 for t in $targets; do
     mkdir -p "$work/corpus/$t" "$work/artifacts/$t" "$work/logs"
-    log="$work/logs/$t.log"
+    # One log per run: a smoke run of the test suite may run beside this one.
+    log="$work/logs/$t-$(date +%Y%m%d-%H%M%S)-$$.log"
     dict=()
     [[ -f "fuzz/dict/$t.dict" ]] && dict=(-dict="fuzz/dict/$t.dict")
     status=0
@@ -49,17 +51,17 @@ for t in $targets; do
     final_stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
     field() { sed -n "s/.* $1: *\([^ ]*\).*/\1/p" <<<"$last"; }
     slowest=$(final_stat slowest_unit_time_sec)
-    corpus=$(find "$work/corpus/$t" -type f | wc -l)
+    corpus=$(field corp) # units/size libFuzzer keeps (seeds and grown inputs)
     if ((status != 0)); then
         crashed=1
         result="CRASH (exit $status): see $log and $work/artifacts/$t/"
     else
         result="ok"
     fi
-    report+=("$(printf '%-13s %12s %8s %7s %7s %7s %9s  %s' "$t" "$(final_stat number_of_executed_units)" \
+    report+=("$(printf '%-13s %12s %8s %7s %7s %14s %9s  %s' "$t" "$(final_stat number_of_executed_units)" \
         "$(final_stat average_exec_per_sec)" "$(field cov)" "$(field ft)" "$corpus" "${slowest:-?}s" "$result")")
 done
 
-printf '%-13s %12s %8s %7s %7s %7s %9s  %s\n' target executions exec/s cov ft corpus slowest result
+printf '%-13s %12s %8s %7s %7s %14s %9s  %s\n' target executions exec/s cov ft corpus slowest result
 printf '%s\n' "${report[@]}"
 exit "$crashed"

@@ -491,11 +491,13 @@ impl Constraint {
                         clip(value)
                     ))
                 })?;
-                return match cmp {
-                    Some(IntCmp::Ge) => Ok(Constraint::NotBefore { at }),
-                    Some(IntCmp::Le) => Ok(Constraint::NotAfter { at }),
-                    _ => Err(SpecError::Grant("time takes only >= and <=".into())),
+                let c = match cmp {
+                    Some(IntCmp::Ge) => Constraint::NotBefore { at },
+                    Some(IntCmp::Le) => Constraint::NotAfter { at },
+                    _ => return Err(SpecError::Grant("time takes only >= and <=".into())),
                 };
+                c.validate()?;
+                return Ok(c);
             }
             let c = match cmp {
                 Some(cmp) => Constraint::Int {
@@ -537,6 +539,16 @@ impl Constraint {
     }
 
     fn validate(&self) -> Result<(), SpecError> {
+        // Biscuit dates are whole seconds from 1970: a bound the token
+        // cannot carry exactly would be minted as another one.
+        if let Constraint::NotBefore { at } | Constraint::NotAfter { at } = self {
+            if at.unix_timestamp() < 0 || at.nanosecond() != 0 {
+                return Err(SpecError::Grant(format!(
+                    "time bounds are whole seconds from 1970 on (what a token can carry), got {}",
+                    rfc3339(at)
+                )));
+            }
+        }
         if let Some(p) = self.param() {
             validate_name("parameter name", p)?;
             if p == "time" {
@@ -901,5 +913,39 @@ mod tests {
         assert!(desc.matches("/api/customers/42/orders"));
         assert!(desc.matches("/api/customers/"));
         assert!(!desc.matches("/api/customersX"));
+    }
+
+    /// Found by the `grant_text` fuzz target: Biscuit dates are whole
+    /// seconds from 1970, so `time>=1015-01-01T00:00:00Z` was minted as
+    /// `time>=1970-01-01T00:00:00Z` (and a fractional second was dropped):
+    /// the token said something else than the grant the issuer was given and
+    /// showed. A time bound the token cannot carry exactly is refused.
+    #[test]
+    fn a_time_bound_a_token_cannot_carry_exactly_is_refused() {
+        for bad in [
+            "time>=1015-01-01T00:00:00Z",
+            "time<=1969-12-31T23:59:59Z",
+            "time>=2030-01-01T00:00:00.5Z",
+            "time<=1970-01-01T00:30:00+01:00",
+        ] {
+            let err = Constraint::parse(bad).unwrap_err();
+            assert!(
+                matches!(&err, SpecError::Grant(m) if m.contains("whole seconds from 1970")),
+                "{bad}: {err}"
+            );
+        }
+        // Built as data, it is refused when the grant is checked.
+        let at = OffsetDateTime::from_unix_timestamp(-1).unwrap();
+        let mut g = Grant::parse(&["read:/x"], &[] as &[&str]).unwrap();
+        g.alternatives[0]
+            .constraints
+            .push(Constraint::NotBefore { at });
+        assert!(g.validate().is_err());
+        for ok in [
+            "time>=1970-01-01T00:00:00Z",
+            "time<=2030-01-01T01:00:00+01:00",
+        ] {
+            Constraint::parse(ok).unwrap();
+        }
     }
 }
