@@ -168,12 +168,20 @@ fn in_a_token(grant: &Grant, requests: &[Request]) {
     }
 }
 
-/// `grant` with each alternative's constraints in one order: the encoding
-/// writes `PARAM=VALUE` into the query's predicates, ahead of the other
-/// constraints, so order is all a decoded grant may change.
+/// `grant` with each alternative's constraints in one order and time bounds
+/// in UTC: the encoding writes `PARAM=VALUE` into the query's predicates,
+/// ahead of the other constraints, and Biscuit dates have no offset, so
+/// order and offset are all a decoded grant may change.
 fn normalized(grant: &Grant) -> Grant {
+    let utc = |at: &time::OffsetDateTime| at.to_offset(time::UtcOffset::UTC);
     let mut g = grant.clone();
     for alt in &mut g.alternatives {
+        for c in &mut alt.constraints {
+            match c {
+                Constraint::NotBefore { at } | Constraint::NotAfter { at } => *at = utc(at),
+                _ => {}
+            }
+        }
         alt.constraints.sort_by_key(|c| format!("{c:?}"));
     }
     g
