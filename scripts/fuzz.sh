@@ -32,6 +32,11 @@ targets="${FUZZ_TARGETS:-$all}"
 # default); its own target directory, never the main one.
 (cd fuzz && cargo +nightly fuzz build --sanitizer "$sanitizer" --target-dir "$target_dir")
 bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"
+# Each target binary is ~450 MB (RocksDB inside): drop the copies earlier
+# builds left in deps/ (the current one is hard-linked from $bin_dir).
+for t in $all; do
+    find "$bin_dir/deps" -maxdepth 1 -type f -name "$t-*" ! -name '*.d' -links 1 -delete
+done
 
 crashed=0
 report=()
