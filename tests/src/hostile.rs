@@ -225,7 +225,7 @@ pub fn corpus(family: &Family, accepted: &dyn Fn(&[u8]) -> bool) -> Vec<Hostile>
                 "check if no_such_fact($z), ({}).length() == 0;\n",
                 lits.join(" + ")
             );
-            let pieces = vec!["\"a\""; 4].join(" + ");
+            let pieces = ["\"a\""; 4].join(" + ");
             for _ in 0..n {
                 let _ = writeln!(src, "check if param($n, $v), ({pieces}).length() == 0;");
             }

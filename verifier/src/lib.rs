@@ -69,9 +69,9 @@ mod verifier;
 mod wire;
 
 pub use audit::{
-    parse_export, read_audit_store, verify_entries, verify_entries_from, AuditChain, AuditEntry,
-    AuditEvent, AuditHop, AuditLog, AuditOptions, AuditProblem, AuditRecord, AuditSink, AuditStart,
-    AuditSummary, Place, ReadEntry, Seal, GENESIS_HASH,
+    parse_entry, parse_export, read_audit_store, verify_entries, verify_entries_from, AuditChain,
+    AuditEntry, AuditEvent, AuditHop, AuditLog, AuditOptions, AuditProblem, AuditRecord, AuditSink,
+    AuditStart, AuditSummary, Place, ReadEntry, Seal, GENESIS_HASH,
 };
 pub use cache::CacheOptions;
 pub use decision::{ApprovalNeeded, Approver, Decision, Denial, DenialKind, Outcome};

@@ -466,3 +466,42 @@ fn an_export_missing_its_first_records_does_not_verify() {
         })
     ));
 }
+
+#[test]
+fn an_exported_line_with_unsigned_content_does_not_verify() {
+    // Regression (found by fuzzing, issue 12): the hash covers the record
+    // re-serialized, so a line with an extra field (`"note"`), a parameter
+    // given twice, or another spelling of a value verified as intact while
+    // showing an auditor text no signature covers. A line must be exactly
+    // its record's canonical form.
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    let lines = closed_log(dir.path(), &key, 3);
+    assert_eq!(check_file(&lines, &key), Ok(3));
+    let injected = lines[1].replacen(
+        "\"request\":{",
+        "\"request\":{\"note\":\"approved by the CFO\",",
+        1,
+    );
+    assert_ne!(injected, lines[1]);
+    // A key given twice, the last value the signed one.
+    let duplicated = lines[1].replacen("\"action\":", "\"action\":\"pay\",\"action\":", 1);
+    assert_ne!(duplicated, lines[1]);
+    // The same value spelled otherwise (an escaped character).
+    let respelled = lines[1]
+        .replacen("\"action\":\"", "\"action\":\"\\u0064", 1)
+        .replacen("\\u0064d", "\\u0064", 1);
+    assert!(respelled.contains("\\u0064elete"), "{respelled}");
+    for bad in [injected, duplicated, respelled] {
+        let mut tampered = lines.clone();
+        tampered[1] = bad.clone();
+        let err = check_file(&tampered, &key).unwrap_err().to_string();
+        // A struct field given twice is refused by the decoder already; any
+        // other difference by the canonical-form rule.
+        assert!(
+            err.contains("canonical form") || err.contains("duplicate field"),
+            "{err} for {bad}"
+        );
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

@@ -369,10 +369,7 @@ pub fn read_audit_store(path: impl AsRef<Path>) -> Result<Vec<ReadEntry>, Verifi
         let stored_under = <[u8; 8]>::try_from(key.as_ref())
             .map(u64::from_be_bytes)
             .unwrap_or(u64::MAX);
-        out.push((
-            Place::Key(stored_under),
-            serde_json::from_slice(&value).map_err(|e| e.to_string()),
-        ));
+        out.push((Place::Key(stored_under), super::verify::parse_entry(&value)));
     }
     Ok(out)
 }

@@ -14,8 +14,8 @@ mod verify;
 pub use log::{read_audit_store, AuditLog, AuditOptions};
 pub use record::{AuditChain, AuditEntry, AuditEvent, AuditHop, AuditRecord, Seal, GENESIS_HASH};
 pub use verify::{
-    parse_export, verify_entries, verify_entries_from, AuditProblem, AuditStart, AuditSummary,
-    Place, ReadEntry,
+    parse_entry, parse_export, verify_entries, verify_entries_from, AuditProblem, AuditStart,
+    AuditSummary, Place, ReadEntry,
 };
 
 use std::sync::Arc;

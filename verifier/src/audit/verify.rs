@@ -265,13 +265,13 @@ pub fn verify_entries_from(
             {
                 return Err(AuditProblem::ChainBroken {
                     seq,
-                    prev: seq - 1,
+                    prev: seq.saturating_sub(1),
                     place,
                 })
             }
             None => {}
-            Some((p, _)) if seq == p + 1 => {}
-            Some((p, _)) if seq > p + 1 => {
+            Some((p, _)) if Some(seq) == p.checked_add(1) => {}
+            Some((p, _)) if seq > p => {
                 let expected = p + 1;
                 if all_seqs.contains(&expected) {
                     return Err(AuditProblem::Reordered {
@@ -289,7 +289,7 @@ pub fn verify_entries_from(
             }
             Some((p, _)) => {
                 return Err(AuditProblem::Reordered {
-                    expected: p + 1,
+                    expected: p.saturating_add(1),
                     found: seq,
                     place,
                 })
@@ -323,11 +323,23 @@ pub fn parse_export(text: &str) -> Vec<ReadEntry> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            (
-                Place::Line(i + 1),
-                serde_json::from_str(l).map_err(|e| e.to_string()),
-            )
-        })
+        .map(|(i, l)| (Place::Line(i + 1), parse_entry(l.trim().as_bytes())))
         .collect()
+}
+
+/// Reads one entry from exactly the bytes stored or exported, refusing any
+/// that are not the entry's canonical JSON (as the log writes it): the hash
+/// covers the record re-serialized, so extra fields, a key given twice or
+/// another spelling of a value would otherwise be shown to an auditor while
+/// nothing signed covers them.
+pub fn parse_entry(bytes: &[u8]) -> Result<AuditEntry, String> {
+    let entry: AuditEntry = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match serde_json::to_vec(&entry) {
+        Ok(canonical) if canonical == bytes => Ok(entry),
+        _ => Err(
+            "not the record's canonical form: it carries content (another field, a key \
+             given twice, another spelling) that its hash and signature do not cover"
+                .into(),
+        ),
+    }
 }
