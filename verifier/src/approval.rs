@@ -59,74 +59,119 @@ pub(crate) fn explain_denial(
         return None;
     }
     let digest = hex::encode(request.approval_digest());
-    let now = request.time_unix();
     let mut missing = Vec::new();
-    for (hop, rule) in &needed {
-        let by_rule: Vec<&Approval> = chain
-            .approvals
-            .iter()
-            .filter(|a| a.approver_key == rule.key)
-            .collect();
-        let who = describe_hop(chain, hop, "");
-        let deny = |kind, why: String| {
-            Some(Decision::deny(
-                request.clone(),
-                Some(chain.clone()),
-                Denial {
-                    kind,
-                    hop: Some(hop.hop),
-                    block: Some(hop.block),
-                    agent: Some(hop.agent.clone()),
-                    reason: format!("{who}: {why}"),
-                },
-            ))
-        };
-        if by_rule.is_empty() {
-            if let Some(other) = chain.approvals.first() {
-                return deny(
-                    DenialKind::ApprovalWrongApprover,
-                    format!(
-                        "the attached approval is signed by {}, but this request needs one \
-                         from {} ({})",
-                        other.approver_key,
-                        word(&rule.approver),
-                        rule.key
-                    ),
-                );
-            }
-            missing.push((hop, rule));
-            continue;
+    for (hop, rule) in needed {
+        match attached_for(chain, request, hop, rule, &digest) {
+            Attached::None => missing.push((hop, rule)),
+            Attached::Refused(decision) => return Some(*decision),
+            // A matching, current approval did not satisfy Datalog: not an
+            // approval problem the verifier can name.
+            Attached::Unexplained => return None,
         }
-        let matching: Vec<&&Approval> = by_rule.iter().filter(|a| a.digest == digest).collect();
-        if matching.is_empty() {
-            return deny(
-                DenialKind::ApprovalMismatch,
-                format!(
-                    "the approval by {} is for another request (digest {}…); this request \
-                     ({} {} with {}) has digest {}…",
-                    word(&rule.approver),
-                    &by_rule[0].digest[..12],
-                    word(&request.action),
-                    word(&request.resource),
-                    params_text(request),
-                    &digest[..12]
-                ),
-            );
-        }
-        if matching.iter().all(|a| a.expires_at.unix_timestamp() < now) {
-            return deny(
-                DenialKind::ApprovalExpired,
-                format!(
-                    "the approval by {} expired at {}",
-                    word(&rule.approver),
-                    rfc3339(matching[0].expires_at)
-                ),
-            );
-        }
-        // A matching, current approval did not satisfy Datalog: not an
-        // approval problem the verifier can name.
-        return None;
     }
+    Some(needs_approval(
+        chain,
+        request,
+        &missing,
+        digest,
+        third_party_request().unwrap_or_default(),
+    ))
+}
+
+/// What the approvals attached to a chain mean for one approval rule.
+enum Attached {
+    /// None is signed by the rule's key: the request needs one.
+    None,
+    /// Why the attached approval does not count.
+    Refused(Box<Decision>),
+    /// A matching, current approval is attached.
+    Unexplained,
+}
+
+/// The attached approvals for `rule` (of `hop`), against the request's
+/// `digest`: another approver's, another request's, expired, or none.
+fn attached_for(
+    chain: &Arc<Chain>,
+    request: &Request,
+    hop: &Hop,
+    rule: &ApprovalRule,
+    digest: &str,
+) -> Attached {
+    let by_rule: Vec<&Approval> = chain
+        .approvals
+        .iter()
+        .filter(|a| a.approver_key == rule.key)
+        .collect();
+    let who = describe_hop(chain, hop, "");
+    let refuse = |kind, why: String| {
+        Attached::Refused(Box::new(Decision::deny(
+            request.clone(),
+            Some(chain.clone()),
+            Denial {
+                kind,
+                hop: Some(hop.hop),
+                block: Some(hop.block),
+                agent: Some(hop.agent.clone()),
+                reason: format!("{who}: {why}"),
+            },
+        )))
+    };
+    if by_rule.is_empty() {
+        return match chain.approvals.first() {
+            Some(other) => refuse(
+                DenialKind::ApprovalWrongApprover,
+                format!(
+                    "the attached approval is signed by {}, but this request needs one \
+                     from {} ({})",
+                    other.approver_key,
+                    word(&rule.approver),
+                    rule.key
+                ),
+            ),
+            None => Attached::None,
+        };
+    }
+    let matching: Vec<&&Approval> = by_rule.iter().filter(|a| a.digest == digest).collect();
+    if matching.is_empty() {
+        return refuse(
+            DenialKind::ApprovalMismatch,
+            format!(
+                "the approval by {} is for another request (digest {}…); this request \
+                 ({} {} with {}) has digest {}…",
+                word(&rule.approver),
+                &by_rule[0].digest[..12],
+                word(&request.action),
+                word(&request.resource),
+                params_text(request),
+                &digest[..12]
+            ),
+        );
+    }
+    if matching
+        .iter()
+        .all(|a| a.expires_at.unix_timestamp() < request.time_unix())
+    {
+        return refuse(
+            DenialKind::ApprovalExpired,
+            format!(
+                "the approval by {} expired at {}",
+                word(&rule.approver),
+                rfc3339(matching[0].expires_at)
+            ),
+        );
+    }
+    Attached::Unexplained
+}
+
+/// The needs-approval decision: who must approve (`missing`, never empty),
+/// the request digest they sign, and the third-party request to sign.
+fn needs_approval(
+    chain: &Arc<Chain>,
+    request: &Request,
+    missing: &[(&Hop, &ApprovalRule)],
+    digest: String,
+    third_party_request: String,
+) -> Decision {
     let reasons: Vec<String> = missing
         .iter()
         .map(|(hop, rule)| {
@@ -142,9 +187,10 @@ pub(crate) fn explain_denial(
         })
         .collect();
     let (first_hop, _) = missing[0];
-    let expires_at = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    let expires_at = OffsetDateTime::from_unix_timestamp(request.time_unix())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
         + SUGGESTED_VALIDITY;
-    Some(Decision {
+    Decision {
         decision: Outcome::NeedsApproval,
         denial: Some(Denial {
             kind: DenialKind::NeedsApproval,
@@ -166,9 +212,9 @@ pub(crate) fn explain_denial(
                 .collect(),
             digest,
             expires_at,
-            third_party_request: third_party_request().unwrap_or_default(),
+            third_party_request,
         }),
-    })
+    }
 }
 
 /// The attached approvals an approval query (§14.2) could match for

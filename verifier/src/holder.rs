@@ -4,7 +4,7 @@
 use crate::decision::{Denial, DenialKind};
 use crate::replay::{ReplayGuard, Use};
 use ed25519_dalek::{Signature, VerifyingKey};
-use mandate_spec::{Audience, Chain, HolderProof, ProofSubject};
+use mandate_spec::{Audience, Chain, HolderProof, Hop, ProofSubject};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -95,63 +95,20 @@ pub(crate) fn check(
             ),
         ));
     };
-    let skew_s = skew.as_secs() as i64;
-    if (now - proof.timestamp).abs() > skew_s {
+    let skew_s = skew.as_secs();
+    let off_by = now.abs_diff(proof.timestamp);
+    if off_by > skew_s {
         return Err(denial(
             DenialKind::ProofInvalid,
             format!(
-                "the proof of possession is stale: made at {}, {} s from the verifier's clock \
-                 (allowed: {skew_s} s)",
+                "the proof of possession is stale: made at {}, {off_by} s from the verifier's \
+                 clock (allowed: {skew_s} s)",
                 proof.timestamp,
-                (now - proof.timestamp).abs()
             ),
         ));
     }
-    let Some(audience) = &presented.audience else {
-        return Err(denial(
-            DenialKind::ProofInvalid,
-            "this verifier has no configured audience (its public URL: \
-             MandateLayer::audience, the gateway's public_url), so it cannot tell a proof of \
-             possession made for it from one made for another server; denied to fail closed"
-                .into(),
-        ));
-    };
-    let key_bytes: [u8; 32] = holder.agent_public_key.to_bytes().try_into().map_err(|_| {
-        denial(
-            DenialKind::ProofInvalid,
-            "the holder key is not Ed25519".into(),
-        )
-    })?;
-    let target = presented.target.as_deref().unwrap_or(resource);
-    let message = HolderProof::message(
-        &ProofSubject {
-            method: &presented.method,
-            audience,
-            target,
-            body_digest: presented.body_digest,
-            token,
-        },
-        proof.timestamp,
-        &proof.nonce,
-    )
-    .map_err(|e| denial(DenialKind::ProofInvalid, e.to_string()))?;
-    let valid = VerifyingKey::from_bytes(&key_bytes).ok().is_some_and(|k| {
-        Signature::from_slice(&proof.signature)
-            .is_ok_and(|sig| k.verify_strict(&message, &sig).is_ok())
-    });
-    if !valid {
-        return Err(denial(
-            DenialKind::ProofInvalid,
-            format!(
-                "the proof of possession is not signed by the final holder, agent {:?} ({}), \
-                 over this method ({}), audience ({audience}), target ({:?}), body and token",
-                holder.agent,
-                holder.agent_key,
-                presented.method,
-                clip(target),
-            ),
-        ));
-    }
+    let key_bytes = signed_by_holder(holder, token, resource, presented, proof)
+        .map_err(|why| denial(DenialKind::ProofInvalid, why))?;
     let Some(replay) = replay else {
         return Err(Denial::new(
             DenialKind::ReplayRecordUnavailable,
@@ -159,7 +116,9 @@ pub(crate) fn check(
              accept proofs of possession; denied to fail closed",
         ));
     };
-    let until = OffsetDateTime::from_unix_timestamp(proof.timestamp.saturating_add(skew_s))
+    let until = i64::try_from(skew_s)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(proof.timestamp.saturating_add(s)).ok())
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut key = b"nonce:".to_vec();
     key.extend_from_slice(&key_bytes);
@@ -178,6 +137,56 @@ pub(crate) fn check(
             format!("the record of used nonces is unavailable ({e}); denied to fail closed"),
         )),
     }
+}
+
+/// Whether `proof` is the final holder's signature over this method,
+/// audience, target, body and token: the holder's key bytes, or why not.
+fn signed_by_holder(
+    holder: &Hop,
+    token: &[u8],
+    resource: &str,
+    presented: &Presented,
+    proof: &HolderProof,
+) -> Result<[u8; 32], String> {
+    let Some(audience) = &presented.audience else {
+        return Err("this verifier has no configured audience (its public URL: \
+             MandateLayer::audience, the gateway's public_url), so it cannot tell a proof of \
+             possession made for it from one made for another server; denied to fail closed"
+            .into());
+    };
+    let key_bytes: [u8; 32] = holder
+        .agent_public_key
+        .to_bytes()
+        .try_into()
+        .map_err(|_| "the holder key is not Ed25519".to_string())?;
+    let target = presented.target.as_deref().unwrap_or(resource);
+    let message = HolderProof::message(
+        &ProofSubject {
+            method: &presented.method,
+            audience,
+            target,
+            body_digest: presented.body_digest,
+            token,
+        },
+        proof.timestamp,
+        &proof.nonce,
+    )
+    .map_err(|e| e.to_string())?;
+    let valid = VerifyingKey::from_bytes(&key_bytes).ok().is_some_and(|k| {
+        Signature::from_slice(&proof.signature)
+            .is_ok_and(|sig| k.verify_strict(&message, &sig).is_ok())
+    });
+    if !valid {
+        return Err(format!(
+            "the proof of possession is not signed by the final holder, agent {:?} ({}), \
+             over this method ({}), audience ({audience}), target ({:?}), body and token",
+            holder.agent,
+            holder.agent_key,
+            presented.method,
+            clip(target),
+        ));
+    }
+    Ok(key_bytes)
 }
 
 /// At most 200 characters of `text`, for a denial reason.

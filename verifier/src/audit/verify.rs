@@ -222,87 +222,15 @@ pub fn verify_entries_from(
             detail: detail.clone(),
         })?;
         let seq = entry.record.seq;
-        match entry.seal_is_intact(key) {
-            Seal::Intact => {}
-            Seal::HashMismatch => {
-                return Err(AuditProblem::Altered {
-                    seq,
-                    place,
-                    detail: "its content does not match its hash".into(),
-                })
-            }
-            Seal::BadSignature => {
-                return Err(AuditProblem::Altered {
-                    seq,
-                    place,
-                    detail: "its hash is not signed by this verifier's key".into(),
-                })
-            }
-        }
+        check_seal(entry, key, place)?;
         if let Place::Key(k) = place {
             if k != seq {
                 return Err(AuditProblem::Misplaced { seq, place });
             }
         }
         match prev {
-            None if seq > first && all_seqs.contains(&first) => {
-                return Err(AuditProblem::Reordered {
-                    expected: first,
-                    found: seq,
-                    place,
-                })
-            }
-            None if seq != first => {
-                return Err(AuditProblem::HeadMissing {
-                    expected: first,
-                    found: seq,
-                    place,
-                })
-            }
-            // Record 1 follows nothing; a stated start follows the stated hash.
-            None if (seq == 1 && entry.record.prev_hash != GENESIS_HASH)
-                || stated.is_some_and(|h| entry.record.prev_hash != h) =>
-            {
-                return Err(AuditProblem::ChainBroken {
-                    seq,
-                    prev: seq.saturating_sub(1),
-                    place,
-                })
-            }
-            None => {}
-            Some((p, _)) if Some(seq) == p.checked_add(1) => {}
-            Some((p, _)) if seq > p => {
-                let expected = p + 1;
-                if all_seqs.contains(&expected) {
-                    return Err(AuditProblem::Reordered {
-                        expected,
-                        found: seq,
-                        place,
-                    });
-                }
-                return Err(AuditProblem::Removed {
-                    missing: expected,
-                    after: p,
-                    found: seq,
-                    place,
-                });
-            }
-            Some((p, _)) => {
-                return Err(AuditProblem::Reordered {
-                    expected: p.saturating_add(1),
-                    found: seq,
-                    place,
-                })
-            }
-        }
-        if let Some((p, hash)) = prev {
-            if entry.record.prev_hash != hash {
-                return Err(AuditProblem::ChainBroken {
-                    seq,
-                    prev: p,
-                    place,
-                });
-            }
+            None => check_first(entry, place, first, stated, &all_seqs)?,
+            Some((p, hash)) => check_successor(entry, place, p, hash, &all_seqs)?,
         }
         prev = Some((seq, &entry.hash));
     }
@@ -315,6 +243,90 @@ pub fn verify_entries_from(
         last_seq: prev.map(|(s, _)| s),
         head_hash: prev.map(|(_, h)| h.to_string()),
     })
+}
+
+/// The entry's hash covers its content and `key` signed that hash.
+fn check_seal(entry: &AuditEntry, key: &VerifyingKey, place: Place) -> Result<(), AuditProblem> {
+    let detail = match entry.seal_is_intact(key) {
+        Seal::Intact => return Ok(()),
+        Seal::HashMismatch => "its content does not match its hash",
+        Seal::BadSignature => "its hash is not signed by this verifier's key",
+    };
+    Err(AuditProblem::Altered {
+        seq: entry.record.seq,
+        place,
+        detail: detail.into(),
+    })
+}
+
+/// The first entry is record `first` (1, or a partial export's stated
+/// start) and follows the genesis hash or the stated previous hash.
+fn check_first(
+    entry: &AuditEntry,
+    place: Place,
+    first: u64,
+    stated: Option<&str>,
+    all_seqs: &HashSet<u64>,
+) -> Result<(), AuditProblem> {
+    let seq = entry.record.seq;
+    if seq > first && all_seqs.contains(&first) {
+        return Err(AuditProblem::Reordered {
+            expected: first,
+            found: seq,
+            place,
+        });
+    }
+    if seq != first {
+        return Err(AuditProblem::HeadMissing {
+            expected: first,
+            found: seq,
+            place,
+        });
+    }
+    // Record 1 follows nothing; a stated start follows the stated hash.
+    if (seq == 1 && entry.record.prev_hash != GENESIS_HASH)
+        || stated.is_some_and(|h| entry.record.prev_hash != h)
+    {
+        return Err(AuditProblem::ChainBroken {
+            seq,
+            prev: seq.saturating_sub(1),
+            place,
+        });
+    }
+    Ok(())
+}
+
+/// The entry after record `prev` (whose hash is `prev_hash`) is record
+/// `prev + 1` and names that hash: otherwise, which records were removed
+/// or reordered.
+fn check_successor(
+    entry: &AuditEntry,
+    place: Place,
+    prev: u64,
+    prev_hash: &str,
+    all_seqs: &HashSet<u64>,
+) -> Result<(), AuditProblem> {
+    let seq = entry.record.seq;
+    if Some(seq) != prev.checked_add(1) {
+        let expected = prev.saturating_add(1);
+        if seq > prev && !all_seqs.contains(&expected) {
+            return Err(AuditProblem::Removed {
+                missing: expected,
+                after: prev,
+                found: seq,
+                place,
+            });
+        }
+        return Err(AuditProblem::Reordered {
+            expected,
+            found: seq,
+            place,
+        });
+    }
+    if entry.record.prev_hash != prev_hash {
+        return Err(AuditProblem::ChainBroken { seq, prev, place });
+    }
+    Ok(())
 }
 
 /// Reads a JSON-lines export (as `mandate audit export` writes it) into
