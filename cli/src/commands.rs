@@ -120,7 +120,7 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
     if let Some(out) = &a.html {
         std::fs::write(
             out,
-            mandate_spec::html::chain_page(&chain, verified, &revoked),
+            mandate_issuer::html::chain_page(&chain, verified, &revoked),
         )
         .with_context(|| format!("--html: writing {}", out.display()))?;
     }

@@ -514,3 +514,206 @@ fn a_crafted_hop_cannot_draw_lines_in_inspect() {
     assert!(!html.contains('\u{1b}') && !html.contains('\u{202e}'));
     assert!(html.contains("\\u{202e}exe.txt"), "{html}");
 }
+
+/// Markup, an attribute breakout, quotes, an entity, bidi overrides, NUL
+/// and a control character, all in one string.
+const HOSTILE: &str =
+    "<script>alert(1)</script>\"><img src=x onerror=alert(1)>'&amp;\u{202e}exe\u{2066}\u{0}\u{7}";
+
+/// A token for principal [`HOSTILE`] whose hop (to `agent-x`, purpose
+/// [`HOSTILE`]) allows `read:/api/**`, signed by `root.key` (id 0) in `d`;
+/// written as `hostile.tok`. The principal is written as a fact directly:
+/// the issuer would refuse it, a forged or foreign root need not.
+fn hostile_token(d: &Path) -> String {
+    use biscuit_auth::builder::{date, fact, string};
+    use mandate_spec::{hop_block, vocab, Grant, HopContent};
+    let root = run(d, &["keygen", "--out", "root.key"]).stdout;
+    let key = mandate_spec::parse_private_key(
+        std::fs::read_to_string(d.join("root.key")).unwrap().trim(),
+    )
+    .unwrap();
+    let agent = biscuit_auth::KeyPair::new();
+    let now = std::time::SystemTime::now();
+    let token = biscuit_auth::BiscuitBuilder::new()
+        .fact(fact(
+            vocab::TOKEN,
+            &[string("0b6c4d2e-3f41-4a5b-8c7d-9e0f1a2b3c4d")],
+        ))
+        .unwrap()
+        .fact(fact(vocab::PRINCIPAL, &[string(HOSTILE)]))
+        .unwrap()
+        .fact(fact(vocab::ISSUED_AT, &[date(&now)]))
+        .unwrap()
+        .merge(
+            hop_block(&HopContent {
+                agent: "agent-x",
+                agent_key: &agent.public(),
+                purpose: Some(HOSTILE),
+                grant: &Grant::parse(&["read:/api/**"], &[] as &[&str]).unwrap(),
+                expires: now + std::time::Duration::from_secs(3600),
+            })
+            .unwrap(),
+        )
+        .root_key_id(0)
+        .build(&key)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    std::fs::write(d.join("hostile.tok"), mandate_spec::token_to_text(&token)).unwrap();
+    root.trim().to_string()
+}
+
+/// Every byte but letters and digits percent-encoded.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Asserts what a real browser made of a page that shows [`HOSTILE`]: no
+/// element or attribute came from it, and it reads as its escaped form.
+fn assert_inert(b: &Browser, what: &str) {
+    let injected =
+        b.eval("return document.querySelectorAll('script, img, [onerror], [onmouseover]').length");
+    assert_eq!(injected, 0, "{what}: an element or handler from a value");
+    let text = b
+        .eval("return document.documentElement.outerHTML")
+        .as_str()
+        .unwrap()
+        .to_string();
+    for c in ['\u{202e}', '\u{2066}', '\u{0}', '\u{7}'] {
+        assert!(!text.contains(c), "{what}: raw {c:?} in the page");
+    }
+}
+
+/// Attack test (issue 13): a token's principal and purpose, a request's
+/// parameter and the filters echoed by the form carry markup, an attribute
+/// breakout, quotes, an entity, bidi overrides, NUL and BEL. Rendered in a
+/// real browser, both pages hold no element, attribute or hidden character
+/// from them, and show each as the text rule escapes it.
+#[test]
+fn hostile_strings_render_only_as_text_in_both_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root_pub = hostile_token(d);
+    let shown = mandate_spec::display::text(HOSTILE).to_string();
+    let page = d.join("hostile.html");
+    run(
+        d,
+        &[
+            "inspect",
+            "--public-key",
+            &root_pub,
+            "--html",
+            page.to_str().unwrap(),
+            "hostile.tok",
+        ],
+    );
+    let b = Browser::start();
+    b.goto(&format!("file://{}", page.display()));
+    assert_inert(&b, "inspect --html");
+    let principal = b.eval("return document.querySelector('.node.principal h2').textContent");
+    assert_eq!(principal, shown.as_str());
+    let purpose = b.eval(
+        "return Array.from(document.querySelectorAll('.node[data-hop=\"0\"] dt')).find(e => e.textContent == 'purpose').nextElementSibling.textContent",
+    );
+    assert_eq!(purpose, shown.as_str());
+
+    run(d, &["keygen", "--out", "audit.key"]);
+    let admin = run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            "ops:auditor",
+            "--to",
+            "auditor",
+            "--to-key",
+            &root_pub,
+            "--allow",
+            "review:/ui/decisions",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    let serve = Proc::start([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d.join("data").to_str().unwrap(),
+        "--root-key",
+        &format!("0={}", d.join("root.key").display()),
+        "--audit-key",
+        d.join("audit.key").to_str().unwrap(),
+    ]);
+    let token = std::fs::read_to_string(d.join("hostile.tok")).unwrap();
+    for (action, resource) in [("read", "/api/x"), ("pay", "/api/x")] {
+        let body = serde_json::json!({"token": token.trim(), "action": action,
+            "resource": resource, "params": {"note": HOSTILE}});
+        http(
+            &serve.addr,
+            "POST",
+            "/v1/authorize",
+            &body.to_string(),
+            None,
+        );
+    }
+    b.goto(&format!("http://{}/healthz", serve.addr));
+    b.add_cookie("mandate_admin", &admin);
+    b.goto(&format!(
+        "http://{}/ui/decisions?principal={}",
+        serve.addr,
+        url_encode(HOSTILE)
+    ));
+    assert_inert(&b, "/ui/decisions");
+    // The filter matched the hostile principal: both decisions are shown.
+    let rows = b.eval("return Array.from(document.querySelectorAll('#decisions tr.row')).map(r => r.getAttribute('data-decision'))");
+    assert_eq!(rows, serde_json::json!(["deny", "allow"]));
+    for (what, script) in [
+        (
+            "principal",
+            "return document.querySelector('#decisions tr.row b').textContent",
+        ),
+        (
+            "principal filter",
+            "return document.querySelector('input[name=principal]').value",
+        ),
+    ] {
+        assert_eq!(b.eval(script), shown.as_str(), "{what}");
+    }
+    let request = b.eval("return document.querySelector('#decisions tr.row small').textContent");
+    let request = request.as_str().unwrap();
+    assert!(
+        request.starts_with("note=\"<script>alert(1)</script>"),
+        "{request}"
+    );
+    assert!(
+        request.contains("\\u{202e}exe\\u{2066}\\u{0}\\u{7}"),
+        "{request}"
+    );
+    // The agent filter echoed in the form (no decision matches it).
+    b.goto(&format!(
+        "http://{}/ui/decisions?agent={}",
+        serve.addr,
+        url_encode(HOSTILE)
+    ));
+    assert_inert(&b, "/ui/decisions?agent=");
+    let agent = b.eval("return document.querySelector('input[name=agent]').value");
+    assert_eq!(agent, shown.as_str());
+    assert_eq!(
+        b.eval("return document.querySelectorAll('#decisions tr.row').length"),
+        0
+    );
+}

@@ -10,7 +10,9 @@
 //! a RocksDB [`Registry`] of what was minted, revocations through a
 //! [`RevocationSink`], the root public keys, metrics, and an embedded
 //! verifier. The protocol is `spec/SERVICE.md`. Crates that only mint take
-//! this one with `default-features = false`.
+//! this one with `default-features = false`. Feature `html` (part of
+//! `server`) is Mandate's HTML pages: [`html::chain_page`] for
+//! `mandate inspect --html`, and the service's `/ui/decisions`.
 //!
 //! ```
 //! use mandate_issuer::{Issuer, MintRequest};
@@ -33,6 +35,8 @@
 //! ```
 
 mod error;
+#[cfg(feature = "html")]
+pub mod html;
 mod keys;
 #[cfg(feature = "server")]
 mod registry;

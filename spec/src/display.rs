@@ -21,8 +21,9 @@
 //! through [`text`], which escapes hidden characters only.
 //!
 //! Escaping happens at the output: JSON output keeps the raw strings (JSON
-//! escaping is its own), and HTML output escapes hidden characters the same
-//! way ([`crate::html::escape`]).
+//! escaping is its own), and HTML output (`mandate_issuer::html`) escapes
+//! hidden characters the same way, through [`text`], before its markup
+//! escaping.
 //!
 //! ```
 //! use mandate_spec::display::{quoted, text, word};

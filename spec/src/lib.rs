@@ -32,7 +32,6 @@ mod effective;
 mod encoding;
 mod error;
 mod grant;
-pub mod html;
 mod keys;
 mod proof;
 mod request;

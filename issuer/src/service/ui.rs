@@ -1,7 +1,8 @@
 //! `GET /ui/decisions`: a page listing recent decisions of the service's
 //! verifier with their chains, filterable by principal, agent and decision,
 //! read from its signed audit log. Self-contained HTML (no script, no
-//! external asset); every value from a token is escaped. The caller needs an
+//! external asset), built with maud through [`crate::html`]: every value
+//! from a token, a request or the log is spliced as [`shown`]. The caller needs an
 //! admin token allowing `review` on `/ui/decisions`, as `Authorization:
 //! Bearer` or in the `mandate_admin` cookie (for a browser).
 
@@ -9,12 +10,13 @@ use super::admin::authorize_admin;
 use super::error::ApiError;
 use super::handlers::blocking;
 use super::AppState;
+use crate::html::{page, shown};
 use crate::ServiceError;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
-use mandate_spec::html::{escape, page};
 use mandate_verifier::{read_audit_store, AuditRecord, Outcome};
+use maud::{html, Markup};
 use serde::Deserialize;
 
 /// Most decisions shown at once.
@@ -149,77 +151,225 @@ fn outcome(o: Outcome) -> &'static str {
 }
 
 fn render(rows: &[&AuditRecord], total: usize, f: &Filter) -> String {
-    let value = |v: &Option<String>| escape(v.as_deref().unwrap_or(""));
-    let selected = |d: &str| {
-        if f.decision.as_deref() == Some(d) {
-            " selected"
-        } else {
-            ""
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    let selected = |d: &str| f.decision.as_deref() == Some(d);
+    let body = html! {
+        h1 { "Recent decisions" }
+        div.meta { (rows.len()) " shown of " (total) " in the signed audit log, newest first" }
+        form method="get" action="/ui/decisions" {
+            label { "principal " input name="principal" value=(shown(&value(&f.principal))); }
+            label { "agent " input name="agent" value=(shown(&value(&f.agent))); }
+            label {
+                "decision "
+                select name="decision" {
+                    option value="" { "any" }
+                    option selected[selected("allow")] { "allow" }
+                    option selected[selected("deny")] { "deny" }
+                    option selected[selected("needs_approval")] { "needs_approval" }
+                }
+            }
+            button type="submit" { "filter" }
+        }
+        table #decisions {
+            thead {
+                tr {
+                    th { "#" } th { "decided at" } th { "decision" }
+                    th { "request" } th { "chain" } th { "reason" }
+                }
+            }
+            tbody { @for r in rows { (row(r)) } }
         }
     };
-    let mut body = format!(
-        "<h1>Recent decisions</h1><div class=\"meta\">{} shown of {} in the signed audit log, newest first</div>\n\
-         <form method=\"get\" action=\"/ui/decisions\">\
-         <label>principal <input name=\"principal\" value=\"{}\"></label>\
-         <label>agent <input name=\"agent\" value=\"{}\"></label>\
-         <label>decision <select name=\"decision\"><option value=\"\">any</option>\
-         <option{}>allow</option><option{}>deny</option><option{}>needs_approval</option></select></label>\
-         <button type=\"submit\">filter</button></form>\n",
-        rows.len(),
-        total,
-        value(&f.principal),
-        value(&f.agent),
-        selected("allow"),
-        selected("deny"),
-        selected("needs_approval"),
-    );
-    body.push_str(
-        "<table id=\"decisions\"><thead><tr><th>#</th><th>decided at</th><th>decision</th>\
-         <th>request</th><th>chain</th><th>reason</th></tr></thead><tbody>\n",
-    );
-    for r in rows {
-        let chain = match &r.chain {
-            Some(c) => {
-                let mut path = vec![format!("<b>{}</b>", escape(&c.principal))];
-                path.extend(c.hops.iter().map(|h| {
-                    format!(
-                        "<span title=\"{} · signed by {}\">{}</span>",
-                        escape(&h.agent_key),
-                        escape(&h.signed_by),
-                        escape(&h.agent)
-                    )
-                }));
-                path.join(" → ")
+    page("Mandate decisions", body)
+}
+
+/// One decision: when, what was asked, through which chain, and why not.
+fn row(r: &AuditRecord) -> Markup {
+    let d = outcome(r.decision);
+    let decided_at = r
+        .decided_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let params: Vec<String> = r
+        .request
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    html! {
+        tr.row data-decision=(d) {
+            td { (r.seq) }
+            td { (shown(&decided_at)) }
+            td class=(d) { (d) }
+            td {
+                (shown(&r.request.action)) " " (shown(&r.request.resource))
+                @if !params.is_empty() { " " small { (shown(&params.join(", "))) } }
             }
-            None => "(token not readable)".into(),
-        };
-        let params: Vec<String> = r
-            .request
-            .params
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let d = outcome(r.decision);
-        body.push_str(&format!(
-            "<tr class=\"row\" data-decision=\"{d}\"><td>{}</td><td>{}</td><td class=\"{d}\">{d}</td>\
-             <td>{} {}{}</td><td>{}</td><td>{}</td></tr>\n",
-            r.seq,
-            escape(
-                &r.decided_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            ),
-            escape(&r.request.action),
-            escape(&r.request.resource),
-            if params.is_empty() {
-                String::new()
-            } else {
-                format!(" <small>{}</small>", escape(&params.join(", ")))
-            },
-            chain,
-            escape(r.denial.as_ref().map_or("", |d| d.reason.as_str())),
-        ));
+            td {
+                @match &r.chain {
+                    Some(c) => {
+                        b { (shown(&c.principal)) }
+                        @for h in &c.hops {
+                            " → "
+                            span title=(shown(&format!("{} · signed by {}", h.agent_key, h.signed_by))) {
+                                (shown(&h.agent))
+                            }
+                        }
+                    }
+                    None => { "(token not readable)" }
+                }
+            }
+            td { (shown(r.denial.as_ref().map_or("", |d| d.reason.as_str()))) }
+        }
     }
-    body.push_str("</tbody></table>\n");
-    page("Mandate decisions", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::html::testing::{nasty, skeleton, unescape, ATTACKS};
+    use mandate_spec::display::{is_hidden, text};
+    use mandate_spec::{Request, Value};
+    use mandate_verifier::{AuditChain, AuditHop, Denial, DenialKind};
+    use proptest::prelude::*;
+    use time::OffsetDateTime;
+
+    /// A decision whose every string (principal, agents, keys, signer,
+    /// action, resource, parameter name and value, reason) is `s`.
+    fn record(s: &str, decision: Outcome) -> AuditRecord {
+        let mut request = Request::new(s, s).param(s, Value::Str(s.into()));
+        request.time = std::time::UNIX_EPOCH;
+        let hop = |n| AuditHop {
+            hop: n,
+            agent: s.into(),
+            agent_key: s.into(),
+            signed_by: s.into(),
+            revocation_id: s.into(),
+        };
+        AuditRecord {
+            seq: 7,
+            decided_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+            request,
+            decision,
+            denial: Some(Denial {
+                kind: DenialKind::InvalidRequest,
+                hop: Some(1),
+                block: Some(1),
+                agent: Some(s.into()),
+                reason: s.into(),
+            }),
+            chain: Some(AuditChain {
+                token_id: s.into(),
+                principal: s.into(),
+                root_key_id: Some(0),
+                hops: vec![hop(0), hop(1)],
+            }),
+            revocation_position: None,
+            policy_hash: s.into(),
+            prev_hash: s.into(),
+        }
+    }
+
+    fn filter(s: &str) -> Filter {
+        Filter {
+            principal: Some(s.into()),
+            agent: Some(s.into()),
+            decision: Some(s.into()),
+            limit: None,
+        }
+    }
+
+    fn between<'p>(page: &'p str, open: &str, close: &str) -> Vec<&'p str> {
+        page.split(open)
+            .skip(1)
+            .filter_map(|rest| rest.find(close).map(|end| &rest[..end]))
+            .collect()
+    }
+
+    fn assert_safe(s: &str) {
+        let records = [record(s, Outcome::Deny), record(s, Outcome::Allow)];
+        let rows: Vec<&AuditRecord> = records.iter().collect();
+        let page = render(&rows, 9, &filter(s));
+        let benign = [record("a", Outcome::Deny), record("a", Outcome::Allow)];
+        let baseline = render(&benign.iter().collect::<Vec<_>>(), 9, &filter("a"));
+        assert_eq!(skeleton(&page), skeleton(&baseline), "{s:?}:\n{page}");
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("<img"), "{page}");
+        assert!(!page.chars().any(|c| c != '\n' && is_hidden(c)), "{page:?}");
+        assert_eq!(page.matches('\n').count(), baseline.matches('\n').count());
+        let shown = text(s).to_string();
+        // The filter fields, the principal, each agent, the reason.
+        for value in between(&page, "<input name=\"principal\" value=\"", "\"")
+            .into_iter()
+            .chain(between(&page, "<input name=\"agent\" value=\"", "\""))
+            .chain(between(&page, "<b>", "</b>"))
+            .chain(between(&page, "\">", "</span>"))
+        {
+            if value.contains('<') {
+                continue; // an element's content other than a value
+            }
+            assert_eq!(unescape(value), shown, "{page}");
+        }
+        for title in between(&page, "<span title=\"", "\"") {
+            assert_eq!(
+                unescape(title),
+                text(&format!("{s} · signed by {s}")).to_string()
+            );
+        }
+        let cells: Vec<&str> = page.split("</td></tr>").collect();
+        let reasons: Vec<&str> = cells[..cells.len() - 1]
+            .iter()
+            .map(|r| r.rsplit("<td>").next().unwrap())
+            .collect();
+        assert_eq!(reasons.len(), 2, "{page}");
+        for reason in reasons {
+            assert_eq!(unescape(reason), shown, "{page}");
+        }
+        // No filter value selected an option it does not name.
+        if !["allow", "deny", "needs_approval"].contains(&s) {
+            assert!(!page.contains("<option selected"), "{page}");
+        }
+    }
+
+    /// Every field of a decision that reaches `/ui/decisions`, and the
+    /// filter values echoed in the form, given each attack: only text.
+    #[test]
+    fn hostile_decision_strings_are_only_text_on_the_decisions_page() {
+        for attack in ATTACKS {
+            assert_safe(attack);
+        }
+    }
+
+    #[test]
+    fn the_decisions_page_keeps_its_structure() {
+        let records = [record("agent-1", Outcome::Deny)];
+        let mut f = filter("user:alice");
+        f.decision = Some("deny".into());
+        let page = render(&records.iter().collect::<Vec<_>>(), 3, &f);
+        for needle in [
+            "<title>Mandate decisions</title>",
+            "<div class=\"meta\">1 shown of 3 in the signed audit log, newest first</div>",
+            "<form method=\"get\" action=\"/ui/decisions\">",
+            "<input name=\"principal\" value=\"user:alice\">",
+            "<option value=\"\">any</option><option>allow</option><option selected>deny</option>",
+            "<table id=\"decisions\"><thead><tr><th>#</th>",
+            "<tr class=\"row\" data-decision=\"deny\"><td>7</td><td>2027-01-15T08:00:00Z</td><td class=\"deny\">deny</td>",
+            "<td>agent-1 agent-1 <small>agent-1=&quot;agent-1&quot;</small></td>",
+            "<td><b>agent-1</b> → <span title=\"agent-1 · signed by agent-1\">agent-1</span> → <span",
+        ] {
+            assert!(page.contains(needle), "{needle}\nnot in:\n{page}");
+        }
+        let mut unreadable = record("x", Outcome::Allow);
+        unreadable.chain = None;
+        let page = render(&[&unreadable], 1, &Filter::default());
+        assert!(page.contains("<td>(token not readable)</td>"), "{page}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_decision_strings_are_only_text(s in nasty()) {
+            assert_safe(&s);
+        }
+    }
 }
