@@ -18,6 +18,10 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # The HTML views are tested in a real headless browser (driven by WebDriver).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# The docs' shell examples (scripts/docs-test.sh) call the servers with curl;
+# scripts/check-size.sh reads the binary's sections with readelf.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v readelf >/dev/null 2>&1 || need+=(binutils)
 
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2

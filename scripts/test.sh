@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs Mandate's whole test suite: unit, doc, end-to-end (library and CLI
-# binary), property tests, the browser and other-language agent tests, the
-# benches in test mode (each runs once), and the demo. Usage: ./scripts/test.sh
+# Runs Mandate's whole test suite: formatting and clippy, unit, doc (with the
+# docs' Rust examples), end-to-end (library and CLI binary), property tests,
+# the browser and other-language agent tests, the benches in test mode (each
+# runs once), every shell example of README.md and docs/, the release
+# binary's size, and the demo. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -12,9 +14,14 @@ eval "$(./scripts/setup-agents.sh)"
 export MANDATE_AGENTS_REQUIRED=1
 
 cargo fmt --all -- --check
+# Clippy in the tests' profile, so RocksDB's C++ is built once for both.
+cargo clippy --workspace --all-targets "${MANDATE_PROFILE_FLAGS[@]}" -- -D warnings
 cargo test --workspace --all-targets "${MANDATE_PROFILE_FLAGS[@]}"
 cargo test --workspace --doc "${MANDATE_PROFILE_FLAGS[@]}"
+./scripts/check-size.sh
 ./scripts/demo.sh >/dev/null
 echo "demo: ok"
+# Every shell block of README.md and docs/*.md, run as written.
+./scripts/docs-test.sh
 # A bounded fuzz smoke run (20 s per target) where nightly and cargo-fuzz exist.
 if cargo +nightly fuzz --version >/dev/null 2>&1; then ./scripts/fuzz.sh 20; else echo "fuzz smoke: skipped (no nightly)"; fi

@@ -389,3 +389,20 @@ pub fn assert_denied(
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+/// The Rust examples of the reader docs, compiled and run as doctests (with
+/// `cargo test --doc`), so the docs cannot drift from the code. The shell
+/// examples run in `scripts/docs-test.sh`.
+#[cfg(doctest)]
+pub mod docs {
+    #[doc = include_str!("../../docs/agents.md")]
+    pub struct Agents;
+    #[doc = include_str!("../../docs/api-servers.md")]
+    pub struct ApiServers;
+    #[doc = include_str!("../../docs/operators.md")]
+    pub struct Operators;
+    #[doc = include_str!("../../docs/auditors.md")]
+    pub struct Auditors;
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
+}
