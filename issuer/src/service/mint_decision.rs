@@ -215,107 +215,21 @@ fn constraint_params(constraints: &[Constraint]) -> Result<BTreeMap<String, Valu
             Constraint::NotBefore { at } => {
                 let t = at.unix_timestamp();
                 not_before = Some(not_before.map_or(t, |b| b.max(t)));
-                continue;
             }
             Constraint::NotAfter { at } => {
                 let t = at.unix_timestamp();
                 not_after = Some(not_after.map_or(t, |a| a.min(t)));
-                continue;
             }
-            _ => {}
-        }
-        let Some(param) = c.param() else { continue };
-        let im = by_param.entry(param).or_default();
-        let upper = |im: &mut Implied, v: i64| im.max = Some(im.max.map_or(v, |m| m.min(v)));
-        let lower = |im: &mut Implied, v: i64| im.min = Some(im.min.map_or(v, |m| m.max(v)));
-        match c {
-            Constraint::Int { cmp, bound, .. } => match cmp {
-                IntCmp::Le => upper(im, *bound),
-                IntCmp::Lt => upper(im, bound.saturating_sub(1)),
-                IntCmp::Ge => lower(im, *bound),
-                IntCmp::Gt => lower(im, bound.saturating_add(1)),
-            },
-            Constraint::Equals { value, .. } => {
-                if let Value::Int(v) = value {
-                    upper(im, *v);
-                    lower(im, *v);
-                }
-                // Several different values cannot all hold: any one of them
-                // is implied; take the least, for a stable answer.
-                if im.eq.as_ref().is_none_or(|e| value < e) {
-                    im.eq = Some(value.clone());
+            _ => {
+                if let Some(param) = c.param() {
+                    by_param.entry(param).or_default().add(c);
                 }
             }
-            Constraint::StartsWith { prefix, .. } => {
-                if im.prefix.as_ref().is_none_or(|p| longer(prefix, p)) {
-                    im.prefix = Some(prefix.clone());
-                }
-            }
-            Constraint::EndsWith { suffix, .. } => {
-                if im.suffix.as_ref().is_none_or(|s| longer(suffix, s)) {
-                    im.suffix = Some(suffix.clone());
-                }
-            }
-            Constraint::OneOf { values, .. } => {
-                let ints: Vec<i64> = values
-                    .iter()
-                    .filter_map(|v| match v {
-                        Value::Int(i) => Some(*i),
-                        Value::Str(_) => None,
-                    })
-                    .collect();
-                if ints.len() == values.len() {
-                    if let (Some(lo), Some(hi)) = (ints.iter().min(), ints.iter().max()) {
-                        upper(im, *hi);
-                        lower(im, *lo);
-                    }
-                }
-                im.one_of = Some(match im.one_of.take() {
-                    None => values.clone(),
-                    Some(prev) => prev.intersection(values).cloned().collect(),
-                });
-            }
-            Constraint::NotBefore { .. } | Constraint::NotAfter { .. } => {}
         }
     }
     let mut out = BTreeMap::new();
     for (param, im) in by_param {
-        let mut put = |kind: &str, v: Value| -> Result<(), String> {
-            let name = format!("{kind}.{param}");
-            if name.len() > MAX_NAME_LEN {
-                return Err(format!(
-                    "the constraint on parameter {param:?} cannot be decided: {kind}.{{param}} \
-                     would be longer than {MAX_NAME_LEN} bytes"
-                ));
-            }
-            out.insert(name, v);
-            Ok(())
-        };
-        if let Some(v) = im.max {
-            put("max", Value::Int(v))?;
-        }
-        if let Some(v) = im.min {
-            put("min", Value::Int(v))?;
-        }
-        if let Some(v) = im.eq {
-            put("eq", v)?;
-        }
-        if let Some(v) = im.prefix {
-            put("prefix", Value::Str(v))?;
-        }
-        if let Some(v) = im.suffix {
-            put("suffix", Value::Str(v))?;
-        }
-        if let Some(set) = im.one_of {
-            let joined: Vec<String> = set
-                .iter()
-                .map(|v| match v {
-                    Value::Int(i) => i.to_string(),
-                    Value::Str(s) => s.clone(),
-                })
-                .collect();
-            put("in", Value::Str(joined.join("|")))?;
-        }
+        im.write_params(param, &mut out)?;
     }
     if let Some(t) = not_before {
         out.insert("not_before".into(), Value::Int(t));
@@ -330,6 +244,111 @@ fn constraint_params(constraints: &[Constraint]) -> Result<BTreeMap<String, Valu
         ));
     }
     Ok(out)
+}
+
+impl Implied {
+    fn upper(&mut self, v: i64) {
+        self.max = Some(self.max.map_or(v, |m| m.min(v)));
+    }
+
+    fn lower(&mut self, v: i64) {
+        self.min = Some(self.min.map_or(v, |m| m.max(v)));
+    }
+
+    /// Tightens what is implied with one more constraint on the parameter.
+    fn add(&mut self, c: &Constraint) {
+        match c {
+            Constraint::Int { cmp, bound, .. } => match cmp {
+                IntCmp::Le => self.upper(*bound),
+                IntCmp::Lt => self.upper(bound.saturating_sub(1)),
+                IntCmp::Ge => self.lower(*bound),
+                IntCmp::Gt => self.lower(bound.saturating_add(1)),
+            },
+            Constraint::Equals { value, .. } => {
+                if let Value::Int(v) = value {
+                    self.upper(*v);
+                    self.lower(*v);
+                }
+                // Several different values cannot all hold: any one of them
+                // is implied; take the least, for a stable answer.
+                if self.eq.as_ref().is_none_or(|e| value < e) {
+                    self.eq = Some(value.clone());
+                }
+            }
+            Constraint::StartsWith { prefix, .. } => {
+                if self.prefix.as_ref().is_none_or(|p| longer(prefix, p)) {
+                    self.prefix = Some(prefix.clone());
+                }
+            }
+            Constraint::EndsWith { suffix, .. } => {
+                if self.suffix.as_ref().is_none_or(|s| longer(suffix, s)) {
+                    self.suffix = Some(suffix.clone());
+                }
+            }
+            Constraint::OneOf { values, .. } => {
+                let ints: Vec<i64> = values
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::Int(i) => Some(*i),
+                        Value::Str(_) => None,
+                    })
+                    .collect();
+                if ints.len() == values.len() {
+                    if let (Some(lo), Some(hi)) = (ints.iter().min(), ints.iter().max()) {
+                        self.upper(*hi);
+                        self.lower(*lo);
+                    }
+                }
+                self.one_of = Some(match self.one_of.take() {
+                    None => values.clone(),
+                    Some(prev) => prev.intersection(values).cloned().collect(),
+                });
+            }
+            Constraint::NotBefore { .. } | Constraint::NotAfter { .. } => {}
+        }
+    }
+
+    /// `max.P`, `min.P`, `eq.P`, `prefix.P`, `suffix.P`, `in.P` for what is
+    /// implied about `param`.
+    fn write_params(self, param: &str, out: &mut BTreeMap<String, Value>) -> Result<(), String> {
+        let mut put = |kind: &str, v: Value| -> Result<(), String> {
+            let name = format!("{kind}.{param}");
+            if name.len() > MAX_NAME_LEN {
+                return Err(format!(
+                    "the constraint on parameter {param:?} cannot be decided: {kind}.{{param}} \
+                     would be longer than {MAX_NAME_LEN} bytes"
+                ));
+            }
+            out.insert(name, v);
+            Ok(())
+        };
+        if let Some(v) = self.max {
+            put("max", Value::Int(v))?;
+        }
+        if let Some(v) = self.min {
+            put("min", Value::Int(v))?;
+        }
+        if let Some(v) = self.eq {
+            put("eq", v)?;
+        }
+        if let Some(v) = self.prefix {
+            put("prefix", Value::Str(v))?;
+        }
+        if let Some(v) = self.suffix {
+            put("suffix", Value::Str(v))?;
+        }
+        if let Some(set) = self.one_of {
+            let joined: Vec<String> = set
+                .iter()
+                .map(|v| match v {
+                    Value::Int(i) => i.to_string(),
+                    Value::Str(s) => s.clone(),
+                })
+                .collect();
+            put("in", Value::Str(joined.join("|")))?;
+        }
+        Ok(())
+    }
 }
 
 /// Longer, or as long and smaller: the tighter of two prefixes or suffixes
