@@ -6,7 +6,7 @@ use crate::{EXIT_BAD_INPUT, EXIT_DENIED};
 use anyhow::{anyhow, bail, Context, Result};
 use biscuit_auth::{Biscuit, KeyPair, UnverifiedBiscuit};
 use mandate_attenuate::{delegate, Delegation};
-use mandate_issuer::{Issuer, MintRequest, RootKeys as IssuerKeys};
+use mandate_issuer::{Issuer, MintRequest, SigningKeys as IssuerKeys};
 use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{
     decode_blocks, effective_capabilities, format_public_key, parse_duration, parse_public_key,

@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 /// A set of root key pairs by id, one of them current (used to sign).
 #[derive(Clone)]
-pub struct RootKeys {
+pub struct SigningKeys {
     keys: BTreeMap<u32, Arc<KeyPair>>,
     current: u32,
 }
 
-impl RootKeys {
+impl SigningKeys {
     /// A set holding one key, current, under `id`.
-    pub fn new(id: u32, key: KeyPair) -> RootKeys {
-        RootKeys {
+    pub fn new(id: u32, key: KeyPair) -> SigningKeys {
+        SigningKeys {
             keys: BTreeMap::from([(id, Arc::new(key))]),
             current: id,
         }
@@ -29,7 +29,7 @@ impl RootKeys {
     pub fn from_keys(
         keys: impl IntoIterator<Item = (u32, KeyPair)>,
         current: u32,
-    ) -> Result<RootKeys, IssueError> {
+    ) -> Result<SigningKeys, IssueError> {
         let mut map = BTreeMap::new();
         for (id, key) in keys {
             if map.insert(id, Arc::new(key)).is_some() {
@@ -48,11 +48,11 @@ impl RootKeys {
                     .join(", ")
             )));
         }
-        Ok(RootKeys { keys: map, current })
+        Ok(SigningKeys { keys: map, current })
     }
 
     /// Adds a key under `id` and makes it the current signing key (rotation).
-    /// Older keys stay until [`RootKeys::retire`] removes them.
+    /// Older keys stay until [`SigningKeys::retire`] removes them.
     pub fn rotate(&mut self, id: u32, key: KeyPair) -> Result<(), IssueError> {
         if self.keys.contains_key(&id) {
             return Err(IssueError::Keys(format!(
@@ -90,10 +90,10 @@ impl RootKeys {
     }
 }
 
-impl fmt::Debug for RootKeys {
+impl fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print private keys.
-        f.debug_struct("RootKeys")
+        f.debug_struct("SigningKeys")
             .field("ids", &self.keys.keys().collect::<Vec<_>>())
             .field("current", &self.current)
             .finish()

@@ -44,7 +44,7 @@ mod registry;
 mod service;
 
 pub use error::IssueError;
-pub use keys::RootKeys;
+pub use keys::SigningKeys;
 #[cfg(feature = "server")]
 pub use registry::{Registry, TokenRecord};
 #[cfg(feature = "server")]
@@ -103,27 +103,27 @@ impl Minted {
     }
 }
 
-/// Mints root tokens with the current key of a [`RootKeys`] set.
+/// Mints root tokens with the current key of a [`SigningKeys`] set.
 #[derive(Debug, Clone)]
 pub struct Issuer {
-    keys: RootKeys,
+    keys: SigningKeys,
 }
 
 impl Issuer {
     /// An issuer with a single root key, id 0.
     pub fn new(root: KeyPair) -> Issuer {
         Issuer {
-            keys: RootKeys::new(0, root),
+            keys: SigningKeys::new(0, root),
         }
     }
 
     /// An issuer signing with the current key of `keys`.
-    pub fn with_keys(keys: RootKeys) -> Issuer {
+    pub fn with_keys(keys: SigningKeys) -> Issuer {
         Issuer { keys }
     }
 
-    /// The root key set (public halves: [`RootKeys::public_keys`]).
-    pub fn keys(&self) -> &RootKeys {
+    /// The root key set (public halves: [`SigningKeys::public_keys`]).
+    pub fn keys(&self) -> &SigningKeys {
         &self.keys
     }
 

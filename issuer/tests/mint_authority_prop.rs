@@ -20,7 +20,7 @@ use axum::http::{Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{call, Env};
 use mandate_attenuate::Delegation;
-use mandate_issuer::{Issuer, MintRequest, RootKeys, Service};
+use mandate_issuer::{Issuer, MintRequest, SigningKeys, Service};
 use mandate_spec::{
     decode_blocks, format_public_key, token_from_text, Alternative, Chain, Constraint, Grant,
     IntCmp, Request, ResourcePattern, Value,
@@ -204,7 +204,7 @@ fn admin_token(root: &KeyPair, spec: &AdminSpec, keys: &Keys) -> String {
         .iter()
         .map(|i| admin_text(*i, keys))
         .collect();
-    let minted = Issuer::with_keys(RootKeys::new(0, KeyPair::from(&root.private())))
+    let minted = Issuer::with_keys(SigningKeys::new(0, KeyPair::from(&root.private())))
         .mint(&MintRequest {
             principal: "ops:admin".into(),
             agent: "admin-cli".into(),

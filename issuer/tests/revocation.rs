@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{authorize, mint_body, Svc};
 use mandate_attenuate::{delegate, Delegation};
-use mandate_issuer::{Registry, RootKeys, Service, ServiceError};
+use mandate_issuer::{Registry, SigningKeys, Service, ServiceError};
 use mandate_spec::Grant;
 use mandate_verifier::{Revocation, RevocationStore, Target};
 use serde_json::{json, Value};
@@ -254,7 +254,7 @@ async fn an_internal_failure_is_500_without_its_details() {
             detail: "disk on fire".into(),
         })
     };
-    let router = Service::new(RootKeys::new(0, common::copy(&root)), store, registry)
+    let router = Service::new(SigningKeys::new(0, common::copy(&root)), store, registry)
         .with_sink(broken)
         .into_router();
     let admin = common::admin_token(&root, 0, &["revoke:/v1/revocations"], &[]);
@@ -294,7 +294,7 @@ async fn revocations_go_through_the_configured_sink_and_its_failure_is_503() {
             Ok(())
         }
     };
-    let router = Service::new(RootKeys::new(0, common::copy(&root)), store, registry)
+    let router = Service::new(SigningKeys::new(0, common::copy(&root)), store, registry)
         .with_sink(sink)
         .into_router();
     let admin = common::admin_token(&root, 0, &["mint,revoke:/v1/*"], &[]);

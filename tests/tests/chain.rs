@@ -7,7 +7,7 @@
 
 use biscuit_auth::KeyPair;
 use mandate_attenuate::{delegate, narrow, read_chain};
-use mandate_issuer::{Issuer, RootKeys as IssuerKeys};
+use mandate_issuer::{Issuer, SigningKeys as IssuerKeys};
 use mandate_spec::{Request, Signer};
 use mandate_tests::{
     assert_allowed, assert_denied, customers_grant, delegation, grant, mint_request, read_customer,

@@ -44,7 +44,7 @@ pub use error::ServiceError;
 pub use sink::RevocationSink;
 
 use crate::registry::Registry;
-use crate::{Issuer, RootKeys};
+use crate::{Issuer, SigningKeys};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -147,7 +147,7 @@ impl Service {
     /// A service signing with `keys`, verifying with every key of `keys`,
     /// consulting and writing `store` (the embedded default sink), and
     /// recording mints in `registry`.
-    pub fn new(keys: RootKeys, store: Arc<RevocationStore>, registry: Registry) -> Service {
+    pub fn new(keys: SigningKeys, store: Arc<RevocationStore>, registry: Registry) -> Service {
         let mut trusted = mandate_verifier::RootKeys::new();
         for (id, key) in keys.public_keys() {
             trusted = trusted.with(id, key);
@@ -190,7 +190,7 @@ impl Service {
     }
 
     /// The root key set (public halves for `GET /v1/keys`).
-    pub fn keys(&self) -> &RootKeys {
+    pub fn keys(&self) -> &SigningKeys {
         self.issuer.keys()
     }
 

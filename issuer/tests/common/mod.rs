@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use biscuit_auth::KeyPair;
-use mandate_issuer::{Issuer, MintRequest, RootKeyFile, RootKeys, Service, ServiceConfig};
+use mandate_issuer::{Issuer, MintRequest, RootKeyFile, SigningKeys, Service, ServiceConfig};
 use mandate_spec::{format_public_key, Grant};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -165,7 +165,7 @@ pub async fn authorize(
 /// An admin token minted offline with `root` (key id `id`), principal
 /// `ops:admin`, agent `admin-cli`.
 pub fn admin_token(root: &KeyPair, id: u32, allow: &[&str], where_: &[&str]) -> String {
-    let issuer = Issuer::with_keys(RootKeys::new(id, copy(root)));
+    let issuer = Issuer::with_keys(SigningKeys::new(id, copy(root)));
     issuer
         .mint(&MintRequest {
             principal: "ops:admin".into(),
