@@ -167,7 +167,7 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<ExitCode> {
         SystemTime::now() + valid,
         &key,
     )?;
-    println!("{block}");
+    outln!("{block}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -178,7 +178,7 @@ pub(crate) fn attach(a: AttachApprovalArgs) -> Result<ExitCode> {
     let approval = read_text(&a.approval)?;
     let token = read_token(&a.token)?;
     let out = attach_approval(&token, &approval)?;
-    println!("{}", out.to_base64());
+    outln!("{}", out.to_base64())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -209,6 +209,6 @@ pub(crate) fn prove(a: ProveArgs) -> Result<ExitCode> {
         SystemTime::now(),
     )
     .context("--target")?;
-    println!("{}", proof.to_header());
+    outln!("{}", proof.to_header())?;
     Ok(ExitCode::SUCCESS)
 }

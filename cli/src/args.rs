@@ -8,49 +8,88 @@ use std::path::PathBuf;
 
 /// Mandate: delegation-chain capability tokens for AI agents.
 #[derive(Debug, Parser)]
-#[command(name = "mandate", version, about, long_about = None)]
+#[command(name = "mandate", version, long_about = None)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
+/// Every subcommand, in the order of the groups `mandate --help` shows them
+/// in (help.rs): the first line of each doc comment is its entry there.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Generate an Ed25519 key pair; print the public key as ed25519/<hex>.
+    // Tokens.
+    /// Generate a key pair; print its public key (ed25519/<hex>).
+    ///
+    /// With --out FILE the private key is written to FILE (mode 0600) and the
+    /// public key printed; without, the private key goes to standard output
+    /// and the public key to standard error.
     Keygen(KeygenArgs),
-    /// Mint a root token for a principal and a first agent (prints base64).
+    /// Mint a root token for a principal and a first agent.
+    ///
+    /// Prints the token (base64).
     Issue(IssueArgs),
-    /// Append a delegation hop signed by the holder's key (prints base64).
+    /// Delegate: append a hop signed by the holder's key.
+    ///
+    /// Prints the new token (base64); the hop can only narrow what the token
+    /// allows.
     Attenuate(AttenuateArgs),
     /// Show a token's delegation chain, hop by hop.
     Inspect(InspectArgs),
-    /// Decide one request with a token: exit 0 allowed, 1 denied, 2 bad
-    /// input, 3 needs approval.
+    /// Decide one request with a token.
+    ///
+    /// Exit 0 allowed, 1 denied, 2 bad input, 3 needs approval.
     Verify(VerifyArgs),
-    /// Add to a revocation list (a RocksDB directory); synced before it prints.
-    Revoke(RevokeArgs),
-    /// List (or prune) a revocation list.
-    Revocations(RevocationsArgs),
-    /// Run the issuer HTTP service with its embedded verifier (one process,
-    /// one data directory).
-    Serve(ServeArgs),
-    /// Run a verifier process: HTTP authorization endpoint, local RocksDB
-    /// revocation list fed by the NATS JetStream revocation feed.
-    Verifierd(VerifierdArgs),
-    /// Export or verify a verifier's signed audit log.
-    Audit(AuditArgs),
-    /// Show a request that needs approval, with its chain, and sign the
-    /// approval (prints the approval block, base64).
+
+    // Approvals and proofs.
+    /// Review a request that needs approval; sign the approval.
+    ///
+    /// Shows the request and the chain it would be made through, as
+    /// verified from the token with the root key. Prints the approval block
+    /// (base64), for `mandate attach-approval`.
     Approve(ApproveArgs),
     /// Append an approval block to a token (prints the new token).
     AttachApproval(AttachApprovalArgs),
-    /// Make a proof of possession for one request (prints the Mandate-Proof
-    /// header value).
+    /// Make a proof of possession for one request.
+    ///
+    /// Prints the Mandate-Proof header value.
     Prove(ProveArgs),
-    /// Run a verifying reverse proxy in front of APIs and MCP tool servers:
-    /// decides each request, strips the token, injects the upstream's
+
+    // Revocation.
+    /// Revoke a token, a hop or an agent key; synced before it prints.
+    ///
+    /// Adds to a revocation list (a RocksDB directory), and with --nats
+    /// publishes to the revocation feed.
+    Revoke(RevokeArgs),
+    /// List or prune a revocation list; show or set its feed position.
+    Revocations(RevocationsArgs),
+
+    // Audit.
+    /// Export or verify a verifier's signed audit log.
+    Audit(AuditArgs),
+
+    // Servers.
+    /// Run the issuer HTTP service with its embedded verifier.
+    ///
+    /// One process, one data directory: minting, revocation, the approvals
+    /// desk and /ui/decisions.
+    Serve(ServeArgs),
+    /// Run a verifier: HTTP decisions, revocations from the NATS feed.
+    ///
+    /// An HTTP authorization endpoint with a local RocksDB revocation list
+    /// fed by the NATS JetStream revocation feed.
+    Verifierd(VerifierdArgs),
+    /// Run a verifying reverse proxy in front of APIs and MCP servers.
+    ///
+    /// Decides each request, strips the token, injects the upstream's
     /// credential.
     Gateway(GatewayArgs),
+
+    // Shell integration.
+    /// Print a shell's completion script for mandate.
+    Completions(crate::completions::CompletionsArgs),
+    /// Write mandate's man pages (or print mandate(1)).
+    Man(crate::man::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +151,12 @@ pub(crate) struct AuditVerifyArgs {
     /// be its.
     #[arg(long, value_name = "PUBKEY")]
     pub(crate) public_key: String,
+    /// Print the result as one JSON object on standard output: {"status":
+    /// "ok", "records", "first_seq", "last_seq", "head_hash", "source",
+    /// "partial_from", "prev_hash_checked"} or {"status": "tampered" |
+    /// "empty", "problem", "source"} (exit 1).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `mandate serve`: flags override the configuration file's settings.
@@ -221,6 +266,11 @@ pub(crate) struct RevokeArgs {
     /// server's acknowledgement.
     #[command(flatten)]
     pub(crate) feed: NatsArgs,
+    /// Print each entry revoked as a JSON line: the object `revocations
+    /// --json` lists, plus "feed_sequence" (the feed's sequence with --nats,
+    /// else null).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Where the revocation feed is and how to reach it. Secrets only from files.
@@ -279,6 +329,10 @@ pub(crate) struct KeygenArgs {
     /// Overwrite FILE if it exists.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Print one JSON object on standard output: {"public_key",
+    /// "private_key_file"} with --out, else {"public_key", "private_key"}.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// The grant flags shared by `issue` and `attenuate`.

@@ -2,12 +2,14 @@
 //! a verifier keeps (its RocksDB store, or an exported JSON-lines file).
 
 use crate::args::{AuditArgs, AuditCommand, AuditExportArgs, AuditVerifyArgs};
+use crate::out::{unless_closed, Out};
 use anyhow::{bail, Context, Result};
 use mandate_spec::display::text;
 use mandate_spec::parse_public_key;
 use mandate_verifier::{
-    parse_export, read_audit_store, verify_entries_from, AuditProblem, AuditStart,
+    parse_export, read_audit_store, verify_entries_from, AuditProblem, AuditStart, AuditSummary,
 };
+use serde_json::json;
 use std::io::Write;
 use std::process::ExitCode;
 use time::OffsetDateTime;
@@ -31,7 +33,7 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
         None => None,
     };
     let entries = read_audit_store(&a.db)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = Out::new();
     let mut started = false;
     for (place, entry) in entries {
         let entry = match entry {
@@ -52,6 +54,7 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
             writeln!(out, "{}", serde_json::to_string(&entry)?)?;
         }
     }
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -80,36 +83,61 @@ fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
         Some(seq) => AuditStart::at(seq, a.prev_hash.as_ref().map(|h| h.to_ascii_lowercase())),
         None => AuditStart::Genesis,
     };
-    let source = text(&source);
-    match verify_entries_from(&entries, &key, &start) {
-        Ok(summary) => {
-            let (Some(first), Some(last), Some(head)) =
-                (summary.first_seq, summary.last_seq, summary.head_hash)
-            else {
-                // verify_entries_from reports an empty log as a problem.
-                bail!("no record was checked in {source}");
-            };
-            let tie = match (&a.partial_from, &a.prev_hash) {
-                (None, _) => "",
-                (Some(_), Some(_)) => ", a partial export following the stated hash",
-                (Some(_), None) => {
-                    ", a partial export (not tied to the records before it: pass --prev-hash)"
-                }
-            };
-            println!(
-                "ok: {} records ({first}..{last}) in {source}{tie}, every signature and link \
-                 verified; head hash {head}",
-                summary.records
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(AuditProblem::Empty) => {
-            eprintln!("EMPTY: {source}: {}", AuditProblem::Empty);
-            Ok(ExitCode::from(EXIT_TAMPERED))
-        }
-        Err(problem) => {
-            eprintln!("TAMPERED: {}", text(&problem.to_string()));
-            Ok(ExitCode::from(EXIT_TAMPERED))
-        }
+    let problem = match verify_entries_from(&entries, &key, &start) {
+        Ok(summary) => return intact(&a, &summary, &source),
+        Err(problem) => problem,
+    };
+    // The exit code is the verdict: a reader that went away changes nothing.
+    let status = if problem == AuditProblem::Empty {
+        "empty"
+    } else {
+        "tampered"
+    };
+    if a.json {
+        let out = json!({ "status": status, "source": source, "problem": problem.to_string() });
+        unless_closed(outln!("{out}"))?;
+    } else if problem == AuditProblem::Empty {
+        eprintln!("EMPTY: {}: {problem}", text(&source));
+    } else {
+        eprintln!("TAMPERED: {}", text(&problem.to_string()));
     }
+    Ok(ExitCode::from(EXIT_TAMPERED))
+}
+
+/// Reports a log that verified (exit 0).
+fn intact(a: &AuditVerifyArgs, summary: &AuditSummary, source: &str) -> Result<ExitCode> {
+    let shown = text(source);
+    let (Some(first), Some(last), Some(head)) =
+        (summary.first_seq, summary.last_seq, &summary.head_hash)
+    else {
+        // verify_entries_from reports an empty log as a problem.
+        bail!("no record was checked in {shown}");
+    };
+    if a.json {
+        let out = json!({
+            "status": "ok",
+            "source": source,
+            "records": summary.records,
+            "first_seq": first,
+            "last_seq": last,
+            "head_hash": head,
+            "partial_from": a.partial_from,
+            "prev_hash_checked": a.partial_from.is_some() && a.prev_hash.is_some(),
+        });
+        unless_closed(outln!("{out}"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tie = match (&a.partial_from, &a.prev_hash) {
+        (None, _) => "",
+        (Some(_), Some(_)) => ", a partial export following the stated hash",
+        (Some(_), None) => {
+            ", a partial export (not tied to the records before it: pass --prev-hash)"
+        }
+    };
+    unless_closed(outln!(
+        "ok: {} records ({first}..{last}) in {shown}{tie}, every signature and link \
+         verified; head hash {head}",
+        summary.records
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 use crate::args::{AttenuateArgs, GrantArgs, InspectArgs, IssueArgs, KeygenArgs, VerifyArgs};
 use crate::io::{read_private_key, read_token, write_private_key};
+use crate::out::{unless_closed, Out};
 use crate::{EXIT_BAD_INPUT, EXIT_DENIED};
 use anyhow::{anyhow, bail, Context, Result};
 use biscuit_auth::{Biscuit, KeyPair, UnverifiedBiscuit};
@@ -16,6 +17,7 @@ use mandate_verifier::{
     DenialKind, Presented, ReplayGuard, RevocationStore, RootKeys, Target, Verifier,
 };
 use serde_json::json;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 use time::format_description::well_known::Rfc3339;
@@ -23,16 +25,30 @@ use time::OffsetDateTime;
 
 pub(crate) fn keygen(a: KeygenArgs) -> Result<ExitCode> {
     let key = KeyPair::new();
+    let public = format_public_key(&key.public());
     match &a.out {
         Some(path) => {
             write_private_key(path, &key, a.force)?;
-            println!("{}", format_public_key(&key.public()));
+            if a.json {
+                let out = json!({ "public_key": public, "private_key_file": path });
+                outln!("{out}")?;
+            } else {
+                outln!("{public}")?;
+            }
         }
         None => {
-            // No file: the private key goes to standard output (for a secret
-            // store), the public key to standard error.
-            println!("{}", mandate_spec::format_private_key(&key));
-            eprintln!("public key: {}", format_public_key(&key.public()));
+            let private = mandate_spec::format_private_key(&key);
+            if a.json {
+                outln!(
+                    "{}",
+                    json!({ "public_key": public, "private_key": private })
+                )?;
+            } else {
+                // No file: the private key goes to standard output (for a
+                // secret store), the public key to standard error.
+                outln!("{private}")?;
+                eprintln!("public key: {public}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -66,7 +82,7 @@ pub(crate) fn issue(a: IssueArgs) -> Result<ExitCode> {
         purpose: a.grant.purpose,
         max_depth: a.max_depth,
     })?;
-    println!("{}", minted.to_base64());
+    outln!("{}", minted.to_base64())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -91,7 +107,7 @@ pub(crate) fn attenuate(a: AttenuateArgs) -> Result<ExitCode> {
             purpose: a.grant.purpose,
         },
     )?;
-    println!("{}", out.to_base64());
+    outln!("{}", out.to_base64())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -124,8 +140,9 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
         )
         .with_context(|| format!("--html: writing {}", out.display()))?;
     }
+    let mut out = Out::new();
     if a.json {
-        let out = json!({
+        let value = json!({
             "signatures_verified": verified,
             "root_key_id": root_key_id,
             "size_bytes": token.len(),
@@ -134,40 +151,47 @@ pub(crate) fn inspect(a: InspectArgs) -> Result<ExitCode> {
             "effective": effective,
             "revoked": revoked,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        // Rendered first: serde_json's writer would hide a closed pipe.
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        out.finish()?;
         return Ok(ExitCode::SUCCESS);
     }
     // Every token-derived string below is escaped (SPEC §16).
-    println!(
+    writeln!(
+        out,
         "token {} for principal {}",
         word(&chain.token_id),
         quoted(&chain.principal)
-    );
-    println!("issued: {}", rfc3339(chain.issued_at));
+    )?;
+    writeln!(out, "issued: {}", rfc3339(chain.issued_at))?;
     match &chain.expires_at {
-        Some(e) => println!("expires: {} (earliest along the chain)", rfc3339(*e)),
-        None => println!("expires: never"),
+        Some(e) => writeln!(out, "expires: {} (earliest along the chain)", rfc3339(*e))?,
+        None => writeln!(out, "expires: never")?,
     }
     if verified {
-        println!("signatures: verified with the given root key");
+        writeln!(out, "signatures: verified with the given root key")?;
     } else {
-        println!("signatures: NOT verified (pass --public-key to verify them)");
+        writeln!(
+            out,
+            "signatures: NOT verified (pass --public-key to verify them)"
+        )?;
     }
     if let Some(d) = chain.max_depth {
-        println!("max depth: {d} delegation hop(s)");
+        writeln!(out, "max depth: {d} delegation hop(s)")?;
     }
-    println!("chain: {chain}");
-    println!();
+    writeln!(out, "chain: {chain}")?;
+    writeln!(out)?;
     for ((hop, cap), revoked) in chain.hops.iter().zip(&effective).zip(&revoked) {
-        print!("{hop}");
-        println!("  effective here: {}", cap.describe());
+        write!(out, "{hop}")?;
+        writeln!(out, "  effective here: {}", cap.describe())?;
         if let Some(why) = revoked {
-            println!("  REVOKED: {}", text(why));
+            writeln!(out, "  REVOKED: {}", text(why))?;
         }
     }
     for approval in &chain.approvals {
-        print!("{approval}");
+        write!(out, "{approval}")?;
     }
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -229,15 +253,16 @@ pub(crate) fn verify(a: VerifyArgs) -> Result<ExitCode> {
         };
     }
     let decision = verifier.authorize_presented(&token, &request, &presented);
+    // The exit code is the decision: a reader that went away changes
+    // nothing (a denial stays exit 1).
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&decision)?);
+        unless_closed(outln!("{}", serde_json::to_string_pretty(&decision)?))?;
     }
     let Some(denial) = &decision.denial else {
         if !a.json {
-            if let Some(chain) = &decision.chain {
-                println!("allowed: {chain}");
-            } else {
-                println!("allowed");
+            match &decision.chain {
+                Some(chain) => unless_closed(outln!("allowed: {chain}"))?,
+                None => unless_closed(outln!("allowed"))?,
             }
         }
         return Ok(ExitCode::SUCCESS);

@@ -1,21 +1,35 @@
 //! `mandate`: the command-line tool for Mandate tokens.
 //!
 //! Exit codes: 0 success / allowed, 1 denied, 2 bad input or usage, 3 needs
-//! approval.
+//! approval (help.rs states them in `mandate --help` and the man page). A
+//! closed standard output is not an error: exit 0, silently (out.rs).
+
+// Standard output only through out.rs, whose writes cannot panic.
+#![deny(clippy::print_stdout)]
+#[macro_use]
+mod out;
 
 mod approve;
 mod args;
 mod audit;
 mod commands;
+mod completions;
 mod feed;
+// The servers print their address with println! until they move to the
+// shared start-up path.
+#[allow(clippy::print_stdout)]
 mod gateway;
+mod help;
 mod io;
+mod man;
 mod revoke;
+#[allow(clippy::print_stdout)]
 mod serve;
+#[allow(clippy::print_stdout)]
 mod verifierd;
 
 use args::{Cli, Command};
-use clap::Parser;
+use clap::FromArgMatches;
 use std::process::ExitCode;
 
 /// Exit code for a request that was decided and denied.
@@ -26,23 +40,28 @@ const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_NEEDS_APPROVAL: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match help::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            // One clear line, no usage dump.
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid usage");
-            eprintln!("{first} (see `mandate --help`)");
-            return ExitCode::from(EXIT_BAD_INPUT);
+            // clap's whole message: what is wrong, the usage, a "similar
+            // argument" tip. Help and version go to standard output, exit 0;
+            // usage errors to standard error, exit 2. A failed write (a
+            // closed pipe under `--help | head`) changes nothing.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`| head`): what it wanted it has; exit 0.
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(EXIT_BAD_INPUT)
@@ -66,6 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::AttachApproval(a) => approve::attach(a),
         Command::Prove(a) => approve::prove(a),
         Command::Gateway(a) => gateway::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 

@@ -3,11 +3,13 @@
 use crate::args::{NatsArgs, RevocationsArgs, RevokeArgs};
 use crate::feed::{self, BlockingPublisher};
 use crate::io::read_token;
+use crate::out::Out;
 use anyhow::{anyhow, bail, Context, Result};
 use mandate_attenuate::read_chain;
 use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{parse_public_key, Chain};
 use mandate_verifier::{Revocation, RevocationStore, Target};
+use serde::Serialize;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use time::OffsetDateTime;
@@ -31,7 +33,7 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
             note,
         };
     if let Some(source) = &a.ids_from {
-        return revoke_stream(&store, source, &entry, &a.feed);
+        return revoke_stream(&store, source, &entry, &a.feed, a.json);
     }
     let e = if let Some(id) = &a.id {
         entry(Target::Block(parse_id(id)?), None, None)
@@ -56,15 +58,39 @@ pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
         bail!("give one of --id, --token, --agent-key, --ids-from");
     };
     store.revoke(std::slice::from_ref(&e))?;
+    let mut feed_sequence = None;
     if let Some(cfg) = feed::config(&a.feed)? {
         let seq = BlockingPublisher::connect(cfg)?.publish(&e)?;
-        println!("published to the revocation feed (sequence {seq})");
+        if !a.json {
+            outln!("published to the revocation feed (sequence {seq})")?;
+        }
+        feed_sequence = Some(seq);
+    }
+    if a.json {
+        outln!(
+            "{}",
+            serde_json::to_string(&Revoked {
+                entry: &e,
+                feed_sequence
+            })?
+        )?;
+        return Ok(ExitCode::SUCCESS);
     }
     match &e.note {
-        Some(note) => println!("revoked {} — {}", text(&e.target.to_string()), text(note)),
-        None => println!("revoked {}", text(&e.target.to_string())),
+        Some(note) => outln!("revoked {} — {}", text(&e.target.to_string()), text(note))?,
+        None => outln!("revoked {}", text(&e.target.to_string()))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `revoke --json`: one line per entry revoked, the object `revocations
+/// --json` lists plus where the feed put it.
+#[derive(Serialize)]
+struct Revoked<'a> {
+    #[serde(flatten)]
+    entry: &'a Revocation,
+    /// The feed's stream sequence, with --nats; else null.
+    feed_sequence: Option<u64>,
 }
 
 fn hop_entry(
@@ -92,11 +118,15 @@ fn hop_entry(
 }
 
 /// Revokes ids read line by line, acknowledging each only after it is synced.
+///
+/// If the reader of the acknowledgements goes away (`| head -1`), every id
+/// is still revoked: the acknowledgements stop, the revocations do not.
 fn revoke_stream(
     store: &RevocationStore,
     source: &str,
     entry: &dyn Fn(Target, Option<OffsetDateTime>, Option<String>) -> Revocation,
     nats: &NatsArgs,
+    json: bool,
 ) -> Result<ExitCode> {
     let feed = match feed::config(nats)? {
         Some(cfg) => Some(BlockingPublisher::connect(cfg)?),
@@ -109,7 +139,7 @@ fn revoke_stream(
             std::fs::File::open(source).with_context(|| format!("opening {source}"))?,
         ))
     };
-    let mut out = std::io::stdout().lock();
+    let mut acknowledging = true;
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
         let id = line.trim();
@@ -119,11 +149,29 @@ fn revoke_stream(
         let target = Target::Block(parse_id(id).with_context(|| format!("line {}", n + 1))?);
         let e = entry(target, None, None);
         store.revoke(std::slice::from_ref(&e))?;
-        if let Some(feed) = &feed {
-            feed.publish(&e)?;
+        let feed_sequence = match &feed {
+            Some(feed) => Some(feed.publish(&e)?),
+            None => None,
+        };
+        if acknowledging {
+            let written = if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string(&Revoked {
+                        entry: &e,
+                        feed_sequence
+                    })?
+                )
+            } else {
+                outln!("revoked {id}")
+            };
+            match written {
+                Ok(()) => {}
+                // The reader went away: keep revoking, stop acknowledging.
+                Err(e) if crate::out::closed(&e) => acknowledging = false,
+                Err(e) => return Err(e.into()),
+            }
         }
-        writeln!(out, "revoked {id}")?;
-        out.flush()?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -145,34 +193,34 @@ pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
         let store = RevocationStore::open_existing(&a.db)?;
         let before = store.feed_position()?;
         store.set_feed_position(position)?;
-        println!(
+        outln!(
             "feed position {before} -> {position}: the feed resumes at sequence {} of the \
              stream the server has now",
             position + 1
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if a.feed_position {
         let store = RevocationStore::open_read_only(&a.db)?;
         let position = store.feed_position()?;
         match store.feed_stream()? {
-            Some(stream) => println!("feed position {position} in stream {stream}"),
-            None => println!("feed position {position} (no stream recorded yet)"),
+            Some(stream) => outln!("feed position {position} in stream {stream}")?,
+            None => outln!("feed position {position} (no stream recorded yet)")?,
         }
         return Ok(ExitCode::SUCCESS);
     }
     if a.prune {
         let store = RevocationStore::open_existing(&a.db)?;
         let removed = store.prune_expired(OffsetDateTime::now_utc())?;
-        println!(
+        outln!(
             "pruned {removed} expired entr{}",
             if removed == 1 { "y" } else { "ies" }
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let store = RevocationStore::open_read_only(&a.db)?;
     let entries = store.list()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = Out::new();
     for e in &entries {
         if a.json {
             writeln!(out, "{}", serde_json::to_string(e)?)?;
@@ -204,5 +252,6 @@ pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
             if entries.len() == 1 { "y" } else { "ies" }
         )?;
     }
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }

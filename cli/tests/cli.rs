@@ -308,8 +308,15 @@ fn bad_input_gives_one_line_and_exit_2() {
         "sub.tok",
     ]);
     assert_bad_input(&r, "signature does not verify");
-    // Unknown flag.
-    assert_bad_input(&s.run(&["verify", "--bogus"]), "--bogus");
+    // Unknown flag: clap's whole message, with the usage (tests/unix.rs).
+    let r = s.run(&["verify", "--bogus"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("unexpected argument '--bogus'"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("Usage: mandate verify"), "{}", r.stderr);
     // Malformed key, pattern, bound, duration, param, resource.
     let issue = |extra: &[&str]| {
         let support = s.support_pub.clone();
