@@ -31,7 +31,32 @@ pub fn token_from_text(text: &str) -> Result<Vec<u8>, SpecError> {
         .map_err(|e| SpecError::Biscuit(format!("token is not URL-safe base64: {e}")))
 }
 
+/// The token of an `Authorization` header value `Bearer <token>` (RFC 6750
+/// §2.1: the scheme in any letter case, then spaces, then the token), with
+/// surrounding whitespace removed; `None` for another scheme or no token.
+/// Every Mandate server reads the header with this one function.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Encodes token bytes as URL-safe base64 with padding (Biscuit's form).
 pub fn token_to_text(bytes: &[u8]) -> String {
     URL_SAFE_ANY_PADDING.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_token_reads_rfc_6750_credentials_only() {
+        assert_eq!(bearer_token("Bearer abc-_="), Some("abc-_="));
+        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        for not_bearer in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "", "Token abc"] {
+            assert_eq!(bearer_token(not_bearer), None, "{not_bearer:?}");
+        }
+    }
 }

@@ -46,7 +46,7 @@ pub use cost::{block_count, cost_bound, cost_of, Cost, MAX_BLOCKS, MAX_COST, MAX
 pub use datalog::{decode_check, grant_checks, is_holder_check, DecodedCheck};
 pub use duration::parse_duration;
 pub use effective::{effective_capabilities, Capability};
-pub use encoding::{token_from_text, token_to_text, MAX_TOKEN_BYTES};
+pub use encoding::{bearer_token, token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{
     resource_parent, Alternative, ApprovalRule, Constraint, Grant, IntCmp, ResourcePattern, Value,

@@ -26,13 +26,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
         let text = value.to_str().map_err(|_| {
             ApiError::Unauthorized("the Authorization header is not plain text".into())
         })?;
-        let token = text
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
-            })?;
+        let token = mandate_spec::bearer_token(text).ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+        })?;
         mandate_spec::token_from_text(token)
             .map(Bearer)
             .map_err(|e| ApiError::Unauthorized(format!("admin token unreadable: {e}")))

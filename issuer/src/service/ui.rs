@@ -102,9 +102,8 @@ fn admin_token(headers: &HeaderMap) -> Option<Vec<u8>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
+        .and_then(mandate_spec::bearer_token)
+        .map(str::to_string);
     let cookie = || {
         headers
             .get_all(header::COOKIE)
