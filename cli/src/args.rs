@@ -98,6 +98,9 @@ pub(crate) struct GatewayArgs {
     /// nats, audit_dir, audit_key_file, [[routes]]).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: PathBuf,
+    /// Log format on standard error (level from RUST_LOG, default info).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +234,9 @@ pub(crate) struct VerifierdArgs {
     /// key; `mandate keygen --out FILE` makes one).
     #[arg(long, value_name = "FILE", requires = "audit_db")]
     pub(crate) audit_key: Option<PathBuf>,
+    /// Log format on standard error (level from RUST_LOG, default info).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
 }
 
 #[derive(Debug, Args)]

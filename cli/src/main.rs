@@ -15,17 +15,14 @@ mod audit;
 mod commands;
 mod completions;
 mod feed;
-// The servers print their address with println! until they move to the
-// shared start-up path.
-#[allow(clippy::print_stdout)]
 mod gateway;
 mod help;
 mod io;
 mod man;
 mod revoke;
-#[allow(clippy::print_stdout)]
 mod serve;
-#[allow(clippy::print_stdout)]
+// The one start-up path of serve, verifierd and gateway (issue 13).
+mod startup;
 mod verifierd;
 
 use args::{Cli, Command};

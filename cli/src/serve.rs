@@ -7,31 +7,23 @@
 use crate::args::ServeArgs;
 use anyhow::{bail, Context, Result};
 use mandate_issuer::{RootKeyFile, Service, ServiceConfig};
-use std::io::Write;
 use std::process::ExitCode;
 
 pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
     let config = config(&a)?;
     let feed_config = crate::feed::config(&a.feed)?;
     let staleness = mandate_spec::parse_duration(&a.staleness).context("--staleness")?;
-    init_logging(&a.log_format);
-    let mut service = Service::open(&config)?;
+    let server = crate::startup::init("serve", &a.log_format)?;
+    let mut service = Service::open(&config)?.with_metrics(server.render());
     let (current, _) = service.keys().current();
-    let key_ids: Vec<u32> = service
-        .keys()
-        .public_keys()
-        .iter()
-        .map(|(id, _)| *id)
-        .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    log_config(&server, &config, feed_config.as_ref(), staleness, current)?;
+    let audit = service.audit_log().cloned();
+    let runtime = server.runtime(None)?;
     runtime.block_on(async move {
         let mut _feed_handle = None;
         if let Some(mut feed_config) = feed_config {
             feed_config.staleness = staleness;
-            let url = feed_config.url.clone();
+            let url = crate::startup::redact_url(&feed_config.url);
             let publisher = mandate_verifier::FeedPublisher::connect(feed_config.clone())
                 .await
                 .with_context(|| format!("connecting to the revocation feed at {url}"))?;
@@ -55,28 +47,75 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
                 },
             );
         }
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = crate::startup::bind(config.listen).await?;
+        server
+            .serve(
+                listener,
+                service.into_router(),
+                audit,
+                crate::startup::DRAIN,
+            )
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(
-            %addr,
-            root_key_ids = ?key_ids,
-            current_key_id = current,
-            data_dir = %config.data_dir()?.display(),
-            "mandate serve listening"
-        );
-        // The one line on standard output: scripts read the address from it
-        // (useful with --listen 127.0.0.1:0).
-        println!("listening on http://{addr}");
-        std::io::stdout().flush()?;
-        service
-            .serve(listener, shutdown_signal())
-            .await
-            .context("serving")
     })?;
-    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration line at start (key files by path, never their
+/// contents), and what is insecure about it.
+fn log_config(
+    server: &crate::startup::Server,
+    config: &ServiceConfig,
+    feed: Option<&mandate_verifier::FeedConfig>,
+    staleness: std::time::Duration,
+    current: u32,
+) -> Result<()> {
+    let mut settings: Vec<(&str, String)> = vec![
+        ("listen", config.listen.to_string()),
+        ("data_dir", config.data_dir()?.display().to_string()),
+        (
+            "root_keys",
+            config
+                .root_keys
+                .iter()
+                .map(|k| format!("{}={}", k.id, k.file.display()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("current_key_id", current.to_string()),
+        (
+            "audit_key",
+            config
+                .audit_key
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+        ),
+        (
+            "approvers",
+            config
+                .approvers
+                .iter()
+                .map(|a| format!("{}={}", a.name, a.file.display()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ];
+    let mut insecure = Vec::new();
+    let feed = feed.map(|f| {
+        let mut f = f.clone();
+        f.staleness = staleness;
+        f
+    });
+    crate::startup::feed_settings(feed.as_ref(), &mut settings, &mut insecure);
+    if config.audit_key.is_none() {
+        insecure.push(
+            "no audit log (--audit-key): decisions are not recorded, /ui/decisions is empty".into(),
+        );
+    }
+    if let Some(w) = crate::startup::listen_warning(config.listen) {
+        insecure.push(w);
+    }
+    server.log_config(&settings, &insecure);
+    Ok(())
 }
 
 /// The configuration file (if any), then the flags over it.
@@ -144,42 +183,4 @@ fn root_key(arg: &str) -> Result<RootKeyFile> {
         id,
         file: file.into(),
     })
-}
-
-pub(crate) fn init_logging(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
-/// Completes on Ctrl-C or SIGTERM: the server then finishes the requests in
-/// flight and stops.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -14,7 +14,6 @@ use mandate_verifier::{
     RootKeys, Verifier,
 };
 use serde_json::json;
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -28,12 +27,14 @@ struct App {
 pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
     let key = parse_public_key(&a.public_key).context("--public-key")?;
     let staleness = parse_duration(&a.staleness).context("--staleness")?;
+    let feed_config = crate::feed::config(&a.feed)?.map(|mut cfg| {
+        cfg.staleness = staleness;
+        cfg.insecure_fail_open_when_stale = a.insecure_fail_open_when_stale;
+        cfg
+    });
+    let server = crate::startup::init("verifierd", &a.log_format)?;
+    log_config(&server, &a, feed_config.as_ref());
     let store = Arc::new(RevocationStore::open(&a.data_dir)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let feed_config = crate::feed::config(&a.feed)?;
     let audit = match (&a.audit_db, &a.audit_key) {
         (Some(db), Some(key)) => {
             let key = crate::io::read_private_key(key).context("--audit-key")?;
@@ -41,15 +42,14 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    let runtime = server.runtime(None)?;
     runtime.block_on(async move {
         let mut verifier = Verifier::new(RootKeys::single(key)).with_cache(CacheOptions::default());
         if let Some(audit) = &audit {
             verifier = verifier.with_audit(audit.clone());
         }
         let mut feed = None;
-        if let Some(mut cfg) = feed_config {
-            cfg.staleness = staleness;
-            cfg.insecure_fail_open_when_stale = a.insecure_fail_open_when_stale;
+        if let Some(cfg) = feed_config {
             let (list, _handle) = spawn_feed(store.clone(), cfg)?;
             verifier = verifier.with_revocations(list.clone());
             feed = Some(list);
@@ -65,22 +65,49 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
             .route("/v1/authorize", post(authorize))
             .route("/healthz", get(healthz))
             .layer(axum::extract::DefaultBodyLimit::max(128 * 1024))
-            .with_state(app);
-        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .with_state(app)
+            .merge(server.metrics_route());
+        let listener = crate::startup::bind(&a.listen).await?;
+        server
+            .serve(listener, router, audit, crate::startup::DRAIN)
             .await
-            .with_context(|| format!("listening on {}", a.listen))?;
-        println!("listening on {}", listener.local_addr()?);
-        std::io::stdout().flush()?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-        if let Some(audit) = &audit {
-            audit.flush()?;
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration line at start, and what is insecure about it.
+fn log_config(
+    server: &crate::startup::Server,
+    a: &VerifierdArgs,
+    feed: Option<&mandate_verifier::FeedConfig>,
+) {
+    let mut settings: Vec<(&str, String)> = vec![
+        ("listen", a.listen.clone()),
+        ("data_dir", a.data_dir.display().to_string()),
+        ("public_key", a.public_key.trim().to_string()),
+    ];
+    let mut insecure = Vec::new();
+    crate::startup::feed_settings(feed, &mut settings, &mut insecure);
+    if feed.is_none() {
+        insecure.push(format!(
+            "no revocation feed (--nats): only revocations written to {} on this host are \
+             seen; revocations made at the issuer never reach this verifier",
+            a.data_dir.display()
+        ));
+    }
+    match (&a.audit_db, &a.audit_key) {
+        (Some(db), Some(key)) => {
+            settings.push(("audit_db", db.display().to_string()));
+            settings.push(("audit_key", key.display().to_string()));
         }
-        Ok(ExitCode::SUCCESS)
-    })
+        _ => insecure
+            .push("no audit log (--audit-db, --audit-key): decisions are not recorded".into()),
+    }
+    let addr = a.listen.parse().ok();
+    if let Some(w) = addr.and_then(crate::startup::listen_warning) {
+        insecure.push(w);
+    }
+    server.log_config(&settings, &insecure);
 }
 
 async fn authorize(

@@ -49,8 +49,9 @@ pub use keys::SigningKeys;
 pub use registry::{Registry, TokenRecord};
 #[cfg(feature = "server")]
 pub use service::{
-    ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, RevocationSink, RootKeyFile,
-    Service, ServiceConfig, ServiceError, DEFAULT_LISTEN, MAX_BODY_BYTES,
+    describe_metrics, ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, RenderMetrics,
+    RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,
+    MAX_BODY_BYTES,
 };
 
 use biscuit_auth::{KeyPair, PublicKey};

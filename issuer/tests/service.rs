@@ -432,9 +432,63 @@ async fn keys_health_and_unknown_routes() {
     assert_eq!(headers[header::CACHE_CONTROL], "no-store");
 }
 
+/// The process's one metrics recorder (the facade's recorder is global:
+/// the other tests of this binary count in it too, so counts are compared
+/// as "at least"; `cli/tests/servers.rs` checks exact moves in a process
+/// of its own).
+fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&[0.001, 1.0])
+            .unwrap()
+            .install_recorder()
+            .unwrap();
+        mandate_issuer::describe_metrics();
+        handle
+    })
+}
+
+/// The sum of the samples of `name` whose labels include each of `labels`
+/// (`key="value"`).
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn metrics_count_mints_revocations_and_decisions() {
-    let svc = Svc::new();
+    let handle = recorder().clone();
+    let env = common::Env::new();
+    let root = KeyPair::new();
+    let config = env.config(&[(0, &root)], 0);
+    let router = mandate_issuer::Service::open(&config)
+        .unwrap()
+        .with_metrics(std::sync::Arc::new(move || handle.render()))
+        .into_router();
+    let admin = admin_token(&root, 0, &["mint,revoke:/v1/*"], &[]);
+    let svc = Svc {
+        env,
+        root,
+        router,
+        admin,
+    };
+    let scrape = || async {
+        let (status, headers, body) =
+            call_raw(&svc.router, Method::GET, "/metrics", None, None, false).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        String::from_utf8(body).unwrap()
+    };
+    let before = scrape().await;
     let minted = svc.mint("user:alice", "a", &KeyPair::new()).await;
     let token = minted["token"].as_str().unwrap();
     svc.read_42(token).await;
@@ -444,34 +498,43 @@ async fn metrics_count_mints_revocations_and_decisions() {
         .await;
     assert_eq!(status, StatusCode::OK);
     svc.read_42(token).await;
+    let after = scrape().await;
 
-    let (status, headers, body) =
-        call_raw(&svc.router, Method::GET, "/metrics", None, None, false).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
-    let text = String::from_utf8(body).unwrap();
-    for line in [
-        "mandate_tokens_minted_total 1",
-        "mandate_revocations_total{target=\"token\"} 1",
-        "mandate_revocations_total{target=\"block\"} 0",
-        "mandate_decisions_total{source=\"authorize\",outcome=\"allow\",kind=\"\"} 1",
-        "mandate_decisions_total{source=\"authorize\",outcome=\"deny\",kind=\"not_allowed\"} 1",
-        "mandate_decisions_total{source=\"authorize\",outcome=\"deny\",kind=\"revoked\"} 1",
+    let authorize = r#"source="authorize""#;
+    for (name, labels, at_least) in [
+        ("mandate_tokens_minted_total", &[][..], 1.0),
+        ("mandate_revocations_total", &[r#"target="token""#][..], 1.0),
+        ("mandate_issuer_decisions_total", &[authorize, r#"outcome="allow""#][..], 1.0),
+        ("mandate_issuer_decisions_total", &[authorize, r#"kind="not_allowed""#][..], 1.0),
+        ("mandate_issuer_decisions_total", &[authorize, r#"kind="revoked""#][..], 1.0),
         // One per minted alternative × action (list, read), one revocation.
-        "mandate_decisions_total{source=\"admin\",outcome=\"allow\",kind=\"\"} 3",
-        "mandate_http_responses_total{status=\"201\"} 1",
-        "mandate_mint_duration_seconds_count 1",
-        "mandate_authorize_duration_seconds_count 3",
-        "mandate_authorize_duration_seconds_bucket{le=\"+Inf\"} 3",
+        ("mandate_issuer_decisions_total", &[r#"source="admin""#, r#"outcome="allow""#][..], 3.0),
+        ("mandate_http_responses_total", &[r#"status="201""#][..], 1.0),
+        ("mandate_mint_duration_seconds_count", &[][..], 1.0),
+        ("mandate_authorize_duration_seconds_count", &[][..], 3.0),
+        // The embedded verifier's own, from the library.
+        ("mandate_decisions_total", &[r#"outcome="allow""#][..], 4.0),
+        ("mandate_decision_duration_seconds_count", &[][..], 6.0),
     ] {
+        let moved = sample(&after, name, labels) - sample(&before, name, labels);
         assert!(
-            text.lines().any(|l| l == line),
-            "missing {line:?} in\n{text}"
+            moved >= at_least,
+            "{name}{labels:?} moved by {moved}, expected at least {at_least}, in\n{after}"
         );
     }
+    for family in ["mandate_tokens_minted_total", "mandate_revocations_total"] {
+        assert!(
+            after.contains(&format!("# TYPE {family} counter")),
+            "{after}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_recorder_metrics_is_404() {
+    let svc = Svc::new();
+    let (status, body) = svc.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
 
 /// What crosses a socket: HTTP/1.1 framing, the listener, graceful shutdown.

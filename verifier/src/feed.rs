@@ -192,8 +192,19 @@ impl FeedError {
 
 fn nats_err(url: &str, e: impl std::fmt::Display) -> FeedError {
     FeedError::Nats {
-        url: url.to_string(),
+        url: without_userinfo(url),
         detail: e.to_string(),
+    }
+}
+
+/// `url` without `user:password@` (a credential): errors are logged.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) if scheme.is_empty() => format!("***@{host}{}", &rest[end..]),
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
+        None => url.to_string(),
     }
 }
 
@@ -437,6 +448,7 @@ pub fn spawn_feed(
             "INSECURE: the verifier will keep allowing when its revocation feed is stale"
         );
     }
+    tokio::spawn(watch(list.clone()));
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
@@ -444,6 +456,7 @@ pub fn spawn_feed(
             match consume(&store, &cfg, &task_state).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) if e.is_stuck() => {
+                    metrics::counter!(crate::metrics::FEED_INTERRUPTIONS).increment(1);
                     tracing::error!(
                         error = %e,
                         "revocation feed stuck: denying every request until an operator \
@@ -453,6 +466,7 @@ pub fn spawn_feed(
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 Err(e) => {
+                    metrics::counter!(crate::metrics::FEED_INTERRUPTIONS).increment(1);
                     tracing::warn!(error = %e, "revocation feed interrupted; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -461,6 +475,47 @@ pub fn spawn_feed(
         }
     });
     Ok((list, FeedHandle { state, task }))
+}
+
+/// Every second while the feed runs: the staleness metrics, and a log line
+/// when the list goes stale (requests are denied from then on) and when it
+/// recovers, so an outage is never silent.
+async fn watch(list: FeedList) {
+    let mut stale_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !list.state.stopped.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let why = list.stale_because();
+        metrics::gauge!(crate::metrics::FEED_STALE).set(if why.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::metrics::FEED_POSITION).set(list.state.applied_seq() as f64);
+        if let Some(silent) = list.state.silent_for() {
+            metrics::gauge!(crate::metrics::FEED_SILENT).set(silent.as_secs_f64());
+        }
+        match (why, stale_since) {
+            (Some(why), None) => {
+                stale_since = Some(Instant::now());
+                if list.fail_open {
+                    tracing::warn!(
+                        why = %why,
+                        "INSECURE: revocation feed stale; still allowing \
+                         (--insecure-fail-open-when-stale)"
+                    );
+                } else {
+                    tracing::warn!(why = %why, "revocation feed stale: denying every request");
+                }
+            }
+            (None, Some(since)) => {
+                stale_since = None;
+                tracing::info!(
+                    stale_for_s = since.elapsed().as_secs_f64(),
+                    position = list.state.applied_seq(),
+                    "revocation feed caught up: deciding again"
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn consume(
@@ -528,10 +583,8 @@ async fn consume(
             .map_err(|e| nats_err(&cfg.url, e))?;
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| nats_err(&cfg.url, e))?;
-            let seq = msg
-                .info()
-                .map_err(|e| nats_err(&cfg.url, e))?
-                .stream_sequence;
+            let info = msg.info().map_err(|e| nats_err(&cfg.url, e))?;
+            let (seq, published) = (info.stream_sequence, info.published);
             let applied = state.applied_seq();
             if seq <= applied {
                 continue; // already applied (a redelivery)
@@ -549,10 +602,30 @@ async fn consume(
                 })?;
             store.apply_feed(&[entry], seq)?;
             state.applied_seq.store(seq, Ordering::Relaxed);
+            // By the two wall clocks (the server's and this host's).
+            let lag = (time::OffsetDateTime::now_utc() - published).as_seconds_f64();
+            metrics::histogram!(crate::metrics::FEED_LAG).record(lag.max(0.0));
         }
         // The pull ended normally: the server answered and everything it
         // gave was applied.
         state.set_stuck(None);
         state.heard();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A feed error is logged: a password in the URL must not ride along.
+    #[test]
+    fn feed_errors_never_carry_the_urls_password() {
+        let e = nats_err("nats://alice:s3cret@feed.example:4222/x", "refused");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("feed.example:4222"), "{e}");
+        assert_eq!(
+            without_userinfo("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
     }
 }

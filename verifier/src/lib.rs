@@ -62,6 +62,7 @@ mod holder;
 #[cfg(feature = "http")]
 pub mod http;
 mod keys;
+pub mod metrics;
 mod prepared;
 mod replay;
 mod revocation;

@@ -222,6 +222,7 @@ impl RevocationStore {
         };
         let position = store.feed_position()?;
         store.position.store(position, Ordering::Relaxed);
+        store.count_entries();
         Ok(store)
     }
 
@@ -280,8 +281,21 @@ impl RevocationStore {
         self.db
             .write_opt(batch, &self.sync)
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.written(entries, "local");
         self.notify(entries);
         Ok(())
+    }
+
+    /// Metrics after a write (revocations are rare: the estimate's
+    /// property reads are not on any request's path).
+    fn written(&self, entries: &[Revocation], source: &'static str) {
+        metrics::counter!(crate::metrics::REVOCATION_WRITTEN, "source" => source)
+            .increment(entries.len() as u64);
+        self.count_entries();
+    }
+
+    fn count_entries(&self) {
+        metrics::gauge!(crate::metrics::REVOCATION_ENTRIES).set(self.estimated_len() as f64);
     }
 
     /// The entry for one target, if revoked.
@@ -434,6 +448,7 @@ impl RevocationStore {
             .write(batch)
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
         self.position.store(position, Ordering::Relaxed);
+        self.written(entries, "feed");
         self.notify(entries);
         Ok(())
     }

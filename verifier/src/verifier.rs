@@ -319,7 +319,9 @@ impl Verifier {
         request: &Request,
         presented: &Presented,
     ) -> Decision {
+        let started = std::time::Instant::now();
         let decision = guarded(request, || self.authorize_inner(token, request, presented));
+        crate::metrics::decided(&decision, Some(started.elapsed()));
         self.record(&decision);
         decision
     }
@@ -345,10 +347,14 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return None;
         }
+        let started = std::time::Instant::now();
         let verified = cache.get(&VerificationCache::key(token))?;
         if verified.cost > INLINE_COST || verified.has_approval_rules {
             return None;
         }
+        // A miss is counted by the decision that follows on a blocking
+        // thread; a hit only here, where it is decided.
+        crate::metrics::cache_lookup(true);
         let decision = guarded(request, || {
             if let Err(e) = request.validate() {
                 return Decision::deny(
@@ -359,6 +365,7 @@ impl Verifier {
             }
             self.decide(&verified, request, token, presented, Purpose::Request)
         });
+        crate::metrics::decided(&decision, Some(started.elapsed()));
         self.record(&decision);
         Some(decision)
     }
@@ -367,6 +374,7 @@ impl Verifier {
     /// presented), recording the decision like any other.
     pub fn deny_and_record(&self, request: Request, denial: Denial) -> Decision {
         let decision = Decision::deny(request, None, denial);
+        crate::metrics::decided(&decision, None);
         self.record(&decision);
         decision
     }
@@ -406,7 +414,9 @@ impl Verifier {
             None => self.verify(token),
             Some(cache) => {
                 let key = VerificationCache::key(token);
-                match cache.get(&key) {
+                let cached = cache.get(&key);
+                crate::metrics::cache_lookup(cached.is_some());
+                match cached {
                     Some(v) => Ok(v),
                     None => self.verify(token).inspect(|v| cache.insert(key, v.clone())),
                 }

@@ -39,6 +39,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+/// The paths the gateway answers itself, whatever the routes: never
+/// forwarded, never decided.
+pub(crate) const OWN_PATHS: [&str; 2] = ["/healthz", "/metrics"];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -265,6 +269,21 @@ fn route(r: RouteFile, text: &str, base: &Path, public_url: Option<&Audience>) -
     // prefix matches on `/` boundaries.
     check_resource(&prefix).map_err(|e| at(r.prefix.span(), format!("prefix: {e}")))?;
     let prefix = prefix.trim_end_matches('/').to_string();
+    // The gateway answers these two exact paths itself, before any route
+    // (a `/` route included): a route at or under them would be half
+    // shadowed.
+    if let Some(own) = OWN_PATHS
+        .iter()
+        .find(|p| prefix == **p || prefix.starts_with(&format!("{p}/")))
+    {
+        return Err(at(
+            r.prefix.span(),
+            format!(
+                "prefix {prefix:?}: {own} is the gateway's own (GET /healthz, GET /metrics), \
+                 never forwarded"
+            ),
+        ));
+    }
     let audience = match &r.public_url {
         None => public_url.cloned(),
         Some(u) => Some(
@@ -503,6 +522,17 @@ mod tests {
         ))
         .starts_with("line 5: mode"));
         assert!(err(&format!("public_url = \"ftp://x\"\n{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\n")).starts_with("line 1: public_url"));
+    }
+
+    #[test]
+    fn a_route_cannot_take_the_gateways_own_paths() {
+        let head = format!("public_key = \"{KEY}\"\n");
+        for prefix in ["/healthz", "/metrics/", "/metrics/x"] {
+            let e = err(&format!(
+                "{head}[[routes]]\nprefix = \"{prefix}\"\nupstream = \"http://x:1\"\n"
+            ));
+            assert!(e.contains("the gateway's own"), "{prefix}: {e}");
+        }
     }
 
     #[test]

@@ -10,26 +10,39 @@ mod proxy;
 
 use crate::args::GatewayArgs;
 use anyhow::{Context, Result};
+use axum::http::StatusCode;
+use axum::Json;
 use config::Config;
 use mandate_verifier::{
     spawn_feed, AuditLog, AuditOptions, CacheOptions, FeedConfig, ReplayGuard, RevocationStore,
     RootKeys, Verifier,
 };
-use std::io::Write;
+use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// `mandate_upstream_duration_seconds{route}`: time to the upstream's
+/// response head.
+pub(crate) const UPSTREAM_DURATION: &str = "mandate_upstream_duration_seconds";
+/// `mandate_upstream_errors_total{route,error}`: `timeout` or
+/// `unreachable` (refused, reset, broken).
+pub(crate) const UPSTREAM_ERRORS: &str = "mandate_upstream_errors_total";
 
 pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
     let config = Config::read(&a.config)?;
-    crate::serve::init_logging("text");
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.workers {
-        builder.worker_threads(n);
-    }
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let server = crate::startup::init("gateway", &a.log_format)?;
+    metrics::describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Time to the upstream's response head, by route."
+    );
+    metrics::describe_counter!(
+        UPSTREAM_ERRORS,
+        "Requests the upstream did not answer, by route and error (timeout, unreachable)."
+    );
+    log_config(&server, &a, &config);
+    let runtime = server.runtime(config.workers)?;
     runtime.block_on(async move {
         let mut verifier =
             Verifier::new(RootKeys::single(config.public_key)).with_cache(CacheOptions::default());
@@ -57,40 +70,117 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
             verifier = verifier.with_audit(log.clone());
             audit = Some(log);
         }
-        if config.replay_db.is_some() {
-            for r in config.routes.iter().filter(|r| r.audience.is_none()) {
-                tracing::warn!(
-                    route = if r.prefix.is_empty() {
-                        "/"
-                    } else {
-                        r.prefix.as_str()
-                    },
-                    "no public_url: every proof of possession on this route is refused"
-                );
-            }
-        }
+        // The drain waits for the slowest upstream the routes allow.
+        let drain = config
+            .routes
+            .iter()
+            .map(|r| r.timeout + Duration::from_secs(5))
+            .fold(crate::startup::DRAIN, Duration::max);
+        let health = verifier.clone();
         let gateway = Arc::new(proxy::Gateway::new(verifier, config.routes));
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let gateway = gateway.clone();
-            async move { gateway.handle(req).await }
-        });
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        println!("listening on http://{}", listener.local_addr()?);
-        std::io::stdout().flush()?;
-        // A proxy adds a hop: no Nagle delay on it.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-        if let Some(log) = &audit {
-            log.flush()?;
+        // GET /healthz and GET /metrics are the gateway's own, matched
+        // before any route (a `/` route included) and never forwarded; the
+        // configuration refuses a route at or under them.
+        let app = axum::Router::new()
+            .route(
+                config::OWN_PATHS[0],
+                axum::routing::get(move || healthz(health.clone())),
+            )
+            .merge(server.metrics_route())
+            .fallback(move |req: axum::extract::Request| {
+                let gateway = gateway.clone();
+                async move { gateway.handle(req).await }
+            });
+        let listener = crate::startup::bind(config.listen).await?;
+        server.serve(listener, app, audit, drain).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `GET /healthz`: 200 while decisions can be made (the revocation list
+/// answers, the feed is not stale, the audit log writes), else 503 and why.
+async fn healthz(verifier: Verifier) -> (StatusCode, Json<serde_json::Value>) {
+    let problem = verifier
+        .revocations_ready()
+        .and_then(|()| verifier.audit_health())
+        .err();
+    match problem {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Some(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": e.to_string() })),
+        ),
+    }
+}
+
+/// The configuration line at start (credential header names, never their
+/// values), and what is insecure about it.
+fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config) {
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map_or("none".to_string(), |p| p.display().to_string())
+    };
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| {
+            let mode = match &r.mode {
+                config::Mode::Rest(_) => "rest",
+                config::Mode::Mcp { .. } => "mcp",
+            };
+            let credential = r
+                .credential
+                .as_ref()
+                .map_or("none".to_string(), |(h, _)| format!("header:{h}"));
+            format!(
+                "{}->{}({mode},timeout={}s,credential={credential})",
+                proxy::route_label(&r.prefix),
+                r.upstream,
+                r.timeout.as_secs_f64()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut settings: Vec<(&str, String)> = vec![
+        ("config", a.config.display().to_string()),
+        ("listen", config.listen.to_string()),
+        ("revocation_db", path(&config.revocation_db)),
+        ("replay_db", path(&config.replay_db)),
+        (
+            "audit",
+            config.audit.as_ref().map_or("none".to_string(), |(d, k)| {
+                format!("{} (key {})", d.display(), k.display())
+            }),
+        ),
+        ("routes", routes),
+    ];
+    let mut insecure = Vec::new();
+    let feed = config.nats.as_ref().map(|url| {
+        let mut cfg = FeedConfig::new(url.clone());
+        cfg.staleness = config.staleness;
+        cfg
+    });
+    crate::startup::feed_settings(feed.as_ref(), &mut settings, &mut insecure);
+    if config.revocation_db.is_none() {
+        insecure.push("no revocation_db: revoked tokens are allowed until they expire".into());
+    } else if config.nats.is_none() {
+        insecure.push(
+            "no nats: only revocations written to revocation_db on this host are seen".into(),
+        );
+    }
+    if config.audit.is_none() {
+        insecure.push("no audit_dir: decisions are not recorded".into());
+    }
+    if config.replay_db.is_some() {
+        for r in config.routes.iter().filter(|r| r.audience.is_none()) {
+            insecure.push(format!(
+                "route {}: no public_url, so every proof of possession on it is refused",
+                proxy::route_label(&r.prefix)
+            ));
         }
-        Ok(ExitCode::SUCCESS)
-    })
+    }
+    if let Some(w) = crate::startup::listen_warning(config.listen) {
+        insecure.push(w);
+    }
+    server.log_config(&settings, &insecure);
 }

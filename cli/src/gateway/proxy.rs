@@ -241,7 +241,10 @@ impl Gateway {
         parts.uri = target;
         parts.version = http::Version::HTTP_11;
         let upstream = Request::from_parts(parts, body);
-        match tokio::time::timeout(route.timeout, self.client.request(upstream)).await {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(route.timeout, self.client.request(upstream)).await;
+        upstream_metrics(route, &answer, started.elapsed());
+        match answer {
             Err(_) => error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 &format!(
@@ -262,6 +265,38 @@ impl Gateway {
                 Response::from_parts(parts, Body::new(body))
             }
         }
+    }
+}
+
+/// The upstream's latency (to its response head) and failures, by route.
+fn upstream_metrics<T, E>(
+    route: &Route,
+    answer: &Result<Result<T, E>, tokio::time::error::Elapsed>,
+    took: std::time::Duration,
+) {
+    let label = route_label(&route.prefix).to_string();
+    match answer {
+        Ok(Ok(_)) => {
+            metrics::histogram!(super::UPSTREAM_DURATION, "route" => label)
+                .record(took.as_secs_f64());
+        }
+        Ok(Err(_)) => {
+            metrics::counter!(super::UPSTREAM_ERRORS, "route" => label, "error" => "unreachable")
+                .increment(1);
+        }
+        Err(_) => {
+            metrics::counter!(super::UPSTREAM_ERRORS, "route" => label, "error" => "timeout")
+                .increment(1);
+        }
+    }
+}
+
+/// A route's prefix as operators write it (`/` for the root route).
+pub(crate) fn route_label(prefix: &str) -> &str {
+    if prefix.is_empty() {
+        "/"
+    } else {
+        prefix
     }
 }
 

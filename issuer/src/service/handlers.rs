@@ -426,15 +426,19 @@ pub(crate) async fn healthz(
     Ok(Json(json!({ "status": "ok" })))
 }
 
-/// `GET /metrics`.
-pub(crate) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    (
+/// `GET /metrics`: the installed recorder's rendering, or 404 without one.
+pub(crate) async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let render = s
+        .render_metrics
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("no metrics recorder in this service".into()))?;
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
-    )
+        render(),
+    ))
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -16,7 +16,7 @@
 //! | `POST /v1/approvals/{id}/deny` | `approve` on `/v1/approvals` | denied |
 //! | `GET /ui/decisions` | `review` on `/ui/decisions` (header or `mandate_admin` cookie) | HTML: recent decisions with their chains |
 //! | `GET /healthz` | — | 200 when the revocation list answers (store readable, feed not stale) |
-//! | `GET /metrics` | — | Prometheus text |
+//! | `GET /metrics` | — | Prometheus text ([`Service::with_metrics`]; the table in `spec/SERVICE.md` S3) |
 //!
 //! Every admin request carries every field of the operation's effect as a
 //! parameter (`spec/SERVICE.md` S2), so admin tokens narrow on each.
@@ -41,6 +41,7 @@ mod ui;
 pub use approvals::{ApprovalQueue, ApprovalRecord, ApprovalStatus};
 pub use config::{ApproverFile, RootKeyFile, ServiceConfig, DEFAULT_LISTEN};
 pub use error::ServiceError;
+pub use metrics::describe as describe_metrics;
 pub use sink::RevocationSink;
 
 use crate::registry::Registry;
@@ -70,7 +71,11 @@ pub struct Service {
     approvals: Option<ApprovalQueue>,
     approvers: BTreeMap<String, KeyPair>,
     audit: Option<AuditLog>,
+    render_metrics: Option<RenderMetrics>,
 }
+
+/// Renders the installed metrics recorder's state for `GET /metrics`.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +99,7 @@ pub(crate) struct Inner {
     pub(crate) approvers: BTreeMap<String, KeyPair>,
     pub(crate) audit: Option<AuditLog>,
     pub(crate) audit_path: Option<std::path::PathBuf>,
+    pub(crate) render_metrics: Option<RenderMetrics>,
 }
 
 pub(crate) type AppState = Arc<Inner>;
@@ -164,7 +170,18 @@ impl Service {
             approvals: None,
             approvers: BTreeMap::new(),
             audit: None,
+            render_metrics: None,
         }
+    }
+
+    /// Answers `GET /metrics` with `render()` (Prometheus text: the
+    /// embedder installs a `metrics` recorder, e.g.
+    /// `metrics-exporter-prometheus`, and passes its rendering). Without
+    /// it, `GET /metrics` answers 404: the metrics go to whatever recorder
+    /// the embedder installed, or nowhere.
+    pub fn with_metrics(mut self, render: RenderMetrics) -> Service {
+        self.render_metrics = Some(render);
+        self
     }
 
     /// Sends revocations to `sink` instead of the local store (e.g. a feed
@@ -182,6 +199,12 @@ impl Service {
     pub fn with_revocation_list(mut self, list: impl RevocationList + 'static) -> Service {
         self.verifier = self.verifier.with_revocations(list);
         self
+    }
+
+    /// The audit log decisions are recorded in, if any (to flush on
+    /// shutdown).
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
     }
 
     /// The service's own revocation store (read by its embedded verifier).
@@ -208,6 +231,7 @@ impl Service {
             approvers: self.approvers,
             audit_path: self.audit.as_ref().map(|a| a.path().to_path_buf()),
             audit: self.audit,
+            render_metrics: self.render_metrics,
         });
         Router::new()
             .route("/v1/tokens", post(handlers::mint))

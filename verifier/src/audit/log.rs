@@ -305,6 +305,9 @@ impl Writer {
         if events.is_empty() {
             return self.failure();
         }
+        let started = std::time::Instant::now();
+        metrics::gauge!(crate::metrics::AUDIT_QUEUE)
+            .set(self.shared.queued.load(Ordering::Relaxed) as f64);
         let mut batch = WriteBatch::default();
         let (mut seq, mut prev) = (self.seq, self.prev_hash.clone());
         for event in events.iter() {
@@ -319,9 +322,15 @@ impl Writer {
         wo.set_sync(self.options.sync);
         match self.db.write_opt(batch, &wo) {
             Ok(()) => {
-                self.shared
+                let left = self
+                    .shared
                     .queued
-                    .fetch_sub(events.len() as u64, Ordering::Relaxed);
+                    .fetch_sub(events.len() as u64, Ordering::Relaxed)
+                    .saturating_sub(events.len() as u64);
+                metrics::histogram!(crate::metrics::AUDIT_WRITE_DURATION)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(crate::metrics::AUDIT_WRITTEN).increment(events.len() as u64);
+                metrics::gauge!(crate::metrics::AUDIT_QUEUE).set(left as f64);
                 events.clear();
                 self.seq = seq;
                 self.prev_hash = prev;
@@ -332,6 +341,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
+                metrics::counter!(crate::metrics::AUDIT_ERRORS).increment(1);
                 let e = VerifierError::from_rocksdb(&self.shared.path, e);
                 if let Ok(mut f) = self.shared.failure.lock() {
                     *f = Some(e.clone());

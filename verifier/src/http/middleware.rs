@@ -126,13 +126,33 @@ impl ColdDecisions {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
+        let waiting = Gauge::up(crate::metrics::COLD_WAITING);
         let _permit = self.0.permits.acquire().await.ok()?;
+        drop(waiting);
+        let _running = Gauge::up(crate::metrics::COLD_RUNNING);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: ColdJob = Box::new(move || {
             let _ = tx.send(f());
         });
         self.0.jobs.lock().ok()?.send(job).ok()?;
         rx.await.ok()
+    }
+}
+
+/// A gauge raised while this lives (also when the future holding it is
+/// dropped: a client gone while its decision waited).
+struct Gauge(&'static str);
+
+impl Gauge {
+    fn up(name: &'static str) -> Gauge {
+        metrics::gauge!(name).increment(1.0);
+        Gauge(name)
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 
@@ -463,7 +483,12 @@ pub fn request_target(parts: &Parts) -> String {
 
 /// The token of `Authorization: Bearer <token>`, if there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    mandate_spec::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Reads at most `limit` bytes of the body.

@@ -1,0 +1,219 @@
+//! The verifier's metrics, emitted through the [`metrics`] facade: every
+//! embedder gets them by installing a recorder (e.g.
+//! `metrics-exporter-prometheus`, as the `mandate` servers do, rendering on
+//! their own `GET /metrics`). Without a recorder they cost a few
+//! nanoseconds and go nowhere. Call [`describe`] after installing one for
+//! the help texts.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `mandate_decisions_total` | counter | `outcome` = allow, deny, needs_approval; `kind` = the denial kind (`""` when allowed) | every decision made (and recorded) by a [`crate::Verifier`] |
+//! | `mandate_decision_duration_seconds` | histogram | | time to decide a request with a token, parse to decision |
+//! | `mandate_verification_cache_hits_total` | counter | | decisions whose token verification came from the cache |
+//! | `mandate_verification_cache_misses_total` | counter | | decisions that verified every signature |
+//! | `mandate_revocation_entries` | gauge | | entries in the revocation store (RocksDB's estimate), after each write |
+//! | `mandate_revocation_entries_written_total` | counter | `source` = local, feed | revocation entries written to the store |
+//! | `mandate_feed_position` | gauge | | last revocation feed sequence applied |
+//! | `mandate_feed_stale` | gauge | | 1 while the feed is stale (the verifier denies), else 0 |
+//! | `mandate_feed_silent_seconds` | gauge | | time since the feed last answered |
+//! | `mandate_feed_lag_seconds` | histogram | | publish (the stream's timestamp) to applied, per entry |
+//! | `mandate_feed_interruptions_total` | counter | | times the feed connection failed or broke |
+//! | `mandate_audit_queue_depth` | gauge | | decisions queued for the audit writer |
+//! | `mandate_audit_write_duration_seconds` | histogram | | time to sign and write one batch of audit records |
+//! | `mandate_audit_records_written_total` | counter | | audit records written |
+//! | `mandate_audit_write_errors_total` | counter | | failed audit batch writes (retried) |
+//! | `mandate_cold_decisions_waiting` | gauge | | cold decisions waiting for a thread ([`crate::http::ColdDecisions`]) |
+//! | `mandate_cold_decisions_running` | gauge | | cold decisions running |
+//!
+//! Durations are in seconds. The hot path (a cached decision) pays one
+//! counter, one histogram sample and one cache counter.
+
+use crate::{Decision, DenialKind, Outcome};
+use std::time::Duration;
+
+/// `mandate_decisions_total`.
+pub const DECISIONS: &str = "mandate_decisions_total";
+/// `mandate_decision_duration_seconds`.
+pub const DECISION_DURATION: &str = "mandate_decision_duration_seconds";
+/// `mandate_verification_cache_hits_total`.
+pub const CACHE_HITS: &str = "mandate_verification_cache_hits_total";
+/// `mandate_verification_cache_misses_total`.
+pub const CACHE_MISSES: &str = "mandate_verification_cache_misses_total";
+/// `mandate_revocation_entries`.
+pub const REVOCATION_ENTRIES: &str = "mandate_revocation_entries";
+/// `mandate_revocation_entries_written_total`.
+pub const REVOCATION_WRITTEN: &str = "mandate_revocation_entries_written_total";
+/// `mandate_feed_position`.
+pub const FEED_POSITION: &str = "mandate_feed_position";
+/// `mandate_feed_stale`.
+pub const FEED_STALE: &str = "mandate_feed_stale";
+/// `mandate_feed_silent_seconds`.
+pub const FEED_SILENT: &str = "mandate_feed_silent_seconds";
+/// `mandate_feed_lag_seconds`.
+pub const FEED_LAG: &str = "mandate_feed_lag_seconds";
+/// `mandate_feed_interruptions_total`.
+pub const FEED_INTERRUPTIONS: &str = "mandate_feed_interruptions_total";
+/// `mandate_audit_queue_depth`.
+pub const AUDIT_QUEUE: &str = "mandate_audit_queue_depth";
+/// `mandate_audit_write_duration_seconds`.
+pub const AUDIT_WRITE_DURATION: &str = "mandate_audit_write_duration_seconds";
+/// `mandate_audit_records_written_total`.
+pub const AUDIT_WRITTEN: &str = "mandate_audit_records_written_total";
+/// `mandate_audit_write_errors_total`.
+pub const AUDIT_ERRORS: &str = "mandate_audit_write_errors_total";
+/// `mandate_cold_decisions_waiting`.
+pub const COLD_WAITING: &str = "mandate_cold_decisions_waiting";
+/// `mandate_cold_decisions_running`.
+pub const COLD_RUNNING: &str = "mandate_cold_decisions_running";
+
+/// Registers the help text and unit of every metric above with the
+/// installed recorder (call once, after installing it).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(DECISIONS, "Decisions, by outcome and denial kind.");
+    describe_histogram!(
+        DECISION_DURATION,
+        Unit::Seconds,
+        "Time to decide a request with a token."
+    );
+    describe_counter!(
+        CACHE_HITS,
+        "Decisions whose token verification came from the cache."
+    );
+    describe_counter!(
+        CACHE_MISSES,
+        "Decisions that verified every signature of the token."
+    );
+    describe_gauge!(
+        REVOCATION_ENTRIES,
+        "Entries in the revocation store (estimate)."
+    );
+    describe_counter!(
+        REVOCATION_WRITTEN,
+        "Revocation entries written to the store, by source."
+    );
+    describe_gauge!(FEED_POSITION, "Last revocation feed sequence applied.");
+    describe_gauge!(FEED_STALE, "1 while the revocation feed is stale, else 0.");
+    describe_gauge!(
+        FEED_SILENT,
+        Unit::Seconds,
+        "Time since the revocation feed last answered."
+    );
+    describe_histogram!(
+        FEED_LAG,
+        Unit::Seconds,
+        "Time from publication to application of a feed entry."
+    );
+    describe_counter!(
+        FEED_INTERRUPTIONS,
+        "Times the revocation feed connection failed or broke."
+    );
+    describe_gauge!(AUDIT_QUEUE, "Decisions queued for the audit writer.");
+    describe_histogram!(
+        AUDIT_WRITE_DURATION,
+        Unit::Seconds,
+        "Time to sign and write one batch of audit records."
+    );
+    describe_counter!(AUDIT_WRITTEN, "Audit records written.");
+    describe_counter!(AUDIT_ERRORS, "Failed audit batch writes (retried).");
+    describe_gauge!(COLD_WAITING, "Cold decisions waiting for a thread.");
+    describe_gauge!(COLD_RUNNING, "Cold decisions running.");
+    // At zero from the start, so a rate over them works from the first
+    // scrape.
+    metrics::counter!(CACHE_HITS).increment(0);
+    metrics::counter!(CACHE_MISSES).increment(0);
+}
+
+/// The label values of `decision`: (outcome, denial kind).
+pub fn labels(decision: &Decision) -> (&'static str, &'static str) {
+    let outcome = match decision.decision {
+        Outcome::Allow => "allow",
+        Outcome::Deny => "deny",
+        Outcome::NeedsApproval => "needs_approval",
+    };
+    let kind = decision.denial.as_ref().map_or("", |d| kind_label(d.kind));
+    (outcome, kind)
+}
+
+/// A decision made; `took` when a token was read.
+pub(crate) fn decided(decision: &Decision, took: Option<Duration>) {
+    let (outcome, kind) = labels(decision);
+    metrics::counter!(DECISIONS, "outcome" => outcome, "kind" => kind).increment(1);
+    if let Some(t) = took {
+        metrics::histogram!(DECISION_DURATION).record(t.as_secs_f64());
+    }
+}
+
+/// A verification-cache lookup for a decision.
+pub(crate) fn cache_lookup(hit: bool) {
+    if hit {
+        metrics::counter!(CACHE_HITS).increment(1);
+    } else {
+        metrics::counter!(CACHE_MISSES).increment(1);
+    }
+}
+
+/// The serialized name of a denial kind (as in a decision's JSON).
+pub(crate) fn kind_label(kind: DenialKind) -> &'static str {
+    match kind {
+        DenialKind::InvalidRequest => "invalid_request",
+        DenialKind::MissingToken => "missing_token",
+        DenialKind::MalformedToken => "malformed_token",
+        DenialKind::BadSignature => "bad_signature",
+        DenialKind::UnknownRootKey => "unknown_root_key",
+        DenialKind::BrokenChain => "broken_chain",
+        DenialKind::DepthExceeded => "depth_exceeded",
+        DenialKind::Expired => "expired",
+        DenialKind::Revoked => "revoked",
+        DenialKind::RevocationUnavailable => "revocation_unavailable",
+        DenialKind::NotAllowed => "not_allowed",
+        DenialKind::Evaluation => "evaluation",
+        DenialKind::NeedsApproval => "needs_approval",
+        DenialKind::ApprovalMismatch => "approval_mismatch",
+        DenialKind::ApprovalExpired => "approval_expired",
+        DenialKind::ApprovalWrongApprover => "approval_wrong_approver",
+        DenialKind::ApprovalReplayed => "approval_replayed",
+        DenialKind::ProofMissing => "proof_missing",
+        DenialKind::ProofInvalid => "proof_invalid",
+        DenialKind::ReplayRecordUnavailable => "replay_record_unavailable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The label is the kind's name in a decision's JSON, for every kind.
+    #[test]
+    fn kind_labels_are_the_serialized_names() {
+        use DenialKind::*;
+        for k in [
+            InvalidRequest,
+            MissingToken,
+            MalformedToken,
+            BadSignature,
+            UnknownRootKey,
+            BrokenChain,
+            DepthExceeded,
+            Expired,
+            Revoked,
+            RevocationUnavailable,
+            NotAllowed,
+            Evaluation,
+            NeedsApproval,
+            ApprovalMismatch,
+            ApprovalExpired,
+            ApprovalWrongApprover,
+            ApprovalReplayed,
+            ProofMissing,
+            ProofInvalid,
+            ReplayRecordUnavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(k).unwrap().as_str().unwrap(),
+                kind_label(k)
+            );
+        }
+    }
+}
