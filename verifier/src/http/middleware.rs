@@ -483,12 +483,7 @@ pub fn request_target(parts: &Parts) -> String {
 
 /// The token of `Authorization: Bearer <token>`, if there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    mandate_spec::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// Reads at most `limit` bytes of the body.
