@@ -226,7 +226,7 @@ impl Service {
             store: self.store,
             registry: self.registry,
             sink: self.sink,
-            metrics: metrics::Metrics::default(),
+            metrics: metrics::Metrics,
             approvals: self.approvals,
             approvers: self.approvers,
             audit_path: self.audit.as_ref().map(|a| a.path().to_path_buf()),
