@@ -1,19 +1,50 @@
-//! `mandate approve`, `mandate attach-approval` and `mandate prove`: human
-//! approval and proof of possession from the command line (SPEC §14, §15).
+//! `mandate approve`: human approval of one request from the command line
+//! (SPEC §14).
 
-use crate::args::{ApproveArgs, AttachApprovalArgs, ProveArgs};
-use crate::io::{read_private_key, read_token};
+use crate::io::{read_private_key, read_text, read_token};
 use anyhow::{anyhow, bail, Context, Result};
-use mandate_attenuate::{approve as sign_approval, attach_approval};
+use clap::Args;
+use mandate_attenuate::approve as sign_approval;
 use mandate_spec::display::{self, quoted, word};
-use mandate_spec::{
-    parse_duration, parse_public_key, Audience, HolderProof, ProofSubject, Request, Value,
-};
+use mandate_spec::{parse_duration, parse_public_key, Request, Value};
 use mandate_verifier::{Denial, DenialKind, Outcome, RevocationStore, RootKeys, Target, Verifier};
 use serde::Deserialize;
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
+
+#[derive(Debug, Args)]
+pub(crate) struct ApproveArgs {
+    /// The approver's private key file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key: PathBuf,
+    /// How long the approval stays valid (short: 30s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub(crate) valid: String,
+    /// Only show the request and its chain; sign nothing.
+    #[arg(long)]
+    pub(crate) show: bool,
+    /// Approve without asking (required when standard input is not a terminal).
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// The issuer's root public key, ed25519/<hex>: the token is verified
+    /// with it, and only what it proves is shown.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: String,
+    /// The token the approval is for (a file holding base64, or -): the
+    /// chain shown and the block signed are read from it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token: String,
+    /// A revocation list to consult (a revoked chain is not approved).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) revocation_db: Option<PathBuf>,
+    /// The request to approve, as JSON: a needs-approval decision
+    /// (`mandate verify --json`; only its `request` is read) or a bare
+    /// `{"action", "resource", "params"}`: a file, or - for standard input.
+    #[arg(value_name = "REQUEST", default_value = "-")]
+    pub(crate) request: String,
+}
 
 /// The request an approver is asked about: a needs-approval decision (only
 /// its `request` is read: its chain, reason and approvers are claims, and
@@ -34,16 +65,6 @@ struct RequestJson {
     params: std::collections::BTreeMap<String, Value>,
 }
 
-fn read_text(source: &str) -> Result<String> {
-    if source == "-" {
-        let mut s = String::new();
-        std::io::stdin().take(1 << 20).read_to_string(&mut s)?;
-        Ok(s)
-    } else {
-        std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
-    }
-}
-
 /// `mandate approve`: shows a request and the chain it would be made
 /// through, as verified from the token itself with the root key, and signs
 /// an approval block bound to that token and that request's digest.
@@ -52,7 +73,7 @@ fn read_text(source: &str) -> Result<String> {
 /// which is what the digest is computed from: the chain (principal, agents,
 /// purposes), why approval is needed and by whom are what the verifier says
 /// of this token now, and the block signed extends this token.
-pub(crate) fn approve(a: ApproveArgs) -> Result<ExitCode> {
+pub(crate) fn run(a: ApproveArgs) -> Result<ExitCode> {
     if a.request == "-" && a.token == "-" {
         bail!("the request and --token cannot both come from standard input");
     }
@@ -168,47 +189,5 @@ pub(crate) fn approve(a: ApproveArgs) -> Result<ExitCode> {
         &key,
     )?;
     outln!("{block}")?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn attach(a: AttachApprovalArgs) -> Result<ExitCode> {
-    if a.approval == "-" && a.token == "-" {
-        bail!("--approval and the token cannot both come from standard input");
-    }
-    let approval = read_text(&a.approval)?;
-    let token = read_token(&a.token)?;
-    let out = attach_approval(&token, &approval)?;
-    outln!("{}", out.to_base64())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn prove(a: ProveArgs) -> Result<ExitCode> {
-    let key = read_private_key(&a.key)?;
-    let token = read_token(&a.token)?;
-    let body = match &a.body {
-        Some(f) => std::fs::read(f).with_context(|| format!("--body: reading {}", f.display()))?,
-        None => Vec::new(),
-    };
-    let (audience, target) = match (&a.url, &a.audience, &a.target) {
-        (Some(url), _, _) => Audience::split_url(url).context("--url")?,
-        (None, Some(audience), Some(target)) => (
-            Audience::parse(audience).context("--audience")?,
-            target.clone(),
-        ),
-        _ => bail!("give --url, or --audience and --target"),
-    };
-    let proof = HolderProof::sign(
-        &key,
-        &ProofSubject {
-            method: &a.method,
-            audience: &audience,
-            target: &target,
-            body_digest: ProofSubject::digest(&body),
-            token: &token,
-        },
-        SystemTime::now(),
-    )
-    .context("--target")?;
-    outln!("{}", proof.to_header())?;
     Ok(ExitCode::SUCCESS)
 }

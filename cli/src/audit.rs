@@ -1,9 +1,9 @@
 //! `mandate audit export` and `mandate audit verify`: the signed audit log
 //! a verifier keeps (its RocksDB store, or an exported JSON-lines file).
 
-use crate::args::{AuditArgs, AuditCommand, AuditExportArgs, AuditVerifyArgs};
 use crate::out::{unless_closed, Out};
 use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
 use mandate_spec::display::text;
 use mandate_spec::parse_public_key;
 use mandate_verifier::{
@@ -11,13 +11,73 @@ use mandate_verifier::{
 };
 use serde_json::json;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 
 /// Exit code when the log fails verification, or holds no record.
 const EXIT_TAMPERED: u8 = 1;
 
-pub(crate) fn audit(a: AuditArgs) -> Result<ExitCode> {
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    #[command(subcommand)]
+    pub(crate) command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Write the log's records as JSON lines on standard output.
+    Export(AuditExportArgs),
+    /// Check every signature and the hash chain; exit 1 naming the first
+    /// record altered, removed or reordered.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditExportArgs {
+    /// The audit log directory (RocksDB; opened read-only, works beside a
+    /// running verifier).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: PathBuf,
+    /// Start at the first record decided at or after this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub(crate) since: Option<String>,
+    /// Start at this sequence number.
+    #[arg(long, value_name = "N")]
+    pub(crate) since_seq: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["db", "file"])))]
+pub(crate) struct AuditVerifyArgs {
+    /// The audit log directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: Option<PathBuf>,
+    /// An exported file (JSON lines), or - for standard input. It must
+    /// start at record 1 unless --partial-from states where it starts.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) file: Option<String>,
+    /// The file is a partial export (`audit export --since…`) that must
+    /// start at exactly record N.
+    #[arg(long, value_name = "N", requires = "file", conflicts_with = "db")]
+    pub(crate) partial_from: Option<u64>,
+    /// The hash of record N-1 (kept from an earlier check, e.g. its head
+    /// hash): ties a partial export to the records before it.
+    #[arg(long, value_name = "HEX", requires = "partial_from")]
+    pub(crate) prev_hash: Option<String>,
+    /// The verifier's audit public key, ed25519/<hex>: the signatures must
+    /// be its.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) public_key: String,
+    /// Print the result as one JSON object on standard output: {"status":
+    /// "ok", "records", "first_seq", "last_seq", "head_hash", "source",
+    /// "partial_from", "prev_hash_checked"} or {"status": "tampered" |
+    /// "empty", "problem", "source"} (exit 1).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) fn run(a: AuditArgs) -> Result<ExitCode> {
     match a.command {
         AuditCommand::Export(a) => export(a),
         AuditCommand::Verify(a) => verify(a),

@@ -21,6 +21,17 @@ pub(crate) fn read_token(source: &str) -> Result<Vec<u8>> {
     Ok(mandate_spec::token_from_text(&text)?)
 }
 
+/// Reads text from FILE or `-` (standard input, at most 1 MiB).
+pub(crate) fn read_text(source: &str) -> Result<String> {
+    if source == "-" {
+        let mut s = String::new();
+        std::io::stdin().take(1 << 20).read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
+    }
+}
+
 /// Reads a private key file (`ed25519-private/<hex>`).
 pub(crate) fn read_private_key(path: &Path) -> Result<KeyPair> {
     let text =

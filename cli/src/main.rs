@@ -9,17 +9,27 @@
 #[macro_use]
 mod out;
 
+// One file per subcommand: its arguments and its `run`.
 mod approve;
-mod args;
+mod attach_approval;
+mod attenuate;
 mod audit;
-mod commands;
 mod completions;
+mod inspect;
+mod issue;
+mod keygen;
+mod man;
+mod prove;
+mod revocations;
+mod revoke;
+mod verify;
+
+mod args;
 mod feed;
 mod gateway;
+mod grant;
 mod help;
 mod io;
-mod man;
-mod revoke;
 mod serve;
 // The one start-up path of serve, verifierd and gateway (issue 13).
 mod startup;
@@ -68,19 +78,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Keygen(a) => commands::keygen(a),
-        Command::Issue(a) => commands::issue(a),
-        Command::Attenuate(a) => commands::attenuate(a),
-        Command::Inspect(a) => commands::inspect(a),
-        Command::Verify(a) => commands::verify(a),
-        Command::Revoke(a) => revoke::revoke(a),
-        Command::Revocations(a) => revoke::revocations(a),
+        Command::Keygen(a) => keygen::run(a),
+        Command::Issue(a) => issue::run(a),
+        Command::Attenuate(a) => attenuate::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Revoke(a) => revoke::run(a),
+        Command::Revocations(a) => revocations::run(a),
         Command::Serve(a) => serve::serve(a),
         Command::Verifierd(a) => verifierd::run(a),
-        Command::Audit(a) => audit::audit(a),
-        Command::Approve(a) => approve::approve(a),
-        Command::AttachApproval(a) => approve::attach(a),
-        Command::Prove(a) => approve::prove(a),
+        Command::Audit(a) => audit::run(a),
+        Command::Approve(a) => approve::run(a),
+        Command::AttachApproval(a) => attach_approval::run(a),
+        Command::Prove(a) => prove::run(a),
         Command::Gateway(a) => gateway::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),

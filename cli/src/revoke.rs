@@ -1,20 +1,61 @@
-//! `mandate revoke` and `mandate revocations`.
+//! `mandate revoke`: add to a revocation list, and publish to the feed.
 
-use crate::args::{NatsArgs, RevocationsArgs, RevokeArgs};
+use crate::args::NatsArgs;
 use crate::feed::{self, BlockingPublisher};
 use crate::io::read_token;
-use crate::out::Out;
 use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
 use mandate_attenuate::read_chain;
 use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{parse_public_key, Chain};
 use mandate_verifier::{Revocation, RevocationStore, Target};
 use serde::Serialize;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 
-pub(crate) fn revoke(a: RevokeArgs) -> Result<ExitCode> {
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["id", "token", "agent_key", "ids_from"])))]
+pub(crate) struct RevokeArgs {
+    /// The revocation list directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) db: PathBuf,
+    /// A block's revocation id (hex, as `inspect` shows it).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) id: Option<String>,
+    /// A token file: revokes its whole family, or with --hop N that hop and
+    /// everything derived from it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token: Option<String>,
+    /// With --token: the hop to revoke (0 = the root block).
+    #[arg(long, value_name = "N", requires = "token")]
+    pub(crate) hop: Option<usize>,
+    /// An agent key (ed25519/<hex>): every chain through that agent.
+    #[arg(long, value_name = "PUBKEY")]
+    pub(crate) agent_key: Option<String>,
+    /// Revocation ids, one hex id per line, from FILE or - (standard input);
+    /// prints `revoked <id>` as each one is synced.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ids_from: Option<String>,
+    /// Why (recorded and shown in every denial it causes).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: String,
+    /// Who revokes (default: $USER).
+    #[arg(long, value_name = "WHO")]
+    pub(crate) by: Option<String>,
+    /// With --nats: also publish to the revocation feed, waiting for the
+    /// server's acknowledgement.
+    #[command(flatten)]
+    pub(crate) feed: NatsArgs,
+    /// Print each entry revoked as a JSON line: the object `revocations
+    /// --json` lists, plus "feed_sequence" (the feed's sequence with --nats,
+    /// else null).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) fn run(a: RevokeArgs) -> Result<ExitCode> {
     if a.reason.trim().is_empty() {
         bail!("--reason must say why");
     }
@@ -186,72 +227,4 @@ fn parse_id(hex_id: &str) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
-}
-
-pub(crate) fn revocations(a: RevocationsArgs) -> Result<ExitCode> {
-    if let Some(position) = a.set_feed_position {
-        let store = RevocationStore::open_existing(&a.db)?;
-        let before = store.feed_position()?;
-        store.set_feed_position(position)?;
-        outln!(
-            "feed position {before} -> {position}: the feed resumes at sequence {} of the \
-             stream the server has now",
-            position + 1
-        )?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if a.feed_position {
-        let store = RevocationStore::open_read_only(&a.db)?;
-        let position = store.feed_position()?;
-        match store.feed_stream()? {
-            Some(stream) => outln!("feed position {position} in stream {stream}")?,
-            None => outln!("feed position {position} (no stream recorded yet)")?,
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if a.prune {
-        let store = RevocationStore::open_existing(&a.db)?;
-        let removed = store.prune_expired(OffsetDateTime::now_utc())?;
-        outln!(
-            "pruned {removed} expired entr{}",
-            if removed == 1 { "y" } else { "ies" }
-        )?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let store = RevocationStore::open_read_only(&a.db)?;
-    let entries = store.list()?;
-    let mut out = Out::new();
-    for e in &entries {
-        if a.json {
-            writeln!(out, "{}", serde_json::to_string(e)?)?;
-        } else {
-            let when = e
-                .revoked_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            // Reason, author and note are free text from whoever revoked:
-            // escaped, so an entry is one line that draws nothing (SPEC §16).
-            write!(
-                out,
-                "{when}  {}  by {}: {}",
-                text(&e.target.to_string()),
-                quoted(&e.by),
-                quoted(&e.reason)
-            )?;
-            if let Some(note) = &e.note {
-                write!(out, "  ({})", text(note))?;
-            }
-            writeln!(out)?;
-        }
-    }
-    if !a.json {
-        writeln!(
-            out,
-            "{} entr{}",
-            entries.len(),
-            if entries.len() == 1 { "y" } else { "ies" }
-        )?;
-    }
-    out.finish()?;
-    Ok(ExitCode::SUCCESS)
 }
