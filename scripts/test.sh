@@ -16,6 +16,8 @@ export MANDATE_AGENTS_REQUIRED=1
 cargo fmt --all -- --check
 # Clippy in the tests' profile, so RocksDB's C++ is built once for both.
 cargo clippy --workspace --all-targets "${MANDATE_PROFILE_FLAGS[@]}" -- -D warnings
+# The verifier builds without RocksDB (an embedder with its own revocation list).
+cargo clippy -p mandate-verifier --no-default-features --features http "${MANDATE_PROFILE_FLAGS[@]}" -- -D warnings
 cargo test --workspace --all-targets "${MANDATE_PROFILE_FLAGS[@]}"
 cargo test --workspace --doc "${MANDATE_PROFILE_FLAGS[@]}"
 ./scripts/check-size.sh

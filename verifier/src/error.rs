@@ -68,6 +68,7 @@ pub enum VerifierError {
 }
 
 impl VerifierError {
+    #[cfg(feature = "rocksdb")]
     pub(crate) fn from_rocksdb(path: &std::path::Path, e: rocksdb::Error) -> VerifierError {
         let detail = e.to_string();
         let path = path.to_path_buf();

@@ -19,8 +19,7 @@
 //! --set-feed-position N`, with the verifier stopped).
 
 use crate::error::VerifierError;
-use crate::revocation::{Revocation, RevocationStore, Target};
-use crate::verifier::RevocationList;
+use crate::revocation::{Revocation, RevocationList, RevocationStore, Target};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use std::path::PathBuf;

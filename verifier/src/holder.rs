@@ -2,7 +2,7 @@
 //! possession against the chain's final holder.
 
 use crate::decision::{Denial, DenialKind};
-use crate::replay::{ReplayGuard, Use};
+use crate::replay::{SingleUse, Use};
 use ed25519_dalek::{Signature, VerifyingKey};
 use mandate_spec::{Audience, Chain, HolderProof, Hop, ProofSubject};
 use std::time::Duration;
@@ -72,7 +72,7 @@ pub(crate) fn check(
     presented: &Presented,
     now: i64,
     skew: Duration,
-    replay: Option<&ReplayGuard>,
+    replay: Option<&dyn SingleUse>,
 ) -> Result<[u8; 32], Denial> {
     let holder = chain
         .hops

@@ -62,6 +62,7 @@ mod holder;
 #[cfg(feature = "http")]
 pub mod http;
 mod keys;
+mod limits;
 pub mod metrics;
 mod prepared;
 mod replay;
@@ -70,10 +71,12 @@ mod verifier;
 mod wire;
 
 pub use audit::{
-    parse_entry, parse_export, read_audit_store, verify_entries, verify_entries_from, AuditChain,
-    AuditEntry, AuditEvent, AuditHop, AuditLog, AuditOptions, AuditProblem, AuditRecord, AuditSink,
-    AuditStart, AuditSummary, Place, ReadEntry, Seal, GENESIS_HASH,
+    parse_entry, parse_export, verify_entries, verify_entries_from, AuditChain, AuditEntry,
+    AuditEvent, AuditHop, AuditProblem, AuditRecord, AuditSink, AuditStart, AuditSummary, Place,
+    ReadEntry, Seal, GENESIS_HASH,
 };
+#[cfg(feature = "rocksdb")]
+pub use audit::{read_audit_store, AuditLog, AuditOptions};
 pub use cache::CacheOptions;
 pub use decision::{ApprovalNeeded, Approver, Decision, Denial, DenialKind, Outcome};
 pub use error::VerifierError;
@@ -84,9 +87,12 @@ pub use feed::{
 };
 pub use holder::{Presented, DEFAULT_PROOF_SKEW};
 pub use keys::RootKeys;
-pub use replay::{ReplayGuard, Use};
-pub use revocation::{Revocation, RevocationStore, StoreOptions, Target};
-pub use verifier::{
-    revocation_targets, Limits, RevocationList, RevocationObserver, Verifier, INLINE_COST,
-};
+pub use limits::Limits;
+#[cfg(feature = "rocksdb")]
+pub use replay::ReplayGuard;
+pub use replay::{SingleUse, Use};
+pub use revocation::{revocation_targets, Revocation, RevocationList, RevocationObserver, Target};
+#[cfg(feature = "rocksdb")]
+pub use revocation::{RevocationStore, StoreOptions};
+pub use verifier::{Verifier, INLINE_COST};
 pub use wire::AuthorizeRequest;

@@ -19,7 +19,7 @@
 //! explanation. `prepared_agrees_with_biscuit` tests the two against each
 //! other.
 
-use crate::verifier::Limits;
+use crate::limits::Limits;
 use biscuit_auth::builder::Fact;
 use biscuit_auth::builder::{CheckKind, Convert};
 use biscuit_auth::datalog::{Check, Origin, RunLimits, SymbolTable, TrustedOrigins, World};

@@ -1,16 +1,36 @@
-//! What may be used only once: approvals (by their block's revocation id)
-//! and proof-of-possession nonces, recorded durably in RocksDB so a replay
-//! is refused even after a restart.
+//! What may be used only once: approvals (by the approver's signature) and
+//! proof-of-possession nonces. [`SingleUse`] is what the verifier needs;
+//! [`ReplayGuard`] (feature `rocksdb`) records uses durably in RocksDB, so a
+//! replay is refused even after a restart.
 
 use crate::error::VerifierError;
+#[cfg(feature = "rocksdb")]
 use rocksdb::{IteratorMode, Options, WriteOptions, DB};
+#[cfg(feature = "rocksdb")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "rocksdb")]
 use std::sync::Mutex;
 use time::OffsetDateTime;
+
+/// A record of what was used, where a use is recorded at most once: the
+/// verifier spends approvals and proof nonces through it. Implemented by
+/// [`ReplayGuard`]; a fleet-wide record implements it too.
+pub trait SingleUse: Send + Sync {
+    /// Records the use of `key` (kept until `until`), unless it was used
+    /// before; checking and recording are one atomic step. With `synced`,
+    /// the record is durable before [`Use::First`] is returned.
+    fn use_once(
+        &self,
+        key: &[u8],
+        until: OffsetDateTime,
+        synced: bool,
+    ) -> Result<Use, VerifierError>;
+}
 
 /// The record of used approvals and nonces. Each entry is kept until the
 /// time it could still be presented (an approval's expiry, a nonce's
 /// timestamp plus the clock-skew allowance), then can be pruned.
+#[cfg(feature = "rocksdb")]
 pub struct ReplayGuard {
     db: DB,
     path: PathBuf,
@@ -20,6 +40,7 @@ pub struct ReplayGuard {
     lock: Mutex<()>,
 }
 
+#[cfg(feature = "rocksdb")]
 impl std::fmt::Debug for ReplayGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayGuard")
@@ -37,6 +58,19 @@ pub enum Use {
     Replayed,
 }
 
+#[cfg(feature = "rocksdb")]
+impl SingleUse for ReplayGuard {
+    fn use_once(
+        &self,
+        key: &[u8],
+        until: OffsetDateTime,
+        synced: bool,
+    ) -> Result<Use, VerifierError> {
+        ReplayGuard::use_once(self, key, until, synced)
+    }
+}
+
+#[cfg(feature = "rocksdb")]
 impl ReplayGuard {
     /// Opens (creating if needed) the record at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<ReplayGuard, VerifierError> {

@@ -7,10 +7,12 @@
 //! RocksDB. [`verify_entries`] checks a log or an export and names the first
 //! record altered, removed or reordered.
 
+#[cfg(feature = "rocksdb")]
 mod log;
 mod record;
 mod verify;
 
+#[cfg(feature = "rocksdb")]
 pub use log::{read_audit_store, AuditLog, AuditOptions};
 pub use record::{AuditChain, AuditEntry, AuditEvent, AuditHop, AuditRecord, Seal, GENESIS_HASH};
 pub use verify::{
@@ -36,6 +38,7 @@ pub trait AuditSink: Send + Sync {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 impl AuditSink for AuditLog {
     fn record(&self, event: AuditEvent) {
         AuditLog::record(self, event);

@@ -131,6 +131,8 @@ pub struct AuditEntry {
 
 impl AuditRecord {
     /// Places an event in the log after the record whose hash is `prev_hash`.
+    // Used by the RocksDB log (feature `rocksdb`).
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     pub(crate) fn place(event: &AuditEvent, seq: u64, prev_hash: String) -> AuditRecord {
         let d = &event.decision;
         AuditRecord {
@@ -160,6 +162,8 @@ impl AuditRecord {
 
 impl AuditEntry {
     /// Hashes and signs `record`.
+    // Used by the RocksDB log (feature `rocksdb`).
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     pub(crate) fn seal(record: AuditRecord, key: &SigningKey) -> AuditEntry {
         let hash = record.hash();
         let signature = hex::encode(key.sign(&hash).to_bytes());

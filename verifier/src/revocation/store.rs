@@ -1,4 +1,4 @@
-//! The revocation list: a RocksDB database on disk, consulted on every
+//! The embedded revocation list: a RocksDB database on disk, consulted on every
 //! authorization before Datalog runs (specification §9).
 //!
 //! Three column families, one per kind of target, each keyed by the exact
@@ -22,8 +22,8 @@
 //! lz4 compression. Writes go through the WAL with `sync = true`: [`RevocationStore::revoke`]
 //! returns only once the entry is on disk.
 
+use super::{Revocation, RevocationList, RevocationObserver, Target};
 use crate::error::VerifierError;
-use crate::verifier::RevocationObserver;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options,
     WriteBatch, WriteOptions, DB,
@@ -35,27 +35,22 @@ use std::sync::RwLock;
 use time::OffsetDateTime;
 
 const CF_BLOCK: &str = "block";
+
 const CF_TOKEN: &str = "token";
+
 const CF_AGENT: &str = "agent";
+
 const CFS: [&str; 3] = [CF_BLOCK, CF_TOKEN, CF_AGENT];
+
 /// Bookkeeping: the revocation feed's position.
 const CF_META: &str = "meta";
+
 const ALL_CFS: [&str; 4] = [CF_BLOCK, CF_TOKEN, CF_AGENT, CF_META];
+
 const FEED_POSITION: &[u8] = b"feed_position";
+
 /// Which stream the position counts in: its name and creation time.
 const FEED_STREAM: &[u8] = b"feed_stream";
-
-/// What a revocation applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
-pub enum Target {
-    /// A block's revocation id (hex in JSON): one hop and everything below it.
-    Block(#[serde(with = "hex_bytes")] Vec<u8>),
-    /// A root token id: the whole token family.
-    Token(String),
-    /// An agent's Ed25519 public key, 32 bytes (hex in JSON).
-    Agent(#[serde(with = "hex_bytes")] Vec<u8>),
-}
 
 impl Target {
     fn cf(&self) -> &'static str {
@@ -72,37 +67,6 @@ impl Target {
             Target::Token(t) => t.as_bytes(),
         }
     }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Block(b) => write!(f, "revocation id {}", hex::encode(b)),
-            Target::Token(t) => write!(f, "token family {t}"),
-            Target::Agent(k) => write!(f, "agent key ed25519/{}", hex::encode(k)),
-        }
-    }
-}
-
-/// One entry of the revocation list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revocation {
-    /// What is revoked.
-    pub target: Target,
-    /// When it was revoked.
-    #[serde(with = "time::serde::rfc3339")]
-    pub revoked_at: OffsetDateTime,
-    /// Why, in the revoker's words.
-    pub reason: String,
-    /// Who revoked it (an operator, a service).
-    pub by: String,
-    /// When the revoked thing expires anyway; after that the entry can be
-    /// pruned. `None` keeps the entry forever (agent keys, unknown ids).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub expires_at: Option<OffsetDateTime>,
-    /// What the target was, for people (e.g. `hop 2 (agent "research") of token …`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
 
 /// The value stored under a target's key: a [`Revocation`] without its target.
@@ -574,15 +538,20 @@ fn options_for(o: &StoreOptions, create: bool) -> (Options, Vec<ColumnFamilyDesc
     (db_opts, cfs)
 }
 
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(b))
+impl RevocationList for RevocationStore {
+    fn first_revoked(
+        &self,
+        targets: &[Target],
+    ) -> Result<Option<(usize, Revocation)>, VerifierError> {
+        RevocationStore::first_revoked(self, targets)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        hex::decode(s).map_err(serde::de::Error::custom)
+    fn position(&self) -> Option<u64> {
+        Some(self.cached_feed_position())
+    }
+
+    fn subscribe(&self, observer: RevocationObserver) -> bool {
+        RevocationStore::subscribe(self, observer);
+        true
     }
 }

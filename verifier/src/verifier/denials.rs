@@ -1,0 +1,171 @@
+//! Why a request is denied, in words: revocation, an unreadable token, a
+//! broken chain, a failed check.
+
+use crate::cache::Verified;
+use crate::decision::{Denial, DenialKind};
+use crate::explain;
+use crate::revocation::RevocationList;
+use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
+use mandate_spec::{Chain, ChainError, ChainErrorKind, Request};
+
+pub(super) fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Option<Denial> {
+    let (chain, blocks) = (&*v.chain, v.blocks);
+    let (index, entry) = match list.first_revoked(&v.targets) {
+        Ok(None) => return None,
+        Ok(Some(hit)) => hit,
+        Err(e) => {
+            return Some(Denial::new(
+                DenialKind::RevocationUnavailable,
+                format!("revocation list unavailable ({e}); denied to fail closed"),
+            ))
+        }
+    };
+    let when = entry
+        .revoked_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let why = format!("revoked at {when} by {:?}: {:?}", entry.by, entry.reason);
+    let (hop, block, what) = if index < blocks {
+        let hop = chain.hop_of_block(index);
+        let what = match hop {
+            Some(h) if h.block == index => {
+                let who = explain::describe_hop(chain, h, "");
+                let dead = if h.hop == 0 {
+                    "; every token derived from it is dead"
+                } else {
+                    ""
+                };
+                format!("{who} is {why}{dead}")
+            }
+            Some(h) => format!(
+                "{} is {why}",
+                explain::describe_hop(chain, h, &format!(", first-party block {index}"))
+            ),
+            None => format!("block {index} is {why}"),
+        };
+        (hop.map(|h| h.hop), Some(index), what)
+    } else if index == blocks {
+        (
+            Some(0),
+            Some(0),
+            format!(
+                "token family {} is {why}",
+                mandate_spec::display::word(&chain.token_id)
+            ),
+        )
+    } else if let Some(h) = chain.hops.get(index - blocks - 1) {
+        let hop_no = h.hop;
+        (
+            Some(hop_no),
+            Some(h.block),
+            format!(
+                "agent {} (key {}) at hop {hop_no} is {why}",
+                mandate_spec::display::quoted(&h.agent),
+                h.agent_key
+            ),
+        )
+    } else {
+        let a = chain
+            .approvals
+            .get(index - blocks - 1 - chain.hops.len())
+            .map_or_else(
+                || ("?".to_string(), 0),
+                |a| (a.approver_key.clone(), a.block),
+            );
+        (
+            None,
+            Some(a.1),
+            format!(
+                "the approver key {} of approval block {} is {why}",
+                a.0, a.1
+            ),
+        )
+    };
+    Some(Denial {
+        kind: DenialKind::Revoked,
+        hop,
+        block,
+        agent: hop.and_then(|h| chain.hops.get(h)).map(|h| h.agent.clone()),
+        reason: what,
+    })
+}
+
+pub(super) fn parse_denial(e: &Token) -> Denial {
+    match e {
+        Token::Format(Format::Signature(_)) | Token::Format(Format::SealedSignature) => Denial::new(
+            DenialKind::BadSignature,
+            "a signature does not verify: the token was altered, forged, or signed by another root key",
+        ),
+        Token::Format(Format::UnknownPublicKey) => Denial::new(
+            DenialKind::UnknownRootKey,
+            "the token names a root key id this verifier does not trust",
+        ),
+        Token::Format(f) => Denial::new(
+            DenialKind::MalformedToken,
+            format!("not a valid token: {f} ({f:?})"),
+        ),
+        other => Denial::new(DenialKind::MalformedToken, format!("not a valid token: {other}")),
+    }
+}
+
+pub(super) fn chain_denial(e: ChainError) -> Denial {
+    let kind = match e.kind {
+        ChainErrorKind::DepthExceeded => DenialKind::DepthExceeded,
+        _ => DenialKind::BrokenChain,
+    };
+    Denial {
+        kind,
+        hop: Some(e.hop),
+        block: Some(e.block),
+        agent: None,
+        reason: e.to_string(),
+    }
+}
+
+pub(super) fn datalog_denial(e: &Token, chain: &Chain, request: &Request) -> Denial {
+    match e {
+        Token::FailedLogic(Logic::Unauthorized { checks, .. })
+        | Token::FailedLogic(Logic::NoMatchingPolicy { checks }) => {
+            // The earliest failing block is the most authoritative reason;
+            // later failing hops are named after it.
+            let mut failed: Vec<_> = checks
+                .iter()
+                .filter_map(|c| match c {
+                    FailedCheck::Block(b) => Some(b),
+                    FailedCheck::Authorizer(_) => None,
+                })
+                .collect();
+            failed.sort_by_key(|b| (b.block_id, b.check_id));
+            failed.dedup_by_key(|b| b.block_id);
+            let mut explained = failed
+                .iter()
+                .map(|b| explain::failed_check(chain, b.block_id as usize, &b.rule, request));
+            match explained.next() {
+                Some(mut first) => {
+                    let others: Vec<String> = explained.map(|d| d.reason).collect();
+                    if !others.is_empty() {
+                        first.reason =
+                            format!("{}; also denied by {}", first.reason, others.join("; "));
+                    }
+                    first
+                }
+                None => Denial::new(DenialKind::NotAllowed, e.to_string()),
+            }
+        }
+        Token::RunLimit(limit) => Denial::new(
+            DenialKind::Evaluation,
+            format!("Datalog evaluation stopped at a run limit ({limit}); denied"),
+        ),
+        Token::Execution(expr) => Denial::new(
+            DenialKind::Evaluation,
+            format!(
+                "a check could not be evaluated ({expr}), e.g. a string parameter compared \
+                 with an integer bound; denied"
+            ),
+        ),
+        other => Denial::new(
+            DenialKind::Evaluation,
+            format!("authorization failed: {other}"),
+        ),
+    }
+}

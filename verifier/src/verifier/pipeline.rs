@@ -1,0 +1,215 @@
+//! The steps of a decision: verification (signatures and chain, cached by
+//! token), then, on every request, revocation, proof of possession, Datalog
+//! and approvals.
+
+use super::denials::{chain_denial, datalog_denial, parse_denial, revocation_denial};
+use super::{Purpose, Verifier, INLINE_COST};
+use crate::approval;
+use crate::cache::Verified;
+use crate::decision::{Decision, Denial, DenialKind};
+use crate::holder::{self, Presented};
+use crate::prepared::Prepared;
+use crate::replay::Use;
+use crate::revocation::revocation_targets;
+use biscuit_auth::error::Token;
+use biscuit_auth::Biscuit;
+use mandate_spec::{decode_verified_blocks, Chain, Request};
+use std::sync::Arc;
+
+impl Verifier {
+    /// Steps 1–2: every signature (root key by id), then the chain: who
+    /// delegated to whom, each hop signed by the key the previous hop named.
+    pub(super) fn verify(&self, token: &[u8]) -> Result<Arc<Verified>, Denial> {
+        // Every block costs a signature verification: count them first.
+        // (A container that does not decode is left to Biscuit, whose
+        // error says why.)
+        if let Ok(n) = mandate_spec::block_count(token) {
+            if n > mandate_spec::MAX_BLOCKS {
+                return Err(Denial::new(
+                    DenialKind::MalformedToken,
+                    format!(
+                        "the token has {n} blocks; at most {} are allowed",
+                        mandate_spec::MAX_BLOCKS
+                    ),
+                ));
+            }
+        }
+        let biscuit = Biscuit::from(token, &self.keys).map_err(|e| parse_denial(&e))?;
+        let blocks = decode_verified_blocks(token, &biscuit)
+            .map_err(|e| Denial::new(DenialKind::MalformedToken, e.to_string()))?;
+        let chain = Chain::from_blocks(&blocks, biscuit.root_key_id()).map_err(chain_denial)?;
+        let targets = revocation_targets(biscuit.revocation_identifiers(), &chain);
+        let has_approval_rules = chain
+            .hops
+            .iter()
+            .any(|h| h.grant.alternatives.iter().any(|a| a.approval.is_some()));
+        let holder_required = holder::required(&chain);
+        // `from_blocks` refused tokens over the bound; this is their cost.
+        // The part every request pays (the signatures are paid once).
+        let cost = mandate_spec::cost_of(&blocks).map_or(u64::MAX, |c| c.evaluation);
+        // Loading the Datalog pays off only when the token is kept, and only
+        // for cheap tokens: a request the loaded checks deny is decided again
+        // by biscuit-auth's authorizer, which an expensive token would make
+        // pay twice.
+        let prepared = if self.cache.is_some() && cost <= INLINE_COST {
+            Prepared::load(biscuit, &blocks)
+        } else {
+            Prepared::unloaded(biscuit)
+        };
+        Ok(Arc::new(Verified {
+            chain: Arc::new(chain),
+            targets,
+            blocks: prepared.block_count(),
+            prepared,
+            has_approval_rules,
+            holder_required,
+            cost,
+        }))
+    }
+
+    /// Steps 6–8, on every request: revocation, proof of possession, Datalog,
+    /// approvals.
+    pub(super) fn decide(
+        &self,
+        v: &Verified,
+        request: &Request,
+        token: &[u8],
+        presented: &Presented,
+        purpose: Purpose,
+    ) -> Decision {
+        let deny = |denial| Decision::deny(request.clone(), Some(v.chain.clone()), denial);
+        // Revocation: every block, the family, every agent key.
+        if let Some(list) = &self.revocations {
+            if let Some(denial) = revocation_denial(list.as_ref(), v) {
+                return deny(denial);
+            }
+        }
+        // Facts the verifier adds beyond the request's own.
+        let mut extra = Vec::new();
+        if v.holder_required && purpose == Purpose::Approval {
+            // The approver cannot make the holder's proof; the request
+            // will need it when it is made.
+            extra.push(biscuit_auth::builder::fact(
+                mandate_spec::vocab::HOLDER,
+                &[biscuit_auth::builder::bytes(
+                    &v.chain.holder().agent_public_key.to_bytes(),
+                )],
+            ));
+        } else if v.holder_required {
+            match holder::check(
+                &v.chain,
+                token,
+                &request.resource,
+                presented,
+                request.time_unix(),
+                self.proof_skew,
+                self.replay.as_deref(),
+            ) {
+                Ok(key) => extra.push(biscuit_auth::builder::fact(
+                    mandate_spec::vocab::HOLDER,
+                    &[biscuit_auth::builder::bytes(&key)],
+                )),
+                Err(denial) => return deny(denial),
+            }
+        }
+        if v.has_approval_rules {
+            extra.push(request.digest_fact());
+        }
+        // Datalog: every check of every block.
+        match v.prepared.run(request, &extra, self.limits) {
+            Ok(()) if purpose == Purpose::Approval => {
+                Decision::allow(request.clone(), v.chain.clone())
+            }
+            Ok(()) => match self.spend_approvals(v, request, &extra) {
+                Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
+                Err(denial) => deny(denial),
+            },
+            Err(e) => {
+                // Only a check that failed (not an evaluation error, which an
+                // approval cannot fix) can be about approvals.
+                if v.has_approval_rules && matches!(e, Token::FailedLogic(_)) {
+                    let tpr = || {
+                        v.prepared
+                            .biscuit()
+                            .third_party_request()
+                            .and_then(|r| r.serialize_base64())
+                            .ok()
+                    };
+                    if let Some(d) = approval::explain_denial(&v.chain, request, tpr) {
+                        return d;
+                    }
+                }
+                deny(datalog_denial(&e, &v.chain, request))
+            }
+        }
+    }
+
+    /// Marks the approvals an allowed request relied on as spent; a second
+    /// use is a denial.
+    ///
+    /// Which approvals were relied on comes from the same Datalog that
+    /// allowed the request, not from a re-reading of the rules: when the
+    /// checks still pass without the request's digest, no approval query
+    /// was needed and nothing is spent; otherwise every attached approval an
+    /// approval query could have matched (signed by a key some rule trusts,
+    /// naming this request's digest, not expired) is spent. An approval is
+    /// identified by its approver's signature, which the holder cannot
+    /// change: re-appending it to the token makes a new block (a new
+    /// revocation id) with the same signature.
+    pub(super) fn spend_approvals(
+        &self,
+        v: &Verified,
+        request: &Request,
+        extra: &[biscuit_auth::builder::Fact],
+    ) -> Result<(), Denial> {
+        if !v.has_approval_rules {
+            return Ok(());
+        }
+        let candidates = approval::candidates(&v.chain, request);
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let digest = request.digest_fact();
+        let without: Vec<_> = extra.iter().filter(|f| **f != digest).cloned().collect();
+        if v.prepared.passes(request, &without, self.limits) {
+            return Ok(());
+        }
+        let Some(guard) = &self.replay else {
+            return Err(Denial::new(
+                DenialKind::ReplayRecordUnavailable,
+                "this verifier keeps no record of used approvals (no replay guard), so it \
+                 cannot accept approvals; denied to fail closed",
+            ));
+        };
+        for a in candidates {
+            let mut key = b"approval-signature:".to_vec();
+            key.extend_from_slice(a.approver_signature.as_bytes());
+            match guard.use_once(&key, a.expires_at, true) {
+                Ok(Use::First) => {}
+                Ok(Use::Replayed) => {
+                    return Err(Denial {
+                        kind: DenialKind::ApprovalReplayed,
+                        hop: None,
+                        block: Some(a.block),
+                        agent: None,
+                        reason: format!(
+                            "the approval in block {} (signed by {}) was already used: \
+                             approvals are single-use",
+                            a.block, a.approver_key
+                        ),
+                    })
+                }
+                Err(e) => {
+                    return Err(Denial::new(
+                        DenialKind::ReplayRecordUnavailable,
+                        format!(
+                            "the record of used approvals is unavailable ({e}); denied to \
+                             fail closed"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
