@@ -126,19 +126,29 @@ pub fn describe() {
 
 /// The label values of `decision`: (outcome, denial kind).
 pub fn labels(decision: &Decision) -> (&'static str, &'static str) {
-    let outcome = match decision.decision {
-        Outcome::Allow => "allow",
-        Outcome::Deny => "deny",
-        Outcome::NeedsApproval => "needs_approval",
-    };
-    let kind = decision.denial.as_ref().map_or("", |d| kind_label(d.kind));
-    (outcome, kind)
+    match (decision.decision, &decision.denial) {
+        (Outcome::Allow, _) => ("allow", ""),
+        (Outcome::NeedsApproval, _) => ("needs_approval", "needs_approval"),
+        (Outcome::Deny, d) => ("deny", d.as_ref().map_or("", |d| kind_label(d.kind))),
+    }
 }
 
-/// A decision made; `took` when a token was read.
+/// A decision made; `took` when a token was read. The labels are static
+/// (no allocation per decision).
 pub(crate) fn decided(decision: &Decision, took: Option<Duration>) {
-    let (outcome, kind) = labels(decision);
-    metrics::counter!(DECISIONS, "outcome" => outcome, "kind" => kind).increment(1);
+    match (decision.decision, &decision.denial) {
+        (Outcome::Allow, _) => {
+            metrics::counter!(DECISIONS, "outcome" => "allow", "kind" => "").increment(1);
+        }
+        (Outcome::NeedsApproval, _) => {
+            metrics::counter!(DECISIONS, "outcome" => "needs_approval", "kind" => "needs_approval")
+                .increment(1);
+        }
+        (Outcome::Deny, Some(denial)) => count_denial(denial.kind),
+        (Outcome::Deny, None) => {
+            metrics::counter!(DECISIONS, "outcome" => "deny", "kind" => "").increment(1);
+        }
+    }
     if let Some(t) = took {
         metrics::histogram!(DECISION_DURATION).record(t.as_secs_f64());
     }
@@ -153,30 +163,48 @@ pub(crate) fn cache_lookup(hit: bool) {
     }
 }
 
-/// The serialized name of a denial kind (as in a decision's JSON).
-pub(crate) fn kind_label(kind: DenialKind) -> &'static str {
-    match kind {
-        DenialKind::InvalidRequest => "invalid_request",
-        DenialKind::MissingToken => "missing_token",
-        DenialKind::MalformedToken => "malformed_token",
-        DenialKind::BadSignature => "bad_signature",
-        DenialKind::UnknownRootKey => "unknown_root_key",
-        DenialKind::BrokenChain => "broken_chain",
-        DenialKind::DepthExceeded => "depth_exceeded",
-        DenialKind::Expired => "expired",
-        DenialKind::Revoked => "revoked",
-        DenialKind::RevocationUnavailable => "revocation_unavailable",
-        DenialKind::NotAllowed => "not_allowed",
-        DenialKind::Evaluation => "evaluation",
-        DenialKind::NeedsApproval => "needs_approval",
-        DenialKind::ApprovalMismatch => "approval_mismatch",
-        DenialKind::ApprovalExpired => "approval_expired",
-        DenialKind::ApprovalWrongApprover => "approval_wrong_approver",
-        DenialKind::ApprovalReplayed => "approval_replayed",
-        DenialKind::ProofMissing => "proof_missing",
-        DenialKind::ProofInvalid => "proof_invalid",
-        DenialKind::ReplayRecordUnavailable => "replay_record_unavailable",
-    }
+/// The denial kinds and their serialized names (as in a decision's JSON):
+/// the label of each, and a counter with static labels for each.
+macro_rules! denial_kinds {
+    ($($kind:ident => $name:literal,)*) => {
+        /// The serialized name of a denial kind (as in a decision's JSON).
+        pub(crate) fn kind_label(kind: DenialKind) -> &'static str {
+            match kind {
+                $(DenialKind::$kind => $name,)*
+            }
+        }
+
+        fn count_denial(kind: DenialKind) {
+            match kind {
+                $(DenialKind::$kind => {
+                    metrics::counter!(DECISIONS, "outcome" => "deny", "kind" => $name).increment(1)
+                })*
+            }
+        }
+    };
+}
+
+denial_kinds! {
+    InvalidRequest => "invalid_request",
+    MissingToken => "missing_token",
+    MalformedToken => "malformed_token",
+    BadSignature => "bad_signature",
+    UnknownRootKey => "unknown_root_key",
+    BrokenChain => "broken_chain",
+    DepthExceeded => "depth_exceeded",
+    Expired => "expired",
+    Revoked => "revoked",
+    RevocationUnavailable => "revocation_unavailable",
+    NotAllowed => "not_allowed",
+    Evaluation => "evaluation",
+    NeedsApproval => "needs_approval",
+    ApprovalMismatch => "approval_mismatch",
+    ApprovalExpired => "approval_expired",
+    ApprovalWrongApprover => "approval_wrong_approver",
+    ApprovalReplayed => "approval_replayed",
+    ProofMissing => "proof_missing",
+    ProofInvalid => "proof_invalid",
+    ReplayRecordUnavailable => "replay_record_unavailable",
 }
 
 #[cfg(test)]
