@@ -7,7 +7,10 @@ use clap::Args;
 use mandate_attenuate::approve as sign_approval;
 use mandate_spec::display::{self, quoted, word};
 use mandate_spec::{parse_duration, parse_public_key, Request, Value};
-use mandate_verifier::{Denial, DenialKind, Outcome, RevocationStore, RootKeys, Target, Verifier};
+use mandate_verifier::{
+    revocation::{RevocationStore, Target},
+    Denial, DenialKind, Outcome, RootKeys, Verifier,
+};
 use serde::Deserialize;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

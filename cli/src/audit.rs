@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mandate_spec::display::text;
 use mandate_spec::parse_public_key;
-use mandate_verifier::{
+use mandate_verifier::audit::{
     parse_export, read_audit_store, verify_entries_from, AuditProblem, AuditStart, AuditSummary,
 };
 use serde_json::json;

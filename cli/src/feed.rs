@@ -3,7 +3,10 @@
 
 use crate::args::NatsArgs;
 use anyhow::{Context, Result};
-use mandate_verifier::{FeedConfig, FeedCredentials, FeedPublisher, Revocation};
+use mandate_verifier::{
+    feed::{FeedConfig, FeedCredentials, FeedPublisher},
+    revocation::Revocation,
+};
 use std::path::Path;
 
 /// The feed configuration the flags describe, or `None` without `--nats`.

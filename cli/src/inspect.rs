@@ -7,7 +7,7 @@ use biscuit_auth::{Biscuit, UnverifiedBiscuit};
 use clap::Args;
 use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{decode_blocks, effective_capabilities, parse_public_key, Chain};
-use mandate_verifier::{RevocationStore, Target};
+use mandate_verifier::revocation::{RevocationStore, Target};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
@@ -144,7 +144,7 @@ fn revoked_hops(chain: &Chain, store: &RevocationStore) -> Result<Vec<Option<Str
     Ok(out)
 }
 
-fn why(e: &mandate_verifier::Revocation) -> String {
+fn why(e: &mandate_verifier::revocation::Revocation) -> String {
     format!(
         " at {} by {}: {}",
         rfc3339(e.revoked_at),

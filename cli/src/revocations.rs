@@ -4,7 +4,7 @@ use crate::out::Out;
 use anyhow::Result;
 use clap::Args;
 use mandate_spec::display::{quoted, text};
-use mandate_verifier::RevocationStore;
+use mandate_verifier::revocation::RevocationStore;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use clap::Args;
 use mandate_attenuate::read_chain;
 use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{parse_public_key, Chain};
-use mandate_verifier::{Revocation, RevocationStore, Target};
+use mandate_verifier::revocation::{Revocation, RevocationStore, Target};
 use serde::Serialize;
 use std::io::BufRead;
 use std::path::PathBuf;

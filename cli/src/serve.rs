@@ -24,19 +24,19 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         if let Some(mut feed_config) = feed_config {
             feed_config.staleness = staleness;
             let url = crate::startup::redact_url(&feed_config.url);
-            let publisher = mandate_verifier::FeedPublisher::connect(feed_config.clone())
+            let publisher = mandate_verifier::feed::FeedPublisher::connect(feed_config.clone())
                 .await
                 .with_context(|| format!("connecting to the revocation feed at {url}"))?;
             let store = service.store().clone();
             // The embedded verifier follows the feed into the same store.
-            let (list, handle) = mandate_verifier::spawn_feed(store.clone(), feed_config)?;
+            let (list, handle) = mandate_verifier::feed::spawn_feed(store.clone(), feed_config)?;
             _feed_handle = Some(handle);
             let runtime = tokio::runtime::Handle::current();
             // Called on a blocking thread: local synced write first (the
             // embedded verifier sees it at once), then the feed's
             // acknowledgement; only then does the client get its 200.
             service = service.with_revocation_list(list).with_sink(
-                move |entries: &[mandate_verifier::Revocation]| {
+                move |entries: &[mandate_verifier::revocation::Revocation]| {
                     store.revoke(entries)?;
                     for e in entries {
                         runtime
@@ -65,7 +65,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
 fn log_config(
     server: &crate::startup::Server,
     config: &ServiceConfig,
-    feed: Option<&mandate_verifier::FeedConfig>,
+    feed: Option<&mandate_verifier::feed::FeedConfig>,
     staleness: std::time::Duration,
     current: u32,
 ) -> Result<()> {

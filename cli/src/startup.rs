@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
-use mandate_verifier::AuditLog;
+use mandate_verifier::audit::AuditLog;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -231,11 +231,11 @@ pub(crate) fn listen_warning(addr: SocketAddr) -> Option<String> {
 /// The feed settings for the configuration line: the URL without any
 /// user or password, and which credential and CA files are used.
 pub(crate) fn feed_settings(
-    cfg: Option<&mandate_verifier::FeedConfig>,
+    cfg: Option<&mandate_verifier::feed::FeedConfig>,
     settings: &mut Vec<(&'static str, String)>,
     insecure: &mut Vec<String>,
 ) {
-    use mandate_verifier::FeedCredentials;
+    use mandate_verifier::feed::FeedCredentials;
     let Some(cfg) = cfg else {
         settings.push(("nats", "none".into()));
         return;

@@ -10,8 +10,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use mandate_spec::{parse_duration, parse_public_key};
 use mandate_verifier::{
-    spawn_feed, AuditLog, AuditOptions, AuthorizeRequest, CacheOptions, FeedList, RevocationStore,
-    RootKeys, Verifier,
+    audit::{AuditLog, AuditOptions},
+    feed::{spawn_feed, FeedList},
+    revocation::RevocationStore,
+    AuthorizeRequest, CacheOptions, RootKeys, Verifier,
 };
 use serde_json::json;
 use std::process::ExitCode;
@@ -79,7 +81,7 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
 fn log_config(
     server: &crate::startup::Server,
     a: &VerifierdArgs,
-    feed: Option<&mandate_verifier::FeedConfig>,
+    feed: Option<&mandate_verifier::feed::FeedConfig>,
 ) {
     let mut settings: Vec<(&str, String)> = vec![
         ("listen", a.listen.clone()),

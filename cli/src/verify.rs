@@ -10,7 +10,9 @@ use mandate_spec::{
     parse_duration, parse_public_key, Audience, HolderProof, ProofSubject, Request, Value,
 };
 use mandate_verifier::{
-    DenialKind, Presented, ReplayGuard, RevocationStore, RootKeys, Target, Verifier,
+    replay::ReplayGuard,
+    revocation::{RevocationStore, Target},
+    DenialKind, Presented, RootKeys, Verifier,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -24,8 +24,9 @@ use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{parse_private_key, parse_public_key, token_to_text, Grant};
 use mandate_verifier::http::{Authorized, MandateLayer, Route, RouteMap};
 use mandate_verifier::{
-    read_audit_store, verify_entries, AuditLog, AuditOptions, CacheOptions, RevocationStore,
-    RootKeys, Verifier,
+    audit::{read_audit_store, verify_entries, AuditLog, AuditOptions},
+    revocation::RevocationStore,
+    CacheOptions, RootKeys, Verifier,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -14,7 +14,7 @@ use biscuit_auth::KeyPair;
 use common::{admin_token, call, write_key, Env};
 use mandate_issuer::{ApproverFile, Service};
 use mandate_spec::{format_public_key, token_from_text, token_to_text};
-use mandate_verifier::{ReplayGuard, RootKeys, Verifier};
+use mandate_verifier::{replay::ReplayGuard, RootKeys, Verifier};
 use serde_json::json;
 use std::sync::Arc;
 

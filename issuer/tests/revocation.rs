@@ -8,9 +8,9 @@ use axum::http::{Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{authorize, mint_body, Svc};
 use mandate_attenuate::{delegate, Delegation};
-use mandate_issuer::{Registry, SigningKeys, Service, ServiceError};
+use mandate_issuer::{Registry, Service, ServiceError, SigningKeys};
 use mandate_spec::Grant;
-use mandate_verifier::{Revocation, RevocationStore, Target};
+use mandate_verifier::revocation::{Revocation, RevocationStore, Target};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 

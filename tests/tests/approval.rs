@@ -12,7 +12,9 @@ use biscuit_auth::KeyPair;
 use mandate_attenuate::{approve, attach_approval, delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Audience, Grant, HolderProof, ProofSubject, Request};
-use mandate_verifier::{Decision, DenialKind, Outcome, Presented, ReplayGuard, RootKeys, Verifier};
+use mandate_verifier::{
+    replay::ReplayGuard, Decision, DenialKind, Outcome, Presented, RootKeys, Verifier,
+};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -19,8 +19,9 @@ use mandate_attenuate::{approve, attach_approval};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
 use mandate_verifier::{
-    Decision, DenialKind, Outcome, ReplayGuard, Revocation, RevocationStore, RootKeys, Target,
-    Verifier,
+    replay::ReplayGuard,
+    revocation::{Revocation, RevocationStore, Target},
+    Decision, DenialKind, Outcome, RootKeys, Verifier,
 };
 use proptest::prelude::*;
 use std::sync::Arc;

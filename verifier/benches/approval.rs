@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mandate_attenuate::{approve, attach_approval};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, HolderProof, ProofSubject, Request};
-use mandate_verifier::{CacheOptions, Presented, ReplayGuard, RootKeys, Verifier};
+use mandate_verifier::{replay::ReplayGuard, CacheOptions, Presented, RootKeys, Verifier};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

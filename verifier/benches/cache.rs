@@ -17,7 +17,11 @@ mod common;
 
 use biscuit_auth::{Biscuit, KeyPair};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use mandate_verifier::{AuditLog, AuditOptions, CacheOptions, RevocationStore, RootKeys, Verifier};
+use mandate_verifier::{
+    audit::{AuditLog, AuditOptions},
+    revocation::RevocationStore,
+    CacheOptions, RootKeys, Verifier,
+};
 use std::sync::Arc;
 use std::time::Duration;
 

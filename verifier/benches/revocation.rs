@@ -15,7 +15,8 @@ use mandate_attenuate::{delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
 use mandate_verifier::{
-    revocation_targets, Revocation, RevocationStore, RootKeys, Target, Verifier,
+    revocation::{revocation_targets, Revocation, RevocationStore, Target},
+    RootKeys, Verifier,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

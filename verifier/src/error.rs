@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum VerifierError {
     /// No store at this path. Create it (`mandate revoke` or
-    /// [`crate::RevocationStore::open`]) or fix the path.
+    /// [`crate::revocation::RevocationStore::open`]) or fix the path.
     #[error("no revocation store at {path}")]
     Missing {
         /// The path given.

@@ -405,7 +405,7 @@ impl RevocationList for FeedList {
         Some(self.state.applied_seq())
     }
 
-    fn subscribe(&self, observer: crate::RevocationObserver) -> bool {
+    fn subscribe(&self, observer: crate::revocation::RevocationObserver) -> bool {
         self.store.subscribe(observer);
         true
     }

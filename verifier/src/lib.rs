@@ -5,9 +5,27 @@
 //! → rebuild the delegation chain and check its integrity (each hop signed by
 //! the key the previous hop named, depth limit) → look up every block's
 //! revocation id, the token family and every agent key in the revocation
-//! list ([`RevocationStore`], RocksDB) → run the Datalog
+//! list ([`revocation::RevocationStore`], RocksDB) → run the Datalog
 //! authorizer with exactly one action, one resource, the typed parameters and
 //! the time → a [`Decision`] with the reason in words and the chain.
+//!
+//! The root holds what every embedder uses: [`Verifier`] and its
+//! configuration ([`RootKeys`], [`Limits`], [`CacheOptions`]), what a request
+//! presents ([`Presented`]) and what comes back ([`Decision`], [`Denial`],
+//! [`DenialKind`]). The rest, by concern:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`revocation`] | the [`revocation::RevocationList`] trait, revocation targets and entries, the RocksDB [`revocation::RevocationStore`] (feature `rocksdb`, default) |
+//! | `feed` | the NATS JetStream feed keeping a store current across a fleet (feature `feed`) |
+//! | [`replay`] | single use of approvals and proof nonces: [`replay::SingleUse`], the RocksDB [`replay::ReplayGuard`] |
+//! | [`audit`] | the signed, hash-chained decision log and its verification |
+//! | `http` | the tower/axum middleware, the request mapping, cold-decision threads (feature `http`) |
+//! | [`metrics`] | the metric names the verifier emits through the `metrics` facade |
+//!
+//! Without the default feature `rocksdb` nothing is built from C++: bring a
+//! [`revocation::RevocationList`] (a closure will do) and, to accept
+//! approvals or proofs, a [`replay::SingleUse`].
 //!
 //! ```
 //! use mandate_attenuate::{delegate, Delegation};
@@ -51,13 +69,13 @@
 //! ```
 
 mod approval;
-mod audit;
+pub mod audit;
 mod cache;
 mod decision;
 mod error;
 mod explain;
 #[cfg(feature = "feed")]
-mod feed;
+pub mod feed;
 mod holder;
 #[cfg(feature = "http")]
 pub mod http;
@@ -65,34 +83,16 @@ mod keys;
 mod limits;
 pub mod metrics;
 mod prepared;
-mod replay;
-mod revocation;
+pub mod replay;
+pub mod revocation;
 mod verifier;
 mod wire;
 
-pub use audit::{
-    parse_entry, parse_export, verify_entries, verify_entries_from, AuditChain, AuditEntry,
-    AuditEvent, AuditHop, AuditProblem, AuditRecord, AuditSink, AuditStart, AuditSummary, Place,
-    ReadEntry, Seal, GENESIS_HASH,
-};
-#[cfg(feature = "rocksdb")]
-pub use audit::{read_audit_store, AuditLog, AuditOptions};
 pub use cache::CacheOptions;
 pub use decision::{ApprovalNeeded, Approver, Decision, Denial, DenialKind, Outcome};
 pub use error::VerifierError;
-#[cfg(feature = "feed")]
-pub use feed::{
-    spawn_feed, FeedConfig, FeedCredentials, FeedError, FeedHandle, FeedList, FeedPublisher,
-    FeedState,
-};
 pub use holder::{Presented, DEFAULT_PROOF_SKEW};
 pub use keys::RootKeys;
 pub use limits::Limits;
-#[cfg(feature = "rocksdb")]
-pub use replay::ReplayGuard;
-pub use replay::{SingleUse, Use};
-pub use revocation::{revocation_targets, Revocation, RevocationList, RevocationObserver, Target};
-#[cfg(feature = "rocksdb")]
-pub use revocation::{RevocationStore, StoreOptions};
 pub use verifier::{Verifier, INLINE_COST};
 pub use wire::AuthorizeRequest;

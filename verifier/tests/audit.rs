@@ -16,9 +16,12 @@ use biscuit_auth::KeyPair;
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
 use mandate_verifier::{
-    parse_export, read_audit_store, verify_entries, verify_entries_from, AuditEntry, AuditLog,
-    AuditOptions, AuditProblem, AuditStart, Outcome, Place, RevocationStore, RootKeys, Verifier,
-    GENESIS_HASH,
+    audit::{
+        parse_export, read_audit_store, verify_entries, verify_entries_from, AuditEntry, AuditLog,
+        AuditOptions, AuditProblem, AuditStart, Place, GENESIS_HASH,
+    },
+    revocation::RevocationStore,
+    Outcome, RootKeys, Verifier,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -184,7 +187,7 @@ fn an_exported_file_names_the_first_record_edited_removed_or_reordered() {
         other => panic!("{other:?}"),
     }
     // Edited and re-hashed: the signature no longer matches.
-    let mut entry: mandate_verifier::AuditEntry = serde_json::from_str(&lines[3]).unwrap();
+    let mut entry: mandate_verifier::audit::AuditEntry = serde_json::from_str(&lines[3]).unwrap();
     entry.record.request.resource = "/api/customers/elsewhere".into();
     entry.hash = hex::encode(entry.record.hash());
     let mut rehashed = lines.clone();

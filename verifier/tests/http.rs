@@ -19,8 +19,9 @@ use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{token_to_text, Grant};
 use mandate_verifier::http::{Authorized, MandateLayer, Route, RouteMap};
 use mandate_verifier::{
-    parse_export, read_audit_store, verify_entries, AuditLog, AuditOptions, CacheOptions,
-    Revocation, RevocationStore, RootKeys, Target, Verifier, VerifierError,
+    audit::{parse_export, read_audit_store, verify_entries, AuditLog, AuditOptions},
+    revocation::{Revocation, RevocationStore, Target},
+    CacheOptions, RootKeys, Verifier, VerifierError,
 };
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -20,7 +20,7 @@ use mandate_attenuate::{approve, attach_approval};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{token_to_text, Audience, Grant, HolderProof, ProofSubject};
 use mandate_verifier::http::{MandateLayer, Route, RouteMap};
-use mandate_verifier::{ReplayGuard, RootKeys, Verifier};
+use mandate_verifier::{replay::ReplayGuard, RootKeys, Verifier};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -19,7 +19,10 @@ use http::{Request, StatusCode};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{token_to_text, Grant};
 use mandate_verifier::http::{ColdDecisions, MandateLayer, RouteMap};
-use mandate_verifier::{CacheOptions, Revocation, RootKeys, Target, Verifier, VerifierError};
+use mandate_verifier::{
+    revocation::{Revocation, Target},
+    CacheOptions, RootKeys, Verifier, VerifierError,
+};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tower::ServiceExt;

@@ -9,7 +9,8 @@ use mandate_attenuate::{delegate, Delegation};
 use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
 use mandate_verifier::{
-    DenialKind, Revocation, RevocationStore, RootKeys, Target, Verifier, VerifierError,
+    revocation::{Revocation, RevocationStore, Target},
+    DenialKind, RootKeys, Verifier, VerifierError,
 };
 use std::time::Duration;
 use time::OffsetDateTime;

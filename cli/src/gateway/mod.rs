@@ -14,8 +14,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use config::Config;
 use mandate_verifier::{
-    spawn_feed, AuditLog, AuditOptions, CacheOptions, FeedConfig, ReplayGuard, RevocationStore,
-    RootKeys, Verifier,
+    audit::{AuditLog, AuditOptions},
+    feed::{spawn_feed, FeedConfig},
+    replay::ReplayGuard,
+    revocation::RevocationStore,
+    CacheOptions, RootKeys, Verifier,
 };
 use serde_json::json;
 use std::process::ExitCode;

@@ -13,7 +13,10 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use mandate_spec::{format_public_key, parse_duration, parse_public_key, Grant, Value};
-use mandate_verifier::{AuthorizeRequest, Decision, Revocation, Target};
+use mandate_verifier::{
+    revocation::{Revocation, Target},
+    AuthorizeRequest, Decision,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Instant;

@@ -17,7 +17,7 @@
 //! the verifier library emitted that name itself (every decision of every
 //! embedder, without `source`).
 
-use mandate_verifier::{Decision, Target};
+use mandate_verifier::{revocation::Target, Decision};
 use std::time::Duration;
 
 const MINTED: &str = "mandate_tokens_minted_total";

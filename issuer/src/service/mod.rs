@@ -51,7 +51,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use biscuit_auth::KeyPair;
-use mandate_verifier::{AuditLog, AuditOptions, RevocationList, RevocationStore, Verifier};
+use mandate_verifier::{
+    audit::{AuditLog, AuditOptions},
+    revocation::{RevocationList, RevocationStore},
+    Verifier,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -193,7 +197,7 @@ impl Service {
     }
 
     /// The embedded verifier consults `list` instead of the store directly:
-    /// e.g. a `mandate_verifier::FeedList` over the same store, which also
+    /// e.g. a `mandate_verifier::feed::FeedList` over the same store, which also
     /// denies while the revocation feed is stale. `GET /healthz` then answers
     /// 503 while the list refuses.
     pub fn with_revocation_list(mut self, list: impl RevocationList + 'static) -> Service {

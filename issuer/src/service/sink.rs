@@ -8,7 +8,7 @@
 //! returns once the feed has acknowledged the entries.
 
 use super::error::ServiceError;
-use mandate_verifier::{Revocation, RevocationStore};
+use mandate_verifier::revocation::{Revocation, RevocationStore};
 use std::sync::Arc;
 
 /// Receives revocations and makes them durable before returning.

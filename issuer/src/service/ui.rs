@@ -15,7 +15,10 @@ use crate::ServiceError;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
-use mandate_verifier::{read_audit_store, AuditRecord, Outcome};
+use mandate_verifier::{
+    audit::{read_audit_store, AuditRecord},
+    Outcome,
+};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -230,7 +233,10 @@ mod tests {
     use crate::html::testing::{nasty, skeleton, unescape, ATTACKS};
     use mandate_spec::display::{is_hidden, text};
     use mandate_spec::{Request, Value};
-    use mandate_verifier::{AuditChain, AuditHop, Denial, DenialKind};
+    use mandate_verifier::{
+        audit::{AuditChain, AuditHop},
+        Denial, DenialKind,
+    };
     use proptest::prelude::*;
     use time::OffsetDateTime;
 

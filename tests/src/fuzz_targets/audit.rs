@@ -2,7 +2,7 @@
 
 use super::{ring_key, text};
 use ed25519_dalek::{Signer as _, SigningKey};
-use mandate_verifier::{
+use mandate_verifier::audit::{
     parse_export, verify_entries, AuditEntry, AuditProblem, AuditRecord, ReadEntry,
 };
 use std::sync::OnceLock;

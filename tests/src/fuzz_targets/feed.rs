@@ -1,7 +1,7 @@
 //! Revocation feed entries: how a NATS message payload becomes a
 //! [`Revocation`] and is applied to a verifier's store.
 
-use mandate_verifier::{Revocation, RevocationStore};
+use mandate_verifier::revocation::{Revocation, RevocationStore};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 

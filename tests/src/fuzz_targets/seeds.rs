@@ -10,7 +10,10 @@ use biscuit_auth::Biscuit;
 use mandate_attenuate::delegate_at;
 use mandate_issuer::Issuer;
 use mandate_spec::{format_public_key, Grant, Request};
-use mandate_verifier::{AuditEvent, AuditLog, AuditOptions, Revocation, Target};
+use mandate_verifier::{
+    audit::{AuditEvent, AuditLog, AuditOptions},
+    revocation::{Revocation, Target},
+};
 use std::time::{Duration, UNIX_EPOCH};
 use time::OffsetDateTime;
 
@@ -307,7 +310,7 @@ fn audit_texts() -> Vec<(&'static str, String)> {
     }
     log.flush().expect("the log flushes");
     drop(log);
-    let lines: Vec<String> = mandate_verifier::read_audit_store(dir.path())
+    let lines: Vec<String> = mandate_verifier::audit::read_audit_store(dir.path())
         .expect("the log reads")
         .into_iter()
         .map(|(_, e)| serde_json::to_string(&e.expect("an entry decodes")).expect("serializes"))

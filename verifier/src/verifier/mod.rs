@@ -117,7 +117,7 @@ impl Verifier {
         self
     }
 
-    /// Sends every decision to `sink` (e.g. an [`crate::AuditLog`]).
+    /// Sends every decision to `sink` (e.g. an [`crate::audit::AuditLog`]).
     pub fn with_audit(mut self, sink: impl AuditSink + 'static) -> Verifier {
         self.audit = Some(Arc::new(sink));
         self
