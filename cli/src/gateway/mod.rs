@@ -6,6 +6,7 @@
 //! credential injected — a secret the agent never sees.
 
 mod config;
+mod mcp;
 mod proxy;
 
 use crate::args::GatewayArgs;

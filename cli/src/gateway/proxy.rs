@@ -4,6 +4,7 @@
 //! stream both bodies.
 
 use super::config::{Mode, Route};
+use super::mcp::{mcp_request, Public};
 use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
@@ -11,14 +12,17 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use mandate_spec::Value;
 use mandate_verifier::http::{
-    decide, denial_response, error_response, json_body, strict_json, ColdDecisions, MapError,
-    MapRequest, Route as Rule, RouteMap,
+    decide, denial_response, error_response, json_body, ColdDecisions, MapRequest, Route as Rule,
+    RouteMap,
 };
-use mandate_verifier::Verifier;
+use mandate_verifier::{Decision, Verifier};
 use std::fmt::Write as _;
 use std::sync::Arc;
+
+/// The decision on a request (`None`: a public MCP request, forwarded
+/// without one) and the body to forward; or the response that ends it.
+type Decided = Result<(Option<Decision>, Body), Response<Body>>;
 
 /// Everything a request needs, shared.
 pub(crate) struct Gateway {
@@ -92,18 +96,12 @@ impl Gateway {
         if let Err(why) = canonical_path(req.uri().path()) {
             return error_response(StatusCode::BAD_REQUEST, &why);
         }
-        let path = req.uri().path().to_string();
-        let Some((route, map)) = self
-            .routes
-            .iter()
-            .filter(|(r, _)| prefix_matches(&r.prefix, &path))
-            .max_by_key(|(r, _)| r.prefix.len())
-        else {
+        let Some((route, map)) = self.route_for(req.uri().path()) else {
             return error_response(StatusCode::NOT_FOUND, "no route for this path");
         };
         let (parts, body) = req.into_parts();
         // Map and decide; the body is read only when the mapping needs it.
-        let (decision, body) = match (&route.mode, map) {
+        let decided = match (&route.mode, map) {
             (
                 Mode::Mcp {
                     public_methods,
@@ -112,90 +110,148 @@ impl Gateway {
                 },
                 _,
             ) => {
-                // The decision reads the JSON-RPC body; a query string would
-                // reach the server undecided (a second parser): refused.
-                if parts.uri.query().is_some() {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        "an MCP route takes no query string: it would reach the server \
-                         without being decided",
-                    );
-                }
-                let bytes = match read(body, route.max_body).await {
-                    Ok(b) => b,
-                    Err(resp) => return resp,
-                };
                 let public = Public {
                     route_path: route_path(&route.prefix),
                     methods: public_methods,
                     http_methods: public_http_methods,
                     resource: resource.as_deref(),
                 };
-                match mcp_request(&parts, &bytes, &public) {
-                    Err(e) => return error_response(e.status, &e.message),
-                    Ok(None) => (None, Body::from(bytes)),
-                    Ok(Some(request)) => (
-                        Some(self.decide(route, &parts, request, Some(&bytes)).await),
-                        Body::from(bytes),
-                    ),
-                }
+                self.decide_mcp(route, &public, &parts, body).await
             }
-            (Mode::Rest(_), Some(map)) => match MapRequest::body_limit(map, &parts) {
-                None => {
-                    // A proof of possession covers the body: read it then
-                    // (bounded), else stream it untouched.
-                    let (body, bytes) = if parts.headers.contains_key(mandate_spec::PROOF_HEADER) {
-                        match read(body, route.max_body).await {
-                            Ok(b) => (Body::from(b.clone()), Some(b)),
-                            Err(resp) => return resp,
-                        }
-                    } else {
-                        (body, None)
-                    };
-                    match map.map(&parts, None) {
-                        Ok(request) => (
-                            Some(self.decide(route, &parts, request, bytes.as_ref()).await),
-                            body,
-                        ),
-                        Err(e) => return error_response(e.status, &e.message),
-                    }
-                }
-                Some(limit) => {
-                    let bytes = match read(body, limit).await {
-                        Ok(b) => b,
-                        Err(resp) => return resp,
-                    };
-                    // As the middleware reads it: declared JSON (415), no
-                    // key given twice (400).
-                    let json = match json_body(&parts, &bytes) {
-                        Ok(v) => v,
-                        Err(e) => return error_response(e.status, &e.message),
-                    };
-                    match map.map(&parts, Some(&json)) {
-                        Ok(request) => (
-                            Some(self.decide(route, &parts, request, Some(&bytes)).await),
-                            Body::from(bytes),
-                        ),
-                        Err(e) => return error_response(e.status, &e.message),
-                    }
-                }
-            },
-            (Mode::Rest(_), None) => {
-                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "route without mapping")
-            }
+            (Mode::Rest(_), Some(map)) => self.decide_rest(route, map, &parts, body).await,
+            (Mode::Rest(_), None) => Err(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "route without mapping",
+            )),
+        };
+        let (decision, body) = match decided {
+            Ok(decided) => decided,
+            Err(resp) => return resp,
         };
         if let Some(decision) = &decision {
-            if let Err(e) = self.verifier.audit_health() {
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("audit log unavailable ({e}); retry later"),
-                );
-            }
-            if !decision.is_allowed() {
-                return denial_response(decision);
+            if let Some(refusal) = self.refusal(decision) {
+                return refusal;
             }
         }
         self.forward(route, parts, body).await
+    }
+
+    /// The route serving `path`: the longest prefix it is at or under.
+    fn route_for(&self, path: &str) -> Option<&(Route, Option<RouteMap>)> {
+        self.routes
+            .iter()
+            .filter(|(r, _)| prefix_matches(&r.prefix, path))
+            .max_by_key(|(r, _)| r.prefix.len())
+    }
+
+    /// Why a decided request is not forwarded: the audit log cannot record
+    /// it (503), or the decision is a denial; `None` when it goes on.
+    fn refusal(&self, decision: &Decision) -> Option<Response<Body>> {
+        if let Err(e) = self.verifier.audit_health() {
+            return Some(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("audit log unavailable ({e}); retry later"),
+            ));
+        }
+        if !decision.is_allowed() {
+            return Some(denial_response(decision));
+        }
+        None
+    }
+
+    /// An MCP request: its JSON-RPC body read (bounded) and decided, unless
+    /// it is public on the route's exact path.
+    async fn decide_mcp(
+        &self,
+        route: &Route,
+        public: &Public<'_>,
+        parts: &Parts,
+        body: Body,
+    ) -> Decided {
+        // The decision reads the JSON-RPC body; a query string would
+        // reach the server undecided (a second parser): refused.
+        if parts.uri.query().is_some() {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "an MCP route takes no query string: it would reach the server \
+                 without being decided",
+            ));
+        }
+        let bytes = read(body, route.max_body).await?;
+        match mcp_request(parts, &bytes, public) {
+            Err(e) => Err(error_response(e.status, &e.message)),
+            Ok(None) => Ok((None, Body::from(bytes))),
+            Ok(Some(request)) => Ok((
+                Some(self.decide(route, parts, request, Some(&bytes)).await),
+                Body::from(bytes),
+            )),
+        }
+    }
+
+    /// A REST request, mapped by the route's rules and decided: its body
+    /// streamed, or read first when the mapping or a proof needs it.
+    async fn decide_rest(
+        &self,
+        route: &Route,
+        map: &RouteMap,
+        parts: &Parts,
+        body: Body,
+    ) -> Decided {
+        match MapRequest::body_limit(map, parts) {
+            None => self.decide_rest_without_json(route, map, parts, body).await,
+            Some(limit) => {
+                self.decide_rest_with_json(route, map, parts, body, limit)
+                    .await
+            }
+        }
+    }
+
+    /// A REST request whose mapping reads no body.
+    async fn decide_rest_without_json(
+        &self,
+        route: &Route,
+        map: &RouteMap,
+        parts: &Parts,
+        body: Body,
+    ) -> Decided {
+        // A proof of possession covers the body: read it then
+        // (bounded), else stream it untouched.
+        let (body, bytes) = if parts.headers.contains_key(mandate_spec::PROOF_HEADER) {
+            let b = read(body, route.max_body).await?;
+            (Body::from(b.clone()), Some(b))
+        } else {
+            (body, None)
+        };
+        match map.map(parts, None) {
+            Ok(request) => Ok((
+                Some(self.decide(route, parts, request, bytes.as_ref()).await),
+                body,
+            )),
+            Err(e) => Err(error_response(e.status, &e.message)),
+        }
+    }
+
+    /// A REST request whose mapping reads fields of its JSON body (read up
+    /// to `limit` bytes).
+    async fn decide_rest_with_json(
+        &self,
+        route: &Route,
+        map: &RouteMap,
+        parts: &Parts,
+        body: Body,
+        limit: usize,
+    ) -> Decided {
+        let bytes = read(body, limit).await?;
+        // As the middleware reads it: declared JSON (415), no
+        // key given twice (400).
+        let json = json_body(parts, &bytes).map_err(|e| error_response(e.status, &e.message))?;
+        match map.map(parts, Some(&json)) {
+            Ok(request) => Ok((
+                Some(self.decide(route, parts, request, Some(&bytes)).await),
+                Body::from(bytes),
+            )),
+            Err(e) => Err(error_response(e.status, &e.message)),
+        }
     }
 
     /// Decides `request` with the bearer token and, when the request carries
@@ -208,7 +264,7 @@ impl Gateway {
         parts: &Parts,
         request: mandate_spec::Request,
         body: Option<&Bytes>,
-    ) -> mandate_verifier::Decision {
+    ) -> Decision {
         decide(
             &self.verifier,
             parts,
@@ -339,92 +395,6 @@ fn upstream_uri(base: &Uri, incoming: &Uri) -> Result<Uri, String> {
             .map_err(|_| "the request path cannot be forwarded".to_string())?,
     );
     Uri::from_parts(parts).map_err(|e| e.to_string())
-}
-
-/// What an MCP route forwards without a decision: to its exact path only,
-/// the listed JSON-RPC methods (in a `POST`) and HTTP methods.
-struct Public<'a> {
-    route_path: &'a str,
-    methods: &'a [String],
-    http_methods: &'a [http::Method],
-    resource: Option<&'a str>,
-}
-
-/// The request a JSON-RPC (MCP) body asks the verifier to decide:
-/// `tools/call` → action = the tool's name, parameters = its scalar
-/// arguments; a public method on the route's exact path → `None` (forwarded
-/// without a decision); any other method → action = the method with `/` as
-/// `.` (e.g. `resources.read`). The resource is the route's `resource` on its
-/// exact path, else the path itself (a sub-path is decided on what is acted
-/// on).
-fn mcp_request(
-    parts: &Parts,
-    body: &[u8],
-    public: &Public<'_>,
-) -> Result<Option<mandate_spec::Request>, MapError> {
-    let bad = |m: &str| MapError::bad_request(m);
-    let path = parts.uri.path();
-    let exact = path == public.route_path;
-    let resource = match public.resource {
-        Some(r) if exact => r.to_string(),
-        _ => path.to_string(),
-    };
-    if parts.method != http::Method::POST {
-        // GET (the server's event stream) and DELETE (end of session) carry
-        // no call: public on the exact path when listed in
-        // public_http_methods (compared exactly: HTTP methods are
-        // case-sensitive), else decided as action `http.get` / `http.delete`.
-        if exact && public.http_methods.contains(&parts.method) {
-            return Ok(None);
-        }
-        return Ok(Some(mandate_spec::Request::new(
-            format!("http.{}", parts.method.as_str().to_ascii_lowercase()),
-            resource,
-        )));
-    }
-    // No key given twice: the decision and the server must read one value.
-    let msg = strict_json(body).map_err(|e| bad(&format!("the JSON-RPC message {e}")))?;
-    let Some(obj) = msg.as_object() else {
-        return Err(bad(
-            "JSON-RPC batches are not accepted: send one message per request",
-        ));
-    };
-    let method = obj
-        .get("method")
-        .and_then(|m| m.as_str())
-        .ok_or_else(|| bad("a JSON-RPC request needs a method"))?;
-    if exact && public.methods.iter().any(|m| m == method) {
-        return Ok(None);
-    }
-    if method != "tools/call" {
-        return Ok(Some(mandate_spec::Request::new(
-            method.replace('/', "."),
-            resource,
-        )));
-    }
-    let params = obj.get("params").and_then(|p| p.as_object());
-    let name = params
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| bad("tools/call needs params.name"))?;
-    let mut request = mandate_spec::Request::new(name, resource);
-    if let Some(args) = params
-        .and_then(|p| p.get("arguments"))
-        .and_then(|a| a.as_object())
-    {
-        for (k, v) in args {
-            let value = match v {
-                serde_json::Value::String(s) => Value::Str(s.clone()),
-                serde_json::Value::Number(n) if n.is_i64() => {
-                    Value::Int(n.as_i64().unwrap_or_default())
-                }
-                // Other shapes are not parameters: a constraint on them denies.
-                _ => continue,
-            };
-            request.params.insert(k.clone(), value);
-        }
-    }
-    Ok(Some(request))
 }
 
 /// The path a route prefix (stored without its trailing `/`) names exactly.

@@ -1,0 +1,288 @@
+//! The gateway's configuration file (TOML). Every error names the line that
+//! is wrong: TOML syntax and unknown settings by the parser's span, invalid
+//! values by the span of the setting that holds them.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8480"
+//! public_key = "ed25519/…"             # the issuer's root public key
+//! revocation_db = "revocations"         # optional: RocksDB revocation list
+//! nats = "nats://127.0.0.1:4222"        # optional: follow the revocation feed into it
+//! replay_db = "replay"                  # optional: accept approvals and proofs, each once
+//! audit_dir = "audit"                   # optional, with audit_key_file
+//! audit_key_file = "audit.key"
+//! workers = 2                           # optional: worker threads (default: one per core)
+//! public_url = "https://gw.example.com" # optional: the origin clients reach the gateway at;
+//!                                       # proofs of possession are refused without it
+//!
+//! [[routes]]
+//! prefix = "/crm"                       # requests to /crm and /crm/… (never /crm-admin)
+//! upstream = "http://127.0.0.1:9000"    # forwarded to upstream + path (and query)
+//! public_url = "https://crm.example.com" # optional: this route's own origin (overrides the global one)
+//! timeout = "10s"                       # until the upstream's response head
+//! credential = { header = "authorization", prefix = "Bearer ", file = "crm.secret" }
+//! rules = [ { method = "GET", pattern = "/crm/customers", action = "list", resource = "/crm/customers/*" } ]
+//!
+//! [[routes]]
+//! prefix = "/mcp"
+//! upstream = "http://127.0.0.1:9100"
+//! mode = "mcp"                          # JSON-RPC: tools/call → action = tool, params = arguments
+//! public_methods = ["initialize", "notifications/initialized", "tools/list"] # JSON-RPC, on /mcp only
+//! public_http_methods = ["GET"]         # optional: HTTP methods (GET, DELETE) public on /mcp only
+//! credential = { header = "x-api-key", env = "MCP_KEY" }
+//! ```
+
+mod route;
+
+pub(crate) use route::{Mode, Route};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mandate_spec::{parse_duration, parse_public_key, Audience};
+use route::{route, RouteFile};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The paths the gateway answers itself, whatever the routes: never
+/// forwarded, never decided.
+pub(crate) const OWN_PATHS: [&str; 2] = ["/healthz", "/metrics"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<Spanned<String>>,
+    public_key: Spanned<String>,
+    revocation_db: Option<Spanned<PathBuf>>,
+    replay_db: Option<Spanned<PathBuf>>,
+    nats: Option<Spanned<String>>,
+    staleness: Option<Spanned<String>>,
+    audit_dir: Option<Spanned<PathBuf>>,
+    audit_key_file: Option<Spanned<PathBuf>>,
+    workers: Option<Spanned<usize>>,
+    public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+/// The configuration, checked.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) public_key: biscuit_auth::PublicKey,
+    pub(crate) revocation_db: Option<PathBuf>,
+    /// Where used approvals and proof nonces are recorded (RocksDB).
+    pub(crate) replay_db: Option<PathBuf>,
+    pub(crate) nats: Option<String>,
+    pub(crate) staleness: Duration,
+    pub(crate) audit: Option<(PathBuf, PathBuf)>,
+    /// Worker threads (default: one per core).
+    pub(crate) workers: Option<usize>,
+    pub(crate) routes: Vec<Route>,
+}
+
+/// The line (from 1) a byte offset is on.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].lines().count().max(1)
+        + usize::from(text[..offset.min(text.len())].ends_with('\n'))
+}
+
+impl Config {
+    /// Reads and checks `path`; relative paths are relative to its directory.
+    pub(crate) fn read(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    pub(crate) fn parse(text: &str, base: &Path) -> Result<Config> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            anyhow!("line {at}: {}", e.message().trim())
+        })?;
+        let lines = Lines { text };
+        let listen = match &file.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8480)),
+            Some(l) => l.get_ref().parse().map_err(|_| {
+                lines.at(
+                    l.span(),
+                    format!("listen: not an address: {:?}", l.get_ref()),
+                )
+            })?,
+        };
+        let public_key = parse_public_key(file.public_key.get_ref())
+            .map_err(|e| lines.at(file.public_key.span(), format!("public_key: {e}")))?;
+        let staleness = match &file.staleness {
+            None => Duration::from_secs(10),
+            Some(s) => parse_duration(s.get_ref())
+                .map_err(|e| lines.at(s.span(), format!("staleness: {e}")))?,
+        };
+        if let (Some(n), None) = (&file.nats, &file.revocation_db) {
+            return Err(lines.at(
+                n.span(),
+                "nats: needs revocation_db, the list the feed fills".into(),
+            ));
+        }
+        let audit = match (&file.audit_dir, &file.audit_key_file) {
+            (None, None) => None,
+            (Some(d), Some(k)) => Some((base.join(d.get_ref()), base.join(k.get_ref()))),
+            (Some(d), None) => {
+                return Err(lines.at(d.span(), "audit_dir needs audit_key_file".into()))
+            }
+            (None, Some(k)) => {
+                return Err(lines.at(k.span(), "audit_key_file needs audit_dir".into()))
+            }
+        };
+        if file.routes.is_empty() {
+            bail!("no [[routes]]: nothing to forward");
+        }
+        let workers = match &file.workers {
+            Some(w) if *w.get_ref() == 0 || *w.get_ref() > 1024 => {
+                return Err(lines.at(w.span(), "workers: 1 to 1024".into()))
+            }
+            w => w.as_ref().map(|w| *w.get_ref()),
+        };
+        let public_url = match &file.public_url {
+            None => None,
+            Some(u) => Some(
+                Audience::parse(u.get_ref())
+                    .map_err(|e| lines.at(u.span(), format!("public_url: {e}")))?,
+            ),
+        };
+        let mut routes = Vec::new();
+        for r in file.routes {
+            routes.push(route(r, text, base, public_url.as_ref())?);
+        }
+        Ok(Config {
+            listen,
+            public_key,
+            revocation_db: file.revocation_db.map(|d| base.join(d.into_inner())),
+            replay_db: file.replay_db.map(|d| base.join(d.into_inner())),
+            nats: file.nats.map(Spanned::into_inner),
+            staleness,
+            audit,
+            workers,
+            routes,
+        })
+    }
+}
+
+/// Errors that name the line of the configuration they are about.
+struct Lines<'a> {
+    text: &'a str,
+}
+
+impl Lines<'_> {
+    /// `msg`, on the line `span` starts on.
+    fn at(&self, span: std::ops::Range<usize>, msg: String) -> anyhow::Error {
+        anyhow!("line {}: {msg}", line_of(self.text, span.start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const KEY: &str = "ed25519/0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new(".")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let head = format!("public_key = \"{KEY}\"\n");
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"ftp://x\"\n"
+        ))
+        .starts_with("line 4: upstream"));
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"a\"\nupstream = \"http://x:1\"\n"
+        ))
+        .starts_with("line 3: prefix"));
+        assert!(err(&format!("{head}bogus = 1\n")).contains("unknown field"));
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\ntimeout = \"soon\"\n"
+        ))
+        .starts_with("line 5: timeout"));
+        assert!(err(&format!("{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\ncredential = {{ header = \"x\", file = \"/nonexistent\" }}\n")).starts_with("line 5: credential"));
+        assert!(err("public_key = \"nope\"\n").starts_with("line 1: public_key"));
+        let mcp = format!(
+            "{head}[[routes]]\nprefix = \"/mcp\"\nupstream = \"http://x:1\"\nmode = \"mcp\"\n"
+        );
+        for (extra, needle) in [
+            (
+                "public_methods = [\"initialize\", \"GET\"]",
+                "line 6: public_methods lists JSON-RPC methods; \"GET\" is an HTTP method",
+            ),
+            ("public_methods = [\"delete\"]", "is an HTTP method"),
+            (
+                "public_http_methods = [\"POST\"]",
+                "line 6: public_http_methods: \"POST\" cannot be public",
+            ),
+            (
+                "public_http_methods = [\"get\"]",
+                "\"get\" cannot be public",
+            ),
+            ("public_http_methods = [\"initialize\"]", "cannot be public"),
+            (
+                "public_url = \"https://gw.example.com/mcp\"",
+                "line 6: public_url",
+            ),
+        ] {
+            let e = err(&format!("{mcp}{extra}\n"));
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        let rest = format!("{head}[[routes]]\nupstream = \"http://x:1\"\n");
+        for (extra, needle) in [
+            ("prefix = \"/a/../b\"", "line 4: prefix"),
+            ("prefix = \"/a//b\"", "line 4: prefix"),
+            ("prefix = \"/a/%2e%2e\"", "line 4: prefix"),
+            (
+                "prefix = \"/a\"\npublic_methods = [\"initialize\"]",
+                "line 5: public_methods and public_http_methods are for mode",
+            ),
+        ] {
+            let e = err(&format!("{rest}{extra}\n"));
+            assert!(e.starts_with(needle), "{extra}: {e}");
+        }
+        assert!(err(&format!(
+            "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\nmode = \"grpc\"\n"
+        ))
+        .starts_with("line 5: mode"));
+        assert!(err(&format!("public_url = \"ftp://x\"\n{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\n")).starts_with("line 1: public_url"));
+    }
+
+    #[test]
+    fn a_route_cannot_take_the_gateways_own_paths() {
+        let head = format!("public_key = \"{KEY}\"\n");
+        for prefix in ["/healthz", "/metrics/", "/metrics/x"] {
+            let e = err(&format!(
+                "{head}[[routes]]\nprefix = \"{prefix}\"\nupstream = \"http://x:1\"\n"
+            ));
+            assert!(e.contains("the gateway's own"), "{prefix}: {e}");
+        }
+    }
+
+    #[test]
+    fn prefixes_lose_their_trailing_slash_and_routes_inherit_public_url() {
+        let text = format!(
+            "public_key = \"{KEY}\"\npublic_url = \"HTTPS://GW.example.com:443\"\n\
+             [[routes]]\nprefix = \"/crm/\"\nupstream = \"http://x:1\"\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"http://x:1\"\npublic_url = \"http://10.0.0.1:8080\"\n"
+        );
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.routes[0].prefix, "/crm");
+        assert_eq!(
+            c.routes[0].audience.as_ref().unwrap().as_str(),
+            "https://gw.example.com"
+        );
+        assert_eq!(c.routes[1].prefix, "");
+        assert_eq!(
+            c.routes[1].audience.as_ref().unwrap().as_str(),
+            "http://10.0.0.1:8080"
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! One `[[routes]]` entry of the gateway's configuration, checked: its
+//! prefix, origin, upstream, mode (REST rules or MCP's public methods) and
+//! the credential it injects.
+
+use super::{Lines, OWN_PATHS};
+use anyhow::Result;
+use mandate_spec::{check_resource, parse_duration, Audience};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteFile {
+    prefix: Spanned<String>,
+    upstream: Spanned<String>,
+    timeout: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    credential: Option<Spanned<CredentialFile>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RuleFile>>,
+    public_methods: Option<Spanned<Vec<String>>>,
+    public_http_methods: Option<Spanned<Vec<String>>>,
+    resource: Option<Spanned<String>>,
+    max_body: Option<Spanned<usize>>,
+    public_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialFile {
+    header: String,
+    #[serde(default)]
+    prefix: String,
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleFile {
+    pub(crate) method: String,
+    pub(crate) pattern: String,
+    pub(crate) action: Option<String>,
+    pub(crate) resource: Option<String>,
+    #[serde(default)]
+    pub(crate) body_params: Vec<(String, String)>,
+}
+
+/// How a route's requests become the request the verifier decides.
+#[derive(Debug)]
+pub(crate) enum Mode {
+    /// HTTP: the middleware's mapping, with these rules.
+    Rest(Vec<RuleFile>),
+    /// MCP over streamable HTTP (JSON-RPC).
+    Mcp {
+        /// JSON-RPC methods forwarded without a decision (e.g.
+        /// `initialize`), in a `POST` to the route's exact path only.
+        public_methods: Vec<String>,
+        /// HTTP methods (`GET`, `DELETE`) forwarded without a decision, to
+        /// the route's exact path only; compared exactly.
+        public_http_methods: Vec<http::Method>,
+        /// The resource requests to the route's exact path are decided on.
+        resource: Option<String>,
+    },
+}
+
+/// HTTP methods an MCP route can make public: the streamable HTTP
+/// transport's event stream and end of session. `POST` carries JSON-RPC
+/// calls, each decided (or public) by its JSON-RPC method.
+const PUBLIC_HTTP_METHODS: [&str; 2] = ["GET", "DELETE"];
+
+/// One route.
+pub(crate) struct Route {
+    /// The path prefix without a trailing `/` (`""` for the root): the
+    /// route serves that path and every path below it.
+    pub(crate) prefix: String,
+    /// The origin proofs of possession must be made for.
+    pub(crate) audience: Option<Audience>,
+    pub(crate) upstream: http::Uri,
+    pub(crate) timeout: Duration,
+    pub(crate) mode: Mode,
+    pub(crate) max_body: usize,
+    /// Header name and value to inject (the value never logged).
+    pub(crate) credential: Option<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("prefix", &self.prefix)
+            .field("audience", &self.audience)
+            .field("upstream", &self.upstream)
+            .field("timeout", &self.timeout)
+            .field("mode", &self.mode)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|(h, _)| (h, "<redacted>")),
+            )
+            .finish()
+    }
+}
+
+pub(super) fn route(
+    r: RouteFile,
+    text: &str,
+    base: &Path,
+    public_url: Option<&Audience>,
+) -> Result<Route> {
+    let lines = Lines { text };
+    let RouteFile {
+        prefix,
+        upstream,
+        timeout,
+        mode,
+        credential,
+        rules,
+        public_methods,
+        public_http_methods,
+        resource,
+        max_body,
+        public_url: route_url,
+    } = r;
+    let prefix = route_prefix(&prefix, &lines)?;
+    let audience = match &route_url {
+        None => public_url.cloned(),
+        Some(u) => Some(
+            Audience::parse(u.get_ref())
+                .map_err(|e| lines.at(u.span(), format!("public_url: {e}")))?,
+        ),
+    };
+    let upstream = route_upstream(&upstream, &lines)?;
+    let timeout = match &timeout {
+        None => Duration::from_secs(30),
+        Some(t) => {
+            parse_duration(t.get_ref()).map_err(|e| lines.at(t.span(), format!("timeout: {e}")))?
+        }
+    };
+    let mode = match mode.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("rest") => rest_mode(rules, public_methods, public_http_methods, &lines)?,
+        Some("mcp") => mcp_mode(public_methods, public_http_methods, resource, &lines)?,
+        Some(other) => {
+            let span = mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
+            return Err(lines.at(
+                span,
+                format!("mode {other:?}: expected \"rest\" or \"mcp\""),
+            ));
+        }
+    };
+    let credential = match credential {
+        None => None,
+        Some(c) => Some(route_credential(c, base, &lines)?),
+    };
+    Ok(Route {
+        prefix,
+        audience,
+        upstream,
+        timeout,
+        mode,
+        max_body: max_body.map(Spanned::into_inner).unwrap_or(1 << 20),
+        credential,
+    })
+}
+
+/// The route's prefix: starting with `/`, canonical, without its trailing
+/// `/`, and not one of the gateway's own paths.
+fn route_prefix(prefix: &Spanned<String>, lines: &Lines<'_>) -> Result<String> {
+    let span = prefix.span();
+    let prefix = prefix.get_ref();
+    if !prefix.starts_with('/') {
+        return Err(lines.at(span, format!("prefix {prefix:?} must start with /")));
+    }
+    // A canonical path (SPEC §5.2); a trailing `/` adds nothing, since a
+    // prefix matches on `/` boundaries.
+    check_resource(prefix).map_err(|e| lines.at(span.clone(), format!("prefix: {e}")))?;
+    let prefix = prefix.trim_end_matches('/').to_string();
+    // The gateway answers these two exact paths itself, before any route
+    // (a `/` route included): a route at or under them would be half
+    // shadowed.
+    if let Some(own) = OWN_PATHS
+        .iter()
+        .find(|p| prefix == **p || prefix.starts_with(&format!("{p}/")))
+    {
+        return Err(lines.at(
+            span,
+            format!(
+                "prefix {prefix:?}: {own} is the gateway's own (GET /healthz, GET /metrics), \
+                 never forwarded"
+            ),
+        ));
+    }
+    Ok(prefix)
+}
+
+/// The upstream: an `http://` URI with an authority.
+fn route_upstream(upstream: &Spanned<String>, lines: &Lines<'_>) -> Result<http::Uri> {
+    upstream
+        .get_ref()
+        .parse()
+        .ok()
+        .filter(|u: &http::Uri| u.scheme_str() == Some("http") && u.authority().is_some())
+        .ok_or_else(|| {
+            lines.at(
+                upstream.span(),
+                format!(
+                    "upstream {:?}: expected http://HOST:PORT",
+                    upstream.get_ref()
+                ),
+            )
+        })
+}
+
+/// A REST route: every request is decided, so neither list of public
+/// methods may be given; each rule's method and pattern are checked.
+fn rest_mode(
+    rules: Vec<Spanned<RuleFile>>,
+    public_methods: Option<Spanned<Vec<String>>>,
+    public_http_methods: Option<Spanned<Vec<String>>>,
+    lines: &Lines<'_>,
+) -> Result<Mode> {
+    if let Some(m) = public_methods.as_ref().or(public_http_methods.as_ref()) {
+        return Err(lines.at(
+            m.span(),
+            "public_methods and public_http_methods are for mode = \"mcp\" routes: \
+             every REST request is decided"
+                .into(),
+        ));
+    }
+    for rule in &rules {
+        let v = rule.get_ref();
+        http::Method::from_bytes(v.method.as_bytes())
+            .map_err(|_| lines.at(rule.span(), format!("rules: method {:?}", v.method)))?;
+        if !v.pattern.starts_with('/') {
+            return Err(lines.at(
+                rule.span(),
+                format!("rules: pattern {:?} must start with /", v.pattern),
+            ));
+        }
+    }
+    Ok(Mode::Rest(
+        rules.into_iter().map(Spanned::into_inner).collect(),
+    ))
+}
+
+/// An MCP route: its public JSON-RPC methods (none an HTTP method) and its
+/// public HTTP methods (only those of [`PUBLIC_HTTP_METHODS`]).
+fn mcp_mode(
+    public_methods: Option<Spanned<Vec<String>>>,
+    public_http_methods: Option<Spanned<Vec<String>>>,
+    resource: Option<Spanned<String>>,
+    lines: &Lines<'_>,
+) -> Result<Mode> {
+    let public_methods = public_json_rpc_methods(public_methods, lines)?;
+    let public_http_methods = public_http_methods_of(public_http_methods, lines)?;
+    Ok(Mode::Mcp {
+        public_methods,
+        public_http_methods,
+        resource: resource.map(Spanned::into_inner),
+    })
+}
+
+/// The HTTP methods a JSON-RPC method name must not be spelled as.
+const HTTP_METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::HEAD,
+    http::Method::OPTIONS,
+    http::Method::PATCH,
+    http::Method::CONNECT,
+    http::Method::TRACE,
+];
+
+/// `public_methods`: JSON-RPC method names, none of them an HTTP method.
+fn public_json_rpc_methods(
+    public_methods: Option<Spanned<Vec<String>>>,
+    lines: &Lines<'_>,
+) -> Result<Vec<String>> {
+    let (span, public_methods) = match public_methods {
+        Some(m) => (m.span(), m.into_inner()),
+        None => (0..0, Vec::new()),
+    };
+    // A JSON-RPC method name is never an HTTP method: the two lists
+    // are kept apart so neither can open the other.
+    if let Some(m) = public_methods.iter().find(|m| {
+        http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .is_ok_and(|h| HTTP_METHODS.contains(&h))
+    }) {
+        return Err(lines.at(
+            span,
+            format!(
+                "public_methods lists JSON-RPC methods; {m:?} is an HTTP method: list \
+                 it in public_http_methods"
+            ),
+        ));
+    }
+    Ok(public_methods)
+}
+
+/// `public_http_methods`: each exactly one of [`PUBLIC_HTTP_METHODS`].
+fn public_http_methods_of(
+    public_http_methods: Option<Spanned<Vec<String>>>,
+    lines: &Lines<'_>,
+) -> Result<Vec<http::Method>> {
+    let (span, http_methods) = match public_http_methods {
+        Some(m) => (m.span(), m.into_inner()),
+        None => (0..0, Vec::new()),
+    };
+    let mut public_http_methods = Vec::new();
+    for m in &http_methods {
+        if !PUBLIC_HTTP_METHODS.contains(&m.as_str()) {
+            return Err(lines.at(
+                span,
+                format!(
+                    "public_http_methods: {m:?} cannot be public (allowed, exactly as \
+                     written: {PUBLIC_HTTP_METHODS:?})"
+                ),
+            ));
+        }
+        public_http_methods.push(
+            http::Method::from_bytes(m.as_bytes())
+                .map_err(|_| lines.at(span.clone(), format!("public_http_methods: {m:?}")))?,
+        );
+    }
+    Ok(public_http_methods)
+}
+
+/// The header to inject: its name, and `prefix` + the secret (read from
+/// exactly one of a file or an environment variable, never empty) as a
+/// sensitive value.
+fn route_credential(
+    c: Spanned<CredentialFile>,
+    base: &Path,
+    lines: &Lines<'_>,
+) -> Result<(http::HeaderName, http::HeaderValue)> {
+    let span = c.span();
+    let c = c.into_inner();
+    let name = http::HeaderName::from_bytes(c.header.as_bytes())
+        .map_err(|_| lines.at(span.clone(), format!("credential: header {:?}", c.header)))?;
+    let secret = credential_secret(&c, base, span.clone(), lines)?;
+    if secret.is_empty() {
+        return Err(lines.at(span, "credential: the secret is empty".into()));
+    }
+    let mut value = http::HeaderValue::from_str(&format!("{}{secret}", c.prefix))
+        .map_err(|_| lines.at(span.clone(), "credential: not a valid header value".into()))?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// The credential's secret, from its file (without the trailing line end)
+/// or its environment variable: exactly one of the two.
+fn credential_secret(
+    c: &CredentialFile,
+    base: &Path,
+    span: std::ops::Range<usize>,
+    lines: &Lines<'_>,
+) -> Result<String> {
+    match (&c.file, &c.env) {
+        (Some(f), None) => Ok(std::fs::read_to_string(base.join(f))
+            .map_err(|e| {
+                lines.at(
+                    span.clone(),
+                    format!("credential: cannot read {}: {e}", f.display()),
+                )
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string()),
+        (None, Some(v)) => std::env::var(v).map_err(|_| {
+            lines.at(
+                span.clone(),
+                format!("credential: environment variable {v} is not set"),
+            )
+        }),
+        _ => Err(lines.at(span, "credential: give exactly one of file or env".into())),
+    }
+}
