@@ -17,11 +17,11 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{any, get, post};
 use axum::Router;
-use common::procs::{free_port, Proc};
-use common::{mandate, Run};
+use common::procs::{free_port, http_client, Proc};
+use common::{mandate, raw_http, Run};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -275,26 +275,30 @@ impl Setup {
 
     /// One request; (status, body text).
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.gateway.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: gw\r\n{auth}Content-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = http_client()
+            .request(method, format!("http://{}{path}", self.gateway.addr))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    }
+
+    /// The same with the request-target sent exactly as given (see
+    /// `common::raw_http`: a client would normalise the non-canonical ones).
+    fn call_exact(
+        &self,
+        method: &str,
+        target: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
+        raw_http::request(&self.gateway.addr, method, target, &headers, body)
     }
 
     fn reached(&self) -> usize {
@@ -400,27 +404,30 @@ fn a_dead_upstream_is_502() {
         .contains("could not be reached"));
 }
 
-/// Streams `mib` MiB to the gateway with chunked encoding, never holding it.
+/// Streams `mib` MiB to the gateway with chunked encoding (a body of
+/// unknown length, in 1 MiB chunks), never holding it; (status, body text).
 fn stream_upload(addr: &str, token: &str, mib: usize) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(
-        s,
-        "POST /crm/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let chunk = vec![b'u'; MIB];
-    for _ in 0..mib {
-        write!(s, "{:x}\r\n", chunk.len()).unwrap();
-        s.write_all(&chunk).unwrap();
-        s.write_all(b"\r\n").unwrap();
-    }
-    s.write_all(b"0\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, raw)
+    let chunk = bytes::Bytes::from(vec![b'u'; MIB]);
+    let chunks =
+        futures_util::stream::iter((0..mib).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let request = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/crm/upload"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(120))
+        .body(reqwest::Body::wrap_stream(chunks));
+    // The async client: the blocking one sends a streamed body in 8 KiB
+    // pieces, too slowly for the route's 1 s upstream timeout.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let resp = request.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        })
 }
 
 #[test]
@@ -434,18 +441,13 @@ fn large_bodies_stream_both_ways() {
         "the upstream counted every byte"
     );
 
-    let mut c = TcpStream::connect(&s.gateway.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(
-        c,
-        "GET /crm/download?mib=256 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        s.token()
-    )
-    .unwrap();
-    let mut reader = BufReader::new(c);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut reader = http_client()
+        .get(format!("http://{}/crm/download?mib=256", s.gateway.addr))
+        .bearer_auth(s.token())
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap();
+    assert_eq!(reader.status(), 200);
     let mut total = 0usize;
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -569,22 +571,18 @@ fn a_holder_bound_token_needs_its_proof_at_the_gateway_too() {
     )
     .unwrap();
     let g = Proc::start(["gateway", "--config", d.join("g.toml").to_str().unwrap()]);
+    // (status, body text)
     let get = |proof: Option<&str>| {
-        let mut s = TcpStream::connect(&g.addr).unwrap();
-        let proof = proof
-            .map(|p| format!("Mandate-Proof: {p}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "GET /crm/customers/42 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n{proof}Connection: close\r\n\r\n",
-            token.trim()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw
+        let mut req = http_client()
+            .get(format!("http://{}/crm/customers/42", g.addr))
+            .bearer_auth(token.trim());
+        if let Some(p) = proof {
+            req = req.header("mandate-proof", p);
+        }
+        let resp = req.send().unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
     };
-    assert!(get(None).starts_with("HTTP/1.1 401"), "no proof");
+    assert_eq!(get(None).0, 401, "no proof");
     let proof = run(
         d,
         &[
@@ -600,14 +598,14 @@ fn a_holder_bound_token_needs_its_proof_at_the_gateway_too() {
     )
     .stdout;
     let ok = get(Some(proof.trim()));
-    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(ok.0, 200, "{}", ok.1);
     let headers = seen.headers.lock().unwrap().last().unwrap().clone();
     assert!(
         headers.get("mandate-proof").is_none(),
         "the proof stays at the gateway"
     );
     assert!(
-        get(Some(proof.trim())).contains("replayed"),
+        get(Some(proof.trim())).1.contains("replayed"),
         "a proof is used once"
     );
 }
@@ -721,20 +719,17 @@ impl Bound {
     /// `GET target` with the token, `proof` and a `Host` header: (status,
     /// decision JSON).
     fn get(&self, target: &str, proof: &str, host: &str) -> (u16, Value) {
-        let mut s = TcpStream::connect(&self.gateway.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
-             Mandate-Proof: {proof}\r\nConnection: close\r\n\r\n",
-            self.token
-        )
-        .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        let resp = http_client()
+            .get(format!("http://{}{target}", self.gateway.addr))
+            // Sent as given: the audience must never come from it.
+            .header("host", host)
+            .bearer_auth(&self.token)
+            .header("mandate-proof", proof)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     fn reached(&self) -> usize {
@@ -822,26 +817,6 @@ fn a_gateway_without_public_url_refuses_proofs_saying_why() {
     assert_eq!(b.reached(), 0);
 }
 
-/// One raw request line and headers, no token; the status.
-fn raw_status(addr: &str, request_line: &str, body: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // One write: a server that refuses the request line may close the
-    // connection before later pieces arrive.
-    let request = format!(
-        "{request_line}\r\nHost: gw\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
     let s = setup();
@@ -864,9 +839,9 @@ fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
         ("/mcp\\..\\x", 400),
         ("/crm/../mcp", 400),
     ] {
-        let (status, body) = s.call("POST", path, None, &init);
+        let (status, body) = s.call_exact("POST", path, None, &init);
         assert_eq!(status, expected, "{path}: {body}");
-        let (status, _) = s.call("POST", path, Some(s.mcp_token()), &init);
+        let (status, _) = s.call_exact("POST", path, Some(s.mcp_token()), &init);
         assert_eq!(status, expected, "{path} with a token");
     }
     // A sub-path is not the route's exact path: initialize there is
@@ -915,12 +890,12 @@ fn http_methods_named_like_json_rpc_methods_are_not_public() {
         "Get",
         "DELETE",
     ] {
-        let status = raw_status(&s.gateway.addr, &format!("{method} /mcp HTTP/1.1"), "");
+        let (status, _) = s.call(method, "/mcp", None, "");
         assert_eq!(status, 401, "{method}: decided, and without a token denied");
     }
-    // Not even an HTTP method: refused before any route.
+    // Not even an HTTP method (no client sends one): refused before any route.
     for method in ["tools/list", "notifications/initialized"] {
-        let status = raw_status(&s.gateway.addr, &format!("{method} /mcp HTTP/1.1"), "");
+        let (status, _) = s.call_exact(method, "/mcp", None, "");
         assert_eq!(status, 400, "{method}");
     }
     assert_eq!(s.hits(), before, "nothing reached the upstream");
@@ -945,7 +920,7 @@ fn rest_routes_refuse_non_canonical_paths_and_match_on_slash_boundaries() {
         ("/crm/%63ustomers/42", 400),
         ("/crm/customers/%252e%252e/admin", 400),
     ] {
-        let (status, body) = s.call("GET", path, Some(s.token()), "");
+        let (status, body) = s.call_exact("GET", path, Some(s.token()), "");
         assert_eq!(status, expected, "{path}: {body}");
         if expected == 400 {
             assert!(body.contains("non-canonical"), "{body}");

@@ -6,12 +6,12 @@
 
 mod common;
 
+use common::procs::http_client;
 use common::{assert_bad_input, mandate};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// A running `mandate serve`, stopped (SIGTERM) when dropped.
 struct Server {
@@ -53,29 +53,17 @@ impl Server {
         auth: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let auth = auth
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        stream.read_to_string(&mut out).unwrap();
-        let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        (
-            head.split(' ').nth(1).unwrap().parse().unwrap(),
-            body.to_string(),
-        )
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = http_client()
+            .request(method, format!("http://{}{path}", self.addr))
+            .timeout(std::time::Duration::from_secs(10))
+            .header("content-type", "application/json")
+            .body(body.map(Value::to_string).unwrap_or_default());
+        if let Some(t) = auth {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
     }
 
     fn json(

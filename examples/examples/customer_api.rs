@@ -31,7 +31,7 @@ use mandate_verifier::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -224,6 +224,8 @@ fn demo_in(dir: &std::path::Path) -> Result<(), Error> {
     let addr = listener.local_addr()?;
     runtime.spawn(async move { axum::serve(listener, app).await });
     println!("customer API on http://{addr}, protected by Mandate\n");
+    // The agent's side: any HTTP client, the token as a bearer credential.
+    let client = reqwest::Client::builder().no_proxy().build()?;
 
     let requests = [
         ("GET", "/api/customers/42", None),
@@ -239,7 +241,7 @@ fn demo_in(dir: &std::path::Path) -> Result<(), Error> {
             Some(token.as_str())
         };
         let body = body.filter(|b| *b != "no token");
-        let (status, answer) = http(addr, method, path, bearer, body)?;
+        let (status, answer) = runtime.block_on(http(&client, addr, method, path, bearer, body))?;
         println!("sub-agent: {method} {path} -> {status}");
         let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
         if status < 300 {
@@ -284,34 +286,27 @@ fn demo_in(dir: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// One HTTP/1.1 request; (status, body).
-fn http(
+/// One request as the agent sends it: the token in `Authorization: Bearer`;
+/// (status, body).
+async fn http(
+    client: &reqwest::Client,
     addr: SocketAddr,
     method: &str,
     path: &str,
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> Result<(u16, String), Error> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("no HTTP status")?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((status, body.to_string()))
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let mut request = client
+        .request(method, format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body.unwrap_or("").to_string());
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
 }
 
 // ------------------------------------------------------ load-test helpers

@@ -540,8 +540,6 @@ async fn without_a_recorder_metrics_is_404() {
 /// What crosses a socket: HTTP/1.1 framing, the listener, graceful shutdown.
 #[tokio::test]
 async fn serves_over_a_real_socket() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let env = common::Env::new();
     let root = KeyPair::new();
     let service = mandate_issuer::Service::open(&env.config(&[(0, &root)], 0)).unwrap();
@@ -552,66 +550,52 @@ async fn serves_over_a_real_socket() {
         let _ = stopped.await;
     }));
 
-    async fn request(addr: std::net::SocketAddr, raw: String) -> (u16, Value) {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.write_all(raw.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        stream.read_to_end(&mut out).await.unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    async fn answer(r: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
     let post = |path: &str, auth: Option<&str>, body: &Value| {
-        let body = body.to_string();
-        let auth = auth
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
+        let r = client
+            .post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        answer(match auth {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        })
     };
 
     let admin = admin_token(&root, 0, &["mint,revoke:/v1/*"], &[]);
     let agent = KeyPair::new();
-    let (status, minted) = request(
-        addr,
-        post(
-            "/v1/tokens",
-            Some(&admin),
-            &mint_body("user:alice", "support", &agent),
-        ),
+    let (status, minted) = post(
+        "/v1/tokens",
+        Some(&admin),
+        &mint_body("user:alice", "support", &agent),
     )
     .await;
     assert_eq!(status, 201, "{minted}");
     let check = json!({ "token": minted["token"], "action": "read",
                         "resource": "/api/customers/42", "params": { "rows": 1 } });
-    let (status, decision) = request(addr, post("/v1/authorize", None, &check)).await;
+    let (status, decision) = post("/v1/authorize", None, &check).await;
     assert_eq!((status, &decision["decision"]), (200, &json!("allow")));
 
-    let (status, _) = request(
-        addr,
-        post(
-            "/v1/revocations",
-            Some(&admin),
-            &json!({ "token_id": minted["token_id"], "reason": "socket test" }),
-        ),
+    let (status, _) = post(
+        "/v1/revocations",
+        Some(&admin),
+        &json!({ "token_id": minted["token_id"], "reason": "socket test" }),
     )
     .await;
     assert_eq!(status, 200);
-    let (status, decision) = request(addr, post("/v1/authorize", None, &check)).await;
+    let (status, decision) = post("/v1/authorize", None, &check).await;
     assert_eq!(
         (status, &decision["denial"]["kind"]),
         (403, &json!("revoked"))
     );
 
-    let (status, health) = request(
-        addr,
-        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    )
-    .await;
+    let (status, health) = answer(client.get(format!("http://{addr}/healthz"))).await;
     assert_eq!((status, health), (200, json!({ "status": "ok" })));
 
     stop.send(()).unwrap();

@@ -567,28 +567,24 @@ async fn over_a_socket() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let token = token_to_text(&s.sub_token(&["read:/api/customers/*"], &[]));
-    let raw = |method: &str, path: &str| {
-        let token = token.clone();
-        let (method, path) = (method.to_string(), path.to_string());
-        tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Write};
-            let mut c = std::net::TcpStream::connect(addr).unwrap();
-            write!(
-                c,
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-                 Connection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut out = String::new();
-            c.read_to_string(&mut out).unwrap();
-            out
-        })
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let call = |method: http::Method| {
+        client
+            .request(method, format!("http://{addr}/api/customers/42"))
+            .bearer_auth(&token)
+            .send()
     };
-    let ok = raw("GET", "/api/customers/42").await.unwrap();
-    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-    assert!(ok.contains("\"agent\":\"sub-agent\""));
-    let denied = raw("DELETE", "/api/customers/42").await.unwrap();
-    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
-    assert!(denied.contains("application/json"));
-    assert!(denied.contains("\"kind\":\"not_allowed\""));
+    let ok = call(http::Method::GET).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let ok = ok.text().await.unwrap();
+    assert!(ok.contains("\"agent\":\"sub-agent\""), "{ok}");
+    let denied = call(http::Method::DELETE).await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let content_type = denied.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let denied = denied.text().await.unwrap();
+    assert!(denied.contains("\"kind\":\"not_allowed\""), "{denied}");
 }

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod crafted;
 pub mod procs;
+pub mod raw_http;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

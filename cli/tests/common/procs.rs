@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -234,7 +234,23 @@ impl Drop for Proc {
     }
 }
 
-/// One HTTP/1.1 request; (status, JSON body or null).
+/// The tests' HTTP client: blocking, loopback only (no proxy), a new
+/// connection per request (as `Connection: close` did: nothing pooled
+/// across a server's restart or shutdown).
+pub fn http_client() -> &'static reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    })
+}
+
+/// One request with a JSON body (`Content-Type: application/json`, as
+/// every endpoint here reads); (status, JSON body or null).
 pub fn http(
     addr: &str,
     method: &str,
@@ -242,25 +258,20 @@ pub fn http(
     body: &str,
     bearer: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {}\r\n", t.trim()))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let json = raw.split("\r\n\r\n").nth(1).unwrap_or("null");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = http_client()
+        .request(method, format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t.trim());
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap();
     (
         status,
-        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
 }
 
