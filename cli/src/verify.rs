@@ -12,9 +12,9 @@ use mandate_spec::{
 use mandate_verifier::{
     replay::ReplayGuard,
     revocation::{RevocationStore, Target},
-    DenialKind, Presented, RootKeys, Verifier,
+    Decision, DenialKind, Presented, RootKeys, Verifier,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 use time::format_description::well_known::Rfc3339;
@@ -81,7 +81,23 @@ pub(crate) struct VerifyArgs {
 
 pub(crate) fn run(a: VerifyArgs) -> Result<ExitCode> {
     let key = parse_public_key(&a.public_key).context("--public-key")?;
-    let mut request = Request::new(a.action, a.resource);
+    let request = request_of(&a)?;
+    let token = read_token(&a.token)?;
+    let skew = parse_duration(&a.proof_skew).context("--proof-skew")?;
+    let mut verifier = Verifier::new(RootKeys::single(key)).with_proof_skew(skew);
+    if let Some(dir) = &a.replay_db {
+        verifier = verifier.with_replay_guard(std::sync::Arc::new(ReplayGuard::open(dir)?));
+    }
+    let presented = presented(&a, &request, &token)?;
+    let verifier = with_revocation_db(verifier, a.revocation_db.as_deref());
+    let decision = verifier.authorize_presented(&token, &request, &presented);
+    report(&decision, a.json)
+}
+
+/// The request to decide: `--action`, `--resource`, each `--param` and
+/// `--time`, checked (§5.1).
+fn request_of(a: &VerifyArgs) -> Result<Request> {
+    let mut request = Request::new(a.action.clone(), a.resource.clone());
     for p in &a.param {
         let (name, value) = p
             .split_once('=')
@@ -94,12 +110,13 @@ pub(crate) fn run(a: VerifyArgs) -> Result<ExitCode> {
         request.time = SystemTime::from(at);
     }
     request.validate()?;
-    let token = read_token(&a.token)?;
-    let skew = parse_duration(&a.proof_skew).context("--proof-skew")?;
-    let mut verifier = Verifier::new(RootKeys::single(key)).with_proof_skew(skew);
-    if let Some(dir) = &a.replay_db {
-        verifier = verifier.with_replay_guard(std::sync::Arc::new(ReplayGuard::open(dir)?));
-    }
+    Ok(request)
+}
+
+/// What comes with the token: the method, body, audience and target a
+/// proof of possession covers, and the proof (`--proof`, or one made now
+/// with `--proof-key`).
+fn presented(a: &VerifyArgs, request: &Request, token: &[u8]) -> Result<Presented> {
     let body = match &a.body {
         Some(f) => std::fs::read(f).with_context(|| format!("--body: reading {}", f.display()))?,
         None => Vec::new(),
@@ -122,28 +139,37 @@ pub(crate) fn run(a: VerifyArgs) -> Result<ExitCode> {
                 audience,
                 target: &target,
                 body_digest: ProofSubject::digest(&body),
-                token: &token,
+                token,
             };
             Some(HolderProof::sign(&holder, &subject, SystemTime::now()).context("--target")?)
         }
         (None, None) => None,
     };
-    let presented = Presented::new(&method, &body, proof).at(audience, target);
-    if let Some(dir) = &a.revocation_db {
-        verifier = match RevocationStore::open_read_only(dir) {
-            Ok(store) => verifier.with_revocations(store),
-            // Fail closed: a list that cannot be read denies every request.
-            Err(e) => verifier.with_revocations(move |_: &[Target]| Err(e.clone())),
-        };
+    Ok(Presented::new(&method, &body, proof).at(audience, target))
+}
+
+/// `verifier`, consulting the revocation list in `dir` when one is given.
+pub(crate) fn with_revocation_db(verifier: Verifier, dir: Option<&Path>) -> Verifier {
+    let Some(dir) = dir else {
+        return verifier;
+    };
+    match RevocationStore::open_read_only(dir) {
+        Ok(store) => verifier.with_revocations(store),
+        // Fail closed: a list that cannot be read denies every request.
+        Err(e) => verifier.with_revocations(move |_: &[Target]| Err(e.clone())),
     }
-    let decision = verifier.authorize_presented(&token, &request, &presented);
+}
+
+/// Prints the decision (as JSON with `json`, else a line saying why) and
+/// returns its exit code.
+fn report(decision: &Decision, json: bool) -> Result<ExitCode> {
     // The exit code is the decision: a reader that went away changes
     // nothing (a denial stays exit 1).
-    if a.json {
-        unless_closed(outln!("{}", serde_json::to_string_pretty(&decision)?))?;
+    if json {
+        unless_closed(outln!("{}", serde_json::to_string_pretty(decision)?))?;
     }
     let Some(denial) = &decision.denial else {
-        if !a.json {
+        if !json {
             match &decision.chain {
                 Some(chain) => unless_closed(outln!("allowed: {chain}"))?,
                 None => unless_closed(outln!("allowed"))?,
@@ -152,7 +178,7 @@ pub(crate) fn run(a: VerifyArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     if decision.needs_approval() {
-        if !a.json {
+        if !json {
             eprintln!("needs approval: {}", text(&denial.reason));
             eprintln!(
                 "(ask the approver: `mandate verify --json … > request.json`, then \
@@ -161,7 +187,7 @@ pub(crate) fn run(a: VerifyArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::from(crate::EXIT_NEEDS_APPROVAL));
     }
-    if !a.json {
+    if !json {
         eprintln!("denied: {}", text(&denial.reason));
     }
     let bad_input = matches!(
