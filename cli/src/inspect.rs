@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use biscuit_auth::{Biscuit, UnverifiedBiscuit};
 use clap::Args;
 use mandate_spec::display::{quoted, text, word};
-use mandate_spec::{decode_blocks, effective_capabilities, parse_public_key, Chain};
+use mandate_spec::{decode_blocks, effective_capabilities, parse_public_key, Capability, Chain};
 use mandate_verifier::revocation::{RevocationStore, Target};
 use serde_json::json;
 use std::io::Write;
@@ -37,17 +37,7 @@ pub(crate) struct InspectArgs {
 
 pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
     let token = read_token(&a.token)?;
-    let root_key_id = match &a.public_key {
-        Some(pk) => {
-            let key = parse_public_key(pk).context("--public-key")?;
-            Biscuit::from(&token, key)
-                .map_err(|e| anyhow!("signatures do not verify with {pk}: {e}"))?
-                .root_key_id()
-        }
-        None => UnverifiedBiscuit::from(&token)
-            .map_err(|e| anyhow!("not a valid token: {e}"))?
-            .root_key_id(),
-    };
+    let root_key_id = root_key_id(&token, a.public_key.as_deref())?;
     let verified = a.public_key.is_some();
     let blocks = decode_blocks(&token)?;
     let chain =
@@ -64,59 +54,111 @@ pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
         )
         .with_context(|| format!("--html: writing {}", out.display()))?;
     }
+    let inspected = Inspected {
+        verified,
+        root_key_id,
+        size_bytes: token.len(),
+        blocks: blocks.len(),
+        chain,
+        effective,
+        revoked,
+    };
     let mut out = Out::new();
     if a.json {
-        let value = json!({
-            "signatures_verified": verified,
-            "root_key_id": root_key_id,
-            "size_bytes": token.len(),
-            "blocks": blocks.len(),
-            "chain": chain,
-            "effective": effective,
-            "revoked": revoked,
-        });
-        // Rendered first: serde_json's writer would hide a closed pipe.
-        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
-        out.finish()?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    // Every token-derived string below is escaped (SPEC §16).
-    writeln!(
-        out,
-        "token {} for principal {}",
-        word(&chain.token_id),
-        quoted(&chain.principal)
-    )?;
-    writeln!(out, "issued: {}", rfc3339(chain.issued_at))?;
-    match &chain.expires_at {
-        Some(e) => writeln!(out, "expires: {} (earliest along the chain)", rfc3339(*e))?,
-        None => writeln!(out, "expires: never")?,
-    }
-    if verified {
-        writeln!(out, "signatures: verified with the given root key")?;
+        inspected.write_json(&mut out)?;
     } else {
-        writeln!(
-            out,
-            "signatures: NOT verified (pass --public-key to verify them)"
-        )?;
-    }
-    if let Some(d) = chain.max_depth {
-        writeln!(out, "max depth: {d} delegation hop(s)")?;
-    }
-    writeln!(out, "chain: {chain}")?;
-    writeln!(out)?;
-    for ((hop, cap), revoked) in chain.hops.iter().zip(&effective).zip(&revoked) {
-        write!(out, "{hop}")?;
-        writeln!(out, "  effective here: {}", cap.describe())?;
-        if let Some(why) = revoked {
-            writeln!(out, "  REVOKED: {}", text(why))?;
-        }
-    }
-    for approval in &chain.approvals {
-        write!(out, "{approval}")?;
+        inspected.write_text(&mut out)?;
     }
     out.finish()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The id of the root key the token names: with `public_key`, once its
+/// signatures verify with that key; without, read unverified.
+fn root_key_id(token: &[u8], public_key: Option<&str>) -> Result<Option<u32>> {
+    Ok(match public_key {
+        Some(pk) => {
+            let key = parse_public_key(pk).context("--public-key")?;
+            Biscuit::from(token, key)
+                .map_err(|e| anyhow!("signatures do not verify with {pk}: {e}"))?
+                .root_key_id()
+        }
+        None => UnverifiedBiscuit::from(token)
+            .map_err(|e| anyhow!("not a valid token: {e}"))?
+            .root_key_id(),
+    })
+}
+
+/// What `inspect` shows of a token.
+struct Inspected {
+    /// Whether the signatures were verified with a root key.
+    verified: bool,
+    root_key_id: Option<u32>,
+    size_bytes: usize,
+    blocks: usize,
+    chain: Chain,
+    /// Per hop, what it may do once every hop above it is applied.
+    effective: Vec<Capability>,
+    /// Per hop, why it is revoked, if it is.
+    revoked: Vec<Option<String>>,
+}
+
+impl Inspected {
+    fn write_json(&self, out: &mut impl Write) -> Result<()> {
+        let value = json!({
+            "signatures_verified": self.verified,
+            "root_key_id": self.root_key_id,
+            "size_bytes": self.size_bytes,
+            "blocks": self.blocks,
+            "chain": self.chain,
+            "effective": self.effective,
+            "revoked": self.revoked,
+        });
+        // Rendered first: serde_json's writer would hide a closed pipe.
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        Ok(())
+    }
+
+    fn write_text(&self, out: &mut impl Write) -> Result<()> {
+        let chain = &self.chain;
+        // Every token-derived string below is escaped (SPEC §16).
+        writeln!(
+            out,
+            "token {} for principal {}",
+            word(&chain.token_id),
+            quoted(&chain.principal)
+        )?;
+        writeln!(out, "issued: {}", rfc3339(chain.issued_at))?;
+        match &chain.expires_at {
+            Some(e) => writeln!(out, "expires: {} (earliest along the chain)", rfc3339(*e))?,
+            None => writeln!(out, "expires: never")?,
+        }
+        if self.verified {
+            writeln!(out, "signatures: verified with the given root key")?;
+        } else {
+            writeln!(
+                out,
+                "signatures: NOT verified (pass --public-key to verify them)"
+            )?;
+        }
+        if let Some(d) = chain.max_depth {
+            writeln!(out, "max depth: {d} delegation hop(s)")?;
+        }
+        writeln!(out, "chain: {chain}")?;
+        writeln!(out)?;
+        let hops = chain.hops.iter().zip(&self.effective).zip(&self.revoked);
+        for ((hop, cap), revoked) in hops {
+            write!(out, "{hop}")?;
+            writeln!(out, "  effective here: {}", cap.describe())?;
+            if let Some(why) = revoked {
+                writeln!(out, "  REVOKED: {}", text(why))?;
+            }
+        }
+        for approval in &chain.approvals {
+            write!(out, "{approval}")?;
+        }
+        Ok(())
+    }
 }
 
 /// For each hop, why it is revoked (its block, the token family, its agent
