@@ -180,7 +180,8 @@ impl ServiceConfig {
             }
             keys.push((k.id, read_key_file(k)?));
         }
-        crate::SigningKeys::from_keys(keys, current).map_err(|e| ServiceError::Config(e.to_string()))
+        crate::SigningKeys::from_keys(keys, current)
+            .map_err(|e| ServiceError::Config(e.to_string()))
     }
 }
 

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use biscuit_auth::KeyPair;
-use mandate_issuer::{Issuer, MintRequest, RootKeyFile, SigningKeys, Service, ServiceConfig};
+use mandate_issuer::{Issuer, MintRequest, RootKeyFile, Service, ServiceConfig, SigningKeys};
 use mandate_spec::{format_public_key, Grant};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
