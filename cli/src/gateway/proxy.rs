@@ -31,6 +31,44 @@ pub(crate) struct Gateway {
     pub(crate) client: Client<HttpConnector, Body>,
     /// Where cold decisions run: the blocking pool, one per core at a time.
     pub(crate) cold: ColdDecisions,
+    /// Each route's upstream metrics, by prefix: registered once (the
+    /// recorder is installed before the gateway is built), not per request.
+    upstream_metrics: Vec<(String, UpstreamMetrics)>,
+}
+
+/// One route's handles on its upstream metrics.
+struct UpstreamMetrics {
+    duration: metrics::Histogram,
+    timeouts: metrics::Counter,
+    unreachable: metrics::Counter,
+}
+
+impl UpstreamMetrics {
+    fn new(prefix: &str) -> UpstreamMetrics {
+        let route = route_label(prefix).to_string();
+        UpstreamMetrics {
+            duration: metrics::histogram!(super::UPSTREAM_DURATION, "route" => route.clone()),
+            timeouts: metrics::counter!(
+                super::UPSTREAM_ERRORS, "route" => route.clone(), "error" => "timeout"
+            ),
+            unreachable: metrics::counter!(
+                super::UPSTREAM_ERRORS, "route" => route, "error" => "unreachable"
+            ),
+        }
+    }
+
+    /// The upstream's latency (to its response head), or its failure.
+    fn observe<T, E>(
+        &self,
+        answer: &Result<Result<T, E>, tokio::time::error::Elapsed>,
+        took: std::time::Duration,
+    ) {
+        match answer {
+            Ok(Ok(_)) => self.duration.record(took.as_secs_f64()),
+            Ok(Err(_)) => self.unreachable.increment(1),
+            Err(_) => self.timeouts.increment(1),
+        }
+    }
 }
 
 /// Headers that are about one connection, never forwarded (RFC 9110 §7.6.1).
@@ -81,11 +119,16 @@ impl Gateway {
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         let verifier = verifier.with_policy_note(&describe(&routes));
+        let upstream_metrics = routes
+            .iter()
+            .map(|(r, _)| (r.prefix.clone(), UpstreamMetrics::new(&r.prefix)))
+            .collect();
         Gateway {
             verifier,
             routes,
             client,
             cold: ColdDecisions::per_core(),
+            upstream_metrics,
         }
     }
 
@@ -299,7 +342,13 @@ impl Gateway {
         let upstream = Request::from_parts(parts, body);
         let started = std::time::Instant::now();
         let answer = tokio::time::timeout(route.timeout, self.client.request(upstream)).await;
-        upstream_metrics(route, &answer, started.elapsed());
+        if let Some((_, m)) = self
+            .upstream_metrics
+            .iter()
+            .find(|(p, _)| *p == route.prefix)
+        {
+            m.observe(&answer, started.elapsed());
+        }
         match answer {
             Err(_) => error_response(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -320,29 +369,6 @@ impl Gateway {
                 strip(&mut parts.headers);
                 Response::from_parts(parts, Body::new(body))
             }
-        }
-    }
-}
-
-/// The upstream's latency (to its response head) and failures, by route.
-fn upstream_metrics<T, E>(
-    route: &Route,
-    answer: &Result<Result<T, E>, tokio::time::error::Elapsed>,
-    took: std::time::Duration,
-) {
-    let label = route_label(&route.prefix).to_string();
-    match answer {
-        Ok(Ok(_)) => {
-            metrics::histogram!(super::UPSTREAM_DURATION, "route" => label)
-                .record(took.as_secs_f64());
-        }
-        Ok(Err(_)) => {
-            metrics::counter!(super::UPSTREAM_ERRORS, "route" => label, "error" => "unreachable")
-                .increment(1);
-        }
-        Err(_) => {
-            metrics::counter!(super::UPSTREAM_ERRORS, "route" => label, "error" => "timeout")
-                .increment(1);
         }
     }
 }
