@@ -50,7 +50,7 @@ pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
     if let Some(out) = &a.html {
         std::fs::write(
             out,
-            mandate_issuer::html::chain_page(&chain, verified, &revoked),
+            mandate_server::html::chain_page(&chain, verified, &revoked),
         )
         .with_context(|| format!("--html: writing {}", out.display()))?;
     }

@@ -6,7 +6,7 @@
 
 use crate::args::ServeArgs;
 use anyhow::{bail, Context, Result};
-use mandate_issuer::{RootKeyFile, Service, ServiceConfig};
+use mandate_server::{RootKeyFile, Service, ServiceConfig};
 use std::process::ExitCode;
 
 pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
@@ -41,7 +41,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
                     for e in entries {
                         runtime
                             .block_on(publisher.publish(e))
-                            .map_err(|err| mandate_issuer::ServiceError::Sink(err.to_string()))?;
+                            .map_err(|err| mandate_server::ServiceError::Sink(err.to_string()))?;
                     }
                     Ok(())
                 },
@@ -154,7 +154,7 @@ fn config(a: &ServeArgs) -> Result<ServiceConfig> {
                 if file.trim_start().starts_with("ed25519-private/") {
                     bail!("--approver takes a key FILE, not the key itself");
                 }
-                Ok(mandate_issuer::ApproverFile {
+                Ok(mandate_server::ApproverFile {
                     name: name.trim().to_string(),
                     file: file.into(),
                 })

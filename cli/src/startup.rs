@@ -44,7 +44,7 @@ pub(crate) fn init(name: &'static str, log_format: &str) -> Result<Server> {
         .context("installing the metrics recorder")?;
     mandate_verifier::metrics::describe();
     if name == "serve" {
-        mandate_issuer::describe_metrics();
+        mandate_server::describe_metrics();
     }
     Ok(Server { name, metrics })
 }
@@ -99,7 +99,7 @@ impl Server {
     }
 
     /// Renders the metrics (Prometheus text).
-    pub(crate) fn render(&self) -> mandate_issuer::RenderMetrics {
+    pub(crate) fn render(&self) -> mandate_server::RenderMetrics {
         let handle = self.metrics.clone();
         std::sync::Arc::new(move || handle.render())
     }

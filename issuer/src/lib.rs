@@ -5,14 +5,9 @@
 //! signed by the issuer's current root key and naming that key's id so
 //! verifiers can look it up across rotations.
 //!
-//! With the default feature `server`, the crate is also the issuer HTTP
-//! service ([`Service`], run by `mandate serve`): minting for admin tokens,
-//! a RocksDB [`Registry`] of what was minted, revocations through a
-//! [`RevocationSink`], the root public keys, metrics, and an embedded
-//! verifier. The protocol is `spec/SERVICE.md`. Crates that only mint take
-//! this one with `default-features = false`. Feature `html` (part of
-//! `server`) is Mandate's HTML pages: [`html::chain_page`] for
-//! `mandate inspect --html`, and the service's `/ui/decisions`.
+//! A pure library: no server, no storage, nothing built from C++. The issuer
+//! HTTP service that runs it (`mandate serve`) is in the `mandate` crate's
+//! library, `mandate_server`, with the other servers.
 //!
 //! ```
 //! use mandate_issuer::{Issuer, MintRequest};
@@ -35,24 +30,10 @@
 //! ```
 
 mod error;
-#[cfg(feature = "html")]
-pub mod html;
 mod keys;
-#[cfg(feature = "server")]
-mod registry;
-#[cfg(feature = "server")]
-mod service;
 
 pub use error::IssueError;
 pub use keys::SigningKeys;
-#[cfg(feature = "server")]
-pub use registry::{Registry, TokenRecord};
-#[cfg(feature = "server")]
-pub use service::{
-    describe_metrics, ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, RenderMetrics,
-    RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,
-    MAX_BODY_BYTES,
-};
 
 use biscuit_auth::{KeyPair, PublicKey};
 use mandate_spec::{root_block, token_to_text, Grant, HopContent, RootContent};

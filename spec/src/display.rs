@@ -21,7 +21,7 @@
 //! through [`text`], which escapes hidden characters only.
 //!
 //! Escaping happens at the output: JSON output keeps the raw strings (JSON
-//! escaping is its own), and HTML output (`mandate_issuer::html`) escapes
+//! escaping is its own), and HTML output (`mandate_server::html`) escapes
 //! hidden characters the same way, through [`text`], before its markup
 //! escaping.
 //!

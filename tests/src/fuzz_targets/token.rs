@@ -211,7 +211,7 @@ fn decide_all(token: &[u8], extra: &[Request]) {
                 for cap in effective_capabilities(&chain) {
                     let _ = cap.describe();
                 }
-                let _ = mandate_issuer::html::chain_page(&chain, key_id.is_some(), &[]);
+                let _ = mandate_server::html::chain_page(&chain, key_id.is_some(), &[]);
             }
         }
     }

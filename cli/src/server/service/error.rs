@@ -1,7 +1,7 @@
 //! The service's errors: [`ServiceError`] when it cannot start or reach its
 //! storage, and [`ApiError`], the JSON error responses a client sees.
 //!
-//! `ServiceError` is separate from [`crate::IssueError`] (which says why one
+//! `ServiceError` is separate from [`mandate_issuer::IssueError`] (which says why one
 //! token could not be minted) because it is about the service's environment:
 //! configuration, key files, RocksDB, a revocation feed.
 

@@ -45,12 +45,12 @@ pub use metrics::describe as describe_metrics;
 pub use sink::RevocationSink;
 
 use crate::registry::Registry;
-use crate::{Issuer, SigningKeys};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use biscuit_auth::KeyPair;
+use mandate_issuer::{Issuer, SigningKeys};
 use mandate_verifier::{
     audit::{AuditLog, AuditOptions},
     revocation::{RevocationList, RevocationStore},

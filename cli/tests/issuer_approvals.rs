@@ -7,12 +7,13 @@
 //! approver (403), deciding twice (409), listing without `review` (403).
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "issuer_common/mod.rs"]
 mod common;
 
 use axum::http::{Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{admin_token, call, write_key, Env};
-use mandate_issuer::{ApproverFile, Service};
+use mandate_server::{ApproverFile, Service};
 use mandate_spec::{format_public_key, token_from_text, token_to_text};
 use mandate_verifier::{replay::ReplayGuard, RootKeys, Verifier};
 use serde_json::json;

@@ -3,12 +3,13 @@
 //! one round trip over a real socket.
 #![allow(clippy::unwrap_used)]
 
+#[path = "issuer_common/mod.rs"]
 mod common;
 
 use axum::http::{header, Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{admin_token, call_raw, mint_body, Svc};
-use mandate_issuer::MAX_BODY_BYTES;
+use mandate_server::MAX_BODY_BYTES;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -445,7 +446,7 @@ fn recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
             .unwrap()
             .install_recorder()
             .unwrap();
-        mandate_issuer::describe_metrics();
+        mandate_server::describe_metrics();
         handle
     })
 }
@@ -467,7 +468,7 @@ async fn metrics_count_mints_revocations_and_decisions() {
     let env = common::Env::new();
     let root = KeyPair::new();
     let config = env.config(&[(0, &root)], 0);
-    let router = mandate_issuer::Service::open(&config)
+    let router = mandate_server::Service::open(&config)
         .unwrap()
         .with_metrics(std::sync::Arc::new(move || handle.render()))
         .into_router();
@@ -504,12 +505,32 @@ async fn metrics_count_mints_revocations_and_decisions() {
     for (name, labels, at_least) in [
         ("mandate_tokens_minted_total", &[][..], 1.0),
         ("mandate_revocations_total", &[r#"target="token""#][..], 1.0),
-        ("mandate_issuer_decisions_total", &[authorize, r#"outcome="allow""#][..], 1.0),
-        ("mandate_issuer_decisions_total", &[authorize, r#"kind="not_allowed""#][..], 1.0),
-        ("mandate_issuer_decisions_total", &[authorize, r#"kind="revoked""#][..], 1.0),
+        (
+            "mandate_issuer_decisions_total",
+            &[authorize, r#"outcome="allow""#][..],
+            1.0,
+        ),
+        (
+            "mandate_issuer_decisions_total",
+            &[authorize, r#"kind="not_allowed""#][..],
+            1.0,
+        ),
+        (
+            "mandate_issuer_decisions_total",
+            &[authorize, r#"kind="revoked""#][..],
+            1.0,
+        ),
         // One per minted alternative × action (list, read), one revocation.
-        ("mandate_issuer_decisions_total", &[r#"source="admin""#, r#"outcome="allow""#][..], 3.0),
-        ("mandate_http_responses_total", &[r#"status="201""#][..], 1.0),
+        (
+            "mandate_issuer_decisions_total",
+            &[r#"source="admin""#, r#"outcome="allow""#][..],
+            3.0,
+        ),
+        (
+            "mandate_http_responses_total",
+            &[r#"status="201""#][..],
+            1.0,
+        ),
         ("mandate_mint_duration_seconds_count", &[][..], 1.0),
         ("mandate_authorize_duration_seconds_count", &[][..], 3.0),
         // The embedded verifier's own, from the library.
@@ -542,7 +563,7 @@ async fn without_a_recorder_metrics_is_404() {
 async fn serves_over_a_real_socket() {
     let env = common::Env::new();
     let root = KeyPair::new();
-    let service = mandate_issuer::Service::open(&env.config(&[(0, &root)], 0)).unwrap();
+    let service = mandate_server::Service::open(&env.config(&[(0, &root)], 0)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -14,13 +14,15 @@
 //! hour after its issue.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "issuer_common/mod.rs"]
 mod common;
 
 use axum::http::{Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{call, Env};
 use mandate_attenuate::Delegation;
-use mandate_issuer::{Issuer, MintRequest, SigningKeys, Service};
+use mandate_issuer::{Issuer, MintRequest, SigningKeys};
+use mandate_server::Service;
 use mandate_spec::{
     decode_blocks, format_public_key, token_from_text, Alternative, Chain, Constraint, Grant,
     IntCmp, Request, ResourcePattern, Value,

@@ -2,13 +2,15 @@
 //! denying; request errors; a revoked admin token; a pluggable sink.
 #![allow(clippy::unwrap_used)]
 
+#[path = "issuer_common/mod.rs"]
 mod common;
 
 use axum::http::{Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{authorize, mint_body, Svc};
 use mandate_attenuate::{delegate, Delegation};
-use mandate_issuer::{Registry, Service, ServiceError, SigningKeys};
+use mandate_issuer::SigningKeys;
+use mandate_server::{Registry, Service, ServiceError};
 use mandate_spec::Grant;
 use mandate_verifier::revocation::{Revocation, RevocationStore, Target};
 use serde_json::{json, Value};

@@ -35,7 +35,7 @@ pub struct Shown<'a>(&'a str);
 /// `&`, `<`, `>`, `"` and `'` as entities.
 ///
 /// ```
-/// use mandate_issuer::html::shown;
+/// use mandate_server::html::shown;
 /// use maud::Render;
 ///
 /// let page = shown("<script>\u{202e}'").render().into_string();
@@ -200,7 +200,6 @@ mod tests {
         for (file, src) in [
             ("html/mod.rs", include_str!("mod.rs")),
             ("html/chain.rs", include_str!("chain.rs")),
-            #[cfg(feature = "server")]
             ("service/ui.rs", include_str!("../service/ui.rs")),
         ] {
             let uses = src.matches("PreEscaped(").count();

@@ -3,12 +3,13 @@
 //! restart, and bad configurations refused at start.
 #![allow(clippy::unwrap_used)]
 
+#[path = "issuer_common/mod.rs"]
 mod common;
 
 use axum::http::{Method, StatusCode};
 use biscuit_auth::KeyPair;
 use common::{admin_token, authorize, call, mint_body, Env};
-use mandate_issuer::{RootKeyFile, Service, ServiceConfig};
+use mandate_server::{RootKeyFile, Service, ServiceConfig};
 use serde_json::{json, Value};
 
 async fn mint(router: &axum::Router, admin: &str, principal: &str) -> Value {

@@ -168,7 +168,7 @@ impl ServiceConfig {
 
     /// Checks the settings and reads every key file: the root key set, the
     /// current key first among its checks.
-    pub(crate) fn load_keys(&self) -> Result<crate::SigningKeys, ServiceError> {
+    pub(crate) fn load_keys(&self) -> Result<mandate_issuer::SigningKeys, ServiceError> {
         let current = self.current_key_id()?;
         let mut keys = Vec::with_capacity(self.root_keys.len());
         for k in &self.root_keys {
@@ -180,7 +180,7 @@ impl ServiceConfig {
             }
             keys.push((k.id, read_key_file(k)?));
         }
-        crate::SigningKeys::from_keys(keys, current)
+        mandate_issuer::SigningKeys::from_keys(keys, current)
             .map_err(|e| ServiceError::Config(e.to_string()))
     }
 }

@@ -10,13 +10,14 @@
 //! re-parsed elsewhere; the minted token is decoded here and compared.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "issuer_common/mod.rs"]
 mod common;
 
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use biscuit_auth::KeyPair;
 use common::{admin_token, call, write_key, Env, Svc};
-use mandate_issuer::{ApproverFile, Service};
+use mandate_server::{ApproverFile, Service};
 use mandate_spec::{
     decode_blocks, format_public_key, token_from_text, Chain, Constraint, IntCmp, ResourcePattern,
 };

@@ -7,11 +7,11 @@ use super::metrics::Source;
 use super::mint_decision::{mint_decisions, Minting};
 use super::{AppState, ServiceError};
 use crate::registry::TokenRecord;
-use crate::{IssueError, MintRequest};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use mandate_issuer::{IssueError, MintRequest};
 use mandate_spec::{format_public_key, parse_duration, parse_public_key, Grant, Value};
 use mandate_verifier::{
     revocation::{Revocation, Target},

@@ -1,0 +1,26 @@
+//! # mandate_server
+//!
+//! What runs as a process, in one place: the library of the `mandate`
+//! crate, which the `mandate` binary's server subcommands run.
+//!
+//! - the issuer HTTP service ([`Service`], `mandate serve`; protocol in
+//!   `spec/SERVICE.md`): minting for admin tokens decided by the embedded
+//!   verifier, a RocksDB [`Registry`] of what was minted, revocations through
+//!   a [`RevocationSink`], approvals, the root public keys, `/ui/decisions`,
+//!   `/healthz` and `/metrics`;
+//! - [`html`]: Mandate's HTML pages, built with maud (escapes by default):
+//!   the chain page of `mandate inspect --html` and `/ui/decisions`.
+//!
+//! The libraries it runs — `mandate-spec`, `mandate-issuer`,
+//! `mandate-attenuate`, `mandate-verifier` — hold no server code.
+
+pub mod html;
+mod registry;
+mod service;
+
+pub use registry::{Registry, TokenRecord};
+pub use service::{
+    describe_metrics, ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, RenderMetrics,
+    RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,
+    MAX_BODY_BYTES,
+};
