@@ -18,10 +18,15 @@
 //! it by deciding where to resume (`mandate revocations --db DIR
 //! --set-feed-position N`, with the verifier stopped).
 
+mod consumer;
+mod publisher;
+mod watch;
+
+pub use publisher::FeedPublisher;
+
 use crate::error::VerifierError;
 use crate::revocation::{Revocation, RevocationList, RevocationStore, Target};
-use async_nats::jetstream::{self, consumer, stream};
-use futures_util::StreamExt;
+use async_nats::jetstream::{self, stream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -221,74 +226,6 @@ async fn stream_handle(
     .map_err(|e| nats_err(&cfg.url, e))
 }
 
-/// Publishes revocations to the stream (the issuer side).
-#[derive(Debug, Clone)]
-pub struct FeedPublisher {
-    js: jetstream::Context,
-    cfg: FeedConfig,
-}
-
-impl FeedPublisher {
-    /// Connects and makes sure the stream exists.
-    pub async fn connect(cfg: FeedConfig) -> Result<FeedPublisher, FeedError> {
-        let client = cfg.connect().await?;
-        let js = jetstream::new(client);
-        stream_handle(&js, &cfg).await?;
-        Ok(FeedPublisher { js, cfg })
-    }
-
-    /// Publishes one entry and waits for JetStream's acknowledgement (the
-    /// entry is then stored by the server). Returns its stream sequence.
-    ///
-    /// While the server is unreachable (a restart, a network blip) it retries
-    /// for up to `retry_for`; each message carries a message id derived from
-    /// the entry, so a retry after a lost acknowledgement is deduplicated by
-    /// JetStream instead of stored twice.
-    pub async fn publish(&self, entry: &Revocation) -> Result<u64, FeedError> {
-        self.publish_retrying(entry, Duration::from_secs(30)).await
-    }
-
-    /// [`FeedPublisher::publish`] with an explicit retry budget.
-    pub async fn publish_retrying(
-        &self,
-        entry: &Revocation,
-        retry_for: Duration,
-    ) -> Result<u64, FeedError> {
-        let payload = serde_json::to_vec(entry).map_err(|e| nats_err(&self.cfg.url, e))?;
-        let id = format!(
-            "{}:{}",
-            entry.target,
-            entry.revoked_at.unix_timestamp_nanos()
-        );
-        let deadline = tokio::time::Instant::now() + retry_for;
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let attempt = async {
-                self.js
-                    .send_publish(
-                        self.cfg.subject.clone(),
-                        jetstream::message::PublishMessage::build()
-                            .payload(payload.clone().into())
-                            .message_id(&id),
-                    )
-                    .await
-                    .map_err(|e| nats_err(&self.cfg.url, e))?
-                    .await
-                    .map_err(|e| nats_err(&self.cfg.url, e))
-            };
-            match attempt.await {
-                Ok(ack) => return Ok(ack.sequence),
-                Err(e) if tokio::time::Instant::now() + backoff > deadline => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "publishing a revocation failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
-    }
-}
-
 /// What a running feed consumer shares with the verifier. Times are on the
 /// monotonic clock: setting the wall clock neither makes a stale list look
 /// fresh nor a fresh one stale.
@@ -447,169 +384,9 @@ pub fn spawn_feed(
             "INSECURE: the verifier will keep allowing when its revocation feed is stale"
         );
     }
-    tokio::spawn(watch(list.clone()));
-    let task_state = state.clone();
-    let task = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        while !task_state.stopped.load(Ordering::Relaxed) {
-            match consume(&store, &cfg, &task_state).await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) if e.is_stuck() => {
-                    metrics::counter!(crate::metrics::FEED_INTERRUPTIONS).increment(1);
-                    tracing::error!(
-                        error = %e,
-                        "revocation feed stuck: denying every request until an operator \
-                         sets where to resume (mandate revocations --set-feed-position)"
-                    );
-                    task_state.set_stuck(Some(e.to_string()));
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                Err(e) => {
-                    metrics::counter!(crate::metrics::FEED_INTERRUPTIONS).increment(1);
-                    tracing::warn!(error = %e, "revocation feed interrupted; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    });
+    tokio::spawn(watch::watch(list.clone()));
+    let task = tokio::spawn(consumer::follow(store, cfg, state.clone()));
     Ok((list, FeedHandle { state, task }))
-}
-
-/// Every second while the feed runs: the staleness metrics, and a log line
-/// when the list goes stale (requests are denied from then on) and when it
-/// recovers, so an outage is never silent.
-async fn watch(list: FeedList) {
-    let mut stale_since: Option<Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !list.state.stopped.load(Ordering::Relaxed) {
-        tick.tick().await;
-        let why = list.stale_because();
-        metrics::gauge!(crate::metrics::FEED_STALE).set(if why.is_some() { 1.0 } else { 0.0 });
-        metrics::gauge!(crate::metrics::FEED_POSITION).set(list.state.applied_seq() as f64);
-        if let Some(silent) = list.state.silent_for() {
-            metrics::gauge!(crate::metrics::FEED_SILENT).set(silent.as_secs_f64());
-        }
-        match (why, stale_since) {
-            (Some(why), None) => {
-                stale_since = Some(Instant::now());
-                if list.fail_open {
-                    tracing::warn!(
-                        why = %why,
-                        "INSECURE: revocation feed stale; still allowing \
-                         (--insecure-fail-open-when-stale)"
-                    );
-                } else {
-                    tracing::warn!(why = %why, "revocation feed stale: denying every request");
-                }
-            }
-            (None, Some(since)) => {
-                stale_since = None;
-                tracing::info!(
-                    stale_for_s = since.elapsed().as_secs_f64(),
-                    position = list.state.applied_seq(),
-                    "revocation feed caught up: deciding again"
-                );
-            }
-            _ => {}
-        }
-    }
-}
-
-async fn consume(
-    store: &RevocationStore,
-    cfg: &FeedConfig,
-    state: &FeedState,
-) -> Result<(), FeedError> {
-    let client = cfg.connect().await?;
-    let js = jetstream::new(client);
-    let mut stream = stream_handle(&js, cfg).await?;
-    let position = store.feed_position()?;
-    let info = stream.info().await.map_err(|e| nats_err(&cfg.url, e))?;
-    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-    let identity = format!(
-        "{} created {}",
-        info.config.name,
-        info.created.unix_timestamp_nanos()
-    );
-    match store.feed_stream()? {
-        Some(known) if known != identity => {
-            return Err(FeedError::Reset {
-                detail: format!(
-                    "this verifier's position {position} counts in stream {known:?}, \
-                     the server now has {identity:?}"
-                ),
-            })
-        }
-        Some(_) => {}
-        None => store.set_feed_stream(&identity)?,
-    }
-    if last < position {
-        return Err(FeedError::Reset {
-            detail: format!(
-                "this verifier applied up to sequence {position} but the stream ends at {last}"
-            ),
-        });
-    }
-    if last > position && first > position + 1 {
-        return Err(FeedError::Gap {
-            expected: position + 1,
-            found: first,
-        });
-    }
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: position + 1,
-            },
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(60),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats_err(&cfg.url, e))?;
-    loop {
-        if state.stopped.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .expires(cfg.poll)
-            .messages()
-            .await
-            .map_err(|e| nats_err(&cfg.url, e))?;
-        while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| nats_err(&cfg.url, e))?;
-            let info = msg.info().map_err(|e| nats_err(&cfg.url, e))?;
-            let (seq, published) = (info.stream_sequence, info.published);
-            let applied = state.applied_seq();
-            if seq <= applied {
-                continue; // already applied (a redelivery)
-            }
-            if seq != applied + 1 {
-                return Err(FeedError::Gap {
-                    expected: applied + 1,
-                    found: seq,
-                });
-            }
-            let entry: Revocation =
-                serde_json::from_slice(&msg.payload).map_err(|e| FeedError::BadMessage {
-                    seq,
-                    detail: e.to_string(),
-                })?;
-            store.apply_feed(&[entry], seq)?;
-            state.applied_seq.store(seq, Ordering::Relaxed);
-            // By the two wall clocks (the server's and this host's).
-            let lag = (time::OffsetDateTime::now_utc() - published).as_seconds_f64();
-            metrics::histogram!(crate::metrics::FEED_LAG).record(lag.max(0.0));
-        }
-        // The pull ended normally: the server answered and everything it
-        // gave was applied.
-        state.set_stuck(None);
-        state.heard();
-    }
 }
 
 #[cfg(test)]
