@@ -4,12 +4,13 @@
 use crate::cache::Verified;
 use crate::decision::{Denial, DenialKind};
 use crate::explain;
-use crate::revocation::RevocationList;
+use crate::revocation::{Revocation, RevocationList};
 use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
 use mandate_spec::{Chain, ChainError, ChainErrorKind, Request};
 
+/// The denial for the first of the token's revocation targets the list
+/// revokes, if any; a list that cannot answer denies (fail closed).
 pub(super) fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Option<Denial> {
-    let (chain, blocks) = (&*v.chain, v.blocks);
     let (index, entry) = match list.first_revoked(&v.targets) {
         Ok(None) => return None,
         Ok(Some(hit)) => hit,
@@ -20,12 +21,74 @@ pub(super) fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Opti
             ))
         }
     };
+    let chain = &*v.chain;
+    let revoked = Revoked::of(chain, v.blocks, index, &revocation_words(&entry));
+    Some(Denial {
+        kind: DenialKind::Revoked,
+        hop: revoked.hop,
+        block: revoked.block,
+        agent: revoked
+            .hop
+            .and_then(|h| chain.hops.get(h))
+            .map(|h| h.agent.clone()),
+        reason: revoked.what,
+    })
+}
+
+/// When, by whom and why an entry revokes: "revoked at … by …: …".
+fn revocation_words(entry: &Revocation) -> String {
     let when = entry
         .revoked_at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let why = format!("revoked at {when} by {:?}: {:?}", entry.by, entry.reason);
-    let (hop, block, what) = if index < blocks {
+    format!("revoked at {when} by {:?}: {:?}", entry.by, entry.reason)
+}
+
+/// What a revoked target is in the chain: the hop and block it stops, and
+/// the denial's reason.
+struct Revoked {
+    hop: Option<usize>,
+    block: Option<usize>,
+    what: String,
+}
+
+impl Revoked {
+    /// The target at `index` of the token's revocation targets (in the
+    /// order of [`crate::revocation::revocation_targets`]: each of the
+    /// `blocks` block ids, the token family, each hop's agent key, each
+    /// approval's signer key), revoked as `why` says.
+    fn of(chain: &Chain, blocks: usize, index: usize, why: &str) -> Revoked {
+        if index < blocks {
+            Revoked::block(chain, index, why)
+        } else if index == blocks {
+            Revoked {
+                hop: Some(0),
+                block: Some(0),
+                what: format!(
+                    "token family {} is {why}",
+                    mandate_spec::display::word(&chain.token_id)
+                ),
+            }
+        } else if let Some(h) = chain.hops.get(index - blocks - 1) {
+            let hop_no = h.hop;
+            Revoked {
+                hop: Some(hop_no),
+                block: Some(h.block),
+                what: format!(
+                    "agent {} (key {}) at hop {hop_no} is {why}",
+                    mandate_spec::display::quoted(&h.agent),
+                    h.agent_key
+                ),
+            }
+        } else {
+            Revoked::approver(chain, index - blocks - 1 - chain.hops.len(), why)
+        }
+    }
+
+    /// Block `index`'s revocation id: the hop it opens (revoking a root
+    /// kills every token derived from it), a first-party block within a
+    /// hop, or a block no hop holds.
+    fn block(chain: &Chain, index: usize, why: &str) -> Revoked {
         let hop = chain.hop_of_block(index);
         let what = match hop {
             Some(h) if h.block == index => {
@@ -43,51 +106,25 @@ pub(super) fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Opti
             ),
             None => format!("block {index} is {why}"),
         };
-        (hop.map(|h| h.hop), Some(index), what)
-    } else if index == blocks {
-        (
-            Some(0),
-            Some(0),
-            format!(
-                "token family {} is {why}",
-                mandate_spec::display::word(&chain.token_id)
-            ),
-        )
-    } else if let Some(h) = chain.hops.get(index - blocks - 1) {
-        let hop_no = h.hop;
-        (
-            Some(hop_no),
-            Some(h.block),
-            format!(
-                "agent {} (key {}) at hop {hop_no} is {why}",
-                mandate_spec::display::quoted(&h.agent),
-                h.agent_key
-            ),
-        )
-    } else {
-        let a = chain
-            .approvals
-            .get(index - blocks - 1 - chain.hops.len())
-            .map_or_else(
-                || ("?".to_string(), 0),
-                |a| (a.approver_key.clone(), a.block),
-            );
-        (
-            None,
-            Some(a.1),
-            format!(
-                "the approver key {} of approval block {} is {why}",
-                a.0, a.1
-            ),
-        )
-    };
-    Some(Denial {
-        kind: DenialKind::Revoked,
-        hop,
-        block,
-        agent: hop.and_then(|h| chain.hops.get(h)).map(|h| h.agent.clone()),
-        reason: what,
-    })
+        Revoked {
+            hop: hop.map(|h| h.hop),
+            block: Some(index),
+            what,
+        }
+    }
+
+    /// The signer key of the `n`th approval block.
+    fn approver(chain: &Chain, n: usize, why: &str) -> Revoked {
+        let (key, block) = chain.approvals.get(n).map_or_else(
+            || ("?".to_string(), 0),
+            |a| (a.approver_key.clone(), a.block),
+        );
+        Revoked {
+            hop: None,
+            block: Some(block),
+            what: format!("the approver key {key} of approval block {block} is {why}"),
+        }
+    }
 }
 
 pub(super) fn parse_denial(e: &Token) -> Denial {
