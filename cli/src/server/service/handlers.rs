@@ -1,6 +1,6 @@
 //! One handler per route; see the table in `mod.rs` and `spec/SERVICE.md`.
 
-use super::admin::{authorize_admin, authorize_mint};
+use super::admin::{authorize_admin, authorize_mint, Admin};
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer};
 use super::metrics::Source;
@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use biscuit_auth::PublicKey;
 use mandate_issuer::{IssueError, MintRequest};
 use mandate_spec::{format_public_key, parse_duration, parse_public_key, Grant, Value};
 use mandate_verifier::{
@@ -19,7 +20,7 @@ use mandate_verifier::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -64,21 +65,7 @@ pub(crate) async fn mint(
     bearer: Bearer,
     ApiJson(body): ApiJson<MintBody>,
 ) -> Result<(StatusCode, Json<Minted>), ApiError> {
-    let agent_key = parse_public_key(&body.agent_key)
-        .map_err(|e| ApiError::BadRequest(format!("agent_key: {e}")))?;
-    if body.allow.is_empty() {
-        return Err(ApiError::BadRequest(
-            "allow: a root token needs at least one ACTIONS:PATTERN".into(),
-        ));
-    }
-    let mut grant = Grant::parse(&body.allow, &body.where_).map_err(bad)?;
-    for rule in &body.approval {
-        grant = grant
-            .with_approval(rule)
-            .map_err(|e| ApiError::BadRequest(format!("approval: {e}")))?;
-    }
-    grant.holder_bound = body.require_proof;
-    let ttl = parse_duration(&body.ttl).map_err(|e| ApiError::BadRequest(format!("ttl: {e}")))?;
+    let (agent_key, grant, ttl) = mint_terms(&body)?;
     // Everything the token will carry is decided on (SERVICE.md S2).
     let decisions = mint_decisions(&Minting {
         principal: &body.principal,
@@ -129,16 +116,7 @@ pub(crate) async fn mint(
     let rec = record.clone();
     blocking(move || st.registry.record(&rec)).await?;
     s.metrics.minted(started.elapsed());
-    tracing::info!(
-        token_id = %record.token_id,
-        principal = %record.principal,
-        agent = %record.agent,
-        root_key_id = record.root_key_id,
-        expires_at = %rfc3339(record.expires_at),
-        minted_by = %admin.who,
-        admin_token_id = %admin.token_id,
-        "minted root token"
-    );
+    log_minted(&record, &admin);
     Ok((
         StatusCode::CREATED,
         Json(Minted {
@@ -149,6 +127,41 @@ pub(crate) async fn mint(
             root_key_id: minted.root_key_id,
         }),
     ))
+}
+
+/// What a mint request asks for, read and checked: the agent's key, the
+/// grant (alternatives, constraints, approval rules, holder binding) and the
+/// time to live.
+fn mint_terms(body: &MintBody) -> Result<(PublicKey, Grant, Duration), ApiError> {
+    let agent_key = parse_public_key(&body.agent_key)
+        .map_err(|e| ApiError::BadRequest(format!("agent_key: {e}")))?;
+    if body.allow.is_empty() {
+        return Err(ApiError::BadRequest(
+            "allow: a root token needs at least one ACTIONS:PATTERN".into(),
+        ));
+    }
+    let mut grant = Grant::parse(&body.allow, &body.where_).map_err(bad)?;
+    for rule in &body.approval {
+        grant = grant
+            .with_approval(rule)
+            .map_err(|e| ApiError::BadRequest(format!("approval: {e}")))?;
+    }
+    grant.holder_bound = body.require_proof;
+    let ttl = parse_duration(&body.ttl).map_err(|e| ApiError::BadRequest(format!("ttl: {e}")))?;
+    Ok((agent_key, grant, ttl))
+}
+
+fn log_minted(record: &TokenRecord, admin: &Admin) {
+    tracing::info!(
+        token_id = %record.token_id,
+        principal = %record.principal,
+        agent = %record.agent,
+        root_key_id = record.root_key_id,
+        expires_at = %rfc3339(record.expires_at),
+        minted_by = %admin.who,
+        admin_token_id = %admin.token_id,
+        "minted root token"
+    );
 }
 
 /// `POST /v1/revocations`: exactly one selector, a reason, optionally who.
