@@ -33,7 +33,7 @@ impl Default for CacheOptions {
 pub(crate) struct Verified {
     /// The chain, decoded from the verified blocks.
     pub(crate) chain: Arc<Chain>,
-    /// Every revocation target, in the order [`crate::revocation_targets`]
+    /// Every revocation target, in the order [`crate::revocation::revocation_targets`]
     /// gives them.
     pub(crate) targets: Vec<Target>,
     /// Number of blocks (targets below this index are block ids).
