@@ -55,7 +55,14 @@ mod tests {
         assert_eq!(bearer_token("Bearer abc-_="), Some("abc-_="));
         assert_eq!(bearer_token("bearer   abc "), Some("abc"));
         assert_eq!(bearer_token("BEARER abc"), Some("abc"));
-        for not_bearer in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "", "Token abc"] {
+        for not_bearer in [
+            "Basic abc",
+            "Bearer",
+            "Bearer   ",
+            "Bearerabc",
+            "",
+            "Token abc",
+        ] {
             assert_eq!(bearer_token(not_bearer), None, "{not_bearer:?}");
         }
     }
