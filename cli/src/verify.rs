@@ -182,7 +182,8 @@ fn report(decision: &Decision, json: bool) -> Result<ExitCode> {
             eprintln!("needs approval: {}", text(&denial.reason));
             eprintln!(
                 "(ask the approver: `mandate verify --json … > request.json`, then \
-                 `mandate approve --key APPROVER_KEY request.json`)"
+                 `mandate approve --key APPROVER_KEY --public-key ROOT_PUBKEY --token TOKEN \
+                 request.json`)"
             );
         }
         return Ok(ExitCode::from(crate::EXIT_NEEDS_APPROVAL));
