@@ -62,7 +62,7 @@ impl BlockingPublisher {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let url = cfg.url.clone();
+        let url = mandate_verifier::feed::redact_url(&cfg.url);
         let publisher = runtime
             .block_on(FeedPublisher::connect(cfg))
             .with_context(|| format!("connecting to the revocation feed at {url}"))?;

@@ -57,10 +57,31 @@ fn init_logging(format: &str) {
         .with_ansi(colour())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
+        // JSON strings escape line breaks and control characters themselves.
         builder.json().try_init()
     } else {
-        builder.try_init()
+        builder.fmt_fields(escaping_fields()).try_init()
     };
+}
+
+/// How the text log writes each field: through the text outputs' display
+/// rule (`mandate_spec::display::text`), whatever the field. Many fields
+/// carry what a request said (a revocation's reason, an action, a
+/// resource, an approver's name): escaped here, none of them can start a
+/// forged log line, move a terminal's cursor or reorder the text around it
+/// (line breaks, ANSI and bidi controls are shown as escapes).
+fn escaping_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let shown = format!("{value:?}");
+        let shown = mandate_spec::display::text(&shown);
+        if field.name() == "message" {
+            write!(w, "{shown}")
+        } else {
+            write!(w, "{}={shown}", field.name())
+        }
+    })
+    .delimited(" ")
 }
 
 /// Colours only on a terminal, and never when `NO_COLOR` is set to anything
@@ -292,30 +313,51 @@ fn nats_warning(url: &str, tls_ca: bool) -> Option<String> {
 }
 
 /// `url` without the user information (`user:password@`), which may hold
-/// a credential.
+/// a credential: the verifier library's redaction, used for every URL the
+/// servers log or put in an error.
 pub(crate) fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (Some(s), r),
-        None => (None, url),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => authority.to_string(),
-    };
-    match scheme {
-        Some(s) => format!("{s}://{authority}{path}"),
-        None => format!("{authority}{path}"),
-    }
+    mandate_verifier::feed::redact_url(url)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A value from a request cannot forge a log line or reach the
+    /// terminal as a control sequence.
+    #[test]
+    fn every_text_log_field_is_escaped() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .fmt_fields(escaping_fields())
+            .finish();
+        let evil = "x\n2026-11-30T10:00:00Z  INFO mandate_server: approved\u{1b}[2J\u{202e}";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(reason = %evil, by = ?evil, "revoked {}", evil);
+        });
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        assert!(line.contains("reason=x\\n2026"), "{line:?}");
+    }
 
     #[test]
     fn user_information_never_reaches_the_log() {

@@ -196,19 +196,30 @@ impl FeedError {
 
 fn nats_err(url: &str, e: impl std::fmt::Display) -> FeedError {
     FeedError::Nats {
-        url: without_userinfo(url),
+        url: redact_url(url),
         detail: e.to_string(),
     }
 }
 
-/// `url` without `user:password@` (a credential): errors are logged.
-fn without_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((_, host)) if scheme.is_empty() => format!("***@{host}{}", &rest[end..]),
-        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
-        None => url.to_string(),
+/// `url` with its user information (`user:password@`, which may hold a
+/// credential) replaced by `***@`, for logs and errors. The user information
+/// is everything before the last `@` ahead of any query or fragment: a
+/// password holding an unencoded `/` or `@` is still hidden (a path holding
+/// an `@` is hidden too: too much is hidden rather than too little). Every
+/// Mandate server writes URLs that may carry credentials through this.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let head = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let Some(at) = head.rfind('@') else {
+        return url.to_string();
+    };
+    let host = &rest[at + 1..];
+    match scheme {
+        Some(s) => format!("{s}://***@{host}"),
+        None => format!("***@{host}"),
     }
 }
 
@@ -399,9 +410,19 @@ mod tests {
         let e = nats_err("nats://alice:s3cret@feed.example:4222/x", "refused");
         assert!(!e.to_string().contains("s3cret"), "{e}");
         assert!(e.to_string().contains("feed.example:4222"), "{e}");
-        assert_eq!(
-            without_userinfo("nats://127.0.0.1:4222"),
-            "nats://127.0.0.1:4222"
-        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        // Unencoded `/` and `@` in a password: still hidden.
+        for url in [
+            "nats://bob:PW/with/slash@127.0.0.1:5",
+            "nats://bob:P@W@127.0.0.1:5/x",
+            "bob:PW/x@127.0.0.1:5",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("PW") && !shown.contains("P@W"),
+                "{url} -> {shown}"
+            );
+            assert!(shown.contains("127.0.0.1:5"), "{url} -> {shown}");
+        }
     }
 }

@@ -209,6 +209,14 @@ mod tests {
         .starts_with("line 5: timeout"));
         assert!(err(&format!("{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\ncredential = {{ header = \"x\", file = \"/nonexistent\" }}\n")).starts_with("line 5: credential"));
         assert!(err("public_key = \"nope\"\n").starts_with("line 1: public_key"));
+        // A credential in the upstream URL would be logged: refused, and
+        // the error itself does not repeat it.
+        let e = err(&format!(
+            "{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://svc:UPSTREAMPW@x:1\"\n"
+        ));
+        assert!(e.starts_with("line 4: upstream"), "{e}");
+        assert!(e.contains("credential = {"), "{e}");
+        assert!(!e.contains("UPSTREAMPW"), "{e}");
         let mcp = format!(
             "{head}[[routes]]\nprefix = \"/mcp\"\nupstream = \"http://x:1\"\nmode = \"mcp\"\n"
         );

@@ -195,7 +195,7 @@ fn route_prefix(prefix: &Spanned<String>, lines: &Lines<'_>) -> Result<String> {
 
 /// The upstream: an `http://` URI with an authority.
 fn route_upstream(upstream: &Spanned<String>, lines: &Lines<'_>) -> Result<http::Uri> {
-    upstream
+    let uri = upstream
         .get_ref()
         .parse()
         .ok()
@@ -205,10 +205,23 @@ fn route_upstream(upstream: &Spanned<String>, lines: &Lines<'_>) -> Result<http:
                 upstream.span(),
                 format!(
                     "upstream {:?}: expected http://HOST:PORT",
-                    upstream.get_ref()
+                    crate::startup::redact_url(upstream.get_ref())
                 ),
             )
-        })
+        })?;
+    // A credential in the URL would be logged, hashed into the policy note
+    // and shown wherever the route is: the credential table is the place.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(lines.at(
+            upstream.span(),
+            format!(
+                "upstream {:?}: user information (user:password@) is not allowed in the \
+                 URL; give the upstream's credential as credential = {{ … }}",
+                crate::startup::redact_url(upstream.get_ref())
+            ),
+        ));
+    }
+    Ok(uri)
 }
 
 /// A REST route: every request is decided, so neither list of public
