@@ -25,6 +25,11 @@ const BUCKETS: [f64; 16] = [
 /// How long the requests in flight get after SIGTERM/SIGINT by default.
 pub(crate) const DRAIN: Duration = Duration::from_secs(30);
 
+/// The longest drain any server waits (the gateway waits for its slowest
+/// route, up to this): under a service manager's default stop timeout
+/// (systemd's 90 s), so the audit log is always flushed and the exit is 0.
+pub(crate) const MAX_DRAIN: Duration = Duration::from_secs(60);
+
 /// A server being started: logging and metrics are set up.
 pub(crate) struct Server {
     name: &'static str,
@@ -192,7 +197,8 @@ impl Server {
             () = deadline => tracing::warn!(
                 server = self.name,
                 limit_s = drain.as_secs_f64(),
-                "requests still in flight after the drain limit: stopping anyway"
+                "connections still open after the drain limit (requests in flight, or a \
+                 client that never finished its request): stopping anyway"
             ),
         }
         if let Some(log) = audit {

@@ -74,12 +74,15 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
             verifier = verifier.with_audit(log.clone());
             audit = Some(log);
         }
-        // The drain waits for the slowest upstream the routes allow.
+        // The drain waits for the slowest upstream the routes allow, up to
+        // MAX_DRAIN: a client that never finishes its request must not hold
+        // the shutdown past a service manager's stop timeout (systemd: 90 s).
         let drain = config
             .routes
             .iter()
             .map(|r| r.timeout + Duration::from_secs(5))
-            .fold(crate::startup::DRAIN, Duration::max);
+            .fold(crate::startup::DRAIN, Duration::max)
+            .min(crate::startup::MAX_DRAIN);
         let health = verifier.clone();
         let gateway = Arc::new(proxy::Gateway::new(verifier, config.routes));
         // GET /healthz and GET /metrics are the gateway's own, matched
