@@ -128,6 +128,14 @@ async fn authorize(
     let verifier = app.verifier.clone();
     // Signature checks are CPU work: keep them off the async workers.
     let decision = tokio::task::spawn_blocking(move || body.decide(&verifier)).await;
+    // No decision is answered without its record (as the middleware and
+    // the gateway): an allow the audit log could not keep is not given.
+    if let Err(e) = app.verifier.audit_health() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": format!("audit log unavailable ({e}); retry later") })),
+        );
+    }
     match decision {
         Ok(d) => {
             let status = if d.is_allowed() {
@@ -156,7 +164,9 @@ async fn healthz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>
         ),
         None => (None, None),
     };
-    let status = if stale.is_some() {
+    // Decisions are refused while the audit log cannot record them.
+    let audit = app.verifier.audit_health().err().map(|e| e.to_string());
+    let status = if stale.is_some() || audit.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -168,6 +178,7 @@ async fn healthz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>
             "stale": stale.is_some(),
             "stale_because": stale,
             "silent_ms": silent_ms,
+            "audit_error": audit,
         })),
     )
 }
