@@ -178,23 +178,13 @@ impl Server {
                 handle.run_upkeep();
             }
         });
-        // No Nagle delay: answers are small and a proxy adds a hop.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let signal = async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        };
-        let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-        let deadline = async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-            tokio::time::sleep(drain).await;
-        };
+        let conns = accept_until_signal(listener, app).await;
+        // Every connection is told to finish: idle ones close at once, one
+        // with a request in flight closes after answering it; a client that
+        // never completes its request head is cut by HEADER_READ_TIMEOUT.
         tokio::select! {
-            served = std::future::IntoFuture::into_future(server) => served.context("serving")?,
-            () = deadline => tracing::warn!(
+            () = conns.shutdown() => {}
+            () = tokio::time::sleep(drain) => tracing::warn!(
                 server = self.name,
                 limit_s = drain.as_secs_f64(),
                 "connections still open after the drain limit (requests in flight, or a \
@@ -213,6 +203,53 @@ impl Server {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
+/// How long a client gets to send a request's head (request line and
+/// headers), on every server: a client that sends it slowly or never holds
+/// no connection (nor, at shutdown, the drain) longer than this.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on every connection `listener` accepts, until SIGTERM or
+/// SIGINT; then the listener is closed (new connections are refused) and
+/// the connections still open are returned, to be drained.
+async fn accept_until_signal(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> hyper_util::server::graceful::GracefulShutdown {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conns = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut signal = std::pin::pin!(shutdown_signal());
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a moment and go on accepting.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        // No Nagle delay: answers are small and a proxy adds a hop.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        // No protocol upgrades (WebSocket): none of the servers speaks one.
+        let conn = http.serve_connection(TokioIo::new(tcp), service);
+        let conn = conns.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    conns
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

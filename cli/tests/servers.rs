@@ -776,3 +776,57 @@ fn sigint_stops_a_server_cleanly() {
     assert_eq!(server.wait(), 0, "{}", server.log());
     assert!(server.log().contains("stopped"));
 }
+
+/// A client that never finishes its request head (slowloris) holds no
+/// connection: the server closes it after its header-read timeout, keeps
+/// serving everyone else, and a SIGTERM is not held by it.
+#[test]
+fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (root, _) = keys_and_token(d, "read:/api/*");
+    let mut server = Server::start(
+        d,
+        &[
+            "verifierd",
+            "--data-dir",
+            "data",
+            "--public-key",
+            &root,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    server.wait_log("listening");
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    write!(slow, "POST /v1/authorize HTTP/1.1\r\nHost: t\r\nX-Slow: ").unwrap();
+    slow.flush().unwrap();
+    // Generous: the server's timeout is 10 s; a server that never closes
+    // the connection fails here with a read timeout.
+    slow.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut answer = Vec::new();
+    match slow.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "the server kept the half-sent request open: {e}"
+        ),
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // Everyone else is still served.
+    let (status, body) = http(&server.addr, "GET", "/healthz", "", "");
+    assert_eq!(status, 200, "{body}");
+    // A second slow client does not hold the shutdown either.
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    write!(slow, "GET /healthz HTTP/1.1\r\nHo").unwrap();
+    slow.flush().unwrap();
+    server.signal("-TERM");
+    assert_eq!(server.wait(), 0, "{}", server.log());
+    assert!(server.log().contains("stopped"), "{}", server.log());
+}
