@@ -164,6 +164,8 @@ impl Server {
         audit: Option<AuditLog>,
         drain: Duration,
     ) -> Result<()> {
+        // Signal handlers first: once "listening" is said, SIGTERM drains.
+        let signal = shutdown_signal();
         let addr = listener.local_addr()?;
         tracing::info!(server = self.name, %addr, "listening");
         // A server keeps serving when nobody reads its standard output.
@@ -178,7 +180,7 @@ impl Server {
                 handle.run_upkeep();
             }
         });
-        let conns = accept_until_signal(listener, app).await;
+        let conns = accept_until_signal(listener, app, signal).await;
         // Every connection is told to finish: idle ones close at once, one
         // with a request in flight closes after answering it; a client that
         // never completes its request head is cut by HEADER_READ_TIMEOUT.
@@ -208,12 +210,13 @@ impl Server {
 /// no connection (nor, at shutdown, the drain) longer than this.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `app` on every connection `listener` accepts, until SIGTERM or
-/// SIGINT; then the listener is closed (new connections are refused) and
+/// Serves `app` on every connection `listener` accepts, until `signal`
+/// (SIGTERM or SIGINT); then the listener is closed (new connections are refused) and
 /// the connections still open are returned, to be drained.
 async fn accept_until_signal(
     listener: tokio::net::TcpListener,
     app: Router,
+    signal: impl std::future::Future<Output = ()>,
 ) -> hyper_util::server::graceful::GracefulShutdown {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
@@ -221,7 +224,7 @@ async fn accept_until_signal(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let conns = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut signal = std::pin::pin!(shutdown_signal());
+    let mut signal = std::pin::pin!(signal);
     loop {
         let (tcp, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -250,26 +253,41 @@ async fn accept_until_signal(
     conns
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM or SIGINT, as a future. The handlers are installed when this is
+/// called, not when the future is first polled: a signal sent as soon as a
+/// server says it is listening is caught (not the default action, which
+/// kills the process before the audit log is flushed).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (int, term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int) => {},
+                () = wait(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: no new connections; finishing the requests in flight");
     }
-    tracing::info!("shutting down: no new connections; finishing the requests in flight");
 }
 
 /// Binds `addr`, naming it in the error.
