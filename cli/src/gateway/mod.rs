@@ -6,7 +6,6 @@
 //! credential injected — a secret the agent never sees.
 
 mod config;
-mod mcp;
 mod proxy;
 
 use crate::args::GatewayArgs;

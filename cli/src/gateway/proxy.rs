@@ -4,7 +4,6 @@
 //! stream both bodies.
 
 use super::config::{Mode, Route};
-use super::mcp::{mcp_request, Public};
 use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
@@ -12,6 +11,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use mandate_server::mcp::{mcp_request, Public};
 use mandate_verifier::http::{
     decide, denial_response, error_response, json_body, ColdDecisions, MapRequest, Route as Rule,
     RouteMap,

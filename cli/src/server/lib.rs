@@ -8,6 +8,8 @@
 //!   verifier, a RocksDB [`Registry`] of what was minted, revocations through
 //!   a [`RevocationSink`], approvals, the root public keys, `/ui/decisions`,
 //!   `/healthz` and `/metrics`;
+//! - [`mcp`]: the gateway's MCP mapping (a JSON-RPC message → the request
+//!   decided);
 //! - [`html`]: Mandate's HTML pages, built with maud (escapes by default):
 //!   the chain page of `mandate inspect --html` and `/ui/decisions`.
 //!
@@ -15,6 +17,7 @@
 //! `mandate-attenuate`, `mandate-verifier` — hold no server code.
 
 pub mod html;
+pub mod mcp;
 mod registry;
 mod service;
 

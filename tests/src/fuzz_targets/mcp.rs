@@ -1,17 +1,12 @@
 //! MCP (JSON-RPC over HTTP) requests → the request the gateway decides.
 //!
-//! The gateway's mapping (`mcp_request` in `cli/src/gateway/proxy.rs`) is a
-//! private function of the `mandate` binary, which no other crate can call.
-//! Until it moves behind a public seam (e.g. `mandate_verifier::http`),
-//! [`mcp_request`] here is a line-for-line copy of it, fuzzed together with
-//! what the gateway does next (the verifier's decision). Keep the two in
-//! step; the copy is what this target tests.
+//! The gateway's own mapping (`mandate_server::mcp::mcp_request`, in the
+//! `mandate` crate's library), fuzzed together with what the gateway does
+//! next (the verifier's decision).
 
 use super::http_map::{tokens, RawRequest};
 use super::{check_decision, ring_verifier};
-use http::request::Parts;
-use mandate_spec::Value;
-use mandate_verifier::http::MapError;
+use mandate_server::mcp::{mcp_request, Public};
 use mandate_verifier::Verifier;
 use std::sync::OnceLock;
 
@@ -89,94 +84,4 @@ pub fn mcp_jsonrpc(data: &[u8]) {
 fn verifier() -> &'static Verifier {
     static V: OnceLock<Verifier> = OnceLock::new();
     V.get_or_init(ring_verifier)
-}
-
-/// What an MCP route forwards without a decision (a copy of the gateway's
-/// `Public`): to its exact path only, the listed JSON-RPC methods (in a
-/// `POST`) and HTTP methods.
-#[derive(Debug, Clone, Copy)]
-pub struct Public<'a> {
-    /// The route's exact path.
-    pub route_path: &'a str,
-    /// Public JSON-RPC methods.
-    pub methods: &'a [String],
-    /// Public HTTP methods.
-    pub http_methods: &'a [http::Method],
-    /// The resource decided on the exact path (else the path itself).
-    pub resource: Option<&'a str>,
-}
-
-/// A copy of the gateway's `mcp_request` (see the module docs).
-///
-/// The request a JSON-RPC (MCP) body asks the verifier to decide:
-/// `tools/call` → action = the tool's name, parameters = its scalar
-/// arguments; a public method on the route's exact path → `None` (forwarded
-/// without a decision); any other method → action = the method with `/` as
-/// `.` (e.g. `resources.read`). The resource is the route's `resource` on its
-/// exact path, else the path itself (a sub-path is decided on what is acted
-/// on).
-pub fn mcp_request(
-    parts: &Parts,
-    body: &[u8],
-    public: &Public<'_>,
-) -> Result<Option<mandate_spec::Request>, MapError> {
-    let bad = |m: &str| MapError::bad_request(m);
-    let path = parts.uri.path();
-    let exact = path == public.route_path;
-    let resource = match public.resource {
-        Some(r) if exact => r.to_string(),
-        _ => path.to_string(),
-    };
-    if parts.method != http::Method::POST {
-        if exact && public.http_methods.contains(&parts.method) {
-            return Ok(None);
-        }
-        return Ok(Some(mandate_spec::Request::new(
-            format!("http.{}", parts.method.as_str().to_ascii_lowercase()),
-            resource,
-        )));
-    }
-    let msg: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| bad(&format!("not a JSON-RPC message: {e}")))?;
-    let Some(obj) = msg.as_object() else {
-        return Err(bad(
-            "JSON-RPC batches are not accepted: send one message per request",
-        ));
-    };
-    let method = obj
-        .get("method")
-        .and_then(|m| m.as_str())
-        .ok_or_else(|| bad("a JSON-RPC request needs a method"))?;
-    if exact && public.methods.iter().any(|m| m == method) {
-        return Ok(None);
-    }
-    if method != "tools/call" {
-        return Ok(Some(mandate_spec::Request::new(
-            method.replace('/', "."),
-            resource,
-        )));
-    }
-    let params = obj.get("params").and_then(|p| p.as_object());
-    let name = params
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| bad("tools/call needs params.name"))?;
-    let mut request = mandate_spec::Request::new(name, resource);
-    if let Some(args) = params
-        .and_then(|p| p.get("arguments"))
-        .and_then(|a| a.as_object())
-    {
-        for (k, v) in args {
-            let value = match v {
-                serde_json::Value::String(s) => Value::Str(s.clone()),
-                serde_json::Value::Number(n) if n.is_i64() => {
-                    Value::Int(n.as_i64().unwrap_or_default())
-                }
-                // Other shapes are not parameters: a constraint on them denies.
-                _ => continue,
-            };
-            request.params.insert(k.clone(), value);
-        }
-    }
-    Ok(Some(request))
 }

@@ -1,5 +1,6 @@
 //! The gateway's MCP mapping: the request a JSON-RPC message (MCP over
 //! streamable HTTP) asks the verifier to decide, or none for a public one.
+//! Public so that the fuzz target (`mandate-tests`) runs this very code.
 
 use http::request::Parts;
 use mandate_spec::Value;
@@ -7,11 +8,16 @@ use mandate_verifier::http::{strict_json, MapError};
 
 /// What an MCP route forwards without a decision: to its exact path only,
 /// the listed JSON-RPC methods (in a `POST`) and HTTP methods.
-pub(super) struct Public<'a> {
-    pub(super) route_path: &'a str,
-    pub(super) methods: &'a [String],
-    pub(super) http_methods: &'a [http::Method],
-    pub(super) resource: Option<&'a str>,
+#[derive(Debug, Clone, Copy)]
+pub struct Public<'a> {
+    /// The route's exact path.
+    pub route_path: &'a str,
+    /// Public JSON-RPC methods.
+    pub methods: &'a [String],
+    /// Public HTTP methods (compared exactly).
+    pub http_methods: &'a [http::Method],
+    /// The resource decided on the exact path (else the path itself).
+    pub resource: Option<&'a str>,
 }
 
 /// The request a JSON-RPC (MCP) body asks the verifier to decide:
@@ -21,7 +27,7 @@ pub(super) struct Public<'a> {
 /// `.` (e.g. `resources.read`). The resource is the route's `resource` on its
 /// exact path, else the path itself (a sub-path is decided on what is acted
 /// on).
-pub(super) fn mcp_request(
+pub fn mcp_request(
     parts: &Parts,
     body: &[u8],
     public: &Public<'_>,
