@@ -120,7 +120,7 @@ pub(crate) struct GatewayArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML configuration file (listen, data_dir, current_key_id,
-    /// [[root_keys]] id + file).
+    /// [[root_keys]] id + file, [[approvers]] name + file, audit_key).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
     /// The address to listen on [default: 127.0.0.1:8080].
