@@ -23,7 +23,9 @@ cargo test --workspace --doc "${MANDATE_PROFILE_FLAGS[@]}"
 ./scripts/check-size.sh
 ./scripts/demo.sh >/dev/null
 echo "demo: ok"
-# Every shell block of README.md and docs/*.md, run as written.
+# Every shell block of README.md and docs/*.md, run as written: with the
+# CLI (built by demo.sh) and the examples on PATH.
+cargo build -q -p mandate-examples --examples "${MANDATE_PROFILE_FLAGS[@]}"
 ./scripts/docs-test.sh
 # A bounded fuzz smoke run (20 s per target) where nightly and cargo-fuzz exist.
 if cargo +nightly fuzz --version >/dev/null 2>&1; then ./scripts/fuzz.sh 20; else echo "fuzz smoke: skipped (no nightly)"; fi
