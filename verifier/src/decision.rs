@@ -138,6 +138,35 @@ pub enum DenialKind {
     ReplayRecordUnavailable,
 }
 
+impl DenialKind {
+    /// The kind's name as in a decision's JSON (`not_allowed`, …): the
+    /// label of the decision metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenialKind::InvalidRequest => "invalid_request",
+            DenialKind::MissingToken => "missing_token",
+            DenialKind::MalformedToken => "malformed_token",
+            DenialKind::BadSignature => "bad_signature",
+            DenialKind::UnknownRootKey => "unknown_root_key",
+            DenialKind::BrokenChain => "broken_chain",
+            DenialKind::DepthExceeded => "depth_exceeded",
+            DenialKind::Expired => "expired",
+            DenialKind::Revoked => "revoked",
+            DenialKind::RevocationUnavailable => "revocation_unavailable",
+            DenialKind::NotAllowed => "not_allowed",
+            DenialKind::Evaluation => "evaluation",
+            DenialKind::NeedsApproval => "needs_approval",
+            DenialKind::ApprovalMismatch => "approval_mismatch",
+            DenialKind::ApprovalExpired => "approval_expired",
+            DenialKind::ApprovalWrongApprover => "approval_wrong_approver",
+            DenialKind::ApprovalReplayed => "approval_replayed",
+            DenialKind::ProofMissing => "proof_missing",
+            DenialKind::ProofInvalid => "proof_invalid",
+            DenialKind::ReplayRecordUnavailable => "replay_record_unavailable",
+        }
+    }
+}
+
 impl Decision {
     /// True when the request is allowed.
     pub fn is_allowed(&self) -> bool {
