@@ -62,12 +62,8 @@ impl Verifier {
         // thread; a hit only here, where it is decided.
         crate::metrics::cache_lookup(true);
         let decision = guarded(request, || {
-            if let Err(e) = request.validate() {
-                return Decision::deny(
-                    request.clone(),
-                    None,
-                    Denial::new(DenialKind::InvalidRequest, e.to_string()),
-                );
+            if let Some(invalid) = invalid_request(request) {
+                return invalid;
             }
             self.decide(&verified, request, token, presented, Purpose::Request)
         });
@@ -93,12 +89,8 @@ impl Verifier {
     /// spent, nothing is recorded in the audit log: this is not a request.
     pub fn decide_for_approver(&self, token: &[u8], request: &Request) -> Decision {
         guarded(request, || {
-            if let Err(e) = request.validate() {
-                return Decision::deny(
-                    request.clone(),
-                    None,
-                    Denial::new(DenialKind::InvalidRequest, e.to_string()),
-                );
+            if let Some(invalid) = invalid_request(request) {
+                return invalid;
             }
             if token.len() > MAX_TOKEN_BYTES {
                 return Decision::deny(
@@ -142,12 +134,8 @@ impl Verifier {
         request: &Request,
         presented: &Presented,
     ) -> Decision {
-        if let Err(e) = request.validate() {
-            return Decision::deny(
-                request.clone(),
-                None,
-                Denial::new(DenialKind::InvalidRequest, e.to_string()),
-            );
+        if let Some(invalid) = invalid_request(request) {
+            return invalid;
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Decision::deny(
@@ -194,4 +182,15 @@ fn guarded(request: &Request, decide: impl FnOnce() -> Decision) -> Decision {
             ),
         )
     })
+}
+
+/// The denial of a request that is not well formed (bad action name,
+/// non-canonical resource, reserved parameter), if it is not.
+fn invalid_request(request: &Request) -> Option<Decision> {
+    let e = request.validate().err()?;
+    Some(Decision::deny(
+        request.clone(),
+        None,
+        Denial::new(DenialKind::InvalidRequest, e.to_string()),
+    ))
 }
