@@ -47,7 +47,7 @@ fn upstream() -> (String, Arc<Seen>) {
         .route("/crm/upload", post(upload))
         .route("/crm/download", get(download))
         .route("/crm/slow", get(slow))
-        .route("/mcp", post(mcp).get(stream))
+        .route("/mcp", post(mcp).get(stream).delete(stream))
         .fallback(any(anywhere))
         // Whatever the gateway forwards is counted, routed here or not.
         .layer(axum::middleware::from_fn_with_state(seen.clone(), count))
@@ -115,11 +115,32 @@ async fn slow(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> &'static str
     "late"
 }
 
-async fn mcp(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -> axum::Json<Value> {
+/// The stub MCP server: `initialize` opens session `upstream-session-1`;
+/// `tools/list` lists two tools; anything else echoes its method.
+async fn mcp(
+    State(seen): State<Arc<Seen>>,
+    headers: HeaderMap,
+    body: String,
+) -> (HeaderMap, axum::Json<Value>) {
     record(&seen, &headers);
     let msg: Value = serde_json::from_str(&body).unwrap();
     seen.bodies.lock().unwrap().push(msg.clone());
-    axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {"ok": msg["method"]}}))
+    let mut out = HeaderMap::new();
+    let result = match msg["method"].as_str() {
+        Some("initialize") => {
+            out.insert("mcp-session-id", "upstream-session-1".parse().unwrap());
+            json!({"ok": "initialize"})
+        }
+        Some("tools/list") => json!({"tools": [
+            {"name": "send_email", "description": "Sends an email.", "inputSchema": {"type": "object"}},
+            {"name": "delete_inbox", "description": "Deletes every email.", "inputSchema": {"type": "object"}},
+        ]}),
+        m => json!({ "ok": m }),
+    };
+    (
+        out,
+        axum::Json(json!({"jsonrpc": "2.0", "id": msg["id"], "result": result})),
+    )
 }
 
 async fn stream(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> &'static str {
@@ -229,6 +250,8 @@ fn setup() -> Setup {
     let config = format!(
         r#"listen = "127.0.0.1:0"
 public_key = "{root}"
+public_url = "https://gw.example.com"
+issuer_url = "https://issuer.example.com"
 
 [[routes]]
 prefix = "/crm/"
@@ -240,8 +263,8 @@ credential = {{ header = "authorization", prefix = "Bearer ", file = "crm.secret
 prefix = "/mcp"
 upstream = "{upstream}"
 mode = "mcp"
-public_methods = ["initialize", "notifications/initialized", "tools/list"]
-public_http_methods = ["GET"]
+resource_name = "Mail tools"
+resource_documentation = "https://docs.example.com/mandate"
 credential = {{ header = "x-api-key", env = "MCP_UPSTREAM_KEY" }}
 
 [[routes]]
@@ -474,9 +497,12 @@ fn mcp_tool_calls_are_decided_per_tool_and_argument() {
                "params": {"name": "send_email", "arguments": {"to": to, "subject": "hi", "attachments": ["a"]}}})
         .to_string()
     };
-    // Public: no token needed, forwarded with the upstream's key.
+    // Housekeeping: no grant needed, but a token (SPEC §17); forwarded
+    // with the upstream's key.
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string();
     let (status, body) = s.call("POST", "/mcp", None, &init);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), &init);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         s.seen.headers.lock().unwrap().last().unwrap()["x-api-key"],
@@ -506,22 +532,69 @@ fn mcp_tool_calls_are_decided_per_tool_and_argument() {
         &call("eve@evil.example", 2),
     );
     assert_eq!(status, 403, "{body}");
+    // A JSON-RPC error response for the call's id, with the reason as its
+    // message and the decision as its data.
     let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["jsonrpc"], "2.0", "{d}");
+    assert_eq!(d["id"], 2, "{d}");
+    assert_eq!(d["error"]["code"], -32080, "not_allowed: {d}");
     assert!(
-        d["reason"]
+        d["error"]["message"]
             .as_str()
             .unwrap()
             .contains("ends-with \"@company.com\""),
         "{d}"
     );
-    assert_eq!(d["request"]["action"], "send_email");
+    assert_eq!(d["error"]["data"]["denial"]["kind"], "not_allowed");
+    assert_eq!(d["error"]["data"]["request"]["action"], "send_email");
+    assert_eq!(d["error"]["data"]["chain"]["principal"], "user:alice");
     // Another tool: not in the grant.
     let other = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "delete_inbox", "arguments": {}}}).to_string();
     assert_eq!(s.call("POST", "/mcp", Some(s.mcp_token()), &other).0, 403);
-    // A method that is not public needs a grant too.
-    let read =
-        json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {}}).to_string();
-    assert_eq!(s.call("POST", "/mcp", Some(s.mcp_token()), &read).0, 403);
+    // resources/read is decided on its URI (a parameter), prompts/get on
+    // the prompt's name: not in this grant.
+    let read = json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read",
+                      "params": {"uri": "file:///etc/passwd"}})
+    .to_string();
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), &read);
+    assert_eq!(status, 403, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["error"]["data"]["request"]["action"], "resources.read");
+    assert_eq!(
+        d["error"]["data"]["request"]["params"]["uri"],
+        "file:///etc/passwd"
+    );
+    let prompt = json!({"jsonrpc": "2.0", "id": 5, "method": "prompts/get",
+                        "params": {"name": "leak-secrets"}})
+    .to_string();
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), &prompt);
+    assert_eq!(status, 403, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        d["error"]["data"]["request"]["params"]["name"],
+        "leak-secrets"
+    );
+    // Integral numbers are integers (2.0 is 2); other numbers are refused
+    // with a reason, never silently dropped.
+    let number = |n: &str| {
+        format!(
+            r#"{{"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {{"name": "send_email", "arguments": {{"to": "bob@company.com", "n": {n}}}}}}}"#
+        )
+    };
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), &number("2.5"));
+    assert_eq!(status, 400, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["error"]["code"], -32602, "{d}");
+    assert!(
+        d["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an integer"),
+        "{d}"
+    );
+    assert_eq!(d["id"], 6);
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), &number("1e300"));
+    assert_eq!(status, 400, "{body}");
     // Batches cannot be decided per message: refused.
     assert_eq!(s.call("POST", "/mcp", Some(s.mcp_token()), "[]").0, 400);
     assert_eq!(
@@ -529,6 +602,8 @@ fn mcp_tool_calls_are_decided_per_tool_and_argument() {
         before,
         "denied calls never reached the tool server"
     );
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), &number("2.0"));
+    assert_eq!(status, 200, "2.0 is an integer argument: {body}");
 }
 
 #[test]
@@ -818,7 +893,7 @@ fn a_gateway_without_public_url_refuses_proofs_saying_why() {
 }
 
 #[test]
-fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
+fn mcp_housekeeping_needs_a_token_but_no_grant_on_the_exact_route_path_only() {
     let s = setup();
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string();
     let before = s.hits();
@@ -844,17 +919,62 @@ fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
         let (status, _) = s.call_exact("POST", path, Some(s.mcp_token()), &init);
         assert_eq!(status, expected, "{path} with a token");
     }
+    // Regression (issue 14): housekeeping was public, so tokenless callers
+    // reached the server. Now every message needs a valid token: without
+    // one, 401 with the JSON-RPC error and the RFC 6750 challenge.
+    let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}).to_string();
+    let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": 1}})
+    .to_string();
+    let response = json!({"jsonrpc": "2.0", "id": "s-1", "result": {"roots": []}}).to_string();
+    for (method, body) in [
+        ("POST", init.as_str()),
+        ("POST", ping.as_str()),
+        ("POST", cancelled.as_str()),
+        ("POST", response.as_str()),
+        ("GET", ""),
+        ("DELETE", ""),
+    ] {
+        for token in [None, Some("not-a-token")] {
+            let (status, text) = s.call(method, "/mcp", token, body);
+            assert_eq!(status, 401, "{method} {body} {token:?}: {text}");
+            let d: Value = serde_json::from_str(&text).unwrap();
+            let kind = if token.is_none() {
+                "missing_token"
+            } else {
+                "malformed_token"
+            };
+            assert_eq!(d["error"]["data"]["denial"]["kind"], kind, "{d}");
+        }
+    }
+    assert_eq!(
+        s.hits(),
+        before,
+        "nothing reached the upstream without a token"
+    );
+    // With a token: no grant needed (the token allows send_email only).
+    for (method, body) in [
+        ("POST", init.as_str()),
+        ("POST", ping.as_str()),
+        ("POST", cancelled.as_str()),
+        ("POST", response.as_str()),
+        ("GET", ""),
+        ("DELETE", ""),
+    ] {
+        let (status, text) = s.call(method, "/mcp", Some(s.mcp_token()), body);
+        assert_eq!(status, 200, "{method} {body}: {text}");
+    }
+    assert_eq!(s.hits(), before + 6);
     // A sub-path is not the route's exact path: initialize there is
-    // decided (no token: 401), not public.
-    let (status, body) = s.call("POST", "/mcp/sub", None, &init);
-    assert_eq!(status, 401, "{body}");
+    // decided on its grant.
+    let (status, body) = s.call("POST", "/mcp/sub", Some(s.mcp_token()), &init);
+    assert_eq!(status, 403, "{body}");
     let d: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(d["denial"]["kind"], "missing_token");
-    assert_eq!(d["request"]["action"], "initialize");
-    assert_eq!(d["request"]["resource"], "/mcp/sub");
-    let (status, _) = s.call("GET", "/mcp/sub", None, "");
-    assert_eq!(status, 401, "GET is public on /mcp only");
-    assert_eq!(s.hits(), before, "nothing reached the upstream");
+    assert_eq!(d["error"]["data"]["denial"]["kind"], "not_allowed");
+    assert_eq!(d["error"]["data"]["request"]["action"], "initialize");
+    assert_eq!(d["error"]["data"]["request"]["resource"], "/mcp/sub");
+    let (status, _) = s.call("GET", "/mcp/sub", Some(s.mcp_token()), "");
+    assert_eq!(status, 403, "GET is housekeeping on /mcp only");
     // Regression (issue 12 red team): a JSON-RPC message giving a key twice
     // (the decision reads one `method`, a server may act on the other).
     let dup = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "method": "tools/call", "params": {"name": "x"}}"#;
@@ -870,11 +990,34 @@ fn mcp_public_methods_are_public_on_the_exact_route_path_only() {
         assert_eq!(status, 400, "{body}");
         assert!(body.contains("no query string"), "{body}");
     }
-    assert_eq!(s.hits(), before, "nothing reached the upstream");
-    // On the exact path, public as configured.
-    assert_eq!(s.call("POST", "/mcp", None, &init).0, 200);
-    assert_eq!(s.call("GET", "/mcp", None, "").0, 200);
-    assert_eq!(s.hits(), before + 2);
+    // A 2026-07-28 client's Mcp-Method / Mcp-Name headers must say what
+    // the body says: a server routing on them must not act on another
+    // method or tool than the one decided.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "send_email", "arguments": {"to": "bob@company.com"}}})
+    .to_string();
+    for (header, value) in [("mcp-method", "tools/list"), ("mcp-name", "delete_inbox")] {
+        let resp = http_client()
+            .post(format!("http://{}/mcp", s.gateway.addr))
+            .header("content-type", "application/json")
+            .header(header, value)
+            .bearer_auth(s.mcp_token())
+            .body(call.clone())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{header}: {value}");
+        assert!(resp.text().unwrap().contains("does not match"));
+    }
+    // A body that is not declared JSON: 415, as the middleware answers.
+    let resp = http_client()
+        .post(format!("http://{}/mcp", s.gateway.addr))
+        .header("content-type", "text/plain")
+        .bearer_auth(s.mcp_token())
+        .body(init.clone())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    assert_eq!(s.hits(), before + 6, "nothing refused reached the upstream");
 }
 
 #[test]
@@ -989,4 +1132,278 @@ fn the_audit_policy_hash_covers_the_routes_but_not_the_credential() {
     }
     // The credential's value is not part of it (and so never hashed).
     assert_eq!(hash(&route("/api", ""), "another-secret"), base);
+}
+
+/// A token of `principal` allowing `allow` on the setup's root key.
+fn token_for(s: &Setup, principal: &str, allow: &str) -> String {
+    let d = s._dir.path();
+    let agent = run(d, &["keygen", "--force", "--out", "other.key"])
+        .stdout
+        .trim()
+        .to_string();
+    run(
+        d,
+        &[
+            "issue",
+            "--key",
+            "root.key",
+            "--principal",
+            principal,
+            "--to",
+            "other-agent",
+            "--to-key",
+            &agent,
+            "--allow",
+            allow,
+            "--ttl",
+            "1h",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string()
+}
+
+/// POST `body` to /mcp with `token` and `session`: (status, session id
+/// answered, body JSON).
+fn mcp_post(
+    s: &Setup,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let mut req = http_client()
+        .post(format!("http://{}/mcp", s.gateway.addr))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(id) = session {
+        req = req.header("mcp-session-id", id);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    let id = resp
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = resp.text().unwrap();
+    (
+        status,
+        id,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn mcp_sessions_belong_to_the_token_family_that_opened_them() {
+    let s = setup();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let (status, session, _) = mcp_post(&s, Some(s.mcp_token()), None, &init);
+    assert_eq!(status, 200);
+    let session = session.expect("the session id is passed on");
+    // The client sees the upstream's id bound to its token family.
+    let (upstream_id, tag) = session.rsplit_once('.').unwrap();
+    assert_eq!(upstream_id, "upstream-session-1");
+    assert_eq!(tag.len(), 32, "{session}");
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (status, _, _) = mcp_post(&s, Some(s.mcp_token()), Some(&session), &ping);
+    assert_eq!(status, 200);
+    let seen = s.seen.headers.lock().unwrap().last().unwrap().clone();
+    assert_eq!(
+        seen["mcp-session-id"], "upstream-session-1",
+        "unwrapped upstream"
+    );
+    // A token of the same family (an attenuation of it) keeps the session.
+    let d = s._dir.path();
+    std::fs::write(d.join("mcp.tok"), s.mcp_token()).unwrap();
+    run(d, &["keygen", "--out", "sub.key"]);
+    let sub_pub = run(d, &["keygen", "--out", "sub2.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let child = run(
+        d,
+        &[
+            "attenuate",
+            "--key",
+            "agent.key",
+            "--to",
+            "sub-agent",
+            "--to-key",
+            &sub_pub,
+            "--allow",
+            "send_email:/mcp",
+            "--ttl",
+            "10m",
+            "mcp.tok",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    let (status, _, body) = mcp_post(&s, Some(&child), Some(&session), &ping);
+    assert_eq!(status, 200, "{body}");
+    // Regression (issue 14): another principal's token (or a forged or
+    // bare id) used alice's session. Now 404, and nothing is forwarded.
+    let before = s.hits();
+    let bob = token_for(&s, "user:bob", "send_email:/mcp");
+    let forged = format!("upstream-session-1.{}", "0".repeat(32));
+    for (token, id) in [
+        (bob.as_str(), session.as_str()),
+        (s.mcp_token(), "upstream-session-1"),
+        (s.mcp_token(), forged.as_str()),
+        (s.mcp_token(), "upstream-session-1.zz"),
+    ] {
+        let (status, _, body) = mcp_post(&s, Some(token), Some(id), &ping);
+        assert_eq!(status, 404, "{id}: {body}");
+        assert_eq!(body["error"]["code"], -32090, "{body}");
+        assert_eq!(body["id"], 1);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("session belongs to the token family"),
+            "{body}"
+        );
+    }
+    // No token on the session: 401 before any session is looked at.
+    let (status, _, _) = mcp_post(&s, None, Some(&session), &ping);
+    assert_eq!(status, 401);
+    // GET and DELETE on it with bob's token: refused too.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let resp = http_client()
+            .request(method.clone(), format!("http://{}/mcp", s.gateway.addr))
+            .bearer_auth(&bob)
+            .header("mcp-session-id", &session)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{method}");
+    }
+    assert_eq!(
+        s.hits(),
+        before,
+        "no hijacking request reached the upstream"
+    );
+}
+
+#[test]
+fn mcp_tools_list_shows_only_what_the_token_allows_and_its_constraints() {
+    let s = setup();
+    let list = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"});
+    // The mail token: send_email where to ends-with @company.com.
+    let (status, _, body) = mcp_post(&s, Some(s.mcp_token()), None, &list);
+    assert_eq!(status, 200, "{body}");
+    let tools = body["result"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{body}");
+    assert_eq!(tools[0]["name"], "send_email");
+    let description = tools[0]["description"].as_str().unwrap();
+    assert!(description.starts_with("Sends an email."), "{description}");
+    assert!(
+        description.contains("only where to ends-with \"@company.com\""),
+        "{description}"
+    );
+    // A token for both tools sees both, without constraints added.
+    let both = token_for(&s, "user:alice", "send_email,delete_inbox:/mcp");
+    let (_, _, body) = mcp_post(&s, Some(&both), None, &list);
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["send_email", "delete_inbox"]);
+    assert_eq!(
+        body["result"]["tools"][1]["description"],
+        "Deletes every email."
+    );
+    // A token for another route's resource sees none.
+    let crm = token_for(&s, "user:alice", "read:/crm/*");
+    let (status, _, body) = mcp_post(&s, Some(&crm), None, &list);
+    assert_eq!(status, 200);
+    assert_eq!(body["result"]["tools"], json!([]), "{body}");
+}
+
+#[test]
+fn mcp_challenges_follow_rfc_6750_and_name_the_rfc_9728_metadata() {
+    let s = setup();
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "delete_inbox", "arguments": {}}});
+    let challenge = |token: Option<&str>| {
+        let mut req = http_client()
+            .post(format!("http://{}/mcp", s.gateway.addr))
+            .header("content-type", "application/json")
+            .body(call.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        let header = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, header)
+    };
+    let metadata =
+        "resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\"";
+    // No token: no error code (RFC 6750 §3.1), the metadata named.
+    let (status, h) = challenge(None);
+    assert_eq!(status, 401);
+    assert!(h.starts_with("Bearer realm=\"mandate\""), "{h}");
+    assert!(!h.contains("error="), "{h}");
+    assert!(h.contains(metadata), "{h}");
+    // A garbage token: invalid_token with a description.
+    let (status, h) = challenge(Some("garbage"));
+    assert_eq!(status, 401);
+    assert!(h.contains("error=\"invalid_token\""), "{h}");
+    assert!(h.contains("error_description=\""), "{h}");
+    assert!(h.contains(metadata), "{h}");
+    // A valid token without the grant: 403 insufficient_scope.
+    let (status, h) = challenge(Some(s.mcp_token()));
+    assert_eq!(status, 403);
+    assert!(h.contains("error=\"insufficient_scope\""), "{h}");
+    assert!(h.contains(metadata), "{h}");
+    // The description is a valid quoted string: no quote or backslash from
+    // the reason (which quotes the tool's name) breaks out of it.
+    let inner = h.split("error_description=\"").nth(1).unwrap();
+    let description = &inner[..inner.find('"').unwrap()];
+    assert!(description.contains("delete_inbox"), "{h}");
+    // The metadata document (RFC 9728 §3), from the configuration.
+    let resp = http_client()
+        .get(format!(
+            "http://{}/.well-known/oauth-protected-resource/mcp",
+            s.gateway.addr
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let doc: Value = serde_json::from_str(&resp.text().unwrap()).unwrap();
+    assert_eq!(doc["resource"], "https://gw.example.com/mcp");
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    assert_eq!(doc["resource_name"], "Mail tools");
+    assert_eq!(
+        doc["resource_documentation"],
+        "https://docs.example.com/mandate"
+    );
+    assert_eq!(doc["mandate_issuer"], "https://issuer.example.com");
+    assert!(
+        doc.get("authorization_servers").is_none(),
+        "not an OAuth AS"
+    );
+    // REST routes have no metadata document.
+    let resp = http_client()
+        .get(format!(
+            "http://{}/.well-known/oauth-protected-resource/crm",
+            s.gateway.addr
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
 }

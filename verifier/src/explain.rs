@@ -47,6 +47,37 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
     }
 }
 
+/// The first hop (or first-party narrowing block) of `chain` whose expiry
+/// is before `req`'s time, as an `expired` denial naming it: what a
+/// token-only check ([`crate::Check::Token`]) asks of time, since it runs no
+/// grant (whose checks carry the same expiries).
+pub(crate) fn expiry_denial(chain: &Chain, req: &Request) -> Option<Denial> {
+    let now = req.time_unix();
+    chain.hops.iter().find_map(|hop| {
+        let own = hop.expires_at.map(|e| (e, hop.block, String::new()));
+        let narrowing = hop.narrowing.iter().filter_map(|n| {
+            n.expires_at
+                .map(|e| (e, n.block, format!(", first-party block {}", n.block)))
+        });
+        let (e, block, what) = own
+            .into_iter()
+            .chain(narrowing)
+            .find(|(e, _, _)| now > e.unix_timestamp())?;
+        Some(Denial {
+            kind: DenialKind::Expired,
+            hop: Some(hop.hop),
+            block: Some(block),
+            agent: Some(hop.agent.clone()),
+            reason: format!(
+                "{}: expired at {} (request time {})",
+                describe_hop(chain, hop, &what),
+                rfc(e),
+                rfc_unix(now)
+            ),
+        })
+    })
+}
+
 /// How every denial names a hop: `hop 0 (root token for "user:alice",
 /// agent "support")` or `hop 2 (agent "b", delegated by "a")`; `extra` is
 /// appended inside the parentheses (e.g. `, first-party block 3`). Every

@@ -94,5 +94,5 @@ pub use error::VerifierError;
 pub use holder::{Presented, DEFAULT_PROOF_SKEW};
 pub use keys::RootKeys;
 pub use limits::Limits;
-pub use verifier::{Verifier, INLINE_COST};
+pub use verifier::{Check, Verifier, INLINE_COST};
 pub use wire::AuthorizeRequest;

@@ -83,7 +83,15 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
             .fold(crate::startup::DRAIN, Duration::max)
             .min(crate::startup::MAX_DRAIN);
         let health = verifier.clone();
-        let gateway = Arc::new(proxy::Gateway::new(verifier, config.routes));
+        let session_key = match config.session_key {
+            Some(k) => k,
+            None => random_key()?,
+        };
+        let options = proxy::Options {
+            session_key,
+            issuer_url: config.issuer_url.clone(),
+        };
+        let gateway = Arc::new(proxy::Gateway::new(verifier, config.routes, options));
         // GET /healthz and GET /metrics are the gateway's own, matched
         // before any route (a `/` route included) and never forwarded; the
         // configuration refuses a route at or under them.
@@ -101,6 +109,14 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
         server.serve(listener, app, audit, drain).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// 32 random bytes: the key MCP session ids are bound under when no
+/// `session_key_file` is configured (sessions then end with the process).
+fn random_key() -> Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| anyhow::anyhow!("no random key: {e}"))?;
+    Ok(key)
 }
 
 /// `GET /healthz`: 200 while decisions can be made (the revocation list
@@ -184,6 +200,28 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
                 proxy::route_label(&r.prefix)
             ));
         }
+    }
+    for r in &config.routes {
+        if matches!(r.mode, config::Mode::Mcp { .. }) && r.audience.is_none() {
+            insecure.push(format!(
+                "route {}: no public_url, so no protected-resource metadata (RFC 9728) is \
+                 served and challenges do not name it",
+                proxy::route_label(&r.prefix)
+            ));
+        }
+    }
+    if config.session_key.is_none()
+        && config
+            .routes
+            .iter()
+            .any(|r| matches!(r.mode, config::Mode::Mcp { .. }))
+    {
+        settings.push((
+            "session_key",
+            "random (MCP sessions end with this process; set session_key_file to share \
+             them between gateways)"
+                .into(),
+        ));
     }
     if let Some(w) = crate::startup::listen_warning(config.listen) {
         insecure.push(w);

@@ -1,39 +1,45 @@
-//! The gateway's request path: refuse a non-canonical path, route (on `/`
-//! boundaries), map, decide with the embedded verifier, strip the Mandate
-//! token, inject the upstream's credential, forward with a timeout, and
-//! stream both bodies.
+//! The gateway's request path: refuse a non-canonical path, answer the
+//! protected-resource metadata, route (on `/` boundaries), then the route's
+//! stack — the Mandate middleware (the route's mapping: REST rules or MCP;
+//! the decision; refusals in the client's protocol) over a proxy that strips
+//! the Mandate token, injects the upstream's credential, forwards with a
+//! timeout and streams both bodies (an MCP route's session ids bound to the
+//! token family, its `tools/list` answers filtered).
 
-use super::config::{Mode, Route};
+use super::config::{Mode, Route, RuleFile};
 use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use mandate_server::mcp::{mcp_request, Public};
+use mandate_server::mcp::{self, McpMap, Message, Sessions};
 use mandate_verifier::http::{
-    decide, denial_response, error_response, json_body, ColdDecisions, MapRequest, Route as Rule,
-    RouteMap,
+    error_response, Authorized, ColdDecisions, Mandate, MandateLayer, MapRequest, Refusal,
+    Route as Rule, RouteMap,
 };
-use mandate_verifier::{Decision, Verifier};
+use mandate_verifier::Verifier;
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use tower::{Layer, ServiceExt};
 
-/// The decision on a request (`None`: a public MCP request, forwarded
-/// without one) and the body to forward; or the response that ends it.
-type Decided = Result<(Option<Decision>, Body), Response<Body>>;
-
-/// Everything a request needs, shared.
+/// Everything a request needs, shared: each route's service (the Mandate
+/// middleware over a proxy to its upstream) and the protected-resource
+/// metadata documents of the MCP routes.
 pub(crate) struct Gateway {
-    pub(crate) verifier: Verifier,
-    pub(crate) routes: Vec<(Route, Option<RouteMap>)>,
-    pub(crate) client: Client<HttpConnector, Body>,
-    /// Where cold decisions run: the blocking pool, one per core at a time.
-    pub(crate) cold: ColdDecisions,
-    /// Each route's upstream metrics, by prefix: registered once (the
-    /// recorder is installed before the gateway is built), not per request.
-    upstream_metrics: Vec<(String, UpstreamMetrics)>,
+    routes: Vec<(String, RouteService)>,
+    /// RFC 9728 documents by their well-known path.
+    metadata: Vec<(String, Bytes)>,
+}
+
+/// A route's stack: the middleware (mapping, decision, refusals) over the
+/// route's upstream.
+#[derive(Clone)]
+enum RouteService {
+    Rest(Mandate<Upstream, RouteMap>),
+    Mcp(Mandate<Upstream, McpMap>),
 }
 
 /// One route's handles on its upstream metrics.
@@ -83,52 +89,75 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// The streamable HTTP transport's session header.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// The largest `tools/list` answer the gateway reads to filter it.
+const MAX_TOOLS_LIST_BYTES: usize = 8 << 20;
+
+/// What the gateway is built from, besides the verifier and the routes.
+pub(crate) struct Options {
+    /// The key MCP session ids are bound under.
+    pub(crate) session_key: [u8; 32],
+    /// Where to get a token, for the metadata documents.
+    pub(crate) issuer_url: Option<String>,
+}
+
 impl Gateway {
-    /// The gateway for `routes`; their description (never a credential's
+    /// The gateway for `routes`: each route's service is the Mandate
+    /// middleware (its mapping: the route's REST rules or MCP) over a proxy
+    /// to its upstream. The routing's description (never a credential's
     /// value) is added to the verifier's policy hash, so each audit record
     /// names the routing it was decided and forwarded under.
-    pub(crate) fn new(verifier: Verifier, routes: Vec<Route>) -> Gateway {
-        let routes: Vec<(Route, Option<RouteMap>)> = routes
-            .into_iter()
-            .map(|r| {
-                let map = match &r.mode {
-                    Mode::Rest(rules) => {
-                        let mut m = RouteMap::new().max_body_bytes(r.max_body);
-                        for rule in rules {
-                            let mut route = Rule::new();
-                            if let Some(a) = &rule.action {
-                                route = route.action(a);
-                            }
-                            if let Some(res) = &rule.resource {
-                                route = route.resource(res);
-                            }
-                            for (param, field) in &rule.body_params {
-                                route = route.body_param(param, field);
-                            }
-                            m = m.route(&rule.method, &rule.pattern, route);
-                        }
-                        Some(m)
-                    }
-                    Mode::Mcp { .. } => None,
-                };
-                (r, map)
-            })
-            .collect();
+    pub(crate) fn new(verifier: Verifier, routes: Vec<Route>, options: Options) -> Gateway {
+        let verifier = verifier.with_policy_note(&describe(&routes));
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        let verifier = verifier.with_policy_note(&describe(&routes));
-        let upstream_metrics = routes
-            .iter()
-            .map(|(r, _)| (r.prefix.clone(), UpstreamMetrics::new(&r.prefix)))
-            .collect();
+        let cold = ColdDecisions::per_core();
+        let sessions = Sessions::new(options.session_key);
+        let mut metadata = Vec::new();
+        let mut services = Vec::new();
+        for route in routes {
+            let prefix = route.prefix.clone();
+            let service = match &route.mode {
+                Mode::Rest(rules) => {
+                    let layer = with_audience(
+                        MandateLayer::new(verifier.clone(), rest_map(&route, rules)),
+                        &route,
+                    )
+                    .cold_decisions(cold.clone());
+                    RouteService::Rest(layer.layer(Upstream::new(route, &client, None)))
+                }
+                Mode::Mcp { resource, .. } => {
+                    let map = McpMap::new(route_path(&prefix), resource.as_deref(), route.max_body);
+                    let mut layer =
+                        with_audience(MandateLayer::new(verifier.clone(), map.clone()), &route)
+                            .cold_decisions(cold.clone());
+                    if let Some((path, url, document)) =
+                        metadata_document(&route, options.issuer_url.as_deref())
+                    {
+                        match layer.clone().resource_metadata(&url) {
+                            Ok(l) => layer = l,
+                            Err(e) => {
+                                tracing::warn!(error = %e.message, "no resource_metadata in challenges")
+                            }
+                        }
+                        metadata.push((path, document));
+                    }
+                    let mcp = McpUpstream {
+                        sessions: sessions.clone(),
+                        map,
+                    };
+                    RouteService::Mcp(layer.layer(Upstream::new(route, &client, Some(mcp))))
+                }
+            };
+            services.push((prefix, service));
+        }
         Gateway {
-            verifier,
-            routes,
-            client,
-            cold: ColdDecisions::per_core(),
-            upstream_metrics,
+            routes: services,
+            metadata,
         }
     }
 
@@ -139,191 +168,273 @@ impl Gateway {
         if let Err(why) = canonical_path(req.uri().path()) {
             return error_response(StatusCode::BAD_REQUEST, &why);
         }
-        let Some((route, map)) = self.route_for(req.uri().path()) else {
+        if req.method() == http::Method::GET {
+            if let Some((_, document)) = self.metadata.iter().find(|(p, _)| p == req.uri().path()) {
+                return metadata_response(document.clone());
+            }
+        }
+        let Some((_, service)) = self
+            .routes
+            .iter()
+            .filter(|(prefix, _)| prefix_matches(prefix, req.uri().path()))
+            .max_by_key(|(prefix, _)| prefix.len())
+        else {
             return error_response(StatusCode::NOT_FOUND, "no route for this path");
         };
-        let (parts, body) = req.into_parts();
-        // Map and decide; the body is read only when the mapping needs it.
-        let decided = match (&route.mode, map) {
-            (
-                Mode::Mcp {
-                    public_methods,
-                    public_http_methods,
-                    resource,
-                },
-                _,
-            ) => {
-                let public = Public {
-                    route_path: route_path(&route.prefix),
-                    methods: public_methods,
-                    http_methods: public_http_methods,
-                    resource: resource.as_deref(),
-                };
-                self.decide_mcp(route, &public, &parts, body).await
-            }
-            (Mode::Rest(_), Some(map)) => self.decide_rest(route, map, &parts, body).await,
-            (Mode::Rest(_), None) => Err(error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "route without mapping",
-            )),
+        let answered = match service.clone() {
+            RouteService::Rest(s) => s.oneshot(req).await,
+            RouteService::Mcp(s) => s.oneshot(req).await,
         };
-        let (decision, body) = match decided {
-            Ok(decided) => decided,
-            Err(resp) => return resp,
-        };
-        if let Some(decision) = &decision {
-            if let Some(refusal) = self.refusal(decision) {
-                return refusal;
-            }
-        }
-        self.forward(route, parts, body).await
-    }
-
-    /// The route serving `path`: the longest prefix it is at or under.
-    fn route_for(&self, path: &str) -> Option<&(Route, Option<RouteMap>)> {
-        self.routes
-            .iter()
-            .filter(|(r, _)| prefix_matches(&r.prefix, path))
-            .max_by_key(|(r, _)| r.prefix.len())
-    }
-
-    /// Why a decided request is not forwarded: the audit log cannot record
-    /// it (503), or the decision is a denial; `None` when it goes on.
-    fn refusal(&self, decision: &Decision) -> Option<Response<Body>> {
-        if let Err(e) = self.verifier.audit_health() {
-            return Some(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("audit log unavailable ({e}); retry later"),
-            ));
-        }
-        if !decision.is_allowed() {
-            return Some(denial_response(decision));
-        }
-        None
-    }
-
-    /// An MCP request: its JSON-RPC body read (bounded) and decided, unless
-    /// it is public on the route's exact path.
-    async fn decide_mcp(
-        &self,
-        route: &Route,
-        public: &Public<'_>,
-        parts: &Parts,
-        body: Body,
-    ) -> Decided {
-        // The decision reads the JSON-RPC body; a query string would
-        // reach the server undecided (a second parser): refused.
-        if parts.uri.query().is_some() {
-            return Err(error_response(
-                StatusCode::BAD_REQUEST,
-                "an MCP route takes no query string: it would reach the server \
-                 without being decided",
-            ));
-        }
-        let bytes = read(body, route.max_body).await?;
-        match mcp_request(parts, &bytes, public) {
-            Err(e) => Err(error_response(e.status, &e.message)),
-            Ok(None) => Ok((None, Body::from(bytes))),
-            Ok(Some(request)) => Ok((
-                Some(self.decide(route, parts, request, Some(&bytes)).await),
-                Body::from(bytes),
-            )),
+        match answered {
+            Ok(response) => response,
+            Err(never) => match never {},
         }
     }
+}
 
-    /// A REST request, mapped by the route's rules and decided: its body
-    /// streamed, or read first when the mapping or a proof needs it.
-    async fn decide_rest(
-        &self,
-        route: &Route,
-        map: &RouteMap,
-        parts: &Parts,
-        body: Body,
-    ) -> Decided {
-        match MapRequest::body_limit(map, parts) {
-            None => self.decide_rest_without_json(route, map, parts, body).await,
-            Some(limit) => {
-                self.decide_rest_with_json(route, map, parts, body, limit)
+/// The middleware checks proofs for the route's audience, when it has one.
+fn with_audience<M: MapRequest>(layer: MandateLayer<M>, route: &Route) -> MandateLayer<M> {
+    match &route.audience {
+        Some(a) => layer.with_audience(a.clone()),
+        None => layer,
+    }
+}
+
+/// A REST route's mapping: its rules over the middleware's default.
+fn rest_map(route: &Route, rules: &[RuleFile]) -> RouteMap {
+    let mut m = RouteMap::new().max_body_bytes(route.max_body);
+    for rule in rules {
+        let mut r = Rule::new();
+        if let Some(a) = &rule.action {
+            r = r.action(a);
+        }
+        if let Some(res) = &rule.resource {
+            r = r.resource(res);
+        }
+        for (param, field) in &rule.body_params {
+            r = r.body_param(param, field);
+        }
+        m = m.route(&rule.method, &rule.pattern, r);
+    }
+    m
+}
+
+/// An MCP route's protected-resource metadata (RFC 9728 §3): its
+/// well-known path, its URL, and the document; `None` without a
+/// `public_url` (the document's `resource` is an absolute URL, never taken
+/// from the request's `Host`).
+fn metadata_document(route: &Route, issuer_url: Option<&str>) -> Option<(String, String, Bytes)> {
+    let Mode::Mcp {
+        resource_name,
+        resource_documentation,
+        ..
+    } = &route.mode
+    else {
+        return None;
+    };
+    let origin = route.audience.as_ref()?.as_str().to_string();
+    // RFC 9728 §3.1: the well-known segment goes between the host and the
+    // resource's path.
+    let path = format!("/.well-known/oauth-protected-resource{}", route.prefix);
+    let mut doc = serde_json::json!({
+        "resource": format!("{origin}{}", route_path(&route.prefix)),
+        "bearer_methods_supported": ["header"],
+        "mandate_token_type": "biscuit",
+        "mandate_token_help": "Send a Mandate token (a Biscuit minted by the issuer service, or attenuated \
+            from one) as Authorization: Bearer <token>. Mandate tokens are not OAuth access tokens: \
+            no OAuth authorization server issues them.",
+    });
+    if let serde_json::Value::Object(o) = &mut doc {
+        if let Some(n) = resource_name {
+            o.insert("resource_name".into(), n.clone().into());
+        }
+        if let Some(d) = resource_documentation {
+            o.insert("resource_documentation".into(), d.clone().into());
+        }
+        if let Some(i) = issuer_url {
+            o.insert("mandate_issuer".into(), i.into());
+        }
+    }
+    let url = format!("{origin}{path}");
+    Some((
+        path,
+        url,
+        Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
+    ))
+}
+
+fn metadata_response(document: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::from(document));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    response
+}
+
+/// The proxy to one route's upstream: the inner service of the route's
+/// middleware, called only for allowed requests.
+#[derive(Clone)]
+pub(crate) struct Upstream(Arc<UpstreamState>);
+
+struct UpstreamState {
+    route: Route,
+    client: Client<HttpConnector, Body>,
+    metrics: UpstreamMetrics,
+    mcp: Option<McpUpstream>,
+}
+
+/// What an MCP route adds to the proxy: session binding and `tools/list`
+/// filtering.
+struct McpUpstream {
+    sessions: Sessions,
+    map: McpMap,
+}
+
+impl Upstream {
+    fn new(
+        route: Route,
+        client: &Client<HttpConnector, Body>,
+        mcp: Option<McpUpstream>,
+    ) -> Upstream {
+        Upstream(Arc::new(UpstreamState {
+            metrics: UpstreamMetrics::new(&route.prefix),
+            route,
+            client: client.clone(),
+            mcp,
+        }))
+    }
+}
+
+impl tower::Service<Request<Body>> for Upstream {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            Ok(match &state.mcp {
+                None => state
+                    .forward(parts, body)
                     .await
+                    .unwrap_or_else(|(status, why)| error_response(status, &why)),
+                Some(mcp) => state.forward_mcp(mcp, parts, body).await,
+            })
+        })
+    }
+}
+
+impl UpstreamState {
+    /// An allowed MCP request: its session id checked against the token's
+    /// family and unwrapped, forwarded; the answer's session id wrapped for
+    /// the family, a `tools/list` answer filtered.
+    async fn forward_mcp(&self, mcp: &McpUpstream, mut parts: Parts, body: Body) -> Response<Body> {
+        // The middleware read a POST's body (bounded): collecting it again
+        // costs nothing.
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {e}"),
+                )
+            }
+        };
+        let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        let refuse = |status: StatusCode, why: &str| {
+            let mut r = error_response(status, why);
+            let body = mcp::error_body(json.as_ref(), Refusal::Error(status, why));
+            *r.body_mut() = Body::from(serde_json::to_vec(&body).unwrap_or_default());
+            r
+        };
+        let Some(chain) = parts
+            .extensions
+            .get::<Authorized>()
+            .and_then(|a| a.decision().chain.clone())
+        else {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "an MCP request reached the upstream undecided",
+            );
+        };
+        let family = chain.token_id.as_str();
+        if let Some(presented) = parts.headers.get(SESSION_HEADER) {
+            let upstream = presented
+                .to_str()
+                .ok()
+                .and_then(|p| mcp.sessions.unwrap(family, p))
+                .and_then(|u| HeaderValue::from_str(u).ok());
+            match upstream {
+                Some(u) => {
+                    parts.headers.insert(SESSION_HEADER, u);
+                }
+                None => {
+                    return refuse(
+                        StatusCode::NOT_FOUND,
+                        "no such MCP session for this token: a session belongs to the token \
+                         family that opened it; start a new one (initialize)",
+                    )
+                }
             }
         }
-    }
-
-    /// A REST request whose mapping reads no body.
-    async fn decide_rest_without_json(
-        &self,
-        route: &Route,
-        map: &RouteMap,
-        parts: &Parts,
-        body: Body,
-    ) -> Decided {
-        // A proof of possession covers the body: read it then
-        // (bounded), else stream it untouched.
-        let (body, bytes) = if parts.headers.contains_key(mandate_spec::PROOF_HEADER) {
-            let b = read(body, route.max_body).await?;
-            (Body::from(b.clone()), Some(b))
-        } else {
-            (body, None)
+        let tools_list = json.as_ref().and_then(|j| match Message::read(j) {
+            Ok(Message::Request {
+                id,
+                method: "tools/list",
+                ..
+            }) => Some(id.clone()),
+            _ => None,
+        });
+        let resource = mcp.map.resource_for(parts.uri.path());
+        let response = match self.forward(parts, Body::from(bytes)).await {
+            Ok(r) => r,
+            Err((status, why)) => return refuse(status, &why),
         };
-        match map.map(parts, None) {
-            Ok(request) => Ok((
-                Some(self.decide(route, parts, request, bytes.as_ref()).await),
-                body,
-            )),
-            Err(e) => Err(error_response(e.status, &e.message)),
+        let (mut head, body) = response.into_parts();
+        if let Some(wrapped) = head
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| HeaderValue::from_str(&mcp.sessions.wrap(family, v)).ok())
+        {
+            head.headers.insert(SESSION_HEADER, wrapped);
+        }
+        match tools_list {
+            Some(id) if head.status.is_success() => {
+                let capability = mandate_spec::effective_capabilities(&chain).pop();
+                filtered(head, body, &id, capability.as_ref(), &resource).await
+            }
+            _ => Response::from_parts(head, body),
         }
     }
 
-    /// A REST request whose mapping reads fields of its JSON body (read up
-    /// to `limit` bytes).
-    async fn decide_rest_with_json(
+    /// Forwards an allowed request to the upstream (the Mandate token and
+    /// proof removed, the route's credential injected), its answer streamed
+    /// back; or the status and reason of the upstream's failure.
+    async fn forward(
         &self,
-        route: &Route,
-        map: &RouteMap,
-        parts: &Parts,
+        mut parts: Parts,
         body: Body,
-        limit: usize,
-    ) -> Decided {
-        let bytes = read(body, limit).await?;
-        // As the middleware reads it: declared JSON (415), no
-        // key given twice (400).
-        let json = json_body(parts, &bytes).map_err(|e| error_response(e.status, &e.message))?;
-        match map.map(parts, Some(&json)) {
-            Ok(request) => Ok((
-                Some(self.decide(route, parts, request, Some(&bytes)).await),
-                Body::from(bytes),
-            )),
-            Err(e) => Err(error_response(e.status, &e.message)),
-        }
-    }
-
-    /// Decides `request` with the bearer token and, when the request carries
-    /// one, the proof of possession over `body` (read when a proof came), at
-    /// the route's audience: the middleware's decision, called from this one
-    /// place.
-    async fn decide(
-        &self,
-        route: &Route,
-        parts: &Parts,
-        request: mandate_spec::Request,
-        body: Option<&Bytes>,
-    ) -> Decision {
-        decide(
-            &self.verifier,
-            parts,
-            request,
-            body,
-            route.audience.as_ref(),
-            &self.cold,
-        )
-        .await
-    }
-
-    async fn forward(&self, route: &Route, mut parts: Parts, body: Body) -> Response<Body> {
-        let target = match upstream_uri(&route.upstream, &parts.uri) {
-            Ok(u) => u,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e),
-        };
+    ) -> Result<Response<Body>, (StatusCode, String)> {
+        let route = &self.route;
+        let target =
+            upstream_uri(&route.upstream, &parts.uri).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
         let headers = &mut parts.headers;
         strip(headers);
         // The Mandate token and proof are for the gateway, never the upstream.
@@ -339,37 +450,78 @@ impl Gateway {
         }
         parts.uri = target;
         parts.version = http::Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
         let upstream = Request::from_parts(parts, body);
         let started = std::time::Instant::now();
         let answer = tokio::time::timeout(route.timeout, self.client.request(upstream)).await;
-        if let Some((_, m)) = self
-            .upstream_metrics
-            .iter()
-            .find(|(p, _)| *p == route.prefix)
-        {
-            m.observe(&answer, started.elapsed());
-        }
+        self.metrics.observe(&answer, started.elapsed());
         match answer {
-            Err(_) => error_response(
+            Err(_) => Err((
                 StatusCode::GATEWAY_TIMEOUT,
-                &format!(
+                format!(
                     "the upstream did not answer within {:.1} s",
                     route.timeout.as_secs_f64()
                 ),
-            ),
+            )),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, upstream = %route.upstream, "upstream request failed");
-                error_response(
+                Err((
                     StatusCode::BAD_GATEWAY,
-                    "the upstream could not be reached or broke the connection",
-                )
+                    "the upstream could not be reached or broke the connection".into(),
+                ))
             }
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body))
+                Ok(Response::from_parts(parts, Body::new(body)))
             }
         }
+    }
+}
+
+/// A `tools/list` answer (JSON or an event stream) with its tools narrowed
+/// to what the token allows (SPEC §17); an answer too large to read is a 502.
+async fn filtered(
+    mut head: http::response::Parts,
+    body: Body,
+    id: &serde_json::Value,
+    capability: Option<&mandate_spec::Capability>,
+    resource: &str,
+) -> Response<Body> {
+    let bytes = match Limited::new(body, MAX_TOOLS_LIST_BYTES).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            let why = format!("the upstream's tools/list answer is larger than {MAX_TOOLS_LIST_BYTES} bytes or broke off");
+            return error_response(StatusCode::BAD_GATEWAY, &why);
+        }
+    };
+    let Some(capability) = capability else {
+        return Response::from_parts(head, Body::from(bytes));
+    };
+    let rewrite = |msg: &mut serde_json::Value| {
+        msg.get("id") == Some(id) && {
+            mcp::filter_tools(msg, capability, resource);
+            true
+        }
+    };
+    let event_stream = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let rewritten = if event_stream {
+        mcp::rewrite_sse(&bytes, rewrite)
+    } else {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|mut msg| rewrite(&mut msg).then(|| msg.to_string().into_bytes()))
+    };
+    match rewritten {
+        Some(b) => {
+            head.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(head, Body::from(b))
+        }
+        None => Response::from_parts(head, Body::from(bytes)),
     }
 }
 
@@ -379,21 +531,6 @@ pub(crate) fn route_label(prefix: &str) -> &str {
         "/"
     } else {
         prefix
-    }
-}
-
-/// Reads a body up to `limit` bytes, or the response saying why not.
-async fn read(body: Body, limit: usize) -> Result<Bytes, Response<Body>> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body larger than {limit} bytes"),
-        )),
-        Err(e) => Err(error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("could not read the request body: {e}"),
-        )),
     }
 }
 
@@ -457,9 +594,9 @@ pub(crate) fn canonical_path(path: &str) -> Result<(), String> {
 /// The routing a decision is made under, for the policy hash: every route's
 /// prefix, upstream, audience, mode and its rules or public methods, and
 /// the name of the credential header — never the credential's value.
-fn describe(routes: &[(Route, Option<RouteMap>)]) -> String {
-    let mut out = String::from("gateway routes v1");
-    for (route, map) in routes {
+fn describe(routes: &[Route]) -> String {
+    let mut out = String::from("gateway routes v2");
+    for route in routes {
         let _ = write!(
             out,
             "\nroute prefix={:?} upstream={} public_url={} max_body={} timeout_ms={} credential_header={}",
@@ -470,25 +607,13 @@ fn describe(routes: &[(Route, Option<RouteMap>)]) -> String {
             route.timeout.as_millis(),
             route.credential.as_ref().map_or("none", |(h, _)| h.as_str()),
         );
-        match (&route.mode, map) {
-            (
-                Mode::Mcp {
-                    public_methods,
-                    public_http_methods,
-                    resource,
-                },
-                _,
-            ) => {
-                let _ = write!(
-                    out,
-                    "\nmode=mcp public_methods={public_methods:?} public_http_methods={:?} resource={resource:?}",
-                    public_http_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-                );
+        match &route.mode {
+            Mode::Mcp { resource, .. } => {
+                let _ = write!(out, "\nmode=mcp resource={resource:?}");
             }
-            (Mode::Rest(_), Some(map)) => {
-                let _ = write!(out, "\nmode=rest {}", map.describe());
+            Mode::Rest(rules) => {
+                let _ = write!(out, "\nmode=rest {}", rest_map(route, rules).describe());
             }
-            (Mode::Rest(_), None) => out.push_str("\nmode=rest unmapped"),
         }
     }
     out

@@ -1,98 +1,664 @@
-//! The gateway's MCP mapping: the request a JSON-RPC message (MCP over
-//! streamable HTTP) asks the verifier to decide, or none for a public one.
-//! Public so that the fuzz target (`mandate-tests`) runs this very code.
+//! The gateway's MCP dialect (SPEC §17): the request a JSON-RPC message (MCP
+//! over streamable HTTP) asks the verifier to decide and what it must pass,
+//! the JSON-RPC error a refusal is answered with, the binding of sessions to
+//! the token family that opened them, and the filtering of `tools/list`
+//! answers to what the token allows. Public so that the fuzz target and the
+//! tests run this very code.
 
+use hmac::{Hmac, Mac};
 use http::request::Parts;
-use mandate_spec::Value;
-use mandate_verifier::http::{strict_json, MapError};
+use http::StatusCode;
+use mandate_spec::{Capability, Value};
+use mandate_verifier::http::{MapError, MapRequest, Refusal};
+use mandate_verifier::{Check, DenialKind};
+use serde_json::{json, Map, Value as Json};
 
-/// What an MCP route forwards without a decision: to its exact path only,
-/// the listed JSON-RPC methods (in a `POST`) and HTTP methods.
-#[derive(Debug, Clone, Copy)]
-pub struct Public<'a> {
-    /// The route's exact path.
-    pub route_path: &'a str,
-    /// Public JSON-RPC methods.
-    pub methods: &'a [String],
-    /// Public HTTP methods (compared exactly).
-    pub http_methods: &'a [http::Method],
-    /// The resource decided on the exact path (else the path itself).
-    pub resource: Option<&'a str>,
+/// The JSON-RPC methods that act on nothing (SPEC §17): on the route's
+/// exact path they need a valid, unrevoked token but no grant. Every
+/// notification (`notifications/…`) and every response from the client
+/// belong here too.
+pub const HOUSEKEEPING: [&str; 9] = [
+    "initialize",
+    "ping",
+    "server/discover",
+    "logging/setLevel",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+    "subscriptions/listen",
+];
+
+/// The action a client's JSON-RPC response (to a server's request) is
+/// recorded as.
+pub const RESPONSE_ACTION: &str = "mcp.response";
+
+/// Headers a 2026-07-28 client repeats from the body; the gateway refuses a
+/// request whose headers and body disagree (the server could route on one
+/// and the decision read the other).
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+
+/// The stable JSON-RPC error code of each denial kind (SPEC §17), in the
+/// implementation-defined server-error range, clear of the codes the MCP
+/// SDKs and specification use (-32000 to -32002, -32020 to -32022, -32042).
+pub fn denial_code(kind: DenialKind) -> i64 {
+    match kind {
+        DenialKind::InvalidRequest => -32070,
+        DenialKind::MissingToken => -32071,
+        DenialKind::MalformedToken => -32072,
+        DenialKind::BadSignature => -32073,
+        DenialKind::UnknownRootKey => -32074,
+        DenialKind::BrokenChain => -32075,
+        DenialKind::DepthExceeded => -32076,
+        DenialKind::Expired => -32077,
+        DenialKind::Revoked => -32078,
+        DenialKind::RevocationUnavailable => -32079,
+        DenialKind::NotAllowed => -32080,
+        DenialKind::Evaluation => -32081,
+        DenialKind::NeedsApproval => -32082,
+        DenialKind::ApprovalMismatch => -32083,
+        DenialKind::ApprovalExpired => -32084,
+        DenialKind::ApprovalWrongApprover => -32085,
+        DenialKind::ApprovalReplayed => -32086,
+        DenialKind::ProofMissing => -32087,
+        DenialKind::ProofInvalid => -32088,
+        DenialKind::ReplayRecordUnavailable => -32089,
+        // A kind added later: its own code is assigned with it (SPEC §17).
+        _ => OTHER_DENIAL,
+    }
 }
 
-/// The request a JSON-RPC (MCP) body asks the verifier to decide:
-/// `tools/call` → action = the tool's name, parameters = its scalar
-/// arguments; a public method on the route's exact path → `None` (forwarded
-/// without a decision); any other method → action = the method with `/` as
-/// `.` (e.g. `resources.read`). The resource is the route's `resource` on its
-/// exact path, else the path itself (a sub-path is decided on what is acted
-/// on).
-pub fn mcp_request(
-    parts: &Parts,
-    body: &[u8],
-    public: &Public<'_>,
-) -> Result<Option<mandate_spec::Request>, MapError> {
-    let bad = |m: &str| MapError::bad_request(m);
-    let path = parts.uri.path();
-    let exact = path == public.route_path;
-    let resource = match public.resource {
-        Some(r) if exact => r.to_string(),
-        _ => path.to_string(),
-    };
-    if parts.method != http::Method::POST {
-        // GET (the server's event stream) and DELETE (end of session) carry
-        // no call: public on the exact path when listed in
-        // public_http_methods (compared exactly: HTTP methods are
-        // case-sensitive), else decided as action `http.get` / `http.delete`.
-        if exact && public.http_methods.contains(&parts.method) {
-            return Ok(None);
+/// A denial of a kind without a code of its own yet.
+pub const OTHER_DENIAL: i64 = -32069;
+/// A session id that is not bound to the presented token (SPEC §17).
+pub const SESSION_NOT_FOUND: i64 = -32090;
+/// The audit log cannot record the decision: nothing is forwarded.
+pub const AUDIT_UNAVAILABLE: i64 = -32091;
+/// The upstream could not be reached or broke the connection (502).
+pub const UPSTREAM_UNREACHABLE: i64 = -32092;
+/// The upstream did not answer within the route's timeout (504).
+pub const UPSTREAM_TIMEOUT: i64 = -32093;
+/// JSON-RPC 2.0: the message is not a valid request.
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC 2.0: invalid method parameters (e.g. a non-integral number).
+pub const INVALID_PARAMS: i64 = -32602;
+
+/// What one JSON-RPC message is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Message<'a> {
+    /// A request: it has a method and an id, and waits for a response.
+    Request {
+        /// Its id (a string or a number).
+        id: &'a Json,
+        /// Its method.
+        method: &'a str,
+        /// Its `params`, when an object.
+        params: Option<&'a Map<String, Json>>,
+    },
+    /// A notification: a method and no id.
+    Notification {
+        /// Its method.
+        method: &'a str,
+    },
+    /// The client's response to a server's request: an id and a `result`
+    /// or an `error`, no method.
+    Response,
+}
+
+impl<'a> Message<'a> {
+    /// Reads one message; a batch or anything that is not a JSON-RPC 2.0
+    /// message is refused (400).
+    pub fn read(msg: &'a Json) -> Result<Message<'a>, MapError> {
+        let bad = |m: &str| MapError::bad_request(m);
+        let obj = match msg {
+            Json::Object(o) => o,
+            Json::Array(_) => {
+                return Err(bad(
+                    "JSON-RPC batches are not accepted: send one message per request",
+                ))
+            }
+            _ => return Err(bad("the body is not a JSON-RPC message (an object)")),
+        };
+        if obj.get("jsonrpc").and_then(Json::as_str) != Some("2.0") {
+            return Err(bad(
+                "not a JSON-RPC 2.0 message: \"jsonrpc\": \"2.0\" is missing",
+            ));
         }
-        return Ok(Some(mandate_spec::Request::new(
-            format!("http.{}", parts.method.as_str().to_ascii_lowercase()),
-            resource,
-        )));
+        let id = match obj.get("id") {
+            None => None,
+            Some(id @ (Json::String(_) | Json::Number(_))) => Some(id),
+            Some(_) => return Err(bad("a JSON-RPC id is a string or a number")),
+        };
+        match (obj.get("method"), id) {
+            (Some(Json::String(method)), Some(id)) => Ok(Message::Request {
+                id,
+                method,
+                params: obj.get("params").and_then(Json::as_object),
+            }),
+            (Some(Json::String(method)), None) => Ok(Message::Notification { method }),
+            (Some(_), _) => Err(bad("a JSON-RPC method is a string")),
+            (None, Some(_)) if obj.contains_key("result") ^ obj.contains_key("error") => {
+                Ok(Message::Response)
+            }
+            (None, _) => Err(bad(
+                "a JSON-RPC message needs a method (a request or notification) or an id \
+                 with a result or an error (a response)",
+            )),
+        }
     }
-    // No key given twice: the decision and the server must read one value.
-    let msg = strict_json(body).map_err(|e| bad(&format!("the JSON-RPC message {e}")))?;
-    let Some(obj) = msg.as_object() else {
-        return Err(bad(
-            "JSON-RPC batches are not accepted: send one message per request",
-        ));
-    };
-    let method = obj
-        .get("method")
-        .and_then(|m| m.as_str())
-        .ok_or_else(|| bad("a JSON-RPC request needs a method"))?;
-    if exact && public.methods.iter().any(|m| m == method) {
-        return Ok(None);
+
+    /// The method, for a request or a notification.
+    pub fn method(&self) -> Option<&'a str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method } => Some(method),
+            Message::Response => None,
+        }
     }
-    if method != "tools/call" {
-        return Ok(Some(mandate_spec::Request::new(
-            method.replace('/', "."),
-            resource,
-        )));
+}
+
+/// How an MCP route's requests become the requests the verifier decides:
+/// the [`MapRequest`] of the gateway's MCP routes.
+#[derive(Debug, Clone)]
+pub struct McpMap {
+    route_path: String,
+    resource: Option<String>,
+    max_body: usize,
+}
+
+impl McpMap {
+    /// The mapping of a route at `route_path` (exact), deciding requests to
+    /// that path on `resource` (else the path itself), reading bodies up to
+    /// `max_body` bytes.
+    pub fn new(route_path: &str, resource: Option<&str>, max_body: usize) -> McpMap {
+        McpMap {
+            route_path: route_path.to_string(),
+            resource: resource.map(str::to_string),
+            max_body,
+        }
     }
-    let params = obj.get("params").and_then(|p| p.as_object());
+
+    /// The resource a request on `path` is decided on: the route's
+    /// `resource` on its exact path, else the path (a sub-path is decided
+    /// on what is acted on).
+    pub fn resource_for(&self, path: &str) -> String {
+        match &self.resource {
+            Some(r) if path == self.route_path => r.clone(),
+            _ => path.to_string(),
+        }
+    }
+}
+
+impl MapRequest for McpMap {
+    fn body_limit(&self, parts: &Parts) -> Option<usize> {
+        (parts.method == http::Method::POST).then_some(self.max_body)
+    }
+
+    fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    fn map(&self, parts: &Parts, body: Option<&Json>) -> Result<mandate_spec::Request, MapError> {
+        self.map_check(parts, body).map(|(r, _)| r)
+    }
+
+    /// - `GET` (the server's event stream) and `DELETE` (end of session) on
+    ///   the exact path: housekeeping, as action `http.get` / `http.delete`;
+    ///   any other method, or a sub-path: decided as `http.<method>`.
+    /// - A `POST` carries one JSON-RPC message: `tools/call` is decided as
+    ///   action = the tool, parameters = its string and integer arguments;
+    ///   `resources/read|subscribe|unsubscribe` as `resources.read` … with
+    ///   parameter `uri`; `prompts/get` as `prompts.get` with parameter
+    ///   `name`; a housekeeping method ([`HOUSEKEEPING`]), a notification or
+    ///   a client's response on the exact path needs the token only; any
+    ///   other method is decided as itself with `/` as `.`.
+    fn map_check(
+        &self,
+        parts: &Parts,
+        body: Option<&Json>,
+    ) -> Result<(mandate_spec::Request, Check), MapError> {
+        // The decision reads the JSON-RPC body; a query string would reach
+        // the server undecided (a second parser): refused.
+        if parts.uri.query().is_some() {
+            return Err(MapError::bad_request(
+                "an MCP route takes no query string: it would reach the server without \
+                 being decided",
+            ));
+        }
+        let path = parts.uri.path();
+        let exact = path == self.route_path;
+        let resource = self.resource_for(path);
+        if parts.method != http::Method::POST {
+            let action = format!("http.{}", parts.method.as_str().to_ascii_lowercase());
+            let housekeeping = exact
+                && (parts.method == http::Method::GET || parts.method == http::Method::DELETE);
+            return Ok((
+                mandate_spec::Request::new(action, resource),
+                if housekeeping {
+                    Check::Token
+                } else {
+                    Check::Grant
+                },
+            ));
+        }
+        let msg =
+            body.ok_or_else(|| MapError::bad_request("an MCP POST carries a JSON-RPC message"))?;
+        let message = Message::read(msg)?;
+        headers_agree(parts, &message)?;
+        let token_only = |action: String| -> (mandate_spec::Request, Check) {
+            let check = if exact { Check::Token } else { Check::Grant };
+            (mandate_spec::Request::new(action, resource.clone()), check)
+        };
+        let (method, params) = match message {
+            Message::Response => return Ok(token_only(RESPONSE_ACTION.to_string())),
+            Message::Notification { method } => {
+                let action = action_of(method);
+                if method.starts_with("notifications/") {
+                    return Ok(token_only(action));
+                }
+                return Ok((mandate_spec::Request::new(action, resource), Check::Grant));
+            }
+            Message::Request { method, params, .. } => (method, params),
+        };
+        let request = match method {
+            "tools/call" => tool_call(params, resource)?,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                with_string_param(action_of(method), resource, params, "uri")?
+            }
+            "prompts/get" => with_string_param(action_of(method), resource, params, "name")?,
+            m if HOUSEKEEPING.contains(&m) => return Ok(token_only(action_of(m))),
+            m => mandate_spec::Request::new(action_of(m), resource),
+        };
+        Ok((request, Check::Grant))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "mcp v2 route={:?} resource={:?} max_body={} housekeeping={HOUSEKEEPING:?}",
+            self.route_path, self.resource, self.max_body
+        )
+    }
+
+    fn refusal_body(&self, body: Option<&Json>, refusal: Refusal<'_>) -> Option<Json> {
+        Some(error_body(body, refusal))
+    }
+}
+
+/// A JSON-RPC method as an action: `/` becomes `.` (`resources/read` →
+/// `resources.read`).
+fn action_of(method: &str) -> String {
+    method.replace('/', ".")
+}
+
+/// `tools/call`: action = `params.name`, parameters = its arguments.
+fn tool_call(
+    params: Option<&Map<String, Json>>,
+    resource: String,
+) -> Result<mandate_spec::Request, MapError> {
     let name = params
         .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| bad("tools/call needs params.name"))?;
+        .and_then(Json::as_str)
+        .ok_or_else(|| MapError::bad_request("tools/call needs params.name (a string)"))?;
     let mut request = mandate_spec::Request::new(name, resource);
-    if let Some(args) = params
-        .and_then(|p| p.get("arguments"))
-        .and_then(|a| a.as_object())
-    {
+    if let Some(args) = params.and_then(|p| p.get("arguments")) {
+        let Some(args) = args.as_object() else {
+            return Err(MapError::bad_request(
+                "invalid params: tools/call arguments must be an object",
+            ));
+        };
         for (k, v) in args {
-            let value = match v {
-                serde_json::Value::String(s) => Value::Str(s.clone()),
-                serde_json::Value::Number(n) if n.is_i64() => {
-                    Value::Int(n.as_i64().unwrap_or_default())
-                }
-                // Other shapes are not parameters: a constraint on them denies.
-                _ => continue,
-            };
-            request.params.insert(k.clone(), value);
+            if let Some(value) = parameter(k, v)? {
+                request.params.insert(k.clone(), value);
+            }
         }
     }
-    Ok(Some(request))
+    Ok(request)
+}
+
+/// The largest integer every integer below is exact in a double: 2^53.
+const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0;
+
+/// A tool argument as a parameter: a string, or an integral number (`2`
+/// and `2.0` alike, within 64 bits). Booleans, null, arrays and objects are
+/// not parameters (a constraint on them denies: the parameter is missing);
+/// a number that is not an integer is refused, since no constraint could
+/// be decided on it.
+pub fn parameter(name: &str, v: &Json) -> Result<Option<Value>, MapError> {
+    match v {
+        Json::String(s) => Ok(Some(Value::Str(s.clone()))),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(Some(Value::Int(i)));
+            }
+            // An integral number written as a float (2.0, -5e3): its
+            // integer, while every integer up to it is exact in a double
+            // (2^53), so the server reads the same number.
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && (-EXACT_IN_F64..=EXACT_IN_F64).contains(&f) => {
+                    Ok(Some(Value::Int(f as i64)))
+                }
+                _ => Err(MapError::bad_request(format!(
+                    "invalid params: argument {name:?} is {n}, not an integer (as a \
+                     float, integers up to 2^53): Mandate parameters are strings and integers"
+                ))),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A request whose one parameter `param` is the string `params.<param>`.
+fn with_string_param(
+    action: String,
+    resource: String,
+    params: Option<&Map<String, Json>>,
+    param: &str,
+) -> Result<mandate_spec::Request, MapError> {
+    let value = params
+        .and_then(|p| p.get(param))
+        .and_then(Json::as_str)
+        .ok_or_else(|| {
+            MapError::bad_request(format!(
+                "invalid params: {action} needs params.{param} (a string)"
+            ))
+        })?;
+    let mut request = mandate_spec::Request::new(action, resource);
+    request
+        .params
+        .insert(param.to_string(), Value::Str(value.to_string()));
+    Ok(request)
+}
+
+/// A 2026-07-28 client repeats the method (`Mcp-Method`) and the tool name
+/// or resource URI (`Mcp-Name`) in headers; a server may route on them. When
+/// sent, they must say what the body says (the decision reads the body).
+fn headers_agree(parts: &Parts, message: &Message<'_>) -> Result<(), MapError> {
+    let header = |name: &str| -> Result<Option<&str>, MapError> {
+        let mut values = parts.headers.get_all(name).iter();
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(MapError::bad_request(format!("header {name} given twice")));
+        }
+        first
+            .to_str()
+            .map(Some)
+            .map_err(|_| MapError::bad_request(format!("header {name} is not text")))
+    };
+    if let Some(sent) = header(METHOD_HEADER)? {
+        if Some(sent) != message.method() {
+            return Err(MapError::bad_request(format!(
+                "header Mcp-Method {sent:?} does not match the body's method"
+            )));
+        }
+    }
+    if let Some(sent) = header(NAME_HEADER)? {
+        let named = match message {
+            Message::Request {
+                params: Some(p), ..
+            } => p
+                .get("name")
+                .or_else(|| p.get("uri"))
+                .and_then(Json::as_str),
+            _ => None,
+        };
+        if named != Some(sent) {
+            return Err(MapError::bad_request(format!(
+                "header Mcp-Name {sent:?} does not match the body's name or uri"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The JSON-RPC error response for a refusal: the request's id (none for a
+/// notification or a response, as the transport allows), a stable code
+/// ([`denial_code`], or JSON-RPC's own for a malformed message), the reason
+/// in words as `message`, and the decision (or the HTTP status) as `data`.
+pub fn error_body(body: Option<&Json>, refusal: Refusal<'_>) -> Json {
+    let reason = refusal.reason();
+    let (code, data) = match refusal {
+        Refusal::Denied(decision) => {
+            let code = decision
+                .denial
+                .as_ref()
+                .map_or(denial_code(DenialKind::NotAllowed), |d| denial_code(d.kind));
+            let mut data = serde_json::to_value(decision).unwrap_or(Json::Null);
+            if let Json::Object(o) = &mut data {
+                o.insert("reason".into(), Json::String(reason.to_string()));
+            }
+            (code, data)
+        }
+        Refusal::Error(status, _) => (
+            error_code(status, reason),
+            json!({ "status": status.as_u16(), "reason": reason }),
+        ),
+    };
+    let mut out = json!({
+        "jsonrpc": "2.0",
+        "error": { "code": code, "message": reason, "data": data },
+    });
+    let id = body.and_then(|b| match Message::read(b) {
+        Ok(Message::Request { id, .. }) => Some(id.clone()),
+        _ => None,
+    });
+    if let (Some(id), Json::Object(o)) = (id, &mut out) {
+        o.insert("id".into(), id);
+    }
+    out
+}
+
+/// The code of a refusal that is not a denial, by its status.
+fn error_code(status: StatusCode, reason: &str) -> i64 {
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => AUDIT_UNAVAILABLE,
+        StatusCode::BAD_GATEWAY => UPSTREAM_UNREACHABLE,
+        StatusCode::GATEWAY_TIMEOUT => UPSTREAM_TIMEOUT,
+        StatusCode::NOT_FOUND => SESSION_NOT_FOUND,
+        _ if reason.starts_with("invalid params") => INVALID_PARAMS,
+        _ => INVALID_REQUEST,
+    }
+}
+
+/// Binds MCP session ids to the token family that opened them (SPEC §17):
+/// the client sees `<upstream id>.<tag>`, where the tag is a MAC over the
+/// family and the upstream's id under a key only gateways hold. A request
+/// presenting the id with a token of another family (or a forged tag) is
+/// refused; the binding needs no memory, and gateways sharing the key share
+/// sessions.
+#[derive(Clone)]
+pub struct Sessions {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sessions(<key>)")
+    }
+}
+
+/// Bytes of the tag (hex in the id): 128 bits.
+const TAG_BYTES: usize = 16;
+
+impl Sessions {
+    /// Sessions bound under `key`.
+    pub fn new(key: [u8; 32]) -> Sessions {
+        Sessions { key }
+    }
+
+    fn mac(&self, family: &str, upstream: &str) -> Hmac<sha2::Sha256> {
+        #[allow(clippy::expect_used)]
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"mandate mcp session v1\0");
+        mac.update(family.as_bytes());
+        mac.update(b"\0");
+        mac.update(upstream.as_bytes());
+        mac
+    }
+
+    /// The id the client is given for the upstream's session `upstream`,
+    /// opened with a token of `family`.
+    pub fn wrap(&self, family: &str, upstream: &str) -> String {
+        let tag = self.mac(family, upstream).finalize().into_bytes();
+        format!("{upstream}.{}", hex::encode(&tag[..TAG_BYTES]))
+    }
+
+    /// The upstream's session id in `presented`, when it was given to a
+    /// token of `family`; `None` otherwise (another family, a forged or
+    /// unwrapped id).
+    pub fn unwrap<'a>(&self, family: &str, presented: &'a str) -> Option<&'a str> {
+        let (upstream, tag) = presented.rsplit_once('.')?;
+        let tag = hex::decode(tag).ok()?;
+        if tag.len() != TAG_BYTES {
+            return None;
+        }
+        self.mac(family, upstream)
+            .verify_truncated_left(&tag)
+            .ok()
+            .map(|()| upstream)
+    }
+}
+
+/// Narrows a `tools/list` result (`message.result.tools`) to the tools
+/// `capability` could allow on `resource` (SPEC §17), and appends to each
+/// listed tool's description what the token requires of its arguments.
+/// Filtering shows an agent what it may do; every call is still decided.
+/// Returns how many tools were removed.
+pub fn filter_tools(message: &mut Json, capability: &Capability, resource: &str) -> usize {
+    let Some(tools) = message
+        .get_mut("result")
+        .and_then(|r| r.get_mut("tools"))
+        .and_then(Json::as_array_mut)
+    else {
+        return 0;
+    };
+    let before = tools.len();
+    tools.retain_mut(|tool| {
+        let Some(name) = tool.get("name").and_then(Json::as_str) else {
+            return false;
+        };
+        match allowance(capability, name, resource) {
+            None => false,
+            Some(words) => {
+                if let (Some(words), Json::Object(t)) = (words, &mut *tool) {
+                    let described = match t.get("description").and_then(Json::as_str) {
+                        Some(d) if !d.is_empty() => format!("{d}\n\n{words}"),
+                        _ => words,
+                    };
+                    t.insert("description".into(), Json::String(described));
+                }
+                true
+            }
+        }
+    });
+    before - tools.len()
+}
+
+/// Whether `capability` could allow tool `name` on `resource`: `None` if
+/// not, else what it requires of the call in words (`None` inside: nothing
+/// beyond the name).
+fn allowance(capability: &Capability, name: &str, resource: &str) -> Option<Option<String>> {
+    if capability.nothing {
+        return None;
+    }
+    let mut extra = Vec::new();
+    if !capability.datalog.is_empty() {
+        extra.push("further Datalog checks of the token apply".to_string());
+    }
+    if capability.holder_bound {
+        extra.push("each call needs a proof of possession".to_string());
+    }
+    if capability.alternatives.is_empty() {
+        // Only raw Datalog restricts the token: it cannot be read here.
+        return Some((!extra.is_empty()).then(|| format!("Mandate: {}.", extra.join("; "))));
+    }
+    let mut ways = Vec::new();
+    for alt in capability
+        .alternatives
+        .iter()
+        .filter(|a| a.actions.contains(name) && a.resource.matches(resource))
+    {
+        let mut way: Vec<String> = alt.constraints.iter().map(|c| c.to_string()).collect();
+        if let Some(rule) = &alt.approval {
+            let when: Vec<String> = rule.when.iter().map(|c| c.to_string()).collect();
+            way.push(if when.is_empty() {
+                format!("with an approval by {}", rule.approver)
+            } else {
+                format!(
+                    "with an approval by {} when {}",
+                    rule.approver,
+                    when.join(" and ")
+                )
+            });
+        }
+        ways.push(way);
+    }
+    if ways.is_empty() {
+        return None;
+    }
+    if ways.iter().any(Vec::is_empty) && extra.is_empty() {
+        return Some(None);
+    }
+    let mut words: Vec<String> = ways
+        .iter()
+        .filter(|w| !w.is_empty())
+        .map(|w| w.join(" and "))
+        .collect();
+    if ways.iter().any(Vec::is_empty) {
+        words.clear();
+    }
+    let mut text = String::from("Mandate: your token allows this tool");
+    if !words.is_empty() {
+        text.push_str(&format!(" only where {}", words.join(", or where ")));
+    }
+    if !extra.is_empty() {
+        text.push_str(&format!("; {}", extra.join("; ")));
+    }
+    text.push('.');
+    Some(Some(text))
+}
+
+/// Rewrites, in a `text/event-stream` body, the `data` of every event that
+/// is a JSON message `rewrite` changes (it returns `true`); other events
+/// are kept byte for byte. `None` when the body is not UTF-8.
+pub fn rewrite_sse(body: &[u8], mut rewrite: impl FnMut(&mut Json) -> bool) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut out = String::with_capacity(text.len());
+    // Events end with a blank line; line ends are \n, \r\n or \r.
+    let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut rest = normalized.as_str();
+    while !rest.is_empty() {
+        let (event, tail, end) = match rest.find("\n\n") {
+            Some(i) => (&rest[..i], &rest[i + 2..], "\n\n"),
+            None => (rest, "", ""),
+        };
+        rest = tail;
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        let parsed = (!data.is_empty())
+            .then(|| serde_json::from_str::<Json>(&data.join("\n")).ok())
+            .flatten();
+        let rewritten = parsed.and_then(|mut msg| rewrite(&mut msg).then_some(msg));
+        match rewritten {
+            Some(msg) => {
+                for line in event.lines().filter(|l| !l.starts_with("data:")) {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+                out.push_str("data: ");
+                out.push_str(&msg.to_string());
+                out.push_str(if end.is_empty() { "\n" } else { end });
+            }
+            _ => {
+                out.push_str(event);
+                out.push_str(end);
+            }
+        }
+    }
+    Some(out.into_bytes())
 }

@@ -6,53 +6,40 @@
 
 use super::http_map::{tokens, RawRequest};
 use super::{check_decision, ring_verifier};
-use mandate_server::mcp::{mcp_request, Public};
-use mandate_verifier::Verifier;
+use mandate_server::mcp::{McpMap, Message, HOUSEKEEPING};
+use mandate_verifier::http::{strict_json, MapRequest};
+use mandate_verifier::{Check, Verifier};
 use std::sync::OnceLock;
 
-/// The methods a route lists as public in this target.
-const PUBLIC: [&str; 3] = ["initialize", "notifications/initialized", "tools/list"];
-
 /// An HTTP request (see [`RawRequest`]; its body is the JSON-RPC message)
-/// mapped as an MCP route on `/mcp` does (public: three JSON-RPC methods and
-/// `GET`), with and without a configured resource, then decided with
-/// `$TOKEN` when the route decides.
+/// mapped as an MCP route on `/mcp` does, with and without a configured
+/// resource, then decided with `$TOKEN` as the gateway would.
 ///
-/// Properties: only a public method on the route's exact path goes
-/// undecided; every other message is decided on the route's resource (on
-/// the exact path) or the path itself, with the JSON-RPC method as action
-/// (`tools/call`: the tool's name); the verifier's decision on it is well
-/// formed.
+/// Properties: only housekeeping on the route's exact path (GET, DELETE,
+/// a housekeeping method, a notification, a client's response) is checked
+/// on the token alone; every other message is decided on the route's
+/// resource (on the exact path) or the path itself, with the JSON-RPC
+/// method as action (`tools/call`: the tool's name); the verifier's
+/// decision on it is well formed.
 pub fn mcp_jsonrpc(data: &[u8]) {
     let Some(raw) = RawRequest::parse(data) else {
         return;
     };
     let Some(req) = raw.to_http() else { return };
     let (parts, _) = req.into_parts();
-    let methods: Vec<String> = PUBLIC.iter().map(|s| s.to_string()).collect();
-    let http_methods = [http::Method::GET];
+    let json = if parts.method == http::Method::POST {
+        match strict_json(&raw.body) {
+            Ok(v) => Some(v),
+            Err(_) => return,
+        }
+    } else {
+        None
+    };
     for resource in [None, Some("/mcp/tools")] {
-        let public = Public {
-            route_path: "/mcp",
-            methods: &methods,
-            http_methods: &http_methods,
-            resource,
-        };
+        let map = McpMap::new("/mcp", resource, 1 << 20);
         let path = parts.uri.path();
-        let exact = path == public.route_path;
-        let mapped = mcp_request(&parts, &raw.body, &public);
-        let Ok(mapped) = mapped else { continue };
-        let Some(request) = mapped else {
-            // Forwarded undecided: only public methods on the exact path.
-            assert!(exact, "{path} forwarded without a decision");
-            if parts.method == http::Method::POST {
-                let msg: serde_json::Value =
-                    serde_json::from_slice(&raw.body).expect("a forwarded body is JSON");
-                let method = msg["method"].as_str().unwrap_or_default();
-                assert!(methods.iter().any(|m| m == method), "{method} not public");
-            } else {
-                assert!(http_methods.contains(&parts.method));
-            }
+        let exact = path == "/mcp";
+        let Ok((request, check)) = map.map_check(&parts, json.as_ref()) else {
             continue;
         };
         let expected = match resource {
@@ -60,24 +47,44 @@ pub fn mcp_jsonrpc(data: &[u8]) {
             _ => path,
         };
         assert_eq!(request.resource, expected, "decided on another resource");
-        if parts.method == http::Method::POST {
-            let msg: serde_json::Value =
-                serde_json::from_slice(&raw.body).expect("a decided body is JSON");
-            let method = msg["method"].as_str().expect("a decided body has a method");
-            assert!(
-                !exact || !methods.iter().any(|p| p == method),
-                "public {method} decided on the exact path"
+        if let Some(msg) = &json {
+            let message = Message::read(msg).expect("a mapped body is a JSON-RPC message");
+            let housekeeping = match message {
+                Message::Response => true,
+                Message::Notification { method } => method.starts_with("notifications/"),
+                Message::Request { method, .. } => HOUSEKEEPING.contains(&method),
+            };
+            assert_eq!(
+                check == Check::Token,
+                exact && housekeeping,
+                "{message:?} on {path}: {check:?}"
             );
-            if method == "tools/call" {
+            if message.method() == Some("tools/call") {
                 assert_eq!(
                     Some(request.action.as_str()),
                     msg["params"]["name"].as_str()
                 );
             }
+        } else {
+            let gd = parts.method == http::Method::GET || parts.method == http::Method::DELETE;
+            assert_eq!(
+                check == Check::Token,
+                exact && gd,
+                "{} {path}",
+                parts.method
+            );
         }
         let token = mandate_spec::token_from_text(tokens().0).expect("the fuzz token decodes");
-        let decision = verifier().authorize(&token, &request);
-        check_decision(&token, &request, &decision);
+        let presented = mandate_verifier::Presented::default();
+        let decision = verifier().decide_presented(&token, &request, &presented, check);
+        if check == Check::Grant {
+            check_decision(&token, &request, &decision);
+        } else {
+            // A token-only allow says the token is valid, nothing about
+            // its grants.
+            assert_eq!(decision.is_allowed(), decision.denial.is_none());
+            assert_eq!(decision.request, request);
+        }
     }
 }
 

@@ -184,6 +184,10 @@ pub fn query_params(query: Option<&str>) -> Result<BTreeMap<String, Value>, MapE
 }
 
 impl MapRequest for RouteMap {
+    fn max_body(&self) -> usize {
+        self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT)
+    }
+
     fn body_limit(&self, parts: &Parts) -> Option<usize> {
         match self.find(parts) {
             Some((route, _)) if !route.body_params.is_empty() => {

@@ -5,11 +5,11 @@
 
 use super::mapping::{MapError, DEFAULT_BODY_LIMIT};
 use super::response::{denial_response, error_response, Authorized};
-use crate::{Decision, Denial, DenialKind, Presented, Verifier};
+use crate::{Check, Decision, Denial, DenialKind, Presented, Verifier};
 use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderMap, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mandate_spec::{Audience, HolderProof, PROOF_HEADER};
 use std::future::Future;
@@ -41,6 +41,8 @@ struct Shared<M> {
     mapper: Arc<M>,
     audience: Option<Audience>,
     cold: ColdDecisions,
+    /// RFC 9728 protected-resource metadata URL, named in challenges.
+    resource_metadata: Option<HeaderValue>,
 }
 
 /// Where decisions that may be expensive run: off the async executor, on a
@@ -207,6 +209,7 @@ impl<M: MapRequest> MandateLayer<M> {
                 mapper: Arc::new(mapper),
                 audience: None,
                 cold: ColdDecisions::default(),
+                resource_metadata: None,
             }),
         }
     }
@@ -241,6 +244,7 @@ impl<M: MapRequest> MandateLayer<M> {
                 mapper: self.shared.mapper.clone(),
                 audience: Some(audience),
                 cold: self.shared.cold.clone(),
+                resource_metadata: self.shared.resource_metadata.clone(),
             }),
         }
     }
@@ -255,8 +259,27 @@ impl<M: MapRequest> MandateLayer<M> {
                 mapper: self.shared.mapper.clone(),
                 audience: self.shared.audience.clone(),
                 cold,
+                resource_metadata: self.shared.resource_metadata.clone(),
             }),
         }
+    }
+
+    /// The URL of this resource's protected-resource metadata (RFC 9728),
+    /// named as `resource_metadata` in every `WWW-Authenticate` challenge
+    /// (401 and 403, RFC 6750 §3) so that a client can find out how to get
+    /// a token. Default: none. Text that cannot be a header value (a control
+    /// character, a quote) is refused.
+    pub fn resource_metadata(self, url: &str) -> Result<MandateLayer<M>, MapError> {
+        let value = super::response::challenge_url(url)?;
+        Ok(MandateLayer {
+            shared: Arc::new(Shared {
+                verifier: self.shared.verifier.clone(),
+                mapper: self.shared.mapper.clone(),
+                audience: self.shared.audience.clone(),
+                cold: self.shared.cold.clone(),
+                resource_metadata: Some(value),
+            }),
+        })
     }
 
     /// The verifier in use (with the mapping in its policy hash).
@@ -342,15 +365,19 @@ where
     ResBody::Error: Into<axum::BoxError>,
 {
     let (mut parts, body) = req.into_parts();
+    let mapper = &*shared.mapper;
+    let refuse = |json: Option<&serde_json::Value>, refusal: Refusal<'_>| {
+        refusal_response(mapper, json, refusal, shared.resource_metadata.as_ref())
+    };
     // 1. The body, when the mapping reads fields from it or a proof of
     //    possession covers it (bounded either way).
     let has_proof = parts.headers.contains_key(PROOF_HEADER);
-    let wants_json = shared.mapper.body_limit(&parts);
+    let wants_json = mapper.body_limit(&parts);
     let (body, bytes) = if wants_json.is_some() || has_proof {
-        let limit = wants_json.unwrap_or(DEFAULT_BODY_LIMIT);
+        let limit = wants_json.unwrap_or_else(|| mapper.max_body());
         match read_body(&parts, body, limit).await {
             Ok(bytes) => (Body::from(bytes.clone()), Some(bytes)),
-            Err(e) => return Ok(error_response(e.status, &e.message)),
+            Err(e) => return Ok(refuse(None, Refusal::Error(e.status, &e.message))),
         }
     } else {
         (Body::new(body), None)
@@ -358,14 +385,14 @@ where
     let json = match (&wants_json, &bytes) {
         (Some(_), Some(bytes)) => match super::mapping::json_body(&parts, bytes) {
             Ok(v) => Some(v),
-            Err(e) => return Ok(error_response(e.status, &e.message)),
+            Err(e) => return Ok(refuse(None, Refusal::Error(e.status, &e.message))),
         },
         _ => None,
     };
-    // 2. The request the verifier decides.
-    let request = match shared.mapper.map(&parts, json.as_ref()) {
+    // 2. The request the verifier decides, and what it must pass.
+    let (request, check) = match mapper.map_check(&parts, json.as_ref()) {
         Ok(r) => r,
-        Err(e) => return Ok(error_response(e.status, &e.message)),
+        Err(e) => return Ok(refuse(json.as_ref(), Refusal::Error(e.status, &e.message))),
     };
     let verifier = &shared.verifier;
     // 3. Decide (every decision, with or without a token, is audited).
@@ -373,6 +400,7 @@ where
         verifier,
         &parts,
         request,
+        check,
         bytes.as_ref(),
         shared.audience.as_ref(),
         &shared.cold,
@@ -380,17 +408,38 @@ where
     .await;
     // No decision is acted on without its record.
     if let Err(e) = verifier.audit_health() {
-        return Ok(error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("audit log unavailable ({e}); retry later"),
+        let message = format!("audit log unavailable ({e}); retry later");
+        return Ok(refuse(
+            json.as_ref(),
+            Refusal::Error(StatusCode::SERVICE_UNAVAILABLE, &message),
         ));
     }
     if !decision.is_allowed() {
-        return Ok(denial_response(&decision));
+        return Ok(refuse(json.as_ref(), Refusal::Denied(&decision)));
     }
     parts.extensions.insert(Authorized(Arc::new(decision)));
     let response = inner.call(Request::from_parts(parts, body)).await?;
     Ok(response.map(Body::new))
+}
+
+/// The response refusing a request: the status and challenge of the
+/// refusal (RFC 6750), with the mapper's body when it writes one (e.g. a
+/// JSON-RPC error), else the decision JSON or `{"error": …}`.
+fn refusal_response<M: MapRequest + ?Sized>(
+    mapper: &M,
+    json: Option<&serde_json::Value>,
+    refusal: Refusal<'_>,
+    resource_metadata: Option<&HeaderValue>,
+) -> Response<Body> {
+    let mut response = match refusal {
+        Refusal::Denied(decision) => denial_response(decision),
+        Refusal::Error(status, message) => error_response(status, message),
+    };
+    super::response::add_challenge(&mut response, refusal, resource_metadata);
+    if let Some(body) = mapper.refusal_body(json, refusal) {
+        *response.body_mut() = Body::from(serde_json::to_vec(&body).unwrap_or_default());
+    }
+    response
 }
 
 /// Decides `request`, mapped from the request of `parts`, with its bearer
@@ -407,6 +456,7 @@ pub async fn decide(
     verifier: &Verifier,
     parts: &Parts,
     request: mandate_spec::Request,
+    check: Check,
     body: Option<&Bytes>,
     audience: Option<&Audience>,
     cold: &ColdDecisions,
@@ -441,7 +491,7 @@ pub async fn decide(
     // Hashing a large body for a proof is work too: inline only small ones.
     if body.len() <= INLINE_BODY_BYTES {
         let presented = Presented::new(&method, &body, proof.clone()).at(audience.clone(), &target);
-        if let Some(d) = verifier.try_authorize_inline(&token, &request, &presented) {
+        if let Some(d) = verifier.try_decide_inline(&token, &request, &presented, check) {
             return d;
         }
     }
@@ -450,7 +500,7 @@ pub async fn decide(
     let decided = cold
         .run(move || {
             let presented = Presented::new(&method, &body, proof).at(audience, target);
-            v.authorize_presented(&token, &r, &presented)
+            v.decide_presented(&token, &r, &presented, check)
         })
         .await;
     match decided {
@@ -555,6 +605,68 @@ pub trait MapRequest: Send + Sync + 'static {
     /// A description of the mapping for the policy hash of audit records.
     fn describe(&self) -> String {
         "custom mapping".into()
+    }
+
+    /// The request to decide and what it must pass: by default
+    /// [`MapRequest::map`]'s request, checked against the grants. A
+    /// protocol's housekeeping (e.g. an MCP `ping`) may ask for
+    /// [`Check::Token`] only.
+    fn map_check(
+        &self,
+        parts: &Parts,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(mandate_spec::Request, Check), MapError> {
+        Ok((self.map(parts, body)?, Check::Grant))
+    }
+
+    /// The most body bytes read for a proof of possession when the mapping
+    /// itself reads none (default [`DEFAULT_BODY_LIMIT`]).
+    fn max_body(&self) -> usize {
+        DEFAULT_BODY_LIMIT
+    }
+
+    /// The body of a refusal in the protocol the client speaks (e.g. a
+    /// JSON-RPC error response naming the request's id); `body` is the
+    /// request's JSON when it was read. `None` (the default): the decision
+    /// JSON, or `{"error": …}`. The status and headers are the
+    /// middleware's either way.
+    fn refusal_body(
+        &self,
+        _body: Option<&serde_json::Value>,
+        _refusal: Refusal<'_>,
+    ) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// Why the middleware answers a request itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal<'a> {
+    /// The verifier denied it.
+    Denied(&'a Decision),
+    /// It could not be mapped or read, or cannot be decided now (the
+    /// audit log is unavailable): a status and the reason.
+    Error(StatusCode, &'a str),
+}
+
+impl Refusal<'_> {
+    /// The HTTP status the refusal is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Denied(d) => d
+                .denial
+                .as_ref()
+                .map_or(StatusCode::FORBIDDEN, |d| super::denial_status(d.kind)),
+            Refusal::Error(status, _) => *status,
+        }
+    }
+
+    /// The reason in words.
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Denied(d) => d.denial.as_ref().map_or("denied", |d| d.reason.as_str()),
+            Refusal::Error(_, message) => message,
+        }
     }
 }
 

@@ -9,8 +9,10 @@
 //! - **allowed**: puts [`Authorized`] (the decision and chain) into the
 //!   request's extensions and calls the inner service;
 //! - **denied**: answers itself, never calling the inner service — 401 (no
-//!   token, unreadable or unverifiable token; `WWW-Authenticate: Bearer`),
-//!   403 (every other denial), 400 (a request the verifier refuses as
+//!   token, unreadable or unverifiable token), 403 (every other denial),
+//!   each with its RFC 6750 `WWW-Authenticate: Bearer` challenge
+//!   (`error="invalid_token"`, `"insufficient_scope"`, and the RFC 9728
+//!   `resource_metadata` when configured), 400 (a request the verifier refuses as
 //!   malformed), 503 (revocation list or audit log unavailable), with the
 //!   decision as JSON: `decision`, `reason`, `denial`, `request`, `chain`.
 //!   A denial is an `Ok` response, never a service error.
@@ -35,7 +37,7 @@ pub use mapping::{
     DEFAULT_BODY_LIMIT,
 };
 pub use middleware::{
-    bearer, decide, request_target, ColdDecisions, Mandate, MandateLayer, MapRequest,
+    bearer, decide, request_target, ColdDecisions, Mandate, MandateLayer, MapRequest, Refusal,
     ResponseFuture,
 };
 pub use response::{denial_response, denial_status, error_response, Authorized};

@@ -1,6 +1,8 @@
 //! What the middleware answers and hands on: denial responses (401, 403,
 //! 503 with the decision as JSON) and the [`Authorized`] extractor.
 
+use super::mapping::MapError;
+use super::middleware::Refusal;
 use crate::{Decision, DenialKind};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
@@ -105,13 +107,87 @@ pub fn denial_response(decision: &Decision) -> Response<Body> {
     };
     let body = serde_json::to_vec(&DenialBody { decision, reason }).unwrap_or_default();
     let mut response = json_response(status, body);
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"mandate\""),
-        );
-    }
+    add_challenge(&mut response, Refusal::Denied(decision), None);
     response
+}
+
+/// Sets the `WWW-Authenticate` challenge of a refusal (RFC 6750 §3): on a
+/// denial answered 401, `Bearer realm="mandate"` — with
+/// `error="invalid_token"` and the reason as `error_description` unless no
+/// token was sent at all (§3.1: no error code then); on 403,
+/// `error="insufficient_scope"`; on a 400 denial, `error="invalid_request"`.
+/// `resource_metadata` (RFC 9728 §5.1) is added when given. Other
+/// refusals (a body too large, 503) carry no challenge.
+pub(super) fn add_challenge(
+    response: &mut Response<Body>,
+    refusal: Refusal<'_>,
+    resource_metadata: Option<&HeaderValue>,
+) {
+    let Refusal::Denied(decision) = refusal else {
+        return;
+    };
+    let kind = decision.denial.as_ref().map(|d| d.kind);
+    let error = match refusal.status() {
+        StatusCode::UNAUTHORIZED if kind == Some(DenialKind::MissingToken) => None,
+        StatusCode::UNAUTHORIZED => Some("invalid_token"),
+        StatusCode::FORBIDDEN => Some("insufficient_scope"),
+        StatusCode::BAD_REQUEST => Some("invalid_request"),
+        _ => return,
+    };
+    let mut challenge = String::from("Bearer realm=\"mandate\"");
+    if let Some(error) = error {
+        challenge.push_str(&format!(
+            ", error=\"{error}\", error_description=\"{}\"",
+            description(refusal.reason())
+        ));
+    }
+    if let Some(url) = resource_metadata.and_then(|u| u.to_str().ok()) {
+        challenge.push_str(&format!(", resource_metadata=\"{url}\""));
+    }
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+}
+
+/// The longest `error_description` a challenge carries (the full reason is
+/// in the body).
+const DESCRIPTION_CHARS: usize = 200;
+
+/// `reason` as an RFC 6750 `error_description`: only the characters §3
+/// allows (printable ASCII but `"` and `\`; others become `?`, quotes `'`),
+/// at most [`DESCRIPTION_CHARS`] of them.
+fn description(reason: &str) -> String {
+    let mut out: String = reason
+        .chars()
+        .take(DESCRIPTION_CHARS)
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect();
+    if reason.chars().count() > DESCRIPTION_CHARS {
+        out.replace_range(out.len() - 3.., "...");
+    }
+    out
+}
+
+/// `url` as the `resource_metadata` of a challenge: an absolute `http(s)`
+/// URL whose characters can stand in a quoted string.
+pub(super) fn challenge_url(url: &str) -> Result<HeaderValue, MapError> {
+    let fits = (url.starts_with("https://") || url.starts_with("http://"))
+        && url
+            .chars()
+            .all(|c| matches!(c, '!'..='~') && c != '"' && c != '\\');
+    if !fits {
+        return Err(MapError::bad_request(format!(
+            "resource_metadata {url:?}: not an absolute http(s) URL of printable characters"
+        )));
+    }
+    HeaderValue::from_str(url).map_err(|e| MapError::bad_request(e.to_string()))
 }
 
 /// `{"error": message}` with `status`.

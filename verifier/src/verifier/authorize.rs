@@ -1,6 +1,6 @@
 //! The entry points of a decision.
 
-use super::{Purpose, Verifier, INLINE_COST};
+use super::{Check, Purpose, Verifier, INLINE_COST};
 use crate::audit::AuditEvent;
 use crate::cache::VerificationCache;
 use crate::decision::{Decision, Denial, DenialKind};
@@ -25,8 +25,24 @@ impl Verifier {
         request: &Request,
         presented: &Presented,
     ) -> Decision {
+        self.decide_presented(token, request, presented, Check::Grant)
+    }
+
+    /// [`Verifier::authorize_presented`] asking `check` of the request:
+    /// with [`Check::Token`], only that the token is valid, unexpired and
+    /// unrevoked and its holder proven (protocol housekeeping that acts on
+    /// nothing). Recorded like any decision.
+    pub fn decide_presented(
+        &self,
+        token: &[u8],
+        request: &Request,
+        presented: &Presented,
+        check: Check,
+    ) -> Decision {
         let started = std::time::Instant::now();
-        let decision = guarded(request, || self.authorize_inner(token, request, presented));
+        let decision = guarded(request, || {
+            self.authorize_inner(token, request, presented, check.into())
+        });
         crate::metrics::decided(&decision, Some(started.elapsed()));
         self.record(&decision);
         decision
@@ -49,13 +65,25 @@ impl Verifier {
         request: &Request,
         presented: &Presented,
     ) -> Option<Decision> {
+        self.try_decide_inline(token, request, presented, Check::Grant)
+    }
+
+    /// [`Verifier::try_authorize_inline`] asking `check` of the request (a
+    /// token-only check runs no Datalog: any cached token is decided inline).
+    pub fn try_decide_inline(
+        &self,
+        token: &[u8],
+        request: &Request,
+        presented: &Presented,
+        check: Check,
+    ) -> Option<Decision> {
         let cache = self.cache.as_ref()?;
         if token.len() > MAX_TOKEN_BYTES {
             return None;
         }
         let started = std::time::Instant::now();
         let verified = cache.get(&VerificationCache::key(token))?;
-        if verified.cost > INLINE_COST || verified.has_approval_rules {
+        if check == Check::Grant && (verified.cost > INLINE_COST || verified.has_approval_rules) {
             return None;
         }
         // A miss is counted by the decision that follows on a blocking
@@ -65,7 +93,7 @@ impl Verifier {
             if let Some(invalid) = invalid_request(request) {
                 return invalid;
             }
-            self.decide(&verified, request, token, presented, Purpose::Request)
+            self.decide(&verified, request, token, presented, check.into())
         });
         crate::metrics::decided(&decision, Some(started.elapsed()));
         self.record(&decision);
@@ -133,6 +161,7 @@ impl Verifier {
         token: &[u8],
         request: &Request,
         presented: &Presented,
+        purpose: Purpose,
     ) -> Decision {
         if let Some(invalid) = invalid_request(request) {
             return invalid;
@@ -165,7 +194,7 @@ impl Verifier {
             Ok(v) => v,
             Err(denial) => return Decision::deny(request.clone(), None, denial),
         };
-        self.decide(&verified, request, token, presented, Purpose::Request)
+        self.decide(&verified, request, token, presented, purpose)
     }
 }
 

@@ -212,6 +212,22 @@ impl Verifier {
 /// decision of this cost takes well under a millisecond.
 pub const INLINE_COST: u64 = 20_000;
 
+/// What a request must pass: the grants of every hop (an action on a
+/// resource), or only the token itself (protocol housekeeping that acts on
+/// nothing, such as an MCP `ping`; SPEC §7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Check {
+    /// Every step of SPEC §7: the token, its revocation, the holder's proof,
+    /// every hop's Datalog and approvals. The default.
+    #[default]
+    Grant,
+    /// The token only: signatures and chain, revocation (every block, the
+    /// family, every agent key), the holder's proof when the chain requires
+    /// one, and every hop's expiry. No grant is consulted and no approval
+    /// spent: an allow says who is asking, not that any action is allowed.
+    Token,
+}
+
 /// Why a request is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -219,4 +235,15 @@ enum Purpose {
     Request,
     /// To show an approver (see [`Verifier::decide_for_approver`]).
     Approval,
+    /// A token-only check ([`Check::Token`]): proofs checked, no Datalog.
+    Token,
+}
+
+impl From<Check> for Purpose {
+    fn from(check: Check) -> Purpose {
+        match check {
+            Check::Grant => Purpose::Request,
+            Check::Token => Purpose::Token,
+        }
+    }
 }

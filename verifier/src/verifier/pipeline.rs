@@ -112,6 +112,12 @@ impl Verifier {
                 Err(denial) => return deny(denial),
             }
         }
+        if purpose == Purpose::Token {
+            return match crate::explain::expiry_denial(&v.chain, request) {
+                Some(denial) => deny(denial),
+                None => Decision::allow(request.clone(), v.chain.clone()),
+            };
+        }
         if v.has_approval_rules {
             extra.push(request.digest_fact());
         }

@@ -33,7 +33,7 @@
 
 mod route;
 
-pub(crate) use route::{Mode, Route};
+pub(crate) use route::{Mode, Route, RuleFile};
 
 use anyhow::{anyhow, bail, Context, Result};
 use mandate_spec::{parse_duration, parse_public_key, Audience};
@@ -48,6 +48,10 @@ use toml::Spanned;
 /// forwarded, never decided.
 pub(crate) const OWN_PATHS: [&str; 2] = ["/healthz", "/metrics"];
 
+/// Where the protected-resource metadata of MCP routes is served (RFC 9728
+/// §3.1); no route may take it.
+pub(crate) const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -61,6 +65,8 @@ struct File {
     audit_key_file: Option<Spanned<PathBuf>>,
     workers: Option<Spanned<usize>>,
     public_url: Option<Spanned<String>>,
+    session_key_file: Option<Spanned<PathBuf>>,
+    issuer_url: Option<Spanned<String>>,
     #[serde(default)]
     routes: Vec<RouteFile>,
 }
@@ -79,6 +85,12 @@ pub(crate) struct Config {
     /// Worker threads (default: one per core).
     pub(crate) workers: Option<usize>,
     pub(crate) routes: Vec<Route>,
+    /// The key MCP session ids are bound under (SHA-256 of the key file),
+    /// shared by gateways that share sessions; `None`: a random key.
+    pub(crate) session_key: Option<[u8; 32]>,
+    /// Where an MCP client's operator gets a Mandate token (the issuer
+    /// service), named in the routes' protected-resource metadata.
+    pub(crate) issuer_url: Option<String>,
 }
 
 /// The line (from 1) a byte offset is on.
@@ -154,6 +166,27 @@ impl Config {
         for r in file.routes {
             routes.push(route(r, text, base, public_url.as_ref())?);
         }
+        let session_key = match &file.session_key_file {
+            None => None,
+            Some(f) => {
+                Some(session_key(&base.join(f.get_ref())).map_err(|e| lines.at(f.span(), e))?)
+            }
+        };
+        let issuer_url = match &file.issuer_url {
+            None => None,
+            Some(u) => {
+                let url = u.get_ref();
+                if !(url.starts_with("https://") || url.starts_with("http://"))
+                    || url.chars().any(|c| c.is_control() || c == ' ')
+                {
+                    return Err(lines.at(
+                        u.span(),
+                        format!("issuer_url {url:?}: expected an http(s) URL"),
+                    ));
+                }
+                Some(url.clone())
+            }
+        };
         Ok(Config {
             listen,
             public_key,
@@ -164,8 +197,26 @@ impl Config {
             audit,
             workers,
             routes,
+            session_key,
+            issuer_url,
         })
     }
+}
+
+/// The session key from a file of at least 32 bytes (e.g. 32 random bytes,
+/// or `openssl rand -hex 32`): its SHA-256.
+fn session_key(path: &Path) -> Result<[u8; 32], String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("session_key_file: cannot read {}: {e}", path.display()))?;
+    if bytes.len() < 32 {
+        return Err(format!(
+            "session_key_file: {} has {} bytes; at least 32 random bytes are needed",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    Ok(sha2::Sha256::digest(&bytes).into())
 }
 
 /// Errors that name the line of the configuration they are about.
@@ -222,19 +273,18 @@ mod tests {
         );
         for (extra, needle) in [
             (
-                "public_methods = [\"initialize\", \"GET\"]",
-                "line 6: public_methods lists JSON-RPC methods; \"GET\" is an HTTP method",
-            ),
-            ("public_methods = [\"delete\"]", "is an HTTP method"),
-            (
-                "public_http_methods = [\"POST\"]",
-                "line 6: public_http_methods: \"POST\" cannot be public",
+                "public_methods = [\"initialize\"]",
+                "line 6: public_methods and public_http_methods are no longer accepted",
             ),
             (
-                "public_http_methods = [\"get\"]",
-                "\"get\" cannot be public",
+                "public_http_methods = [\"GET\"]",
+                "line 6: public_methods and public_http_methods are no longer accepted",
             ),
-            ("public_http_methods = [\"initialize\"]", "cannot be public"),
+            ("resource = \"/mcp/../x\"", "line 6: resource"),
+            (
+                "resource_documentation = \"docs\"",
+                "line 6: resource_documentation \"docs\": expected an http(s) URL",
+            ),
             (
                 "public_url = \"https://gw.example.com/mcp\"",
                 "line 6: public_url",
@@ -250,7 +300,11 @@ mod tests {
             ("prefix = \"/a/%2e%2e\"", "line 4: prefix"),
             (
                 "prefix = \"/a\"\npublic_methods = [\"initialize\"]",
-                "line 5: public_methods and public_http_methods are for mode",
+                "line 5: public_methods and public_http_methods are no longer accepted",
+            ),
+            (
+                "prefix = \"/a\"\nresource_name = \"CRM\"",
+                "line 5: resource_name and resource_documentation describe an MCP route",
             ),
         ] {
             let e = err(&format!("{rest}{extra}\n"));

@@ -2,7 +2,7 @@
 //! prefix, origin, upstream, mode (REST rules or MCP's public methods) and
 //! the credential it injects.
 
-use super::{Lines, OWN_PATHS};
+use super::{Lines, METADATA_PREFIX, OWN_PATHS};
 use anyhow::Result;
 use mandate_spec::{check_resource, parse_duration, Audience};
 use serde::Deserialize;
@@ -25,6 +25,8 @@ pub(super) struct RouteFile {
     resource: Option<Spanned<String>>,
     max_body: Option<Spanned<usize>>,
     public_url: Option<Spanned<String>>,
+    resource_name: Option<Spanned<String>>,
+    resource_documentation: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,21 +57,15 @@ pub(crate) enum Mode {
     Rest(Vec<RuleFile>),
     /// MCP over streamable HTTP (JSON-RPC).
     Mcp {
-        /// JSON-RPC methods forwarded without a decision (e.g.
-        /// `initialize`), in a `POST` to the route's exact path only.
-        public_methods: Vec<String>,
-        /// HTTP methods (`GET`, `DELETE`) forwarded without a decision, to
-        /// the route's exact path only; compared exactly.
-        public_http_methods: Vec<http::Method>,
         /// The resource requests to the route's exact path are decided on.
         resource: Option<String>,
+        /// Its protected-resource metadata's `resource_name` (RFC 9728).
+        resource_name: Option<String>,
+        /// Its metadata's `resource_documentation`: where a person reads
+        /// how to get a token.
+        resource_documentation: Option<String>,
     },
 }
-
-/// HTTP methods an MCP route can make public: the streamable HTTP
-/// transport's event stream and end of session. `POST` carries JSON-RPC
-/// calls, each decided (or public) by its JSON-RPC method.
-const PUBLIC_HTTP_METHODS: [&str; 2] = ["GET", "DELETE"];
 
 /// One route.
 pub(crate) struct Route {
@@ -121,7 +117,18 @@ pub(super) fn route(
         resource,
         max_body,
         public_url: route_url,
+        resource_name,
+        resource_documentation,
     } = r;
+    if let Some(m) = public_methods.as_ref().or(public_http_methods.as_ref()) {
+        return Err(lines.at(
+            m.span(),
+            "public_methods and public_http_methods are no longer accepted: every request \
+             needs a valid token; MCP housekeeping (initialize, tools/list, ping, \
+             notifications, responses, GET, DELETE) needs no grant (SPEC §17): remove them"
+                .into(),
+        ));
+    }
     let prefix = route_prefix(&prefix, &lines)?;
     let audience = match &route_url {
         None => public_url.cloned(),
@@ -138,8 +145,18 @@ pub(super) fn route(
         }
     };
     let mode = match mode.as_ref().map(|m| m.get_ref().as_str()) {
-        None | Some("rest") => rest_mode(rules, public_methods, public_http_methods, &lines)?,
-        Some("mcp") => mcp_mode(public_methods, public_http_methods, resource, &lines)?,
+        None | Some("rest") => {
+            if let Some(m) = resource_name.as_ref().or(resource_documentation.as_ref()) {
+                return Err(lines.at(
+                    m.span(),
+                    "resource_name and resource_documentation describe an MCP route's \
+                     metadata: mode = \"mcp\" only"
+                        .into(),
+                ));
+            }
+            rest_mode(rules, &lines)?
+        }
+        Some("mcp") => mcp_mode(resource, resource_name, resource_documentation, &lines)?,
         Some(other) => {
             let span = mode.as_ref().map(|m| m.span()).unwrap_or(0..0);
             return Err(lines.at(
@@ -190,6 +207,15 @@ fn route_prefix(prefix: &Spanned<String>, lines: &Lines<'_>) -> Result<String> {
             ),
         ));
     }
+    if prefix == METADATA_PREFIX || prefix.starts_with(&format!("{METADATA_PREFIX}/")) {
+        return Err(lines.at(
+            span,
+            format!(
+                "prefix {prefix:?}: {METADATA_PREFIX} is where the gateway serves MCP routes' \
+                 protected-resource metadata (RFC 9728)"
+            ),
+        ));
+    }
     Ok(prefix)
 }
 
@@ -224,22 +250,8 @@ fn route_upstream(upstream: &Spanned<String>, lines: &Lines<'_>) -> Result<http:
     Ok(uri)
 }
 
-/// A REST route: every request is decided, so neither list of public
-/// methods may be given; each rule's method and pattern are checked.
-fn rest_mode(
-    rules: Vec<Spanned<RuleFile>>,
-    public_methods: Option<Spanned<Vec<String>>>,
-    public_http_methods: Option<Spanned<Vec<String>>>,
-    lines: &Lines<'_>,
-) -> Result<Mode> {
-    if let Some(m) = public_methods.as_ref().or(public_http_methods.as_ref()) {
-        return Err(lines.at(
-            m.span(),
-            "public_methods and public_http_methods are for mode = \"mcp\" routes: \
-             every REST request is decided"
-                .into(),
-        ));
-    }
+/// A REST route: each rule's method and pattern checked.
+fn rest_mode(rules: Vec<Spanned<RuleFile>>, lines: &Lines<'_>) -> Result<Mode> {
     for rule in &rules {
         let v = rule.get_ref();
         http::Method::from_bytes(v.method.as_bytes())
@@ -256,88 +268,30 @@ fn rest_mode(
     ))
 }
 
-/// An MCP route: its public JSON-RPC methods (none an HTTP method) and its
-/// public HTTP methods (only those of [`PUBLIC_HTTP_METHODS`]).
+/// An MCP route: its resource (a canonical path) and metadata texts.
 fn mcp_mode(
-    public_methods: Option<Spanned<Vec<String>>>,
-    public_http_methods: Option<Spanned<Vec<String>>>,
     resource: Option<Spanned<String>>,
+    resource_name: Option<Spanned<String>>,
+    resource_documentation: Option<Spanned<String>>,
     lines: &Lines<'_>,
 ) -> Result<Mode> {
-    let public_methods = public_json_rpc_methods(public_methods, lines)?;
-    let public_http_methods = public_http_methods_of(public_http_methods, lines)?;
-    Ok(Mode::Mcp {
-        public_methods,
-        public_http_methods,
-        resource: resource.map(Spanned::into_inner),
-    })
-}
-
-/// The HTTP methods a JSON-RPC method name must not be spelled as.
-const HTTP_METHODS: [http::Method; 9] = [
-    http::Method::GET,
-    http::Method::POST,
-    http::Method::PUT,
-    http::Method::DELETE,
-    http::Method::HEAD,
-    http::Method::OPTIONS,
-    http::Method::PATCH,
-    http::Method::CONNECT,
-    http::Method::TRACE,
-];
-
-/// `public_methods`: JSON-RPC method names, none of them an HTTP method.
-fn public_json_rpc_methods(
-    public_methods: Option<Spanned<Vec<String>>>,
-    lines: &Lines<'_>,
-) -> Result<Vec<String>> {
-    let (span, public_methods) = match public_methods {
-        Some(m) => (m.span(), m.into_inner()),
-        None => (0..0, Vec::new()),
-    };
-    // A JSON-RPC method name is never an HTTP method: the two lists
-    // are kept apart so neither can open the other.
-    if let Some(m) = public_methods.iter().find(|m| {
-        http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .is_ok_and(|h| HTTP_METHODS.contains(&h))
-    }) {
-        return Err(lines.at(
-            span,
-            format!(
-                "public_methods lists JSON-RPC methods; {m:?} is an HTTP method: list \
-                 it in public_http_methods"
-            ),
-        ));
+    if let Some(r) = &resource {
+        check_resource(r.get_ref()).map_err(|e| lines.at(r.span(), format!("resource: {e}")))?;
     }
-    Ok(public_methods)
-}
-
-/// `public_http_methods`: each exactly one of [`PUBLIC_HTTP_METHODS`].
-fn public_http_methods_of(
-    public_http_methods: Option<Spanned<Vec<String>>>,
-    lines: &Lines<'_>,
-) -> Result<Vec<http::Method>> {
-    let (span, http_methods) = match public_http_methods {
-        Some(m) => (m.span(), m.into_inner()),
-        None => (0..0, Vec::new()),
-    };
-    let mut public_http_methods = Vec::new();
-    for m in &http_methods {
-        if !PUBLIC_HTTP_METHODS.contains(&m.as_str()) {
+    if let Some(d) = &resource_documentation {
+        let url = d.get_ref();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(lines.at(
-                span,
-                format!(
-                    "public_http_methods: {m:?} cannot be public (allowed, exactly as \
-                     written: {PUBLIC_HTTP_METHODS:?})"
-                ),
+                d.span(),
+                format!("resource_documentation {url:?}: expected an http(s) URL"),
             ));
         }
-        public_http_methods.push(
-            http::Method::from_bytes(m.as_bytes())
-                .map_err(|_| lines.at(span.clone(), format!("public_http_methods: {m:?}")))?,
-        );
     }
-    Ok(public_http_methods)
+    Ok(Mode::Mcp {
+        resource: resource.map(Spanned::into_inner),
+        resource_name: resource_name.map(Spanned::into_inner),
+        resource_documentation: resource_documentation.map(Spanned::into_inner),
+    })
 }
 
 /// The header to inject: its name, and `prefix` + the secret (read from
