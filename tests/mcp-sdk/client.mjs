@@ -185,6 +185,9 @@ class Runner {
   async denied_call(rec) {
     const c = await this.connect(this.token, rec);
     const out = await this.call(c.client, 'get-env', {});
+    // The same call outside the SDK, for the 403's challenge.
+    const call = { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'get-env', arguments: {} } };
+    out.raw = await this.raw('POST', this.token, c.transport.sessionId, call, rec);
     out.after = (await this.call(c.client, 'get-sum', { a: 2, b: 3 })).text ?? null; // the session survives
     await this.close(c);
     return out;

@@ -224,6 +224,9 @@ class Runner:
     async def denied_call(self, rec: Recorder) -> dict[str, Any]:
         async with self.connect(self.token, rec) as c:
             out = await self.call(c, "get-env", {})
+            # The same call outside the SDK, for the 403's challenge.
+            call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "get-env", "arguments": {}}}
+            out["raw"] = await self.raw("POST", self.token, rec.session_id, call, rec)
             # The session survives a denial.
             out["after"] = await self.call_text(c, "get-sum", {"a": 2, "b": 3})
             return out
