@@ -8,7 +8,8 @@
 # Idempotent. Prints the variables the tests read; source-safe:
 #   eval "$(./scripts/setup-agents.sh)"
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# The repository, also when called through a symlinked scripts/ (docs-test.sh).
+cd "$(dirname "$(readlink -f "$0")")/.."
 venv="${MANDATE_PYVENV:-$HOME/.cache/mandate/pyvenv}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" >&2
