@@ -14,9 +14,9 @@ use mandate_verifier::{Check, DenialKind};
 use serde_json::{json, Map, Value as Json};
 
 /// The JSON-RPC methods that act on nothing (SPEC §17): on the route's
-/// exact path they need a valid, unrevoked token but no grant. Every
-/// notification (`notifications/…`) and every response from the client
-/// belong here too.
+/// exact path they need a valid, unrevoked token but no grant. The
+/// [`CLIENT_NOTIFICATIONS`] and every response from the client belong here
+/// too.
 pub const HOUSEKEEPING: [&str; 9] = [
     "initialize",
     "ping",
@@ -27,6 +27,18 @@ pub const HOUSEKEEPING: [&str; 9] = [
     "resources/templates/list",
     "prompts/list",
     "subscriptions/listen",
+];
+
+/// The notifications a client sends in the MCP revisions the gateway reads
+/// (SPEC §17): housekeeping on the route's exact path. Any other
+/// notification (a server's own) is decided on its grant: an unknown
+/// message may act.
+pub const CLIENT_NOTIFICATIONS: [&str; 5] = [
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
 ];
 
 /// The action a client's JSON-RPC response (to a server's request) is
@@ -209,9 +221,10 @@ impl MapRequest for McpMap {
     ///   action = the tool, parameters = its string and integer arguments;
     ///   `resources/read|subscribe|unsubscribe` as `resources.read` … with
     ///   parameter `uri`; `prompts/get` as `prompts.get` with parameter
-    ///   `name`; a housekeeping method ([`HOUSEKEEPING`]), a notification or
-    ///   a client's response on the exact path needs the token only; any
-    ///   other method is decided as itself with `/` as `.`.
+    ///   `name`; a housekeeping method ([`HOUSEKEEPING`]), a client's
+    ///   notification ([`CLIENT_NOTIFICATIONS`]) or a client's response on
+    ///   the exact path needs the token only; any other method is decided
+    ///   as itself with `/` as `.`.
     fn map_check(
         &self,
         parts: &Parts,
@@ -253,7 +266,7 @@ impl MapRequest for McpMap {
             Message::Response => return Ok(token_only(RESPONSE_ACTION.to_string())),
             Message::Notification { method } => {
                 let action = action_of(method);
-                if method.starts_with("notifications/") {
+                if CLIENT_NOTIFICATIONS.contains(&method) {
                     return Ok(token_only(action));
                 }
                 return Ok((mandate_spec::Request::new(action, resource), Check::Grant));
@@ -274,7 +287,8 @@ impl MapRequest for McpMap {
 
     fn describe(&self) -> String {
         format!(
-            "mcp v2 route={:?} resource={:?} max_body={} housekeeping={HOUSEKEEPING:?}",
+            "mcp v2 route={:?} resource={:?} max_body={} housekeeping={HOUSEKEEPING:?} \
+             notifications={CLIENT_NOTIFICATIONS:?}",
             self.route_path, self.resource, self.max_body
         )
     }

@@ -6,7 +6,7 @@
 
 use super::http_map::{tokens, RawRequest};
 use super::{check_decision, ring_verifier};
-use mandate_server::mcp::{McpMap, Message, HOUSEKEEPING};
+use mandate_server::mcp::{McpMap, Message, CLIENT_NOTIFICATIONS, HOUSEKEEPING};
 use mandate_verifier::http::{strict_json, MapRequest};
 use mandate_verifier::{Check, Verifier};
 use std::sync::OnceLock;
@@ -51,7 +51,7 @@ pub fn mcp_jsonrpc(data: &[u8]) {
             let message = Message::read(msg).expect("a mapped body is a JSON-RPC message");
             let housekeeping = match message {
                 Message::Response => true,
-                Message::Notification { method } => method.starts_with("notifications/"),
+                Message::Notification { method } => CLIENT_NOTIFICATIONS.contains(&method),
                 Message::Request { method, .. } => HOUSEKEEPING.contains(&method),
             };
             assert_eq!(
