@@ -248,6 +248,10 @@ class Runner:
         async with self.connect(self.token, rec) as c:
             events: list[dict[str, Any]] = []
             order: list[str] = []
+            # Listed first: the SDK validates a result against the tool's
+            # output schema and lists the tools when it has not, which would
+            # delay the result behind a round trip of its own.
+            await c.list_tools()
             start = rec.ms()
 
             async def ping() -> None:
