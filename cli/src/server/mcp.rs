@@ -408,13 +408,21 @@ fn headers_agree(parts: &Parts, message: &Message<'_>) -> Result<(), MapError> {
         }
     }
     if let Some(sent) = header(NAME_HEADER)? {
+        // The field the decision reads: a resource's `uri`, else `name`
+        // (never the other one, which the decision did not read).
         let named = match message {
             Message::Request {
-                params: Some(p), ..
-            } => p
-                .get("name")
-                .or_else(|| p.get("uri"))
-                .and_then(Json::as_str),
+                method,
+                params: Some(p),
+                ..
+            } => {
+                let field = if method.starts_with("resources/") {
+                    "uri"
+                } else {
+                    "name"
+                };
+                p.get(field).and_then(Json::as_str)
+            }
             _ => None,
         };
         if named != Some(sent) {
