@@ -143,9 +143,26 @@ async fn mcp(
     )
 }
 
-async fn stream(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> &'static str {
+/// The stub's event stream: with `x-forever`, server-sent events that never
+/// end (a ping every 50 ms); else one line.
+async fn stream(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> axum::response::Response {
     record(&seen, &headers);
-    "events"
+    if headers.contains_key("x-forever") {
+        let events = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                    b"data: {\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":1}\n\n",
+                )),
+                (),
+            ))
+        });
+        return axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(events))
+            .unwrap();
+    }
+    axum::response::Response::new(Body::from("events"))
 }
 
 async fn count(
@@ -1406,4 +1423,59 @@ fn mcp_challenges_follow_rfc_6750_and_name_the_rfc_9728_metadata() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
+}
+
+#[test]
+fn an_mcp_event_stream_ends_when_its_token_expires() {
+    let s = setup();
+    let short = {
+        let d = s._dir.path();
+        let agent = run(d, &["keygen", "--force", "--out", "short.key"])
+            .stdout
+            .trim()
+            .to_string();
+        run(
+            d,
+            &[
+                "issue",
+                "--key",
+                "root.key",
+                "--principal",
+                "user:alice",
+                "--to",
+                "a",
+                "--to-key",
+                &agent,
+                "--allow",
+                "send_email:/mcp",
+                "--ttl",
+                "2s",
+            ],
+        )
+        .stdout
+        .trim()
+        .to_string()
+    };
+    // The upstream's stream never ends; the gateway ends it at the token's
+    // expiry (the hang guard below is only for a broken gateway).
+    let mut resp = http_client()
+        .get(format!("http://{}/mcp", s.gateway.addr))
+        .bearer_auth(&short)
+        .header("x-forever", "1")
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut got = Vec::new();
+    let read = resp.read_to_end(&mut got);
+    assert!(read.is_ok(), "the stream ended cleanly: {read:?}");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("\"method\":\"ping\""),
+        "events flowed until then: {text}"
+    );
+    // And the expired token opens no new stream.
+    let (status, body) = s.call("GET", "/mcp", Some(&short), "");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("expired"), "{body}");
 }

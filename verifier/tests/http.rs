@@ -1,7 +1,8 @@
 //! The tower/axum middleware through real HTTP: axum `oneshot` for routing,
 //! plus a socket test. Allow (the handler sees the decision and chain), each
 //! denial kind with its status and reason (401 missing, unreadable or forged
-//! token; 403 not allowed, expired, revoked, narrowed by a hop; 503 when the
+//! token, expired, revoked (RFC 6750 invalid_token); 403 not allowed,
+//! narrowed by a hop; 503 when the
 //! revocation list cannot be read), the mapping (default, overrides, body
 //! fields, typed query parameters, refusals), the verification cache across
 //! a revocation, and an audit record for every decision.
@@ -284,12 +285,13 @@ async fn no_unreadable_or_forged_token_is_401() {
 }
 
 #[tokio::test]
-async fn an_expired_token_is_403_expired() {
+async fn an_expired_token_is_401_expired() {
     let s = Setup::new();
     let app = s.app(s.verifier());
     let old = s.root_at(SystemTime::now() - Duration::from_secs(7200));
     let (status, body) = send(&app, get_with("/api/customers/42", Some(&old))).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // RFC 6750 §3.1: an expired token is invalid_token, 401.
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(kind(&body), "expired", "{body}");
 }
 
@@ -327,7 +329,7 @@ async fn the_cache_keeps_a_token_until_a_revocation_prunes_it() {
         "the revocation pruned the cache"
     );
     let (status, body) = send(&app, get_with("/api/customers/42", Some(&token))).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revoked: invalid_token");
     assert_eq!(kind(&body), "revoked");
     assert_eq!(body["denial"]["hop"], 1);
     assert!(body["reason"].as_str().unwrap().contains("task done"));

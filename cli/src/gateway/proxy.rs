@@ -420,6 +420,9 @@ impl UpstreamState {
                 let capability = mandate_spec::effective_capabilities(&chain).pop();
                 filtered(head, body, &id, capability.as_ref(), &resource).await
             }
+            _ if is_event_stream(&head.headers) => {
+                Response::from_parts(head, until(body, chain.expires_at))
+            }
             _ => Response::from_parts(head, body),
         }
     }
@@ -479,6 +482,29 @@ impl UpstreamState {
     }
 }
 
+/// Whether an answer is a server-sent event stream.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// `body`, ended when the token's chain expires: a long-lived answer (the
+/// `GET` event stream, a long tool call's progress) does not outlive the
+/// authority it was opened with. (A revocation does not end a stream
+/// already open; every new request is decided.)
+fn until(body: Body, expires_at: Option<time::OffsetDateTime>) -> Body {
+    use futures_util::StreamExt;
+    let Some(expires_at) = expires_at else {
+        return body;
+    };
+    // A token is valid through the second it expires at (SPEC §7).
+    let left = expires_at + time::Duration::SECOND - time::OffsetDateTime::now_utc();
+    let left = std::time::Duration::try_from(left).unwrap_or_default();
+    Body::from_stream(body.into_data_stream().take_until(tokio::time::sleep(left)))
+}
+
 /// A `tools/list` answer (JSON or an event stream) with its tools narrowed
 /// to what the token allows (SPEC §17); an answer too large to read is a 502.
 async fn filtered(
@@ -504,12 +530,7 @@ async fn filtered(
             true
         }
     };
-    let event_stream = head
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let rewritten = if event_stream {
+    let rewritten = if is_event_stream(&head.headers) {
         mcp::rewrite_sse(&bytes, rewrite)
     } else {
         serde_json::from_slice::<serde_json::Value>(&bytes)

@@ -68,18 +68,24 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Authorized {
     }
 }
 
-/// The status a denial is answered with: 401 when there is no token or it
-/// cannot be read or verified, or the proof of possession is missing or
-/// invalid; 503 when the revocation list or the record of used approvals
-/// cannot be consulted; 400 for a request the verifier refuses as
-/// malformed; 403 for every other denial, `needs_approval` included (its
-/// body says what to get approved).
+/// The status a denial is answered with: 401 when there is no token, or
+/// the token is not valid — unreadable, unverifiable, a broken chain,
+/// expired or revoked (RFC 6750 §3.1 `invalid_token`) — or the proof of
+/// possession is missing or invalid; 503 when the revocation list or the
+/// record of used approvals cannot be consulted; 400 for a request the
+/// verifier refuses as malformed; 403 for every other denial (a valid token
+/// that does not allow the request, `needs_approval` included: its body
+/// says what to get approved).
 pub fn denial_status(kind: DenialKind) -> StatusCode {
     match kind {
         DenialKind::MissingToken
         | DenialKind::MalformedToken
         | DenialKind::BadSignature
         | DenialKind::UnknownRootKey
+        | DenialKind::BrokenChain
+        | DenialKind::DepthExceeded
+        | DenialKind::Expired
+        | DenialKind::Revoked
         | DenialKind::ProofMissing
         | DenialKind::ProofInvalid => StatusCode::UNAUTHORIZED,
         DenialKind::RevocationUnavailable | DenialKind::ReplayRecordUnavailable => {
