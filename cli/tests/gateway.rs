@@ -1410,9 +1410,11 @@ fn mcp_challenges_follow_rfc_6750_and_name_the_rfc_9728_metadata() {
         "https://docs.example.com/mandate"
     );
     assert_eq!(doc["mandate_issuer"], "https://issuer.example.com");
-    assert!(
-        doc.get("authorization_servers").is_none(),
-        "not an OAuth AS"
+    // Required by the MCP authorization specification: where tokens
+    // come from.
+    assert_eq!(
+        doc["authorization_servers"],
+        json!(["https://issuer.example.com"])
     );
     // REST routes have no metadata document.
     let resp = http_client()

@@ -675,7 +675,6 @@ fn mcp_name_of_a_resource_read_is_compared_with_the_uri_decided() {
 /// before its fix for CVE-2026-27896): the gateway decided one message, such
 /// a server would run another. A message holding them must be refused.
 #[test]
-#[ignore = "bug reported to the lead: case-variant keys are not refused"]
 fn keys_that_differ_only_in_letter_case_are_refused() {
     let map = mail();
     for smuggle in [

@@ -202,6 +202,16 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
         }
     }
     for r in &config.routes {
+        if matches!(r.mode, config::Mode::Mcp { .. })
+            && r.audience.is_some()
+            && config.issuer_url.is_none()
+        {
+            insecure.push(format!(
+                "route {}: no issuer_url, so its protected-resource metadata lists no \
+                 authorization_servers, which MCP clients require",
+                proxy::route_label(&r.prefix)
+            ));
+        }
         if matches!(r.mode, config::Mode::Mcp { .. }) && r.audience.is_none() {
             insecure.push(format!(
                 "route {}: no public_url, so no protected-resource metadata (RFC 9728) is \

@@ -242,7 +242,8 @@ fn metadata_document(route: &Route, issuer_url: Option<&str>) -> Option<(String,
         "mandate_token_type": "biscuit",
         "mandate_token_help": "Send a Mandate token (a Biscuit minted by the issuer service, or attenuated \
             from one) as Authorization: Bearer <token>. Mandate tokens are not OAuth access tokens: \
-            no OAuth authorization server issues them.",
+            the issuer service does not run OAuth flows; get a token from it (POST /v1/tokens) or \
+            from the agent that delegates to you.",
     });
     if let serde_json::Value::Object(o) = &mut doc {
         if let Some(n) = resource_name {
@@ -252,6 +253,11 @@ fn metadata_document(route: &Route, issuer_url: Option<&str>) -> Option<(String,
             o.insert("resource_documentation".into(), d.clone().into());
         }
         if let Some(i) = issuer_url {
+            // The MCP authorization specification requires at least one
+            // authorization server (the Python SDK refuses the document
+            // without): the issuer service, where tokens come from. It is
+            // not an OAuth server: `mandate_token_help` says what to do.
+            o.insert("authorization_servers".into(), serde_json::json!([i]));
             o.insert("mandate_issuer".into(), i.into());
         }
     }

@@ -137,6 +137,7 @@ impl<'a> Message<'a> {
                 "not a JSON-RPC 2.0 message: \"jsonrpc\": \"2.0\" is missing",
             ));
         }
+        one_reading(obj)?;
         let id = match obj.get("id") {
             None => None,
             Some(id @ (Json::String(_) | Json::Number(_))) => Some(id),
@@ -167,6 +168,72 @@ impl<'a> Message<'a> {
             Message::Response => None,
         }
     }
+}
+
+/// The members of a JSON-RPC 2.0 message.
+const ENVELOPE: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+
+/// The members of `params` the decision reads.
+const DECIDED_PARAMS: [&str; 3] = ["name", "uri", "arguments"];
+
+/// A key as a case-insensitive JSON decoder matches it (Go's
+/// `encoding/json`: ASCII case, and `ſ` as `s`, the Kelvin sign as `k`).
+fn folded(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Refuses what a server could read otherwise than the decision (SPEC
+/// §17): a member outside the JSON-RPC envelope; in any object, two keys
+/// a case-insensitive decoder takes for one (`method` and `METHOD`, `to`
+/// and `To`); in `params`, a spelling of `name`, `uri` or `arguments`
+/// other than the exact one (`Arguments` is `arguments` to such a server,
+/// and nothing to the decision).
+fn one_reading(obj: &Map<String, Json>) -> Result<(), MapError> {
+    if let Some(k) = obj.keys().find(|k| !ENVELOPE.contains(&k.as_str())) {
+        return Err(MapError::bad_request(format!(
+            "member {k:?} is not part of a JSON-RPC message (a server could read it as one)"
+        )));
+    }
+    if let Some(Json::Object(params)) = obj.get("params") {
+        if let Some(k) = params.keys().find(|k| {
+            DECIDED_PARAMS.contains(&folded(k).as_str()) && !DECIDED_PARAMS.contains(&k.as_str())
+        }) {
+            return Err(MapError::bad_request(format!(
+                "params member {k:?}: a server could read it as {:?}; spell it exactly",
+                folded(k)
+            )));
+        }
+    }
+    no_folded_duplicates_in(obj)
+}
+
+/// No object in `v` has two keys that fold to the same ([`folded`]).
+fn no_folded_duplicates(v: &Json) -> Result<(), MapError> {
+    match v {
+        Json::Object(o) => no_folded_duplicates_in(o),
+        Json::Array(a) => a.iter().try_for_each(no_folded_duplicates),
+        _ => Ok(()),
+    }
+}
+
+fn no_folded_duplicates_in(o: &Map<String, Json>) -> Result<(), MapError> {
+    let mut seen = std::collections::HashMap::new();
+    for (k, inner) in o {
+        if let Some(first) = seen.insert(folded(k), k) {
+            return Err(MapError::bad_request(format!(
+                "keys {first:?} and {k:?} differ only in letter case: a server could read \
+                 either"
+            )));
+        }
+        no_folded_duplicates(inner)?;
+    }
+    Ok(())
 }
 
 /// How an MCP route's requests become the requests the verifier decides:
@@ -314,7 +381,10 @@ fn tool_call(
         .and_then(Json::as_str)
         .ok_or_else(|| MapError::bad_request("tools/call needs params.name (a string)"))?;
     let mut request = mandate_spec::Request::new(name, resource);
-    if let Some(args) = params.and_then(|p| p.get("arguments")) {
+    if let Some(args) = params
+        .and_then(|p| p.get("arguments"))
+        .filter(|a| !a.is_null())
+    {
         let Some(args) = args.as_object() else {
             return Err(MapError::bad_request(
                 "invalid params: tools/call arguments must be an object",
@@ -644,7 +714,8 @@ fn allowance(capability: &Capability, name: &str, resource: &str) -> Option<Opti
 
 /// Rewrites, in a `text/event-stream` body, the `data` of every event that
 /// is a JSON message `rewrite` changes (it returns `true`); other events
-/// are kept byte for byte. `None` when the body is not UTF-8.
+/// are kept as they were, their line ends made `\n` (the same events to
+/// any reader). `None` when the body is not UTF-8.
 pub fn rewrite_sse(body: &[u8], mut rewrite: impl FnMut(&mut Json) -> bool) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(body).ok()?;
     let mut out = String::with_capacity(text.len());
