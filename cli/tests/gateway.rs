@@ -982,16 +982,33 @@ fn mcp_housekeeping_needs_a_token_but_no_grant_on_the_exact_route_path_only() {
         assert_eq!(status, 200, "{method} {body}: {text}");
     }
     assert_eq!(s.hits(), before + 6);
-    // A sub-path is not the route's exact path: initialize there is
-    // decided on its grant.
-    let (status, body) = s.call("POST", "/mcp/sub", Some(s.mcp_token()), &init);
-    assert_eq!(status, 403, "{body}");
-    let d: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(d["error"]["data"]["denial"]["kind"], "not_allowed");
-    assert_eq!(d["error"]["data"]["request"]["action"], "initialize");
-    assert_eq!(d["error"]["data"]["request"]["resource"], "/mcp/sub");
-    let (status, _) = s.call("GET", "/mcp/sub", Some(s.mcp_token()), "");
-    assert_eq!(status, 403, "GET is housekeeping on /mcp only");
+    // Regression (issue 14 red team): below the route's path is a second
+    // door (servers resolve `/mcp/` as `/mcp`): an MCP route serves its
+    // exact path only.
+    for path in ["/mcp/", "/mcp/sub"] {
+        let (status, body) = s.call("POST", path, Some(s.mcp_token()), &init);
+        assert_eq!(status, 404, "{path}: {body}");
+        let d: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            d["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("exact path only"),
+            "{d}"
+        );
+        assert_eq!(s.call("GET", path, Some(s.mcp_token()), "").0, 404);
+    }
+    // A GET or DELETE carries no body: it would reach the server undecided.
+    for method in ["GET", "DELETE"] {
+        let (status, body) = s.call(method, "/mcp", Some(s.mcp_token()), &init);
+        assert_eq!(status, 400, "{method}: {body}");
+        assert!(body.contains("carries no body"), "{body}");
+    }
+    assert_eq!(
+        s.hits(),
+        before + 6,
+        "refused below the route or with a body"
+    );
     // Regression (issue 12 red team): a JSON-RPC message giving a key twice
     // (the decision reads one `method`, a server may act on the other).
     let dup = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "method": "tools/call", "params": {"name": "x"}}"#;
@@ -1214,7 +1231,7 @@ fn mcp_post(
 }
 
 #[test]
-fn mcp_sessions_belong_to_the_token_family_that_opened_them() {
+fn mcp_sessions_belong_to_the_token_that_opened_them() {
     let s = setup();
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
     let (status, session, _) = mcp_post(&s, Some(s.mcp_token()), None, &init);
@@ -1232,7 +1249,6 @@ fn mcp_sessions_belong_to_the_token_family_that_opened_them() {
         seen["mcp-session-id"], "upstream-session-1",
         "unwrapped upstream"
     );
-    // A token of the same family (an attenuation of it) keeps the session.
     let d = s._dir.path();
     std::fs::write(d.join("mcp.tok"), s.mcp_token()).unwrap();
     run(d, &["keygen", "--out", "sub.key"]);
@@ -1260,7 +1276,13 @@ fn mcp_sessions_belong_to_the_token_family_that_opened_them() {
     .stdout
     .trim()
     .to_string();
+    // Regression (issue 14 red team): a delegate (another chain, which may
+    // be narrower) used the delegator's session and read its server's
+    // requests. A session belongs to the chain that opened it.
     let (status, _, body) = mcp_post(&s, Some(&child), Some(&session), &ping);
+    assert_eq!(status, 404, "{body}");
+    // The same token again keeps it.
+    let (status, _, body) = mcp_post(&s, Some(s.mcp_token()), Some(&session), &ping);
     assert_eq!(status, 200, "{body}");
     // Regression (issue 14): another principal's token (or a forged or
     // bare id) used alice's session. Now 404, and nothing is forwarded.
@@ -1281,7 +1303,7 @@ fn mcp_sessions_belong_to_the_token_family_that_opened_them() {
             body["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("session belongs to the token family"),
+                .contains("session belongs to the token"),
             "{body}"
         );
     }

@@ -351,9 +351,10 @@ impl UpstreamState {
     /// family and unwrapped, forwarded; the answer's session id wrapped for
     /// the family, a `tools/list` answer filtered.
     async fn forward_mcp(&self, mcp: &McpUpstream, mut parts: Parts, body: Body) -> Response<Body> {
-        // The middleware read a POST's body (bounded): collecting it again
-        // costs nothing.
-        let bytes = match body.collect().await {
+        // The middleware read a POST's body (bounded) and refused a body
+        // on any other method: collecting it again costs nothing (and is
+        // bounded all the same).
+        let bytes = match Limited::new(body, self.route.max_body).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) => {
                 return error_response(
@@ -379,7 +380,8 @@ impl UpstreamState {
                 "an MCP request reached the upstream undecided",
             );
         };
-        let family = chain.token_id.as_str();
+        let family = session_owner(&self.route.prefix, &chain);
+        let family = family.as_str();
         if let Some(presented) = parts.headers.get(SESSION_HEADER) {
             let upstream = presented
                 .to_str()
@@ -394,7 +396,8 @@ impl UpstreamState {
                     return refuse(
                         StatusCode::NOT_FOUND,
                         "no such MCP session for this token: a session belongs to the token \
-                         family that opened it; start a new one (initialize)",
+                         (its family and delegation chain) that opened it, on this route; \
+                         start a new one (initialize)",
                     )
                 }
             }
@@ -408,6 +411,12 @@ impl UpstreamState {
             _ => None,
         });
         let resource = mcp.map.resource_for(parts.uri.path());
+        // An answer the gateway reads (tools/list) must come readable: no
+        // content coding it would pass on unfiltered.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         let response = match self.forward(parts, Body::from(bytes)).await {
             Ok(r) => r,
             Err((status, why)) => return refuse(status, &why),
@@ -422,9 +431,12 @@ impl UpstreamState {
             head.headers.insert(SESSION_HEADER, wrapped);
         }
         match tools_list {
-            Some(id) if head.status.is_success() => {
+            Some(_) if head.status.is_success() => {
                 let capability = mandate_spec::effective_capabilities(&chain).pop();
-                filtered(head, body, &id, capability.as_ref(), &resource).await
+                match filtered(head, body, capability.as_ref(), &resource).await {
+                    Ok(r) => r,
+                    Err(why) => refuse(StatusCode::BAD_GATEWAY, &why),
+                }
             }
             _ if is_event_stream(&head.headers) => {
                 Response::from_parts(head, until(body, chain.expires_at))
@@ -493,7 +505,11 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"))
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 /// `body`, ended when the token's chain expires: a long-lived answer (the
@@ -516,22 +532,41 @@ fn until(body: Body, expires_at: Option<time::OffsetDateTime>) -> Body {
 async fn filtered(
     mut head: http::response::Parts,
     body: Body,
-    id: &serde_json::Value,
     capability: Option<&mandate_spec::Capability>,
     resource: &str,
-) -> Response<Body> {
-    let bytes = match Limited::new(body, MAX_TOOLS_LIST_BYTES).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            let why = format!("the upstream's tools/list answer is larger than {MAX_TOOLS_LIST_BYTES} bytes or broke off");
-            return error_response(StatusCode::BAD_GATEWAY, &why);
-        }
-    };
+) -> Result<Response<Body>, String> {
+    let coded = head
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if coded {
+        return Err(
+            "the upstream's tools/list answer has a content coding the gateway cannot \
+                    filter"
+                .into(),
+        );
+    }
+    let bytes = Limited::new(body, MAX_TOOLS_LIST_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            format!(
+                "the upstream's tools/list answer is larger than {MAX_TOOLS_LIST_BYTES} bytes \
+                 or broke off"
+            )
+        })?
+        .to_bytes();
     let Some(capability) = capability else {
-        return Response::from_parts(head, Body::from(bytes));
+        return Ok(Response::from_parts(head, Body::from(bytes)));
     };
+    // Every message listing tools is narrowed, whatever its id (a server
+    // may spell an id otherwise than the request did).
     let rewrite = |msg: &mut serde_json::Value| {
-        msg.get("id") == Some(id) && {
+        let lists = msg
+            .get("result")
+            .and_then(|r| r.get("tools"))
+            .is_some_and(serde_json::Value::is_array);
+        lists && {
             mcp::filter_tools(msg, capability, resource);
             true
         }
@@ -541,15 +576,29 @@ async fn filtered(
     } else {
         serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|mut msg| rewrite(&mut msg).then(|| msg.to_string().into_bytes()))
+            .map(|mut msg| {
+                rewrite(&mut msg);
+                msg.to_string().into_bytes()
+            })
     };
-    match rewritten {
-        Some(b) => {
-            head.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(head, Body::from(b))
-        }
-        None => Response::from_parts(head, Body::from(bytes)),
+    let Some(b) = rewritten else {
+        return Err("the upstream's tools/list answer could not be read to filter it".into());
+    };
+    head.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(head, Body::from(b)))
+}
+
+/// Who an MCP session belongs to: the route, the token family and the
+/// delegation chain (each hop's agent key) of the token that opened it. A
+/// delegate, a sibling or the delegator holds another chain, so another
+/// session; first-party narrowing by the same holder keeps it.
+fn session_owner(prefix: &str, chain: &mandate_spec::Chain) -> String {
+    let mut owner = format!("route {prefix:?} family {}", chain.token_id);
+    for hop in &chain.hops {
+        owner.push_str(" hop ");
+        owner.push_str(&hop.agent_key);
     }
+    owner
 }
 
 /// A route's prefix as operators write it (`/` for the root route).

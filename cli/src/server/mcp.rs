@@ -29,6 +29,36 @@ pub const HOUSEKEEPING: [&str; 9] = [
     "subscriptions/listen",
 ];
 
+/// Whether a request announces a body (a length above zero, or chunked).
+fn carries_body(parts: &Parts) -> bool {
+    parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// The resource a 2026-07-28 `subscriptions/listen` subscribes to
+/// (`params.notifications.resourceSubscriptions`): `None` when none, one URI
+/// decided like `resources/subscribe`; several are refused (one decision
+/// per request).
+fn listened_resources(params: Option<&Map<String, Json>>) -> Result<Option<&str>, MapError> {
+    let list = params
+        .and_then(|p| p.get("notifications"))
+        .and_then(|n| n.get("resourceSubscriptions"));
+    match list {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Array(a)) if a.is_empty() => Ok(None),
+        Some(Json::Array(a)) if a.len() == 1 => a[0].as_str().map(Some).ok_or_else(|| {
+            MapError::bad_request("invalid params: a resource subscription is a URI string")
+        }),
+        Some(_) => Err(MapError::bad_request(
+            "invalid params: subscribe to one resource per subscriptions/listen (each is \
+             decided on its URI)",
+        )),
+    }
+}
+
 /// The notifications a client sends in the MCP revisions the gateway reads
 /// (SPEC §17): housekeeping on the route's exact path. Any other
 /// notification (a server's own) is decided on its grant: an unknown
@@ -140,8 +170,16 @@ impl<'a> Message<'a> {
         one_reading(obj)?;
         let id = match obj.get("id") {
             None => None,
-            Some(id @ (Json::String(_) | Json::Number(_))) => Some(id),
-            Some(_) => return Err(bad("a JSON-RPC id is a string or a number")),
+            Some(id @ Json::String(_)) => Some(id),
+            // An id written otherwise than as an exact integer (`1.0`,
+            // `1e0`, beyond 2^53) comes back from servers as another
+            // spelling: the answer could not be matched to the request.
+            Some(id @ Json::Number(n)) if exact_integer(n).is_some() => Some(id),
+            Some(_) => {
+                return Err(bad(
+                    "a JSON-RPC id is a string or an integer (within 2^53, written as one)",
+                ))
+            }
         };
         match (obj.get("method"), id) {
             (Some(Json::String(method)), Some(id)) => Ok(Message::Request {
@@ -177,15 +215,26 @@ const ENVELOPE: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "err
 const DECIDED_PARAMS: [&str; 3] = ["name", "uri", "arguments"];
 
 /// A key as a case-insensitive JSON decoder matches it (Go's
-/// `encoding/json`: ASCII case, and `ſ` as `s`, the Kelvin sign as `k`).
+/// `encoding/json` folds each rune to its Unicode simple-fold class: `S`,
+/// `s` and `ſ` alike, `é` and `É`, `µ`, `μ` and `Μ`). Here: each character
+/// lower-cased after upper-casing, when both are single characters — the
+/// same classes, or coarser (a coarser class only refuses more).
 fn folded(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '\u{17f}' => 's',
-            '\u{212a}' => 'k',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+    key.chars().map(fold_char).collect()
+}
+
+fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    fn one(mut it: impl Iterator<Item = char>) -> Option<char> {
+        let first = it.next()?;
+        it.next().is_none().then_some(first)
+    }
+    let upper = one(c.to_uppercase()).unwrap_or(c);
+    one(upper.to_lowercase())
+        .or_else(|| one(c.to_lowercase()))
+        .unwrap_or(c)
 }
 
 /// Refuses what a server could read otherwise than the decision (SPEC
@@ -257,13 +306,12 @@ impl McpMap {
         }
     }
 
-    /// The resource a request on `path` is decided on: the route's
-    /// `resource` on its exact path, else the path (a sub-path is decided
-    /// on what is acted on).
+    /// The resource a request on `path` (the route's exact path: nothing
+    /// else is mapped) is decided on: the route's `resource`, else the path.
     pub fn resource_for(&self, path: &str) -> String {
         match &self.resource {
-            Some(r) if path == self.route_path => r.clone(),
-            _ => path.to_string(),
+            Some(r) => r.clone(),
+            None => path.to_string(),
         }
     }
 }
@@ -306,12 +354,32 @@ impl MapRequest for McpMap {
             ));
         }
         let path = parts.uri.path();
-        let exact = path == self.route_path;
+        // The streamable HTTP transport has one endpoint. A path below it
+        // is refused: servers resolve `/mcp/` (and `/MCP`) as `/mcp`, so a
+        // grant on a sub-path would open the endpoint itself.
+        if path != self.route_path {
+            return Err(MapError {
+                status: StatusCode::NOT_FOUND,
+                message: format!(
+                    "an MCP route serves its exact path only ({}), as the transport has \
+                     one endpoint",
+                    self.route_path
+                ),
+            });
+        }
         let resource = self.resource_for(path);
         if parts.method != http::Method::POST {
+            // GET (the event stream) and DELETE (end of session) carry no
+            // message: a body would reach the server undecided.
+            if carries_body(parts) {
+                return Err(MapError::bad_request(format!(
+                    "an MCP {} carries no body: it would reach the server undecided",
+                    parts.method
+                )));
+            }
             let action = format!("http.{}", parts.method.as_str().to_ascii_lowercase());
-            let housekeeping = exact
-                && (parts.method == http::Method::GET || parts.method == http::Method::DELETE);
+            let housekeeping =
+                parts.method == http::Method::GET || parts.method == http::Method::DELETE;
             return Ok((
                 mandate_spec::Request::new(action, resource),
                 if housekeeping {
@@ -326,8 +394,10 @@ impl MapRequest for McpMap {
         let message = Message::read(msg)?;
         headers_agree(parts, &message)?;
         let token_only = |action: String| -> (mandate_spec::Request, Check) {
-            let check = if exact { Check::Token } else { Check::Grant };
-            (mandate_spec::Request::new(action, resource.clone()), check)
+            (
+                mandate_spec::Request::new(action, resource.clone()),
+                Check::Token,
+            )
         };
         let (method, params) = match message {
             Message::Response => return Ok(token_only(RESPONSE_ACTION.to_string())),
@@ -346,6 +416,16 @@ impl MapRequest for McpMap {
                 with_string_param(action_of(method), resource, params, "uri")?
             }
             "prompts/get" => with_string_param(action_of(method), resource, params, "name")?,
+            "subscriptions/listen" => match listened_resources(params)? {
+                // The 2026-07-28 stream: housekeeping unless it subscribes
+                // to a resource, which is decided as resources/subscribe.
+                None => return Ok(token_only(action_of(method))),
+                Some(uri) => {
+                    let mut r = mandate_spec::Request::new("resources.subscribe", resource);
+                    r.params.insert("uri".into(), Value::Str(uri.to_string()));
+                    r
+                }
+            },
             m if HOUSEKEEPING.contains(&m) => return Ok(token_only(action_of(m))),
             m => mandate_spec::Request::new(action_of(m), resource),
         };
@@ -402,8 +482,15 @@ fn tool_call(
 /// The largest integer every integer below is exact in a double: 2^53.
 const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0;
 
+/// `n` when written as an integer within ±2^53, the integers every JSON
+/// reader (a JavaScript server's doubles included) reads alike.
+fn exact_integer(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64()
+        .filter(|i| i.unsigned_abs() <= EXACT_IN_F64 as u64)
+}
+
 /// A tool argument as a parameter: a string, or an integral number (`2`
-/// and `2.0` alike, within 64 bits). Booleans, null, arrays and objects are
+/// and `2.0` alike, within ±2^53: beyond, readers disagree on the value). Booleans, null, arrays and objects are
 /// not parameters (a constraint on them denies: the parameter is missing);
 /// a number that is not an integer is refused, since no constraint could
 /// be decided on it.
@@ -411,7 +498,7 @@ pub fn parameter(name: &str, v: &Json) -> Result<Option<Value>, MapError> {
     match v {
         Json::String(s) => Ok(Some(Value::Str(s.clone()))),
         Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
+            if let Some(i) = exact_integer(n) {
                 return Ok(Some(Value::Int(i)));
             }
             // An integral number written as a float (2.0, -5e3): its
@@ -422,8 +509,9 @@ pub fn parameter(name: &str, v: &Json) -> Result<Option<Value>, MapError> {
                     Ok(Some(Value::Int(f as i64)))
                 }
                 _ => Err(MapError::bad_request(format!(
-                    "invalid params: argument {name:?} is {n}, not an integer (as a \
-                     float, integers up to 2^53): Mandate parameters are strings and integers"
+                    "invalid params: argument {name:?} is {n}, not an integer within ±2^53 \
+                     (beyond, servers read another number): Mandate parameters are strings \
+                     and integers"
                 ))),
             }
         }
@@ -553,10 +641,11 @@ fn error_code(status: StatusCode, reason: &str) -> i64 {
     }
 }
 
-/// Binds MCP session ids to the token family that opened them (SPEC §17):
-/// the client sees `<upstream id>.<tag>`, where the tag is a MAC over the
-/// family and the upstream's id under a key only gateways hold. A request
-/// presenting the id with a token of another family (or a forged tag) is
+/// Binds MCP session ids to their owner (SPEC §17: the route, the token
+/// family and the delegation chain of the token that opened them): the
+/// client sees `<upstream id>.<tag>`, where the tag is a MAC over the owner
+/// and the upstream's id under a key only gateways hold. A request
+/// presenting the id with another owner's token (or a forged tag) is
 /// refused; the binding needs no memory, and gateways sharing the key share
 /// sessions.
 #[derive(Clone)]
@@ -579,34 +668,33 @@ impl Sessions {
         Sessions { key }
     }
 
-    fn mac(&self, family: &str, upstream: &str) -> Hmac<sha2::Sha256> {
+    fn mac(&self, owner: &str, upstream: &str) -> Hmac<sha2::Sha256> {
         #[allow(clippy::expect_used)]
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key)
             .expect("HMAC takes a key of any length");
         mac.update(b"mandate mcp session v1\0");
-        mac.update(family.as_bytes());
+        mac.update(owner.as_bytes());
         mac.update(b"\0");
         mac.update(upstream.as_bytes());
         mac
     }
 
     /// The id the client is given for the upstream's session `upstream`,
-    /// opened with a token of `family`.
-    pub fn wrap(&self, family: &str, upstream: &str) -> String {
-        let tag = self.mac(family, upstream).finalize().into_bytes();
+    /// opened by `owner`.
+    pub fn wrap(&self, owner: &str, upstream: &str) -> String {
+        let tag = self.mac(owner, upstream).finalize().into_bytes();
         format!("{upstream}.{}", hex::encode(&tag[..TAG_BYTES]))
     }
 
-    /// The upstream's session id in `presented`, when it was given to a
-    /// token of `family`; `None` otherwise (another family, a forged or
-    /// unwrapped id).
-    pub fn unwrap<'a>(&self, family: &str, presented: &'a str) -> Option<&'a str> {
+    /// The upstream's session id in `presented`, when it was given to
+    /// `owner`; `None` otherwise (another owner, a forged or bare id).
+    pub fn unwrap<'a>(&self, owner: &str, presented: &'a str) -> Option<&'a str> {
         let (upstream, tag) = presented.rsplit_once('.')?;
         let tag = hex::decode(tag).ok()?;
         if tag.len() != TAG_BYTES {
             return None;
         }
-        self.mac(family, upstream)
+        self.mac(owner, upstream)
             .verify_truncated_left(&tag)
             .ok()
             .map(|()| upstream)

@@ -83,7 +83,9 @@ impl Verifier {
         }
         let started = std::time::Instant::now();
         let verified = cache.get(&VerificationCache::key(token))?;
-        if check == Check::Grant && (verified.cost > INLINE_COST || verified.has_approval_rules) {
+        let runs_datalog =
+            check == Check::Grant || super::pipeline::has_raw_datalog(&verified.chain);
+        if runs_datalog && (verified.cost > INLINE_COST || verified.has_approval_rules) {
             return None;
         }
         // A miss is counted by the decision that follows on a blocking

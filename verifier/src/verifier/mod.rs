@@ -225,6 +225,8 @@ pub enum Check {
     /// family, every agent key), the holder's proof when the chain requires
     /// one, and every hop's expiry. No grant is consulted and no approval
     /// spent: an allow says who is asking, not that any action is allowed.
+    /// A chain with raw Datalog checks (which may forbid anything) is
+    /// decided as with [`Check::Grant`].
     Token,
 }
 

@@ -112,6 +112,14 @@ impl Verifier {
                 Err(denial) => return deny(denial),
             }
         }
+        // A chain with raw Datalog checks gets no token-only pass: they
+        // cannot be read, and may forbid anything (`check if false`), so
+        // its housekeeping is decided on its grants like any request.
+        let purpose = if purpose == Purpose::Token && has_raw_datalog(&v.chain) {
+            Purpose::Request
+        } else {
+            purpose
+        };
         if purpose == Purpose::Token {
             return match crate::explain::expiry_denial(&v.chain, request) {
                 Some(denial) => deny(denial),
@@ -218,4 +226,12 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// Whether a hop or a first-party narrowing block of `chain` carries a raw
+/// Datalog check (one outside the vocabulary's canonical shapes, §4.4).
+pub(super) fn has_raw_datalog(chain: &Chain) -> bool {
+    chain.hops.iter().any(|h| {
+        !h.grant.datalog.is_empty() || h.narrowing.iter().any(|n| !n.grant.datalog.is_empty())
+    })
 }
