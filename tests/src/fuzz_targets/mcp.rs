@@ -15,12 +15,12 @@ use std::sync::OnceLock;
 /// mapped as an MCP route on `/mcp` does, with and without a configured
 /// resource, then decided with `$TOKEN` as the gateway would.
 ///
-/// Properties: only housekeeping on the route's exact path (GET, DELETE,
-/// a housekeeping method, a notification, a client's response) is checked
-/// on the token alone; every other message is decided on the route's
-/// resource (on the exact path) or the path itself, with the JSON-RPC
-/// method as action (`tools/call`: the tool's name); the verifier's
-/// decision on it is well formed.
+/// Properties: nothing but the route's exact path is mapped; only
+/// housekeeping (GET, DELETE, a housekeeping method, a client's
+/// notification or response) is checked on the token alone; every other
+/// message is decided on the route's resource or its path, with the
+/// JSON-RPC method as action (`tools/call`: the tool's name); the
+/// verifier's decision on it is well formed.
 pub fn mcp_jsonrpc(data: &[u8]) {
     let Some(raw) = RawRequest::parse(data) else {
         return;
@@ -42,16 +42,19 @@ pub fn mcp_jsonrpc(data: &[u8]) {
         let Ok((request, check)) = map.map_check(&parts, json.as_ref()) else {
             continue;
         };
-        let expected = match resource {
-            Some(r) if exact => r,
-            _ => path,
-        };
+        assert!(exact, "{path} mapped below the route's exact path");
+        let expected = resource.unwrap_or(path);
         assert_eq!(request.resource, expected, "decided on another resource");
         if let Some(msg) = &json {
             let message = Message::read(msg).expect("a mapped body is a JSON-RPC message");
             let housekeeping = match message {
                 Message::Response => true,
                 Message::Notification { method } => CLIENT_NOTIFICATIONS.contains(&method),
+                // subscriptions/listen naming a resource is decided on it.
+                Message::Request {
+                    method: "subscriptions/listen",
+                    ..
+                } => check == Check::Token,
                 Message::Request { method, .. } => HOUSEKEEPING.contains(&method),
             };
             assert_eq!(
