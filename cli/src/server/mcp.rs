@@ -219,8 +219,12 @@ const DECIDED_PARAMS: [&str; 3] = ["name", "uri", "arguments"];
 /// `s` and `ſ` alike, `é` and `É`, `µ`, `μ` and `Μ`). Here: each character
 /// lower-cased after upper-casing, when both are single characters — the
 /// same classes, or coarser (a coarser class only refuses more).
-fn folded(key: &str) -> String {
-    key.chars().map(fold_char).collect()
+fn folded(key: &str) -> std::borrow::Cow<'_, str> {
+    // Most keys fold to themselves: no allocation for them.
+    if key.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    std::borrow::Cow::Owned(key.chars().map(fold_char).collect())
 }
 
 fn fold_char(c: char) -> char {
@@ -251,7 +255,7 @@ fn one_reading(obj: &Map<String, Json>) -> Result<(), MapError> {
     }
     if let Some(Json::Object(params)) = obj.get("params") {
         if let Some(k) = params.keys().find(|k| {
-            DECIDED_PARAMS.contains(&folded(k).as_str()) && !DECIDED_PARAMS.contains(&k.as_str())
+            DECIDED_PARAMS.contains(&folded(k).as_ref()) && !DECIDED_PARAMS.contains(&k.as_str())
         }) {
             return Err(MapError::bad_request(format!(
                 "params member {k:?}: a server could read it as {:?}; spell it exactly",
