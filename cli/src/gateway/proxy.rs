@@ -559,8 +559,39 @@ async fn filtered(
     let Some(capability) = capability else {
         return Ok(Response::from_parts(head, Body::from(bytes)));
     };
-    // Every message listing tools is narrowed, whatever its id (a server
-    // may spell an id otherwise than the request did).
+    let event_stream = is_event_stream(&head.headers);
+    // A large answer is parsed off the executor's threads.
+    let rewritten = if bytes.len() > INLINE_FILTER_BYTES {
+        let capability = capability.clone();
+        let resource = resource.to_string();
+        tokio::task::spawn_blocking(move || {
+            narrow_tools(&bytes, event_stream, &capability, &resource)
+        })
+        .await
+        .ok()
+        .flatten()
+    } else {
+        narrow_tools(&bytes, event_stream, capability, resource)
+    };
+    let Some(b) = rewritten else {
+        return Err("the upstream's tools/list answer could not be read to filter it".into());
+    };
+    head.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(head, Body::from(b)))
+}
+
+/// `tools/list` answers up to this size are filtered on the executor.
+const INLINE_FILTER_BYTES: usize = 64 * 1024;
+
+/// A `tools/list` answer with every message listing tools narrowed,
+/// whatever its id (a server may spell an id otherwise than the request
+/// did); `None` when it cannot be read.
+fn narrow_tools(
+    bytes: &[u8],
+    event_stream: bool,
+    capability: &mandate_spec::Capability,
+    resource: &str,
+) -> Option<Vec<u8>> {
     let rewrite = |msg: &mut serde_json::Value| {
         let lists = msg
             .get("result")
@@ -571,21 +602,16 @@ async fn filtered(
             true
         }
     };
-    let rewritten = if is_event_stream(&head.headers) {
-        mcp::rewrite_sse(&bytes, rewrite)
+    if event_stream {
+        mcp::rewrite_sse(bytes, rewrite)
     } else {
-        serde_json::from_slice::<serde_json::Value>(&bytes)
+        serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
             .map(|mut msg| {
                 rewrite(&mut msg);
                 msg.to_string().into_bytes()
             })
-    };
-    let Some(b) = rewritten else {
-        return Err("the upstream's tools/list answer could not be read to filter it".into());
-    };
-    head.headers.remove(header::CONTENT_LENGTH);
-    Ok(Response::from_parts(head, Body::from(b)))
+    }
 }
 
 /// Who an MCP session belongs to: the route, the token family and the

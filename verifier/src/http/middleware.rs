@@ -382,18 +382,16 @@ where
     } else {
         (Body::new(body), None)
     };
-    let json = match (&wants_json, &bytes) {
-        (Some(_), Some(bytes)) => match super::mapping::json_body(&parts, bytes) {
-            Ok(v) => Some(v),
-            Err(e) => return Ok(refuse(None, Refusal::Error(e.status, &e.message))),
-        },
-        _ => None,
-    };
-    // 2. The request the verifier decides, and what it must pass.
-    let (request, check) = match mapper.map_check(&parts, json.as_ref()) {
-        Ok(r) => r,
-        Err(e) => return Ok(refuse(json.as_ref(), Refusal::Error(e.status, &e.message))),
-    };
+    // 2. The request the verifier decides, and what it must pass (a large
+    //    body parsed off the executor: it is work a client without a token
+    //    can cause).
+    let (json, request, check) =
+        match map_request(&shared, &parts, bytes.as_ref(), wants_json.is_some()).await {
+            Ok(mapped) => mapped,
+            Err((json, e)) => {
+                return Ok(refuse(json.as_ref(), Refusal::Error(e.status, &e.message)))
+            }
+        };
     let verifier = &shared.verifier;
     // 3. Decide (every decision, with or without a token, is audited).
     let decision = decide(
@@ -420,6 +418,74 @@ where
     parts.extensions.insert(Authorized(Arc::new(decision)));
     let response = inner.call(Request::from_parts(parts, body)).await?;
     Ok(response.map(Body::new))
+}
+
+/// A request's JSON body (when the mapping reads it) and its mapping.
+type Mapped = (Option<serde_json::Value>, mandate_spec::Request, Check);
+/// A mapping error, with the body's JSON when it was read.
+type Unmapped = (Option<serde_json::Value>, MapError);
+
+/// Reads the JSON body (when `wants_json`) and maps the request: inline
+/// for a body up to [`INLINE_BODY_BYTES`], else on the cold-decision
+/// threads (`ColdDecisions`), where parsing a large body — which any
+/// client, token or not, can send — uses only the cycles requests leave.
+async fn map_request<M: MapRequest>(
+    shared: &Arc<Shared<M>>,
+    parts: &Parts,
+    bytes: Option<&Bytes>,
+    wants_json: bool,
+) -> Result<Mapped, Unmapped> {
+    match bytes {
+        Some(b) if b.len() > INLINE_BODY_BYTES => {
+            let head = head_of(parts);
+            let mapper = shared.mapper.clone();
+            let b = b.clone();
+            shared
+                .cold
+                .run(move || map_with(&*mapper, &head, Some(&b), wants_json))
+                .await
+                .unwrap_or_else(|| {
+                    Err((
+                        None,
+                        MapError {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            message: "shutting down: the request could not be read".into(),
+                        },
+                    ))
+                })
+        }
+        _ => map_with(&*shared.mapper, parts, bytes, wants_json),
+    }
+}
+
+fn map_with<M: MapRequest + ?Sized>(
+    mapper: &M,
+    parts: &Parts,
+    bytes: Option<&Bytes>,
+    wants_json: bool,
+) -> Result<Mapped, Unmapped> {
+    let json = match (wants_json, bytes) {
+        (true, Some(b)) => Some(super::mapping::json_body(parts, b).map_err(|e| (None, e))?),
+        _ => None,
+    };
+    match mapper.map_check(parts, json.as_ref()) {
+        Ok((request, check)) => Ok((json, request, check)),
+        Err(e) => Err((json, e)),
+    }
+}
+
+/// What the mapping reads of a request (method, URI, version, headers, and
+/// the path as sent when a router nested the service), owned.
+fn head_of(parts: &Parts) -> Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    if let Some(original) = parts.extensions.get::<axum::extract::OriginalUri>() {
+        head.extensions.insert(original.clone());
+    }
+    head
 }
 
 /// The response refusing a request: the status and challenge of the
