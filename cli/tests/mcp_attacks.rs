@@ -6,24 +6,30 @@
 //! a stub MCP server that records what reaches it, and through the mapping
 //! as a library.
 //!
-//! Attacks that are stopped are regression tests. Attacks that succeed
-//! today are `#[ignore]`d tests asserting the secure behaviour (run them
-//! with `--ignored`: they fail until the mechanism is fixed); each names
-//! the class it belongs to.
+//! Attacks that are stopped are regression tests. The attacks that
+//! succeeded against the first gateway were fixed in 2473b90; their tests
+//! (last section) assert the secure behaviour and say how each is stopped.
+//! Tests still `#[ignore]`d assert the secure behaviour for a bug found in
+//! that fix (run them with `--ignored`: they fail until it is fixed).
 //!
 //! The questions of THREATS.md, for this change:
 //! 1. Positions: a valid token of any family reaches every token-only
-//!    check (housekeeping); no token reaches nothing (401 first); another
-//!    principal's token cannot use a session; a delegate shares its
-//!    parent's sessions (by design, SPEC §17; see the ignored test); a
+//!    check (housekeeping), unless its chain carries raw Datalog (then its
+//!    grants decide); no token reaches nothing (401 first); a session
+//!    belongs to the route, family and chain that opened it (another
+//!    principal, a delegate, the delegator, another route: 404); a
 //!    malicious upstream controls its answers and can only make its own
 //!    tools visible.
 //! 2. The decision reads the strict JSON body; the upstream reads the same
-//!    bytes. Where they part: the `tools/list` filter matches the answer by
-//!    id equality (`1.0` ≠ `1`), a `Content-Encoding` the gateway forwards
-//!    but does not read, GET/DELETE bodies, `/mcp/` versus `/mcp`.
+//!    bytes. Where they parted: ids a server echoes otherwise (`1.0` → `1`:
+//!    now refused, and the filter reads every message listing tools), a
+//!    `Content-Encoding` (the upstream is asked for `identity`; a coded
+//!    answer is a 502), GET/DELETE bodies (400), `/mcp/` versus `/mcp`
+//!    (404), Unicode case folding, integers beyond 2^53.
 //! 3. Every request is decided again; an open stream survives revocation
-//!    (documented) and a raw-Datalog expiry (not documented).
+//!    (documented) and ends at the token's canonical expiry; a chain with a
+//!    raw-Datalog time bound opens one only when its grants allow
+//!    `http.get`, and then holds it past that bound (documented).
 //! 4. The most expensive inputs (deep nesting, many keys, an 8 MiB
 //!    `tools/list`): measured below (printed, not asserted).
 //! 5. Challenges carry only printable ASCII from the reason.
@@ -155,8 +161,12 @@ async fn answer(
                 (),
             ))
         });
+        let kind = headers
+            .get("x-forever-type")
+            .cloned()
+            .unwrap_or_else(|| axum::http::HeaderValue::from_static("text/event-stream"));
         return Response::builder()
-            .header("content-type", "text/event-stream")
+            .header("content-type", kind)
             .body(Body::from_stream(events))
             .unwrap();
     }
@@ -166,7 +176,11 @@ async fn answer(
     let Ok(msg) = serde_json::from_slice::<Json>(&kept) else {
         return (axum::http::StatusCode::BAD_REQUEST, "not JSON").into_response();
     };
-    let id = js_echo(&msg["id"]);
+    // `x-answer-id`: an upstream answering with another id than asked.
+    let id = match headers.get("x-answer-id") {
+        Some(v) => serde_json::from_slice(v.as_bytes()).unwrap(),
+        None => js_echo(&msg["id"]),
+    };
     match msg["method"].as_str() {
         Some("initialize") => {
             let n = {
@@ -215,6 +229,15 @@ fn tools_list_answer(headers: &HeaderMap, id: Json) -> Response {
             .header("content-type", "text/event-stream")
             .body(Body::from(sse))
             .unwrap();
+    }
+    if let Some(codings) = headers.get("x-force-coding") {
+        // An upstream coding its answer whatever it was asked (`|`
+        // separates headers).
+        let mut b = builder.header("content-type", "application/json");
+        for c in codings.to_str().unwrap().split('|') {
+            b = b.header("content-encoding", c);
+        }
+        return b.body(Body::from(gzip_stored(text.as_bytes()))).unwrap();
     }
     let gzip = headers
         .get("accept-encoding")
@@ -692,12 +715,6 @@ fn messages_dressed_as_housekeeping_are_decided_on_their_grant() {
             "delete_inbox",
         ),
         (
-            "a float id with a call",
-            json!({"jsonrpc": "2.0", "id": 1.5, "method": "tools/call",
-                   "params": {"name": "delete_inbox"}}),
-            "delete_inbox",
-        ),
-        (
             "send_email to the outside",
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                    "params": {"name": "send_email", "arguments": {"to": "x@evil.com"}}}),
@@ -722,6 +739,17 @@ fn messages_dressed_as_housekeeping_are_decided_on_their_grant() {
             "{what}: {d}"
         );
         assert_eq!(d["error"]["code"], -32080, "{what}: {d}");
+    }
+    // A call under an id a server would echo otherwise: refused before any
+    // decision (the id could not be matched to its answer).
+    for id in [json!(1.5), json!(1.0), json!(9_007_199_254_740_993_i64)] {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                          "params": {"name": "delete_inbox"}});
+        let a = g.post(Some(&g.mail), None, &body);
+        assert_eq!(a.status, 400, "id {id}: {}", a.text());
+        let d = a.json();
+        assert_eq!(d["error"]["code"], -32600, "{d}");
+        assert!(d.get("id").is_none(), "{d}");
     }
     // Lookalikes of housekeeping methods are no actions at all: refused.
     for method in [
@@ -853,10 +881,16 @@ fn session_id_games_are_refused() {
 #[test]
 fn tools_list_answers_are_filtered_however_the_upstream_frames_them() {
     let g = gateway();
-    for id in [json!(1), json!("1"), json!(1.5), json!(-7)] {
+    for id in [
+        json!(1),
+        json!("1"),
+        json!(-7),
+        json!(9_007_199_254_740_992_i64),
+    ] {
         let a = g.post(Some(&g.mail), None, &tools_list(id.clone()));
         assert_eq!(a.status, 200, "{id}");
         assert_eq!(listed(&a), ["send_email"], "{id}: {}", a.text());
+        assert_eq!(a.json()["id"], id);
     }
     // `\r`-only line ends and data split over two lines: still filtered.
     let a = g.send(
@@ -882,10 +916,9 @@ fn tools_list_answers_are_filtered_however_the_upstream_frames_them() {
 }
 
 /// Every refusal on an MCP route is a JSON-RPC error (issue 14, item 2;
-/// SPEC §17): the 502 for a `tools/list` answer too large to filter is
-/// plain `{"error": …}`.
+/// SPEC §17): the 502 for a `tools/list` answer too large to filter was
+/// plain `{"error": …}`; it is a JSON-RPC error answering the request.
 #[test]
-#[ignore = "red team issue 14: fails today (the oversized tools/list 502 is not JSON-RPC)"]
 fn an_oversized_tools_list_is_refused_as_a_json_rpc_error() {
     let g = gateway();
     let a = g.send(
@@ -1189,78 +1222,151 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
-// SUCCEEDED today (ignored until fixed): each asserts the secure behaviour.
+// The red team's successful attacks, fixed (2473b90): each asserts the
+// secure behaviour and how the attack is now stopped.
 
-/// Two parsers: the `tools/list` filter finds the answer by `id` equality
-/// of `serde_json` numbers, and a JavaScript or Python server echoes `1.0`
-/// as `1` (checked by hand against `server-everything`): the answer is
-/// passed on unfiltered, every tool and description shown to a token that
-/// may call only `send_email`.
+/// Two parsers on ids: the `tools/list` filter found the answer by `id`
+/// equality of `serde_json` numbers, and a JavaScript or Python server
+/// echoes `1.0` as `1` (checked by hand against `server-everything`): the
+/// answer was passed on unfiltered. Stopped twice: an id a server would
+/// echo otherwise is refused (400) before anything reaches the upstream,
+/// and every message listing tools is filtered whatever its id.
 #[test]
-#[ignore = "red team issue 14: succeeds today (tools/list filter fails open on id spellings)"]
 fn tools_list_is_filtered_whatever_the_id_spelling() {
     let g = gateway();
-    let mut leaks = Vec::new();
-    for id in ["1.0", "1e0", "10E-1", "-0", "9007199254740993"] {
+    let before = g.up.hits();
+    for id in ["1.0", "1e0", "10E-1", "-0", "1.5", "9007199254740993"] {
         let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
         let a = g.send("POST", "/mcp", Some(&g.mail), &[], body);
-        if a.status == 200 && listed(&a) != ["send_email"] {
-            leaks.push(format!("id {id}: shown {:?}", listed(&a)));
+        assert_eq!(a.status, 400, "id {id}: {}", a.text());
+        let message = a.json()["error"]["message"].to_string();
+        assert!(
+            message.contains("a JSON-RPC id is a string or an integer"),
+            "id {id}: {message}"
+        );
+        assert!(!a.text().contains("delete_inbox"));
+    }
+    assert_eq!(g.up.hits(), before, "no refused id reached the upstream");
+    // An upstream answering with another id (or spelling) than the one
+    // asked: filtered all the same, as JSON or as an event stream.
+    for answer_id in ["1.0", "\"1\"", "99", "null"] {
+        for sse in [false, true] {
+            let mut headers = vec![("x-answer-id", answer_id)];
+            if sse {
+                headers.push(("x-sse-cr", "1"));
+            }
+            let a = g.send(
+                "POST",
+                "/mcp",
+                Some(&g.mail),
+                &headers,
+                tools_list(json!(1)).to_string(),
+            );
+            assert_eq!(a.status, 200, "answer id {answer_id}: {}", a.text());
+            assert!(!a.text().contains("delete_inbox"), "{}", a.text());
+            assert_eq!(listed(&a), ["send_email"], "answer id {answer_id}");
         }
     }
-    assert!(leaks.is_empty(), "the narrow token was shown: {leaks:#?}");
 }
 
-/// Fail-open: the client's `Accept-Encoding` reaches the upstream; an
-/// encoded `tools/list` answer cannot be read, and is passed on unfiltered.
+/// Fail-open: the client's `Accept-Encoding` reached the upstream, and a
+/// coded `tools/list` answer, which the gateway cannot read, was passed on
+/// unfiltered. Stopped: the upstream is asked for `identity`; an answer
+/// coded all the same is a 502 (a JSON-RPC error), never passed on.
 #[test]
-#[ignore = "red team issue 14: succeeds today (tools/list filter fails open on an encoded answer)"]
 fn tools_list_is_filtered_or_refused_when_the_client_asks_for_gzip() {
     let g = gateway();
+    let before = g.up.hits();
     let a = g.send(
         "POST",
         "/mcp",
         Some(&g.mail),
-        &[("accept-encoding", "gzip")],
+        &[("accept-encoding", "gzip, br")],
         tools_list(json!(1)).to_string(),
     );
-    let raw = String::from_utf8_lossy(&a.body).into_owned();
-    assert!(
-        !raw.contains("delete_inbox"),
-        "{}: the narrow token was shown every tool ({})",
-        a.status,
-        a.header("content-encoding")
-    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("content-encoding"), "");
+    assert_eq!(listed(&a), ["send_email"], "{}", a.text());
+    let got = g.up.since(before);
+    let asked: Vec<&str> = got[0]
+        .headers
+        .get_all("accept-encoding")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(asked, ["identity"]);
+    // A malicious (or misconfigured) upstream coding its answer anyway.
+    for coding in [
+        "gzip",
+        "GZIP",
+        "x-gzip",
+        "br",
+        "identity, gzip",
+        "identity|gzip",
+    ] {
+        let a = g.send(
+            "POST",
+            "/mcp",
+            Some(&g.mail),
+            &[("x-force-coding", coding)],
+            tools_list(json!(5)).to_string(),
+        );
+        assert_eq!(a.status, 502, "{coding}: {}", a.text());
+        assert!(!a.text().contains("delete_inbox"), "{coding}");
+        let d = a.json();
+        assert_eq!(d["error"]["code"], -32092, "{coding}: {d}");
+        assert_eq!(d["id"], 5, "{coding}: {d}");
+    }
+}
+
+/// Sends `request` as written on a new connection; the answer as text.
+fn raw_exchange(addr: &str, request: &str) -> String {
+    use std::io::Write;
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// Unbounded work and an undecided body: a GET or DELETE body (token-only)
-/// is not read by the middleware, then collected whole by the proxy with no
-/// limit and forwarded to the upstream.
+/// was not read by the middleware, then collected whole by the proxy with
+/// no limit and forwarded to the upstream. Stopped: a non-POST request
+/// announcing a body (a length above zero, or chunked) is refused (400)
+/// from its headers, before the token is decided or the body read.
 #[test]
-#[ignore = "red team issue 14: succeeds today (GET/DELETE bodies buffered without limit and forwarded)"]
 fn get_and_delete_bodies_are_neither_buffered_nor_forwarded() {
     let g = gateway();
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": {"name": "delete_inbox", "arguments": {}}})
     .to_string();
-    let mut wrong = Vec::new();
+    let before = g.up.hits();
     for method in ["GET", "DELETE"] {
-        let before = g.up.hits();
         let a = g.send(method, "/mcp", Some(&g.mail), &[], call.clone());
-        if let Some(got) = g.up.since(before).last() {
-            assert_eq!(got.method, method);
-            if got.body_len > 0 {
-                wrong.push(format!(
-                    "{method} ({}): a tools/call body of {} bytes reached the upstream undecided",
-                    a.status, got.body_len
-                ));
-            }
-        }
+        assert_eq!(a.status, 400, "{method}: {}", a.text());
+        let message = a.json()["error"]["message"].to_string();
+        assert!(
+            message.contains(&format!("an MCP {method} carries no body")),
+            "{message}"
+        );
+        // Chunked, with no length (sent raw: hyper clients send no chunked
+        // body on a GET).
+        let chunk = format!("{:x}\r\n{call}\r\n0\r\n\r\n", call.len());
+        let head = raw_exchange(
+            &g.gateway.addr,
+            &format!(
+                "{method} /mcp HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n\
+                 Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}",
+                g.mail
+            ),
+        );
+        assert!(head.starts_with("HTTP/1.1 400"), "{method} chunked: {head}");
+        assert!(head.contains("carries no body"), "{method} chunked: {head}");
     }
     // 256 MiB on a GET with a valid (narrow) token. (With a length: hyper
     // clients send no chunked body on a GET.)
     let baseline = g.gateway.peak_rss_kib();
-    let before = g.up.hits();
     let status = http_client()
         .get(format!("http://{}/mcp", g.gateway.addr))
         .bearer_auth(&g.mail)
@@ -1269,164 +1375,373 @@ fn get_and_delete_bodies_are_neither_buffered_nor_forwarded() {
         .send()
         .map(|r| r.status().as_u16());
     let peak = g.gateway.peak_rss_kib();
-    let forwarded: Vec<usize> = g.up.since(before).iter().map(|r| r.body_len).collect();
-    eprintln!(
-        "GET with 256 MiB: {status:?}; gateway peak RSS {peak} KiB (before {baseline} KiB); \
-         the upstream received {forwarded:?} bytes"
+    eprintln!("GET with 256 MiB: {status:?}; gateway peak RSS {peak} KiB (before {baseline} KiB)");
+    // Refused from its headers: a 400, or the connection closed on the
+    // unread body; never a 200.
+    assert!(
+        matches!(status, Ok(400) | Err(_)),
+        "{status:?}: the GET body was taken"
     );
-    if peak >= 96 * 1024 {
-        wrong.push(format!("the gateway held a GET body: peak RSS {peak} KiB"));
+    assert!(
+        peak < 96 * 1024,
+        "the gateway held a GET body: peak RSS {peak} KiB"
+    );
+    assert_eq!(g.up.hits(), before, "no body reached the upstream");
+    // Without a body (a length of zero), the event stream and the end of
+    // a session are housekeeping as before.
+    for method in ["GET", "DELETE"] {
+        let before = g.up.hits();
+        let a = g.send(
+            method,
+            "/mcp",
+            Some(&g.mail),
+            &[("content-length", "0")],
+            "",
+        );
+        assert_eq!(a.status, 200, "{method}: {}", a.text());
+        let got = g.up.since(before);
+        assert_eq!(
+            (
+                got[0].method.as_str(),
+                got[0].path.as_str(),
+                got[0].body_len
+            ),
+            (method, "/mcp", 0)
+        );
     }
-    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
-/// Authority gap: a token-only check runs none of the token's raw Datalog,
+/// Authority gap: a token-only check ran none of the token's raw Datalog,
 /// so a delegate whose delegator wrote `check if false` (or an expiry in
-/// raw Datalog) opens sessions, lists tools and holds the event stream.
+/// raw Datalog) opened sessions, listed tools and held the event stream.
+/// Stopped: a chain carrying raw Datalog gets no token-only pass; its
+/// housekeeping is decided on its grants like any request (SPEC §7.4).
 #[test]
-#[ignore = "red team issue 14: succeeds today (token-only checks skip raw Datalog)"]
 fn token_only_checks_honour_the_tokens_raw_datalog() {
     let g = gateway();
     let nothing = g.delegate(&["--datalog", "check if false"]);
     let expired = g.delegate(&["--datalog", "check if time($t), $t < 2020-01-01T00:00:00Z"]);
-    let mut passed = Vec::new();
+    let before = g.up.hits();
     for (what, token) in [("check if false", &nothing), ("a raw expiry", &expired)] {
         // The grant check denies it...
         let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                           "params": {"name": "send_email", "arguments": {"to": "a@company.com"}}});
         let a = g.post(Some(token), None, &call);
-        assert!(a.status == 403 || a.status == 401, "{what}: {}", a.text());
-        // ...and so should the token-only check.
-        for (method, body) in [
-            ("POST", init().to_string()),
-            ("POST", tools_list(json!(1)).to_string()),
-            ("GET", String::new()),
+        assert_eq!(a.status, 403, "{what}: {}", a.text());
+        // ...and so does the housekeeping one, now decided on the grants.
+        for (method, body, action) in [
+            ("POST", init().to_string(), "initialize"),
+            ("POST", tools_list(json!(1)).to_string(), "tools.list"),
+            ("GET", String::new(), "http.get"),
+            ("DELETE", String::new(), "http.delete"),
         ] {
             let a = g.send(method, "/mcp", Some(token), &[], body.clone());
-            if a.status == 200 {
-                passed.push(format!("{what}: {method} {body}"));
-            }
+            assert_eq!(a.status, 403, "{what}: {method} {body}: {}", a.text());
+            let d = a.json();
+            assert_eq!(d["error"]["code"], -32080, "{what}: {d}");
+            assert_eq!(
+                d["error"]["data"]["denial"]["kind"], "not_allowed",
+                "{what}: {d}"
+            );
+            assert_eq!(d["error"]["data"]["request"]["action"], action, "{d}");
         }
     }
-    assert!(passed.is_empty(), "forwarded: {passed:#?}");
+    assert_eq!(g.up.hits(), before, "nothing reached the upstream");
+    // A chain with raw Datalog whose grants allow its housekeeping: passes
+    // where the grants and the checks allow, and only there.
+    let broad = g.token(
+        "user:alice",
+        "initialize,tools.list,http.get,send_email:/mcp",
+    );
+    let d = g.dir.path();
+    std::fs::write(d.join("broad.tok"), &broad).unwrap();
+    let sub = run(d, &["keygen", "--force", "--out", "sub.key"])
+        .stdout
+        .trim()
+        .to_string();
+    let checked = run(
+        d,
+        &[
+            "attenuate",
+            "--key",
+            "other.key",
+            "--to",
+            "sub-agent",
+            "--to-key",
+            &sub,
+            "--allow",
+            "initialize,tools.list,http.get:/mcp",
+            "--datalog",
+            "check if time($t), $t < 2999-01-01T00:00:00Z",
+            "broad.tok",
+        ],
+    )
+    .stdout
+    .trim()
+    .to_string();
+    for (method, body) in [
+        ("POST", init().to_string()),
+        ("POST", tools_list(json!(1)).to_string()),
+        ("GET", String::new()),
+    ] {
+        let a = g.send(method, "/mcp", Some(&checked), &[], body.clone());
+        assert_eq!(a.status, 200, "{method} {body}: {}", a.text());
+    }
+    for (method, body, action) in [
+        (
+            "POST",
+            json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string(),
+            "ping",
+        ),
+        ("DELETE", String::new(), "http.delete"),
+    ] {
+        let a = g.send(method, "/mcp", Some(&checked), &[], body);
+        assert_eq!(a.status, 403, "{method}: {}", a.text());
+        assert_eq!(a.json()["error"]["data"]["request"]["action"], action);
+    }
 }
 
-/// The session binding names the token family only: a delegate (an
-/// attenuation, here one that may do nothing at all) uses its delegator's
-/// session — its event stream (the server's requests to the delegator:
-/// sampling prompts, elicitations), answers to them, its end (DELETE).
+/// The session binding named the token family only: a delegate (an
+/// attenuation) used its delegator's session — its event stream (the
+/// server's requests to the delegator: sampling prompts, elicitations),
+/// answers to them, its end (DELETE). Stopped: a session's owner is the
+/// route, the family and every hop's agent key; a delegate holds another
+/// chain, so gets 404 (and one with `check if false` is denied first).
 #[test]
-#[ignore = "red team issue 14: succeeds today (sessions bound to the family, not the holder; SPEC §17 by design)"]
 fn a_delegate_does_not_join_its_delegators_session() {
     let g = gateway();
     let alice = g.open(&g.mail);
-    let delegate = g.delegate(&["--datalog", "check if false"]);
+    let plain = g.delegate(&[]);
+    let nothing = g.delegate(&["--datalog", "check if false"]);
+    let before = g.up.hits();
     for method in ["GET", "DELETE"] {
         let a = g.send(
             method,
             "/mcp",
-            Some(&delegate),
+            Some(&plain),
             &[("mcp-session-id", alice.as_str())],
             "",
         );
         assert_eq!(a.status, 404, "{method}: the delegate used alice's session");
+        assert!(a.text().contains("no such MCP session"), "{}", a.text());
+        let a = g.send(
+            method,
+            "/mcp",
+            Some(&nothing),
+            &[("mcp-session-id", alice.as_str())],
+            "",
+        );
+        assert_eq!(a.status, 403, "{method}: {}", a.text());
     }
     let answer = json!({"jsonrpc": "2.0", "id": "elicit-1", "result": {"action": "accept"}});
-    let a = g.post(Some(&delegate), Some(&alice), &answer);
+    let a = g.post(Some(&plain), Some(&alice), &answer);
     assert_eq!(
         a.status, 404,
         "the delegate answered a request sent to alice"
     );
+    assert_eq!(a.json()["error"]["code"], -32090);
+    assert_eq!(g.up.hits(), before, "nothing reached alice's session");
+    // The other way round: the delegator on its delegate's session.
+    let delegates = g.open(&plain);
+    let a = g.post(
+        Some(&g.mail),
+        Some(&delegates),
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    );
+    assert_eq!(a.status, 404, "alice used her delegate's session");
+    // Alice herself still uses hers.
+    let a = g.post(
+        Some(&g.mail),
+        Some(&alice),
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
 }
 
-/// The session tag does not name the route: a session opened on `/mcp2`
-/// is accepted on `/mcp` (and forwarded to that route's upstream).
+/// The session tag did not name the route: a session opened on `/mcp2`
+/// was accepted on `/mcp` (and forwarded to that route's upstream).
+/// Stopped: the route's prefix is part of the session's owner.
 #[test]
-#[ignore = "red team issue 14: succeeds today (session tag not bound to the route)"]
 fn a_session_belongs_to_the_route_that_opened_it() {
     let g = gateway();
     let a = g.send("POST", "/mcp2", Some(&g.mail), &[], init().to_string());
     let other = a.header("mcp-session-id");
     assert!(!other.is_empty());
-    let a = g.post(
-        Some(&g.mail),
-        Some(&other),
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
-    );
+    let before = g.up.hits();
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let a = g.post(Some(&g.mail), Some(&other), &ping);
     assert_eq!(a.status, 404, "a /mcp2 session was used on /mcp");
+    assert_eq!(a.json()["error"]["code"], -32090);
+    assert_eq!(g.up.hits(), before);
+    // On its own route it is the session.
+    let a = g.send(
+        "POST",
+        "/mcp2",
+        Some(&g.mail),
+        &[("mcp-session-id", other.as_str())],
+        ping.to_string(),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
 }
 
-/// Two parsers on the path: `/mcp/` is a sub-path to the gateway (decided
-/// on the resource `/mcp/`, so a grant on `/mcp/**` allows it) and the same
-/// endpoint as `/mcp` to an Express server (non-strict routing, as
+/// Two parsers on the path: `/mcp/` was a sub-path to the gateway (decided
+/// on the resource `/mcp/`, so a grant on `/mcp/**` allowed it) and the
+/// same endpoint as `/mcp` to an Express server (non-strict routing, as
 /// `server-everything` answers `POST /mcp/` and even `POST /MCP`).
+/// Stopped: an MCP route serves its exact path only; anything below it is
+/// 404, never decided.
 #[test]
-#[ignore = "red team issue 14: succeeds today (/mcp/ reaches the endpoint on a sub-path grant)"]
 fn a_trailing_slash_is_not_a_second_door_to_the_endpoint() {
     let g = gateway();
     let sub = g.token("user:alice", "delete_inbox:/mcp/**");
     let before = g.up.hits();
     let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": {"name": "delete_inbox", "arguments": {}}});
-    let a = g.send("POST", "/mcp/", Some(&sub), &[], call.to_string());
-    assert_ne!(
-        a.status,
-        200,
-        "delete_inbox reached the upstream at {:?}",
-        g.up.since(before).last().map(|r| r.path.clone())
-    );
+    for path in ["/mcp/", "/mcp/x", "/mcp/tools/delete_inbox"] {
+        let a = g.send("POST", path, Some(&sub), &[], call.to_string());
+        assert_eq!(a.status, 404, "{path}: {}", a.text());
+        let d = a.json();
+        assert!(
+            d["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exact path only")),
+            "{path}: {d}"
+        );
+        assert_eq!(d["id"], 1, "{path}: {d}");
+        for method in ["GET", "DELETE"] {
+            let a = g.send(method, path, Some(&g.mail), &[], "");
+            assert_eq!(a.status, 404, "{method} {path}: {}", a.text());
+        }
+    }
+    assert_eq!(g.up.hits(), before, "nothing reached the upstream");
+    // On the endpoint itself the sub-path grant allows nothing.
+    let a = g.send("POST", "/mcp", Some(&sub), &[], call.to_string());
+    assert_eq!(a.status, 403, "{}", a.text());
 }
 
 /// Two parsers on keys: Go's `encoding/json` (the official Go MCP SDK
-/// decodes tool arguments with it) matches struct fields with full Unicode
-/// simple case folding; the gateway folds ASCII, `ſ` and `K` only. A tool
-/// whose argument is `é` decided on `é=1` acts on `É=1000`.
+/// decodes tool arguments with it) matches struct fields by Unicode simple
+/// case folding; the gateway folded ASCII, `ſ` and `K` only. A tool whose
+/// argument is `é` decided on `é=1` acted on `É=1000`. Stopped: keys are
+/// folded by Unicode case (SPEC §17). (`größe`/`GRÖSSE` is no pair: simple
+/// folding does not map `ß` to `SS`; `ß` and `ẞ` are one orbit.)
 #[test]
-#[ignore = "red team issue 14: succeeds today (case folding is ASCII-only)"]
 fn keys_a_unicode_case_insensitive_decoder_merges_are_refused() {
     let m = McpMap::new("/mcp", None, MIB);
-    for (a, b) in [("é", "É"), ("größe", "GRÖSSE"), ("µ", "Μ"), ("å", "Å")] {
+    for (a, b) in [("é", "É"), ("größe", "GRÖẞE"), ("µ", "Μ"), ("å", "Å")] {
         let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                           "params": {"name": "pay", "arguments": {a: 1, b: 1000}}});
-        let r = map_post(&m, "/mcp", &call);
-        assert!(r.is_err(), "{a:?} and {b:?} both decided: {r:?}");
+        let e = map_post(&m, "/mcp", &call).unwrap_err();
+        assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{a:?} {b:?}");
+        assert!(
+            e.message.contains("differ only in letter case"),
+            "{a:?} and {b:?}: {}",
+            e.message
+        );
     }
 }
 
-/// Two parsers on numbers: an integer literal beyond 2^53 is decided
+/// Two parsers on numbers: an integer literal beyond 2^53 was decided
 /// exactly, while a JavaScript server (doubles) acts on its neighbour:
-/// `account=9007199254740993` is decided, `9007199254740992` is acted on.
-/// The float branch already refuses this; the integer branch does not.
+/// `account=9007199254740993` decided, `9007199254740992` acted on (and a
+/// Python or Go server reads `…993` exactly). Refused since 2473b90 for
+/// every integer beyond ±2^53 but the two that round to ±2^53 (see
+/// `integers_that_round_to_2_pow_53_are_refused`).
 #[test]
-#[ignore = "red team issue 14: succeeds today (integers beyond 2^53 decided exactly)"]
 fn integers_a_double_cannot_hold_are_refused() {
-    let v: Json = serde_json::from_str("9007199254740993").unwrap();
-    assert!(
-        parameter("account", &v).is_err(),
-        "{:?}",
-        parameter("account", &v)
-    );
+    for text in [
+        "9007199254740994",
+        "-9007199254740994",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551615",
+    ] {
+        let v: Json = serde_json::from_str(text).unwrap();
+        let e = parameter("account", &v).unwrap_err();
+        assert!(
+            e.message.starts_with("invalid params") && e.message.contains("2^53"),
+            "{text}: {}",
+            e.message
+        );
+    }
+}
+
+/// BUG in 2473b90: `parameter` refuses an integer beyond 2^53 in its
+/// integer branch, then reads it again as a double, where
+/// `9007199254740993` rounds to `2^53` — in range, integral: decided as
+/// `9007199254740992` while a Python or Go server acts on `…993`.
+#[test]
+#[ignore = "bug in 2473b90: ±9007199254740993 decided as ±2^53 (the float branch reads integer literals)"]
+fn integers_that_round_to_2_pow_53_are_refused() {
+    for text in ["9007199254740993", "-9007199254740993"] {
+        let v: Json = serde_json::from_str(text).unwrap();
+        let r = parameter("account", &v);
+        assert!(r.is_err(), "{text}: {r:?}");
+    }
 }
 
 /// Authority gap (2026-07-28): `subscriptions/listen` with
 /// `notifications.resourceSubscriptions` "replaces the former
 /// `resources/subscribe` RPC" (the Python SDK's schema says so), which the
-/// gateway decides on the URI; the listen request is token-only, URIs and
-/// all.
+/// gateway decides on the URI; the listen request was token-only, URIs and
+/// all. Stopped: one listened resource is decided as
+/// `resources.subscribe` with its `uri`; several are refused.
 #[test]
-#[ignore = "red team issue 14: succeeds today (subscriptions/listen subscribes to any resource, token-only)"]
 fn subscribing_to_a_resource_is_decided_on_its_uri_in_every_revision() {
     let m = McpMap::new("/mcp", None, MIB);
     let listen = json!({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen",
                         "params": {"notifications": {"resourceSubscriptions": ["file:///etc/secret"]}}});
     let (request, check) = map_post(&m, "/mcp", &listen).unwrap();
     assert_eq!(check, Check::Grant, "{request:?}");
+    assert_eq!(request.action, "resources.subscribe");
+    assert_eq!(
+        request.params.get("uri"),
+        Some(&mandate_spec::Value::Str("file:///etc/secret".into()))
+    );
+    // Through the gateway: the narrow token may not subscribe.
+    let g = gateway();
+    let before = g.up.hits();
+    let a = g.post(Some(&g.mail), None, &listen);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert_eq!(
+        a.json()["error"]["data"]["request"]["action"],
+        "resources.subscribe"
+    );
+    assert_eq!(g.up.hits(), before);
 }
 
-/// The expiry cut reads the stream's `Content-Type` case-sensitively and
-/// the chain's canonical expiries only: a raw-Datalog expiry never cuts.
+/// BUG in 2473b90 (the class of `Arguments` for `arguments`): the listened
+/// resources are read from `params.notifications.resourceSubscriptions`
+/// only; a spelling a case-insensitive decoder (Go's `encoding/json`) reads
+/// as it — `Notifications`, `resourcesubscriptions` — is neither decided
+/// nor refused, so the subscription is token-only.
 #[test]
-#[ignore = "red team issue 14: succeeds today (event stream outlives a raw-Datalog expiry)"]
+#[ignore = "bug in 2473b90: other spellings of notifications.resourceSubscriptions pass as token-only"]
+fn a_listened_resource_spelled_otherwise_is_refused() {
+    let m = McpMap::new("/mcp", None, MIB);
+    for params in [
+        json!({"notifications": {"ResourceSubscriptions": ["file:///etc/secret"]}}),
+        json!({"notifications": {"resourcesubscriptions": ["file:///etc/secret"]}}),
+        json!({"Notifications": {"resourceSubscriptions": ["file:///etc/secret"]}}),
+    ] {
+        let listen = json!({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen",
+                            "params": params});
+        let r = map_post(&m, "/mcp", &listen);
+        assert!(
+            !matches!(r, Ok((_, Check::Token))),
+            "{params}: token-only: {r:?}"
+        );
+    }
+}
+
+/// The expiry cut read the stream's `Content-Type` case-sensitively and
+/// the chain's canonical expiries only, so a raw-Datalog expiry never cut.
+/// Stopped as far as it can be: a chain with raw Datalog gets no
+/// token-only pass, so this delegate (granted `send_email` only) cannot
+/// open the event stream at all. (A chain whose grants allow `http.get`
+/// holds a stream past a raw-Datalog time bound: the gateway cannot read
+/// one; SPEC §17 cuts at the canonical expiry.)
+#[test]
 fn an_event_stream_ends_with_any_expiry_of_the_token() {
     let g = gateway();
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
@@ -1436,11 +1751,29 @@ fn an_event_stream_ends_with_any_expiry_of_the_token() {
     let rfc = format!("{}Z", &rfc[..19]);
     let check = format!("check if time($t), $t < {rfc}");
     let token = g.delegate(&["--datalog", &check]);
+    let before = g.up.hits();
+    let a = g.send("GET", "/mcp", Some(&token), &[("x-forever", "1")], "");
+    assert_eq!(a.status, 403, "{}", a.text());
+    let d = a.json();
+    assert_eq!(d["error"]["data"]["request"]["action"], "http.get", "{d}");
+    assert_eq!(d["error"]["data"]["denial"]["kind"], "not_allowed", "{d}");
+    assert_eq!(g.up.hits(), before, "no stream was opened");
+}
+
+/// The canonical expiry cuts the stream whatever the letter case of its
+/// `Content-Type` (an upstream's `Text/Event-Stream` was not recognised,
+/// and its stream never ended).
+#[test]
+fn an_event_stream_ends_at_expiry_whatever_the_case_of_its_content_type() {
+    let g = gateway();
+    let short = g.delegate(&["--ttl", "2s"]);
+    // The hang guard is only for a broken gateway.
     let mut resp = http_client()
         .get(format!("http://{}/mcp", g.gateway.addr))
-        .bearer_auth(&token)
+        .bearer_auth(&short)
         .header("x-forever", "1")
-        .timeout(Duration::from_secs(8))
+        .header("x-forever-type", "Text/Event-Stream; charset=UTF-8")
+        .timeout(Duration::from_secs(120))
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
@@ -1450,4 +1783,5 @@ fn an_event_stream_ends_with_any_expiry_of_the_token() {
         read.is_ok(),
         "the stream did not end at the token's expiry: {read:?}"
     );
+    assert!(String::from_utf8_lossy(&got).contains("notifications/message"));
 }

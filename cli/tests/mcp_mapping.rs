@@ -1,11 +1,13 @@
 //! The gateway's MCP dialect as a library (`mandate_server::mcp`, SPEC §17),
 //! attacked without processes: reading one JSON-RPC message (requests,
-//! notifications, client responses; batches and malformed messages refused
-//! with why); what each message is decided as and what it must pass
-//! (`Check::Token` only for housekeeping on the route's exact path); tool
-//! arguments as parameters (`2.0` is 2, `2.5` and `1e300` refused); the
-//! `Mcp-Method` / `Mcp-Name` headers; session ids bound to their token
-//! family; JSON-RPC error bodies and their stable codes; `tools/list`
+//! notifications, client responses; batches, malformed messages and ids a
+//! server would echo otherwise refused with why); what each message is
+//! decided as and what it must pass (`Check::Token` only for housekeeping;
+//! the route serves its exact path only, anything below it is 404); tool
+//! arguments as parameters (`2.0` is 2; `2.5`, `1e300` and integers beyond
+//! ±2^53 refused); keys a case-insensitive decoder merges (Unicode); the
+//! `Mcp-Method` / `Mcp-Name` headers; session ids bound to their owner;
+//! JSON-RPC error bodies and their stable codes; `tools/list`
 //! filtering against real tokens and a real verifier; event-stream
 //! rewriting; and the whole mapping behind the middleware.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -45,6 +47,9 @@ fn parts(method: &str, uri: &str, headers: &[(&str, &[u8])]) -> Parts {
     }
     b.body(()).unwrap().into_parts().0
 }
+
+/// 2^53: every integer up to it is exact in a double.
+const EXACT: i64 = 1 << 53;
 
 /// The mapping of an MCP route at `/mcp`, deciding its exact path on
 /// `/srv/mail`.
@@ -98,8 +103,16 @@ fn message_read_tells_requests_notifications_and_responses_apart() {
     assert_eq!((id, method), (&json!(7), "tools/call"));
     assert_eq!(params.unwrap()["name"], "x");
     assert_eq!(Message::read(&m).unwrap().method(), Some("tools/call"));
-    // String and fractional ids are ids.
-    for id in [json!("abc"), json!(""), json!(1.5), json!(-3)] {
+    // String ids, and integers within ±2^53 written as integers, are ids.
+    for id in [
+        json!("abc"),
+        json!(""),
+        json!("1.0"),
+        json!(-3),
+        json!(0),
+        json!(EXACT),
+        json!(-EXACT),
+    ] {
         let m = request(id.clone(), "ping", json!({}));
         assert!(
             matches!(Message::read(&m).unwrap(), Message::Request { id: i, .. } if *i == id),
@@ -162,19 +175,19 @@ fn message_read_refuses_what_is_not_one_json_rpc_message_saying_why() {
         ),
         (
             json!({"jsonrpc": "2.0", "id": null, "method": "ping"}),
-            "id is a string or a number",
+            "id is a string or an integer",
         ),
         (
             json!({"jsonrpc": "2.0", "id": true, "method": "ping"}),
-            "id is a string or a number",
+            "id is a string or an integer",
         ),
         (
             json!({"jsonrpc": "2.0", "id": {}, "method": "ping"}),
-            "id is a string or a number",
+            "id is a string or an integer",
         ),
         (
             json!({"jsonrpc": "2.0", "id": [1], "result": {}}),
-            "id is a string or a number",
+            "id is a string or an integer",
         ),
         (
             json!({"jsonrpc": "2.0", "id": 1, "method": 5}),
@@ -196,6 +209,47 @@ fn message_read_refuses_what_is_not_one_json_rpc_message_saying_why() {
         let msg = refused(Message::read(&m), &[why]);
         // Through the mapping, the same refusal.
         assert_eq!(refused(map_post(&mail(), "/mcp", &m), &[why]), msg, "{m}");
+    }
+}
+
+/// An id a server reads as a double and echoes in its shortest form (`1.0`
+/// → `1`, `-0` → `0`, `2^53 + 1` → `2^53`) would not match the request's:
+/// the answer could not be told apart (the `tools/list` filter matched by
+/// id). Such ids are refused, requests and responses alike.
+#[test]
+fn an_id_a_server_would_echo_otherwise_is_refused() {
+    let why = "a JSON-RPC id is a string or an integer";
+    let mut ids: Vec<Json> = vec![
+        json!(1.0),
+        json!(-0.0),
+        json!(1.5),
+        json!(EXACT + 1),
+        json!(-EXACT - 1),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(u64::MAX),
+    ];
+    for text in [
+        "1.0",
+        "1e0",
+        "10E-1",
+        "-0",
+        "-0.0",
+        "9007199254740993",
+        "-9007199254740993",
+        "18446744073709551616",
+    ] {
+        ids.push(serde_json::from_str(text).unwrap());
+    }
+    for id in ids {
+        for m in [
+            request(id.clone(), "ping", json!({})),
+            request(id.clone(), "tools/list", json!({})),
+            json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+        ] {
+            let msg = refused(Message::read(&m), &[why, "2^53"]);
+            assert_eq!(refused(map_post(&mail(), "/mcp", &m), &[why]), msg, "{m}");
+        }
     }
 }
 
@@ -227,11 +281,6 @@ fn get_and_delete_on_the_exact_path_are_token_only_every_other_http_method_is_gr
                 Check::Grant,
             ),
             ("PATCH", "/mcp", "http.patch", exact_resource, Check::Grant),
-            ("GET", "/mcp/", "http.get", "/mcp/", Check::Grant),
-            ("GET", "/mcp/x", "http.get", "/mcp/x", Check::Grant),
-            ("DELETE", "/mcp/x", "http.delete", "/mcp/x", Check::Grant),
-            ("GET", "/MCP", "http.get", "/MCP", Check::Grant),
-            ("GET", "/mcpx", "http.get", "/mcpx", Check::Grant),
         ] {
             let (r, c) = map.map_check(&parts(method, path, &[]), None).unwrap();
             assert_eq!(
@@ -240,6 +289,19 @@ fn get_and_delete_on_the_exact_path_are_token_only_every_other_http_method_is_gr
                 "{method} {path}"
             );
             assert!(r.params.is_empty());
+            // A length of zero is no body.
+            let (r2, c2) = map
+                .map_check(&parts(method, path, &[("content-length", b"0")]), None)
+                .unwrap();
+            assert_eq!((r2.action, c2), (r.action, c));
+        }
+        // Anything but the exact path: not the endpoint (404), whatever the
+        // method; servers resolve `/mcp/` and `/MCP` as `/mcp`, so a grant
+        // on a sub-path would open the endpoint itself.
+        for method in ["GET", "DELETE", "HEAD", "PUT"] {
+            for path in ["/mcp/", "/mcp/x", "/mcp/x/y", "/MCP", "/mcpx", "/"] {
+                below_the_route(map.map_check(&parts(method, path, &[]), None));
+            }
         }
         // Only a POST's body is read, up to the route's limit.
         assert_eq!(map.body_limit(&parts("POST", "/mcp", &[])), Some(1 << 20));
@@ -247,6 +309,41 @@ fn get_and_delete_on_the_exact_path_are_token_only_every_other_http_method_is_gr
         assert_eq!(map.body_limit(&parts("DELETE", "/mcp", &[])), None);
         assert_eq!(map.max_body(), 1 << 20);
     }
+}
+
+/// A body on any method but POST (GET, the event stream; DELETE, the
+/// session's end) would reach the server undecided: refused before any
+/// decision, however it is announced.
+#[test]
+fn a_body_on_get_or_delete_is_refused() {
+    let map = mail();
+    for method in ["GET", "DELETE", "HEAD", "PUT", "OPTIONS"] {
+        for header in [
+            ("content-length", b"5".as_slice()),
+            ("content-length", b"268435456"),
+            ("content-length", b"00"),
+            ("transfer-encoding", b"chunked"),
+            ("transfer-encoding", b"identity"),
+        ] {
+            refused(
+                map.map_check(&parts(method, "/mcp", &[header]), None),
+                &[&format!("an MCP {method} carries no body")],
+            );
+        }
+    }
+    // A POST's body is the message, read and decided.
+    let p = parts("POST", "/mcp", &[("content-length", b"5")]);
+    let (_, c) = map
+        .map_check(&p, Some(&request(json!(1), "ping", json!({}))))
+        .unwrap();
+    assert_eq!(c, Check::Token);
+}
+
+/// Asserts the 404 of a path other than the route's own.
+fn below_the_route<T: std::fmt::Debug>(r: Result<T, MapError>) {
+    let e = r.expect_err("refused");
+    assert_eq!(e.status, StatusCode::NOT_FOUND, "{e:?}");
+    assert!(e.message.contains("exact path only (/mcp)"), "{e:?}");
 }
 
 #[test]
@@ -273,14 +370,9 @@ fn housekeeping_notifications_and_responses_are_token_only_on_the_exact_path_onl
             (action.as_str(), "/srv/mail")
         );
         assert!(r.params.is_empty(), "{msg}");
-        // Below the route: decided on its grant, on the path.
+        // Below the route: not the endpoint, refused (404) undecided.
         for path in ["/mcp/", "/mcp/sub", "/mcp/sub/deeper"] {
-            let (r, c) = map_post(&map, path, msg).unwrap();
-            assert_eq!(c, Check::Grant, "{msg} on {path}");
-            assert_eq!(
-                (r.action.as_str(), r.resource.as_str()),
-                (action.as_str(), path)
-            );
+            below_the_route(map_post(&map, path, msg));
         }
     }
 }
@@ -354,8 +446,8 @@ fn tools_call_is_decided_as_the_tool_with_its_string_and_integer_arguments() {
         "exp": 2e0,
         "top": 9007199254740992.0,
         "low": -9007199254740992.0,
-        "i64min": i64::MIN,
-        "i64max": i64::MAX,
+        "top_int": EXACT,
+        "low_int": -EXACT,
         "flag": true,
         "nothing": null,
         "list": [1, 2],
@@ -377,8 +469,8 @@ fn tools_call_is_decided_as_the_tool_with_its_string_and_integer_arguments() {
         ("exp", Value::Int(2)),
         ("top", Value::Int(1 << 53)),
         ("low", Value::Int(-(1 << 53))),
-        ("i64min", Value::Int(i64::MIN)),
-        ("i64max", Value::Int(i64::MAX)),
+        ("top_int", Value::Int(EXACT)),
+        ("low_int", Value::Int(-EXACT)),
         ("empty", Value::Str(String::new())),
     ]
     .into_iter()
@@ -390,9 +482,9 @@ fn tools_call_is_decided_as_the_tool_with_its_string_and_integer_arguments() {
     let (r, _) = map_post(&map, "/mcp", &m).unwrap();
     assert_eq!(r.action, "search");
     assert!(r.params.is_empty());
-    // On a sub-path, the path is the resource.
-    let (r, c) = map_post(&map, "/mcp/x", &call("search", json!({}))).unwrap();
-    assert_eq!((r.resource.as_str(), c), ("/mcp/x", Check::Grant));
+    // On a sub-path: no decision at all (the second door is closed).
+    below_the_route(map_post(&map, "/mcp/x", &call("search", json!({}))));
+    below_the_route(map_post(&map, "/mcp/", &call("search", json!({}))));
 }
 
 #[test]
@@ -406,17 +498,34 @@ fn a_number_that_is_not_an_integer_is_refused_as_invalid_params() {
         (json!(-9007199254740994.0), "-9007199254740994"),
         (json!(u64::MAX), "18446744073709551615"),
         (json!(1e19), "1e19"),
+        // Integers a double cannot hold, even written as integers: a
+        // JavaScript server would act on a neighbour.
+        (json!(EXACT + 2), "9007199254740994"),
+        (json!(-EXACT - 2), "-9007199254740994"),
+        (json!(i64::MAX), "9223372036854775807"),
+        (json!(i64::MIN), "-9223372036854775808"),
     ] {
         let msg = refused(
             map_post(&map, "/mcp", &call("pay", json!({"amount": v}))),
-            &["invalid params", "\"amount\"", "not an integer"],
+            &[
+                "invalid params",
+                "\"amount\"",
+                "not an integer within ±2^53",
+            ],
         );
         assert!(msg.starts_with("invalid params"), "{msg}");
         let e = parameter("amount", &v).unwrap_err();
         assert_eq!(e.message, msg, "{text}");
     }
     // Straight from the JSON text, as a client writes it.
-    for text in ["2.5", "1e300", "9007199254740994.0", "18446744073709551616"] {
+    for text in [
+        "2.5",
+        "1e300",
+        "9007199254740994.0",
+        "18446744073709551616",
+        "9223372036854775807",
+        "-9007199254740994",
+    ] {
         let v: Json = serde_json::from_str(text).unwrap();
         refused(parameter("a", &v), &["invalid params", "not an integer"]);
     }
@@ -425,8 +534,10 @@ fn a_number_that_is_not_an_integer_is_refused_as_invalid_params() {
         ("2e0", 2),
         ("-5E3", -5000),
         ("1.0e1", 10),
-        ("9007199254740992.0", 1 << 53),
-        ("9223372036854775807", i64::MAX),
+        ("9007199254740992.0", EXACT),
+        ("9007199254740992", EXACT),
+        ("-9007199254740992", -EXACT),
+        ("-0", 0),
     ] {
         let v: Json = serde_json::from_str(text).unwrap();
         assert_eq!(
@@ -523,6 +634,80 @@ fn resources_and_prompts_are_decided_with_their_uri_and_name() {
         ),
         &["invalid params: prompts.get needs params.name"],
     );
+}
+
+/// A 2026-07-28 `subscriptions/listen` naming resources in
+/// `params.notifications.resourceSubscriptions` subscribes to them (it
+/// replaces `resources/subscribe`): decided like it, on the URI; without
+/// resources it is housekeeping.
+#[test]
+fn subscriptions_listen_is_decided_on_the_resource_it_subscribes_to() {
+    let map = mail();
+    let listen = |params: Json| request(json!(1), "subscriptions/listen", params);
+    let (r, c) = map_post(
+        &map,
+        "/mcp",
+        &listen(
+            json!({"notifications": {"resourceSubscriptions": ["file:///etc/secret"],
+                                         "toolsListChanged": true}}),
+        ),
+    )
+    .unwrap();
+    assert_eq!(c, Check::Grant);
+    assert_eq!(
+        (r.action.as_str(), r.resource.as_str()),
+        ("resources.subscribe", "/srv/mail")
+    );
+    assert_eq!(
+        r.params,
+        BTreeMap::from([("uri".to_string(), Value::Str("file:///etc/secret".into()))])
+    );
+    // Decided exactly as resources/subscribe on the same URI.
+    let (s, sc) = map_post(
+        &map,
+        "/mcp",
+        &request(
+            json!(2),
+            "resources/subscribe",
+            json!({"uri": "file:///etc/secret"}),
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        (s.action, s.resource, s.params, sc),
+        (r.action, r.resource, r.params, c)
+    );
+    // No resources: housekeeping (the stream of list changes).
+    for params in [
+        json!({}),
+        json!({"notifications": {}}),
+        json!({"notifications": {"toolsListChanged": true}}),
+        json!({"notifications": {"resourceSubscriptions": []}}),
+        json!({"notifications": {"resourceSubscriptions": null}}),
+    ] {
+        let (r, c) = map_post(&map, "/mcp", &listen(params.clone())).unwrap();
+        assert_eq!(
+            (r.action.as_str(), c),
+            ("subscriptions.listen", Check::Token),
+            "{params}"
+        );
+        assert!(r.params.is_empty());
+    }
+    // Several (one decision per request), or not URIs: invalid params.
+    for params in [
+        json!({"notifications": {"resourceSubscriptions": ["file:///a", "file:///b"]}}),
+        json!({"notifications": {"resourceSubscriptions": ["file:///a", "file:///a"]}}),
+        json!({"notifications": {"resourceSubscriptions": [1]}}),
+        json!({"notifications": {"resourceSubscriptions": [["file:///a"]]}}),
+        json!({"notifications": {"resourceSubscriptions": "file:///a"}}),
+        json!({"notifications": {"resourceSubscriptions": {"uri": "file:///a"}}}),
+    ] {
+        let msg = refused(
+            map_post(&map, "/mcp", &listen(params.clone())),
+            &["invalid params"],
+        );
+        assert!(msg.starts_with("invalid params"), "{params}: {msg}");
+    }
 }
 
 #[test]
@@ -700,8 +885,60 @@ fn keys_that_differ_only_in_letter_case_are_refused() {
     }
 }
 
+/// Go's `encoding/json` matches a key to a field by Unicode simple case
+/// folding (every rune of one fold orbit alike: `k`, `K` and the Kelvin
+/// sign; `s`, `S` and `ſ`; `é` and `É`; `µ`, `μ` and `Μ`; `ß` and `ẞ`):
+/// two keys of one orbit in one object are one field to such a server, the
+/// last one winning. Refused wherever they are, saying why; keys that only
+/// look alike (`é` and `e`, `ß` and `ss`: no simple fold) are distinct.
+#[test]
+fn keys_a_unicode_case_insensitive_decoder_merges_are_refused() {
+    let map = mail();
+    let pairs = [
+        ("amount", "AMOUNT"),
+        ("k", "\u{212a}"),
+        ("s", "\u{17f}"),
+        ("S", "\u{17f}"),
+        ("é", "É"),
+        ("µ", "μ"),
+        ("µ", "Μ"),
+        ("μ", "Μ"),
+        ("å", "\u{212b}"),
+        ("ω", "\u{2126}"),
+        ("ß", "ẞ"),
+        ("größe", "GRÖẞE"),
+        ("ǆ", "ǅ"),
+        ("ǅ", "Ǆ"),
+        ("σ", "ς"),
+        ("θ", "ϑ"),
+        ("ᾳ", "ᾼ"),
+        ("ж", "Ж"),
+        ("ꭰ", "Ꭰ"),
+    ];
+    for (a, b) in pairs {
+        let (ka, kb) = (format!("to{a}"), format!("to{b}"));
+        for msg in [
+            call("pay", json!({ka.clone(): 1, kb.clone(): 1000})),
+            call(
+                "pay",
+                json!({"x": [{"deep": {ka.clone(): 1, kb.clone(): 2}}]}),
+            ),
+            request(json!(1), "ping", json!({ka.clone(): "a", kb.clone(): "b"})),
+        ] {
+            refused(
+                map_post(&map, "/mcp", &msg),
+                &["differ only in letter case", &ka, &kb],
+            );
+        }
+    }
+    for (a, b) in [("é", "e"), ("ß", "ss"), ("größe", "GRÖSSE"), ("ä", "a")] {
+        let (r, _) = map_post(&map, "/mcp", &call("pay", json!({a: 1, b: 2}))).unwrap();
+        assert_eq!(r.params.len(), 2, "{a:?} {b:?}: {r:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
-// The property: token-only only for housekeeping on the exact path.
+// The property: token-only only for housekeeping, on the exact path only.
 
 fn any_method() -> impl Strategy<Value = String> {
     let known: Vec<String> = HOUSEKEEPING
@@ -745,7 +982,11 @@ prop_compose! {
     fn any_message()(
         kind in 0..4u8,
         method in any_method(),
-        id in prop_oneof![any::<i64>().prop_map(Json::from), "[a-z0-9]{0,6}".prop_map(Json::from)],
+        id in prop_oneof![
+            4 => (-EXACT..=EXACT).prop_map(Json::from),
+            1 => any::<i64>().prop_map(Json::from),
+            3 => "[a-z0-9]{0,6}".prop_map(Json::from),
+        ],
         name in prop_oneof![Just("send_email".to_string()), "[a-zA-Z_.:/ -]{0,12}"],
         args in proptest::collection::btree_map("[a-z]{1,4}", any_scalar(), 0..4),
         uri in "[a-z:/]{0,12}",
@@ -773,22 +1014,40 @@ proptest! {
     ) {
         let map = McpMap::new("/mcp", resource, 1 << 20);
         let p = parts(http_method, path, &[]);
-        let exact = path == "/mcp";
         let body = (http_method == "POST").then_some(&msg);
-        let Ok((r, check)) = map.map_check(&p, body) else {
-            // Refusals are only for what cannot be decided.
-            let m = Message::read(&msg).unwrap();
-            prop_assert!(matches!(
-                m.method(),
-                Some("tools/call" | "resources/read" | "resources/subscribe" | "prompts/get")
-            ), "refused {msg}");
-            return Ok(());
+        let (r, check) = match map.map_check(&p, body) {
+            // Any other path than the route's: not the endpoint.
+            Err(e) if path != "/mcp" => {
+                prop_assert_eq!(e.status, StatusCode::NOT_FOUND);
+                prop_assert!(e.message.contains("exact path only"), "{}", e.message);
+                return Ok(());
+            }
+            Ok(_) if path != "/mcp" => {
+                return Err(TestCaseError::fail(format!("{http_method} {path} decided")));
+            }
+            // Refusals are only for what cannot be decided: an id a server
+            // would echo otherwise, or a message whose decided members are
+            // wrong.
+            Err(e) => {
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                match Message::read(&msg) {
+                    Err(_) => {
+                        prop_assert!(
+                            msg["id"].as_i64().is_some_and(|i| i.unsigned_abs() > EXACT as u64),
+                            "refused {msg}: {}", e.message
+                        );
+                        prop_assert!(e.message.contains("JSON-RPC id"), "{}", e.message);
+                    }
+                    Ok(m) => prop_assert!(matches!(
+                        m.method(),
+                        Some("tools/call" | "resources/read" | "resources/subscribe" | "prompts/get")
+                    ), "refused {msg}: {}", e.message),
+                }
+                return Ok(());
+            }
+            Ok(decided) => decided,
         };
-        let want_resource = match resource {
-            Some(res) if exact => res,
-            _ => path,
-        };
-        prop_assert_eq!(r.resource.as_str(), want_resource);
+        prop_assert_eq!(r.resource.as_str(), resource.unwrap_or(path));
         let housekeeping = match body {
             None => http_method == "GET" || http_method == "DELETE",
             Some(m) => match Message::read(m).unwrap() {
@@ -797,7 +1056,7 @@ proptest! {
                 Message::Request { method, .. } => HOUSEKEEPING.contains(&method),
             },
         };
-        prop_assert_eq!(check == Check::Token, exact && housekeeping, "{} {} {}", http_method, path, msg);
+        prop_assert_eq!(check == Check::Token, housekeeping, "{} {} {}", http_method, path, msg);
         if check == Check::Token {
             prop_assert!(r.params.is_empty());
         }
@@ -810,7 +1069,10 @@ proptest! {
                         let arg = &m["params"]["arguments"][k];
                         match v {
                             Value::Str(s) => prop_assert_eq!(arg.as_str(), Some(s.as_str())),
-                            Value::Int(i) => prop_assert_eq!(arg.as_f64(), Some(*i as f64)),
+                            Value::Int(i) => {
+                                prop_assert!(i.unsigned_abs() <= EXACT as u64, "{}", i);
+                                prop_assert_eq!(arg.as_f64(), Some(*i as f64));
+                            }
                         }
                     }
                 }
@@ -1005,7 +1267,7 @@ fn decision(kind: DenialKind, reason: &str) -> Decision {
 
 #[test]
 fn a_denial_is_a_json_rpc_error_with_the_request_id_its_code_and_its_reason() {
-    let ids = [json!(7), json!("req-\"7\""), json!(1.5), json!(-1)];
+    let ids = [json!(7), json!("req-\"7\""), json!(-EXACT), json!(-1)];
     for kind in all_kinds() {
         let reason = format!("hop 1 (agent \"sub-agent\"): {} \\ é", kind.as_str());
         let d = decision(kind, &reason);
@@ -1033,6 +1295,9 @@ fn a_denial_is_a_json_rpc_error_with_the_request_id_its_code_and_its_reason() {
             Some(json!([call("x", json!({}))])),
             Some(json!({"id": 3, "method": "ping"})),
             Some(json!({"jsonrpc": "2.0", "id": null, "method": "ping"})),
+            // An id that is not one (a server would echo it otherwise).
+            Some(json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"})),
+            Some(json!({"jsonrpc": "2.0", "id": EXACT + 1, "method": "ping"})),
             None,
         ] {
             let e = error_body(body.as_ref(), Refusal::Denied(&d));
@@ -1821,19 +2086,22 @@ async fn behind_the_middleware_refusals_are_json_rpc_errors_and_housekeeping_nee
     assert_eq!(e["error"]["code"], denial_code(DenialKind::NotAllowed));
     assert_eq!(e["error"]["message"], e["error"]["data"]["reason"]);
     assert!(e["error"]["message"].as_str().unwrap().contains("q"), "{e}");
-    // Housekeeping below the route needs its grant.
-    let (status, _, e) = send_mcp(
-        &app,
-        "POST",
-        "/mcp/x",
-        t,
-        Some(&request(json!(2), "ping", json!({}))),
-        json,
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(e["id"], 2);
-    assert_eq!(e["error"]["data"]["request"]["action"], "ping");
+    // Below the route: not the endpoint (404), a granted call included,
+    // answered as a JSON-RPC error.
+    for (uri, body) in [
+        ("/mcp/x", request(json!(2), "ping", json!({}))),
+        ("/mcp/", search.clone()),
+    ] {
+        let (status, _, e) = send_mcp(&app, "POST", uri, t, Some(&body), json).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(e["id"], body["id"], "{uri}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("exact path only"), "{uri}: {e}");
+    }
+    for method in ["GET", "DELETE"] {
+        let (status, _, _) = send_mcp(&app, method, "/mcp/x", t, None, json).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
+    }
     // Refusals before any decision: no challenge, JSON-RPC codes.
     let half = request(
         json!(3),
