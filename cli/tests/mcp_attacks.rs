@@ -1671,7 +1671,6 @@ fn integers_a_double_cannot_hold_are_refused() {
 /// `9007199254740993` rounds to `2^53` — in range, integral: decided as
 /// `9007199254740992` while a Python or Go server acts on `…993`.
 #[test]
-#[ignore = "bug in 2473b90: ±9007199254740993 decided as ±2^53 (the float branch reads integer literals)"]
 fn integers_that_round_to_2_pow_53_are_refused() {
     for text in ["9007199254740993", "-9007199254740993"] {
         let v: Json = serde_json::from_str(text).unwrap();
@@ -1716,7 +1715,6 @@ fn subscribing_to_a_resource_is_decided_on_its_uri_in_every_revision() {
 /// as it — `Notifications`, `resourcesubscriptions` — is neither decided
 /// nor refused, so the subscription is token-only.
 #[test]
-#[ignore = "bug in 2473b90: other spellings of notifications.resourceSubscriptions pass as token-only"]
 fn a_listened_resource_spelled_otherwise_is_refused() {
     let m = McpMap::new("/mcp", None, MIB);
     for params in [

@@ -212,7 +212,10 @@ impl<'a> Message<'a> {
 const ENVELOPE: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 
 /// The members of `params` the decision reads.
-const DECIDED_PARAMS: [&str; 3] = ["name", "uri", "arguments"];
+const DECIDED_PARAMS: [&str; 4] = ["name", "uri", "arguments", "notifications"];
+
+/// The members of `params.notifications` the decision reads.
+const DECIDED_NOTIFICATIONS: [&str; 1] = ["resourceSubscriptions"];
 
 /// A key as a case-insensitive JSON decoder matches it (Go's
 /// `encoding/json` folds each rune to its Unicode simple-fold class: `S`,
@@ -254,16 +257,29 @@ fn one_reading(obj: &Map<String, Json>) -> Result<(), MapError> {
         )));
     }
     if let Some(Json::Object(params)) = obj.get("params") {
-        if let Some(k) = params.keys().find(|k| {
-            DECIDED_PARAMS.contains(&folded(k).as_ref()) && !DECIDED_PARAMS.contains(&k.as_str())
-        }) {
-            return Err(MapError::bad_request(format!(
-                "params member {k:?}: a server could read it as {:?}; spell it exactly",
-                folded(k)
-            )));
+        exact_spelling(params, &DECIDED_PARAMS, "params")?;
+        if let Some(Json::Object(n)) = params.get("notifications") {
+            exact_spelling(n, &DECIDED_NOTIFICATIONS, "params.notifications")?;
         }
     }
     no_folded_duplicates_in(obj)
+}
+
+/// In `obj`, a key that folds like one of `decided` is spelled exactly as
+/// it: a case-insensitive server reads `Arguments` as `arguments`, which
+/// the decision would not.
+fn exact_spelling(obj: &Map<String, Json>, decided: &[&str], at: &str) -> Result<(), MapError> {
+    for k in obj.keys() {
+        let f = folded(k);
+        if let Some(d) = decided.iter().find(|d| folded(d) == f) {
+            if k != d {
+                return Err(MapError::bad_request(format!(
+                    "{at} member {k:?}: a server could read it as {d:?}; spell it exactly"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// No object in `v` has two keys that fold to the same ([`folded`]).
@@ -507,8 +523,10 @@ pub fn parameter(name: &str, v: &Json) -> Result<Option<Value>, MapError> {
             }
             // An integral number written as a float (2.0, -5e3): its
             // integer, while every integer up to it is exact in a double
-            // (2^53), so the server reads the same number.
-            match n.as_f64() {
+            // (2^53), so the server reads the same number. An integer
+            // literal beyond 2^53 is not read again as a double (it would
+            // round into range).
+            match n.as_f64().filter(|_| n.is_f64()) {
                 Some(f) if f.fract() == 0.0 && (-EXACT_IN_F64..=EXACT_IN_F64).contains(&f) => {
                     Ok(Some(Value::Int(f as i64)))
                 }
@@ -639,7 +657,7 @@ fn error_code(status: StatusCode, reason: &str) -> i64 {
         StatusCode::SERVICE_UNAVAILABLE => AUDIT_UNAVAILABLE,
         StatusCode::BAD_GATEWAY => UPSTREAM_UNREACHABLE,
         StatusCode::GATEWAY_TIMEOUT => UPSTREAM_TIMEOUT,
-        StatusCode::NOT_FOUND => SESSION_NOT_FOUND,
+        StatusCode::NOT_FOUND if reason.contains("session") => SESSION_NOT_FOUND,
         _ if reason.starts_with("invalid params") => INVALID_PARAMS,
         _ => INVALID_REQUEST,
     }
