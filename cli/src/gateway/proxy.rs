@@ -619,12 +619,9 @@ fn narrow_tools(
 /// delegate, a sibling or the delegator holds another chain, so another
 /// session; first-party narrowing by the same holder keeps it.
 fn session_owner(prefix: &str, chain: &mandate_spec::Chain) -> String {
-    let mut owner = format!("route {prefix:?} family {}", chain.token_id);
-    for hop in &chain.hops {
-        owner.push_str(" hop ");
-        owner.push_str(&hop.agent_key);
-    }
-    owner
+    // As JSON: no two owners write the same text, whatever the parts hold.
+    let keys: Vec<&str> = chain.hops.iter().map(|h| h.agent_key.as_str()).collect();
+    serde_json::json!([prefix, chain.token_id, keys]).to_string()
 }
 
 /// A route's prefix as operators write it (`/` for the root route).
