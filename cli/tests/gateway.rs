@@ -1503,3 +1503,38 @@ fn an_mcp_event_stream_ends_when_its_token_expires() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("expired"), "{body}");
 }
+
+#[test]
+fn a_large_body_without_a_readable_token_is_denied_unread() {
+    let s = setup();
+    // 200 KiB of keys: without a token that decodes, it is not parsed at
+    // all (work any client could cause), and denied as what it is on its
+    // face.
+    let mut big = String::from(
+        r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "send_email", "arguments": {"#,
+    );
+    for i in 0..12_000 {
+        big.push_str(&format!("\"k{i}\": {i},"));
+    }
+    big.push_str(r#""to": "bob@company.com"}}}"#);
+    assert!(big.len() > 64 * 1024);
+    let before = s.hits();
+    for (token, kind) in [
+        (None, "missing_token"),
+        (Some("garbage"), "malformed_token"),
+    ] {
+        let (status, body) = s.call("POST", "/mcp", token, &big);
+        assert_eq!(status, 401, "{body}");
+        let d: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(d["error"]["data"]["denial"]["kind"], kind, "{d}");
+        assert_eq!(d["error"]["data"]["request"]["action"], "http.post", "{d}");
+        assert!(d.get("id").is_none(), "the body was not read: {d}");
+    }
+    assert_eq!(s.hits(), before);
+    // With a token, the same body is read and decided (too many
+    // parameters for one request: refused as invalid, with the call's id).
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), &big);
+    assert_eq!(status, 400, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["id"], 1, "{d}");
+}

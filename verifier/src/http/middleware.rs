@@ -384,7 +384,30 @@ where
     };
     // 2. The request the verifier decides, and what it must pass (a large
     //    body parsed off the executor: it is work a client without a token
-    //    can cause).
+    //    can cause). Without a readable token, a large body is not parsed
+    //    at all: the request is denied as what it is on its face.
+    let large = bytes.as_ref().is_some_and(|b| b.len() > INLINE_BODY_BYTES);
+    if large && !readable_token(&parts) {
+        let request = mandate_spec::Request::new(
+            format!("http.{}", parts.method.as_str().to_ascii_lowercase()),
+            request_target(&parts)
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_string(),
+        );
+        let decision = decide(
+            &shared.verifier,
+            &parts,
+            request,
+            Check::Grant,
+            None,
+            shared.audience.as_ref(),
+            &shared.cold,
+        )
+        .await;
+        return Ok(refuse(None, Refusal::Denied(&decision)));
+    }
     let (json, request, check) =
         match map_request(&shared, &parts, bytes.as_ref(), wants_json.is_some()).await {
             Ok(mapped) => mapped,
@@ -418,6 +441,13 @@ where
     parts.extensions.insert(Authorized(Arc::new(decision)));
     let response = inner.call(Request::from_parts(parts, body)).await?;
     Ok(response.map(Body::new))
+}
+
+/// Whether the request carries a bearer token that decodes (its
+/// signatures not yet checked): what a large body must come with to be
+/// parsed.
+fn readable_token(parts: &Parts) -> bool {
+    bearer(&parts.headers).is_some_and(|t| mandate_spec::token_from_text(t).is_ok())
 }
 
 /// A request's JSON body (when the mapping reads it) and its mapping.
