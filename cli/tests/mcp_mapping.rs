@@ -1430,6 +1430,24 @@ fn canonical(events: Vec<Vec<(String, String)>>) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
+/// The events the gateway passes on of `events` (as [`sse_events`] reads
+/// them): an unfinished last event and events whose data is not JSON are
+/// dropped (SPEC §17).
+fn passed(events: Vec<Vec<(String, String)>>) -> Vec<Vec<(String, String)>> {
+    events
+        .into_iter()
+        .filter(|e| !e.iter().any(|(f, _)| f == "<incomplete>"))
+        .filter(|e| {
+            let data: Vec<&str> = e
+                .iter()
+                .filter(|(f, _)| f == "data")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            data.is_empty() || serde_json::from_str::<Json>(&data.join("\n")).is_ok()
+        })
+        .collect()
+}
+
 /// The JSON-RPC id of a message, for the rewriters below.
 fn id_of(msg: &Json) -> Option<i64> {
     msg.get("id").and_then(Json::as_i64)
@@ -1444,9 +1462,12 @@ fn rewrite_sse_changes_only_the_events_rewritten() {
                 data: not json at all\n\n\
                 data: {\"jsonrpc\":\"2.0\",\ndata: \"id\":1,\"result\":{\"multi\":true}}\n\n\
                 retry: 5000\n\n";
-    // Nothing rewritten: byte for byte.
+    // Nothing rewritten: the same events, but for the one whose data is
+    // not JSON (dropped: a client's parser might read it otherwise).
     let same = rewrite_sse(body.as_bytes(), |_| false).unwrap();
-    assert_eq!(String::from_utf8(same).unwrap(), body);
+    let same = String::from_utf8(same).unwrap();
+    assert_eq!(sse_events(&same), passed(sse_events(body)));
+    assert!(!same.contains("not json at all"));
     // Messages with id 1 rewritten: those events carry one data line with
     // the new JSON, their other lines kept; every other event unchanged.
     let mut seen = Vec::new();
@@ -1467,7 +1488,6 @@ fn rewrite_sse_changes_only_the_events_rewritten() {
     let expected = "event: message\nid: 1\ndata: {\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"rewritten\":true,\"tools\":[]}}\n\n\
                     : keep-alive comment\n\n\
                     event: message\nid: 2\ndata:{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n\
-                    data: not json at all\n\n\
                     data: {\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"multi\":true,\"rewritten\":true}}\n\n\
                     retry: 5000\n\n";
     assert_eq!(
@@ -1521,23 +1541,22 @@ fn rewrite_sse_reads_crlf_and_cr_line_ends_and_keeps_each_event_as_a_client_read
 }
 
 #[test]
-fn rewrite_sse_refuses_a_body_that_is_not_utf8_and_keeps_an_unterminated_event() {
+fn rewrite_sse_refuses_a_body_that_is_not_utf8_and_drops_an_unterminated_event() {
     assert_eq!(rewrite_sse(b"data: \xff\n\n", |_| true), None);
     assert_eq!(rewrite_sse(b"", |_| true).unwrap(), b"");
-    // The last event without its blank line: kept unterminated (a client
-    // would not dispatch it either way).
-    let out = rewrite_sse(b"data: {\"id\":1}", |m| {
+    // The last event without its blank line: a client never dispatches
+    // it, and it is not passed on.
+    let out = rewrite_sse(b"data: {\"id\":0}\n\ndata: {\"id\":1}", |m| {
         m["x"] = json!(1);
         true
     })
     .unwrap();
     let out = String::from_utf8(out).unwrap();
-    assert!(!out.ends_with("\n\n"), "{out:?}");
-    assert_eq!(sse_events(&out).len(), 1);
-    assert_eq!(
-        rewrite_sse(b"data: {\"id\":1}", |_| false).unwrap(),
-        b"data: {\"id\":1}"
-    );
+    assert_eq!(out, "data: {\"id\":0,\"x\":1}\n\n");
+    assert_eq!(rewrite_sse(b"data: {\"id\":1}", |_| false).unwrap(), b"");
+    // A leading byte-order mark is dropped, as clients drop it.
+    let out = rewrite_sse("\u{feff}data: {\"id\":1}\n\n".as_bytes(), |_| false).unwrap();
+    assert_eq!(out, b"data: {\"id\":1}\n\n");
 }
 
 fn any_event() -> impl Strategy<Value = Vec<String>> {
@@ -1557,9 +1576,9 @@ fn any_event() -> impl Strategy<Value = Vec<String>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Events are kept byte for byte unless rewritten (`\n` line ends), and
-    /// as a client reads them whatever the line ends; rewritten events
-    /// carry the rewritten JSON.
+    /// Events are kept as a client reads them unless rewritten (whatever
+    /// the line ends), but for those the gateway drops (unfinished, data
+    /// not JSON); rewritten events carry the rewritten JSON.
     #[test]
     fn rewrite_sse_keeps_every_event_it_does_not_rewrite(
         events in proptest::collection::vec(any_event(), 0..6),
@@ -1578,11 +1597,10 @@ proptest! {
             }
         }
         let untouched = rewrite_sse(body.as_bytes(), |_| false).unwrap();
-        if !crlf {
-            prop_assert_eq!(String::from_utf8(untouched).unwrap(), body.clone());
-        } else {
-            prop_assert_eq!(sse_events(std::str::from_utf8(&untouched).unwrap()), sse_events(&body));
-        }
+        prop_assert_eq!(
+            sse_events(std::str::from_utf8(&untouched).unwrap()),
+            passed(sse_events(&body))
+        );
         // Rewrite the even ids.
         let out = rewrite_sse(body.as_bytes(), |m| {
             if id_of(m).is_some_and(|i| i % 2 == 0) {
@@ -1593,7 +1611,7 @@ proptest! {
             }
         })
         .unwrap();
-        let before = sse_events(&body);
+        let before = passed(sse_events(&body));
         let after = sse_events(std::str::from_utf8(&out).unwrap());
         prop_assert_eq!(before.len(), after.len());
         for (b, a) in before.iter().zip(&after) {
@@ -2139,4 +2157,38 @@ fn an_unknown_http_method_is_decided_as_itself() {
     assert_eq!(p.method, Method::from_bytes(b"PROPFIND").unwrap());
     let (r, c) = map.map_check(&p, None).unwrap();
     assert_eq!((r.action.as_str(), c), ("http.propfind", Check::Grant));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The gateway splits an event stream as its bytes arrive: however the
+    /// body is cut into chunks (a `\r\n` cut in two included), the same
+    /// events come out as from the whole body at once.
+    #[test]
+    fn events_are_the_same_however_the_stream_is_chunked(
+        events in proptest::collection::vec(any_event(), 0..6),
+        eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
+        cuts in proptest::collection::vec(0usize..400, 0..8),
+    ) {
+        let mut body = String::new();
+        for e in &events {
+            body.push_str(&e.join("\n").replace("\n  ", "\ndata:   ").replace('\n', eol));
+            body.push_str(eol);
+            body.push_str(eol);
+        }
+        let bytes = body.as_bytes();
+        let whole = mandate_server::mcp::EventSplitter::default().push(bytes).unwrap();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+        cuts.sort_unstable();
+        let mut splitter = mandate_server::mcp::EventSplitter::default();
+        let mut chunked = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([bytes.len()]) {
+            chunked.extend(splitter.push(&bytes[at..c]).unwrap());
+            at = c;
+        }
+        prop_assert_eq!(&chunked, &whole);
+        prop_assert_eq!(whole.len(), events.len());
+    }
 }

@@ -78,6 +78,45 @@ pub(crate) fn expiry_denial(chain: &Chain, req: &Request) -> Option<Denial> {
     })
 }
 
+/// The first hop (or first-party narrowing block) none of whose
+/// alternatives is valid at `req`'s time by its own time constraints
+/// (`time>=…`, `time<=…`), as a `not_allowed` denial naming it: the rest
+/// of what a token-only check ([`crate::Check::Token`]) asks of time.
+pub(crate) fn time_window_denial(chain: &Chain, req: &Request) -> Option<Denial> {
+    let valid_now = |grant: &Grant| {
+        grant.alternatives.is_empty()
+            || grant.alternatives.iter().any(|a| {
+                a.constraints
+                    .iter()
+                    .filter(|c| c.param().is_none())
+                    .all(|c| c.holds(req))
+            })
+    };
+    chain.hops.iter().find_map(|hop| {
+        let narrowing = hop.narrowing.iter().map(|n| {
+            (
+                &n.grant,
+                n.block,
+                format!(", first-party block {}", n.block),
+            )
+        });
+        let (_, block, what) = std::iter::once((&hop.grant, hop.block, String::new()))
+            .chain(narrowing)
+            .find(|(g, _, _)| !valid_now(g))?;
+        Some(Denial {
+            kind: DenialKind::NotAllowed,
+            hop: Some(hop.hop),
+            block: Some(block),
+            agent: Some(hop.agent.clone()),
+            reason: format!(
+                "{}: no alternative of its grant is valid at the request time ({})",
+                describe_hop(chain, hop, &what),
+                rfc_unix(req.time_unix())
+            ),
+        })
+    })
+}
+
 /// How every denial names a hop: `hop 0 (root token for "user:alice",
 /// agent "support")` or `hop 2 (agent "b", delegated by "a")`; `extra` is
 /// appended inside the parentheses (e.g. `, first-party block 3`). Every

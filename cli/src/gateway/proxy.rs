@@ -430,16 +430,30 @@ impl UpstreamState {
         {
             head.headers.insert(SESSION_HEADER, wrapped);
         }
-        match tools_list {
-            Some(_) if head.status.is_success() => {
-                let capability = mandate_spec::effective_capabilities(&chain).pop();
-                match filtered(head, body, capability.as_ref(), &resource).await {
+        let capability = mandate_spec::effective_capabilities(&chain).pop();
+        let event_stream = is_event_stream(&head.headers);
+        // An answer the gateway reads (an event stream, a tools/list) must
+        // come without a content coding it would pass on unread.
+        if (event_stream || tools_list.is_some()) && coded(&head.headers) {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                "the upstream's answer has a content coding the gateway cannot read",
+            );
+        }
+        match (capability, event_stream) {
+            // Every event stream (a POST's answer, the GET stream, a resumed
+            // one replaying an old answer) is filtered event by event, and
+            // ends when the token does.
+            (Some(capability), true) => {
+                head.headers.remove(header::CONTENT_LENGTH);
+                let body = filter_events(body, capability, resource);
+                Response::from_parts(head, until(body, deadline(&chain)))
+            }
+            (Some(capability), false) if tools_list.is_some() && head.status.is_success() => {
+                match filtered(head, body, capability, &resource).await {
                     Ok(r) => r,
                     Err(why) => refuse(StatusCode::BAD_GATEWAY, &why),
                 }
-            }
-            _ if is_event_stream(&head.headers) => {
-                Response::from_parts(head, until(body, chain.expires_at))
             }
             _ => Response::from_parts(head, body),
         }
@@ -527,25 +541,16 @@ fn until(body: Body, expires_at: Option<time::OffsetDateTime>) -> Body {
     Body::from_stream(body.into_data_stream().take_until(tokio::time::sleep(left)))
 }
 
-/// A `tools/list` answer (JSON or an event stream) with its tools narrowed
-/// to what the token allows (SPEC §17); an answer too large to read is a 502.
+/// A JSON `tools/list` answer with every message listing tools narrowed
+/// (a batch element by element, whatever the ids); one that cannot be read
+/// (larger than [`MAX_TOOLS_LIST_BYTES`], not JSON) is a 502, never passed
+/// on unfiltered.
 async fn filtered(
     mut head: http::response::Parts,
     body: Body,
-    capability: Option<&mandate_spec::Capability>,
+    capability: mandate_spec::Capability,
     resource: &str,
 ) -> Result<Response<Body>, String> {
-    let coded = head
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if coded {
-        return Err(
-            "the upstream's tools/list answer has a content coding the gateway cannot \
-                    filter"
-                .into(),
-        );
-    }
     let bytes = Limited::new(body, MAX_TOOLS_LIST_BYTES)
         .collect()
         .await
@@ -556,22 +561,18 @@ async fn filtered(
             )
         })?
         .to_bytes();
-    let Some(capability) = capability else {
-        return Ok(Response::from_parts(head, Body::from(bytes)));
+    let large = bytes.len() > INLINE_FILTER_BYTES;
+    let resource = resource.to_string();
+    let narrow = move || {
+        let mut msg: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        mcp::narrow_listing(&mut msg, &capability, &resource);
+        Some(msg.to_string().into_bytes())
     };
-    let event_stream = is_event_stream(&head.headers);
     // A large answer is parsed off the executor's threads.
-    let rewritten = if bytes.len() > INLINE_FILTER_BYTES {
-        let capability = capability.clone();
-        let resource = resource.to_string();
-        tokio::task::spawn_blocking(move || {
-            narrow_tools(&bytes, event_stream, &capability, &resource)
-        })
-        .await
-        .ok()
-        .flatten()
+    let rewritten = if large {
+        tokio::task::spawn_blocking(narrow).await.ok().flatten()
     } else {
-        narrow_tools(&bytes, event_stream, capability, resource)
+        narrow()
     };
     let Some(b) = rewritten else {
         return Err("the upstream's tools/list answer could not be read to filter it".into());
@@ -583,45 +584,107 @@ async fn filtered(
 /// `tools/list` answers up to this size are filtered on the executor.
 const INLINE_FILTER_BYTES: usize = 64 * 1024;
 
-/// A `tools/list` answer with every message listing tools narrowed,
-/// whatever its id (a server may spell an id otherwise than the request
-/// did); `None` when it cannot be read.
-fn narrow_tools(
-    bytes: &[u8],
-    event_stream: bool,
-    capability: &mandate_spec::Capability,
-    resource: &str,
-) -> Option<Vec<u8>> {
-    let rewrite = |msg: &mut serde_json::Value| {
-        let lists = msg
-            .get("result")
-            .and_then(|r| r.get("tools"))
-            .is_some_and(serde_json::Value::is_array);
-        lists && {
-            mcp::filter_tools(msg, capability, resource);
-            true
-        }
-    };
-    if event_stream {
-        mcp::rewrite_sse(bytes, rewrite)
-    } else {
-        serde_json::from_slice::<serde_json::Value>(bytes)
-            .ok()
-            .map(|mut msg| {
-                rewrite(&mut msg);
-                msg.to_string().into_bytes()
-            })
+/// Whether an answer has a content coding other than `identity` (every
+/// `Content-Encoding` header, every listed coding).
+fn coded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |v| {
+            v.split(',')
+                .any(|c| !c.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
+}
+
+/// An event stream passed on event by event ([`mcp::EventSplitter`]), each
+/// message listing tools narrowed to `capability` ([`mcp::narrow_listing`]),
+/// events whose data is not a readable JSON message dropped (and an
+/// unfinished last event); a stream that is not UTF-8 or holds an event
+/// over [`mcp::MAX_EVENT_BYTES`] ends there.
+fn filter_events(body: Body, capability: mandate_spec::Capability, resource: String) -> Body {
+    use futures_util::StreamExt;
+    struct State {
+        upstream: axum::body::BodyDataStream,
+        splitter: mcp::EventSplitter,
+        capability: mandate_spec::Capability,
+        resource: String,
     }
+    fn pass(state: &State, events: Vec<String>) -> String {
+        let mut rewrite =
+            |m: &mut serde_json::Value| mcp::narrow_listing(m, &state.capability, &state.resource);
+        events
+            .iter()
+            .filter_map(|e| mcp::filter_event(e, &mut rewrite))
+            .collect()
+    }
+    let state = State {
+        upstream: body.into_data_stream(),
+        splitter: mcp::EventSplitter::default(),
+        capability,
+        resource,
+    };
+    let stream = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        loop {
+            match state.upstream.next().await {
+                Some(Ok(chunk)) => match state.splitter.push(&chunk) {
+                    Ok(events) => {
+                        let out = pass(&state, events);
+                        if !out.is_empty() {
+                            return Some((Ok(Bytes::from(out)), Some(state)));
+                        }
+                    }
+                    Err(why) => return Some((Err(std::io::Error::other(why)), None)),
+                },
+                Some(Err(e)) => return Some((Err(std::io::Error::other(e)), None)),
+                // A last event without its blank line is never dispatched
+                // by a client: it is not passed on either.
+                None => return None,
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// When the chain stops allowing anything: its earliest expiry, and for
+/// each hop (and narrowing block) whose every alternative has a `time<=`
+/// bound, the latest of those bounds.
+fn deadline(chain: &mandate_spec::Chain) -> Option<time::OffsetDateTime> {
+    let until = |grant: &mandate_spec::Grant| -> Option<time::OffsetDateTime> {
+        let per_alternative = grant.alternatives.iter().map(|a| {
+            a.constraints
+                .iter()
+                .filter_map(|c| match c {
+                    mandate_spec::Constraint::NotAfter { at } => Some(*at),
+                    _ => None,
+                })
+                .min()
+        });
+        // One alternative without a bound leaves the grant unbounded.
+        per_alternative
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    };
+    let grants = chain
+        .hops
+        .iter()
+        .flat_map(|h| std::iter::once(&h.grant).chain(h.narrowing.iter().map(|n| &n.grant)));
+    grants.filter_map(until).chain(chain.expires_at).min()
 }
 
 /// Who an MCP session belongs to: the route, the token family and the
-/// delegation chain (each hop's agent key) of the token that opened it. A
-/// delegate, a sibling or the delegator holds another chain, so another
-/// session; first-party narrowing by the same holder keeps it.
+/// delegation chain (each hop's block, by its revocation id: its
+/// signature) of the token that opened it. A delegate, a sibling, the
+/// delegator — even re-delegating to the same key — holds other blocks, so
+/// another session; first-party narrowing by the same holder keeps them.
 fn session_owner(prefix: &str, chain: &mandate_spec::Chain) -> String {
     // As JSON: no two owners write the same text, whatever the parts hold.
-    let keys: Vec<&str> = chain.hops.iter().map(|h| h.agent_key.as_str()).collect();
-    serde_json::json!([prefix, chain.token_id, keys]).to_string()
+    let blocks: Vec<&str> = chain
+        .hops
+        .iter()
+        .map(|h| h.revocation_id.as_str())
+        .collect();
+    serde_json::json!([prefix, chain.token_id, blocks]).to_string()
 }
 
 /// A route's prefix as operators write it (`/` for the root route).

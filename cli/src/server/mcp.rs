@@ -822,45 +822,148 @@ fn allowance(capability: &Capability, name: &str, resource: &str) -> Option<Opti
     Some(Some(text))
 }
 
-/// Rewrites, in a `text/event-stream` body, the `data` of every event that
-/// is a JSON message `rewrite` changes (it returns `true`); other events
-/// are kept as they were, their line ends made `\n` (the same events to
-/// any reader). `None` when the body is not UTF-8.
-pub fn rewrite_sse(body: &[u8], mut rewrite: impl FnMut(&mut Json) -> bool) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut out = String::with_capacity(text.len());
-    // Events end with a blank line; line ends are \n, \r\n or \r.
-    let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
-    let mut rest = normalized.as_str();
-    while !rest.is_empty() {
-        let (event, tail, end) = match rest.find("\n\n") {
-            Some(i) => (&rest[..i], &rest[i + 2..], "\n\n"),
-            None => (rest, "", ""),
-        };
-        rest = tail;
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        let parsed = (!data.is_empty())
-            .then(|| serde_json::from_str::<Json>(&data.join("\n")).ok())
-            .flatten();
-        let rewritten = parsed.and_then(|mut msg| rewrite(&mut msg).then_some(msg));
-        match rewritten {
-            Some(msg) => {
-                for line in event.lines().filter(|l| !l.starts_with("data:")) {
-                    out.push_str(line);
-                    out.push('\n');
+/// Splits a `text/event-stream` body into events as its bytes arrive
+/// (the WHATWG event-stream rules the SDKs follow): lines end with `\r\n`,
+/// `\n` or `\r`; a blank line ends an event; one leading byte-order mark is
+/// dropped, as clients drop it.
+#[derive(Debug, Default)]
+pub struct EventSplitter {
+    buf: Vec<u8>,
+    lines: Vec<String>,
+    started: bool,
+    /// The last line ended with `\r`: a `\n` starting the next chunk is
+    /// the rest of that line end.
+    after_cr: bool,
+}
+
+/// The most bytes one event may hold before the stream is refused.
+pub const MAX_EVENT_BYTES: usize = 8 << 20;
+
+impl EventSplitter {
+    /// Takes `chunk` in; the events it completes (their lines joined with
+    /// `\n`). An error when the stream is not UTF-8 or an event grows past
+    /// [`MAX_EVENT_BYTES`].
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, String> {
+        self.buf.extend_from_slice(chunk);
+        if !self.started {
+            if self.buf.len() < 3 && b"\xef\xbb\xbf".starts_with(&self.buf) {
+                return Ok(Vec::new());
+            }
+            if self.buf.starts_with(b"\xef\xbb\xbf") {
+                self.buf.drain(..3);
+            }
+            self.started = true;
+        }
+        let mut events = Vec::new();
+        let mut pos = 0;
+        // (An empty chunk changes nothing: the `\n` may still come.)
+        if !self.buf.is_empty() {
+            if self.after_cr && self.buf[0] == b'\n' {
+                pos = 1;
+            }
+            self.after_cr = false;
+        }
+        while let Some((len, next)) = line_end(&self.buf[pos..]) {
+            let line = &self.buf[pos..pos + len];
+            self.after_cr = self.buf[pos + len] == b'\r' && next == len + 1;
+            if line.is_empty() {
+                if !self.lines.is_empty() {
+                    events.push(std::mem::take(&mut self.lines).join("\n"));
                 }
-                out.push_str("data: ");
-                out.push_str(&msg.to_string());
-                out.push_str(if end.is_empty() { "\n" } else { end });
+            } else {
+                let line = std::str::from_utf8(line)
+                    .map_err(|_| "the event stream is not UTF-8".to_string())?;
+                self.lines.push(line.to_string());
             }
-            _ => {
-                out.push_str(event);
-                out.push_str(end);
+            pos += next;
+        }
+        self.buf.drain(..pos);
+        let pending = self.buf.len() + self.lines.iter().map(String::len).sum::<usize>();
+        if pending > MAX_EVENT_BYTES {
+            return Err(format!("an event is larger than {MAX_EVENT_BYTES} bytes"));
+        }
+        Ok(events)
+    }
+}
+
+/// The length of the first line of `buf` and where the next starts; `None`
+/// when no line end is there yet. A `\r` ends a line at once (a `\n` after
+/// it, maybe in the next chunk, belongs to it), as clients read it.
+fn line_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let i = buf.iter().position(|&b| b == b'\n' || b == b'\r')?;
+    match (buf[i], buf.get(i + 1)) {
+        (b'\r', Some(b'\n')) => Some((i, i + 2)),
+        _ => Some((i, i + 1)),
+    }
+}
+
+/// One event (its lines) as it is passed on: its data's JSON message
+/// changed by `rewrite` (written back when it returns `true`), other lines
+/// kept; an event without data as it is. `None`: the event is dropped — its
+/// data is not a JSON message the gateway can read (a client's parser might
+/// read it otherwise: `1e400`, a lone surrogate, deep nesting).
+pub fn filter_event(event: &str, rewrite: &mut impl FnMut(&mut Json) -> bool) -> Option<String> {
+    let data: Vec<&str> = event
+        .lines()
+        .filter(|l| *l == "data" || l.starts_with("data:"))
+        .map(|l| l.strip_prefix("data").unwrap_or(l))
+        .map(|d| d.strip_prefix(':').unwrap_or(d))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return Some(format!("{event}\n\n"));
+    }
+    let mut msg: Json = serde_json::from_str(&data.join("\n")).ok()?;
+    if !rewrite(&mut msg) {
+        return Some(format!("{event}\n\n"));
+    }
+    let mut out = String::new();
+    for line in event
+        .lines()
+        .filter(|l| !(*l == "data" || l.starts_with("data:")))
+    {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    out.push_str(&msg.to_string());
+    out.push_str("\n\n");
+    Some(out)
+}
+
+/// Narrows every message of `msg` that lists tools (`result.tools`, an
+/// array; a batch, element by element) to what `capability` allows on
+/// `resource` ([`filter_tools`]); `true` when one was found.
+pub fn narrow_listing(msg: &mut Json, capability: &Capability, resource: &str) -> bool {
+    match msg {
+        Json::Array(batch) => batch.iter_mut().fold(false, |found, m| {
+            narrow_listing(m, capability, resource) | found
+        }),
+        _ => {
+            let lists = msg
+                .get("result")
+                .and_then(|r| r.get("tools"))
+                .is_some_and(Json::is_array);
+            if lists {
+                filter_tools(msg, capability, resource);
             }
+            lists
+        }
+    }
+}
+
+/// A whole `text/event-stream` body passed through [`EventSplitter`] and
+/// [`filter_event`]: every event whose data is a JSON message `rewrite`
+/// changes written back, events without data kept, events whose data is
+/// not JSON dropped, a last event without its blank line dropped (a client
+/// never dispatches it); line ends made `\n`. `None` when the body is not
+/// UTF-8 or an event is too large.
+pub fn rewrite_sse(body: &[u8], mut rewrite: impl FnMut(&mut Json) -> bool) -> Option<Vec<u8>> {
+    let events = EventSplitter::default().push(body).ok()?;
+    let mut out = String::with_capacity(body.len());
+    for event in events {
+        if let Some(e) = filter_event(&event, &mut rewrite) {
+            out.push_str(&e);
         }
     }
     Some(out.into_bytes())

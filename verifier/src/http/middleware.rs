@@ -384,10 +384,10 @@ where
     };
     // 2. The request the verifier decides, and what it must pass (a large
     //    body parsed off the executor: it is work a client without a token
-    //    can cause). Without a readable token, a large body is not parsed
-    //    at all: the request is denied as what it is on its face.
+    //    can cause). Without a token that verifies, a large body is not
+    //    parsed at all: the request is denied as what it is on its face.
     let large = bytes.as_ref().is_some_and(|b| b.len() > INLINE_BODY_BYTES);
-    if large && !readable_token(&parts) {
+    if large && !verified_token(&shared, &parts).await {
         let request = mandate_spec::Request::new(
             format!("http.{}", parts.method.as_str().to_ascii_lowercase()),
             request_target(&parts)
@@ -443,11 +443,20 @@ where
     Ok(response.map(Body::new))
 }
 
-/// Whether the request carries a bearer token that decodes (its
-/// signatures not yet checked): what a large body must come with to be
-/// parsed.
-fn readable_token(parts: &Parts) -> bool {
-    bearer(&parts.headers).is_some_and(|t| mandate_spec::token_from_text(t).is_ok())
+/// Whether the request carries a bearer token that verifies (signatures
+/// and chain; checked on the cold-decision threads, then cached): what a
+/// large body must come with to be parsed.
+async fn verified_token<M>(shared: &Arc<Shared<M>>, parts: &Parts) -> bool {
+    let Some(token) = bearer(&parts.headers).and_then(|t| mandate_spec::token_from_text(t).ok())
+    else {
+        return false;
+    };
+    let verifier = shared.verifier.clone();
+    shared
+        .cold
+        .run(move || verifier.verifies(&token))
+        .await
+        .unwrap_or(false)
 }
 
 /// A request's JSON body (when the mapping reads it) and its mapping.

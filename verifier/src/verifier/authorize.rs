@@ -102,6 +102,31 @@ impl Verifier {
         Some(decision)
     }
 
+    /// Whether `token` verifies: its signatures under a trusted root key and
+    /// its chain (from the cache when it holds the token, else checked and
+    /// cached). What a server may ask before it works for a request (e.g.
+    /// parses a large body); not a decision — nothing is recorded, and
+    /// revocation and grants are for the decision.
+    pub fn verifies(&self, token: &[u8]) -> bool {
+        if token.len() > MAX_TOKEN_BYTES {
+            return false;
+        }
+        let Some(cache) = &self.cache else {
+            return self.verify(token).is_ok();
+        };
+        let key = VerificationCache::key(token);
+        if cache.get(&key).is_some() {
+            return true;
+        }
+        match self.verify(token) {
+            Ok(v) => {
+                cache.insert(key, v);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Denies `request` without a token being read (e.g. none was
     /// presented), recording the decision like any other.
     pub fn deny_and_record(&self, request: Request, denial: Denial) -> Decision {

@@ -121,7 +121,9 @@ impl Verifier {
             purpose
         };
         if purpose == Purpose::Token {
-            return match crate::explain::expiry_denial(&v.chain, request) {
+            let timed = crate::explain::expiry_denial(&v.chain, request)
+                .or_else(|| crate::explain::time_window_denial(&v.chain, request));
+            return match timed {
                 Some(denial) => deny(denial),
                 None => Decision::allow(request.clone(), v.chain.clone()),
             };
