@@ -53,3 +53,12 @@ wait_port "$gateway_port"
 
 (cd "$MANDATE_MCP_SDK_DIR" && node bench.mjs --direct "http://127.0.0.1:$upstream_port/mcp" \
     --gateway "http://127.0.0.1:$gateway_port/mcp" --token "$work/agent.tok" --calls "$calls")
+
+# A client with a fresh (cold) valid token while other clients flood the
+# gateway with 1 MiB bodies, without a token and with one that does not
+# verify: its latency in each phase (printed by the test, not asserted).
+echo
+echo "cold valid token under 1 MiB floods (cli/tests/mcp_attacks2.rs):"
+cargo test -q -p mandate --test mcp_attacks2 "${MANDATE_PROFILE_FLAGS[@]}" \
+    large_bodies_without_a_valid_token_and_valid_cold_tokens -- --ignored --nocapture 2>&1 \
+    | grep -E '^fresh valid token'

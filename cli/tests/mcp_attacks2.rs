@@ -1562,6 +1562,7 @@ const GARBAGE: &str = "Authorization: Bearer AAAA\r\n";
 /// not hold; one FIFO queue, the parse first). Asserted: the valid client
 /// is still answered and allowed, and every flood request refused.
 #[test]
+#[ignore = "a measurement under load (prints figures): run by ./scripts/bench-mcp.sh"]
 fn large_bodies_without_a_valid_token_and_valid_cold_tokens() {
     let g = gateway();
     let k = &g.keys;
