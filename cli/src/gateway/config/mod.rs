@@ -25,9 +25,9 @@
 //! [[routes]]
 //! prefix = "/mcp"
 //! upstream = "http://127.0.0.1:9100"
-//! mode = "mcp"                          # JSON-RPC: tools/call → action = tool, params = arguments
-//! public_methods = ["initialize", "notifications/initialized", "tools/list"] # JSON-RPC, on /mcp only
-//! public_http_methods = ["GET"]         # optional: HTTP methods (GET, DELETE) public on /mcp only
+//! mode = "mcp"                          # JSON-RPC: tools/call → action = tool, params = arguments;
+//!                                       # housekeeping (initialize, ping, GET, …) needs a token, no grant
+//! resource_name = "Mail tools"          # optional: in /.well-known/oauth-protected-resource/mcp
 //! credential = { header = "x-api-key", env = "MCP_KEY" }
 //! ```
 
