@@ -104,6 +104,18 @@ impl Value {
     }
 }
 
+/// A string value of `starts-with`, `ends-with` or `in`, taken exactly as
+/// written: one beginning or ending with whitespace is refused (§3.4).
+fn exact_value(value: &str) -> Result<&str, SpecError> {
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err(SpecError::Grant(format!(
+            "constraint value {:?} begins or ends with whitespace, which would be ambiguous",
+            clip(value)
+        )));
+    }
+    Ok(value)
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -135,25 +147,38 @@ impl IntCmp {
 }
 
 impl Constraint {
-    /// Parses one `--where` constraint (see the module docs for the forms).
+    /// Parses one `--where` constraint (§3.4). Whitespace around the
+    /// parameter name and around an operator is ignored; a constraint that
+    /// begins or ends with whitespace, or a string value that does, is
+    /// refused (whether the space belongs to the value would be ambiguous).
+    /// Integers are typed by the canonical rule of §5.1 ([`Value::infer`]);
+    /// a bound `N` must be such an integer.
     pub fn parse(text: &str) -> Result<Constraint, SpecError> {
-        let t = text.trim();
+        if text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
+            return Err(SpecError::Grant(format!(
+                "constraint {:?} begins or ends with whitespace: write it without,                  since a trailing space would be ambiguous",
+                clip(text)
+            )));
+        }
+        let t = text;
         for (word, build) in [(" starts-with ", 0u8), (" ends-with ", 1), (" in ", 2)] {
             if let Some((param, value)) = t.split_once(word) {
                 let param = param.trim().to_string();
-                let value = value.to_string();
                 let c = match build {
                     0 => Constraint::StartsWith {
                         param,
-                        prefix: value,
+                        prefix: exact_value(value)?.to_string(),
                     },
                     1 => Constraint::EndsWith {
                         param,
-                        suffix: value,
+                        suffix: exact_value(value)?.to_string(),
                     },
                     _ => Constraint::OneOf {
                         param,
-                        values: value.split('|').map(Value::infer).collect(),
+                        values: value
+                            .split('|')
+                            .map(|v| exact_value(v).map(Value::infer))
+                            .collect::<Result<_, _>>()?,
                     },
                 };
                 c.validate()?;
@@ -171,7 +196,7 @@ impl Constraint {
                 continue;
             };
             let param = param.trim();
-            let value = value.trim();
+            let value = value.trim_start();
             if param == "time" {
                 let at = OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
                     SpecError::Grant(format!(
@@ -191,13 +216,15 @@ impl Constraint {
                 Some(cmp) => Constraint::Int {
                     param: param.to_string(),
                     cmp,
-                    bound: value.parse().map_err(|_| {
-                        SpecError::Grant(format!(
-                            "{param}{} needs an integer bound, got {:?}",
-                            op,
-                            clip(value)
-                        ))
-                    })?,
+                    bound: match Value::infer(value) {
+                        Value::Int(bound) => bound,
+                        Value::Str(_) => {
+                            return Err(SpecError::Grant(format!(
+                                "{param}{op} needs an integer bound written canonically                                  (-?[0-9]+, no +, no leading zeros, no -0, within 64 bits),                                  got {:?}",
+                                clip(value)
+                            )))
+                        }
+                    },
                 },
                 None => Constraint::Equals {
                     param: param.to_string(),

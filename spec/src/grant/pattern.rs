@@ -35,8 +35,8 @@ impl ResourcePattern {
     }
 
     pub(crate) fn validate(&self) -> Result<(), SpecError> {
-        let (text, base) = match self {
-            ResourcePattern::Exact(s) => (s.as_str(), s.as_str()),
+        let text = match self {
+            ResourcePattern::Exact(s) => s.as_str(),
             ResourcePattern::Children(d) | ResourcePattern::Descendants(d) => {
                 if !d.starts_with('/') || !d.ends_with('/') {
                     return Err(SpecError::Grant(format!(
@@ -44,7 +44,10 @@ impl ResourcePattern {
                         clip(d)
                     )));
                 }
-                (d.as_str(), d.trim_end_matches('/'))
+                // The directory is checked with its trailing `/`: trimming
+                // every trailing `/` would let `/api//*` through, a pattern
+                // no canonical resource can match.
+                d.as_str()
             }
         };
         if text.is_empty() {
@@ -63,11 +66,7 @@ impl ResourcePattern {
                 clip(text)
             )));
         }
-        if base.is_empty() {
-            // "/*" or "/**": everything under the root.
-            return Ok(());
-        }
-        check_resource(base).map_err(|e| match e {
+        check_resource(text).map_err(|e| match e {
             SpecError::Request(m) => SpecError::Grant(format!("pattern {:?}: {m}", clip(text))),
             other => other,
         })
