@@ -420,3 +420,87 @@ fn narrowing_blocks_do_not_count_towards_max_depth() {
     assert_eq!(child.chain.depth(), 1);
     assert_allowed(&f.verifier.authorize(&child.token, &read_customer(1)));
 }
+
+/// Issue 15 item 7 (SPEC §6, "Which rule a denial reports"): a hop past
+/// `max_depth` that also restates `principal` breaks rules 8 and 9; rule 8
+/// is checked first, so the denial is `depth_exceeded`, at that hop and
+/// block, whatever else the block breaks.
+#[test]
+fn a_block_breaking_several_rules_reports_the_first_in_the_specs_order() {
+    let f = Family::mint_with(customers_grant(), |r| r.max_depth = Some(0));
+    let block = hop_block_for(&Agent::new("agent-1"), &customers_grant(), in_an_hour())
+        .fact(biscuit_auth::builder::fact(
+            mandate_spec::vocab::PRINCIPAL,
+            &[biscuit_auth::builder::string("user:mallory")],
+        ))
+        .unwrap();
+    let token = append_hop(f.token(), &f.holder().key, block);
+    let denial = assert_denied(
+        &f.verifier.authorize(&token, &read_customer(1)),
+        DenialKind::DepthExceeded,
+        Some(1),
+        &["delegation depth 1 exceeds the root's max_depth 0"],
+    );
+    assert_eq!(denial.block, Some(1));
+    // Within max_depth, the same block breaks rule 9 only.
+    let f = Family::mint_with(customers_grant(), |r| r.max_depth = Some(1));
+    let block = hop_block_for(&Agent::new("agent-1"), &customers_grant(), in_an_hour())
+        .fact(biscuit_auth::builder::fact(
+            mandate_spec::vocab::PRINCIPAL,
+            &[biscuit_auth::builder::string("user:mallory")],
+        ))
+        .unwrap();
+    let token = append_hop(f.token(), &f.holder().key, block);
+    assert_denied(
+        &f.verifier.authorize(&token, &read_customer(1)),
+        DenialKind::BrokenChain,
+        Some(1),
+        &["a delegation hop cannot state principal(…); only the root does"],
+    );
+}
+
+/// Issue 15 item 6 (SPEC §6, "Approval blocks are not hops"): an approval
+/// block does not advance the hop number; what it breaks is reported with
+/// the hop current when it was appended and its own block index.
+#[test]
+fn an_approval_block_is_reported_with_the_hop_before_it() {
+    let approval = || {
+        // Two approval facts: an approval block holds exactly one.
+        let fact = |d: u8| {
+            biscuit_auth::builder::fact(
+                mandate_spec::vocab::APPROVAL,
+                &[
+                    biscuit_auth::builder::bytes(&[d; 32]),
+                    biscuit_auth::builder::date(&in_an_hour()),
+                ],
+            )
+        };
+        biscuit_auth::builder::BlockBuilder::new()
+            .fact(fact(1))
+            .unwrap()
+            .fact(fact(2))
+            .unwrap()
+    };
+    let approver = KeyPair::new();
+    // Root (block 0), approval (block 1): hop 0, block 1.
+    let f = Family::mint(customers_grant());
+    let token = mandate_tests::append_hop(f.token(), &approver, approval());
+    let denial = assert_denied(
+        &f.verifier.authorize(&token, &read_customer(1)),
+        DenialKind::BrokenChain,
+        Some(0),
+        &["an approval block holds exactly one approval(…) fact"],
+    );
+    assert_eq!(denial.block, Some(1));
+    // Root (0), hop 1 (1), approval (2): hop 1, block 2.
+    let mut f = Family::mint(customers_grant());
+    f.delegate(grant(&["read:/api/customers/*"], &[]));
+    let token = mandate_tests::append_hop(f.token(), &approver, approval());
+    let denial = assert_denied(
+        &f.verifier.authorize(&token, &read_customer(1)),
+        DenialKind::BrokenChain,
+        Some(1),
+        &["an approval block holds exactly one approval(…) fact"],
+    );
+    assert_eq!(denial.block, Some(2));
+}
