@@ -50,12 +50,16 @@ pub(crate) struct ApproveArgs {
 
 /// The request an approver is asked about: a needs-approval decision (only
 /// its `request` is read: its chain, reason and approvers are claims, and
-/// are recomputed from the token) or a bare request.
+/// are recomputed from the token) or a bare request. One struct, not an
+/// untagged enum: that would hide why a request was refused (a parameter
+/// given twice) behind "did not match any variant".
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Asked {
-    Decision { request: RequestJson },
-    Bare(RequestJson),
+struct Asked {
+    request: Option<RequestJson>,
+    action: Option<String>,
+    resource: Option<String>,
+    #[serde(default, deserialize_with = "mandate_spec::unique_params")]
+    params: std::collections::BTreeMap<String, Value>,
 }
 
 /// A request as JSON (§5.1), without its time: an approval is decided now.
@@ -63,7 +67,7 @@ enum Asked {
 struct RequestJson {
     action: String,
     resource: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "mandate_spec::unique_params")]
     params: std::collections::BTreeMap<String, Value>,
 }
 
@@ -121,7 +125,25 @@ fn asked_request(source: &str) -> Result<Request> {
     let asked: Asked = serde_json::from_str(&text).map_err(|e| {
         anyhow!("{source}: not a request or a needs-approval decision (mandate verify --json): {e}")
     })?;
-    let (Asked::Decision { request: r } | Asked::Bare(r)) = asked;
+    let r = match asked {
+        Asked {
+            request: Some(r), ..
+        } => r,
+        Asked {
+            action: Some(action),
+            resource: Some(resource),
+            params,
+            ..
+        } => RequestJson {
+            action,
+            resource,
+            params,
+        },
+        _ => bail!(
+            "{source}: not a request or a needs-approval decision (mandate verify --json): \
+             it has no `request`, nor an `action` and a `resource`"
+        ),
+    };
     let mut request = Request::new(r.action, r.resource);
     request.params = r.params;
     request.validate()?;

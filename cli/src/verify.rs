@@ -102,7 +102,7 @@ fn request_of(a: &VerifyArgs) -> Result<Request> {
         let (name, value) = p
             .split_once('=')
             .ok_or_else(|| anyhow!("--param expects NAME=VALUE, got {p:?}"))?;
-        request.params.insert(name.to_string(), Value::infer(value));
+        request = request.try_param(name, Value::infer(value))?;
     }
     if let Some(t) = &a.time {
         let at = OffsetDateTime::parse(t, &Rfc3339)

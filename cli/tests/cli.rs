@@ -80,6 +80,57 @@ fn quickstart_read_of_500_rows_is_denied() {
     );
 }
 
+/// `--param rows=5 --param rows=500` was decided on the last value, where a
+/// verifier supplying both facts allows (checks are existential): a name
+/// given twice is refused, exit 2, in either order (§5.1).
+#[test]
+fn duplicate_param_is_refused_not_decided_on_the_last() {
+    let s = Scenario::new();
+    for params in [
+        ["rows=5", "rows=500"],
+        ["rows=500", "rows=5"],
+        ["rows=5", "rows=5"],
+    ] {
+        let r = s.verify("sub.tok", "read", "/api/customers/42", &params);
+        assert_bad_input(&r, "parameter rows given twice");
+    }
+    let r = s.verify(
+        "sub.tok",
+        "read",
+        "/api/customers/42",
+        &["rows=5", "cols=5"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// `mandate approve` reads the request from JSON: a parameter object
+/// giving a name twice is refused, not read as its last value.
+#[test]
+fn approve_refuses_a_request_giving_a_param_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = crafted::write(dir.path());
+    std::fs::write(
+        dir.path().join("ask.json"),
+        r#"{"action":"pay","resource":"/api/payments/9","params":{"amount":15,"amount":150}}"#,
+    )
+    .unwrap();
+    let r = mandate(
+        dir.path(),
+        &[
+            "approve",
+            "--show",
+            "--key",
+            c.approver_key,
+            "--public-key",
+            &c.root_pub,
+            "--token",
+            c.approval_token,
+            "ask.json",
+        ],
+    );
+    assert_bad_input(&r, "parameter amount given twice");
+}
+
 #[test]
 fn sub_agent_cannot_list_what_its_parent_could() {
     let s = Scenario::new();

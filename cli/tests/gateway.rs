@@ -1538,3 +1538,31 @@ fn a_large_body_without_a_readable_token_is_denied_unread() {
     let d: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(d["id"], 1, "{d}");
 }
+
+/// A request carries each parameter at most once (SPEC §5.1): a query
+/// parameter or a tool argument given twice is refused at the gateway,
+/// never decided on one value and forwarded with both.
+#[test]
+fn a_parameter_given_twice_is_refused_at_the_gateway() {
+    let s = setup();
+    let before = s.reached();
+    let (status, body) = s.call(
+        "GET",
+        "/crm/customers/42?rows=1&rows=1000",
+        Some(s.token()),
+        "",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than once"), "{body}");
+    let dup = r#"{"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                  "params": {"name": "send_email", "arguments":
+                             {"to": "bob@company.com", "to": "eve@evil.example", "subject": "hi"}}}"#;
+    let (status, body) = s.call("POST", "/mcp", Some(s.mcp_token()), dup);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("twice"), "{body}");
+    assert_eq!(
+        s.reached(),
+        before,
+        "no refused request reached the upstream"
+    );
+}

@@ -57,7 +57,7 @@ pub use keys::{
     public_key_from_bytes,
 };
 pub use proof::{Audience, HolderProof, ProofSubject, MAX_TARGET_LEN, PROOF_HEADER, PROOF_VERSION};
-pub use request::{check_canonical, check_resource, Request, MAX_PARAMS};
+pub use request::{check_canonical, check_resource, unique_params, Request, MAX_PARAMS};
 
 /// Re-export of the biscuit-auth version this crate is built on, so users
 /// name the same types.

@@ -19,8 +19,9 @@ pub struct Request {
     pub action: String,
     /// The resource, e.g. `/api/customers/42`.
     pub resource: String,
-    /// Typed parameters, e.g. `rows = 100`.
-    #[serde(default)]
+    /// Typed parameters, e.g. `rows = 100`: each name at most once (§5.1);
+    /// reading JSON that gives a name twice is refused ([`unique_params`]).
+    #[serde(default, deserialize_with = "unique_params")]
     pub params: BTreeMap<String, Value>,
     /// When the request is made (seconds precision; Biscuit dates are seconds).
     #[serde(with = "unix_seconds")]
@@ -38,10 +39,29 @@ impl Request {
         }
     }
 
-    /// Adds a typed parameter.
+    /// Adds a typed parameter, replacing any earlier value of the same name:
+    /// for requests built by a program. Outside input (a command line, a
+    /// wire format) goes through [`Request::try_param`], which refuses a
+    /// repeated name (§5.1).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Request {
         self.params.insert(name.into(), value.into());
         self
+    }
+
+    /// Adds a typed parameter, refusing a name the request already carries:
+    /// a request carries each parameter at most once (§5.1), as a token's
+    /// checks are existential and would pass on either of two values.
+    pub fn try_param(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<Request, SpecError> {
+        let name = name.into();
+        if self.params.contains_key(&name) {
+            return Err(SpecError::Request(given_twice(&name)));
+        }
+        self.params.insert(name, value.into());
+        Ok(self)
     }
 
     /// Sets the request time.
@@ -140,6 +160,44 @@ impl Request {
         facts.push(fact(vocab::TIME, &[date(&self.time)]));
         facts
     }
+}
+
+/// Why a parameter name given twice is refused, naming it.
+fn given_twice(name: &str) -> String {
+    if validate_name("parameter name", name).is_ok() {
+        format!("parameter {name} given twice")
+    } else {
+        format!("parameter {:?} given twice", clip(name))
+    }
+}
+
+/// Reads a request's parameters from a serde map (a JSON object), refusing a
+/// name given twice (§5.1) where serde would keep the last value: use it as
+/// `#[serde(deserialize_with = "mandate_spec::unique_params")]` on every wire
+/// format that carries parameters.
+pub fn unique_params<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Value>, D::Error> {
+    use serde::de::{MapAccess, Visitor};
+    struct Unique;
+    impl<'de> Visitor<'de> for Unique {
+        type Value = BTreeMap<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of parameters")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let value: Value = map.next_value()?;
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(given_twice(&name)));
+                }
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique)
 }
 
 fn strip_prefix(e: SpecError) -> String {
@@ -290,6 +348,38 @@ mod tests {
         ] {
             assert!(check_resource(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn duplicate_parameter_refused_by_try_param() {
+        let r = Request::new("read", "/x").try_param("rows", 5).unwrap();
+        let err = r.clone().try_param("rows", 500).unwrap_err();
+        assert_eq!(
+            err,
+            SpecError::Request("parameter rows given twice".into()),
+            "{err}"
+        );
+        // Another name is fine; `param` still overwrites (programmatic use).
+        assert!(r.clone().try_param("cols", 1).is_ok());
+        assert_eq!(r.param("rows", 500).params["rows"], Value::Int(500));
+    }
+
+    #[test]
+    fn duplicate_parameter_refused_in_request_json() {
+        let json = r#"{"action":"read","resource":"/x","params":{"rows":5,"rows":500},"time":0}"#;
+        let err = serde_json::from_str::<Request>(json).unwrap_err();
+        assert!(
+            err.to_string().contains("parameter rows given twice"),
+            "{err}"
+        );
+        let ok = r#"{"action":"read","resource":"/x","params":{"rows":5},"time":0}"#;
+        let r: Request = serde_json::from_str(ok).unwrap();
+        assert_eq!(r.params["rows"], Value::Int(5));
+        let none = r#"{"action":"read","resource":"/x","time":0}"#;
+        assert!(serde_json::from_str::<Request>(none)
+            .unwrap()
+            .params
+            .is_empty());
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub struct AuthorizeRequest {
     pub action: String,
     /// The resource.
     pub resource: String,
-    /// Typed parameters (JSON integers and strings).
-    #[serde(default)]
+    /// Typed parameters (JSON integers and strings), each name at most
+    /// once: an object giving a name twice is refused (§5.1).
+    #[serde(default, deserialize_with = "mandate_spec::unique_params")]
     pub params: BTreeMap<String, Value>,
 }
 
@@ -30,5 +31,33 @@ impl AuthorizeRequest {
         let mut request = Request::new(self.action, self.resource);
         request.params = self.params;
         verifier.authorize_base64(&self.token, &request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `{"rows":5,"rows":500}` was read as rows=500 (serde keeps the last
+    /// key); a verifier supplying both facts would allow: refused (§5.1).
+    #[test]
+    fn duplicate_parameter_refused_in_authorize_body() {
+        let body = r#"{"token":"x","action":"read","resource":"/api/c/42",
+                       "params":{"rows":5,"rows":500}}"#;
+        let err = serde_json::from_str::<AuthorizeRequest>(body).unwrap_err();
+        assert!(
+            err.to_string().contains("parameter rows given twice"),
+            "{err}"
+        );
+        let body = r#"{"token":"x","action":"read","resource":"/api/c/42",
+                       "params":{"rows":5,"cols":"a"}}"#;
+        let ok: AuthorizeRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(ok.params.len(), 2);
+        let body = r#"{"token":"x","action":"read","resource":"/api/c/42"}"#;
+        assert!(serde_json::from_str::<AuthorizeRequest>(body)
+            .unwrap()
+            .params
+            .is_empty());
     }
 }

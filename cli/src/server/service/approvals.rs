@@ -147,7 +147,7 @@ fn storage(path: &std::path::Path, e: impl std::fmt::Display) -> ServiceError {
 pub(crate) struct SubmitBody {
     action: String,
     resource: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "mandate_spec::unique_params")]
     params: BTreeMap<String, Value>,
 }
 
