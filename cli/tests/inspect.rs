@@ -461,8 +461,9 @@ fn a_crafted_hop_cannot_draw_lines_in_inspect() {
         format!("token 7d1c6e4a-1b7f-4c2e-9a51-0f6f8c3b2d10 for principal \"{shown}\""),
         format!("chain: \"{shown}\" → support-agent → sub-agent"),
         format!("  purpose: \"{shown}\""),
-        // The crafted alternative: action, resource, parameter name, value.
-        format!("\"{shown}\":\"{shown}\" where \"{shown}\"=\"{shown}\""),
+        // The crafted second grant-shaped check: shown as Datalog (a block's
+        // checks are conjunctive; issue 15 item 9), its strings escaped.
+        format!("operation(\\\"{shown}\\\"), resource(\\\"{shown}\\\")"),
         // The raw check, as Biscuit prints it, quoted whole.
         r#"Datalog: "check if resource($r), $r != \"x\n hop 9 (block 9): agent \"evil\" \u{1b}[2J\u{202e}exe.txt\"""#.to_string(),
     ] {

@@ -27,7 +27,7 @@ pub struct Crafted {
     pub approver_key: &'static str,
     /// The token file (`evil.tok`): root → support-agent → sub-agent.
     pub token: &'static str,
-    /// The same without the raw check (`evil-approval.tok`): a hop with
+    /// The same without the raw checks (`evil-approval.tok`): a hop with
     /// raw Datalog is never answered "needs approval", this one is.
     pub approval_token: &'static str,
 }
@@ -118,17 +118,22 @@ pub fn write(dir: &Path) -> Crafted {
     ));
     let parsed = UnverifiedBiscuit::from(&token).unwrap();
     for (file, datalog) in [("evil.tok", vec![raw]), ("evil-approval.tok", vec![])] {
+        let approval = datalog.is_empty();
         grant.datalog = datalog;
-        let block: BlockBuilder = hop_block(&HopContent {
+        let mut block: BlockBuilder = hop_block(&HopContent {
             agent: "sub-agent",
             agent_key: &sub.public(),
             purpose: Some(EVIL),
             grant: &grant,
             expires,
         })
-        .unwrap()
-        .check(crafted.clone())
         .unwrap();
+        // The crafted second check is shown as Datalog (a block's checks
+        // are conjunctive: SPEC §4.4), so only the token without raw
+        // Datalog can be answered "needs approval" without it.
+        if !approval {
+            block = block.check(crafted.clone()).unwrap();
+        }
         let signed = parsed
             .third_party_request()
             .unwrap()

@@ -286,13 +286,17 @@ pub(super) fn grant_of(block: &BlockContent) -> (Option<OffsetDateTime>, Grant) 
             continue;
         }
         match decode_check(check) {
-            Some(d) => {
+            // Checks are conjunctive and a grant is one disjunction of
+            // alternatives: only the block's first check with alternatives
+            // is read as its grant (§4.1 writes one); another is shown as
+            // Datalog, never joined to it as more alternatives (§4.4).
+            Some(d) if d.alternatives.is_empty() || grant.alternatives.is_empty() => {
                 if let Some(e) = d.expires {
                     expires_at = Some(expires_at.map_or(e, |x| x.min(e)));
                 }
                 grant.alternatives.extend(d.alternatives);
             }
-            None => grant.datalog.push(print_check(check)),
+            _ => grant.datalog.push(print_check(check)),
         }
     }
     // Approval rules carry the approver's key; the block's approver facts

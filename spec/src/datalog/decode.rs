@@ -199,6 +199,8 @@ struct QueryReading<'a> {
     name_var: Option<&'a str>,
     /// Variable → parameter name.
     params: BTreeMap<&'a str, &'a str>,
+    /// The parameter variables some constraint uses.
+    constrained: BTreeSet<String>,
     actions: Option<BTreeSet<String>>,
     resource: Option<ResourcePattern>,
     constraints: Vec<Constraint>,
@@ -254,12 +256,20 @@ impl<'a> QueryReading<'a> {
     /// Expression `i`: `$a OP b` over a variable the body bound (the expiry
     /// only as the first expression).
     fn expression(&mut self, i: usize, e: &Expression) -> Option<()> {
+        let used = std::cell::RefCell::new(None::<String>);
+        let used = &used;
         let [Op::Value(a), Op::Value(b), Op::Binary(op)] = e.ops.as_slice() else {
             return None;
         };
         let is =
             |t: &Term, v: Option<&str>| matches!((t, v), (Term::Variable(x), Some(y)) if x == y);
-        let param = |v: &String| self.params.get(v.as_str()).map(|p| p.to_string());
+        let param = |v: &String| {
+            let name = self.params.get(v.as_str()).map(|p| p.to_string());
+            if name.is_some() {
+                used.replace(Some(v.clone()));
+            }
+            name
+        };
         let constraint = match (a, b, op) {
             (t, Term::Date(d), Binary::LessOrEqual) if is(t, self.time_var) && i == 0 => {
                 self.expiry = Some(*d);
@@ -307,6 +317,9 @@ impl<'a> QueryReading<'a> {
             },
             _ => return None,
         };
+        if let Some(v) = used.borrow_mut().take() {
+            self.constrained.insert(v);
+        }
         self.constraints.push(constraint);
         Some(())
     }
@@ -317,6 +330,12 @@ impl<'a> QueryReading<'a> {
         if (self.op_var.is_some() && self.actions.is_none())
             || (self.res_var.is_some() && self.resource.is_none())
         {
+            return None;
+        }
+        // Every parameter the query binds is constrained (§4.1 binds a
+        // parameter only to constrain it): `param("rows", $p)` alone
+        // requires the parameter to be present, which no grant says.
+        if self.params.keys().any(|v| !self.constrained.contains(*v)) {
             return None;
         }
         // The last segment's variable must be bound nowhere else: reused, it
