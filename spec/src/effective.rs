@@ -49,7 +49,13 @@ impl Capability {
             return out;
         }
         if first {
-            out.alternatives = grant.alternatives.clone();
+            out.alternatives = Vec::new();
+            for a in &grant.alternatives {
+                let a = normal(a.clone());
+                if !out.alternatives.contains(&a) {
+                    out.alternatives.push(a);
+                }
+            }
             return out;
         }
         let mut next = Vec::new();
@@ -114,12 +120,7 @@ fn intersect(a: &Alternative, b: &Alternative) -> Option<Alternative> {
     }
     let resource = intersect_patterns(&a.resource, &b.resource)?;
     let mut constraints = a.constraints.clone();
-    for c in &b.constraints {
-        if !constraints.contains(c) {
-            constraints.push(c.clone());
-        }
-    }
-    let constraints = tighten(constraints);
+    constraints.extend(b.constraints.iter().cloned());
     // Approval rules of both apply: keep the first, mention the second's
     // approver in words when they differ (a rare chain).
     let approval = match (&a.approval, &b.approval) {
@@ -131,12 +132,27 @@ fn intersect(a: &Alternative, b: &Alternative) -> Option<Alternative> {
         (Some(x), _) | (None, Some(x)) => Some(x.clone()),
         (None, None) => None,
     };
-    Some(Alternative {
+    Some(normal(Alternative {
         actions,
         resource,
         constraints,
         approval,
-    })
+    }))
+}
+
+/// An alternative in the normal form of SPEC §16: its constraints in the
+/// order they first appear, each integer bound of a parameter and
+/// direction replaced by the tightest of them (at the first one's place),
+/// exact duplicates dropped. Two readers of one chain print the same.
+fn normal(mut alt: Alternative) -> Alternative {
+    let mut unique: Vec<Constraint> = Vec::new();
+    for c in tighten(std::mem::take(&mut alt.constraints)) {
+        if !unique.contains(&c) {
+            unique.push(c);
+        }
+    }
+    alt.constraints = unique;
+    alt
 }
 
 /// Keeps only the tightest integer bound of each direction per parameter
@@ -214,6 +230,80 @@ mod tests {
 
     fn alt(text: &str) -> Alternative {
         Alternative::parse(text).unwrap()
+    }
+
+    fn capability(grants: &[Grant]) -> Capability {
+        let mut cap = Capability::unrestricted();
+        let mut first = true;
+        for g in grants {
+            cap = cap.and(g, None, first);
+            first &= g.alternatives.is_empty();
+        }
+        cap
+    }
+
+    fn grant(allow: &[&str], where_: &[&str]) -> Grant {
+        Grant::parse(allow, where_).unwrap()
+    }
+
+    /// Issue 15 item 10 (SPEC §16 "Normal form"): hop 0's alternatives are
+    /// normalized like intersections — duplicate alternatives and
+    /// constraints merged, the tightest bound kept at the first's place —
+    /// so the same chain prints the same JSON whichever hop it comes from.
+    #[test]
+    fn the_effective_capability_is_in_normal_form_from_hop_0() {
+        let mut g = grant(&["read:/a/*"], &["rows<=100", "to ends-with @x.com"]);
+        g.alternatives[0]
+            .constraints
+            .push(Constraint::parse("rows<=10").unwrap());
+        g.alternatives[0]
+            .constraints
+            .push(Constraint::parse("to ends-with @x.com").unwrap());
+        g.alternatives.push(g.alternatives[0].clone());
+        let cap = capability(&[g.clone()]);
+        assert_eq!(cap.alternatives.len(), 1, "{cap:?}");
+        let words: Vec<String> = cap.alternatives[0]
+            .constraints
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(words, ["rows<=10", "to ends-with \"@x.com\""]);
+        // Intersected with a grant allowing all of it: the same form.
+        let all = grant(&["read:/a/*"], &[]);
+        assert_eq!(
+            capability(&[g.clone(), all.clone()]).alternatives,
+            cap.alternatives
+        );
+        assert_eq!(capability(&[all, g]).alternatives, cap.alternatives);
+    }
+
+    proptest::proptest! {
+        /// Normal form is idempotent, and duplicating an alternative or a
+        /// constraint of a grant never changes the capability.
+        #[test]
+        fn duplicates_never_change_the_capability(
+            bounds in proptest::collection::vec((0usize..2, 0usize..4, -5i64..5), 1..6),
+            dup in proptest::prelude::any::<bool>(),
+        ) {
+            let params = ["a", "b"];
+            let ops = ["<=", "<", ">=", ">"];
+            let where_: Vec<String> = bounds
+                .iter()
+                .map(|(p, o, n)| format!("{}{}{}", params[*p], ops[*o], n))
+                .collect();
+            let g = Grant::parse(&["read:/a/*"], &where_).unwrap();
+            let mut doubled = g.clone();
+            if dup {
+                doubled.alternatives.push(g.alternatives[0].clone());
+            } else {
+                let c = g.alternatives[0].constraints[0].clone();
+                doubled.alternatives[0].constraints.push(c);
+            }
+            let cap = capability(std::slice::from_ref(&g));
+            proptest::prop_assert_eq!(&capability(&[doubled]).alternatives, &cap.alternatives);
+            let again = normal(cap.alternatives[0].clone());
+            proptest::prop_assert_eq!(&again, &cap.alternatives[0]);
+        }
     }
 
     #[test]
