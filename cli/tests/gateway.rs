@@ -1566,3 +1566,94 @@ fn a_parameter_given_twice_is_refused_at_the_gateway() {
         "no refused request reached the upstream"
     );
 }
+
+/// A refused MCP session is in the audit log: the token's own (token-only)
+/// decision is an allow, so the refusal is recorded after it, naming the
+/// session and the token that presented it.
+#[test]
+fn a_refused_mcp_session_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = run(d, &["keygen", "--out", "root.key"])
+        .stdout
+        .trim()
+        .to_string();
+    run(d, &["keygen", "--out", "audit.key"]);
+    let token = |principal: &str, key: &str| {
+        let agent = run(d, &["keygen", "--out", key]).stdout.trim().to_string();
+        run(
+            d,
+            &[
+                "issue",
+                "--key",
+                "root.key",
+                "--principal",
+                principal,
+                "--to",
+                "agent",
+                "--to-key",
+                &agent,
+                "--allow",
+                "send_email:/mcp",
+                "--ttl",
+                "1h",
+            ],
+        )
+        .stdout
+        .trim()
+        .to_string()
+    };
+    let alice = token("user:alice", "alice.key");
+    let bob = token("user:bob", "bob.key");
+    let (upstream, _seen) = upstream();
+    std::fs::write(
+        d.join("g.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\naudit_dir = \"audit\"\n\
+             audit_key_file = \"audit.key\"\n[[routes]]\nprefix = \"/mcp\"\n\
+             upstream = \"{upstream}\"\nmode = \"mcp\"\n"
+        ),
+    )
+    .unwrap();
+    let mut g = Proc::start(["gateway", "--config", d.join("g.toml").to_str().unwrap()]);
+    let post = |token: &str, session: Option<&str>, body: Value| {
+        let mut req = http_client()
+            .post(format!("http://{}/mcp", g.addr))
+            .header("content-type", "application/json")
+            .bearer_auth(token)
+            .body(body.to_string());
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send().unwrap()
+    };
+    let init = post(
+        &alice,
+        None,
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize"}),
+    );
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let hijack = post(
+        &bob,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    );
+    assert_eq!(hijack.status().as_u16(), 404);
+    g.interrupt();
+    let export = run(d, &["audit", "export", "--db", "audit"]).stdout;
+    let refused: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["record"]["request"]["action"] == "mcp.session")
+        .collect();
+    assert_eq!(refused.len(), 1, "{export}");
+    let r = &refused[0]["record"];
+    assert_eq!(r["decision"], "deny");
+    assert_eq!(r["request"]["params"]["session"], session.as_str());
+    let reason = r["denial"]["reason"].as_str().unwrap();
+    assert!(reason.contains("MCP session refused"), "{reason}");
+    assert!(reason.contains("user:bob"), "{reason}");
+}

@@ -149,6 +149,7 @@ impl Gateway {
                     let mcp = McpUpstream {
                         sessions: sessions.clone(),
                         map,
+                        verifier: layer.verifier().clone(),
                     };
                     RouteService::Mcp(layer.layer(Upstream::new(route, &client, Some(mcp))))
                 }
@@ -300,6 +301,9 @@ struct UpstreamState {
 struct McpUpstream {
     sessions: Sessions,
     map: McpMap,
+    /// Records a refused session in the audit log (the middleware recorded
+    /// the token-only decision that came before it).
+    verifier: Verifier,
 }
 
 impl Upstream {
@@ -393,12 +397,39 @@ impl UpstreamState {
                     parts.headers.insert(SESSION_HEADER, u);
                 }
                 None => {
+                    // The token was valid (its decision is recorded as an
+                    // allow); the refusal of the session is recorded too,
+                    // so an auditor sees the attempt.
+                    let mut request = mandate_spec::Request::new(
+                        "mcp.session",
+                        mcp.map.resource_for(parts.uri.path()),
+                    );
+                    request.params.insert(
+                        "session".into(),
+                        mandate_spec::Value::Str(
+                            String::from_utf8_lossy(presented.as_bytes())
+                                .chars()
+                                .take(200)
+                                .collect(),
+                        ),
+                    );
+                    mcp.verifier.deny_and_record(
+                        request,
+                        mandate_verifier::Denial::new(
+                            mandate_verifier::DenialKind::NotAllowed,
+                            format!(
+                                "MCP session refused: it was not opened by this token (token \
+                                 family {}, principal {:?})",
+                                chain.token_id, chain.principal
+                            ),
+                        ),
+                    );
                     return refuse(
                         StatusCode::NOT_FOUND,
                         "no such MCP session for this token: a session belongs to the token \
                          (its family and delegation chain) that opened it, on this route; \
                          start a new one (initialize)",
-                    )
+                    );
                 }
             }
         }
