@@ -44,6 +44,9 @@ pub(crate) struct Verified {
     pub(crate) has_approval_rules: bool,
     /// Some hop requires proof of possession.
     pub(crate) holder_required: bool,
+    /// Some hop or narrowing block carries a raw Datalog check: no
+    /// token-only pass (SPEC §7.4). Derived once, at verification.
+    pub(crate) raw_datalog: bool,
     /// What each request with the token can cost: the evaluation part of
     /// its cost bound (SPEC §6 rule 1c).
     pub(crate) cost: u64,

@@ -461,7 +461,6 @@ impl UpstreamState {
         {
             head.headers.insert(SESSION_HEADER, wrapped);
         }
-        let capability = mandate_spec::effective_capabilities(&chain).pop();
         let event_stream = is_event_stream(&head.headers);
         // An answer the gateway reads (an event stream, a tools/list) must
         // come without a content coding it would pass on unread.
@@ -471,6 +470,10 @@ impl UpstreamState {
                 "the upstream's answer has a content coding the gateway cannot read",
             );
         }
+        // Only an answer the gateway filters needs the token's capability.
+        let capability = (event_stream || tools_list.is_some())
+            .then(|| mandate_spec::effective_capabilities(&chain).pop())
+            .flatten();
         match (capability, event_stream) {
             // Every event stream (a POST's answer, the GET stream, a resumed
             // one replaying an old answer) is filtered event by event, and

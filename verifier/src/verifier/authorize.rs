@@ -83,8 +83,7 @@ impl Verifier {
         }
         let started = std::time::Instant::now();
         let verified = cache.get(&VerificationCache::key(token))?;
-        let runs_datalog =
-            check == Check::Grant || super::pipeline::has_raw_datalog(&verified.chain);
+        let runs_datalog = check == Check::Grant || verified.raw_datalog;
         if runs_datalog && (verified.cost > INLINE_COST || verified.has_approval_rules) {
             return None;
         }

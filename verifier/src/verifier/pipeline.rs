@@ -44,6 +44,7 @@ impl Verifier {
             .iter()
             .any(|h| h.grant.alternatives.iter().any(|a| a.approval.is_some()));
         let holder_required = holder::required(&chain);
+        let raw_datalog = has_raw_datalog(&chain);
         // `from_blocks` refused tokens over the bound; this is their cost.
         // The part every request pays (the signatures are paid once).
         let cost = mandate_spec::cost_of(&blocks).map_or(u64::MAX, |c| c.evaluation);
@@ -63,6 +64,7 @@ impl Verifier {
             prepared,
             has_approval_rules,
             holder_required,
+            raw_datalog,
             cost,
         }))
     }
@@ -115,7 +117,7 @@ impl Verifier {
         // A chain with raw Datalog checks gets no token-only pass: they
         // cannot be read, and may forbid anything (`check if false`), so
         // its housekeeping is decided on its grants like any request.
-        let purpose = if purpose == Purpose::Token && has_raw_datalog(&v.chain) {
+        let purpose = if purpose == Purpose::Token && v.raw_datalog {
             Purpose::Request
         } else {
             purpose
@@ -232,7 +234,7 @@ impl Verifier {
 
 /// Whether a hop or a first-party narrowing block of `chain` carries a raw
 /// Datalog check (one outside the vocabulary's canonical shapes, §4.4).
-pub(super) fn has_raw_datalog(chain: &Chain) -> bool {
+fn has_raw_datalog(chain: &Chain) -> bool {
     chain.hops.iter().any(|h| {
         !h.grant.datalog.is_empty() || h.narrowing.iter().any(|n| !n.grant.datalog.is_empty())
     })
