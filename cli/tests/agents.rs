@@ -286,3 +286,30 @@ fn a_python_orchestrator_delegates_with_biscuit_python() {
 fn a_javascript_orchestrator_delegates_with_biscuit_wasm() {
     delegation_by("javascript");
 }
+
+/// The stdlib decoder of SPEC Appendix B (examples/python-agent/mandate_wire.py)
+/// reads tokens this binary mints as `inspect` does, and refuses malformed
+/// bytes with a clear error.
+#[test]
+fn the_python_wire_decoder_reads_tokens_as_inspect_does() {
+    let required = std::env::var("MANDATE_AGENTS_REQUIRED").as_deref() == Ok("1");
+    let Ok(py) = std::env::var("MANDATE_PYTHON") else {
+        assert!(
+            !required,
+            "the python agent is not set up: run `eval \"$(./scripts/setup-agents.sh)\"`"
+        );
+        eprintln!("skipped: the python agent is not set up (scripts/setup-agents.sh)");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-agent");
+    let out = Command::new(py)
+        .args(["-m", "unittest", "-v", "test_wire"])
+        .current_dir(&dir)
+        .env("MANDATE_BIN", env!("CARGO_BIN_EXE_mandate"))
+        .env("MANDATE_AGENTS_REQUIRED", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "test_wire.py failed:\n{err}");
+    assert!(err.contains("OK") && !err.contains("skipped"), "{err}");
+}
