@@ -27,6 +27,7 @@
 //! containers ([`container`], [`encode`]) and asserts decisions with their
 //! reasons ([`assert_allowed`], [`assert_denied`]).
 
+pub mod conformance;
 pub mod hostile;
 
 use biscuit_auth::builder::BlockBuilder;
