@@ -287,6 +287,46 @@ fn a_javascript_orchestrator_delegates_with_biscuit_wasm() {
     delegation_by("javascript");
 }
 
+/// The conformance vectors (spec/samples) replayed with biscuit-wasm alone
+/// (examples/js-agent/conformance.mjs): base64 text = token bytes, Biscuit's
+/// signature verdict, the plain-Datalog decision of every request, and the
+/// chain read from printed Datalog all agree with what the vectors record.
+#[test]
+fn the_conformance_vectors_replay_with_biscuit_wasm() {
+    let Some(mut cmd) = agent("javascript") else {
+        return;
+    };
+    let runner = PathBuf::from(cmd.pop().unwrap()).with_file_name("conformance.mjs");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/samples");
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .arg(&runner)
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "conformance.mjs:\n{stdout}\n{stderr}"
+    );
+    for check in ["base64", "signatures", "root key id", "datalog", "chain"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("checked {check}: ")))
+            .unwrap_or_else(|| panic!("no `checked {check}` line:\n{stdout}"));
+        let counts: Vec<u64> = line
+            .split([' ', ',', ':', '('])
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(
+            counts.len() >= 3 && counts[0] > 0 && counts[1] == 0,
+            "{line}"
+        );
+    }
+}
+
 /// The stdlib decoder of SPEC Appendix B (examples/python-agent/mandate_wire.py)
 /// reads tokens this binary mints as `inspect` does, and refuses malformed
 /// bytes with a clear error.
