@@ -1238,8 +1238,10 @@ fn holder(out: &mut Vec<Case>) {
         &["depth:1", "holder"], Presented::Bytes(t1.bytes.clone()), reqs);
 
     let root = Root::new("holder/narrowing", customers()).mint();
-    let mut ng = Grant::default();
-    ng.holder_bound = true;
+    let ng = Grant {
+        holder_bound: true,
+        ..Grant::default()
+    };
     let tok = narrow(&root, &ng, None);
     let reqs = vec![
         with(read42(), None),
@@ -1257,11 +1259,16 @@ fn holder(out: &mut Vec<Case>) {
 
 // ---------------------------------------------------------------- §6 rules
 
+/// An edit of a hand-written root block.
+type RootEdit = Box<dyn Fn(&mut RawRoot)>;
+/// Appends a crafted block to a token.
+type HopMake = Box<dyn Fn(&Tok) -> Tok>;
+
 /// Each rule of §6 broken by one block.
 fn chain_rules(out: &mut Vec<Case>) {
     let rd = || vec![read42()];
     // The root block (rules 1, 1a, 3–6).
-    let roots: Vec<(&str, &str, Box<dyn Fn(&mut RawRoot)>)> = vec![
+    let roots: Vec<(&str, &str, RootEdit)> = vec![
         (
             "root-canonical",
             "a hand-written root equal in form to the encoder's: valid",
@@ -1421,7 +1428,7 @@ fn chain_rules(out: &mut Vec<Case>) {
         case(out, &label, &format!("§6 (root): {name}"), &cov, &tok, rd());
     }
     // Delegation hops (rules 1, 1a, 7, 9, 10) and narrowing blocks (11).
-    let hops: Vec<(&str, &str, Box<dyn Fn(&Tok) -> Tok>)> = vec![
+    let hops: Vec<(&str, &str, HopMake)> = vec![
         (
             "hop-canonical",
             "-",
@@ -2036,9 +2043,9 @@ fn random_request(rng: &mut Rng, root: &Grant) -> Request {
         2 => {
             r = r
                 .param("rows", int(rng.below(250) as i64))
-                .param("region", s(*rng.pick(&["eu", "us", "apac"])))
+                .param("region", s(rng.pick::<&str>(&["eu", "us", "apac"])))
         }
-        _ => r = r.param("region", s(*rng.pick(&["eu", "us", "apac"]))),
+        _ => r = r.param("region", s(rng.pick::<&str>(&["eu", "us", "apac"]))),
     }
     if rng.chance(15) {
         r = r.at(at(NOW + rng.below(4) as u64 * 1800));

@@ -231,9 +231,10 @@ pub struct Case {
     pub requests: Vec<Req>,
 }
 
-/// An in-memory single-use record: each case starts with an empty one.
+/// An in-memory single-use record: each case starts with an empty one
+/// (the state the vectors assume, `verifier.state` in `vectors.json`).
 #[derive(Default)]
-struct Spent(Mutex<HashSet<Vec<u8>>>);
+pub struct Spent(Mutex<HashSet<Vec<u8>>>);
 
 impl SingleUse for Spent {
     fn use_once(
