@@ -353,3 +353,51 @@ fn the_python_wire_decoder_reads_tokens_as_inspect_does() {
     assert!(out.status.success(), "test_wire.py failed:\n{err}");
     assert!(err.contains("OK") && !err.contains("skipped"), "{err}");
 }
+
+/// The conformance vectors (spec/samples) replayed with biscuit-python 0.4
+/// and the stdlib decoder alone (examples/python-agent/conformance.py):
+/// base64 text = token bytes, Biscuit's signature verdict, the plain-Datalog
+/// outcome of every request, the chain decoded from the bytes, §5 request
+/// validation, and the full decision of every request needing no §6, §14 or
+/// §15 logic all agree with what the vectors record.
+#[test]
+fn the_conformance_vectors_replay_with_biscuit_python() {
+    let Some(mut cmd) = agent("python") else {
+        return;
+    };
+    let runner = PathBuf::from(cmd.pop().unwrap()).with_file_name("conformance.py");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/samples");
+    let out = Command::new(&cmd[0])
+        .arg(&runner)
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "conformance.py:\n{stdout}\n{stderr}"
+    );
+    for check in [
+        "token-bytes",
+        "biscuit-accepts",
+        "datalog",
+        "chain",
+        "validation",
+        "decision",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("checked {check}: ")))
+            .unwrap_or_else(|| panic!("no `checked {check}` line:\n{stdout}"));
+        let counts: Vec<u64> = line
+            .split([' ', ',', ':'])
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(
+            counts.len() == 2 && counts[0] > 0 && counts[1] == 0,
+            "{line}"
+        );
+    }
+}
