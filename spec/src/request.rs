@@ -262,8 +262,11 @@ pub fn check_canonical(resource: &str) -> Result<(), String> {
     let mut i = 0;
     while let Some(at) = bytes[i..].iter().position(|&b| b == b'%') {
         let at = i + at;
+        // Exactly two hex digits: `u8::from_str_radix` alone would also
+        // take `+A` (a sign) as the byte 0x0A.
         let hex = bytes
             .get(at + 1..at + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         let Some(byte) = hex else {

@@ -109,3 +109,29 @@ fn an_out_of_range_request_time_is_an_error_not_a_panic() {
         serde_json::from_str(r#"{"action":"read","resource":"/x","time":18446744073709551615}"#);
     assert!(r.is_err());
 }
+
+/// Issue 15 (found by the Python conformance runner): `%+A` passed as a
+/// percent-encoding of a newline, because `u8::from_str_radix` accepts a
+/// sign; §5.2 says `%` and two hex digits.
+#[test]
+fn a_percent_sign_followed_by_a_sign_is_not_a_percent_encoding() {
+    for resource in ["/api/%+A", "/api/%-A", "/api/%+0", "/api/%2", "/api/%"] {
+        let err = mandate_spec::check_resource(resource)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not start a percent-encoding"),
+            "{resource}: {err}"
+        );
+    }
+    assert!(mandate_spec::check_resource("/api/%20x").is_ok());
+    let f = mandate_tests::customers_family(0);
+    let verifier = mandate_tests::verifier_for(&f.issuer);
+    let request = mandate_spec::Request::new("read", "/api/customers/%+A");
+    mandate_tests::assert_denied(
+        &verifier.authorize(f.token(), &request),
+        mandate_verifier::DenialKind::InvalidRequest,
+        None,
+        &["percent-encoding"],
+    );
+}
