@@ -143,6 +143,19 @@ pub(crate) struct ServeArgs {
     /// With --nats: deny everything after this long without word from the feed.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub(crate) staleness: String,
+    /// A revocation private key FILE and its id, as ID=FILE (repeatable;
+    /// replaces the configuration file's [[revocation_keys]]). The current
+    /// one signs every entry published to the feed; all are trusted.
+    /// Required with --nats.
+    #[arg(long = "revocation-key-file", value_name = "ID=FILE")]
+    pub(crate) revocation_key_file: Vec<String>,
+    /// The id of the revocation key that signs (required with several).
+    #[arg(long, value_name = "N")]
+    pub(crate) current_revocation_key_id: Option<u32>,
+    /// More revocation public keys the embedded verifier trusts on the feed
+    /// (e.g. another issuer service's), beside its own.
+    #[command(flatten)]
+    pub(crate) trust: crate::feed::TrustArgs,
     /// The id of the root key that signs (required with several keys).
     #[arg(long, value_name = "N")]
     pub(crate) current_key_id: Option<u32>,
@@ -171,6 +184,9 @@ pub(crate) struct VerifierdArgs {
     /// list is used as is.
     #[command(flatten)]
     pub(crate) feed: NatsArgs,
+    /// The issuer's revocation keys whose signed feed entries are applied.
+    #[command(flatten)]
+    pub(crate) trust: crate::feed::TrustArgs,
     /// Deny everything after this long without word from the feed.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub(crate) staleness: String,

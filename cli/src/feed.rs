@@ -1,13 +1,75 @@
 //! The revocation feed flags (`--nats`, credentials, TLS) turned into the
-//! library's [`FeedConfig`], and a blocking publisher for one-shot commands.
+//! library's [`FeedConfig`], the revocation keys (trusted by verifiers,
+//! signing for publishers), and a blocking publisher for one-shot commands.
 
 use crate::args::NatsArgs;
 use anyhow::{Context, Result};
+use clap::Args;
 use mandate_verifier::{
-    feed::{FeedConfig, FeedCredentials, FeedPublisher},
+    feed::{FeedConfig, FeedCredentials, FeedPublisher, RevocationKeys, RevocationSigner},
     revocation::Revocation,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The issuer's revocation public keys a feed consumer trusts.
+#[derive(Debug, Args, Default)]
+pub(crate) struct TrustArgs {
+    /// A revocation public key of the issuer, as ID=ed25519/<hex>
+    /// (repeatable: every listed key is trusted, e.g. during a rotation;
+    /// the issuer service lists them at GET /v1/keys/revocation). Required
+    /// with --nats: only feed entries signed by one of them are applied.
+    #[arg(long = "revocation-key", value_name = "ID=PUBKEY")]
+    pub(crate) revocation_key: Vec<String>,
+}
+
+/// The trusted revocation keys `ID=ed25519/<hex>` describe.
+pub(crate) fn trusted(specs: &[String], flag: &str) -> Result<RevocationKeys> {
+    let mut keys = RevocationKeys::new();
+    for spec in specs {
+        if spec.contains("ed25519-private/") {
+            // Never echo it: a secret that just landed in shell history.
+            anyhow::bail!("{flag} takes the PUBLIC key (ed25519/<hex>), not a private key");
+        }
+        keys.insert_spec(spec)
+            .map_err(|e| anyhow::anyhow!("{flag} {spec}: {e}"))?;
+    }
+    Ok(keys)
+}
+
+/// The revocation key a publisher signs with (`mandate revoke --nats`).
+#[derive(Debug, Args)]
+pub(crate) struct SignerArgs {
+    /// The issuer's revocation private key FILE (ed25519-private/<hex>):
+    /// with --nats, every entry published is signed with it.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub(crate) revocation_key_file: Option<PathBuf>,
+    /// The id verifiers know that key by.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "revocation_key_file"
+    )]
+    pub(crate) revocation_key_id: u32,
+}
+
+/// The signer a key file and its id describe.
+pub(crate) fn signer(file: &Path, id: u32) -> Result<RevocationSigner> {
+    let key = crate::io::read_private_key(file).context("--revocation-key-file")?;
+    RevocationSigner::new(id, &key).map_err(|e| anyhow::anyhow!("--revocation-key-file: {e}"))
+}
+
+/// The signer the flags describe; with `--nats`, the key file is required.
+pub(crate) fn signer_for(nats: &NatsArgs, a: &SignerArgs) -> Result<Option<RevocationSigner>> {
+    match (&nats.nats, &a.revocation_key_file) {
+        (None, _) => Ok(None),
+        (Some(_), None) => anyhow::bail!(
+            "--nats publishes signed entries: give the issuer's revocation key with \
+             --revocation-key-file FILE (and --revocation-key-id N, default 0)"
+        ),
+        (Some(_), Some(file)) => Ok(Some(signer(file, a.revocation_key_id)?)),
+    }
+}
 
 /// The feed configuration the flags describe, or `None` without `--nats`.
 /// Secret files are read here; their contents never reach a log or an error.
@@ -58,13 +120,13 @@ pub(crate) struct BlockingPublisher {
 }
 
 impl BlockingPublisher {
-    pub(crate) fn connect(cfg: FeedConfig) -> Result<BlockingPublisher> {
+    pub(crate) fn connect(cfg: FeedConfig, signer: RevocationSigner) -> Result<BlockingPublisher> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let url = mandate_verifier::feed::redact_url(&cfg.url);
         let publisher = runtime
-            .block_on(FeedPublisher::connect(cfg))
+            .block_on(FeedPublisher::connect(cfg, signer))
             .with_context(|| format!("connecting to the revocation feed at {url}"))?;
         Ok(BlockingPublisher { runtime, publisher })
     }

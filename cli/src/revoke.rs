@@ -48,6 +48,9 @@ pub(crate) struct RevokeArgs {
     /// server's acknowledgement.
     #[command(flatten)]
     pub(crate) feed: NatsArgs,
+    /// With --nats: the revocation key that signs the published entries.
+    #[command(flatten)]
+    pub(crate) signer: feed::SignerArgs,
     /// Print each entry revoked as a JSON line: the object `revocations
     /// --json` lists, plus "feed_sequence" (the feed's sequence with --nats,
     /// else null).
@@ -63,6 +66,9 @@ pub(crate) fn run(a: RevokeArgs) -> Result<ExitCode> {
         a.by.clone()
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "mandate-cli".into());
+    // Before anything is written: a publish that could not be signed must
+    // not leave a local-only revocation behind.
+    let signer = feed::signer_for(&a.feed, &a.signer)?;
     let store = RevocationStore::open(&a.db)?;
     let entry =
         |target: Target, expires_at: Option<OffsetDateTime>, note: Option<String>| Revocation {
@@ -74,7 +80,7 @@ pub(crate) fn run(a: RevokeArgs) -> Result<ExitCode> {
             note,
         };
     if let Some(source) = &a.ids_from {
-        return revoke_stream(&store, source, &entry, &a.feed, a.json);
+        return revoke_stream(&store, source, &entry, &a.feed, signer, a.json);
     }
     let e = if let Some(id) = &a.id {
         entry(Target::Block(parse_id(id)?), None, None)
@@ -100,8 +106,8 @@ pub(crate) fn run(a: RevokeArgs) -> Result<ExitCode> {
     };
     store.revoke(std::slice::from_ref(&e))?;
     let mut feed_sequence = None;
-    if let Some(cfg) = feed::config(&a.feed)? {
-        let seq = BlockingPublisher::connect(cfg)?.publish(&e)?;
+    if let (Some(cfg), Some(signer)) = (feed::config(&a.feed)?, signer) {
+        let seq = BlockingPublisher::connect(cfg, signer)?.publish(&e)?;
         if !a.json {
             outln!("published to the revocation feed (sequence {seq})")?;
         }
@@ -167,11 +173,12 @@ fn revoke_stream(
     source: &str,
     entry: &dyn Fn(Target, Option<OffsetDateTime>, Option<String>) -> Revocation,
     nats: &NatsArgs,
+    signer: Option<mandate_verifier::feed::RevocationSigner>,
     json: bool,
 ) -> Result<ExitCode> {
-    let feed = match feed::config(nats)? {
-        Some(cfg) => Some(BlockingPublisher::connect(cfg)?),
-        None => None,
+    let feed = match (feed::config(nats)?, signer) {
+        (Some(cfg), Some(signer)) => Some(BlockingPublisher::connect(cfg, signer)?),
+        _ => None,
     };
     let reader: Box<dyn BufRead> = if source == "-" {
         Box::new(std::io::stdin().lock())

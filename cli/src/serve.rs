@@ -11,22 +11,44 @@ use std::process::ExitCode;
 
 pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
     let config = config(&a)?;
-    let feed_config = crate::feed::config(&a.feed)?;
+    let mut feed_config = crate::feed::config(&a.feed)?;
     let staleness = mandate_spec::parse_duration(&a.staleness).context("--staleness")?;
+    // Checked before anything starts (a private key given by mistake).
+    crate::feed::trusted(&a.trust.revocation_key, "--revocation-key")?;
+    if feed_config.is_some() && config.revocation_keys.is_empty() {
+        bail!(
+            "--nats publishes signed revocation entries: give the revocation key with \
+             --revocation-key-file ID=FILE or [[revocation_keys]] in the configuration \
+             (`mandate keygen --out revocation.key` makes one; it is not a root key)"
+        );
+    }
     let server = crate::startup::init("serve", &a.log_format)?;
     let mut service = Service::open(&config)?.with_metrics(server.render());
+    let signer = service.revocation_signer().cloned();
+    if let Some(cfg) = &mut feed_config {
+        // The embedded verifier trusts the service's own revocation keys,
+        // and any others given.
+        let mut trusted = service.trusted_revocation_keys();
+        for spec in &a.trust.revocation_key {
+            trusted
+                .insert_spec(spec)
+                .map_err(|e| anyhow::anyhow!("--revocation-key {spec}: {e}"))?;
+        }
+        cfg.revocation_keys = trusted;
+    }
     let (current, _) = service.keys().current();
     log_config(&server, &config, feed_config.as_ref(), staleness, current)?;
     let audit = service.audit_log().cloned();
     let runtime = server.runtime(None)?;
     runtime.block_on(async move {
         let mut _feed_handle = None;
-        if let Some(mut feed_config) = feed_config {
+        if let (Some(mut feed_config), Some(signer)) = (feed_config, signer) {
             feed_config.staleness = staleness;
             let url = crate::startup::redact_url(&feed_config.url);
-            let publisher = mandate_verifier::feed::FeedPublisher::connect(feed_config.clone())
-                .await
-                .with_context(|| format!("connecting to the revocation feed at {url}"))?;
+            let publisher =
+                mandate_verifier::feed::FeedPublisher::connect(feed_config.clone(), signer)
+                    .await
+                    .with_context(|| format!("connecting to the revocation feed at {url}"))?;
             let store = service.store().clone();
             // The embedded verifier follows the feed into the same store.
             let (list, handle) = mandate_verifier::feed::spawn_feed(store.clone(), feed_config)?;
@@ -134,11 +156,21 @@ fn config(a: &ServeArgs) -> Result<ServiceConfig> {
         config.root_keys = a
             .root_key
             .iter()
-            .map(|s| root_key(s))
+            .map(|s| key_file_arg(s, "--root-key"))
             .collect::<Result<_>>()?;
     }
     if let Some(id) = a.current_key_id {
         config.current_key_id = Some(id);
+    }
+    if !a.revocation_key_file.is_empty() {
+        config.revocation_keys = a
+            .revocation_key_file
+            .iter()
+            .map(|s| key_file_arg(s, "--revocation-key-file"))
+            .collect::<Result<_>>()?;
+    }
+    if let Some(id) = a.current_revocation_key_id {
+        config.current_revocation_key_id = Some(id);
     }
     if let Some(k) = &a.audit_key {
         config.audit_key = Some(k.clone());
@@ -164,20 +196,21 @@ fn config(a: &ServeArgs) -> Result<ServiceConfig> {
     Ok(config)
 }
 
-fn root_key(arg: &str) -> Result<RootKeyFile> {
+/// `ID=FILE` of `--root-key` and `--revocation-key-file`.
+fn key_file_arg(arg: &str, flag: &str) -> Result<RootKeyFile> {
     let Some((id, file)) = arg.split_once('=') else {
-        bail!("--root-key expects ID=FILE, e.g. 0=root.key");
+        bail!("{flag} expects ID=FILE, e.g. 0=key-0.key");
     };
     let id: u32 = id
         .trim()
         .parse()
-        .with_context(|| format!("--root-key: the id {id:?} is not a number"))?;
+        .with_context(|| format!("{flag}: the id {id:?} is not a number"))?;
     if file.trim_start().starts_with("ed25519-private/") {
         // Never echo it: it is a secret that just landed in shell history.
-        bail!("--root-key takes a key FILE, not the key itself: private keys never go on the command line");
+        bail!("{flag} takes a key FILE, not the key itself: private keys never go on the command line");
     }
     if file.is_empty() {
-        bail!("--root-key {id}=: no file given");
+        bail!("{flag} {id}=: no file given");
     }
     Ok(RootKeyFile {
         id,

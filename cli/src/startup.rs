@@ -332,6 +332,14 @@ pub(crate) fn feed_settings(
         Some(_) => "other".to_string(),
     };
     settings.push(("nats_credentials", creds));
+    settings.push((
+        "revocation_keys",
+        cfg.revocation_keys
+            .ids()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
     if let Some(ca) = &cfg.tls_ca {
         settings.push(("nats_ca", ca.display().to_string()));
     }

@@ -29,11 +29,23 @@ struct App {
 pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
     let key = parse_public_key(&a.public_key).context("--public-key")?;
     let staleness = parse_duration(&a.staleness).context("--staleness")?;
+    let revocation_keys = crate::feed::trusted(&a.trust.revocation_key, "--revocation-key")?;
     let feed_config = crate::feed::config(&a.feed)?.map(|mut cfg| {
         cfg.staleness = staleness;
         cfg.insecure_fail_open_when_stale = a.insecure_fail_open_when_stale;
+        cfg.revocation_keys = revocation_keys;
         cfg
     });
+    if feed_config
+        .as_ref()
+        .is_some_and(|c| c.revocation_keys.is_empty())
+    {
+        anyhow::bail!(
+            "--nats needs the issuer's revocation public keys: --revocation-key \
+             ID=ed25519/<hex> (repeatable; the issuer service lists them at \
+             GET /v1/keys/revocation). Unsigned feed entries are never applied"
+        );
+    }
     let server = crate::startup::init("verifierd", &a.log_format)?;
     log_config(&server, &a, feed_config.as_ref());
     let store = Arc::new(RevocationStore::open(&a.data_dir)?);

@@ -529,6 +529,8 @@ fn verifierd_logs_its_configuration_drains_on_sigterm_and_exports_metrics() {
             "127.0.0.1:0",
             "--nats",
             &dead_feed,
+            "--revocation-key",
+            &format!("0={root}"),
             "--staleness",
             "1s",
             "--insecure-fail-open-when-stale",

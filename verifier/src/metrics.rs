@@ -18,6 +18,7 @@
 //! | `mandate_feed_silent_seconds` | gauge | | time since the feed last answered |
 //! | `mandate_feed_lag_seconds` | histogram | | publish (the stream's timestamp) to applied, per entry |
 //! | `mandate_feed_interruptions_total` | counter | | times the feed connection failed or broke |
+//! | `mandate_feed_entries_rejected_total` | counter | `reason` = malformed, unsigned, unknown_key, bad_signature | feed messages skipped, not applied: not an entry signed by a trusted revocation key |
 //! | `mandate_audit_queue_depth` | gauge | | decisions queued for the audit writer |
 //! | `mandate_audit_write_duration_seconds` | histogram | | time to sign and write one batch of audit records |
 //! | `mandate_audit_records_written_total` | counter | | audit records written |
@@ -53,6 +54,8 @@ pub const FEED_SILENT: &str = "mandate_feed_silent_seconds";
 pub const FEED_LAG: &str = "mandate_feed_lag_seconds";
 /// `mandate_feed_interruptions_total`.
 pub const FEED_INTERRUPTIONS: &str = "mandate_feed_interruptions_total";
+/// `mandate_feed_entries_rejected_total`.
+pub const FEED_REJECTED: &str = "mandate_feed_entries_rejected_total";
 /// `mandate_audit_queue_depth`.
 pub const AUDIT_QUEUE: &str = "mandate_audit_queue_depth";
 /// `mandate_audit_write_duration_seconds`.
@@ -107,6 +110,10 @@ pub fn describe() {
     describe_counter!(
         FEED_INTERRUPTIONS,
         "Times the revocation feed connection failed or broke."
+    );
+    describe_counter!(
+        FEED_REJECTED,
+        "Feed messages skipped (not an entry signed by a trusted revocation key), by reason."
     );
     describe_gauge!(AUDIT_QUEUE, "Decisions queued for the audit writer.");
     describe_histogram!(

@@ -59,6 +59,7 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
                 Some(url) => {
                     let mut cfg = FeedConfig::new(url.clone());
                     cfg.staleness = config.staleness;
+                    cfg.revocation_keys = config.revocation_keys.clone();
                     let (list, handle) = spawn_feed(store, cfg)?;
                     _feed = Some(handle);
                     verifier = verifier.with_revocations(list);

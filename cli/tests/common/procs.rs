@@ -118,12 +118,17 @@ impl Proc {
     }
 
     /// `mandate verifierd` with its own data directory, following `nats`
-    /// with a 2 s staleness limit, plus `extra` flags.
+    /// with a 2 s staleness limit, plus `extra` flags. It trusts feed entries
+    /// signed by the issuer's root key as revocation key 0 (tests reuse the
+    /// root key as the revocation key; [`Proc::serve`] signs with it).
     pub fn verifierd(issuer_pub: &str, data: &Path, nats: &str, extra: &[&str]) -> Proc {
         let mut args: Vec<OsString> = vec!["verifierd".into(), "--data-dir".into(), data.into()];
+        let revocation_key = format!("0={issuer_pub}");
         for a in [
             "--public-key",
             issuer_pub,
+            "--revocation-key",
+            &revocation_key,
             "--nats",
             nats,
             "--staleness",
@@ -140,7 +145,8 @@ impl Proc {
     }
 
     /// `mandate serve` signing with `root_key`, following and publishing to
-    /// the feed at `nats`.
+    /// the feed at `nats` (its entries signed with `root_key` too, as
+    /// revocation key 0).
     pub fn serve(root_key: &Path, data: &Path, nats: &str) -> Proc {
         let mut root = OsString::from("0=");
         root.push(root_key);
@@ -151,6 +157,8 @@ impl Proc {
             "--data-dir".into(),
             data.into(),
             "--root-key".into(),
+            root.clone(),
+            "--revocation-key-file".into(),
             root,
             "--nats".into(),
             nats.into(),

@@ -1,10 +1,12 @@
 //! The consumer side of the feed: follows the stream from the entry after
 //! the last one applied, writing each entry to the local store with its
 //! sequence (one write batch), and stops at anything that would let it miss
-//! a revocation while looking current (the feed is then stuck).
+//! a revocation while looking current (the feed is then stuck). A message
+//! that is not an entry signed by a trusted revocation key is skipped (the
+//! position moves past it), counted and logged; it never stops the feed.
 
 use super::{nats_err, stream_handle, FeedConfig, FeedError, FeedState};
-use crate::revocation::{Revocation, RevocationStore};
+use crate::revocation::RevocationStore;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
@@ -152,8 +154,10 @@ async fn pull(
 }
 
 /// Applies one message: the next entry in sequence, written with its
-/// sequence. A redelivery is skipped; a gap, or a message that is not a
-/// revocation entry, stops the feed.
+/// sequence. A redelivery is skipped; a gap stops the feed. A message that
+/// is not an entry signed by a trusted revocation key is rejected: counted,
+/// logged at WARN, and only the position is written (same atomic batch), so
+/// the feed goes on past it.
 fn apply(
     msg: &jetstream::Message,
     store: &RevocationStore,
@@ -172,12 +176,25 @@ fn apply(
             found: seq,
         });
     }
-    let entry: Revocation =
-        serde_json::from_slice(&msg.payload).map_err(|e| FeedError::BadMessage {
-            seq,
-            detail: e.to_string(),
-        })?;
-    store.apply_feed(&[entry], seq)?;
+    match cfg.revocation_keys.open(&msg.payload) {
+        Ok(entry) => store.apply_feed(&[entry], seq)?,
+        Err(rejected) => {
+            metrics::counter!(
+                crate::metrics::FEED_REJECTED,
+                "reason" => rejected.reason.as_str()
+            )
+            .increment(1);
+            tracing::warn!(
+                seq,
+                reason = rejected.reason.as_str(),
+                detail = %rejected.detail,
+                "revocation feed entry rejected: not applied, skipped"
+            );
+            store.apply_feed(&[], seq)?;
+            state.applied_seq.store(seq, Ordering::Relaxed);
+            return Ok(());
+        }
+    }
     state.applied_seq.store(seq, Ordering::Relaxed);
     // By the two wall clocks (the server's and this host's).
     let lag = (time::OffsetDateTime::now_utc() - published).as_seconds_f64();

@@ -9,20 +9,30 @@
 //! feed for longer than its staleness limit denies every request
 //! (`revocation_unavailable`, "revocation list stale") until it catches up.
 //!
+//! Every entry is signed by the issuer's revocation key ([`signed`]): a
+//! verifier applies only entries whose signature verifies under a key it
+//! trusts ([`FeedConfig::revocation_keys`]; a feed with none refuses to
+//! start). Any other message (garbage, unsigned, an unknown or retired key,
+//! a signature that does not verify) is skipped, counted
+//! (`mandate_feed_entries_rejected_total{reason}`) and logged at WARN: the
+//! position moves past it and the feed goes on, so a publisher without the
+//! key can neither revoke nor stall anything.
+//!
 //! A feed that answers but cannot be followed is **stuck**, and a stuck feed
-//! denies at once, whatever the staleness limit: a message that is not a
-//! revocation entry, a stream that ends before the position this verifier
-//! reached (it was deleted and recreated), or a gap in the sequence
-//! (messages removed before this verifier read them). Each would otherwise
-//! hide revocations while the verifier looked current. The operator clears
-//! it by deciding where to resume (`mandate revocations --db DIR
-//! --set-feed-position N`, with the verifier stopped).
+//! denies at once, whatever the staleness limit: a stream that ends before
+//! the position this verifier reached (it was deleted and recreated), or a
+//! gap in the sequence (messages removed before this verifier read them).
+//! Each would otherwise hide revocations while the verifier looked current.
+//! The operator clears it by deciding where to resume (`mandate revocations
+//! --db DIR --set-feed-position N`, with the verifier stopped).
 
 mod consumer;
 mod publisher;
+pub mod signed;
 mod watch;
 
 pub use publisher::FeedPublisher;
+pub use signed::{RejectReason, Rejected, RevocationKeys, RevocationSigner};
 
 use crate::error::VerifierError;
 use crate::revocation::{Revocation, RevocationList, RevocationStore, Target};
@@ -58,6 +68,10 @@ pub struct FeedConfig {
     /// A PEM file of CA certificates: when set, the connection must use TLS
     /// and the server's certificate must chain to one of them. Default: none.
     pub tls_ca: Option<PathBuf>,
+    /// The issuer's revocation public keys this verifier trusts, by id:
+    /// only entries signed by one of them are applied. Default: none, and a
+    /// consumer refuses to start without one ([`spawn_feed`]).
+    pub revocation_keys: RevocationKeys,
 }
 
 /// Credentials for the NATS server.
@@ -102,6 +116,7 @@ impl FeedConfig {
             insecure_fail_open_when_stale: false,
             credentials: None,
             tls_ca: None,
+            revocation_keys: RevocationKeys::new(),
         }
     }
 
@@ -150,15 +165,14 @@ pub enum FeedError {
     /// Applying an entry to the local store failed.
     #[error(transparent)]
     Store(#[from] VerifierError),
-    /// A message on the stream is not a revocation entry. The feed is stuck
-    /// at it (verifiers deny) until an operator decides where to resume.
-    #[error("revocation feed: message {seq} is not a revocation entry: {detail}")]
-    BadMessage {
-        /// Its stream sequence.
-        seq: u64,
-        /// The decoding error.
-        detail: String,
-    },
+    /// A consumer was configured without any trusted revocation key: it
+    /// could apply nothing, so it does not start.
+    #[error(
+        "revocation feed: no trusted revocation key (give the issuer's revocation public \
+         keys, e.g. --revocation-key 0=ed25519/<hex>; the issuer service lists them at \
+         GET /v1/keys/revocation)"
+    )]
+    NoRevocationKeys,
     /// The stream is not the one this verifier's position counts in: it was
     /// deleted and recreated (another creation time, or it ends before the
     /// position), so its sequence numbers no longer mean what the position
@@ -187,10 +201,7 @@ impl FeedError {
     /// Whether the feed is reachable but cannot be followed past this point
     /// (retrying will not help; verifiers deny until an operator acts).
     pub fn is_stuck(&self) -> bool {
-        matches!(
-            self,
-            FeedError::BadMessage { .. } | FeedError::Reset { .. } | FeedError::Gap { .. }
-        )
+        matches!(self, FeedError::Reset { .. } | FeedError::Gap { .. })
     }
 }
 
@@ -379,10 +390,16 @@ impl FeedHandle {
 /// Returns the list to give the verifier ([`crate::Verifier::with_revocations`])
 /// and a handle on the task. The task reconnects by itself; while it cannot,
 /// the list goes stale and the verifier fails closed.
+///
+/// Refuses to start ([`FeedError::NoRevocationKeys`]) without a trusted
+/// revocation key: every entry would be rejected.
 pub fn spawn_feed(
     store: Arc<RevocationStore>,
     cfg: FeedConfig,
 ) -> Result<(FeedList, FeedHandle), FeedError> {
+    if cfg.revocation_keys.is_empty() {
+        return Err(FeedError::NoRevocationKeys);
+    }
     let state = Arc::new(FeedState::new(store.feed_position()?));
     let list = FeedList {
         store: store.clone(),

@@ -1,24 +1,30 @@
-//! The issuer side of the feed: publishing revocations to the stream.
+//! The issuer side of the feed: publishing revocations to the stream, each
+//! signed with the issuer's revocation key.
 
-use super::{nats_err, stream_handle, FeedConfig, FeedError};
+use super::{nats_err, stream_handle, FeedConfig, FeedError, RevocationSigner};
 use crate::revocation::Revocation;
 use async_nats::jetstream;
 use std::time::Duration;
 
-/// Publishes revocations to the stream (the issuer side).
+/// Publishes revocations to the stream (the issuer side), each entry signed
+/// by `signer` (the issuer's current revocation key).
 #[derive(Debug, Clone)]
 pub struct FeedPublisher {
     js: jetstream::Context,
     cfg: FeedConfig,
+    signer: RevocationSigner,
 }
 
 impl FeedPublisher {
     /// Connects and makes sure the stream exists.
-    pub async fn connect(cfg: FeedConfig) -> Result<FeedPublisher, FeedError> {
+    pub async fn connect(
+        cfg: FeedConfig,
+        signer: RevocationSigner,
+    ) -> Result<FeedPublisher, FeedError> {
         let client = cfg.connect().await?;
         let js = jetstream::new(client);
         stream_handle(&js, &cfg).await?;
-        Ok(FeedPublisher { js, cfg })
+        Ok(FeedPublisher { js, cfg, signer })
     }
 
     /// Publishes one entry and waits for JetStream's acknowledgement (the
@@ -38,7 +44,10 @@ impl FeedPublisher {
         entry: &Revocation,
         retry_for: Duration,
     ) -> Result<u64, FeedError> {
-        let payload = serde_json::to_vec(entry).map_err(|e| nats_err(&self.cfg.url, e))?;
+        let payload = self
+            .signer
+            .seal(entry)
+            .map_err(|e| nats_err(&self.cfg.url, e))?;
         let id = format!(
             "{}:{}",
             entry.target,

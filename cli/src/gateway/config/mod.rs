@@ -7,6 +7,8 @@
 //! public_key = "ed25519/…"             # the issuer's root public key
 //! revocation_db = "revocations"         # optional: RocksDB revocation list
 //! nats = "nats://127.0.0.1:4222"        # optional: follow the revocation feed into it
+//! revocation_keys = ["0=ed25519/…"]     # with nats: the issuer's revocation public keys
+//!                                       # (only entries signed by one of them apply)
 //! replay_db = "replay"                  # optional: accept approvals and proofs, each once
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
@@ -60,6 +62,8 @@ struct File {
     revocation_db: Option<Spanned<PathBuf>>,
     replay_db: Option<Spanned<PathBuf>>,
     nats: Option<Spanned<String>>,
+    #[serde(default)]
+    revocation_keys: Vec<Spanned<String>>,
     staleness: Option<Spanned<String>>,
     audit_dir: Option<Spanned<PathBuf>>,
     audit_key_file: Option<Spanned<PathBuf>>,
@@ -80,6 +84,8 @@ pub(crate) struct Config {
     /// Where used approvals and proof nonces are recorded (RocksDB).
     pub(crate) replay_db: Option<PathBuf>,
     pub(crate) nats: Option<String>,
+    /// The issuer's revocation public keys the feed's entries must be signed by.
+    pub(crate) revocation_keys: mandate_verifier::feed::RevocationKeys,
     pub(crate) staleness: Duration,
     pub(crate) audit: Option<(PathBuf, PathBuf)>,
     /// Worker threads (default: one per core).
@@ -134,6 +140,27 @@ impl Config {
             return Err(lines.at(
                 n.span(),
                 "nats: needs revocation_db, the list the feed fills".into(),
+            ));
+        }
+        let mut revocation_keys = mandate_verifier::feed::RevocationKeys::new();
+        for k in &file.revocation_keys {
+            if k.get_ref().contains("ed25519-private/") {
+                return Err(lines.at(
+                    k.span(),
+                    "revocation_keys: the PUBLIC keys (ID=ed25519/<hex>), not a private key"
+                        .into(),
+                ));
+            }
+            revocation_keys
+                .insert_spec(k.get_ref())
+                .map_err(|e| lines.at(k.span(), format!("revocation_keys: {e}")))?;
+        }
+        if let (Some(n), true) = (&file.nats, revocation_keys.is_empty()) {
+            return Err(lines.at(
+                n.span(),
+                "nats: needs revocation_keys = [\"ID=ed25519/<hex>\"], the issuer's revocation \
+                 public keys (GET /v1/keys/revocation): unsigned feed entries are never applied"
+                    .into(),
             ));
         }
         let audit = match (&file.audit_dir, &file.audit_key_file) {
@@ -193,6 +220,7 @@ impl Config {
             revocation_db: file.revocation_db.map(|d| base.join(d.into_inner())),
             replay_db: file.replay_db.map(|d| base.join(d.into_inner())),
             nats: file.nats.map(Spanned::into_inner),
+            revocation_keys,
             staleness,
             audit,
             workers,

@@ -12,6 +12,11 @@
 //! [[root_keys]]
 //! id = 1
 //! file = "/etc/mandate/root-1.key"
+//!
+//! [[revocation_keys]]                # required with --nats: signs the feed's entries
+//! id = 0
+//! file = "/etc/mandate/revocation-0.key"
+//! # current_revocation_key_id = 0    # required when there is more than one
 //! ```
 //!
 //! Private keys come only from files. Relative paths in the file are relative
@@ -54,6 +59,15 @@ pub struct ServiceConfig {
     /// Default: no audit log.
     #[serde(default)]
     pub audit_key: Option<PathBuf>,
+    /// The revocation key files (not root keys): the current one signs every
+    /// entry published to the revocation feed; every listed key is trusted
+    /// by the embedded verifier and listed at `GET /v1/keys/revocation`.
+    /// Required with a feed. Default: none.
+    #[serde(default)]
+    pub revocation_keys: Vec<RootKeyFile>,
+    /// The id of the revocation key that signs. Default: the only one;
+    /// required when there are several.
+    pub current_revocation_key_id: Option<u32>,
 }
 
 /// One approver: the name approval rules use, and its private key file.
@@ -92,6 +106,8 @@ impl Default for ServiceConfig {
             current_key_id: None,
             approvers: Vec::new(),
             audit_key: None,
+            revocation_keys: Vec::new(),
+            current_revocation_key_id: None,
         }
     }
 }
@@ -133,6 +149,9 @@ impl ServiceConfig {
         }
         for a in &mut config.approvers {
             a.file = base.join(&a.file);
+        }
+        for k in &mut config.revocation_keys {
+            k.file = base.join(&k.file);
         }
         if let Some(k) = &mut config.audit_key {
             *k = base.join(&*k);
@@ -186,6 +205,53 @@ impl ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// Reads the revocation key files: every key (the current one first),
+    /// or none when none is configured.
+    pub(crate) fn load_revocation_keys(
+        &self,
+    ) -> Result<Vec<mandate_verifier::feed::RevocationSigner>, ServiceError> {
+        let keys = &self.revocation_keys;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let current = match (self.current_revocation_key_id, keys.as_slice()) {
+            (Some(id), keys) if keys.iter().any(|k| k.id == id) => id,
+            (Some(id), keys) => {
+                return Err(ServiceError::Config(format!(
+                    "current_revocation_key_id {id} is not among the revocation keys ({})",
+                    ids(keys)
+                )))
+            }
+            (None, [only]) => only.id,
+            (None, keys) => {
+                return Err(ServiceError::Config(format!(
+                    "several revocation keys ({}): set current_revocation_key_id to the one \
+                     that signs",
+                    ids(keys)
+                )))
+            }
+        };
+        let mut out: Vec<mandate_verifier::feed::RevocationSigner> = Vec::new();
+        for k in keys {
+            if out.iter().any(|s| s.id() == k.id) {
+                return Err(ServiceError::Config(format!(
+                    "revocation key id {} is given twice",
+                    k.id
+                )));
+            }
+            let pair = read_key_file(k)
+                .map_err(|e| ServiceError::Config(format!("revocation key: {e}")))?;
+            let signer = mandate_verifier::feed::RevocationSigner::new(k.id, &pair)
+                .map_err(|e| ServiceError::Config(format!("revocation key {}: {e}", k.id)))?;
+            if k.id == current {
+                out.insert(0, signer);
+            } else {
+                out.push(signer);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads the audit key file, if one is configured.
     pub(crate) fn load_audit_key(&self) -> Result<Option<KeyPair>, ServiceError> {
         self.audit_key

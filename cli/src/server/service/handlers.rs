@@ -396,6 +396,21 @@ pub(crate) async fn keys(State(s): State<AppState>) -> Json<Vec<KeyInfo>> {
     )
 }
 
+/// `GET /v1/keys/revocation`: the keys revocation-feed entries are signed
+/// with (the current one signs; verifiers trust every listed one).
+pub(crate) async fn revocation_keys(State(s): State<AppState>) -> Json<Vec<KeyInfo>> {
+    Json(
+        s.revocation_keys
+            .iter()
+            .map(|(id, key, current)| KeyInfo {
+                id: *id,
+                public_key: key.clone(),
+                current: *current,
+            })
+            .collect(),
+    )
+}
+
 /// `POST /v1/authorize`: the embedded verifier over HTTP. The request time
 /// is the service's clock; a caller cannot choose it.
 pub(crate) async fn authorize(

@@ -8,6 +8,7 @@
 //! | `POST /v1/tokens` | `mint` on `/v1/tokens` for each minted alternative × action (`mint-admin` when it reaches `/v1/…` or `/ui/…`) | 201, the minted token |
 //! | `POST /v1/revocations` | `revoke` on `/v1/revocations` | 200, what was revoked |
 //! | `GET /v1/keys` | — | the root public keys and their ids |
+//! | `GET /v1/keys/revocation` | — | the revocation public keys (feed entries' signers) and their ids |
 //! | `POST /v1/authorize` | — | the embedded verifier's decision: 200 allow, 403 deny |
 //! | `POST /v1/approvals` | — (the agent's own token) | 201, the queued approval request |
 //! | `GET /v1/approvals` | `review` on `/v1/approvals` | the queue, with chains |
@@ -76,6 +77,8 @@ pub struct Service {
     approvers: BTreeMap<String, KeyPair>,
     audit: Option<AuditLog>,
     render_metrics: Option<RenderMetrics>,
+    /// Revocation keys, the current (signing) one first.
+    revocation_keys: Vec<mandate_verifier::feed::RevocationSigner>,
 }
 
 /// Renders the installed metrics recorder's state for `GET /metrics`.
@@ -104,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) audit: Option<AuditLog>,
     pub(crate) audit_path: Option<std::path::PathBuf>,
     pub(crate) render_metrics: Option<RenderMetrics>,
+    /// (id, public key, current) of each revocation key.
+    pub(crate) revocation_keys: Vec<(u32, String, bool)>,
 }
 
 pub(crate) type AppState = Arc<Inner>;
@@ -127,6 +132,7 @@ impl Service {
         let approvals = ApprovalQueue::open(data_dir.join("approvals"))?;
         let approvers = config.load_approvers()?;
         let mut service = Service::new(keys, store, registry).with_approvals(approvals, approvers);
+        service.revocation_keys = config.load_revocation_keys()?;
         if let Some(key) = config.load_audit_key()? {
             let log = AuditLog::open(data_dir.join("audit"), &key, AuditOptions::default())?;
             service = service.with_audit(log);
@@ -175,7 +181,25 @@ impl Service {
             approvers: BTreeMap::new(),
             audit: None,
             render_metrics: None,
+            revocation_keys: Vec::new(),
         }
+    }
+
+    /// The revocation key that signs the entries this service publishes
+    /// (the configured current one), if any.
+    pub fn revocation_signer(&self) -> Option<&mandate_verifier::feed::RevocationSigner> {
+        self.revocation_keys.first()
+    }
+
+    /// Every configured revocation key's public half: what the embedded
+    /// verifier trusts on the feed.
+    pub fn trusted_revocation_keys(&self) -> mandate_verifier::feed::RevocationKeys {
+        let mut keys = mandate_verifier::feed::RevocationKeys::new();
+        for s in &self.revocation_keys {
+            // The service's own keys: parsed back from the form it wrote.
+            let _ = keys.insert(s.id(), &s.public_key());
+        }
+        keys
     }
 
     /// Answers `GET /metrics` with `render()` (Prometheus text: the
@@ -236,11 +260,18 @@ impl Service {
             audit_path: self.audit.as_ref().map(|a| a.path().to_path_buf()),
             audit: self.audit,
             render_metrics: self.render_metrics,
+            revocation_keys: self
+                .revocation_keys
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id(), s.public_key(), i == 0))
+                .collect(),
         });
         Router::new()
             .route("/v1/tokens", post(handlers::mint))
             .route("/v1/revocations", post(handlers::revoke))
             .route("/v1/keys", get(handlers::keys))
+            .route("/v1/keys/revocation", get(handlers::revocation_keys))
             .route("/v1/authorize", post(handlers::authorize))
             .route(
                 "/v1/approvals",
