@@ -93,6 +93,7 @@ impl Verifier {
             "token": token.trim(),
             "action": "read",
             "resource": "/api/customers/42",
+            "params": {"rows": 1},
         })
         .to_string();
         http(&self.addr, "POST", "/v1/authorize", &body, None)
@@ -127,7 +128,7 @@ impl Verifier {
             .filter(|l| {
                 l.contains(" WARN ")
                     && l.contains("revocation feed entry rejected")
-                    && l.contains(&format!("reason={reason}"))
+                    && l.contains(&format!("reason=\"{reason}\""))
             })
             .count()
     }
