@@ -204,6 +204,20 @@ pub(crate) struct VerifierdArgs {
     /// key; `mandate keygen --out FILE` makes one).
     #[arg(long, value_name = "FILE", requires = "audit_db")]
     pub(crate) audit_key: Option<PathBuf>,
+    /// Accept approvals and proofs of possession, each once, recording
+    /// their use at DIR (RocksDB). Without it, such requests are denied
+    /// (replay_record_unavailable).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) replay_db: Option<PathBuf>,
+    /// Spend approvals once across every verifier on --nats, in this
+    /// JetStream key-value bucket (e.g. MANDATE_SPENT), --replay-db serving
+    /// as the local cache. Unreachable bucket: approvals are denied.
+    #[arg(long, value_name = "NAME", requires_all = ["nats", "replay_db"])]
+    pub(crate) spend_bucket: Option<String>,
+    /// With --spend-bucket: spend proof-of-possession nonces fleet-wide too
+    /// (bucket NAME_NONCES; a NATS round trip per holder-bound request).
+    #[arg(long, requires = "spend_bucket")]
+    pub(crate) spend_nonces: bool,
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

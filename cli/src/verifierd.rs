@@ -12,7 +12,9 @@ use mandate_spec::{parse_duration, parse_public_key};
 use mandate_verifier::{
     audit::{AuditLog, AuditOptions},
     feed::{spawn_feed, FeedList},
+    replay::{ReplayGuard, SingleUse},
     revocation::RevocationStore,
+    spend_bucket::{FleetSingleUse, SpendBucketConfig},
     AuthorizeRequest, CacheOptions, RootKeys, Verifier,
 };
 use serde_json::json;
@@ -56,9 +58,13 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    let single_use = single_use(&a, feed_config.as_ref())?;
     let runtime = server.runtime(None)?;
     runtime.block_on(async move {
         let mut verifier = Verifier::new(RootKeys::single(key)).with_cache(CacheOptions::default());
+        if let Some(record) = single_use {
+            verifier = verifier.with_single_use(record);
+        }
         if let Some(audit) = &audit {
             verifier = verifier.with_audit(audit.clone());
         }
@@ -89,6 +95,25 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The record of used approvals and nonces: --replay-db alone, or the
+/// fleet's bucket (--spend-bucket) with --replay-db as its cache.
+fn single_use(
+    a: &VerifierdArgs,
+    feed: Option<&mandate_verifier::feed::FeedConfig>,
+) -> Result<Option<Arc<dyn SingleUse>>> {
+    let Some(dir) = &a.replay_db else {
+        return Ok(None);
+    };
+    let guard = Arc::new(ReplayGuard::open(dir)?);
+    let (Some(bucket), Some(nats)) = (&a.spend_bucket, feed) else {
+        return Ok(Some(guard));
+    };
+    let mut cfg = SpendBucketConfig::new(bucket.clone());
+    cfg.nonces = a.spend_nonces;
+    let record = FleetSingleUse::new(guard, nats.clone(), cfg).context("--spend-bucket")?;
+    Ok(Some(Arc::new(record)))
+}
+
 /// The configuration line at start, and what is insecure about it.
 fn log_config(
     server: &crate::startup::Server,
@@ -102,6 +127,21 @@ fn log_config(
     ];
     let mut insecure = Vec::new();
     crate::startup::feed_settings(feed, &mut settings, &mut insecure);
+    if let Some(dir) = &a.replay_db {
+        settings.push(("replay_db", dir.display().to_string()));
+    }
+    match &a.spend_bucket {
+        Some(b) => settings.push((
+            "spend_bucket",
+            format!("{b}{}", if a.spend_nonces { " (and nonces)" } else { "" }),
+        )),
+        None if a.replay_db.is_some() => insecure.push(
+            "no --spend-bucket: approvals and proof nonces are used once at THIS verifier; \
+             another verifier accepts them again"
+                .into(),
+        ),
+        None => {}
+    }
     if feed.is_none() {
         insecure.push(format!(
             "no revocation feed (--nats): only revocations written to {} on this host are \

@@ -57,6 +57,17 @@ pub enum VerifierError {
         /// The path given.
         path: PathBuf,
     },
+    /// The fleet's record of used approvals and nonces (a JetStream
+    /// key-value bucket) could not be used: NATS unreachable, no answer
+    /// within the timeout, or the bucket refused. Spends are denied until it
+    /// answers again.
+    #[error("spend bucket {bucket} unavailable: {detail}")]
+    SpendBucket {
+        /// The bucket.
+        bucket: String,
+        /// What failed.
+        detail: String,
+    },
     /// Any other storage failure (permissions, I/O).
     #[error("revocation store {path}: {detail}")]
     Store {

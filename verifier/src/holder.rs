@@ -120,7 +120,7 @@ pub(crate) fn check(
         .ok()
         .and_then(|s| OffsetDateTime::from_unix_timestamp(proof.timestamp.saturating_add(s)).ok())
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let mut key = b"nonce:".to_vec();
+    let mut key = crate::replay::NONCE_KEY_PREFIX.to_vec();
     key.extend_from_slice(&key_bytes);
     key.extend_from_slice(proof.nonce.as_bytes());
     match replay.use_once(&key, until, false) {

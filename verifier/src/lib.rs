@@ -19,6 +19,7 @@
 //! | [`revocation`] | the [`revocation::RevocationList`] trait, revocation targets and entries, the RocksDB [`revocation::RevocationStore`] (feature `rocksdb`, default) |
 //! | `feed` | the NATS JetStream feed keeping a store current across a fleet (feature `feed`) |
 //! | [`replay`] | single use of approvals and proof nonces: [`replay::SingleUse`], the RocksDB [`replay::ReplayGuard`] |
+//! | `spend_bucket` | single use across a fleet: a JetStream key-value bucket in front of the local guard (feature `feed`) |
 //! | [`audit`] | the signed, hash-chained decision log and its verification |
 //! | `http` | the tower/axum middleware, the request mapping, cold-decision threads (feature `http`) |
 //! | [`metrics`] | the metric names the verifier emits through the `metrics` facade |
@@ -85,6 +86,8 @@ pub mod metrics;
 mod prepared;
 pub mod replay;
 pub mod revocation;
+#[cfg(feature = "feed")]
+pub mod spend_bucket;
 mod verifier;
 mod wire;
 

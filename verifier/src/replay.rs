@@ -1,7 +1,9 @@
 //! What may be used only once: approvals (by the approver's signature) and
 //! proof-of-possession nonces. [`SingleUse`] is what the verifier needs;
 //! [`ReplayGuard`] (feature `rocksdb`) records uses durably in RocksDB, so a
-//! replay is refused even after a restart.
+//! replay is refused even after a restart. `spend_bucket::FleetSingleUse`
+//! (feature `feed`) spends them once across a fleet of verifiers, in a
+//! JetStream key-value bucket, with a `ReplayGuard` as its cache.
 
 use crate::error::VerifierError;
 #[cfg(feature = "rocksdb")]
@@ -11,6 +13,11 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "rocksdb")]
 use std::sync::Mutex;
 use time::OffsetDateTime;
+
+/// How a proof-of-possession nonce's key begins in the record (an
+/// approval's begins `approval-signature:`): a fleet record can keep nonces
+/// apart from approvals by it.
+pub const NONCE_KEY_PREFIX: &[u8] = b"nonce:";
 
 /// A record of what was used, where a use is recorded at most once: the
 /// verifier spends approvals and proof nonces through it. Implemented by
@@ -25,6 +32,13 @@ pub trait SingleUse: Send + Sync {
         until: OffsetDateTime,
         synced: bool,
     ) -> Result<Use, VerifierError>;
+
+    /// Whether spending a proof nonce may wait on the network (a fleet
+    /// record spending nonces in a shared bucket): servers then never
+    /// decide holder-bound requests on their async threads. Default: no.
+    fn remote_nonces(&self) -> bool {
+        false
+    }
 }
 
 /// The record of used approvals and nonces. Each entry is kept until the
@@ -114,6 +128,15 @@ impl ReplayGuard {
             .put_opt(key, until.unix_timestamp().to_be_bytes(), opts)
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
         Ok(Use::First)
+    }
+
+    /// Whether `key` was used (is still recorded).
+    pub fn contains(&self, key: &[u8]) -> Result<bool, VerifierError> {
+        let seen = self
+            .db
+            .get_pinned(key)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        Ok(seen.is_some())
     }
 
     /// Deletes entries that can no longer be presented; returns how many.

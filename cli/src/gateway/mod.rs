@@ -18,6 +18,7 @@ use mandate_verifier::{
     feed::{spawn_feed, FeedConfig},
     replay::ReplayGuard,
     revocation::RevocationStore,
+    spend_bucket::{FleetSingleUse, SpendBucketConfig},
     CacheOptions, RootKeys, Verifier,
 };
 use serde_json::json;
@@ -50,7 +51,16 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
         let mut verifier =
             Verifier::new(RootKeys::single(config.public_key)).with_cache(CacheOptions::default());
         if let Some(dir) = &config.replay_db {
-            verifier = verifier.with_replay_guard(Arc::new(ReplayGuard::open(dir)?));
+            let guard = Arc::new(ReplayGuard::open(dir)?);
+            verifier = match (&config.spend_bucket, &config.nats) {
+                (Some((bucket, nonces)), Some(url)) => {
+                    let mut cfg = SpendBucketConfig::new(bucket.clone());
+                    cfg.nonces = *nonces;
+                    let record = FleetSingleUse::new(guard, FeedConfig::new(url.clone()), cfg)?;
+                    verifier.with_single_use(Arc::new(record))
+                }
+                _ => verifier.with_replay_guard(guard),
+            };
         }
         let mut _feed = None;
         if let Some(dir) = &config.revocation_db {
@@ -169,6 +179,13 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
         ("listen", config.listen.to_string()),
         ("revocation_db", path(&config.revocation_db)),
         ("replay_db", path(&config.replay_db)),
+        (
+            "spend_bucket",
+            config
+                .spend_bucket
+                .as_ref()
+                .map_or("none".to_string(), |(b, _)| b.clone()),
+        ),
         (
             "audit",
             config.audit.as_ref().map_or("none".to_string(), |(d, k)| {

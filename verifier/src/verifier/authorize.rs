@@ -87,6 +87,10 @@ impl Verifier {
         if runs_datalog && (verified.cost > INLINE_COST || verified.has_approval_rules) {
             return None;
         }
+        // A proof's nonce spent in a fleet's bucket is a network round trip.
+        if verified.holder_required && self.replay.as_ref().is_some_and(|r| r.remote_nonces()) {
+            return None;
+        }
         // A miss is counted by the decision that follows on a blocking
         // thread; a hit only here, where it is decided.
         crate::metrics::cache_lookup(true);

@@ -10,6 +10,8 @@
 //! revocation_keys = ["0=ed25519/…"]     # with nats: the issuer's revocation public keys
 //!                                       # (only entries signed by one of them apply)
 //! replay_db = "replay"                  # optional: accept approvals and proofs, each once
+//! spend_bucket = "MANDATE_SPENT"        # optional, with nats and replay_db: once across the fleet
+//! spend_nonces = false                  # optional: proof nonces in the bucket too
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
 //! workers = 2                           # optional: worker threads (default: one per core)
@@ -61,6 +63,8 @@ struct File {
     public_key: Spanned<String>,
     revocation_db: Option<Spanned<PathBuf>>,
     replay_db: Option<Spanned<PathBuf>>,
+    spend_bucket: Option<Spanned<String>>,
+    spend_nonces: Option<bool>,
     nats: Option<Spanned<String>>,
     #[serde(default)]
     revocation_keys: Vec<Spanned<String>>,
@@ -83,6 +87,9 @@ pub(crate) struct Config {
     pub(crate) revocation_db: Option<PathBuf>,
     /// Where used approvals and proof nonces are recorded (RocksDB).
     pub(crate) replay_db: Option<PathBuf>,
+    /// The fleet's JetStream key-value bucket approvals are spent in (with
+    /// `nats`; `replay_db` is its local cache), and whether nonces too.
+    pub(crate) spend_bucket: Option<(String, bool)>,
     pub(crate) nats: Option<String>,
     /// The issuer's revocation public keys the feed's entries must be signed by.
     pub(crate) revocation_keys: mandate_verifier::feed::RevocationKeys,
@@ -189,6 +196,18 @@ impl Config {
                     .map_err(|e| lines.at(u.span(), format!("public_url: {e}")))?,
             ),
         };
+        let spend_bucket = match &file.spend_bucket {
+            None => None,
+            Some(b) if file.nats.is_none() || file.replay_db.is_none() => {
+                return Err(lines.at(
+                    b.span(),
+                    "spend_bucket needs nats (the server holding the bucket) and replay_db \
+                     (its local cache)"
+                        .into(),
+                ))
+            }
+            Some(b) => Some((b.get_ref().clone(), file.spend_nonces.unwrap_or(false))),
+        };
         let mut routes = Vec::new();
         for r in file.routes {
             routes.push(route(r, text, base, public_url.as_ref())?);
@@ -218,6 +237,7 @@ impl Config {
             listen,
             public_key,
             revocation_db: file.revocation_db.map(|d| base.join(d.into_inner())),
+            spend_bucket,
             replay_db: file.replay_db.map(|d| base.join(d.into_inner())),
             nats: file.nats.map(Spanned::into_inner),
             revocation_keys,
