@@ -204,6 +204,12 @@ pub(crate) struct VerifierdArgs {
     /// key; `mandate keygen --out FILE` makes one).
     #[arg(long, value_name = "FILE", requires = "audit_db")]
     pub(crate) audit_key: Option<PathBuf>,
+    /// Answer decisions before their audit records are durable
+    /// (asynchronous audit): faster, but a crash loses the records still
+    /// queued (the window is logged at start). Default: every answer
+    /// waits for its record's synced write (shared by concurrent ones).
+    #[arg(long, requires = "audit_db")]
+    pub(crate) audit_async: bool,
     /// Accept approvals and proofs of possession, each once, recording
     /// their use at DIR (RocksDB). Without it, such requests are denied
     /// (replay_record_unavailable).

@@ -1,5 +1,6 @@
-//! `mandate audit export` and `mandate audit verify`: the signed audit log
-//! a verifier keeps (its RocksDB store, or an exported JSON-lines file).
+//! `mandate audit export` and `mandate audit verify`: the audit log a
+//! verifier keeps (its RocksDB store, or an exported JSON-lines file):
+//! hash-chained records and the signed checkpoints that cover them.
 
 use crate::out::{unless_closed, Out};
 use anyhow::{bail, Context, Result};
@@ -7,13 +8,24 @@ use clap::{Args, Subcommand};
 use mandate_spec::display::text;
 use mandate_spec::parse_public_key;
 use mandate_verifier::audit::{
-    parse_export, read_audit_store, verify_entries_from, AuditProblem, AuditStart, AuditSummary,
+    parse_export, read_audit_log, verify_entries_from, AuditOptions, AuditProblem, AuditStart,
+    AuditSummary,
 };
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use time::OffsetDateTime;
+
+/// How servers open their audit log: durable (each answer waits for its
+/// record's synced write, shared by concurrent decisions) unless the
+/// operator asked for asynchronous audit.
+pub(crate) fn options(asynchronous: bool) -> AuditOptions {
+    AuditOptions {
+        durable: !asynchronous,
+        ..AuditOptions::default()
+    }
+}
 
 /// Exit code when the log fails verification, or holds no record.
 const EXIT_TAMPERED: u8 = 1;
@@ -26,10 +38,12 @@ pub(crate) struct AuditArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Write the log's records as JSON lines on standard output.
+    /// Write the log's records as JSON lines on standard output, then the
+    /// signed checkpoints that cover them, one per line.
     Export(AuditExportArgs),
-    /// Check every signature and the hash chain; exit 1 naming the first
-    /// record altered, removed or reordered.
+    /// Check the hash chain and every checkpoint's signature; exit 1 naming
+    /// the first record altered, removed or reordered, or the records no
+    /// checkpoint covers yet.
     Verify(AuditVerifyArgs),
 }
 
@@ -70,9 +84,11 @@ pub(crate) struct AuditVerifyArgs {
     #[arg(long, value_name = "PUBKEY")]
     pub(crate) public_key: String,
     /// Print the result as one JSON object on standard output: {"status":
-    /// "ok", "records", "first_seq", "last_seq", "head_hash", "source",
-    /// "partial_from", "prev_hash_checked"} or {"status": "tampered" |
-    /// "empty", "problem", "source"} (exit 1).
+    /// "ok", "records", "first_seq", "last_seq", "head_hash", "checkpoints",
+    /// "covered_through", "source", "partial_from", "prev_hash_checked"},
+    /// {"status": "uncovered", the same fields, "uncovered_from",
+    /// "uncovered_to"} (exit 1) or {"status": "tampered" | "empty",
+    /// "problem", "source"} (exit 1).
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -92,10 +108,25 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let entries = read_audit_store(&a.db)?;
+    let log = read_audit_log(&a.db)?;
+    // The records, then the checkpoints over the records exported (so a
+    // record's line number is its place among the records).
+    let mut checkpoints = std::collections::BTreeMap::new();
+    for (place, c) in log.checkpoints {
+        match c {
+            Ok(c) => {
+                checkpoints.insert(c.checkpoint.seq, c);
+            }
+            Err(detail) => bail!(
+                "{place}: not a checkpoint ({}); run `mandate audit verify`",
+                text(&detail)
+            ),
+        }
+    }
     let mut out = Out::new();
     let mut started = false;
-    for (place, entry) in entries {
+    let mut first = None;
+    for (place, entry) in log.entries {
         let entry = match entry {
             Ok(e) => e,
             Err(detail) => {
@@ -112,6 +143,12 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
                 && a.since_seq.is_none_or(|s| entry.record.seq >= s));
         if started {
             writeln!(out, "{}", serde_json::to_string(&entry)?)?;
+            first.get_or_insert(entry.record.seq);
+        }
+    }
+    if let Some(first) = first {
+        for c in checkpoints.range(first..).map(|(_, c)| c) {
+            writeln!(out, "{}", serde_json::to_string(c)?)?;
         }
     }
     out.finish()?;
@@ -123,7 +160,7 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
 fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
     let key = parse_public_key(&a.public_key).context("--public-key")?;
     let (entries, source) = match (&a.db, &a.file) {
-        (Some(db), None) => (read_audit_store(db)?, db.display().to_string()),
+        (Some(db), None) => (read_audit_log(db)?, db.display().to_string()),
         (None, Some(file)) => {
             let text = if file == "-" {
                 std::io::read_to_string(std::io::stdin())?
@@ -173,19 +210,40 @@ fn intact(a: &AuditVerifyArgs, summary: &AuditSummary, source: &str) -> Result<E
         // verify_entries_from reports an empty log as a problem.
         bail!("no record was checked in {shown}");
     };
+    // Records no signature vouches for: the chain holds, but anyone could
+    // have appended them (the writer stores each batch with its checkpoint
+    // in one atomic write, so an intact log has none).
+    let code = match summary.uncovered {
+        None => ExitCode::SUCCESS,
+        Some(_) => ExitCode::from(EXIT_TAMPERED),
+    };
     if a.json {
-        let out = json!({
-            "status": "ok",
+        let mut out = json!({
+            "status": if summary.uncovered.is_some() { "uncovered" } else { "ok" },
             "source": source,
             "records": summary.records,
             "first_seq": first,
             "last_seq": last,
             "head_hash": head,
+            "checkpoints": summary.checkpoints,
+            "covered_through": summary.covered_through,
             "partial_from": a.partial_from,
             "prev_hash_checked": a.partial_from.is_some() && a.prev_hash.is_some(),
         });
+        if let Some((from, to)) = summary.uncovered {
+            out["uncovered_from"] = json!(from);
+            out["uncovered_to"] = json!(to);
+        }
         unless_closed(outln!("{out}"))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
+    }
+    if let Some((from, to)) = summary.uncovered {
+        eprintln!(
+            "UNCOVERED: records {from} to {to} of {shown} are not yet covered by a checkpoint: \
+             their hash chain holds, but no signature of the audit key vouches for them \
+             (appended by someone without the key, or their checkpoint was removed)"
+        );
+        return Ok(code);
     }
     let tie = match (&a.partial_from, &a.prev_hash) {
         (None, _) => "",
@@ -195,9 +253,15 @@ fn intact(a: &AuditVerifyArgs, summary: &AuditSummary, source: &str) -> Result<E
         }
     };
     unless_closed(outln!(
-        "ok: {} records ({first}..{last}) in {shown}{tie}, every signature and link \
-         verified; head hash {head}",
-        summary.records
+        "ok: {} records ({first}..{last}) in {shown}{tie}, every link verified and covered \
+         by {} signed checkpoints{}; head hash {head}",
+        summary.records,
+        summary.checkpoints,
+        if summary.checkpoints == 0 {
+            " (records signed one by one)"
+        } else {
+            ""
+        }
     ))?;
     Ok(ExitCode::SUCCESS)
 }

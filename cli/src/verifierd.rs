@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use mandate_spec::{parse_duration, parse_public_key};
 use mandate_verifier::{
-    audit::{AuditLog, AuditOptions},
+    audit::AuditLog,
     feed::{spawn_feed, FeedList},
     replay::{ReplayGuard, SingleUse},
     revocation::RevocationStore,
@@ -54,7 +54,11 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
     let audit = match (&a.audit_db, &a.audit_key) {
         (Some(db), Some(key)) => {
             let key = crate::io::read_private_key(key).context("--audit-key")?;
-            Some(AuditLog::open(db, &key, AuditOptions::default())?)
+            Some(AuditLog::open(
+                db,
+                &key,
+                crate::audit::options(a.audit_async),
+            )?)
         }
         _ => None,
     };
@@ -153,6 +157,9 @@ fn log_config(
         (Some(db), Some(key)) => {
             settings.push(("audit_db", db.display().to_string()));
             settings.push(("audit_key", key.display().to_string()));
+            if a.audit_async {
+                insecure.push(crate::audit::options(true).loss_window());
+            }
         }
         _ => insecure
             .push("no audit log (--audit-db, --audit-key): decisions are not recorded".into()),
@@ -180,9 +187,10 @@ async fn authorize(
     let verifier = app.verifier.clone();
     // Signature checks are CPU work: keep them off the async workers.
     let decision = tokio::task::spawn_blocking(move || body.decide(&verifier)).await;
-    // No decision is answered without its record (as the middleware and
-    // the gateway): an allow the audit log could not keep is not given.
-    if let Err(e) = app.verifier.audit_health() {
+    // No decision is answered before its record is durable (as the
+    // middleware and the gateway): awaited, so concurrent decisions share
+    // one synced write; an allow the audit log could not keep is not given.
+    if let Err(e) = app.verifier.audit_durable().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": format!("audit log unavailable ({e}); retry later") })),

@@ -4,7 +4,9 @@
 //! the store itself is checked read-only beside the running verifier; a
 //! store or an export whose first records were cut, or that holds none,
 //! fails with exit 1; a partial export verifies only from a stated start;
-//! messages quote nothing raw from the file.
+//! messages quote nothing raw from the file. Records are vouched for by
+//! signed checkpoints (exported after the records): an export without them
+//! is "not yet covered" (exit 1), one signed by another key fails.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -74,7 +76,10 @@ fn an_auditor_verifies_the_log_and_finds_any_tampering() {
     let export = s.run(&["audit", "export", "--db", "audit"]);
     assert_eq!(export.code, 0, "{}", export.stderr);
     let lines: Vec<&str> = export.stdout.lines().collect();
-    assert_eq!(lines.len(), 4);
+    // The 4 records, then the checkpoints (one per written batch).
+    assert!(lines.len() > 4, "{}", export.stdout);
+    assert!(lines[..4].iter().all(|l| l.starts_with("{\"record\":")));
+    assert!(lines[4..].iter().all(|l| l.starts_with("{\"checkpoint\":")));
     assert!(lines[1].contains("\"decision\":\"deny\""));
     assert!(lines[1].contains("\"principal\":\"user:alice\""));
     assert!(lines[1].contains("\"agent\":\"sub-agent\""));
@@ -88,6 +93,44 @@ fn an_auditor_verifies_the_log_and_finds_any_tampering() {
         &audit_pub,
     ]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.contains("signed checkpoints"), "{}", ok.stdout);
+    // Without its checkpoints the chain holds, but nothing signed vouches
+    // for the records: not yet covered, exit 1.
+    s.write("bare.jsonl", &(lines[..4].join("\n") + "\n"));
+    let bare = |json: bool| {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--file",
+            "bare.jsonl",
+            "--public-key",
+            &audit_pub,
+        ];
+        if json {
+            args.push("--json");
+        }
+        s.run(&args)
+    };
+    let r = bare(false);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("UNCOVERED: records 1 to 4") && r.stderr.contains("not yet covered"),
+        "{}",
+        r.stderr
+    );
+    let r = bare(true);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (
+            &v["status"],
+            &v["uncovered_from"],
+            &v["uncovered_to"],
+            &v["checkpoints"]
+        ),
+        (&"uncovered".into(), &1.into(), &4.into(), &0.into()),
+        "{v}"
+    );
 
     let check = |name: &str, lines: &[String], needle: &str| {
         s.write(name, &(lines.join("\n") + "\n"));
@@ -127,11 +170,22 @@ fn an_auditor_verifies_the_log_and_finds_any_tampering() {
         &other,
     ]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("record 1"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("is not signed by this verifier's audit key"),
+        "{}",
+        r.stderr
+    );
 
     // A partial export verifies only from the start the auditor states.
     let tail = s.run(&["audit", "export", "--db", "audit", "--since-seq", "3"]);
-    assert_eq!(tail.stdout.lines().count(), 2);
+    assert_eq!(
+        tail.stdout
+            .lines()
+            .filter(|l| l.starts_with("{\"record\":"))
+            .count(),
+        2
+    );
     s.write("tail.jsonl", &tail.stdout);
     let verify_tail = |extra: &[&str]| {
         let mut args = vec![
@@ -204,7 +258,12 @@ fn a_store_whose_first_records_were_deleted_fails() {
     let audit_pub = audited_decisions(&s);
     let export = s.run(&["audit", "export", "--db", "audit"]).stdout;
     {
-        let db = rocksdb::DB::open_default(s.path("audit")).unwrap();
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            s.path("audit"),
+            ["default", "checkpoints"],
+        )
+        .unwrap();
         db.delete(1u64.to_be_bytes()).unwrap();
         db.delete(2u64.to_be_bytes()).unwrap();
     }

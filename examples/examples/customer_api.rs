@@ -9,8 +9,11 @@
 //!
 //! The same server for load tests (`scripts/bench-http.sh`):
 //! - `customer_api serve --listen ADDR --public-key PUBKEY [--no-auth]
-//!   [--no-cache] [--audit-dir DIR]` serves until killed (the audit key is
-//!   generated in memory; its public key is printed);
+//!   [--no-cache] [--audit-dir DIR [--audit-async] [--audit-sign-records]]`
+//!   serves until killed (the audit key is generated in memory; its public
+//!   key is printed; each answer waits for its record to be durable unless
+//!   `--audit-async`; `--audit-sign-records` also signs every record, as
+//!   logs did before checkpoints);
 //! - `customer_api tokens --key ROOT_KEY_FILE --count N` prints N fresh
 //!   2-hop tokens, one per line, each allowing `read` on customers.
 
@@ -24,7 +27,7 @@ use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{parse_private_key, parse_public_key, token_to_text, Grant};
 use mandate_verifier::http::{Authorized, MandateLayer, Route, RouteMap};
 use mandate_verifier::{
-    audit::{read_audit_store, verify_entries, AuditLog, AuditOptions},
+    audit::{read_audit_log, verify_entries, AuditLog, AuditOptions},
     revocation::RevocationStore,
     CacheOptions, RootKeys, Verifier,
 };
@@ -265,14 +268,14 @@ fn demo_in(dir: &std::path::Path) -> Result<(), Error> {
 
     // The auditor's view: every decision, signed and chained.
     audit.flush()?;
-    let entries = read_audit_store(audit.path())?;
+    let entries = read_audit_log(audit.path())?;
     let summary = verify_entries(&entries, &audit_key.public())?;
     println!(
-        "\naudit log: {} records, every signature and link verified (head {})",
+        "\naudit log: {} records, every link and checkpoint signature verified (head {})",
         summary.records,
         summary.head_hash.unwrap_or_default()
     );
-    for (_, entry) in &entries {
+    for (_, entry) in &entries.entries {
         let r = &entry.as_ref().map_err(|e| e.to_string())?.record;
         println!(
             "  #{} {:?} {} {} -> {:?}",
@@ -331,8 +334,12 @@ fn serve(args: &[String]) -> Result<(), Error> {
         if let Some(dir) = flag(args, "--audit-dir") {
             let audit_key = KeyPair::new();
             println!("audit key {}", audit_key.public());
-            verifier =
-                verifier.with_audit(AuditLog::open(dir, &audit_key, AuditOptions::default())?);
+            let options = AuditOptions {
+                durable: !args.iter().any(|a| a == "--audit-async"),
+                sign_records: args.iter().any(|a| a == "--audit-sign-records"),
+                ..AuditOptions::default()
+            };
+            verifier = verifier.with_audit(AuditLog::open(dir, &audit_key, options)?);
         }
         app = app.layer(MandateLayer::new(verifier, mapping()));
     }

@@ -8,8 +8,12 @@
 //! Threat (THREATS.md "truncation and omission"): whoever can write the
 //! store or the export (an operator covering a decision, a compromised
 //! host) deletes the oldest records; every remaining record still carries
-//! a valid signature and link, so only the rule that a log starts at
+//! a valid link (and checkpoint), so only the rule that a log starts at
 //! record 1 from the all-zero hash shows the cut.
+//!
+//! Records are vouched for by signed checkpoints (one per written batch),
+//! not signed one by one: `audit_checkpoints.rs` tests what is specific to
+//! them.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use biscuit_auth::KeyPair;
@@ -17,7 +21,7 @@ use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{Grant, Request};
 use mandate_verifier::{
     audit::{
-        parse_export, read_audit_store, verify_entries, verify_entries_from, AuditEntry, AuditLog,
+        parse_export, read_audit_log, verify_entries, verify_entries_from, AuditEntry, AuditLog,
         AuditOptions, AuditProblem, AuditStart, Place, GENESIS_HASH,
     },
     revocation::RevocationStore,
@@ -71,10 +75,11 @@ fn decisions_are_recorded_in_order_with_what_an_auditor_needs() {
     decide(&verifier, &token, 6);
     verifier.authorize(b"garbage", &Request::new("read", "/x"));
     assert_eq!(audit.flush().unwrap(), 7);
-    let entries = read_audit_store(audit.path()).unwrap();
+    let entries = read_audit_log(audit.path()).unwrap();
     let summary = verify_entries(&entries, &verifying(&key)).unwrap();
     assert_eq!((summary.first_seq, summary.last_seq), (Some(1), Some(7)));
     let records: Vec<_> = entries
+        .entries
         .iter()
         .map(|(_, e)| e.as_ref().unwrap().record.clone())
         .collect();
@@ -123,7 +128,7 @@ fn the_chain_continues_across_a_reopen() {
     let verifier = Verifier::new(RootKeys::new().with(id, pk)).with_audit(audit.clone());
     verifier.authorize(b"x", &Request::new("read", "/x"));
     assert_eq!(audit.flush().unwrap(), 4);
-    let entries = read_audit_store(audit.path()).unwrap();
+    let entries = read_audit_log(audit.path()).unwrap();
     assert_eq!(
         verify_entries(&entries, &verifying(&key)).unwrap().records,
         4
@@ -142,25 +147,44 @@ fn concurrent_deciders_lose_no_record() {
     });
     assert_eq!(audit.flush().unwrap(), 2000);
     assert_eq!(audit.pending(), 0);
-    let entries = read_audit_store(audit.path()).unwrap();
+    let entries = read_audit_log(audit.path()).unwrap();
     assert_eq!(
         verify_entries(&entries, &verifying(&key)).unwrap().records,
         2000
     );
 }
 
-/// A log of `n` records, closed, and its export lines.
+/// A log of `n` records, closed, and its export lines: the records (line
+/// i + 1 is record i + 1), then the checkpoints, as `audit export` writes.
 fn closed_log(dir: &Path, key: &KeyPair, n: usize) -> Vec<String> {
     let (verifier, audit, token) = setup(dir, key);
     decide(&verifier, &token, n);
     audit.flush().unwrap();
     drop(verifier);
     drop(audit);
-    read_audit_store(dir.join("audit"))
-        .unwrap()
+    let log = read_audit_log(dir.join("audit")).unwrap();
+    let mut lines: Vec<String> = log
+        .entries
         .into_iter()
         .map(|(_, e)| serde_json::to_string(&e.unwrap()).unwrap())
-        .collect()
+        .collect();
+    assert!(!log.checkpoints.is_empty());
+    lines.extend(
+        log.checkpoints
+            .into_iter()
+            .map(|(_, c)| serde_json::to_string(&c.unwrap()).unwrap()),
+    );
+    lines
+}
+
+/// The store opened for writing (records and checkpoints), as a tamperer.
+fn open_rw(path: &Path) -> rocksdb::DB {
+    rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        path,
+        ["default", "checkpoints"],
+    )
+    .unwrap()
 }
 
 fn check_file(lines: &[String], key: &KeyPair) -> Result<u64, AuditProblem> {
@@ -186,18 +210,26 @@ fn an_exported_file_names_the_first_record_edited_removed_or_reordered() {
         }) => {}
         other => panic!("{other:?}"),
     }
-    // Edited and re-hashed: the signature no longer matches.
+    // Edited and re-hashed: record 5 (or the checkpoint over record 4)
+    // vouches for another hash. Which one depends on how the writer
+    // batched the records; both name record 4.
     let mut entry: mandate_verifier::audit::AuditEntry = serde_json::from_str(&lines[3]).unwrap();
     entry.record.request.resource = "/api/customers/elsewhere".into();
     entry.hash = hex::encode(entry.record.hash());
     let mut rehashed = lines.clone();
     rehashed[3] = serde_json::to_string(&entry).unwrap();
     let e = check_file(&rehashed, &key).unwrap_err();
-    assert!(
-        e.to_string().contains("record 4 (line 4) was altered"),
-        "{e}"
-    );
-    assert!(e.to_string().contains("not signed"), "{e}");
+    match &e {
+        AuditProblem::Altered {
+            seq: 4,
+            place: Place::Line(4),
+            ..
+        } => assert!(e.to_string().contains("vouches for"), "{e}"),
+        AuditProblem::CheckpointMismatch { seq: 4, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("record 4"), "{e}");
+    assert!(e.to_string().contains("altered"), "{e}");
 
     // Removed.
     let mut removed = lines.clone();
@@ -224,9 +256,9 @@ fn an_exported_file_names_the_first_record_edited_removed_or_reordered() {
         other => panic!("{other:?}"),
     }
     assert!(e.to_string().contains("reordered"), "{e}");
-    // Another key: the very first record fails.
+    // Another key: the checkpoints are not its.
     match check_file(&lines, &KeyPair::new()) {
-        Err(AuditProblem::Altered { seq: 1, .. }) => {}
+        Err(AuditProblem::CheckpointForged { .. }) => {}
         other => panic!("{other:?}"),
     }
     // A partial export (--since) verifies only from the start it is stated
@@ -255,10 +287,10 @@ fn the_store_names_the_first_record_edited_removed_or_reordered() {
         let dir = tempfile::tempdir().unwrap();
         closed_log(dir.path(), &key, 6);
         {
-            let db = rocksdb::DB::open_default(dir.path().join("audit")).unwrap();
+            let db = open_rw(&dir.path().join("audit"));
             f(&db);
         }
-        let entries = read_audit_store(dir.path().join("audit")).unwrap();
+        let entries = read_audit_log(dir.path().join("audit")).unwrap();
         verify_entries(&entries, &verifying(&key))
     };
     let k = |seq: u64| seq.to_be_bytes();
@@ -328,13 +360,13 @@ fn a_store_missing_its_first_records_does_not_verify() {
         let dir = tempfile::tempdir().unwrap();
         closed_log(dir.path(), &key, 6);
         {
-            let db = rocksdb::DB::open_default(dir.path().join("audit")).unwrap();
+            let db = open_rw(&dir.path().join("audit"));
             for seq in 1..=cut {
                 db.delete(seq.to_be_bytes()).unwrap();
             }
         }
-        let entries = read_audit_store(dir.path().join("audit")).unwrap();
-        assert_eq!(entries.len() as u64, 6 - cut);
+        let entries = read_audit_log(dir.path().join("audit")).unwrap();
+        assert_eq!(entries.entries.len() as u64, 6 - cut);
         let e = verify_entries(&entries, &verifying(&key)).unwrap_err();
         assert_eq!(
             e,
@@ -363,8 +395,8 @@ fn an_empty_store_is_reported_empty_not_intact() {
     let audit = AuditLog::open(dir.path().join("audit"), &key, AuditOptions::default()).unwrap();
     assert_eq!(audit.flush().unwrap(), 0);
     drop(audit);
-    let entries = read_audit_store(dir.path().join("audit")).unwrap();
-    assert!(entries.is_empty());
+    let entries = read_audit_log(dir.path().join("audit")).unwrap();
+    assert!(entries.entries.is_empty());
     let e = verify_entries(&entries, &verifying(&key)).unwrap_err();
     assert_eq!(e, AuditProblem::Empty);
     assert!(e.to_string().contains("no records"), "{e}");
@@ -372,12 +404,12 @@ fn an_empty_store_is_reported_empty_not_intact() {
     let dir = tempfile::tempdir().unwrap();
     closed_log(dir.path(), &key, 3);
     {
-        let db = rocksdb::DB::open_default(dir.path().join("audit")).unwrap();
+        let db = open_rw(&dir.path().join("audit"));
         for seq in 1..=3u64 {
             db.delete(seq.to_be_bytes()).unwrap();
         }
     }
-    let entries = read_audit_store(dir.path().join("audit")).unwrap();
+    let entries = read_audit_log(dir.path().join("audit")).unwrap();
     assert_eq!(
         verify_entries(&entries, &verifying(&key)),
         Err(AuditProblem::Empty)

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use config::Config;
 use mandate_verifier::{
-    audit::{AuditLog, AuditOptions},
+    audit::AuditLog,
     feed::{spawn_feed, FeedConfig},
     replay::ReplayGuard,
     revocation::RevocationStore,
@@ -80,7 +80,7 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
         let mut audit = None;
         if let Some((dir, key)) = &config.audit {
             let key = crate::io::read_private_key(key).context("audit_key_file")?;
-            let log = AuditLog::open(dir, &key, AuditOptions::default())?;
+            let log = AuditLog::open(dir, &key, crate::audit::options(config.audit_async))?;
             verifier = verifier.with_audit(log.clone());
             audit = Some(log);
         }
@@ -210,6 +210,8 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
     }
     if config.audit.is_none() {
         insecure.push("no audit_dir: decisions are not recorded".into());
+    } else if config.audit_async {
+        insecure.push(crate::audit::options(true).loss_window());
     }
     if config.replay_db.is_some() {
         for r in config.routes.iter().filter(|r| r.audience.is_none()) {

@@ -1,9 +1,11 @@
-//! The audit log store: a RocksDB database of signed, hash-chained records,
-//! written by one background thread so request handling never waits on a
-//! lock, a signature or the disk.
+//! The audit log store: a RocksDB database of hash-chained records and the
+//! signed checkpoints that cover them, written by one background thread in
+//! batches (group commit): each batch is written with its checkpoint in one
+//! atomic, synced write, then every decision waiting on it is released.
 
-use super::record::{AuditEntry, AuditEvent, AuditRecord, GENESIS_HASH};
-use super::verify::{Place, ReadEntry};
+use super::durable::{AuditDurable, DurableState};
+use super::record::{AuditCheckpoint, AuditEntry, AuditEvent, AuditRecord, GENESIS_HASH};
+use super::verify::{AuditRead, Place, ReadEntry};
 use crate::error::VerifierError;
 use ed25519_dalek::SigningKey;
 use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use time::OffsetDateTime;
 
 /// How an [`AuditLog`] behaves. Every field has a safe default.
 #[derive(Debug, Clone)]
@@ -27,6 +30,28 @@ pub struct AuditOptions {
     /// process still loses nothing written (RocksDB's WAL is in the OS), a
     /// power cut may.
     pub sync: bool,
+    /// Whether [`AuditLog::durable`] waits for the write (default true: a
+    /// server answers a decision only once its record is durable). False
+    /// is asynchronous audit: decisions are answered at once, and a crash
+    /// loses the records still queued ([`AuditOptions::loss_window`]).
+    pub durable: bool,
+    /// Also sign every record's hash, as logs did before checkpoints
+    /// (default false: one signed checkpoint per batch covers its records).
+    /// Costs one Ed25519 signature per decision; kept for comparison.
+    pub sign_records: bool,
+}
+
+impl AuditOptions {
+    /// What a crash may lose with asynchronous audit (`durable` false), in
+    /// words for the log line at start.
+    pub fn loss_window(&self) -> String {
+        format!(
+            "asynchronous audit: decisions are answered before their records are written; \
+             a crash loses the records still queued — up to {} decisions (the queue), \
+             normally those of the last batch write (a few ms)",
+            self.queue.max(1)
+        )
+    }
 }
 
 impl Default for AuditOptions {
@@ -35,6 +60,8 @@ impl Default for AuditOptions {
             queue: 65_536,
             batch: 4_096,
             sync: true,
+            durable: true,
+            sign_records: false,
         }
     }
 }
@@ -52,15 +79,24 @@ struct Shared {
     /// Records handed to [`AuditLog::record`] and not yet written.
     queued: AtomicU64,
     failure: Mutex<Option<VerifierError>>,
+    /// Records queued by this process so far: each record's ticket is its
+    /// number in queue order, taken with the send so tickets follow the
+    /// queue.
+    tickets: Mutex<u64>,
+    /// How many of them are durable; what [`AuditLog::durable`] waits on.
+    durable: Arc<DurableState>,
+    wait_durable: bool,
 }
 
-/// The verifier's signed audit log. Cheap to clone; the writer thread stops
+/// The verifier's audit log. Cheap to clone; the writer thread stops
 /// (after writing everything queued) when the last clone is dropped.
 ///
-/// Each record is placed after the previous one (`seq`, `prev_hash`), hashed
-/// and signed with the verifier's own Ed25519 key, and written to RocksDB
-/// under its sequence number. [`crate::verify_audit`] checks a log or an
-/// export and names the first record altered, removed or reordered.
+/// Each record is placed after the previous one (`seq`, `prev_hash`),
+/// hashed, and written to RocksDB under its sequence number; each batch of
+/// records is written together with a checkpoint signed by the verifier's
+/// audit key over the batch's last record (one signature per batch, not per
+/// record). [`super::verify_entries`] checks a log or an export and names
+/// the first record altered, removed or reordered.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: SyncSender<Msg>,
@@ -107,8 +143,10 @@ impl AuditLog {
         let signing = signing_key(key)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = DB::open(&opts, &path).map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+        let db = DB::open_cf(&opts, &path, ["default", CHECKPOINTS])
+            .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
         let (last_seq, last_hash) = match last_entry(&db, &path)? {
             Some(e) => (e.record.seq, e.hash),
             None => (0, GENESIS_HASH.to_string()),
@@ -118,11 +156,20 @@ impl AuditLog {
             written: AtomicU64::new(last_seq),
             queued: AtomicU64::new(0),
             failure: Mutex::new(None),
+            tickets: Mutex::new(0),
+            durable: Arc::new(DurableState::default()),
+            wait_durable: options.durable,
         });
+        let log_key = format!(
+            "ed25519/{}",
+            hex::encode(signing.verifying_key().as_bytes())
+        );
         let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
         let mut writer = Writer {
             db,
             key: signing,
+            log_key,
+            committed: 0,
             seq: last_seq,
             prev_hash: last_hash,
             shared: shared.clone(),
@@ -152,23 +199,50 @@ impl AuditLog {
     pub fn record(&self, event: AuditEvent) {
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let msg = Msg::Record(Box::new(event));
-        let msg = match self.tx.try_send(msg) {
-            Ok(()) => return,
-            Err(TrySendError::Full(m)) => m,
-            Err(TrySendError::Disconnected(_)) => {
-                self.fail(VerifierError::Store {
-                    path: self.shared.path.clone(),
-                    detail: "the audit writer has stopped".into(),
-                });
-                return;
-            }
+        // The ticket is taken with the send, so tickets follow queue order
+        // (the writer counts records in that order).
+        let Ok(mut tickets) = self.shared.tickets.lock() else {
+            return self.stopped();
         };
-        if self.tx.send(msg).is_err() {
-            self.fail(VerifierError::Store {
-                path: self.shared.path.clone(),
-                detail: "the audit writer has stopped".into(),
-            });
+        let sent = match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(TrySendError::Full(m)) => self.tx.send(m).is_ok(),
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        if sent {
+            *tickets += 1;
+        } else {
+            drop(tickets);
+            self.stopped();
         }
+    }
+
+    /// Resolves once every record queued before this call is durable
+    /// (written, and synced when [`AuditOptions::sync`]), or with the error
+    /// that keeps it from being so. With asynchronous audit
+    /// ([`AuditOptions::durable`] false) it resolves at once, with
+    /// [`AuditLog::health`].
+    pub fn durable(&self) -> AuditDurable {
+        if !self.shared.wait_durable {
+            return AuditDurable::ready(self.health());
+        }
+        match self.shared.tickets.lock() {
+            Ok(t) => AuditDurable::waiting(*t, self.shared.durable.clone()),
+            Err(_) => AuditDurable::ready(Err(self.stopped_error())),
+        }
+    }
+
+    fn stopped_error(&self) -> VerifierError {
+        VerifierError::Store {
+            path: self.shared.path.clone(),
+            detail: "the audit writer has stopped".into(),
+        }
+    }
+
+    fn stopped(&self) {
+        let e = self.stopped_error();
+        self.shared.durable.fail(e.clone());
+        self.fail(e);
     }
 
     /// Waits until every record queued before this call is written; returns
@@ -245,6 +319,10 @@ fn last_entry(db: &DB, path: &Path) -> Result<Option<AuditEntry>, VerifierError>
     }
 }
 
+/// The column family of checkpoints, keyed like records by the sequence
+/// number of the last record each covers.
+pub(crate) const CHECKPOINTS: &str = "checkpoints";
+
 /// The key a record is stored under: its sequence number, big-endian, so
 /// RocksDB's order is the log's order.
 pub(crate) fn key_of(seq: u64) -> [u8; 8] {
@@ -254,6 +332,10 @@ pub(crate) fn key_of(seq: u64) -> [u8; 8] {
 struct Writer {
     db: DB,
     key: SigningKey,
+    /// The key's public half, `ed25519/<hex>`, named in checkpoints.
+    log_key: String,
+    /// Records of this process's queue written so far (see `Shared::tickets`).
+    committed: u64,
     seq: u64,
     prev_hash: String,
     shared: Arc<Shared>,
@@ -279,6 +361,12 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => {
                     // Last chance for a failed batch, then stop.
                     let _ = self.write(&mut events);
+                    if !events.is_empty() {
+                        self.shared.durable.fail(VerifierError::Store {
+                            path: self.shared.path.clone(),
+                            detail: "the audit writer has stopped".into(),
+                        });
+                    }
                     return;
                 }
             };
@@ -310,14 +398,37 @@ impl Writer {
             .set(self.shared.queued.load(Ordering::Relaxed) as f64);
         let mut batch = WriteBatch::default();
         let (mut seq, mut prev) = (self.seq, self.prev_hash.clone());
+        let record_key = self.options.sign_records.then_some(&self.key);
         for event in events.iter() {
             seq += 1;
-            let entry = AuditEntry::seal(AuditRecord::place(event, seq, prev), &self.key);
+            let entry = AuditEntry::seal(AuditRecord::place(event, seq, prev), record_key);
             // Plain data: serializing cannot fail.
             let line = serde_json::to_vec(&entry).unwrap_or_default();
             batch.put(key_of(seq), line);
             prev = entry.hash;
         }
+        // One signature for the batch: a checkpoint over its last record,
+        // written atomically with the records it covers.
+        let checkpoint = AuditCheckpoint {
+            log_key: self.log_key.clone(),
+            seq,
+            head_hash: prev.clone(),
+            signed_at: OffsetDateTime::now_utc(),
+        }
+        .sign(&self.key);
+        let Some(cf) = self.db.cf_handle(CHECKPOINTS) else {
+            let e = VerifierError::Store {
+                path: self.shared.path.clone(),
+                detail: "the audit log has no checkpoints column family".into(),
+            };
+            self.shared.durable.fail(e.clone());
+            return Err(e);
+        };
+        batch.put_cf(
+            &cf,
+            key_of(seq),
+            serde_json::to_vec(&checkpoint).unwrap_or_default(),
+        );
         let mut wo = WriteOptions::default();
         wo.set_sync(self.options.sync);
         match self.db.write_opt(batch, &wo) {
@@ -331,6 +442,8 @@ impl Writer {
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!(crate::metrics::AUDIT_WRITTEN).increment(events.len() as u64);
                 metrics::gauge!(crate::metrics::AUDIT_QUEUE).set(left as f64);
+                self.committed += events.len() as u64;
+                self.shared.durable.advance(self.committed);
                 events.clear();
                 self.seq = seq;
                 self.prev_hash = prev;
@@ -346,6 +459,7 @@ impl Writer {
                 if let Ok(mut f) = self.shared.failure.lock() {
                     *f = Some(e.clone());
                 }
+                self.shared.durable.fail(e.clone());
                 // Do not spin on a full disk.
                 std::thread::sleep(Duration::from_millis(200));
                 Err(e)
@@ -361,25 +475,57 @@ impl Writer {
     }
 }
 
-/// Reads every entry of the log at `path` (read-only: works beside a running
-/// writer), in stored order, each with the key it is stored under, ready for
-/// [`super::verify_entries`]. Entries that do not decode are errors in place.
+/// Reads every record of the log at `path` (read-only: works beside a
+/// running writer), in stored order, each with the key it is stored under.
+/// Entries that do not decode are errors in place. Checkpoints are left
+/// out: [`read_audit_log`] reads both, for [`super::verify_entries`].
 pub fn read_audit_store(path: impl AsRef<Path>) -> Result<Vec<ReadEntry>, VerifierError> {
+    Ok(read_audit_log(path)?.entries)
+}
+
+/// Reads every record and every checkpoint of the log at `path`
+/// (read-only: works beside a running writer; records and the checkpoint
+/// of their batch are written atomically, so a reader sees both or
+/// neither), ready for [`super::verify_entries`].
+pub fn read_audit_log(path: impl AsRef<Path>) -> Result<AuditRead, VerifierError> {
     let path = path.as_ref();
     if !path.join("CURRENT").exists() {
         return Err(VerifierError::AuditMissing {
             path: path.to_path_buf(),
         });
     }
-    let db = DB::open_for_read_only(&Options::default(), path, false)
+    let opts = Options::default();
+    // A log written before checkpoints has no such column family.
+    let families = DB::list_cf(&opts, path).map_err(|e| VerifierError::from_rocksdb(path, e))?;
+    let has_checkpoints = families.iter().any(|f| f == CHECKPOINTS);
+    let open: Vec<&str> = if has_checkpoints {
+        vec!["default", CHECKPOINTS]
+    } else {
+        vec!["default"]
+    };
+    let db = DB::open_cf_for_read_only(&opts, path, open, false)
         .map_err(|e| VerifierError::from_rocksdb(path, e))?;
-    let mut out = Vec::new();
+    let stored_key = |key: &[u8]| {
+        <[u8; 8]>::try_from(key)
+            .map(u64::from_be_bytes)
+            .unwrap_or(u64::MAX)
+    };
+    let mut out = AuditRead::default();
     for item in db.iterator(IteratorMode::Start) {
         let (key, value) = item.map_err(|e| VerifierError::from_rocksdb(path, e))?;
-        let stored_under = <[u8; 8]>::try_from(key.as_ref())
-            .map(u64::from_be_bytes)
-            .unwrap_or(u64::MAX);
-        out.push((Place::Key(stored_under), super::verify::parse_entry(&value)));
+        out.entries.push((
+            Place::Key(stored_key(&key)),
+            super::verify::parse_entry(&value),
+        ));
+    }
+    if let Some(cf) = db.cf_handle(CHECKPOINTS) {
+        for item in db.iterator_cf(&cf, IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| VerifierError::from_rocksdb(path, e))?;
+            out.checkpoints.push((
+                Place::CheckpointKey(stored_key(&key)),
+                super::verify::parse_checkpoint(&value),
+            ));
+        }
     }
     Ok(out)
 }

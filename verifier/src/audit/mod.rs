@@ -2,22 +2,30 @@
 //!
 //! Every decision a verifier with an audit sink makes (allow, deny, needs
 //! approval) becomes an [`AuditEvent`]; the [`AuditLog`] places it after the
-//! previous record (sequence number, previous record's hash), hashes it,
-//! signs the hash with the verifier's own Ed25519 key, and stores it in
-//! RocksDB. [`verify_entries`] checks a log or an export and names the first
-//! record altered, removed or reordered.
+//! previous record (sequence number, previous record's hash), hashes it, and
+//! stores it in RocksDB in a batch with a [`SignedCheckpoint`]: the
+//! verifier's own Ed25519 key signs the batch's last record (the chain
+//! head), which vouches for every record before it. A server answers a
+//! decision once [`AuditSink::durable`] resolves. [`verify_entries`] checks
+//! a log or an export and names the first record altered, removed or
+//! reordered.
 
+mod durable;
 #[cfg(feature = "rocksdb")]
 mod log;
 mod record;
 mod verify;
 
+pub use durable::AuditDurable;
 #[cfg(feature = "rocksdb")]
-pub use log::{read_audit_store, AuditLog, AuditOptions};
-pub use record::{AuditChain, AuditEntry, AuditEvent, AuditHop, AuditRecord, Seal, GENESIS_HASH};
+pub use log::{read_audit_log, read_audit_store, AuditLog, AuditOptions};
+pub use record::{
+    AuditChain, AuditCheckpoint, AuditEntry, AuditEvent, AuditHop, AuditRecord, Seal,
+    SignedCheckpoint, GENESIS_HASH,
+};
 pub use verify::{
-    parse_entry, parse_export, verify_entries, verify_entries_from, AuditProblem, AuditStart,
-    AuditSummary, Place, ReadEntry,
+    parse_checkpoint, parse_entry, parse_export, verify_entries, verify_entries_from, AuditProblem,
+    AuditRead, AuditStart, AuditSummary, Place, ReadCheckpoint, ReadEntry,
 };
 
 use std::sync::Arc;
@@ -36,6 +44,14 @@ pub trait AuditSink: Send + Sync {
     fn health(&self) -> Result<(), crate::VerifierError> {
         Ok(())
     }
+
+    /// Resolves once every decision taken before the call is durable, or
+    /// with why it is not; a server answers only after it resolves `Ok`.
+    /// Default: at once, with [`AuditSink::health`] (a sink that records
+    /// synchronously, such as a closure).
+    fn durable(&self) -> AuditDurable {
+        AuditDurable::ready(self.health())
+    }
 }
 
 #[cfg(feature = "rocksdb")]
@@ -47,6 +63,10 @@ impl AuditSink for AuditLog {
     fn health(&self) -> Result<(), crate::VerifierError> {
         AuditLog::health(self)
     }
+
+    fn durable(&self) -> AuditDurable {
+        AuditLog::durable(self)
+    }
 }
 
 impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
@@ -56,6 +76,10 @@ impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
 
     fn health(&self) -> Result<(), crate::VerifierError> {
         (**self).health()
+    }
+
+    fn durable(&self) -> AuditDurable {
+        (**self).durable()
     }
 }
 

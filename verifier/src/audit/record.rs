@@ -1,5 +1,5 @@
-//! One audit record: what is signed, how it is hashed and chained, and the
-//! line it becomes in the store and in an export.
+//! One audit record (how it is hashed and chained, the line it becomes in
+//! the store and in an export) and the signed checkpoints that cover it.
 
 use crate::decision::{Decision, Denial, Outcome};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
@@ -116,17 +116,88 @@ impl AuditChain {
     }
 }
 
-/// One line of the log: the record, its hash and the verifier's signature.
+/// One line of the log: the record and its hash. The record is vouched for
+/// by the first signed [`SignedCheckpoint`] at or after it (its hash chain
+/// leads to the checkpoint's head); logs written before checkpoints (and
+/// writers configured with [`super::AuditOptions::sign_records`]) also sign
+/// each record's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {
-    /// The signed content.
+    /// The hashed content.
     pub record: AuditRecord,
     /// SHA-256 of the record's canonical JSON (with a domain prefix), hex.
     pub hash: String,
     /// Ed25519 signature of the hash's 32 bytes by the verifier's audit
-    /// key, hex.
+    /// key, hex: only in logs signed record by record (the format before
+    /// checkpoints, or [`super::AuditOptions::sign_records`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// Domain separation for checkpoint signatures.
+const CHECKPOINT_DOMAIN: &[u8] = b"mandate-audit-checkpoint-v1\n";
+
+/// A signed head of the log (specification §12.2; the signed tree head of
+/// Certificate Transparency, RFC 9162 §4.10, over a hash chain): the audit
+/// key vouches that record `seq` has hash `head_hash`, and so, through each
+/// record's `prev_hash`, for every record before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCheckpoint {
+    /// The log's (verifier's audit) public key, `ed25519/<hex>`.
+    pub log_key: String,
+    /// The last record covered.
+    pub seq: u64,
+    /// That record's hash, hex: the chain head.
+    pub head_hash: String,
+    /// When the checkpoint was signed, RFC 3339 UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub signed_at: OffsetDateTime,
+}
+
+/// An [`AuditCheckpoint`] and its signature: a line of its own in an
+/// export, and an entry of the store's `checkpoints` column family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCheckpoint {
+    /// What is signed.
+    pub checkpoint: AuditCheckpoint,
+    /// Ed25519 signature by the audit key over a domain prefix
+    /// (`mandate-audit-checkpoint-v1\n`) and the checkpoint's canonical
+    /// JSON, hex.
     pub signature: String,
+}
+
+impl AuditCheckpoint {
+    fn message(&self) -> Vec<u8> {
+        let mut m = CHECKPOINT_DOMAIN.to_vec();
+        // Plain data: serializing cannot fail.
+        m.extend(serde_json::to_vec(self).unwrap_or_default());
+        m
+    }
+
+    /// Signs the checkpoint with the audit key.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    pub(crate) fn sign(self, key: &SigningKey) -> SignedCheckpoint {
+        let signature = hex::encode(key.sign(&self.message()).to_bytes());
+        SignedCheckpoint {
+            checkpoint: self,
+            signature,
+        }
+    }
+}
+
+impl SignedCheckpoint {
+    /// Whether `key` signed it and it names `key` as its log's.
+    pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
+        let named = format!("ed25519/{}", hex::encode(key.as_bytes()));
+        named == self.checkpoint.log_key
+            && hex::decode(&self.signature)
+                .ok()
+                .and_then(|b| Signature::from_slice(&b).ok())
+                .is_some_and(|sig| key.verify_strict(&self.checkpoint.message(), &sig).is_ok())
+    }
 }
 
 impl AuditRecord {
@@ -161,12 +232,12 @@ impl AuditRecord {
 }
 
 impl AuditEntry {
-    /// Hashes and signs `record`.
+    /// Hashes `record`, and signs the hash when given a key.
     // Used by the RocksDB log (feature `rocksdb`).
     #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
-    pub(crate) fn seal(record: AuditRecord, key: &SigningKey) -> AuditEntry {
+    pub(crate) fn seal(record: AuditRecord, key: Option<&SigningKey>) -> AuditEntry {
         let hash = record.hash();
-        let signature = hex::encode(key.sign(&hash).to_bytes());
+        let signature = key.map(|k| hex::encode(k.sign(&hash).to_bytes()));
         AuditEntry {
             record,
             hash: hex::encode(hash),
@@ -174,13 +245,17 @@ impl AuditEntry {
         }
     }
 
-    /// Whether the hash matches the record and the signature the hash.
+    /// Whether the hash matches the record and, when the entry is signed,
+    /// the signature the hash.
     pub fn seal_is_intact(&self, key: &VerifyingKey) -> Seal {
         let hash = self.record.hash();
         if hex::encode(hash) != self.hash {
             return Seal::HashMismatch;
         }
-        let valid = hex::decode(&self.signature)
+        let Some(signature) = &self.signature else {
+            return Seal::Unsigned;
+        };
+        let valid = hex::decode(signature)
             .ok()
             .and_then(|b| Signature::from_slice(&b).ok())
             .is_some_and(|sig| key.verify_strict(&hash, &sig).is_ok());
@@ -197,6 +272,9 @@ impl AuditEntry {
 pub enum Seal {
     /// Both hold.
     Intact,
+    /// The hash holds; the entry carries no signature of its own (a
+    /// checkpoint at or after it must cover it).
+    Unsigned,
     /// The record's content does not hash to the stored hash.
     HashMismatch,
     /// The hash matches, but the signature is not the key's over it.

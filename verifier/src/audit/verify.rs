@@ -1,10 +1,11 @@
-//! Checking an audit log: every signature, every hash, and the chain of
-//! hashes from one record to the next, naming the first record that was
-//! altered, removed or reordered.
+//! Checking an audit log: every hash, the chain of hashes from one record
+//! to the next, every checkpoint's signature and that the chain reaches the
+//! head each checkpoint signed, naming the first record that was altered,
+//! removed or reordered.
 
-use super::record::{AuditEntry, Seal, GENESIS_HASH};
+use super::record::{AuditEntry, Seal, SignedCheckpoint, GENESIS_HASH};
 use ed25519_dalek::VerifyingKey;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 /// Where an entry was read from, for messages: a line of an export file or
@@ -15,6 +16,8 @@ pub enum Place {
     Line(usize),
     /// The sequence number a store keeps it under.
     Key(u64),
+    /// The sequence number a store keeps a checkpoint under.
+    CheckpointKey(u64),
 }
 
 impl fmt::Display for Place {
@@ -22,6 +25,7 @@ impl fmt::Display for Place {
         match self {
             Place::Line(n) => write!(f, "line {n}"),
             Place::Key(k) => write!(f, "store key {k}"),
+            Place::CheckpointKey(k) => write!(f, "checkpoint key {k}"),
         }
     }
 }
@@ -29,6 +33,19 @@ impl fmt::Display for Place {
 /// An entry as read from a store or a file: where, and the entry or why it
 /// does not decode.
 pub type ReadEntry = (Place, Result<AuditEntry, String>);
+
+/// A checkpoint as read from a store or a file.
+pub type ReadCheckpoint = (Place, Result<SignedCheckpoint, String>);
+
+/// A log or an export as read: its records, in order, and its checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRead {
+    /// The records, in stored (or file) order.
+    pub entries: Vec<ReadEntry>,
+    /// The signed checkpoints, in any order (each names the record it
+    /// covers).
+    pub checkpoints: Vec<ReadCheckpoint>,
+}
 
 /// Where the entries being checked must begin (specification §12.3).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -71,6 +88,15 @@ pub struct AuditSummary {
     /// The last record's hash: compare it with a copy kept elsewhere to
     /// detect records cut off the end, which no log can show by itself.
     pub head_hash: Option<String>,
+    /// Checkpoints whose signature and head were checked against the
+    /// records (those before a partial export's start are not counted).
+    pub checkpoints: u64,
+    /// The last record a verified checkpoint covers.
+    pub covered_through: Option<u64>,
+    /// Records after the last checkpoint that carry no signature of their
+    /// own, first and last: nothing signed vouches for them (not yet
+    /// covered). `None` when every record is covered.
+    pub uncovered: Option<(u64, u64)>,
 }
 
 /// The first thing wrong with a log.
@@ -157,6 +183,47 @@ pub enum AuditProblem {
     /// The key given to check signatures with is not an Ed25519 key.
     #[error("the audit public key must be an Ed25519 key")]
     KeyNotEd25519,
+    /// A checkpoint's signature is not the audit key's, or it names another
+    /// log's key.
+    #[error(
+        "the checkpoint at {place} (over record {seq}) is not signed by this verifier's audit key"
+    )]
+    CheckpointForged {
+        /// The record it claims to cover.
+        seq: u64,
+        /// Where.
+        place: Place,
+    },
+    /// The records do not hash to the head a checkpoint signed: one of the
+    /// records it covers, after the previous checkpoint, was altered (its
+    /// hashes recomputed) or replaced.
+    #[error(
+        "record {seq} was altered (or, their hashes recomputed, one of records {from} to \
+         {seq}): it does not have the hash the checkpoint at {place} signed"
+    )]
+    CheckpointMismatch {
+        /// The first record after the previous verified checkpoint.
+        from: u64,
+        /// The record the checkpoint covers.
+        seq: u64,
+        /// Where the checkpoint is.
+        place: Place,
+    },
+    /// A checkpoint covers records the log no longer holds: its end was
+    /// cut off.
+    #[error(
+        "records {} to {signed} were removed from the end: the log ends at record {last}, but \
+         the checkpoint at {place} signed record {signed}",
+        last + 1
+    )]
+    TailRemoved {
+        /// The last record the log holds.
+        last: u64,
+        /// The record the checkpoint covers.
+        signed: u64,
+        /// Where the checkpoint is.
+        place: Place,
+    },
     /// A store keeps a record under another sequence number than its own.
     #[error("{place} holds record {seq}: records were moved or reordered in the store")]
     Misplaced {
@@ -177,22 +244,25 @@ fn head_hint(expected: u64, found: u64) -> String {
 }
 
 /// Checks a whole log, in the order given: it must start at record 1 from
-/// [`GENESIS_HASH`] and hold at least one record; then each seal (hash and
-/// signature by `key`), that sequence numbers run without gaps, and that
-/// each record's `prev_hash` is its predecessor's hash. A partial export is
-/// checked with [`verify_entries_from`] and its stated start.
+/// [`GENESIS_HASH`] and hold at least one record; then each record's hash
+/// (and signature, when it carries one), that sequence numbers run without
+/// gaps, that each record's `prev_hash` is its predecessor's hash, and that
+/// every checkpoint is signed by `key` and its head is the hash of the
+/// record it names. Records after the last checkpoint that carry no
+/// signature are reported in [`AuditSummary::uncovered`]. A partial export
+/// is checked with [`verify_entries_from`] and its stated start.
 pub fn verify_entries(
-    entries: &[ReadEntry],
+    log: &AuditRead,
     key: &biscuit_auth::PublicKey,
 ) -> Result<AuditSummary, AuditProblem> {
-    verify_entries_from(entries, key, &AuditStart::Genesis)
+    verify_entries_from(log, key, &AuditStart::Genesis)
 }
 
 /// [`verify_entries`] for entries that must begin at `start`: record 1
 /// from [`GENESIS_HASH`] ([`AuditStart::Genesis`]), or the record (and previous
 /// hash) an auditor states for a partial export ([`AuditStart::At`]).
 pub fn verify_entries_from(
-    entries: &[ReadEntry],
+    log: &AuditRead,
     key: &biscuit_auth::PublicKey,
     start: &AuditStart,
 ) -> Result<AuditSummary, AuditProblem> {
@@ -203,8 +273,23 @@ pub fn verify_entries_from(
         .and_then(|b: [u8; 32]| VerifyingKey::from_bytes(&b).ok())
         .ok_or(AuditProblem::KeyNotEd25519)?;
     let key = &key;
+    let entries = &log.entries;
     if entries.is_empty() {
         return Err(AuditProblem::Empty);
+    }
+    // Every checkpoint decodes and is the key's, before any is relied on.
+    let mut checkpoints: BTreeMap<u64, Vec<(Place, &SignedCheckpoint)>> = BTreeMap::new();
+    for (place, c) in &log.checkpoints {
+        let place = *place;
+        let c = c.as_ref().map_err(|detail| AuditProblem::Malformed {
+            place,
+            detail: detail.clone(),
+        })?;
+        let seq = c.checkpoint.seq;
+        if !c.is_signed_by(key) || matches!(place, Place::CheckpointKey(k) if k != seq) {
+            return Err(AuditProblem::CheckpointForged { seq, place });
+        }
+        checkpoints.entry(seq).or_default().push((place, c));
     }
     let (first, stated) = match start {
         AuditStart::Genesis => (1, None),
@@ -215,14 +300,18 @@ pub fn verify_entries_from(
         .filter_map(|(_, e)| e.as_ref().ok().map(|e| e.record.seq))
         .collect();
     let mut prev: Option<(u64, &str)> = None;
-    for (place, entry) in entries {
+    let mut prev_place = None;
+    let (mut checked, mut covered_through) = (0u64, None::<u64>);
+    // The first record not yet vouched for by a signature, if any.
+    let mut unvouched: Option<u64> = None;
+    for (i, (place, entry)) in entries.iter().enumerate() {
         let place = *place;
         let entry = entry.as_ref().map_err(|detail| AuditProblem::Malformed {
             place,
             detail: detail.clone(),
         })?;
         let seq = entry.record.seq;
-        check_seal(entry, key, place)?;
+        let signed = check_seal(entry, key, place)?;
         if let Place::Key(k) = place {
             if k != seq {
                 return Err(AuditProblem::Misplaced { seq, place });
@@ -230,9 +319,39 @@ pub fn verify_entries_from(
         }
         match prev {
             None => check_first(entry, place, first, stated, &all_seqs)?,
-            Some((p, hash)) => check_successor(entry, place, p, hash, &all_seqs)?,
+            Some((p, hash)) => check_successor(entry, place, p, hash, &all_seqs).map_err(|e| {
+                rehashed(e, entries, i, &checkpoints, prev_place, unvouched.is_some())
+            })?,
+        }
+        prev_place = Some(place);
+        if !signed {
+            unvouched.get_or_insert(seq);
+        }
+        // The checkpoints over this record: their head is its hash, which
+        // (the chain being intact so far) vouches for every record before.
+        for (cplace, c) in checkpoints.get(&seq).into_iter().flatten() {
+            if c.checkpoint.head_hash != entry.hash {
+                return Err(AuditProblem::CheckpointMismatch {
+                    from: covered_through.map_or(first, |c| c + 1),
+                    seq,
+                    place: *cplace,
+                });
+            }
+            checked += 1;
+            covered_through = Some(seq);
+            unvouched = None;
         }
         prev = Some((seq, &entry.hash));
+    }
+    let last = prev.map(|(s, _)| s);
+    if let Some(last) = last {
+        if let Some((&signed, cps)) = checkpoints.range(last.saturating_add(1)..).next() {
+            return Err(AuditProblem::TailRemoved {
+                last,
+                signed,
+                place: cps[0].0,
+            });
+        }
     }
     let first_seq = entries
         .iter()
@@ -240,15 +359,68 @@ pub fn verify_entries_from(
     Ok(AuditSummary {
         records: entries.len() as u64,
         first_seq,
-        last_seq: prev.map(|(s, _)| s),
+        last_seq: last,
         head_hash: prev.map(|(_, h)| h.to_string()),
+        checkpoints: checked,
+        covered_through,
+        uncovered: unvouched.zip(last),
     })
 }
 
-/// The entry's hash covers its content and `key` signed that hash.
-fn check_seal(entry: &AuditEntry, key: &VerifyingKey, place: Place) -> Result<(), AuditProblem> {
+/// A broken link before record `i`, when the records from `i` on lead
+/// intact to a checkpoint's head: that checkpoint vouches for the hash
+/// record `i` names as its predecessor's, so the predecessor (unsigned) is
+/// the record altered, its hash recomputed. Otherwise the problem as found.
+fn rehashed(
+    problem: AuditProblem,
+    entries: &[ReadEntry],
+    i: usize,
+    checkpoints: &BTreeMap<u64, Vec<(Place, &SignedCheckpoint)>>,
+    prev_place: Option<Place>,
+    prev_unsigned: bool,
+) -> AuditProblem {
+    let (AuditProblem::ChainBroken { seq, prev, .. }, Some(prev_place), true) =
+        (&problem, prev_place, prev_unsigned)
+    else {
+        return problem;
+    };
+    let mut last: Option<&AuditEntry> = None;
+    for (_, e) in &entries[i..] {
+        let Ok(e) = e else { break };
+        if hex::encode(e.record.hash()) != e.hash
+            || last.is_some_and(|l| {
+                Some(e.record.seq) != l.record.seq.checked_add(1) || e.record.prev_hash != l.hash
+            })
+        {
+            break;
+        }
+        let vouched = checkpoints
+            .get(&e.record.seq)
+            .into_iter()
+            .flatten()
+            .find(|(_, c)| c.checkpoint.head_hash == e.hash);
+        if let Some((cplace, _)) = vouched {
+            return AuditProblem::Altered {
+                seq: *prev,
+                place: prev_place,
+                detail: format!(
+                    "its hash is not the one record {seq} links to, which the checkpoint at \
+                     {cplace} vouches for (its content was changed and its hash recomputed)"
+                ),
+            };
+        }
+        last = Some(e);
+    }
+    problem
+}
+
+/// The entry's hash covers its content and, when it carries a signature,
+/// `key` signed that hash. `Ok(true)`: signed; `Ok(false)`: a checkpoint
+/// must cover it.
+fn check_seal(entry: &AuditEntry, key: &VerifyingKey, place: Place) -> Result<bool, AuditProblem> {
     let detail = match entry.seal_is_intact(key) {
-        Seal::Intact => return Ok(()),
+        Seal::Intact => return Ok(true),
+        Seal::Unsigned => return Ok(false),
         Seal::HashMismatch => "its content does not match its hash",
         Seal::BadSignature => "its hash is not signed by this verifier's key",
     };
@@ -329,14 +501,39 @@ fn check_successor(
     Ok(())
 }
 
-/// Reads a JSON-lines export (as `mandate audit export` writes it) into
-/// entries for [`verify_entries`]. Blank lines are skipped.
-pub fn parse_export(text: &str) -> Vec<ReadEntry> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (Place::Line(i + 1), parse_entry(l.trim().as_bytes())))
-        .collect()
+/// Reads a JSON-lines export (as `mandate audit export` writes it: the
+/// records, then the checkpoints that cover them) for [`verify_entries`].
+/// A line that starts `{"checkpoint":` is a checkpoint, wherever it is (a
+/// checkpoint names the record it covers); blank lines are skipped.
+pub fn parse_export(text: &str) -> AuditRead {
+    let mut out = AuditRead::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let place = Place::Line(i + 1);
+        if line.starts_with("{\"checkpoint\":") {
+            out.checkpoints
+                .push((place, parse_checkpoint(line.as_bytes())));
+        } else {
+            out.entries.push((place, parse_entry(line.as_bytes())));
+        }
+    }
+    out
+}
+
+/// Reads one checkpoint from exactly the bytes stored or exported, refusing
+/// any that are not its canonical JSON (as for [`parse_entry`]).
+pub fn parse_checkpoint(bytes: &[u8]) -> Result<SignedCheckpoint, String> {
+    let c: SignedCheckpoint = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match serde_json::to_vec(&c) {
+        Ok(canonical) if canonical == bytes => Ok(c),
+        _ => Err(
+            "not the checkpoint's canonical form: it carries content its signature does not cover"
+                .into(),
+        ),
+    }
 }
 
 /// Reads one entry from exactly the bytes stored or exported, refusing any
@@ -350,7 +547,7 @@ pub fn parse_entry(bytes: &[u8]) -> Result<AuditEntry, String> {
         Ok(canonical) if canonical == bytes => Ok(entry),
         _ => Err(
             "not the record's canonical form: it carries content (another field, a key \
-             given twice, another spelling) that its hash and signature do not cover"
+             given twice, another spelling) that its hash does not cover"
                 .into(),
         ),
     }

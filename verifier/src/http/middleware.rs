@@ -406,6 +406,13 @@ where
             &shared.cold,
         )
         .await;
+        if let Err(e) = shared.verifier.audit_durable().await {
+            let message = format!("audit log unavailable ({e}); retry later");
+            return Ok(refuse(
+                None,
+                Refusal::Error(StatusCode::SERVICE_UNAVAILABLE, &message),
+            ));
+        }
         return Ok(refuse(None, Refusal::Denied(&decision)));
     }
     let (json, request, check) =
@@ -427,8 +434,9 @@ where
         &shared.cold,
     )
     .await;
-    // No decision is acted on without its record.
-    if let Err(e) = verifier.audit_health() {
+    // No decision is acted on (or answered) before its record is durable:
+    // awaited, so concurrent requests share one synced write.
+    if let Err(e) = verifier.audit_durable().await {
         let message = format!("audit log unavailable ({e}); retry later");
         return Ok(refuse(
             json.as_ref(),

@@ -168,6 +168,19 @@ impl Verifier {
         }
     }
 
+    /// Resolves once every decision this verifier recorded before the call
+    /// is durable in its audit sink (at once without one), or with the
+    /// error that keeps it from being so. A server answers a decision only
+    /// after this resolves `Ok` (group commit: concurrent decisions share
+    /// one write), and answers 503 on `Err`. `.await` it, or
+    /// [`crate::audit::AuditDurable::wait`] where blocking is allowed.
+    pub fn audit_durable(&self) -> crate::audit::AuditDurable {
+        match &self.audit {
+            None => crate::audit::AuditDurable::ready(Ok(())),
+            Some(a) => a.durable(),
+        }
+    }
+
     /// Tokens in the verification cache (0 without one). Runs the cache's
     /// pending maintenance first, so it is exact but not free.
     pub fn cached_tokens(&self) -> u64 {

@@ -14,6 +14,8 @@
 //! spend_nonces = false                  # optional: proof nonces in the bucket too
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
+//! audit_async = false                   # optional: answer before records are durable
+//!                                       # (a crash loses the queued ones; logged at start)
 //! workers = 2                           # optional: worker threads (default: one per core)
 //! public_url = "https://gw.example.com" # optional: the origin clients reach the gateway at;
 //!                                       # proofs of possession are refused without it
@@ -71,6 +73,7 @@ struct File {
     staleness: Option<Spanned<String>>,
     audit_dir: Option<Spanned<PathBuf>>,
     audit_key_file: Option<Spanned<PathBuf>>,
+    audit_async: Option<Spanned<bool>>,
     workers: Option<Spanned<usize>>,
     public_url: Option<Spanned<String>>,
     session_key_file: Option<Spanned<PathBuf>>,
@@ -95,6 +98,9 @@ pub(crate) struct Config {
     pub(crate) revocation_keys: mandate_verifier::feed::RevocationKeys,
     pub(crate) staleness: Duration,
     pub(crate) audit: Option<(PathBuf, PathBuf)>,
+    /// Asynchronous audit: decisions answered before their records are
+    /// durable (default false: every answer waits for its record).
+    pub(crate) audit_async: bool,
     /// Worker threads (default: one per core).
     pub(crate) workers: Option<usize>,
     pub(crate) routes: Vec<Route>,
@@ -180,6 +186,10 @@ impl Config {
                 return Err(lines.at(k.span(), "audit_key_file needs audit_dir".into()))
             }
         };
+        if let (None, Some(a)) = (&audit, &file.audit_async) {
+            return Err(lines.at(a.span(), "audit_async needs audit_dir".into()));
+        }
+        let audit_async = file.audit_async.is_some_and(|a| *a.get_ref());
         if file.routes.is_empty() {
             bail!("no [[routes]]: nothing to forward");
         }
@@ -243,6 +253,7 @@ impl Config {
             revocation_keys,
             staleness,
             audit,
+            audit_async,
             workers,
             routes,
             session_key,
