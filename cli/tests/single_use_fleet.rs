@@ -14,12 +14,12 @@ use biscuit_auth::{Biscuit, KeyPair};
 use common::procs::{free_port, http, wait_until, Nats, Proc};
 use mandate_attenuate::{approve, attach_approval};
 use mandate_issuer::{Issuer, MintRequest};
-use mandate_spec::{token_to_text, Grant, Request};
+use mandate_spec::{token_to_text, Audience, Grant, HolderProof, ProofSubject, Request};
 use mandate_verifier::{
     feed::FeedConfig,
     replay::{ReplayGuard, SingleUse, Use},
     spend_bucket::{FleetSingleUse, SpendBucketConfig},
-    DenialKind, RootKeys, Verifier,
+    CacheOptions, DenialKind, Presented, RootKeys, Verifier,
 };
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -373,4 +373,111 @@ fn nonces_spent_in_the_bucket_are_single_use_fleet_wide_and_fail_closed() {
     assert!(e.to_string().contains("MANDATE_SPENT_NONCES"), "{e}");
     // A key already seen here is answered locally, NATS or not.
     assert_eq!(a.use_once(nonce, until, false).unwrap(), Use::Replayed);
+}
+
+/// A token requiring proof of possession (no approval rule), its holder's
+/// key, and a fresh proof of `GET /pay/invoice` for it.
+struct Bound {
+    issuer: Issuer,
+    agent: KeyPair,
+    token: Vec<u8>,
+}
+
+impl Bound {
+    fn new() -> Bound {
+        let (issuer, agent) = (Issuer::new(KeyPair::new()), KeyPair::new());
+        let mut grant = Grant::parse(&["read:/pay/*"], &[] as &[&str]).unwrap();
+        grant.holder_bound = true;
+        let token = issuer
+            .mint(&MintRequest {
+                principal: "org:acme".into(),
+                agent: "payments-agent".into(),
+                agent_key: agent.public(),
+                grant,
+                ttl: Duration::from_secs(3600),
+                purpose: None,
+                max_depth: Some(2),
+            })
+            .unwrap()
+            .token;
+        Bound {
+            issuer,
+            agent,
+            token,
+        }
+    }
+
+    /// A verifier with a cache, spending in `record`.
+    fn verifier(&self, record: Arc<dyn SingleUse>) -> Verifier {
+        let (id, key) = self.issuer.keys().public_keys()[0];
+        Verifier::new(RootKeys::new().with(id, key))
+            .with_cache(CacheOptions::default())
+            .with_single_use(record)
+    }
+
+    fn presented(&self) -> Presented {
+        let audience = Audience::parse("https://api.example.com").unwrap();
+        let proof = HolderProof::sign(
+            &self.agent,
+            &ProofSubject {
+                method: "GET",
+                audience: &audience,
+                target: "/pay/invoice",
+                body_digest: ProofSubject::digest(b""),
+                token: &self.token,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        Presented::new("GET", b"", Some(proof)).at(Some(audience), "/pay/invoice")
+    }
+}
+
+#[test]
+fn proof_nonces_spent_in_the_bucket_are_never_spent_inline_and_fail_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(&dir.path().join("nats"));
+    let bound = Bound::new();
+    let fleet = |name: &str| -> Arc<dyn SingleUse> {
+        let mut cfg = SpendBucketConfig::new(BUCKET);
+        cfg.nonces = true;
+        let local = Arc::new(ReplayGuard::open(dir.path().join(name)).unwrap());
+        Arc::new(FleetSingleUse::new(local, FeedConfig::new(nats.url()), cfg).unwrap())
+    };
+    let (a, b) = (bound.verifier(fleet("a")), bound.verifier(fleet("b")));
+    let local_only = bound.verifier(Arc::new(
+        ReplayGuard::open(dir.path().join("local")).unwrap(),
+    ));
+    for v in [&a, &b, &local_only] {
+        assert!(v.verifies(&bound.token));
+    }
+    // A proof's nonce in the bucket is a round trip: never on the inline
+    // (async-thread) path; with a local record it still is.
+    let p = bound.presented();
+    assert!(a
+        .try_authorize_inline(&bound.token, &invoice(), &p)
+        .is_none());
+    assert!(local_only
+        .try_authorize_inline(&bound.token, &invoice(), &p)
+        .is_some());
+
+    // Used at A: replayed at B.
+    let p = bound.presented();
+    let d = a.authorize_presented(&bound.token, &invoice(), &p);
+    assert!(d.is_allowed(), "{:?}", d.denial);
+    let d = b.authorize_presented(&bound.token, &invoice(), &p);
+    let denial = d.denial.unwrap();
+    assert_eq!(denial.kind, DenialKind::ProofInvalid);
+    assert!(denial.reason.contains("replayed"), "{}", denial.reason);
+
+    // NATS down: a fresh proof is denied with the nonce bucket named.
+    nats.stop();
+    let d = b.authorize_presented(&bound.token, &invoice(), &bound.presented());
+    let denial = d.denial.unwrap();
+    assert_eq!(denial.kind, DenialKind::ReplayRecordUnavailable);
+    assert!(
+        denial.reason.contains("MANDATE_SPENT_NONCES") && denial.reason.contains("fail closed"),
+        "{}",
+        denial.reason
+    );
 }
