@@ -160,8 +160,7 @@ impl Config {
             if k.get_ref().contains("ed25519-private/") {
                 return Err(lines.at(
                     k.span(),
-                    "revocation_keys: the PUBLIC keys (ID=ed25519/<hex>), not a private key"
-                        .into(),
+                    "revocation_keys: the PUBLIC keys (ID=ed25519/<hex>), not a private key".into(),
                 ));
             }
             revocation_keys
