@@ -481,3 +481,65 @@ fn proof_nonces_spent_in_the_bucket_are_never_spent_inline_and_fail_closed() {
         denial.reason
     );
 }
+
+#[test]
+fn a_spend_bucket_without_nats_or_a_local_record_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = Seed::new().root();
+    // verifierd: --spend-bucket needs --nats and --replay-db.
+    let r = common::mandate(
+        d,
+        &[
+            "verifierd",
+            "--data-dir",
+            "v",
+            "--public-key",
+            &root,
+            "--replay-db",
+            "r",
+            "--spend-bucket",
+            BUCKET,
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--nats"), "{}", r.stderr);
+    // The gateway: the line of the setting is named.
+    std::fs::write(
+        d.join("gw.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\npublic_key = \"{root}\"\nreplay_db = \"r\"\n\
+             spend_bucket = \"{BUCKET}\"\n[[routes]]\nprefix = \"/pay/\"\n\
+             upstream = \"http://127.0.0.1:1\"\n"
+        ),
+    )
+    .unwrap();
+    let r = common::mandate(d, &["gateway", "--config", "gw.toml"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("line 4") && r.stderr.contains("spend_bucket needs nats"),
+        "{}",
+        r.stderr
+    );
+    // An invalid bucket name: refused, named.
+    let r = common::mandate(
+        d,
+        &[
+            "verifierd",
+            "--data-dir",
+            "v",
+            "--public-key",
+            &root,
+            "--revocation-key",
+            &format!("0={root}"),
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--replay-db",
+            "r",
+            "--spend-bucket",
+            "no.dots",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not a valid bucket name"), "{}", r.stderr);
+}
