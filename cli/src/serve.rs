@@ -2,7 +2,10 @@
 //! process, sharing one data directory; with `--nats`, revocations are also
 //! published to the revocation feed for every other verifier, and the
 //! embedded verifier follows the feed (revocations made at other issuer
-//! services reach it; a stale feed makes it deny).
+//! services reach it; a stale feed makes it deny), and the service joins the
+//! fleet of issuer services on that server: its mints are published to the
+//! `MANDATE_MINTS` stream and everyone's are followed into its registry
+//! (`mandate_server::MintFleet`; SERVICE.md S8).
 
 use crate::args::ServeArgs;
 use anyhow::{bail, Context, Result};
@@ -45,6 +48,16 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         if let (Some(mut feed_config), Some(signer)) = (feed_config, signer) {
             feed_config.staleness = staleness;
             let url = crate::startup::redact_url(&feed_config.url);
+            // The fleet's mint stream, on the same server, its records
+            // signed and checked with the same revocation keys.
+            let fleet = mandate_server::MintFleet::start(
+                mandate_server::MintFleetConfig::new(feed_config.clone()),
+                signer.clone(),
+                service.registry().clone(),
+            )
+            .await
+            .with_context(|| format!("joining the issuer services' mint stream at {url}"))?;
+            service = service.with_mint_fleet(fleet);
             let publisher =
                 mandate_verifier::feed::FeedPublisher::connect(feed_config.clone(), signer)
                     .await

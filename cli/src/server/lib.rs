@@ -16,12 +16,14 @@
 //! The libraries it runs — `mandate-spec`, `mandate-issuer`,
 //! `mandate-attenuate`, `mandate-verifier` — hold no server code.
 
+mod fleet;
 pub mod html;
 pub mod mcp;
 mod registry;
 mod service;
 
-pub use registry::{Registry, TokenRecord};
+pub use fleet::{MintFleet, MintFleetConfig, MINT_DOMAIN, MINT_REJECTED};
+pub use registry::{Applied, Registry, TokenRecord};
 pub use service::{
     describe_metrics, ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, RenderMetrics,
     RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,

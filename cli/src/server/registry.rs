@@ -7,11 +7,17 @@
 //! | `tokens` | token id (UUID text) | a [`TokenRecord`], JSON |
 //! | `by_principal` | principal length (u16, big-endian) ‖ principal ‖ token id | empty |
 //! | `by_revocation_id` | the root block's revocation id (64 bytes) | token id |
+//! | `meta` | `mint_position`, `mint_stream` | the fleet's mint stream: last sequence applied (u64 BE), the stream's identity |
 //!
 //! The length prefix keeps one principal's keys contiguous and apart from a
 //! longer principal that shares its prefix (`user:al` and `user:alice`).
 //! A mint is recorded in one batch, synced to disk before the token is
 //! returned: a token the caller holds is always in the registry.
+//!
+//! In a fleet (`mandate serve --nats`), every issuer service also applies
+//! the mints of the others from the `MANDATE_MINTS` stream
+//! ([`crate::MintFleet`]): each record is written in the same batch as the
+//! stream sequence it came at, so a restart resumes exactly where it stopped.
 
 use crate::ServiceError;
 use rocksdb::{
@@ -24,7 +30,21 @@ use time::OffsetDateTime;
 const CF_TOKENS: &str = "tokens";
 const CF_BY_PRINCIPAL: &str = "by_principal";
 const CF_BY_REVOCATION_ID: &str = "by_revocation_id";
-const CFS: [&str; 3] = [CF_TOKENS, CF_BY_PRINCIPAL, CF_BY_REVOCATION_ID];
+const CF_META: &str = "meta";
+const CFS: [&str; 4] = [CF_TOKENS, CF_BY_PRINCIPAL, CF_BY_REVOCATION_ID, CF_META];
+const MINT_POSITION: &[u8] = b"mint_position";
+const MINT_STREAM: &[u8] = b"mint_stream";
+
+/// What applying a record from the mint stream did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Recorded (or already recorded, identical: e.g. this service's own mint).
+    Recorded,
+    /// Not recorded: the token id is already recorded with other content
+    /// (first record wins; token ids are random UUIDs, so this is an error
+    /// or an attack). Only the position moved.
+    Conflict(Box<TokenRecord>),
+}
 
 /// What the registry remembers about one minted root token (never the token
 /// itself: the registry is not a bearer-token store).
@@ -93,8 +113,62 @@ impl Registry {
     /// Records a minted token and its indexes in one batch, synced to disk
     /// before returning.
     pub fn record(&self, rec: &TokenRecord) -> Result<(), ServiceError> {
-        let value = serde_json::to_vec(rec).map_err(|e| self.corrupt(e))?;
         let mut batch = WriteBatch::default();
+        self.put_record(&mut batch, rec)?;
+        self.db
+            .write_opt(batch, &self.sync)
+            .map_err(|e| storage(&self.path, e))
+    }
+
+    /// Applies the mint stream's message at `seq`: `rec` (a verified record,
+    /// or `None` for a message that was rejected) and the position, in one
+    /// synced batch. A record whose token id is already recorded with other
+    /// content is not applied ([`Applied::Conflict`]).
+    pub fn apply_mint(&self, rec: Option<&TokenRecord>, seq: u64) -> Result<Applied, ServiceError> {
+        let mut batch = WriteBatch::default();
+        let mut applied = Applied::Recorded;
+        if let Some(rec) = rec {
+            match self.get(&rec.token_id)? {
+                Some(known) if &known != rec => applied = Applied::Conflict(Box::new(known)),
+                _ => self.put_record(&mut batch, rec)?,
+            }
+        }
+        batch.put_cf(self.cf(CF_META)?, MINT_POSITION, seq.to_be_bytes());
+        self.db
+            .write_opt(batch, &self.sync)
+            .map_err(|e| storage(&self.path, e))?;
+        Ok(applied)
+    }
+
+    /// The last mint-stream sequence applied (0: none).
+    pub fn mint_position(&self) -> Result<u64, ServiceError> {
+        let raw = self
+            .db
+            .get_pinned_cf(self.cf(CF_META)?, MINT_POSITION)
+            .map_err(|e| storage(&self.path, e))?;
+        Ok(raw
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// The identity of the mint stream the position counts in, once known.
+    pub fn mint_stream(&self) -> Result<Option<String>, ServiceError> {
+        let raw = self
+            .db
+            .get_pinned_cf(self.cf(CF_META)?, MINT_STREAM)
+            .map_err(|e| storage(&self.path, e))?;
+        Ok(raw.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Records the identity of the mint stream (first contact).
+    pub fn set_mint_stream(&self, identity: &str) -> Result<(), ServiceError> {
+        self.db
+            .put_cf_opt(self.cf(CF_META)?, MINT_STREAM, identity, &self.sync)
+            .map_err(|e| storage(&self.path, e))
+    }
+
+    fn put_record(&self, batch: &mut WriteBatch, rec: &TokenRecord) -> Result<(), ServiceError> {
+        let value = serde_json::to_vec(rec).map_err(|e| self.corrupt(e))?;
         batch.put_cf(self.cf(CF_TOKENS)?, rec.token_id.as_bytes(), value);
         batch.put_cf(
             self.cf(CF_BY_PRINCIPAL)?,
@@ -110,9 +184,7 @@ impl Registry {
                 );
             }
         }
-        self.db
-            .write_opt(batch, &self.sync)
-            .map_err(|e| storage(&self.path, e))
+        Ok(())
     }
 
     /// The record of one token id, if this issuer minted it.
@@ -150,7 +222,12 @@ impl Registry {
             let Some(token_id) = key.strip_prefix(prefix.as_slice()) else {
                 break;
             };
-            if let Some(rec) = self.get(&String::from_utf8_lossy(token_id))? {
+            // The record itself must name the principal (an index entry is
+            // never trusted alone).
+            if let Some(rec) = self
+                .get(&String::from_utf8_lossy(token_id))?
+                .filter(|r| r.principal == principal)
+            {
                 out.push(rec);
             }
         }
@@ -253,6 +330,29 @@ mod tests {
         assert_eq!(rid.len(), 64);
         assert_eq!(reg.by_revocation_id(&rid).unwrap(), Some(a1));
         assert_eq!(reg.by_revocation_id(&[9; 64]).unwrap(), None);
+    }
+
+    /// A record from the mint stream whose token id is already recorded for
+    /// another principal must not replace it (it would hide the token from
+    /// revocation by its principal); the position still moves.
+    #[test]
+    fn a_conflicting_stream_record_never_replaces_a_recorded_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let real = record("user:alice", "t1", Duration::hours(1));
+        reg.record(&real).unwrap();
+        assert_eq!(reg.apply_mint(Some(&real), 1).unwrap(), Applied::Recorded);
+        let mut fake = real.clone();
+        fake.principal = "user:mallory".into();
+        assert_eq!(
+            reg.apply_mint(Some(&fake), 2).unwrap(),
+            Applied::Conflict(Box::new(real.clone()))
+        );
+        assert_eq!(reg.mint_position().unwrap(), 2);
+        assert_eq!(reg.tokens_of("user:alice").unwrap(), vec![real]);
+        assert!(reg.tokens_of("user:mallory").unwrap().is_empty());
+        assert_eq!(reg.apply_mint(None, 3).unwrap(), Applied::Recorded);
+        assert_eq!(reg.mint_position().unwrap(), 3);
     }
 
     #[test]

@@ -120,8 +120,10 @@ impl FeedConfig {
         }
     }
 
-    /// Connects to the server with the configured credentials and TLS.
-    async fn connect(&self) -> Result<async_nats::Client, FeedError> {
+    /// Connects to the server with the configured credentials and TLS
+    /// (also used by other JetStream users of the same server, e.g. the
+    /// issuer services' mint stream).
+    pub async fn connect(&self) -> Result<async_nats::Client, FeedError> {
         let mut options = async_nats::ConnectOptions::new()
             .name("mandate-revocation-feed")
             .connection_timeout(Duration::from_secs(2));

@@ -85,6 +85,21 @@ impl RevocationSigner {
         )
     }
 
+    /// An Ed25519 signature (hex) over `domain` ‖ `bytes`, for another kind
+    /// of message signed by the issuer's revocation key (e.g. the issuer
+    /// services' mint records). `domain` must differ from [`DOMAIN`] (and
+    /// end in a newline), so such a message is never a valid revocation
+    /// entry; `None` if it does not.
+    pub fn sign_other(&self, domain: &[u8], bytes: &[u8]) -> Option<String> {
+        if domain == DOMAIN || !domain.ends_with(b"\n") {
+            return None;
+        }
+        let mut m = Vec::with_capacity(domain.len() + bytes.len());
+        m.extend_from_slice(domain);
+        m.extend_from_slice(bytes);
+        Some(hex::encode(self.key.sign(&m).to_bytes()))
+    }
+
     /// The message published for `entry`: the signed envelope's JSON.
     pub fn seal(&self, entry: &Revocation) -> Result<Vec<u8>, serde_json::Error> {
         let bytes = serde_json::to_vec(entry)?;
@@ -144,6 +159,46 @@ impl RevocationKeys {
     /// The trusted ids.
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.0.keys().copied()
+    }
+
+    /// Checks a signature made by [`RevocationSigner::sign_other`] under
+    /// `domain` (never [`DOMAIN`]) with the trusted key `key_id`.
+    pub fn verify_other(
+        &self,
+        key_id: u32,
+        domain: &[u8],
+        bytes: &[u8],
+        sig_hex: &str,
+    ) -> Result<(), Rejected> {
+        if domain == DOMAIN {
+            return Err(Rejected::new(
+                RejectReason::Malformed,
+                "the revocation-entry domain is reserved for revocation entries",
+            ));
+        }
+        let Some(key) = self.0.get(&key_id) else {
+            return Err(Rejected::new(
+                RejectReason::UnknownKey,
+                format!("signed by revocation key id {key_id}, which is not trusted here"),
+            ));
+        };
+        let mut m = Vec::with_capacity(domain.len() + bytes.len());
+        m.extend_from_slice(domain);
+        m.extend_from_slice(bytes);
+        let verified = VerifyingKey::from_bytes(key).ok().is_some_and(|key| {
+            hex::decode(sig_hex)
+                .ok()
+                .and_then(|s| Signature::from_slice(&s).ok())
+                .is_some_and(|sig| key.verify_strict(&m, &sig).is_ok())
+        });
+        if verified {
+            Ok(())
+        } else {
+            Err(Rejected::new(
+                RejectReason::BadSignature,
+                format!("the signature does not verify under revocation key id {key_id}"),
+            ))
+        }
     }
 
     /// Opens a message from the stream: the entry, if the message is a

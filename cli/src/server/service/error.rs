@@ -48,6 +48,11 @@ pub enum ServiceError {
     /// revocation was not acknowledged. Retry once the sink is back.
     #[error("revocation sink: {0}")]
     Sink(String),
+    /// The fleet's mint stream (`MANDATE_MINTS`) could not be published to,
+    /// reached, or followed up to date: a mint is not handed out, a
+    /// revocation by principal is refused. Retry once it is back.
+    #[error("{0}")]
+    Fleet(String),
 }
 
 /// An error answered to an HTTP client: a status and `{"error": "..."}`.
@@ -71,6 +76,9 @@ pub(crate) enum ApiError {
     UnsupportedMediaType(String),
     /// 503: a dependency (the revocation list) is unavailable; logged.
     Unavailable(String),
+    /// 503 saying why (the message names no secret): the fleet's mint
+    /// stream is unavailable.
+    UnavailableBecause(String),
     /// 500: anything else; logged, never shown.
     Internal(String),
 }
@@ -115,6 +123,13 @@ impl IntoResponse for ApiError {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({ "error": "service temporarily unavailable; retry later" }),
+                )
+            }
+            ApiError::UnavailableBecause(why) => {
+                tracing::error!(%why, "dependency unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "error": format!("{why}; retry later") }),
                 )
             }
             ApiError::Internal(detail) => {

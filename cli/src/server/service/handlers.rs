@@ -111,10 +111,21 @@ pub(crate) async fn mint(
         minted_by: admin.who.clone(),
     };
     // Recorded (and synced) before the token is returned: every token a
-    // caller holds is in the registry.
+    // caller holds is in the registry. In a fleet, then published to the
+    // mint stream and acknowledged: if that fails, the mint fails (503), so
+    // no token is handed out that revocation by principal would miss.
     let st = s.clone();
     let rec = record.clone();
-    blocking(move || st.registry.record(&rec)).await?;
+    blocking(move || {
+        st.registry.record(&rec)?;
+        if let Some(fleet) = &st.fleet {
+            fleet
+                .publish(&rec)
+                .map_err(|e| ServiceError::Fleet(format!("no token minted: {e}")))?;
+        }
+        Ok(())
+    })
+    .await?;
     s.metrics.minted(started.elapsed());
     log_minted(&record, &admin);
     Ok((
@@ -362,12 +373,23 @@ impl super::Inner {
                 vec![entry(Target::Token(id), rec.as_ref(), "family")]
             }
             Selector::Agent(key) => vec![entry(Target::Agent(key), None, "")],
-            Selector::Principal(p) => self
-                .registry
-                .live_tokens_of(&p, now)?
-                .iter()
-                .map(|r| entry(Target::Token(r.token_id.clone()), Some(r), "family"))
-                .collect(),
+            Selector::Principal(p) => {
+                // In a fleet: every mint acknowledged anywhere before now
+                // is applied here first, or the request fails (503).
+                if let Some(fleet) = &self.fleet {
+                    fleet.barrier().map_err(|e| {
+                        ServiceError::Fleet(format!(
+                            "revocation by principal refused (it could miss tokens minted \
+                             by other issuer services): {e}"
+                        ))
+                    })?;
+                }
+                self.registry
+                    .live_tokens_of(&p, now)?
+                    .iter()
+                    .map(|r| entry(Target::Token(r.token_id.clone()), Some(r), "family"))
+                    .collect()
+            }
         })
     }
 }
@@ -489,6 +511,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(ServiceError::Sink(detail))) => Err(ApiError::Unavailable(detail)),
+        Ok(Err(ServiceError::Fleet(why))) => Err(ApiError::UnavailableBecause(why)),
         Ok(Err(e)) => Err(ApiError::from(e)),
         Err(e) => Err(ApiError::internal("blocking task", e)),
     }

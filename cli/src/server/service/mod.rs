@@ -45,6 +45,7 @@ pub use error::ServiceError;
 pub use metrics::describe as describe_metrics;
 pub use sink::RevocationSink;
 
+use crate::fleet::MintFleet;
 use crate::registry::Registry;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -71,7 +72,8 @@ pub struct Service {
     issuer: Issuer,
     verifier: Verifier,
     store: Arc<RevocationStore>,
-    registry: Registry,
+    registry: Arc<Registry>,
+    fleet: Option<Arc<MintFleet>>,
     sink: Arc<dyn RevocationSink>,
     approvals: Option<ApprovalQueue>,
     approvers: BTreeMap<String, KeyPair>,
@@ -99,7 +101,9 @@ pub(crate) struct Inner {
     pub(crate) issuer: Issuer,
     pub(crate) verifier: Verifier,
     pub(crate) store: Arc<RevocationStore>,
-    pub(crate) registry: Registry,
+    pub(crate) registry: Arc<Registry>,
+    /// In a fleet: the mint stream every issuer service shares.
+    pub(crate) fleet: Option<Arc<MintFleet>>,
     pub(crate) sink: Arc<dyn RevocationSink>,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) approvals: Option<ApprovalQueue>,
@@ -176,7 +180,8 @@ impl Service {
             verifier,
             sink: store.clone(),
             store,
-            registry,
+            registry: Arc::new(registry),
+            fleet: None,
             approvals: None,
             approvers: BTreeMap::new(),
             audit: None,
@@ -229,6 +234,21 @@ impl Service {
         self
     }
 
+    /// The registry of what was minted (shared with a [`MintFleet`]).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// In a fleet of issuer services: every mint is published to `fleet`'s
+    /// stream before the token is returned (or the mint fails), and a
+    /// revocation by principal first waits for the local registry to hold
+    /// every mint the stream acknowledged (or fails). `fleet` must follow
+    /// into this service's [`Service::registry`].
+    pub fn with_mint_fleet(mut self, fleet: Arc<MintFleet>) -> Service {
+        self.fleet = Some(fleet);
+        self
+    }
+
     /// The audit log decisions are recorded in, if any (to flush on
     /// shutdown).
     pub fn audit_log(&self) -> Option<&AuditLog> {
@@ -253,6 +273,7 @@ impl Service {
             verifier: self.verifier,
             store: self.store,
             registry: self.registry,
+            fleet: self.fleet,
             sink: self.sink,
             metrics: metrics::Metrics,
             approvals: self.approvals,
