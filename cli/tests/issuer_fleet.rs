@@ -1,4 +1,4 @@
-//! Issuer services in a fleet (issue 16 part 5; SERVICE.md S8), against a
+//! Issuer services in a fleet (issue 16 part 5; SERVICE.md S6), against a
 //! real nats-server with JetStream on loopback. Two `mandate serve --nats`
 //! behind one (imagined) load balancer used to know only the tokens each
 //! had minted: a revocation by principal at one missed the other's. Now

@@ -1,4 +1,4 @@
-//! Issuer services in a fleet (`mandate serve --nats`; `spec/SERVICE.md` S8):
+//! Issuer services in a fleet (`mandate serve --nats`; `spec/SERVICE.md` S6):
 //! what every issuer service must know about every mint, shared through one
 //! JetStream stream, `MANDATE_MINTS` (subject `mandate.mints`, file storage).
 //!
@@ -17,8 +17,9 @@
 //! - **Records are signed** with the issuer's revocation key (Ed25519 over
 //!   `mandate-mint-v1\n` ‖ the record's exact JSON bytes; another domain
 //!   than revocation entries, so one is never taken for the other). A
-//!   record that does not verify under a trusted key, or that names a token
-//!   id already recorded with other content, is skipped, counted
+//!   record that does not verify under a trusted key, or that contradicts a
+//!   recorded token (same token id or root revocation id, other content), is
+//!   skipped, counted
 //!   (`mandate_mint_records_rejected_total{reason}`) and logged at WARN.
 //! - **Revocation by principal never misses a token silently**: before it
 //!   reads the registry, it asks the stream for its last sequence and waits
@@ -389,8 +390,9 @@ fn apply(
                     seq,
                     "conflict",
                     &format!(
-                        "token id {} is already recorded for {:?}; this record says {:?}",
-                        rec.token_id, known.principal, rec.principal
+                        "the record of token {} for {:?} contradicts the recorded token {} \
+                         for {:?} (same token id or root revocation id)",
+                        rec.token_id, rec.principal, known.token_id, known.principal
                     ),
                 );
             }

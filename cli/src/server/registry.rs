@@ -128,9 +128,9 @@ impl Registry {
         let mut batch = WriteBatch::default();
         let mut applied = Applied::Recorded;
         if let Some(rec) = rec {
-            match self.get(&rec.token_id)? {
-                Some(known) if &known != rec => applied = Applied::Conflict(Box::new(known)),
-                _ => self.put_record(&mut batch, rec)?,
+            match self.conflicting(rec)? {
+                Some(known) => applied = Applied::Conflict(Box::new(known)),
+                None => self.put_record(&mut batch, rec)?,
             }
         }
         batch.put_cf(self.cf(CF_META)?, MINT_POSITION, seq.to_be_bytes());
@@ -138,6 +138,26 @@ impl Registry {
             .write_opt(batch, &self.sync)
             .map_err(|e| storage(&self.path, e))?;
         Ok(applied)
+    }
+
+    /// A recorded token that `rec` contradicts: the same token id with
+    /// other content, or one of `rec`'s revocation ids indexed to another
+    /// token.
+    fn conflicting(&self, rec: &TokenRecord) -> Result<Option<TokenRecord>, ServiceError> {
+        if let Some(known) = self.get(&rec.token_id)? {
+            return Ok((&known != rec).then_some(known));
+        }
+        for rid in &rec.revocation_ids {
+            let Ok(bytes) = hex::decode(rid) else {
+                continue;
+            };
+            if let Some(known) = self.by_revocation_id(&bytes)? {
+                if known.token_id != rec.token_id {
+                    return Ok(Some(known));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The last mint-stream sequence applied (0: none).
@@ -349,10 +369,21 @@ mod tests {
             Applied::Conflict(Box::new(real.clone()))
         );
         assert_eq!(reg.mint_position().unwrap(), 2);
-        assert_eq!(reg.tokens_of("user:alice").unwrap(), vec![real]);
+        assert_eq!(reg.tokens_of("user:alice").unwrap(), vec![real.clone()]);
         assert!(reg.tokens_of("user:mallory").unwrap().is_empty());
-        assert_eq!(reg.apply_mint(None, 3).unwrap(), Applied::Recorded);
-        assert_eq!(reg.mint_position().unwrap(), 3);
+        // Nor may another token id take over its revocation id's index entry
+        // (a revocation by that id would carry the other record's expiry).
+        let mut thief = record("user:mallory", "t2", Duration::minutes(1));
+        thief.revocation_ids = real.revocation_ids.clone();
+        assert_eq!(
+            reg.apply_mint(Some(&thief), 3).unwrap(),
+            Applied::Conflict(Box::new(real.clone()))
+        );
+        let rid = hex::decode(&real.revocation_ids[0]).unwrap();
+        assert_eq!(reg.by_revocation_id(&rid).unwrap(), Some(real));
+        assert_eq!(reg.get("t2").unwrap(), None);
+        assert_eq!(reg.apply_mint(None, 4).unwrap(), Applied::Recorded);
+        assert_eq!(reg.mint_position().unwrap(), 4);
     }
 
     #[test]
