@@ -3,9 +3,18 @@
 # customer API example (examples/examples/customer_api.rs), in one run:
 #   1. no auth            the same routes without the middleware
 #   2. warm               the middleware, one 2-hop token (cache hits)
-#   3. warm + audit       the same, every decision signed into the audit log
-#   4. cold               the middleware, a fresh 2-hop token per request
-# Prints requests/s and p50/p99 latency for each.
+#   3. warm + audit       the same, each answer after its record is durable
+#                         (group commit: one synced write and one signed
+#                         checkpoint per batch; the default)
+#   4. warm + async audit the same, answered before the record is written
+#                         (--audit-async; a crash loses the queued records)
+#   5. warm + old audit   as before checkpoints: answered before the write,
+#                         every record signed (--audit-async
+#                         --audit-sign-records)
+#   6. cold               the middleware, a fresh 2-hop token per request
+# Prints requests/s and p50/p99 latency for each, each audited mode's share
+# of no-auth requests/s, and how fast `mandate audit verify` checks the logs
+# written (records/s).
 # Usage: ./scripts/bench-http.sh [SECONDS per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,11 +66,13 @@ LUA
 start() {
     "$api" serve --listen 127.0.0.1:0 --public-key "$root_pub" "$@" > "$work/server.out" &
     server=$!
-    for _ in $(seq 100); do
+    # Up to 30 s: opening the audit log on a loaded machine can take a while.
+    for _ in $(seq 600); do
         grep -q "listening on" "$work/server.out" 2>/dev/null && break
         sleep 0.05
     done
     addr="$(grep "listening on" "$work/server.out" | sed 's#.*http://##')"
+    [ -n "$addr" ] || { echo "the server did not start: $*" >&2; exit 1; }
 }
 stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
 
@@ -75,13 +86,51 @@ run() {
     p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
     p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
     non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
-    printf '| %-14s | %10s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+    printf '| %-17s | %10s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+    rps_of[$name]="$rps"
+}
+declare -A rps_of
+
+# `mandate audit verify` of the log a run wrote (the audit key is printed
+# by the server): records/s.
+verify_cost() {
+    local name="$1" dir="$2" pub t0 t1 records
+    pub="$(sed -n 's/^audit key //p' "$work/server.out.$name")"
+    t0=$(date +%s.%N)
+    records="$("$mandate" audit verify --db "$dir" --public-key "$pub" --json \
+        | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v["records"], v["checkpoints"], v["status"])')"
+    t1=$(date +%s.%N)
+    read -r n cps status <<<"$records"
+    printf '| %-17s | %9s | %11s | %6s | %8.2f | %10.0f |\n' "$name" "$n" "$cps" "$status" \
+        "$(echo "$t1 - $t0" | bc)" "$(echo "$n / ($t1 - $t0)" | bc -l)"
+}
+
+audited() {
+    local name="$1" dir="$2"; shift 2
+    start --audit-dir "$dir" "$@"; run "$name" "$work/warm.tok"
+    cp "$work/server.out" "$work/server.out.$name"; stop
 }
 
 echo "# wrk -t$threads -c$conns -d${secs}s, GET /api/customers/42, loopback, $(nproc) cores"
-printf '| %-14s | %10s | %8s | %8s | %s |\n' "mode" "req/s" "p50" "p99" "non-2xx"
-printf '|----------------|-----------:|---------:|---------:|---|\n'
+printf '| %-17s | %10s | %8s | %8s | %s |\n' "mode" "req/s" "p50" "p99" "non-2xx"
+printf '|-------------------|-----------:|---------:|---------:|---|\n'
 start --no-auth;                         run "no auth" "$work/warm.tok";       stop
 start;                                   run "warm" "$work/warm.tok";          stop
-start --audit-dir "$work/audit";         run "warm + audit" "$work/warm.tok";  stop
+audited "warm + audit" "$work/audit-durable"
+audited "warm + async audit" "$work/audit-async" --audit-async
+audited "warm + old audit" "$work/audit-old" --audit-async --audit-sign-records
 start;                                   run "cold" "$work/cold.tok";          stop
+
+echo
+echo "# share of no-auth req/s"
+for m in "warm" "warm + audit" "warm + async audit" "warm + old audit"; do
+    printf '%-19s %5.1f %%\n' "$m" "$(echo "100 * ${rps_of[$m]} / ${rps_of["no auth"]}" | bc -l)"
+done
+
+echo
+echo "# mandate audit verify --db (chain + checkpoint signatures; old: a signature per record)"
+printf '| %-17s | %9s | %11s | %6s | %8s | %10s |\n' "log" "records" "checkpoints" "status" "seconds" "records/s"
+printf '|-------------------|----------:|------------:|--------|---------:|-----------:|\n'
+verify_cost "warm + audit" "$work/audit-durable"
+verify_cost "warm + async audit" "$work/audit-async"
+verify_cost "warm + old audit" "$work/audit-old"

@@ -232,17 +232,32 @@ impl AuditRecord {
 }
 
 impl AuditEntry {
-    /// Hashes `record`, and signs the hash when given a key.
-    // Used by the RocksDB log (feature `rocksdb`).
+    /// Hashes `record` (and signs the hash when given a key): the entry's
+    /// hash and its stored line (its canonical JSON, byte for byte what
+    /// serializing the entry gives), serializing the record once: the
+    /// writer's path, once per decision.
     #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
-    pub(crate) fn seal(record: AuditRecord, key: Option<&SigningKey>) -> AuditEntry {
-        let hash = record.hash();
-        let signature = key.map(|k| hex::encode(k.sign(&hash).to_bytes()));
-        AuditEntry {
-            record,
-            hash: hex::encode(hash),
-            signature,
+    pub(crate) fn seal_line(record: &AuditRecord, key: Option<&SigningKey>) -> (String, Vec<u8>) {
+        // Plain data: serializing cannot fail.
+        let json = serde_json::to_vec(record).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(HASH_DOMAIN);
+        h.update(&json);
+        let hash: [u8; 32] = h.finalize().into();
+        let hash_hex = hex::encode(hash);
+        let mut line = Vec::with_capacity(json.len() + 200);
+        line.extend_from_slice(b"{\"record\":");
+        line.extend_from_slice(&json);
+        line.extend_from_slice(b",\"hash\":\"");
+        line.extend_from_slice(hash_hex.as_bytes());
+        line.push(b'"');
+        if let Some(k) = key {
+            line.extend_from_slice(b",\"signature\":\"");
+            line.extend_from_slice(hex::encode(k.sign(&hash).to_bytes()).as_bytes());
+            line.push(b'"');
         }
+        line.push(b'}');
+        (hash_hex, line)
     }
 
     /// Whether the hash matches the record and, when the entry is signed,

@@ -81,6 +81,12 @@ impl Inner {
         let decision = self.verifier.authorize(token, request);
         self.metrics
             .decided(Source::Admin, &decision, started.elapsed());
+        // Acted on only once its audit record is durable (a blocking task).
+        if let Err(e) = self.verifier.audit_durable().wait() {
+            return Err(ApiError::Unavailable(format!(
+                "audit log unavailable ({e}); retry later"
+            )));
+        }
         let Some(denial) = decision.denial else {
             let Some(chain) = decision.chain else {
                 return Err(ApiError::Internal("allowed without a chain".into()));
