@@ -20,7 +20,7 @@ use mandate_issuer::{Issuer, MintRequest};
 use mandate_spec::{token_to_text, Grant};
 use mandate_verifier::http::{Authorized, MandateLayer, Route, RouteMap};
 use mandate_verifier::{
-    audit::{parse_export, read_audit_store, verify_entries, AuditLog, AuditOptions},
+    audit::{parse_export, read_audit_log, verify_entries, AuditLog, AuditOptions},
     revocation::{Revocation, RevocationStore, Target},
     CacheOptions, RootKeys, Verifier, VerifierError,
 };
@@ -517,10 +517,12 @@ async fn every_decision_is_an_audit_record_signed_and_chained() {
     send(&app, get_with("/api/customers/42", None)).await;
     let written = s.audit.flush().unwrap();
     assert_eq!(written, 3);
-    let entries = read_audit_store(s.audit.path()).unwrap();
+    let log = read_audit_log(s.audit.path()).unwrap();
     let key = s.audit_key.public();
-    let summary = verify_entries(&entries, &key).unwrap();
+    let summary = verify_entries(&log, &key).unwrap();
     assert_eq!(summary.records, 3);
+    assert_eq!(summary.covered_through, Some(3));
+    let entries = &log.entries;
     let records: Vec<_> = entries
         .iter()
         .map(|(_, e)| e.as_ref().unwrap().record.clone())
@@ -548,10 +550,15 @@ async fn every_decision_is_an_audit_record_signed_and_chained() {
     // middleware has another.
     assert_ne!(records[0].policy_hash, s.verifier().policy_hash());
     assert_eq!(records[0].policy_hash, records[1].policy_hash);
-    // The export format is the stored lines.
+    // The export format is the stored lines: records, then checkpoints.
     let export: String = entries
         .iter()
         .map(|(_, e)| serde_json::to_string(e.as_ref().unwrap()).unwrap() + "\n")
+        .chain(
+            log.checkpoints
+                .iter()
+                .map(|(_, c)| serde_json::to_string(c.as_ref().unwrap()).unwrap() + "\n"),
+        )
         .collect();
     assert_eq!(
         verify_entries(&parse_export(&export), &key)

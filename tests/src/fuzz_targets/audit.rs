@@ -3,17 +3,19 @@
 use super::{ring_key, text};
 use ed25519_dalek::{Signer as _, SigningKey};
 use mandate_verifier::audit::{
-    parse_export, verify_entries, AuditEntry, AuditProblem, AuditRecord, ReadEntry,
+    parse_export, verify_entries, AuditEntry, AuditProblem, AuditRead, AuditRecord, ReadEntry,
 };
 use std::sync::OnceLock;
 
 /// Ring key 7 signs audit records in this target.
 const AUDIT_KEY: u8 = 7;
 
-/// An export → `parse_export` → `verify_entries`, as it is (every seal is
-/// checked against the fuzz audit key, so mutated lines mostly fail at
-/// their seal), then with every entry that decodes sealed afresh by that
-/// key, so the fuzzer reaches the checks on sequence numbers and links.
+/// An export → `parse_export` → `verify_entries`, as it is (every seal and
+/// checkpoint is checked against the fuzz audit key, so mutated lines
+/// mostly fail there), then with every entry that decodes sealed afresh by
+/// that key (signed record by record, the format before checkpoints, and
+/// without checkpoints), so the fuzzer reaches the checks on sequence
+/// numbers and links.
 ///
 /// Properties: a decoded entry prints back to JSON that decodes to the same
 /// entry with the same hash; a freshly sealed entry is never reported
@@ -22,10 +24,11 @@ const AUDIT_KEY: u8 = 7;
 /// its first and last record and the last hash.
 pub fn audit_export(data: &[u8]) {
     let Some(s) = text(data) else { return };
-    let entries = parse_export(s);
+    let log = parse_export(s);
     let key = ring_key(AUDIT_KEY).public();
-    let _ = verify_entries(&entries, &key);
-    for (_, entry) in &entries {
+    let _ = verify_entries(&log, &key);
+    let entries = &log.entries;
+    for (_, entry) in entries {
         let Ok(entry) = entry else { continue };
         let json = serde_json::to_string(entry).expect("an entry serializes");
         let again: AuditEntry = serde_json::from_str(&json).expect("a printed entry decodes");
@@ -36,6 +39,10 @@ pub fn audit_export(data: &[u8]) {
         .iter()
         .map(|(place, e)| (*place, e.clone().map(|e| seal(e.record))))
         .collect();
+    let resealed = AuditRead {
+        entries: resealed,
+        checkpoints: Vec::new(),
+    };
     match verify_entries(&resealed, &key) {
         Err(AuditProblem::Altered { seq, place, detail }) => {
             panic!("record {seq} at {place}, sealed just now, reads as altered: {detail}")
@@ -43,6 +50,7 @@ pub fn audit_export(data: &[u8]) {
         Err(_) => {}
         Ok(summary) => {
             let records: Vec<&AuditEntry> = resealed
+                .entries
                 .iter()
                 .map(|(_, e)| e.as_ref().expect("a log that verifies decodes"))
                 .collect();
@@ -77,7 +85,7 @@ fn seal(record: AuditRecord) -> AuditEntry {
     });
     let hash = record.hash();
     AuditEntry {
-        signature: hex::encode(key.sign(&hash).to_bytes()),
+        signature: Some(hex::encode(key.sign(&hash).to_bytes())),
         hash: hex::encode(hash),
         record,
     }
