@@ -20,8 +20,34 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, SpecError> {
             hex_part.len()
         )));
     }
-    PublicKey::from_bytes_hex(hex_part, Algorithm::Ed25519)
-        .map_err(|e| SpecError::Key(format!("not a valid Ed25519 public key: {e}")))
+    let key = PublicKey::from_bytes_hex(hex_part, Algorithm::Ed25519)
+        .map_err(|e| SpecError::Key(format!("not a valid Ed25519 public key: {e}")))?;
+    canonical_and_strong(&key.to_bytes())?;
+    Ok(key)
+}
+
+/// Refuses an Ed25519 key given in a non-canonical encoding (a `y` not
+/// reduced mod p, or the sign bit on `x = 0`: RFC 8032 §5.1.3 decoders may
+/// accept it) or of small order (anyone can make signatures that verify
+/// under such a key). Two encodings of one key would let a chain name an
+/// agent in bytes a revocation of its key does not match (§9.1).
+fn canonical_and_strong(bytes: &[u8]) -> Result<(), SpecError> {
+    let bytes: &[u8; 32] = bytes
+        .try_into()
+        .map_err(|_| SpecError::Key("an Ed25519 public key is 32 bytes".into()))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+        .map_err(|e| SpecError::Key(format!("not a valid Ed25519 public key: {e}")))?;
+    if key.to_edwards().compress().to_bytes() != *bytes {
+        return Err(SpecError::Key(
+            "not a valid Ed25519 public key: not in canonical encoding (RFC 8032 §5.1.2)".into(),
+        ));
+    }
+    if key.is_weak() {
+        return Err(SpecError::Key(
+            "not a valid Ed25519 public key: a point of small order (a weak key)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Builds an Ed25519 public key from its 32 raw bytes (as stored in tokens).
@@ -32,8 +58,10 @@ pub fn public_key_from_bytes(bytes: &[u8]) -> Result<PublicKey, SpecError> {
             bytes.len()
         )));
     }
-    PublicKey::from_bytes(bytes, Algorithm::Ed25519)
-        .map_err(|e| SpecError::Key(format!("not a valid Ed25519 public key: {e}")))
+    let key = PublicKey::from_bytes(bytes, Algorithm::Ed25519)
+        .map_err(|e| SpecError::Key(format!("not a valid Ed25519 public key: {e}")))?;
+    canonical_and_strong(&key.to_bytes())?;
+    Ok(key)
 }
 
 /// Formats a public key as `ed25519/<hex>`.
@@ -71,6 +99,24 @@ fn truncate(s: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn non_canonical_and_weak_keys_are_refused() {
+        // y = 2^255 - 1 is not reduced mod p: a second encoding of a point.
+        let err = public_key_from_bytes(&[0xff; 32]).unwrap_err().to_string();
+        assert!(err.contains("canonical"), "{err}");
+        // The identity point (y = 1) has small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let err = public_key_from_bytes(&identity).unwrap_err().to_string();
+        assert!(err.contains("small order"), "{err}");
+        let err = parse_public_key(&format!("ed25519/{}", hex::encode(identity)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("small order"), "{err}");
+        let kp = KeyPair::new();
+        assert!(public_key_from_bytes(&kp.public().to_bytes()).is_ok());
+    }
 
     #[test]
     fn public_key_round_trips() {

@@ -696,6 +696,15 @@ fn requests(out: &mut Vec<Case>) {
             rq("read", "/api/%+A"),
             rq("read", "/api/%2"),
             rq("read", "/api/%20x"),
+            rq("read", "/api/%70"),
+            rq("read", "/api/%2F"),
+            rq("read", "/api/%25"),
+            rq("read", "/api/a;b"),
+            rq("read", "/api/a\\b"),
+            rq("read", "/api/a\u{7}b"),
+            rq("read", ""),
+            rq("read", &format!("/{}", "r".repeat(255))),
+            rq("read", &format!("/{}", "r".repeat(256))),
             rq("read", "api/r"),
             rq("re ad", "/api/r"),
             rq("", "/api/r"),
@@ -1159,8 +1168,8 @@ fn approvals(out: &mut Vec<Case>) {
     case(
         out,
         "approval/with-check",
-        "§14.3: an approval block with a check is a hop without an agent: broken",
-        &["depth:0", "approval", "approval-block", "rule:10"],
+        "§6, §14.3: a block whose facts are all approvals is an approval block whatever else it holds; a check breaks its form",
+        &["depth:0", "approval", "approval-block", "rule:approval-form"],
         &tok,
         vec![pay(500)],
     );
@@ -1416,6 +1425,26 @@ fn chain_rules(out: &mut Vec<Case>) {
             "6",
             Box::new(|r| r.extra = "purpose(\"why\"); purpose(\"why not\");".into()),
         ),
+        (
+            "rule-1a-approver",
+            "1a",
+            Box::new(|r| r.extra = format!("approver(\"finance\", hex:{});", hexkey(&agent(8).1))),
+        ),
+        (
+            "rule-1a-approver-name-alphabet",
+            "1a",
+            Box::new(|r| r.extra = format!("approver(\"fin ance\", hex:{});", hexkey(&agent(8).1))),
+        ),
+        (
+            "rule-5-agent-key-non-canonical",
+            "5",
+            Box::new(|r| r.agent = format!("agent(\"agent-0\", hex:{});", "ff".repeat(32))),
+        ),
+        (
+            "rule-5-agent-key-small-order",
+            "5",
+            Box::new(|r| r.agent = format!("agent(\"agent-0\", hex:01{});", "00".repeat(31))),
+        ),
     ];
     for (name, rule, edit) in roots {
         let label = format!("chain/{name}");
@@ -1453,7 +1482,7 @@ fn chain_rules(out: &mut Vec<Case>) {
             }),
         ),
         (
-            "rule-1-hop-defines-approval",
+            "rule-1-hop-defines-request-digest",
             "1",
             Box::new(|t| t.third_party(&agent(0).1, raw_hop(1, "request_digest(hex:00);"))),
         ),
@@ -1730,9 +1759,37 @@ fn rule_order(out: &mut Vec<Case>) {
         out,
         "order/reserved-before-rule",
         "§6 order: rule 1 before rule 1a",
-        &["depth:1", "rule:1", "rule:1a", "rule-order"],
+        &["depth:1", "rule:1", "rule:1a"],
         &tok,
         vec![read42()],
+    );
+
+    let mut root = Root::new("order/reserved-before-depth", customers());
+    root.max_depth = Some(0);
+    let base = root.mint();
+    let tok = base.third_party(&agent(0).1, raw_hop(1, "operation(\"read\");"));
+    case(
+        out,
+        "order/reserved-before-depth",
+        "§6 order: rule 1 (broken_chain) before rule 8 (depth_exceeded) in one block",
+        &["depth:1", "rule:1", "rule:8", "rule-order"],
+        &tok,
+        vec![read42()],
+    );
+
+    let mut root = Root::new("order/depth-counts-hops-only", customers());
+    root.max_depth = Some(1);
+    let base = root.mint();
+    let t1 = hop(&base, 0, 1, &customers(), ROOT_TTL);
+    let t2 = narrow(&t1, &grant(&["read:/api/customers/*"], &[]), None);
+    let tok = approval_block(&t2, &key("approver/finance"), &read42(), 7200);
+    case(
+        out,
+        "order/depth-counts-hops-only",
+        "§6 rule 8: max_depth(1) with one hop, a narrowing block and an approval block: only the hop counts",
+        &["depth:1", "rule:8", "narrowing", "approval-block"],
+        &tok,
+        vec![read42(), rq("list", "/api/customers/42")],
     );
 
     let base = Root::new("order/signer-before-restated", customers()).mint();
@@ -1741,7 +1798,7 @@ fn rule_order(out: &mut Vec<Case>) {
         out,
         "order/signer-before-restated",
         "§6 order: rule 7 before rule 9",
-        &["depth:1", "rule:7", "rule:9", "rule-order"],
+        &["depth:1", "rule:7", "rule:9"],
         &tok,
         vec![read42()],
     );
@@ -1893,6 +1950,9 @@ fn malformed(out: &mut Vec<Case>) {
     );
     let mut spliced = container(&t1.bytes);
     spliced.blocks[0] = container(&other.bytes).blocks[0].clone();
+    let mut external_root = c.clone();
+    external_root.authority.external_signature =
+        container(&t1.bytes).blocks[0].external_signature.clone();
     let mut no_proof = c.clone();
     no_proof.proof.content = None;
     let bytes_cases: Vec<(&str, &str, Vec<u8>)> = vec![
@@ -1924,6 +1984,11 @@ fn malformed(out: &mut Vec<Case>) {
             "no-proof",
             "the container's proof removed",
             encode(&no_proof),
+        ),
+        (
+            "authority-external-signature",
+            "§6 rule 2: the root block carries an external signature (refused by Biscuit's parser: malformed_token)",
+            encode(&external_root),
         ),
     ];
     for (name, desc, b) in bytes_cases {

@@ -294,7 +294,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const KEY: &str = "ed25519/0000000000000000000000000000000000000000000000000000000000000000";
+    const KEY: &str = "ed25519/5866666666666666666666666666666666666666666666666666666666666666";
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new(".")).unwrap_err().to_string()
