@@ -5,7 +5,7 @@
 //! services reach it; a stale feed makes it deny), and the service joins the
 //! fleet of issuer services on that server: its mints are published to the
 //! `MANDATE_MINTS` stream and everyone's are followed into its registry
-//! (`mandate_server::MintFleet`; SERVICE.md S8).
+//! (`mandate_server::MintFleet`; SERVICE.md S6).
 
 use crate::args::ServeArgs;
 use anyhow::{bail, Context, Result};
