@@ -597,3 +597,40 @@ async fn over_a_socket() {
     let denied = denied.text().await.unwrap();
     assert!(denied.contains("\"kind\":\"not_allowed\""), "{denied}");
 }
+
+/// An audit sink that takes decisions but never makes them durable (a full
+/// or failing disk): `durable` answers with the write's error.
+struct NeverDurable;
+
+impl mandate_verifier::audit::AuditSink for NeverDurable {
+    fn record(&self, _event: mandate_verifier::audit::AuditEvent) {}
+
+    fn durable(&self) -> mandate_verifier::audit::AuditDurable {
+        mandate_verifier::audit::AuditDurable::ready(Err(VerifierError::Store {
+            path: "audit".into(),
+            detail: "No space left on device".into(),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn an_allow_whose_record_is_not_durable_is_answered_503_not_served() {
+    // Regression (issue 16 part 3): the middleware answered as soon as it
+    // had queued the record; a decision whose record the log could not make
+    // durable was acted on. Health said ok (the failure is the write's).
+    let s = Setup::new();
+    let verifier = Verifier::new(s.keys())
+        .with_revocations(s.store.clone())
+        .with_audit(NeverDurable);
+    assert!(verifier.audit_health().is_ok());
+    let app = s.app(verifier);
+    let token = s.sub_token(&["read:/api/customers/*"], &[]);
+    let (status, body) = send(&app, get_with("/api/customers/42", Some(&token))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.to_string().contains("audit log unavailable")
+            && body.to_string().contains("No space left on device"),
+        "{body}"
+    );
+    assert_eq!(s.handled.load(Ordering::SeqCst), 0, "not acted on");
+}
