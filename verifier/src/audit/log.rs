@@ -170,8 +170,6 @@ impl AuditLog {
             key: signing,
             log_key,
             committed: 0,
-            last_batch: 0,
-            last_write: Duration::ZERO,
             seq: last_seq,
             prev_hash: last_hash,
             shared: shared.clone(),
@@ -338,10 +336,6 @@ struct Writer {
     log_key: String,
     /// Records of this process's queue written so far (see `Shared::tickets`).
     committed: u64,
-    /// The last batch's size and how long its write took: how long a batch
-    /// may wait for the decisions still on their way (group commit).
-    last_batch: usize,
-    last_write: Duration,
     seq: u64,
     prev_hash: String,
     shared: Arc<Shared>,
@@ -386,43 +380,11 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            self.gather(&rx, &mut events, &mut flushes);
-            let started = std::time::Instant::now();
-            let n = events.len();
+            // Group commit: everything queued while the last write was
+            // syncing goes into this one.
             let result = self.write(&mut events);
-            if result.is_ok() {
-                (self.last_batch, self.last_write) = (n, started.elapsed());
-            }
             for reply in flushes.drain(..) {
                 let _ = reply.send(result.clone().map(|()| self.seq));
-            }
-        }
-    }
-
-    /// Group commit under load: when decisions wait on each write and the
-    /// last batch held more than this one so far, the decisions answered by
-    /// that write are likely on their way back; wait for them a little
-    /// (until the batch is as large, for at most half the last write's
-    /// time, 1 ms at most) so they share this write rather than each
-    /// starting a small one. A lone decision (last batch of 1) never waits.
-    fn gather(
-        &self,
-        rx: &Receiver<Msg>,
-        events: &mut Vec<AuditEvent>,
-        flushes: &mut Vec<SyncSender<Result<u64, VerifierError>>>,
-    ) {
-        if !self.shared.wait_durable || self.last_batch <= 1 || events.is_empty() {
-            return;
-        }
-        let want = self.last_batch.min(self.options.batch);
-        let deadline =
-            std::time::Instant::now() + (self.last_write / 2).min(Duration::from_millis(1));
-        while events.len() < want {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(Msg::Record(e)) => events.push(*e),
-                Ok(Msg::Flush(reply)) => flushes.push(reply),
-                Err(_) => return,
             }
         }
     }
