@@ -8,14 +8,25 @@
 
 mod common;
 
-use common::procs::{http_client, wait_until, Proc};
+use common::procs::{wait_until, Proc};
 use common::Scenario;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-const CLIENTS: usize = 8;
+/// Concurrent clients, each on its own kept-alive connection: enough
+/// decisions in flight that every synced write holds several.
+const CLIENTS: usize = 32;
+
+/// A client keeping its connection (the load a server sees).
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
 
 fn verifierd_args(s: &Scenario) -> Vec<String> {
     [
@@ -38,7 +49,12 @@ fn verifierd_args(s: &Scenario) -> Vec<String> {
 
 /// `POST /v1/authorize` reading `resource`: the status, or `None` when the
 /// connection failed (the process is gone).
-fn authorize(addr: &str, token: &str, resource: &str) -> Option<u16> {
+fn authorize(
+    client: &reqwest::blocking::Client,
+    addr: &str,
+    token: &str,
+    resource: &str,
+) -> Option<u16> {
     let body = serde_json::json!({
         "token": token.trim(),
         "action": "read",
@@ -46,7 +62,7 @@ fn authorize(addr: &str, token: &str, resource: &str) -> Option<u16> {
         "params": {"rows": 1},
     })
     .to_string();
-    let resp = http_client()
+    let resp = client
         .post(format!("http://{addr}/v1/authorize"))
         .header("content-type", "application/json")
         .body(body)
@@ -77,13 +93,14 @@ fn every_request_answered_before_a_sigkill_has_its_record() {
             let (answered, sent, refused, stop) = (&answered, &sent, &refused, &stop);
             let (addr, token) = (&addr, &token);
             scope.spawn(move || {
+                let client = client();
                 for i in 0.. {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let resource = format!("/api/customers/c{c}-r{i}");
                     sent.fetch_add(1, Ordering::Relaxed);
-                    match authorize(addr, token, &resource) {
+                    match authorize(&client, addr, token, &resource) {
                         Some(200) => {
                             answered.lock().unwrap().insert(resource);
                         }
@@ -96,8 +113,8 @@ fn every_request_answered_before_a_sigkill_has_its_record() {
             });
         }
         // Mid-load: enough answered that the writer has batched a while.
-        wait_until("400 answers", Duration::from_secs(120), || {
-            answered.lock().unwrap().len() >= 400
+        wait_until("2000 answers", Duration::from_secs(120), || {
+            answered.lock().unwrap().len() >= 2000
         });
         v.stop(); // SIGKILL
         stop.store(true, Ordering::Relaxed);
@@ -112,7 +129,7 @@ fn every_request_answered_before_a_sigkill_has_its_record() {
     // Restarted on the same log: it reopens after the last durable record.
     let v = Proc::start(verifierd_args(&s));
     assert_eq!(
-        authorize(&v.addr, &token, "/api/customers/after-restart"),
+        authorize(&client(), &v.addr, &token, "/api/customers/after-restart"),
         Some(200)
     );
     let export = s.run(&["audit", "export", "--db", "audit"]);
@@ -189,7 +206,7 @@ fn asynchronous_audit_is_asked_for_and_states_its_loss_window() {
         .trim_start_matches("http://")
         .to_string();
     assert_eq!(
-        authorize(&addr, &s.read("sub.tok"), "/api/customers/1"),
+        authorize(&client(), &addr, &s.read("sub.tok"), "/api/customers/1"),
         Some(200)
     );
     child.kill().unwrap();
