@@ -424,6 +424,13 @@ impl UpstreamState {
                             ),
                         ),
                     );
+                    // Answered once its record is durable, like every decision.
+                    if let Err(e) = mcp.verifier.audit_durable().await {
+                        return refuse(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &format!("audit log unavailable ({e}); retry later"),
+                        );
+                    }
                     return refuse(
                         StatusCode::NOT_FOUND,
                         "no such MCP session for this token: a session belongs to the token \
