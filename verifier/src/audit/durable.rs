@@ -27,6 +27,9 @@ struct Inner {
     wakers: Vec<Waker>,
 }
 
+// The writer (RocksDB's `AuditLog`) is the only producer of waiting
+// states: without the `rocksdb` feature only ready ones exist.
+#[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 impl DurableState {
     /// The writer made every record up to `durable` durable.
     pub(crate) fn advance(&self, durable: u64) {
@@ -79,6 +82,7 @@ pub struct AuditDurable(State);
 #[derive(Debug)]
 enum State {
     Ready(Option<Result<(), VerifierError>>),
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     Waiting {
         target: u64,
         state: Arc<DurableState>,
@@ -93,6 +97,7 @@ impl AuditDurable {
     }
 
     /// Resolves once record `target` (counted in queue order) is durable.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     pub(crate) fn waiting(target: u64, state: Arc<DurableState>) -> AuditDurable {
         AuditDurable(State::Waiting { target, state })
     }
