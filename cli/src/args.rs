@@ -210,6 +210,8 @@ pub(crate) struct VerifierdArgs {
     /// waits for its record's synced write (shared by concurrent ones).
     #[arg(long, requires = "audit_db")]
     pub(crate) audit_async: bool,
+    #[command(flatten)]
+    pub(crate) audit_publish: AuditPublishArgs,
     /// Accept approvals and proofs of possession, each once, recording
     /// their use at DIR (RocksDB). Without it, such requests are denied
     /// (replay_record_unavailable).
@@ -227,6 +229,25 @@ pub(crate) struct VerifierdArgs {
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,
+}
+
+/// Publishing the audit log's signed checkpoints (SPEC §12.5).
+#[derive(Debug, Args)]
+pub(crate) struct AuditPublishArgs {
+    /// Publish this verifier's signed audit checkpoints to the audit stream
+    /// on --nats (subjects mandate.audit.<log-id>.checkpoints), so an
+    /// auditor can tell records cut off the log's end (`mandate audit
+    /// verify --nats`). Never delays a decision: unpublished checkpoints
+    /// wait in the local log until NATS is back.
+    #[arg(long, requires_all = ["nats", "audit_db"])]
+    pub(crate) audit_publish: bool,
+    /// With --audit-publish: publish the records too (subject
+    /// mandate.audit.<log-id>.records), for `mandate audit collect`.
+    #[arg(long, requires = "audit_publish")]
+    pub(crate) audit_publish_records: bool,
+    /// With --audit-publish: the JetStream stream.
+    #[arg(long, value_name = "NAME", default_value = "MANDATE_AUDIT")]
+    pub(crate) audit_stream: String,
 }
 
 /// Where the revocation feed is and how to reach it. Secrets only from files.

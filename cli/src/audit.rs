@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mandate_spec::display::text;
 use mandate_spec::parse_public_key;
+use mandate_verifier::audit::publish::{log_id, read_published, AuditPublishConfig, AUDIT_STREAM};
 use mandate_verifier::audit::{
-    parse_export, read_audit_log, verify_entries_from, AuditOptions, AuditProblem, AuditStart,
-    AuditSummary,
+    parse_export, read_audit_log, verify_entries, verify_entries_from, AuditOptions, AuditProblem,
+    AuditStart, AuditSummary,
 };
 use serde_json::json;
 use std::io::Write;
@@ -25,6 +26,29 @@ pub(crate) fn options(asynchronous: bool) -> AuditOptions {
         durable: !asynchronous,
         ..AuditOptions::default()
     }
+}
+
+/// Starts publishing the audit log's checkpoints (and records, when asked)
+/// to `stream` (SPEC §12.5), on the current Tokio runtime.
+pub(crate) fn spawn_publisher(
+    stream: &str,
+    records: bool,
+    db: &std::path::Path,
+    log_key: &str,
+    nats: &mandate_verifier::feed::FeedConfig,
+) -> Result<()> {
+    let mut cfg = AuditPublishConfig::new(nats.clone());
+    cfg.stream = stream.to_string();
+    cfg.records = records;
+    mandate_verifier::audit::publish::spawn_audit_publisher(db.to_path_buf(), log_key, cfg)
+        .context("audit publishing")?;
+    tracing::info!(
+        stream = %stream,
+        records = records,
+        "publishing audit checkpoints to the audit stream (never delays a decision; \
+         unpublished checkpoints wait in the local log)"
+    );
+    Ok(())
 }
 
 /// Exit code when the log fails verification, or holds no record.
@@ -43,8 +67,35 @@ pub(crate) enum AuditCommand {
     Export(AuditExportArgs),
     /// Check the hash chain and every checkpoint's signature; exit 1 naming
     /// the first record altered, removed or reordered, or the records no
-    /// checkpoint covers yet.
+    /// checkpoint covers yet. With --nats, also against the checkpoints
+    /// the verifier published: records cut off the end are named.
     Verify(AuditVerifyArgs),
+    /// Gather every verifier's published records from the audit stream
+    /// into one timeline (JSON lines, merged by time), each verifier's
+    /// chain checked against its published checkpoints; exit 1 naming
+    /// each verifier whose records were altered, removed or reordered.
+    Collect(AuditCollectArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditCollectArgs {
+    /// The NATS server of the audit stream (required).
+    #[command(flatten)]
+    pub(crate) nats: crate::args::NatsArgs,
+    /// The audit stream.
+    #[arg(long, value_name = "NAME", default_value = AUDIT_STREAM)]
+    pub(crate) stream: String,
+    /// Write the timeline to FILE (the summary then goes to standard
+    /// output); default: the timeline on standard output, the summary on
+    /// standard error.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// The summary as one JSON object: {"status": "ok" | "tampered",
+    /// "records", "verifiers": [{"verifier", "status", "records",
+    /// "first_seq", "last_seq", "covered_through", "left_out_from",
+    /// "left_out_to", "problem"}]}.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +134,15 @@ pub(crate) struct AuditVerifyArgs {
     /// be its.
     #[arg(long, value_name = "PUBKEY")]
     pub(crate) public_key: String,
+    /// Also check the log against the checkpoints the verifier published
+    /// to the audit stream on this NATS server (`verifierd
+    /// --audit-publish`): a published checkpoint beyond the log's end, or
+    /// over a record the log holds with another hash, is named.
+    #[command(flatten)]
+    pub(crate) nats: crate::args::NatsArgs,
+    /// The audit stream (with --nats).
+    #[arg(long, value_name = "NAME", default_value = AUDIT_STREAM)]
+    pub(crate) stream: String,
     /// Print the result as one JSON object on standard output: {"status":
     /// "ok", "records", "first_seq", "last_seq", "head_hash", "checkpoints",
     /// "covered_through", "source", "partial_from", "prev_hash_checked"},
@@ -97,6 +157,7 @@ pub(crate) fn run(a: AuditArgs) -> Result<ExitCode> {
     match a.command {
         AuditCommand::Export(a) => export(a),
         AuditCommand::Verify(a) => verify(a),
+        AuditCommand::Collect(a) => collect(a),
     }
 }
 
@@ -159,7 +220,7 @@ fn export(a: AuditExportArgs) -> Result<ExitCode> {
 /// must too, unless `--partial-from N` states that it starts at record N).
 fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
     let key = parse_public_key(&a.public_key).context("--public-key")?;
-    let (entries, source) = match (&a.db, &a.file) {
+    let (mut entries, source) = match (&a.db, &a.file) {
         (Some(db), None) => (read_audit_log(db)?, db.display().to_string()),
         (None, Some(file)) => {
             let text = if file == "-" {
@@ -180,8 +241,39 @@ fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
         Some(seq) => AuditStart::at(seq, a.prev_hash.as_ref().map(|h| h.to_ascii_lowercase())),
         None => AuditStart::Genesis,
     };
+    let published = match crate::feed::config(&a.nats)? {
+        None => None,
+        Some(nats) => {
+            let id = log_id(&format!("ed25519/{}", hex::encode(key.to_bytes())))
+                .context("--public-key: not an Ed25519 key")?;
+            let mut cfg = AuditPublishConfig::new(nats);
+            cfg.stream = a.stream.clone();
+            let checkpoints = runtime()?
+                .block_on(read_published(&cfg, Some(&id)))?
+                .remove(&id)
+                .map(|l| l.read.checkpoints)
+                .unwrap_or_default();
+            if checkpoints.is_empty() {
+                let why = format!(
+                    "the audit stream {} holds no checkpoint of this log (is the verifier \
+                     started with --audit-publish?): its end cannot be checked",
+                    a.stream
+                );
+                if a.json {
+                    let out = json!({ "status": "unpublished", "source": source, "problem": why });
+                    unless_closed(outln!("{out}"))?;
+                } else {
+                    eprintln!("UNPUBLISHED: {}", text(&why));
+                }
+                return Ok(ExitCode::from(EXIT_TAMPERED));
+            }
+            let n = checkpoints.len();
+            entries.checkpoints.extend(checkpoints);
+            Some(n)
+        }
+    };
     let problem = match verify_entries_from(&entries, &key, &start) {
-        Ok(summary) => return intact(&a, &summary, &source),
+        Ok(summary) => return intact(&a, &summary, &source, published),
         Err(problem) => problem,
     };
     // The exit code is the verdict: a reader that went away changes nothing.
@@ -202,7 +294,12 @@ fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
 }
 
 /// Reports a log that verified (exit 0).
-fn intact(a: &AuditVerifyArgs, summary: &AuditSummary, source: &str) -> Result<ExitCode> {
+fn intact(
+    a: &AuditVerifyArgs,
+    summary: &AuditSummary,
+    source: &str,
+    published: Option<usize>,
+) -> Result<ExitCode> {
     let shown = text(source);
     let (Some(first), Some(last), Some(head)) =
         (summary.first_seq, summary.last_seq, &summary.head_hash)
@@ -230,6 +327,9 @@ fn intact(a: &AuditVerifyArgs, summary: &AuditSummary, source: &str) -> Result<E
             "partial_from": a.partial_from,
             "prev_hash_checked": a.partial_from.is_some() && a.prev_hash.is_some(),
         });
+        if let Some(n) = published {
+            out["published_checkpoints"] = json!(n);
+        }
         if let Some((from, to)) = summary.uncovered {
             out["uncovered_from"] = json!(from);
             out["uncovered_to"] = json!(to);
@@ -252,9 +352,13 @@ fn intact(a: &AuditVerifyArgs, summary: &AuditSummary, source: &str) -> Result<E
             ", a partial export (not tied to the records before it: pass --prev-hash)"
         }
     };
+    let against = match published {
+        Some(n) => format!(" ({n} of them published: the log reaches every published head)"),
+        None => String::new(),
+    };
     unless_closed(outln!(
         "ok: {} records ({first}..{last}) in {shown}{tie}, every link verified and covered \
-         by {} signed checkpoints{}; head hash {head}",
+         by {} signed checkpoints{}{against}; head hash {head}",
         summary.records,
         summary.checkpoints,
         if summary.checkpoints == 0 {
@@ -264,4 +368,169 @@ fn intact(a: &AuditVerifyArgs, summary: &AuditSummary, source: &str) -> Result<E
         }
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the NATS client")
+}
+
+/// One verifier's part of a collection.
+struct Collected {
+    id: String,
+    status: &'static str,
+    summary: Option<AuditSummary>,
+    problem: Option<String>,
+    /// Records published after the last published checkpoint: left out.
+    left_out: Option<(u64, u64)>,
+}
+
+/// `mandate audit collect`: every log on the stream, each verified against
+/// its own published checkpoints (a chain per verifier), the covered records
+/// of the intact ones merged by decision time.
+fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
+    let Some(nats) = crate::feed::config(&a.nats)? else {
+        bail!("--nats URL: the NATS server of the audit stream is required");
+    };
+    let mut cfg = AuditPublishConfig::new(nats);
+    cfg.stream = a.stream.clone();
+    let logs = runtime()?.block_on(read_published(&cfg, None))?;
+    if logs.is_empty() {
+        bail!(
+            "the audit stream {} holds no verifier's log (are the verifiers started with \
+             --audit-publish --audit-publish-records?)",
+            a.stream
+        );
+    }
+    let mut timeline = Vec::new();
+    let mut verifiers = Vec::new();
+    for (id, log) in &logs {
+        let key = parse_public_key(&log.log_key).context("a log key on the stream")?;
+        let mut c = Collected {
+            id: id.clone(),
+            status: "ok",
+            summary: None,
+            problem: None,
+            left_out: None,
+        };
+        if log.read.entries.is_empty() {
+            c.status = "no_records";
+            c.problem = Some(format!(
+                "{} checkpoints published but no record: its records are not published \
+                 (--audit-publish-records) or were removed from the stream",
+                log.read.checkpoints.len()
+            ));
+            verifiers.push(c);
+            continue;
+        }
+        match verify_entries(&log.read, &key) {
+            Err(p) => {
+                c.status = "tampered";
+                c.problem = Some(p.to_string());
+            }
+            Ok(summary) => {
+                let covered = summary.covered_through.unwrap_or(0);
+                c.left_out = summary.uncovered;
+                for (_, e) in &log.read.entries {
+                    if let Ok(e) = e {
+                        if e.record.seq <= covered {
+                            timeline.push((id.as_str(), e));
+                        }
+                    }
+                }
+                c.summary = Some(summary);
+            }
+        }
+        verifiers.push(c);
+    }
+    timeline.sort_by(|(ia, a), (ib, b)| {
+        (a.record.decided_at, ia, a.record.seq).cmp(&(b.record.decided_at, ib, b.record.seq))
+    });
+    let mut lines = String::new();
+    for (id, e) in &timeline {
+        let line =
+            json!({ "verifier": id, "seq": e.record.seq, "hash": e.hash, "record": e.record });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    match &a.out {
+        Some(path) => {
+            std::fs::write(path, &lines).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            let mut out = Out::new();
+            out.write_all(lines.as_bytes())?;
+            out.finish()?;
+        }
+    }
+    let failed = verifiers.iter().any(|c| c.status != "ok");
+    let summary = if a.json {
+        let list: Vec<_> = verifiers
+            .iter()
+            .map(|c| {
+                let s = c.summary.as_ref();
+                json!({
+                    "verifier": c.id,
+                    "status": c.status,
+                    "records": s.map(|s| s.records),
+                    "first_seq": s.and_then(|s| s.first_seq),
+                    "last_seq": s.and_then(|s| s.last_seq),
+                    "covered_through": s.and_then(|s| s.covered_through),
+                    "left_out_from": c.left_out.map(|l| l.0),
+                    "left_out_to": c.left_out.map(|l| l.1),
+                    "problem": c.problem,
+                })
+            })
+            .collect();
+        json!({
+            "status": if failed { "tampered" } else { "ok" },
+            "records": timeline.len(),
+            "verifiers": list,
+        })
+        .to_string()
+    } else {
+        let mut text_out = Vec::new();
+        for c in &verifiers {
+            let line = match (&c.problem, &c.summary) {
+                (Some(p), _) => format!("TAMPERED: verifier {}: {}", c.id, text(p)),
+                (None, Some(s)) => {
+                    let mut l = format!(
+                        "ok: verifier {}: {} records ({}..{}), covered by {} published checkpoints",
+                        c.id,
+                        s.covered_through
+                            .map_or(0, |t| t + 1 - s.first_seq.unwrap_or(1)),
+                        s.first_seq.unwrap_or(0),
+                        s.covered_through.unwrap_or(0),
+                        s.checkpoints
+                    );
+                    if let Some((from, to)) = c.left_out {
+                        l.push_str(&format!(
+                            "; records {from} to {to} left out (no published checkpoint covers them yet)"
+                        ));
+                    }
+                    l
+                }
+                (None, None) => format!("ok: verifier {}", c.id),
+            };
+            text_out.push(line);
+        }
+        text_out.push(format!(
+            "{} records from {} verifiers in the timeline",
+            timeline.len(),
+            verifiers.iter().filter(|c| c.status == "ok").count()
+        ));
+        text_out.join("\n")
+    };
+    if a.out.is_some() {
+        unless_closed(outln!("{summary}"))?;
+    } else {
+        eprintln!("{summary}");
+    }
+    Ok(if failed {
+        ExitCode::from(EXIT_TAMPERED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -51,9 +51,11 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
     let server = crate::startup::init("verifierd", &a.log_format)?;
     log_config(&server, &a, feed_config.as_ref());
     let store = Arc::new(RevocationStore::open(&a.data_dir)?);
+    let mut audit_log_key = None;
     let audit = match (&a.audit_db, &a.audit_key) {
         (Some(db), Some(key)) => {
             let key = crate::io::read_private_key(key).context("--audit-key")?;
+            audit_log_key = Some(format!("ed25519/{}", hex::encode(key.public().to_bytes())));
             Some(AuditLog::open(
                 db,
                 &key,
@@ -71,6 +73,20 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
         }
         if let Some(audit) = &audit {
             verifier = verifier.with_audit(audit.clone());
+        }
+        if let (Some(db), Some(log_key), Some(cfg)) =
+            (&a.audit_db, &audit_log_key, feed_config.as_ref())
+        {
+            if a.audit_publish.audit_publish {
+                let p = &a.audit_publish;
+                crate::audit::spawn_publisher(
+                    &p.audit_stream,
+                    p.audit_publish_records,
+                    db,
+                    log_key,
+                    cfg,
+                )?;
+            }
         }
         let mut feed = None;
         if let Some(cfg) = feed_config {

@@ -64,6 +64,10 @@ pub const AUDIT_WRITE_DURATION: &str = "mandate_audit_write_duration_seconds";
 pub const AUDIT_WRITTEN: &str = "mandate_audit_records_written_total";
 /// `mandate_audit_write_errors_total`.
 pub const AUDIT_ERRORS: &str = "mandate_audit_write_errors_total";
+/// `mandate_audit_publish_errors_total`.
+pub const AUDIT_PUBLISH_ERRORS: &str = "mandate_audit_publish_errors_total";
+/// `mandate_audit_published_seq`.
+pub const AUDIT_PUBLISHED: &str = "mandate_audit_published_seq";
 /// `mandate_cold_decisions_waiting`.
 pub const COLD_WAITING: &str = "mandate_cold_decisions_waiting";
 /// `mandate_cold_decisions_running`.
@@ -123,6 +127,14 @@ pub fn describe() {
     );
     describe_counter!(AUDIT_WRITTEN, "Audit records written.");
     describe_counter!(AUDIT_ERRORS, "Failed audit batch writes (retried).");
+    describe_counter!(
+        AUDIT_PUBLISH_ERRORS,
+        "Failed rounds of publishing audit checkpoints to the audit stream (retried)."
+    );
+    describe_gauge!(
+        AUDIT_PUBLISHED,
+        "The last audit record covered by a checkpoint published to the audit stream."
+    );
     describe_gauge!(COLD_WAITING, "Cold decisions waiting for a thread.");
     describe_gauge!(COLD_RUNNING, "Cold decisions running.");
     // At zero from the start, so a rate over them works from the first

@@ -81,6 +81,12 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
         if let Some((dir, key)) = &config.audit {
             let key = crate::io::read_private_key(key).context("audit_key_file")?;
             let log = AuditLog::open(dir, &key, crate::audit::options(config.audit_async))?;
+            if let (Some((stream, records)), Some(url)) = (&config.audit_publish, &config.nats) {
+                let log_key = format!("ed25519/{}", hex::encode(key.public().to_bytes()));
+                let mut nats = FeedConfig::new(url.clone());
+                nats.revocation_keys = config.revocation_keys.clone();
+                crate::audit::spawn_publisher(stream, *records, dir, &log_key, &nats)?;
+            }
             verifier = verifier.with_audit(log.clone());
             audit = Some(log);
         }

@@ -13,12 +13,18 @@
 mod durable;
 #[cfg(feature = "rocksdb")]
 mod log;
+#[cfg(feature = "feed")]
+pub mod publish;
 mod record;
+#[cfg(feature = "rocksdb")]
+mod tail;
 mod verify;
 
 pub use durable::AuditDurable;
 #[cfg(feature = "rocksdb")]
 pub use log::{read_audit_log, read_audit_store, AuditLog, AuditOptions};
+#[cfg(feature = "rocksdb")]
+pub use tail::AuditTail;
 pub use record::{
     AuditChain, AuditCheckpoint, AuditEntry, AuditEvent, AuditHop, AuditRecord, Seal,
     SignedCheckpoint, GENESIS_HASH,

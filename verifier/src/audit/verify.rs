@@ -18,6 +18,9 @@ pub enum Place {
     Key(u64),
     /// The sequence number a store keeps a checkpoint under.
     CheckpointKey(u64),
+    /// The sequence number of a message in the audit stream (a record or
+    /// checkpoint as published, §12.5).
+    Published(u64),
 }
 
 impl fmt::Display for Place {
@@ -26,6 +29,7 @@ impl fmt::Display for Place {
             Place::Line(n) => write!(f, "line {n}"),
             Place::Key(k) => write!(f, "store key {k}"),
             Place::CheckpointKey(k) => write!(f, "checkpoint key {k}"),
+            Place::Published(n) => write!(f, "audit stream message {n}"),
         }
     }
 }

@@ -16,6 +16,10 @@
 //! audit_key_file = "audit.key"
 //! audit_async = false                   # optional: answer before records are durable
 //!                                       # (a crash loses the queued ones; logged at start)
+//! audit_publish = false                 # optional, with nats and audit_dir: publish signed
+//!                                       # checkpoints to the audit stream (SPEC §12.5)
+//! audit_publish_records = false         # optional: the records too (`mandate audit collect`)
+//! audit_stream = "MANDATE_AUDIT"        # optional: the stream
 //! workers = 2                           # optional: worker threads (default: one per core)
 //! public_url = "https://gw.example.com" # optional: the origin clients reach the gateway at;
 //!                                       # proofs of possession are refused without it
@@ -74,6 +78,9 @@ struct File {
     audit_dir: Option<Spanned<PathBuf>>,
     audit_key_file: Option<Spanned<PathBuf>>,
     audit_async: Option<Spanned<bool>>,
+    audit_publish: Option<Spanned<bool>>,
+    audit_publish_records: Option<bool>,
+    audit_stream: Option<String>,
     workers: Option<Spanned<usize>>,
     public_url: Option<Spanned<String>>,
     session_key_file: Option<Spanned<PathBuf>>,
@@ -101,6 +108,9 @@ pub(crate) struct Config {
     /// Asynchronous audit: decisions answered before their records are
     /// durable (default false: every answer waits for its record).
     pub(crate) audit_async: bool,
+    /// Publish the audit checkpoints to this stream (and the records, when
+    /// true), with `nats` and `audit`.
+    pub(crate) audit_publish: Option<(String, bool)>,
     /// Worker threads (default: one per core).
     pub(crate) workers: Option<usize>,
     pub(crate) routes: Vec<Route>,
@@ -189,6 +199,22 @@ impl Config {
             return Err(lines.at(a.span(), "audit_async needs audit_dir".into()));
         }
         let audit_async = file.audit_async.is_some_and(|a| *a.get_ref());
+        let audit_publish = match &file.audit_publish {
+            Some(p) if *p.get_ref() && (audit.is_none() || file.nats.is_none()) => {
+                return Err(lines.at(
+                    p.span(),
+                    "audit_publish needs audit_dir (the log) and nats (the audit stream's server)"
+                        .into(),
+                ))
+            }
+            Some(p) if *p.get_ref() => Some((
+                file.audit_stream
+                    .clone()
+                    .unwrap_or_else(|| "MANDATE_AUDIT".into()),
+                file.audit_publish_records.unwrap_or(false),
+            )),
+            _ => None,
+        };
         if file.routes.is_empty() {
             bail!("no [[routes]]: nothing to forward");
         }
@@ -253,6 +279,7 @@ impl Config {
             staleness,
             audit,
             audit_async,
+            audit_publish,
             workers,
             routes,
             session_key,

@@ -110,6 +110,9 @@ pub(crate) struct Inner {
     pub(crate) approvers: BTreeMap<String, KeyPair>,
     pub(crate) audit: Option<AuditLog>,
     pub(crate) audit_path: Option<std::path::PathBuf>,
+    /// The decisions page's reader of the audit log, opened on first use
+    /// (reads by position: ui.rs).
+    pub(crate) audit_tail: std::sync::Mutex<Option<Arc<mandate_verifier::audit::AuditTail>>>,
     pub(crate) render_metrics: Option<RenderMetrics>,
     /// (id, public key, current) of each revocation key.
     pub(crate) revocation_keys: Vec<(u32, String, bool)>,
@@ -280,6 +283,7 @@ impl Service {
             approvers: self.approvers,
             audit_path: self.audit.as_ref().map(|a| a.path().to_path_buf()),
             audit: self.audit,
+            audit_tail: Default::default(),
             render_metrics: self.render_metrics,
             revocation_keys: self
                 .revocation_keys

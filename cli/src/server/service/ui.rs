@@ -16,14 +16,20 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
 use mandate_verifier::{
-    audit::{read_audit_store, AuditRecord},
+    audit::{AuditRecord, AuditTail},
     Outcome,
 };
 use maud::{html, Markup};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Most decisions shown at once.
 const MAX_ROWS: usize = 500;
+
+/// Most records a page reads, newest first, to find the rows it shows: a
+/// page costs at most this, whatever the log's length (older decisions are
+/// for `mandate audit export`).
+const SCAN: usize = 20_000;
 
 #[derive(Debug, Deserialize, Default)]
 pub(crate) struct Filter {
@@ -83,22 +89,40 @@ pub(crate) async fn decisions(
         let log = log.clone();
         blocking(move || log.flush().map(|_| ()).map_err(ServiceError::from)).await?;
     }
-    let records = blocking(move || {
-        let entries = read_audit_store(&path)?;
-        Ok(entries
+    let tail = audit_tail(&s, path).await?;
+    let (records, total) = blocking(move || {
+        // Only what the writer added since the last page is read in, and
+        // then only the newest records, by position (never the whole log).
+        tail.catch_up()?;
+        let total = tail.last_seq()?;
+        let records = tail
+            .newest(None, SCAN)?
             .into_iter()
             .filter_map(|(_, e)| e.ok().map(|e| e.record))
-            .collect::<Vec<AuditRecord>>())
+            .collect::<Vec<AuditRecord>>();
+        Ok((records, total))
     })
     .await?;
     let limit = f.limit.unwrap_or(100).min(MAX_ROWS);
-    let shown: Vec<&AuditRecord> = records
-        .iter()
-        .rev()
-        .filter(|r| keep(r, &f))
-        .take(limit)
-        .collect();
-    Ok(Html(render(&shown, records.len(), &f)).into_response())
+    let shown: Vec<&AuditRecord> = records.iter().filter(|r| keep(r, &f)).take(limit).collect();
+    Ok(Html(render(
+        &shown,
+        usize::try_from(total).unwrap_or(usize::MAX),
+        &f,
+    ))
+    .into_response())
+}
+
+/// The service's reader of its audit log, opened once.
+async fn audit_tail(s: &AppState, path: std::path::PathBuf) -> Result<Arc<AuditTail>, ApiError> {
+    if let Some(t) = s.audit_tail.lock().ok().and_then(|t| t.clone()) {
+        return Ok(t);
+    }
+    let tail = Arc::new(blocking(move || Ok(AuditTail::open(path)?)).await?);
+    if let Ok(mut slot) = s.audit_tail.lock() {
+        return Ok(slot.get_or_insert(tail).clone());
+    }
+    Ok(tail)
 }
 
 fn admin_token(headers: &HeaderMap) -> Option<Vec<u8>> {

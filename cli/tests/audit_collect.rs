@@ -1,0 +1,392 @@
+//! Central collection and truncation (issue 16 part 4, SPEC §12.5): three
+//! `mandate verifierd` publish their signed audit checkpoints and records
+//! to the MANDATE_AUDIT stream of a real nats-server; `mandate audit
+//! collect` gathers them into one verified timeline; records edited,
+//! deleted, reordered or cut from the tail of one verifier's published log
+//! are each named for that verifier; a local log whose tail was cut (records
+//! and their checkpoints) verifies as ok on its own and is named truncated
+//! only when checked against the published checkpoints.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::procs::{wait_until, Nats, Proc};
+use common::Scenario;
+use serde_json::Value;
+use std::time::Duration;
+
+const VERIFIERS: usize = 3;
+const REQUESTS: usize = 5;
+
+struct Fleet {
+    s: Scenario,
+    nats: Nats,
+    verifiers: Vec<Proc>,
+    /// Each verifier's audit public key, `ed25519/<hex>`.
+    keys: Vec<String>,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let s = Scenario::new();
+        let nats = Nats::start(&s.path("nats"));
+        let mut verifiers = Vec::new();
+        let mut keys = Vec::new();
+        for i in 0..VERIFIERS {
+            let key = s.run(&["keygen", "--out", &format!("audit{i}.key")]);
+            assert_eq!(key.code, 0, "{}", key.stderr);
+            keys.push(key.stdout.trim().to_string());
+            let (db, key_file) = (
+                s.path(&format!("audit{i}")),
+                s.path(&format!("audit{i}.key")),
+            );
+            verifiers.push(Proc::verifierd(
+                &s.issuer_pub,
+                &s.path(&format!("v{i}")),
+                &nats.url(),
+                &[
+                    "--audit-db",
+                    db.to_str().unwrap(),
+                    "--audit-key",
+                    key_file.to_str().unwrap(),
+                    "--audit-publish",
+                    "--audit-publish-records",
+                ],
+            ));
+        }
+        for v in &verifiers {
+            wait_until("the feed reached", Duration::from_secs(20), || v.health().0 == 200);
+        }
+        Fleet {
+            s,
+            nats,
+            verifiers,
+            keys,
+        }
+    }
+
+    fn id(&self, i: usize) -> String {
+        self.keys[i].strip_prefix("ed25519/").unwrap().to_string()
+    }
+
+    /// `mandate audit collect --json --out timeline.jsonl`: (exit code,
+    /// summary, timeline lines).
+    fn collect(&self) -> (i32, Value, Vec<Value>) {
+        let out = self.s.path("timeline.jsonl");
+        let run = self.s.run(&[
+            "audit",
+            "collect",
+            "--nats",
+            &self.nats.url(),
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        // Before anything is published: an error line, no summary.
+        let summary: Value = serde_json::from_str(run.stdout.trim()).unwrap_or(Value::Null);
+        let lines = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (run.code, summary, lines)
+    }
+
+    fn verdict<'a>(&self, summary: &'a Value, i: usize) -> &'a Value {
+        let id = self.id(i);
+        summary["verifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["verifier"] == id.as_str())
+            .unwrap_or_else(|| panic!("verifier {i} not in {summary}"))
+    }
+
+    /// Verifier `i`'s records as its local log holds them (exactly the
+    /// bytes it published).
+    fn local_records(&self, i: usize) -> Vec<String> {
+        let run = self
+            .s
+            .run(&["audit", "export", "--db", &format!("audit{i}")]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("{\"record\":"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// As someone with write access to the stream would: replaces verifier
+    /// `i`'s published records with `lines` (fresh messages, no dedup id).
+    fn rewrite_records(&self, i: usize, lines: &[String]) {
+        let subject = format!("mandate.audit.{}.records", self.id(i));
+        let url = self.nats.url();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+                let stream = js.get_stream("MANDATE_AUDIT").await.unwrap();
+                stream.purge().filter(subject.clone()).await.unwrap();
+                for l in lines {
+                    js.publish(subject.clone(), l.clone().into_bytes().into())
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+            });
+    }
+}
+
+fn authorize(v: &Proc, token: &str, resource: &str) {
+    let (status, body) = v.authorize_as(token, "read", resource);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "allow", "{body}");
+}
+
+#[test]
+fn collect_merges_three_verifiers_and_names_each_tampering_of_one() {
+    let f = Fleet::start();
+    let token = f.s.read("sub.tok");
+    for r in 0..REQUESTS {
+        for (i, v) in f.verifiers.iter().enumerate() {
+            authorize(v, &token, &format!("/api/customers/v{i}-r{r}"));
+        }
+    }
+    // Published in the background (every second): wait for all of it.
+    let mut collected = None;
+    wait_until("every record published", Duration::from_secs(30), || {
+        let c = f.collect();
+        let done = c.0 == 0 && c.1["records"] == VERIFIERS * REQUESTS;
+        collected = Some(c);
+        done
+    });
+    let (_, summary, timeline) = collected.unwrap();
+    assert_eq!(summary["status"], "ok", "{summary}");
+    for i in 0..VERIFIERS {
+        let v = f.verdict(&summary, i);
+        assert_eq!(v["status"], "ok", "{v}");
+        assert_eq!(v["covered_through"], REQUESTS, "{v}");
+        // Each verifier's records in the timeline, in their own order.
+        let seqs: Vec<u64> = timeline
+            .iter()
+            .filter(|l| l["verifier"] == f.id(i).as_str())
+            .map(|l| l["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=REQUESTS as u64).collect::<Vec<_>>());
+    }
+    // One timeline, merged by decision time.
+    let times: Vec<&str> = timeline
+        .iter()
+        .map(|l| l["record"]["decided_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_by_key(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+    });
+    assert_eq!(times, sorted);
+    let resources: Vec<&str> = timeline
+        .iter()
+        .map(|l| l["record"]["request"]["resource"].as_str().unwrap())
+        .collect();
+    assert!(resources.contains(&"/api/customers/v2-r4"), "{resources:?}");
+
+    // Tampering with verifier 1's published records, one way at a time:
+    // each is named for verifier 1; the others stay ok and in the timeline.
+    let original = f.local_records(1);
+    assert_eq!(original.len(), REQUESTS);
+    let edited = {
+        let mut l = original.clone();
+        l[1] = l[1].replace("/api/customers/v1-r1", "/api/customers/v1-rX");
+        assert_ne!(l[1], original[1]);
+        l
+    };
+    let deleted = {
+        let mut l = original.clone();
+        l.remove(2);
+        l
+    };
+    let reordered = {
+        let mut l = original.clone();
+        l.swap(1, 2);
+        l
+    };
+    let truncated = original[..3].to_vec();
+    for (what, lines, needle) in [
+        ("edit", &edited, "record 2 (audit stream message"),
+        ("delete", &deleted, "record 3 was removed"),
+        ("reorder", &reordered, "records were reordered"),
+        (
+            "truncate",
+            &truncated,
+            // The first published checkpoint beyond record 3 is named (4 or 5).
+            "were removed from the end: the log ends at record 3, but the checkpoint at audit \
+             stream message",
+        ),
+    ] {
+        f.rewrite_records(1, lines);
+        let (code, summary, timeline) = f.collect();
+        assert_eq!(code, 1, "{what}: {summary}");
+        assert_eq!(summary["status"], "tampered", "{what}: {summary}");
+        let v = f.verdict(&summary, 1);
+        assert_eq!(v["status"], "tampered", "{what}: {v}");
+        let problem = v["problem"].as_str().unwrap();
+        assert!(problem.contains(needle), "{what}: {problem}");
+        if what == "edit" {
+            assert!(problem.contains("was altered"), "{problem}");
+        }
+        for i in [0, 2] {
+            assert_eq!(f.verdict(&summary, i)["status"], "ok", "{what}: {summary}");
+        }
+        // Only the intact verifiers' records make the timeline.
+        assert_eq!(timeline.len(), 2 * REQUESTS, "{what}");
+        assert!(timeline.iter().all(|l| l["verifier"] != f.id(1).as_str()));
+    }
+    f.rewrite_records(1, &original);
+    let (code, summary, _) = f.collect();
+    assert_eq!(code, 0, "restored: {summary}");
+}
+
+#[test]
+fn a_local_log_cut_at_its_end_is_named_truncated_only_against_the_published_checkpoints() {
+    let mut f = Fleet::start();
+    let token = f.s.read("sub.tok");
+    for r in 0..REQUESTS {
+        authorize(&f.verifiers[0], &token, &format!("/api/customers/v0-r{r}"));
+    }
+    let published = |f: &Fleet| {
+        let run = f.s.run(&[
+            "audit",
+            "verify",
+            "--db",
+            "audit0",
+            "--public-key",
+            &f.keys[0],
+            "--nats",
+            &f.nats.url(),
+            "--json",
+        ]);
+        serde_json::from_str::<Value>(run.stdout.trim()).unwrap()
+    };
+    wait_until(
+        "the last checkpoint published",
+        Duration::from_secs(30),
+        || published(&f)["status"] == "ok",
+    );
+    let intact = published(&f);
+    assert_eq!(intact["last_seq"], REQUESTS, "{intact}");
+    assert!(
+        intact["published_checkpoints"].as_u64().unwrap() >= 1,
+        "{intact}"
+    );
+
+    // Someone with the host cuts the last two records off the log, with the
+    // checkpoints that covered them: what is left is a perfect log.
+    f.verifiers[0].stop();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db =
+            rocksdb::DB::open_cf(&opts, f.s.path("audit0"), ["default", "checkpoints"]).unwrap();
+        let cf = db.cf_handle("checkpoints").unwrap();
+        for seq in 4u64..=5 {
+            db.delete(seq.to_be_bytes()).unwrap();
+            db.delete_cf(&cf, seq.to_be_bytes()).unwrap();
+        }
+    }
+    let local = f.s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit0",
+        "--public-key",
+        &f.keys[0],
+    ]);
+    assert_eq!(
+        local.code, 0,
+        "plain local verify cannot see it: {}",
+        local.stderr
+    );
+    assert!(
+        local.stdout.starts_with("ok: 3 records (1..3)"),
+        "{}",
+        local.stdout
+    );
+
+    let against = f.s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit0",
+        "--public-key",
+        &f.keys[0],
+        "--nats",
+        &f.nats.url(),
+    ]);
+    assert_eq!(against.code, 1, "{}", against.stdout);
+    // Named by the first published checkpoint beyond the cut (over record
+    // 4 or 5, whichever the publisher's rounds caught).
+    assert!(
+        against.stderr.starts_with("TAMPERED: records 4 to ")
+            && against.stderr.contains(
+                "were removed from the end: the log ends at record 3, but the checkpoint at \
+                 audit stream message"
+            ),
+        "{}",
+        against.stderr
+    );
+
+    // The same cut in an export (records and checkpoints lines removed).
+    let export = f.s.run(&["audit", "export", "--db", "audit0"]);
+    f.s.write("cut.jsonl", &export.stdout);
+    let local = f.s.run(&[
+        "audit",
+        "verify",
+        "--file",
+        "cut.jsonl",
+        "--public-key",
+        &f.keys[0],
+    ]);
+    assert_eq!(local.code, 0, "{}", local.stderr);
+    let against = f.s.run(&[
+        "audit",
+        "verify",
+        "--file",
+        "cut.jsonl",
+        "--public-key",
+        &f.keys[0],
+        "--nats",
+        &f.nats.url(),
+        "--json",
+    ]);
+    assert_eq!(against.code, 1);
+    let v: Value = serde_json::from_str(against.stdout.trim()).unwrap();
+    assert_eq!(v["status"], "tampered", "{v}");
+    assert!(
+        v["problem"]
+            .as_str()
+            .unwrap()
+            .contains("were removed from the end: the log ends at record 3"),
+        "{v}"
+    );
+
+    // A verifier that published nothing: its end cannot be checked, said so.
+    let none = f.s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit1",
+        "--public-key",
+        &f.keys[1],
+        "--nats",
+        &f.nats.url(),
+    ]);
+    assert_eq!(none.code, 1);
+    assert!(
+        none.stderr.contains("UNPUBLISHED") || none.stderr.contains("EMPTY"),
+        "{}",
+        none.stderr
+    );
+}
