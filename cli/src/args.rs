@@ -167,6 +167,8 @@ pub(crate) struct ServeArgs {
     /// in FILE, and list them at GET /ui/decisions.
     #[arg(long, value_name = "FILE")]
     pub(crate) audit_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) audit_publish: AuditPublishArgs,
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,
@@ -231,7 +233,7 @@ pub(crate) struct VerifierdArgs {
     pub(crate) log_format: String,
 }
 
-/// Publishing the audit log's signed checkpoints (SPEC §12.5).
+/// Publishing the audit log's signed checkpoints (SPEC §12.4).
 #[derive(Debug, Args)]
 pub(crate) struct AuditPublishArgs {
     /// Publish this verifier's signed audit checkpoints to the audit stream
@@ -239,7 +241,7 @@ pub(crate) struct AuditPublishArgs {
     /// auditor can tell records cut off the log's end (`mandate audit
     /// verify --nats`). Never delays a decision: unpublished checkpoints
     /// wait in the local log until NATS is back.
-    #[arg(long, requires_all = ["nats", "audit_db"])]
+    #[arg(long, requires = "nats")]
     pub(crate) audit_publish: bool,
     /// With --audit-publish: publish the records too (subject
     /// mandate.audit.<log-id>.records), for `mandate audit collect`.

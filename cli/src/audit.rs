@@ -29,7 +29,7 @@ pub(crate) fn options(asynchronous: bool) -> AuditOptions {
 }
 
 /// Starts publishing the audit log's checkpoints (and records, when asked)
-/// to `stream` (SPEC §12.5), on the current Tokio runtime.
+/// to `stream` (SPEC §12.4), on the current Tokio runtime.
 pub(crate) fn spawn_publisher(
     stream: &str,
     records: bool,

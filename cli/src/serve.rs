@@ -42,8 +42,32 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
     let (current, _) = service.keys().current();
     log_config(&server, &config, feed_config.as_ref(), staleness, current)?;
     let audit = service.audit_log().cloned();
+    // Publishing the embedded verifier's audit checkpoints (SPEC §12.4).
+    let publish = match (&audit, &feed_config) {
+        _ if !a.audit_publish.audit_publish => None,
+        (Some(log), Some(nats)) => {
+            let file = config
+                .audit_key
+                .as_ref()
+                .context("--audit-publish needs the audit key")?;
+            let key = crate::io::read_private_key(file).context("audit key")?;
+            let log_key = format!("ed25519/{}", hex::encode(key.public().to_bytes()));
+            Some((log.path().to_path_buf(), log_key, nats.clone()))
+        }
+        _ => bail!("--audit-publish needs an audit log (--audit-key FILE) and --nats"),
+    };
     let runtime = server.runtime(None)?;
     runtime.block_on(async move {
+        if let Some((db, log_key, nats)) = &publish {
+            let p = &a.audit_publish;
+            crate::audit::spawn_publisher(
+                &p.audit_stream,
+                p.audit_publish_records,
+                db,
+                log_key,
+                nats,
+            )?;
+        }
         let mut _feed_handle = None;
         if let (Some(mut feed_config), Some(signer)) = (feed_config, signer) {
             feed_config.staleness = staleness;

@@ -48,6 +48,9 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
              GET /v1/keys/revocation). Unsigned feed entries are never applied"
         );
     }
+    if a.audit_publish.audit_publish && a.audit_db.is_none() {
+        anyhow::bail!("--audit-publish needs an audit log: --audit-db DIR --audit-key FILE");
+    }
     let server = crate::startup::init("verifierd", &a.log_format)?;
     log_config(&server, &a, feed_config.as_ref());
     let store = Arc::new(RevocationStore::open(&a.data_dir)?);

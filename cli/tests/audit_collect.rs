@@ -1,4 +1,4 @@
-//! Central collection and truncation (issue 16 part 4, SPEC §12.5): three
+//! Central collection and truncation (issue 16 part 4, SPEC §12.4): three
 //! `mandate verifierd` publish their signed audit checkpoints and records
 //! to the MANDATE_AUDIT stream of a real nats-server; `mandate audit
 //! collect` gathers them into one verified timeline; records edited,
@@ -16,6 +16,8 @@ use serde_json::Value;
 use std::time::Duration;
 
 const VERIFIERS: usize = 3;
+/// The third verifier is a gateway (the others `verifierd`).
+const GATEWAY: usize = 2;
 const REQUESTS: usize = 5;
 
 struct Fleet {
@@ -40,6 +42,10 @@ impl Fleet {
                 s.path(&format!("audit{i}")),
                 s.path(&format!("audit{i}.key")),
             );
+            if i == GATEWAY {
+                verifiers.push(gateway(&s, &nats.url()));
+                continue;
+            }
             verifiers.push(Proc::verifierd(
                 &s.issuer_pub,
                 &s.path(&format!("v{i}")),
@@ -55,7 +61,9 @@ impl Fleet {
             ));
         }
         for v in &verifiers {
-            wait_until("the feed reached", Duration::from_secs(20), || v.health().0 == 200);
+            wait_until("the feed reached", Duration::from_secs(20), || {
+                v.health().0 == 200
+            });
         }
         Fleet {
             s,
@@ -140,7 +148,45 @@ impl Fleet {
     }
 }
 
-fn authorize(v: &Proc, token: &str, resource: &str) {
+/// A gateway publishing its audit checkpoints and records (audit2), in
+/// front of an upstream that is down: an allowed request is decided and
+/// recorded, then answered 502.
+fn gateway(s: &Scenario, nats: &str) -> Proc {
+    let config = format!(
+        r#"listen = "127.0.0.1:0"
+public_key = "{root}"
+revocation_db = "gw-revocations"
+nats = "{nats}"
+revocation_keys = ["0={root}"]
+audit_dir = "audit2"
+audit_key_file = "audit2.key"
+audit_publish = true
+audit_publish_records = true
+
+[[routes]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:{dead}"
+"#,
+        root = s.issuer_pub,
+        dead = common::procs::free_port()
+    );
+    s.write("gateway.toml", &config);
+    Proc::start([
+        "gateway",
+        "--config",
+        s.path("gateway.toml").to_str().unwrap(),
+    ])
+}
+
+/// An allowed decision at verifier `i` (`verifierd`, or the gateway).
+fn authorize(f: &Fleet, i: usize, token: &str, resource: &str) {
+    let v = &f.verifiers[i];
+    if i == GATEWAY {
+        let path = format!("{resource}?rows=1");
+        let (status, body) = common::procs::http(&v.addr, "GET", &path, "", Some(token.trim()));
+        assert_eq!(status, 502, "allowed, then no upstream: {body}");
+        return;
+    }
     let (status, body) = v.authorize_as(token, "read", resource);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decision"], "allow", "{body}");
@@ -151,8 +197,8 @@ fn collect_merges_three_verifiers_and_names_each_tampering_of_one() {
     let f = Fleet::start();
     let token = f.s.read("sub.tok");
     for r in 0..REQUESTS {
-        for (i, v) in f.verifiers.iter().enumerate() {
-            authorize(v, &token, &format!("/api/customers/v{i}-r{r}"));
+        for i in 0..VERIFIERS {
+            authorize(&f, i, &token, &format!("/api/customers/v{i}-r{r}"));
         }
     }
     // Published in the background (every second): wait for all of it.
@@ -254,7 +300,7 @@ fn a_local_log_cut_at_its_end_is_named_truncated_only_against_the_published_chec
     let mut f = Fleet::start();
     let token = f.s.read("sub.tok");
     for r in 0..REQUESTS {
-        authorize(&f.verifiers[0], &token, &format!("/api/customers/v0-r{r}"));
+        authorize(&f, 0, &token, &format!("/api/customers/v0-r{r}"));
     }
     let published = |f: &Fleet| {
         let run = f.s.run(&[
@@ -388,5 +434,104 @@ fn a_local_log_cut_at_its_end_is_named_truncated_only_against_the_published_chec
         none.stderr.contains("UNPUBLISHED") || none.stderr.contains("EMPTY"),
         "{}",
         none.stderr
+    );
+}
+
+/// Publishing never holds a decision back: with NATS stopped, decisions are
+/// still answered and recorded; their checkpoints wait in the local log and
+/// are published once NATS is back (SPEC §12.4).
+#[test]
+fn checkpoints_wait_in_the_log_while_nats_is_down_and_go_out_when_it_is_back() {
+    let mut f = Fleet::start();
+    let token = f.s.read("sub.tok");
+    let collected = |f: &Fleet| {
+        let (_, summary, _) = f.collect();
+        if summary.is_null() {
+            return 0;
+        }
+        f.verdict(&summary, 0)["covered_through"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    authorize(&f, 0, &token, "/api/customers/before");
+    wait_until("record 1 published", Duration::from_secs(30), || {
+        collected(&f) == 1
+    });
+    f.nats.stop();
+    // Answered at once (the feed's staleness limit is 2 s: still fresh),
+    // recorded locally although nothing can be published.
+    let started = std::time::Instant::now();
+    for r in 0..3 {
+        authorize(&f, 0, &token, &format!("/api/customers/down-{r}"));
+    }
+    let answered_in = started.elapsed();
+    let local = f.s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit0",
+        "--public-key",
+        &f.keys[0],
+    ]);
+    assert!(
+        local.stdout.starts_with("ok: 4 records (1..4)"),
+        "{}",
+        local.stdout
+    );
+    f.nats.restart();
+    wait_until(
+        "the queued checkpoints published",
+        Duration::from_secs(30),
+        || collected(&f) == 4,
+    );
+    println!("3 decisions with NATS down answered in {answered_in:?}");
+}
+
+#[test]
+fn audit_publish_without_a_log_or_nats_is_refused_at_start() {
+    let s = Scenario::new();
+    let r = s.run(&[
+        "verifierd",
+        "--data-dir",
+        "v",
+        "--public-key",
+        &s.issuer_pub,
+        "--audit-publish",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--nats"), "{}", r.stderr);
+    let r = s.run(&[
+        "verifierd",
+        "--data-dir",
+        "v",
+        "--public-key",
+        &s.issuer_pub,
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--revocation-key",
+        &format!("0={}", s.issuer_pub),
+        "--audit-publish",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--audit-publish needs an audit log"),
+        "{}",
+        r.stderr
+    );
+    s.write(
+        "gw.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\npublic_key = \"{}\"\naudit_dir = \"a\"\n\
+             audit_key_file = \"a.key\"\naudit_publish = true\n[[routes]]\nprefix = \"/x/\"\n\
+             upstream = \"http://127.0.0.1:1\"\n",
+            s.issuer_pub
+        ),
+    );
+    let r = s.run(&["gateway", "--config", "gw.toml"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("line 5") && r.stderr.contains("audit_publish needs audit_dir"),
+        "{}",
+        r.stderr
     );
 }

@@ -1,6 +1,6 @@
 //! Publishing a verifier's signed checkpoints (and, when configured, its
 //! records) to a JetStream stream, and reading them back (specification
-//! §12.5): what lets an auditor see records cut off the end of a log, and
+//! §12.4): what lets an auditor see records cut off the end of a log, and
 //! gather every verifier's log into one timeline.
 //!
 //! The publisher tails the audit store (an [`AuditTail`]) rather than

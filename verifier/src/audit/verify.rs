@@ -19,7 +19,7 @@ pub enum Place {
     /// The sequence number a store keeps a checkpoint under.
     CheckpointKey(u64),
     /// The sequence number of a message in the audit stream (a record or
-    /// checkpoint as published, §12.5).
+    /// checkpoint as published, §12.4).
     Published(u64),
 }
 

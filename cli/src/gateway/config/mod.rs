@@ -17,7 +17,7 @@
 //! audit_async = false                   # optional: answer before records are durable
 //!                                       # (a crash loses the queued ones; logged at start)
 //! audit_publish = false                 # optional, with nats and audit_dir: publish signed
-//!                                       # checkpoints to the audit stream (SPEC §12.5)
+//!                                       # checkpoints to the audit stream (SPEC §12.4)
 //! audit_publish_records = false         # optional: the records too (`mandate audit collect`)
 //! audit_stream = "MANDATE_AUDIT"        # optional: the stream
 //! workers = 2                           # optional: worker threads (default: one per core)
