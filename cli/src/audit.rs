@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mandate_spec::display::text;
 use mandate_spec::parse_public_key;
-use mandate_verifier::audit::publish::{log_id, read_published, AuditPublishConfig, AUDIT_STREAM};
+use mandate_verifier::audit::publish::{
+    log_id, read_published, read_published_checkpoints, AuditPublishConfig, AUDIT_STREAM,
+};
 use mandate_verifier::audit::{
     parse_export, read_audit_log, verify_entries, verify_entries_from, AuditOptions, AuditProblem,
     AuditStart, AuditSummary,
@@ -248,11 +250,7 @@ fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
                 .context("--public-key: not an Ed25519 key")?;
             let mut cfg = AuditPublishConfig::new(nats);
             cfg.stream = a.stream.clone();
-            let checkpoints = runtime()?
-                .block_on(read_published(&cfg, Some(&id)))?
-                .remove(&id)
-                .map(|l| l.read.checkpoints)
-                .unwrap_or_default();
+            let checkpoints = runtime()?.block_on(read_published_checkpoints(&cfg, &id))?;
             if checkpoints.is_empty() {
                 let why = format!(
                     "the audit stream {} holds no checkpoint of this log (is the verifier \

@@ -535,3 +535,79 @@ fn audit_publish_without_a_log_or_nats_is_refused_at_start() {
         r.stderr
     );
 }
+
+/// `/ui/decisions` reads the issuer service's log by position (a reader
+/// kept open and caught up per page), never the whole log: decisions made
+/// after a page was served are on the next one, newest first, and the
+/// total is the log's length.
+#[test]
+fn the_decisions_page_reads_new_records_by_position() {
+    let s = Scenario::new();
+    s.run(&["keygen", "--out", "service-audit.key"]);
+    let admin = s
+        .run(&[
+            "issue",
+            "--key",
+            "issuer.key",
+            "--principal",
+            "ops:auditor",
+            "--to",
+            "auditor",
+            "--to-key",
+            &s.support_pub,
+            "--allow",
+            "review:/ui/decisions",
+            "--ttl",
+            "1h",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    let serve = Proc::start([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        s.path("data").to_str().unwrap(),
+        "--root-key",
+        &format!("0={}", s.path("issuer.key").display()),
+        "--audit-key",
+        s.path("service-audit.key").to_str().unwrap(),
+    ]);
+    let token = s.read("sub.tok");
+    let decide = |resource: &str| {
+        let (status, body) = serve.authorize_as(&token, "read", resource);
+        assert_eq!(status, 200, "{body}");
+    };
+    let page = || {
+        let resp = common::procs::http_client()
+            .get(format!("http://{}/ui/decisions?limit=2", serve.addr))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().unwrap()
+    };
+    for r in 0..3 {
+        decide(&format!("/api/customers/first-{r}"));
+    }
+    let first = page();
+    // 3 decisions, then the page's own access (a decision too).
+    assert!(
+        first.contains(" shown of 4 in the signed audit log"),
+        "{first}"
+    );
+    assert!(first.contains("/api/customers/first-2"), "{first}");
+    assert!(
+        !first.contains("/api/customers/first-0"),
+        "limit 2: {first}"
+    );
+    decide("/api/customers/later");
+    let second = page();
+    assert!(
+        second.contains(" shown of 6 in the signed audit log"),
+        "{second}"
+    );
+    assert!(second.contains("/api/customers/later"), "{second}");
+    assert!(!second.contains("/api/customers/first-2"), "{second}");
+}

@@ -262,16 +262,36 @@ pub async fn read_published(
     cfg: &AuditPublishConfig,
     only: Option<&str>,
 ) -> Result<BTreeMap<String, PublishedLog>, FeedError> {
+    let filter = match only {
+        Some(id) => format!("{}.{id}.>", cfg.prefix),
+        None => format!("{}.>", cfg.prefix),
+    };
+    read_filtered(cfg, filter).await
+}
+
+/// The checkpoints published for the log with id `id`, in stream order
+/// (its records, if published, are not read).
+pub async fn read_published_checkpoints(
+    cfg: &AuditPublishConfig,
+    id: &str,
+) -> Result<Vec<super::verify::ReadCheckpoint>, FeedError> {
+    let mut logs = read_filtered(cfg, checkpoints_subject(&cfg.prefix, id)).await?;
+    Ok(logs
+        .remove(id)
+        .map(|l| l.read.checkpoints)
+        .unwrap_or_default())
+}
+
+async fn read_filtered(
+    cfg: &AuditPublishConfig,
+    filter: String,
+) -> Result<BTreeMap<String, PublishedLog>, FeedError> {
     let nats = &cfg.nats;
     let js = jetstream::new(nats.connect().await?);
     let stream = js
         .get_stream(&cfg.stream)
         .await
         .map_err(|e| err(nats, format!("stream {}: {e}", cfg.stream)))?;
-    let filter = match only {
-        Some(id) => format!("{}.{id}.>", cfg.prefix),
-        None => format!("{}.>", cfg.prefix),
-    };
     let consumer = stream
         .create_consumer(consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::All,

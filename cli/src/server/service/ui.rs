@@ -2,7 +2,9 @@
 //! verifier with their chains, filterable by principal, agent and decision,
 //! read from its signed audit log. Self-contained HTML (no script, no
 //! external asset), built with maud through [`crate::html`]: every value
-//! from a token, a request or the log is spliced as [`shown`]. The caller needs an
+//! from a token, a request or the log is spliced as [`shown`]. The log is
+//! read by position (an [`AuditTail`] kept open, newest record first, at
+//! most [`SCAN`] records a page), never whole. The caller needs an
 //! admin token allowing `review` on `/ui/decisions`, as `Authorization:
 //! Bearer` or in the `mandate_admin` cookie (for a browser).
 
