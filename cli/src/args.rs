@@ -78,7 +78,7 @@ pub(crate) enum Command {
     Revocations(RevocationsArgs),
 
     // Audit.
-    /// Export or verify a verifier's signed audit log.
+    /// Export, verify or collect verifiers' signed audit logs.
     Audit(AuditArgs),
 
     // Servers.
