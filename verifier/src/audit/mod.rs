@@ -23,12 +23,12 @@ mod verify;
 pub use durable::AuditDurable;
 #[cfg(feature = "rocksdb")]
 pub use log::{read_audit_log, read_audit_store, AuditLog, AuditOptions};
-#[cfg(feature = "rocksdb")]
-pub use tail::AuditTail;
 pub use record::{
     AuditChain, AuditCheckpoint, AuditEntry, AuditEvent, AuditHop, AuditRecord, Seal,
     SignedCheckpoint, GENESIS_HASH,
 };
+#[cfg(feature = "rocksdb")]
+pub use tail::AuditTail;
 pub use verify::{
     parse_checkpoint, parse_entry, parse_export, verify_entries, verify_entries_from, AuditProblem,
     AuditRead, AuditStart, AuditSummary, Place, ReadCheckpoint, ReadEntry,
