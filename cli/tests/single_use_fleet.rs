@@ -543,3 +543,101 @@ fn a_spend_bucket_without_nats_or_a_local_record_is_refused_at_start() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("not a valid bucket name"), "{}", r.stderr);
 }
+
+/// Runs `f` with a JetStream context on `url`.
+fn with_js<T>(
+    url: &str,
+    f: impl AsyncFnOnce(async_nats::Client, async_nats::jetstream::Context) -> T,
+) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = async_nats::connect(url).await.unwrap();
+            let js = async_nats::jetstream::new(client.clone());
+            f(client, js).await
+        })
+}
+
+fn fleet_record(dir: &Path, name: &str, nats: &str, bucket: &str) -> FleetSingleUse {
+    let local = Arc::new(ReplayGuard::open(dir.join(name)).unwrap());
+    let mut cfg = SpendBucketConfig::new(bucket);
+    cfg.timeout = Duration::from_secs(20);
+    FleetSingleUse::new(local, FeedConfig::new(nats), cfg).unwrap()
+}
+
+#[test]
+fn a_purge_or_delete_marker_published_over_a_spent_key_does_not_unspend_it() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(600);
+    let a = fleet_record(dir.path(), "a", &nats.url(), BUCKET);
+    for (i, op) in ["PURGE", "DEL"].iter().enumerate() {
+        let key = format!("approval-signature-{i}");
+        assert_eq!(a.use_once(key.as_bytes(), until, true).unwrap(), Use::First);
+        // Anyone able to publish to the bucket's subjects writes a marker
+        // over the spent key (plain, and as kv.purge does, with a rollup).
+        let subject = format!(
+            "$KV.{BUCKET}.{}",
+            hex::encode(sha2::Sha256::digest(key.as_bytes()))
+        );
+        with_js(&nats.url(), async |client, _js| {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("KV-Operation", *op);
+            client
+                .publish_with_headers(subject.clone(), headers.clone(), "".into())
+                .await
+                .unwrap();
+            headers.insert("Nats-Rollup", "sub");
+            client
+                .publish_with_headers(subject.clone(), headers, "".into())
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+        });
+        // A verifier that has not cached the key still finds it spent.
+        let fresh = fleet_record(dir.path(), &format!("fresh-{i}"), &nats.url(), BUCKET);
+        assert_eq!(
+            fresh.use_once(key.as_bytes(), until, true).unwrap(),
+            Use::Replayed,
+            "a {op} marker un-spent the key"
+        );
+    }
+}
+
+#[test]
+fn a_pre_created_bucket_stream_that_could_lose_spent_keys_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let bucket = "EVICTING";
+    with_js(&nats.url(), async |_client, js| {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_age: Duration::from_secs(1),
+            max_messages: 10,
+            discard: async_nats::jetstream::stream::DiscardPolicy::Old,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let record = fleet_record(dir.path(), "a", &nats.url(), bucket);
+    let err = record.connect().unwrap_err().to_string();
+    for words in [
+        "refusing its existing stream KV_EVICTING",
+        "max_msgs_per_subject",
+        "max_msgs is 10 with discard old",
+        "deny_delete is false",
+        "deny_purge is false",
+        "max_age is 1 s",
+    ] {
+        assert!(err.contains(words), "{words:?} missing from: {err}");
+    }
+    // A spend is refused the same way: denied, never recorded there.
+    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(60);
+    let err = record.use_once(b"k", until, true).unwrap_err().to_string();
+    assert!(err.contains("refusing its existing stream"), "{err}");
+}

@@ -256,33 +256,41 @@ impl Inner {
         max_age: Duration,
     ) -> Result<Opened, VerifierError> {
         // The bucket's stream, made as `create_key_value` would (one entry
-        // per key, rollups allowed, deletes denied, direct gets): that call
-        // first reads the account's limits, which async-nats 0.51 cannot
-        // parse from nats-server 2.9 (Debian's).
+        // per key, direct gets) but stricter: deletes, purges and rollups
+        // denied, so nothing published to the bucket's subjects un-spends a
+        // key. `create_key_value` first reads the account's limits, which
+        // async-nats 0.51 cannot parse from nats-server 2.9 (Debian's).
         let dedup = Duration::from_secs(120);
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{name}"),
-            description: Some("Mandate: approvals and nonces used once across the fleet".into()),
-            subjects: vec![format!("$KV.{name}.>")],
-            max_messages_per_subject: 1,
-            max_bytes: -1,
-            max_message_size: -1,
-            max_age,
-            duplicate_window: if max_age.is_zero() {
-                dedup
-            } else {
-                dedup.min(max_age)
-            },
-            storage: jetstream::stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            num_replicas: 1,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| self.err(name, e))?;
+        let stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: format!("KV_{name}"),
+                description: Some(
+                    "Mandate: approvals and nonces used once across the fleet".into(),
+                ),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: 1,
+                max_messages: -1,
+                max_bytes: -1,
+                max_message_size: crate::feed::MAX_MESSAGE_SIZE,
+                max_age,
+                duplicate_window: if max_age.is_zero() {
+                    dedup
+                } else {
+                    dedup.min(max_age)
+                },
+                storage: jetstream::stream::StorageType::File,
+                allow_rollup: false,
+                deny_delete: true,
+                deny_purge: true,
+                allow_direct: true,
+                num_replicas: 1,
+                discard: jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.err(name, e))?;
+        check_bucket_stream(&stream.cached_info().config, max_age)
+            .map_err(|e| self.err(name, e))?;
         let store = js
             .get_key_value(name)
             .await
@@ -320,12 +328,74 @@ impl Inner {
         }
         let name = hex::encode(Sha256::digest(&key));
         let value = until.unix_timestamp().to_be_bytes().to_vec();
-        match bucket.store.create(&name, value.into()).await {
+        // Expected last revision 0: accepted only if the key's subject has
+        // never held a message. Not `kv.create`, which writes again over a
+        // delete or purge marker: anyone able to publish one would un-spend
+        // the key.
+        match bucket.store.update(&name, value.into(), 0).await {
             Ok(_) => Ok(Use::First),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Use::Replayed),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Use::Replayed),
             Err(e) => Err(self.err(&bucket.name, e)),
         }
     }
+}
+
+/// Refuses a bucket stream (made by someone else, maybe to un-spend keys)
+/// whose settings could lose a spent key before it expires: more than one
+/// entry per key, limits that evict old entries, deletes, purges or
+/// rollups allowed, or entries kept less than `max_age`. A missing or large
+/// maximum message size is only logged.
+fn check_bucket_stream(cfg: &jetstream::stream::Config, max_age: Duration) -> Result<(), String> {
+    let mut bad = Vec::new();
+    if cfg.max_messages_per_subject != 1 {
+        bad.push(format!(
+            "max_msgs_per_subject is {} (history must be 1)",
+            cfg.max_messages_per_subject
+        ));
+    }
+    let evicts = cfg.discard == jetstream::stream::DiscardPolicy::Old;
+    if evicts && cfg.max_messages > 0 {
+        bad.push(format!(
+            "max_msgs is {} with discard old (evicts spent keys)",
+            cfg.max_messages
+        ));
+    }
+    if evicts && cfg.max_bytes > 0 {
+        bad.push(format!(
+            "max_bytes is {} with discard old (evicts spent keys)",
+            cfg.max_bytes
+        ));
+    }
+    if !cfg.deny_delete {
+        bad.push("deny_delete is false".into());
+    }
+    if !cfg.deny_purge {
+        bad.push("deny_purge is false".into());
+    }
+    if cfg.allow_rollup {
+        bad.push("allow_rollup is true".into());
+    }
+    if !cfg.max_age.is_zero() && (max_age.is_zero() || cfg.max_age < max_age) {
+        bad.push(format!(
+            "max_age is {} s, expected {}",
+            cfg.max_age.as_secs(),
+            if max_age.is_zero() {
+                "none".to_string()
+            } else {
+                format!("at least {} s", max_age.as_secs())
+            }
+        ));
+    }
+    if !bad.is_empty() {
+        return Err(format!(
+            "refusing its existing stream {}: {} (a spent key could be lost and used again; \
+             delete the stream or fix its settings)",
+            cfg.name,
+            bad.join(", ")
+        ));
+    }
+    crate::feed::warn_message_size(cfg);
+    Ok(())
 }
 
 /// Connects as the revocation feed does: the same server, credentials and

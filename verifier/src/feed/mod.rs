@@ -236,18 +236,45 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The largest message the streams Mandate creates accept (the revocation
+/// feed, the mint stream, the spend buckets): their entries and records are
+/// a few hundred bytes; this bounds what one pull can buffer.
+pub const MAX_MESSAGE_SIZE: i32 = 64 * 1024;
+
+/// The most one pull of a stream asks for, in bytes.
+pub const MAX_FETCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Logs at WARN when a stream that already existed (operators may own
+/// stream config) sets no maximum message size, or one above
+/// [`MAX_MESSAGE_SIZE`].
+pub fn warn_message_size(cfg: &stream::Config) {
+    if cfg.max_message_size <= 0 || cfg.max_message_size > MAX_MESSAGE_SIZE {
+        tracing::warn!(
+            stream = %cfg.name,
+            max_message_size = cfg.max_message_size,
+            expected = MAX_MESSAGE_SIZE,
+            "stream max_message_size is unset or above {MAX_MESSAGE_SIZE} bytes: anyone able to \
+             publish to it can make each pull buffer up to {MAX_FETCH_BYTES} bytes of junk"
+        );
+    }
+}
+
 async fn stream_handle(
     js: &jetstream::Context,
     cfg: &FeedConfig,
 ) -> Result<stream::Stream, FeedError> {
-    js.get_or_create_stream(stream::Config {
-        name: cfg.stream.clone(),
-        subjects: vec![cfg.subject.clone()],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| nats_err(&cfg.url, e))
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: cfg.stream.clone(),
+            subjects: vec![cfg.subject.clone()],
+            storage: stream::StorageType::File,
+            max_message_size: MAX_MESSAGE_SIZE,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_err(&cfg.url, e))?;
+    warn_message_size(&stream.cached_info().config);
+    Ok(stream)
 }
 
 /// What a running feed consumer shares with the verifier. Times are on the
