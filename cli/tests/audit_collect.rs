@@ -611,3 +611,83 @@ fn the_decisions_page_reads_new_records_by_position() {
     assert!(second.contains("/api/customers/later"), "{second}");
     assert!(!second.contains("/api/customers/first-2"), "{second}");
 }
+
+/// Publishes `bytes` on `subject` of the audit stream, as anyone allowed to
+/// publish on it could (no dedup id unless `msg_id`).
+fn inject(nats: &str, subject: &str, bytes: &[u8], msg_id: Option<&str>) {
+    let (url, subject, bytes, msg_id) = (
+        nats.to_string(),
+        subject.to_string(),
+        bytes.to_vec(),
+        msg_id.map(str::to_string),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+            let mut m =
+                async_nats::jetstream::message::PublishMessage::build().payload(bytes.into());
+            if let Some(id) = msg_id {
+                m = m.message_id(id);
+            }
+            js.send_publish(subject, m).await.unwrap().await.unwrap();
+        });
+}
+
+/// The checkpoints published for verifier `i`'s log, as the stream holds them.
+fn published_checkpoints(f: &Fleet, i: usize) -> Vec<mandate_verifier::audit::SignedCheckpoint> {
+    let cfg = mandate_verifier::audit::publish::AuditPublishConfig::new(
+        mandate_verifier::feed::FeedConfig::new(f.nats.url()),
+    );
+    let id = f.id(i);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(mandate_verifier::audit::publish::read_published_checkpoints(&cfg, &id))
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, c)| c.ok())
+        .collect()
+}
+
+/// A forged checkpoint over record u64::MAX, published by an outsider on a
+/// log's checkpoint subject, once stopped that log's publication for good
+/// (after a restart it believed everything published): only checkpoints
+/// signed by the log's key count.
+#[test]
+fn a_forged_checkpoint_on_the_stream_does_not_stop_publication() {
+    let mut f = Fleet::start();
+    let token = f.s.read("sub.tok");
+    authorize(&f, 0, &token, "/api/customers/first");
+    let covers = |f: &Fleet, seq: u64| {
+        published_checkpoints(f, 0)
+            .iter()
+            .any(|c| c.checkpoint.seq == seq)
+    };
+    wait_until("record 1 published", Duration::from_secs(30), || {
+        covers(&f, 1)
+    });
+    let mut forged = published_checkpoints(&f, 0).pop().unwrap();
+    forged.checkpoint.seq = u64::MAX;
+    let subject = format!("mandate.audit.{}.checkpoints", f.id(0));
+    inject(&f.nats.url(), &subject, b"not even json", None);
+    inject(
+        &f.nats.url(),
+        &subject,
+        &serde_json::to_vec(&forged).unwrap(),
+        None,
+    );
+    f.verifiers[0].restart();
+    wait_until("verifier 0 back", Duration::from_secs(20), || {
+        f.verifiers[0].health().0 == 200
+    });
+    for r in 0..2 {
+        authorize(&f, 0, &token, &format!("/api/customers/after-{r}"));
+    }
+    wait_until("records 2 and 3 published", Duration::from_secs(30), || {
+        covers(&f, 3)
+    });
+}

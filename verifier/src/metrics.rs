@@ -68,6 +68,9 @@ pub const AUDIT_ERRORS: &str = "mandate_audit_write_errors_total";
 pub const AUDIT_PUBLISH_ERRORS: &str = "mandate_audit_publish_errors_total";
 /// `mandate_audit_published_seq`.
 pub const AUDIT_PUBLISHED: &str = "mandate_audit_published_seq";
+/// `mandate_audit_stream_forged_total`: messages on a log's own subjects
+/// of the audit stream that its key did not sign (by `kind`).
+pub const AUDIT_STREAM_FORGED: &str = "mandate_audit_stream_forged_total";
 /// `mandate_cold_decisions_waiting`.
 pub const COLD_WAITING: &str = "mandate_cold_decisions_waiting";
 /// `mandate_cold_decisions_running`.
@@ -134,6 +137,10 @@ pub fn describe() {
     describe_gauge!(
         AUDIT_PUBLISHED,
         "The last audit record covered by a checkpoint published to the audit stream."
+    );
+    describe_counter!(
+        AUDIT_STREAM_FORGED,
+        "Messages on this log's audit stream subjects not signed by its key (set aside), by kind."
     );
     describe_gauge!(COLD_WAITING, "Cold decisions waiting for a thread.");
     describe_gauge!(COLD_RUNNING, "Cold decisions running.");

@@ -168,7 +168,7 @@ impl Publisher {
         let cp_subject = checkpoints_subject(&self.cfg.prefix, &self.id);
         let published = match self.published {
             Some(p) => p,
-            None => last_published(js, &self.cfg, &cp_subject).await?,
+            None => last_published(js, &self.cfg, &cp_subject, &self.id).await?,
         };
         self.published = Some(published);
         tail.catch_up()?;
@@ -227,20 +227,55 @@ impl Publisher {
     }
 }
 
-/// The last record a checkpoint published on `subject` covers (0: none).
+/// The last record a checkpoint published on `subject` covers (0: none),
+/// counting only checkpoints signed by the log's own key (`id`): anyone
+/// who can publish on the subject could otherwise post a forged checkpoint
+/// over record `u64::MAX` and stop publication for good. The last message
+/// is tried first; when it is not the log's, every checkpoint on the
+/// subject is read and the highest genuine one is taken, the others
+/// counted and logged at WARN.
 async fn last_published(
     js: &jetstream::Context,
     cfg: &AuditPublishConfig,
     subject: &str,
+    id: &str,
 ) -> Result<u64, FeedError> {
+    let key = hex::decode(id)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| err(&cfg.nats, "the audit key is not an Ed25519 key"))?;
     let stream = audit_stream(js, cfg).await?;
     match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(parse_checkpoint(&m.payload)
-            .map(|c| c.checkpoint.seq)
-            .unwrap_or(0)),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
-        Err(e) => Err(err(&cfg.nats, e)),
+        Ok(m) => match parse_checkpoint(&m.payload) {
+            Ok(c) if c.is_signed_by(&key) => return Ok(c.checkpoint.seq),
+            _ => {}
+        },
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+        Err(e) => return Err(err(&cfg.nats, e)),
     }
+    let mut last = 0;
+    for (place, c) in read_filtered(cfg, subject.to_string())
+        .await?
+        .remove(id)
+        .map(|l| l.read.checkpoints)
+        .unwrap_or_default()
+    {
+        match c {
+            Ok(c) if c.is_signed_by(&key) => last = last.max(c.checkpoint.seq),
+            _ => {
+                metrics::counter!(crate::metrics::AUDIT_STREAM_FORGED, "kind" => "checkpoint")
+                    .increment(1);
+                tracing::warn!(
+                    subject,
+                    %place,
+                    "a message on this log's checkpoint subject is not a checkpoint signed by \
+                     its audit key: set aside (someone else can publish on the audit stream)"
+                );
+            }
+        }
+    }
+    Ok(last)
 }
 
 /// What the stream holds of one log: its records and checkpoints in stream
