@@ -534,3 +534,39 @@ fn a_feed_without_a_revocation_key_is_refused_everywhere() {
         r.stderr
     );
 }
+
+/// The feed stream refuses a message over 64 KiB (one pull cannot buffer
+/// 1 000 such), and the verifiers go on applying the next valid entry.
+#[test]
+fn a_message_over_the_size_limit_is_refused_by_the_stream_and_the_feed_goes_on() {
+    let s = Scenario::new();
+    let nats = Nats::start(&s.path("nats"));
+    let url = nats.url();
+    let rev0 = keygen(&s, "rev0.key");
+    let token = s.read("support.tok");
+    let trust = [format!("0={rev0}")];
+    let v = Verifier::start(&s, "v1", &url, &trust);
+    wait_until("the feed", Duration::from_secs(10), || {
+        v.authorize(&token).0 == 200
+    });
+    let refused = runtime().block_on(async {
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let big = vec![b'x'; 65 * 1024];
+        match js.publish("mandate.revocations", big.into()).await {
+            Err(e) => e.to_string(),
+            Ok(ack) => match ack.await {
+                Err(e) => e.to_string(),
+                Ok(ack) => panic!("stored at {}", ack.sequence),
+            },
+        }
+    });
+    assert!(
+        refused.to_lowercase().contains("maximum"),
+        "refused for another reason: {refused}"
+    );
+    revoke_signed(&s, &url, &["--token", "support.tok"], "rev0.key", 0);
+    v.caught_up(1);
+    let (status, d) = v.authorize(&token);
+    assert_eq!((status, denial_kind(&d)), (403, "revoked"), "{d}");
+}

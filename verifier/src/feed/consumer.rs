@@ -131,7 +131,7 @@ async fn pull_consumer(
         .map_err(|e| nats_err(&cfg.url, e))
 }
 
-/// One pull: up to 1000 entries, waiting up to `cfg.poll` for them, each
+/// One pull: up to 1000 entries (4 MiB), waiting up to `cfg.poll` for them, each
 /// applied in turn.
 async fn pull(
     consumer: &consumer::PullConsumer,
@@ -142,6 +142,7 @@ async fn pull(
     let mut batch = consumer
         .fetch()
         .max_messages(1000)
+        .max_bytes(super::MAX_FETCH_BYTES)
         .expires(cfg.poll)
         .messages()
         .await
