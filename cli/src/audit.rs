@@ -11,8 +11,8 @@ use mandate_verifier::audit::publish::{
     log_id, read_published, read_published_checkpoints, AuditPublishConfig, AUDIT_STREAM,
 };
 use mandate_verifier::audit::{
-    parse_export, read_audit_log, verify_entries, verify_entries_from, AuditOptions, AuditProblem,
-    AuditStart, AuditSummary,
+    parse_export, read_audit_log, set_aside_forged, verify_entries, verify_entries_from,
+    AuditOptions, AuditProblem, AuditRead, AuditStart, AuditSummary,
 };
 use serde_json::json;
 use std::io::Write;
@@ -250,7 +250,15 @@ fn verify(a: AuditVerifyArgs) -> Result<ExitCode> {
                 .context("--public-key: not an Ed25519 key")?;
             let mut cfg = AuditPublishConfig::new(nats);
             cfg.stream = a.stream.clone();
-            let checkpoints = runtime()?.block_on(read_published_checkpoints(&cfg, &id))?;
+            let mut published = AuditRead {
+                checkpoints: runtime()?.block_on(read_published_checkpoints(&cfg, &id))?,
+                ..AuditRead::default()
+            };
+            // What its key did not sign says nothing about the log.
+            for line in set_aside_forged(&mut published, &key) {
+                eprintln!("{}", text(&line));
+            }
+            let checkpoints = published.checkpoints;
             if checkpoints.is_empty() {
                 let why = format!(
                     "the audit stream {} holds no checkpoint of this log (is the verifier \
@@ -383,6 +391,8 @@ struct Collected {
     problem: Option<String>,
     /// Records published after the last published checkpoint: left out.
     left_out: Option<(u64, u64)>,
+    /// Messages on its subjects that its key did not sign: set aside.
+    injected: Vec<String>,
 }
 
 /// `mandate audit collect`: every log on the stream, each verified against
@@ -406,24 +416,28 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
     let mut verifiers = Vec::new();
     for (id, log) in &logs {
         let key = parse_public_key(&log.log_key).context("a log key on the stream")?;
+        let mut read = log.read.clone();
+        let injected = set_aside_forged(&mut read, &key);
+        let log = &read;
         let mut c = Collected {
             id: id.clone(),
             status: "ok",
             summary: None,
             problem: None,
             left_out: None,
+            injected,
         };
-        if log.read.entries.is_empty() {
+        if log.entries.is_empty() {
             c.status = "no_records";
             c.problem = Some(format!(
                 "{} checkpoints published but no record: its records are not published \
                  (--audit-publish-records) or were removed from the stream",
-                log.read.checkpoints.len()
+                log.checkpoints.len()
             ));
             verifiers.push(c);
             continue;
         }
-        match verify_entries(&log.read, &key) {
+        match verify_entries(log, &key) {
             Err(p) => {
                 c.status = "tampered";
                 c.problem = Some(p.to_string());
@@ -431,10 +445,10 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
             Ok(summary) => {
                 let covered = summary.covered_through.unwrap_or(0);
                 c.left_out = summary.uncovered;
-                for (_, e) in &log.read.entries {
+                for (_, e) in &log.entries {
                     if let Ok(e) = e {
                         if e.record.seq <= covered {
-                            timeline.push((id.as_str(), e));
+                            timeline.push((id.as_str(), e.clone()));
                         }
                     }
                 }
@@ -479,6 +493,7 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
                     "left_out_from": c.left_out.map(|l| l.0),
                     "left_out_to": c.left_out.map(|l| l.1),
                     "problem": c.problem,
+                    "injected": c.injected,
                 })
             })
             .collect();
@@ -513,6 +528,9 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
                 (None, None) => format!("ok: verifier {}", c.id),
             };
             text_out.push(line);
+            for i in &c.injected {
+                text_out.push(format!("  verifier {}: {}", c.id, text(i)));
+            }
         }
         text_out.push(format!(
             "{} records from {} verifiers in the timeline",

@@ -261,7 +261,9 @@ fn collect_merges_three_verifiers_and_names_each_tampering_of_one() {
     };
     let truncated = original[..3].to_vec();
     for (what, lines, needle) in [
-        ("edit", &edited, "record 2 (audit stream message"),
+        // An edited record no longer matches its hash: set aside (anyone
+        // could have published it), and the genuine record 2 is missing.
+        ("edit", &edited, "record 2 was removed"),
         ("delete", &deleted, "record 3 was removed"),
         ("reorder", &reordered, "records were reordered"),
         (
@@ -281,7 +283,13 @@ fn collect_merges_three_verifiers_and_names_each_tampering_of_one() {
         let problem = v["problem"].as_str().unwrap();
         assert!(problem.contains(needle), "{what}: {problem}");
         if what == "edit" {
-            assert!(problem.contains("was altered"), "{problem}");
+            assert!(
+                v["injected"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("a record 2 whose content does not match its hash"),
+                "{v}"
+            );
         }
         for i in [0, 2] {
             assert_eq!(f.verdict(&summary, i)["status"], "ok", "{what}: {summary}");
@@ -690,4 +698,76 @@ fn a_forged_checkpoint_on_the_stream_does_not_stop_publication() {
     wait_until("records 2 and 3 published", Duration::from_secs(30), || {
         covers(&f, 3)
     });
+}
+
+/// Messages an outsider publishes on a log's subjects (garbage, a
+/// checkpoint not signed by the log's key, a record that does not match its
+/// hash) once made `collect` and `verify --nats` call that log tampered
+/// for good: they are set aside, named as injected, and the log is judged
+/// by what its key signed.
+#[test]
+fn forged_messages_on_a_logs_subjects_are_set_aside_not_called_tampering() {
+    let f = Fleet::start();
+    let token = f.s.read("sub.tok");
+    for r in 0..2 {
+        authorize(&f, 0, &token, &format!("/api/customers/r{r}"));
+    }
+    let covered = |f: &Fleet| {
+        let (_, summary, _) = f.collect();
+        !summary.is_null() && f.verdict(&summary, 0)["covered_through"] == 2
+    };
+    wait_until("records published", Duration::from_secs(30), || covered(&f));
+    let (cps, recs) = (
+        format!("mandate.audit.{}.checkpoints", f.id(0)),
+        format!("mandate.audit.{}.records", f.id(0)),
+    );
+    let mut forged = published_checkpoints(&f, 0).pop().unwrap();
+    forged.checkpoint.seq = 1;
+    let record = f.local_records(0)[1].replace("/api/customers/r1", "/api/customers/rX");
+    inject(&f.nats.url(), &cps, b"junk", None);
+    inject(
+        &f.nats.url(),
+        &cps,
+        &serde_json::to_vec(&forged).unwrap(),
+        None,
+    );
+    inject(&f.nats.url(), &recs, b"junk", None);
+    inject(&f.nats.url(), &recs, record.as_bytes(), None);
+    let (code, summary, timeline) = f.collect();
+    assert_eq!(code, 0, "{summary}");
+    let v = f.verdict(&summary, 0);
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["covered_through"], 2, "{v}");
+    let injected = v["injected"].as_array().unwrap();
+    assert_eq!(injected.len(), 4, "{v}");
+    assert!(
+        injected.iter().any(|i| i
+            .as_str()
+            .unwrap()
+            .contains("a checkpoint (over record 1) not signed by the log's key")),
+        "{v}"
+    );
+    assert_eq!(
+        timeline
+            .iter()
+            .filter(|l| l["verifier"] == f.id(0).as_str())
+            .count(),
+        2
+    );
+    let verify = f.s.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "audit0",
+        "--public-key",
+        &f.keys[0],
+        "--nats",
+        &f.nats.url(),
+    ]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert!(
+        verify.stderr.contains("injected: audit stream message"),
+        "{}",
+        verify.stderr
+    );
 }

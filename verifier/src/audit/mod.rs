@@ -30,8 +30,9 @@ pub use record::{
 #[cfg(feature = "rocksdb")]
 pub use tail::AuditTail;
 pub use verify::{
-    parse_checkpoint, parse_entry, parse_export, verify_entries, verify_entries_from, AuditProblem,
-    AuditRead, AuditStart, AuditSummary, Place, ReadCheckpoint, ReadEntry,
+    parse_checkpoint, parse_entry, parse_export, set_aside_forged, verify_entries,
+    verify_entries_from, AuditProblem, AuditRead, AuditStart, AuditSummary, Place, ReadCheckpoint,
+    ReadEntry,
 };
 
 use std::sync::Arc;

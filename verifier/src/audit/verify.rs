@@ -371,6 +371,55 @@ pub fn verify_entries_from(
     })
 }
 
+/// Sets aside what was read from the audit stream ([`Place::Published`])
+/// and is not the log's own: a checkpoint that does not decode or is not
+/// signed by `key` (naming it), a record that does not decode or whose
+/// content does not match its hash, or whose signature is not `key`'s.
+/// Anyone allowed to publish on the stream can post such messages, so they
+/// are evidence of nothing about the log: they are removed from `log`, and
+/// described (`injected: …`), for [`verify_entries`] to judge the log by
+/// what its key signed. Entries read from a store or a file are kept.
+pub fn set_aside_forged(log: &mut AuditRead, key: &biscuit_auth::PublicKey) -> Vec<String> {
+    let Some(key) = <[u8; 32]>::try_from(key.to_bytes().as_slice())
+        .ok()
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    log.checkpoints.retain(|(place, c)| {
+        let why = match (place, c) {
+            (Place::Published(_), Err(detail)) => format!("not a checkpoint ({detail})"),
+            (Place::Published(_), Ok(c)) if !c.is_signed_by(&key) => format!(
+                "a checkpoint (over record {}) not signed by the log's key",
+                c.checkpoint.seq
+            ),
+            _ => return true,
+        };
+        out.push(format!("injected: {place} is {why}"));
+        false
+    });
+    log.entries.retain(|(place, e)| {
+        let why = match (place, e) {
+            (Place::Published(_), Err(detail)) => format!("not a record ({detail})"),
+            (Place::Published(_), Ok(e)) => match e.seal_is_intact(&key) {
+                Seal::HashMismatch => format!(
+                    "a record {} whose content does not match its hash (not the log's)",
+                    e.record.seq
+                ),
+                Seal::BadSignature => {
+                    format!("a record {} not signed by the log's key", e.record.seq)
+                }
+                Seal::Intact | Seal::Unsigned => return true,
+            },
+            _ => return true,
+        };
+        out.push(format!("injected: {place} is {why}"));
+        false
+    });
+    out
+}
+
 /// A broken link before record `i`, when the records from `i` on lead
 /// intact to a checkpoint's head: that checkpoint vouches for the hash
 /// record `i` names as its predecessor's, so the predecessor (unsigned) is
