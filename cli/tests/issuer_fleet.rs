@@ -313,3 +313,60 @@ fn without_the_mint_stream_nothing_is_minted_and_revocation_by_principal_fails_c
     assert!(got.is_superset(&expected), "{answer}");
     assert!(got.len() <= 3, "{answer}");
 }
+
+/// Junk published on the mint stream without pause, faster than a disk
+/// sync (2 000 messages before, more during), does not keep the registry
+/// behind: revocations by principal pass the barrier and revoke.
+#[test]
+fn junk_on_the_mint_stream_does_not_keep_revocation_by_principal_behind() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let s = Scenario::new();
+    let nats = Nats::start(&s.path("nats"));
+    let admin = admin_token(&s);
+    let a = serve(&s, "a", &nats.url(), "1h");
+    wait_until("the issuer service", Duration::from_secs(15), || {
+        healthy(&a)
+    });
+    let (id, _) = minted(&s, &a, &admin, "org:acme");
+    let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
+    let url = nats.url();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let client = async_nats::connect(url.as_str()).await.unwrap();
+                    let js = async_nats::jetstream::new(client);
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut acks = Vec::new();
+                        for i in 0..500 {
+                            let junk = format!("junk {i}").into_bytes();
+                            acks.push(js.publish("mandate.mints", junk.into()).await.unwrap());
+                        }
+                        for ack in acks {
+                            ack.await.unwrap();
+                        }
+                        sent.fetch_add(500, Ordering::Relaxed);
+                    }
+                });
+        });
+        wait_until("2 000 junk messages", Duration::from_secs(30), || {
+            sent.load(Ordering::Relaxed) >= 2000
+        });
+        let answers: Vec<_> = (0..3)
+            .map(|_| revoke_principal(&a, &admin, "org:acme"))
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        for (i, (status, answer)) in answers.iter().enumerate() {
+            assert_eq!(*status, 200, "revocation {i}: {answer}");
+        }
+        assert_eq!(
+            revoked_ids(&answers[0].1),
+            BTreeSet::from([id.clone()]),
+            "{}",
+            answers[0].1
+        );
+    });
+}

@@ -249,14 +249,18 @@ async fn stream_handle(
     js: &jetstream::Context,
     cfg: &MintFleetConfig,
 ) -> Result<stream::Stream, ServiceError> {
-    js.get_or_create_stream(stream::Config {
-        name: cfg.stream.clone(),
-        subjects: vec![cfg.subject.clone()],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| fleet_err(cfg, e))
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: cfg.stream.clone(),
+            subjects: vec![cfg.subject.clone()],
+            storage: stream::StorageType::File,
+            max_message_size: mandate_verifier::feed::MAX_MESSAGE_SIZE,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fleet_err(cfg, e))?;
+    mandate_verifier::feed::warn_message_size(&stream.cached_info().config);
+    Ok(stream)
 }
 
 /// Why following stopped: `Stuck` needs an operator, `Other` is retried.
@@ -317,13 +321,24 @@ async fn consume(registry: &Registry, cfg: &MintFleetConfig, state: &State) -> R
         let mut batch = consumer
             .fetch()
             .max_messages(1000)
+            .max_bytes(mandate_verifier::feed::MAX_FETCH_BYTES)
             .expires(cfg.nats.poll)
             .messages()
             .await
             .map_err(|e| fleet_err(cfg, e))?;
+        // Messages that change nothing (rejected, or already recorded) move
+        // the position in memory only; it is written once per pull, so junk
+        // published faster than a disk sync cannot hold the barrier back.
+        let mut written = registry.mint_position()?;
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| fleet_err(cfg, e))?;
-            apply(&msg, registry, cfg, state)?;
+            if apply(&msg, registry, cfg, state)? {
+                written = state.applied.load(Ordering::Relaxed);
+            }
+        }
+        let applied = state.applied.load(Ordering::Relaxed);
+        if applied > written {
+            registry.set_mint_position(applied)?;
         }
         state.set_stuck(None);
     }
@@ -363,18 +378,20 @@ fn check_stream(registry: &Registry, info: &stream::Info, position: u64) -> Resu
     Ok(())
 }
 
-/// Applies the message at the next sequence: a verified record with its
-/// sequence, or (rejected) the sequence alone, in one batch.
+/// Applies the message at the next sequence: a verified new record is
+/// written with its sequence, in one synced batch (true: the position is
+/// on disk); a rejected message or a record already recorded identically
+/// moves only the position in memory (false), written by the caller.
 fn apply(
     msg: &jetstream::Message,
     registry: &Registry,
     cfg: &MintFleetConfig,
     state: &State,
-) -> Result<(), Stop> {
+) -> Result<bool, Stop> {
     let seq = msg.info().map_err(|e| fleet_err(cfg, e))?.stream_sequence;
     let applied = state.applied.load(Ordering::Relaxed);
     if seq <= applied {
-        return Ok(());
+        return Ok(false);
     }
     if seq != applied + 1 {
         return Err(Stop::Stuck(format!(
@@ -383,8 +400,11 @@ fn apply(
             seq - 1
         )));
     }
+    let mut written = false;
     match open(&cfg.nats.revocation_keys, &msg.payload) {
+        Ok(rec) if registry.get(&rec.token_id)?.as_ref() == Some(&rec) => {}
         Ok(rec) => {
+            written = true;
             if let Applied::Conflict(known) = registry.apply_mint(Some(&rec), seq)? {
                 reject(
                     seq,
@@ -397,13 +417,10 @@ fn apply(
                 );
             }
         }
-        Err((reason, detail)) => {
-            reject(seq, reason, &detail);
-            registry.apply_mint(None, seq)?;
-        }
+        Err((reason, detail)) => reject(seq, reason, &detail),
     }
     state.applied.store(seq, Ordering::Relaxed);
-    Ok(())
+    Ok(written)
 }
 
 fn reject(seq: u64, reason: &'static str, detail: &str) {

@@ -160,6 +160,19 @@ impl Registry {
         Ok(None)
     }
 
+    /// Records that the mint stream is applied up to `seq` (messages that
+    /// changed nothing here), synced.
+    pub fn set_mint_position(&self, seq: u64) -> Result<(), ServiceError> {
+        self.db
+            .put_cf_opt(
+                self.cf(CF_META)?,
+                MINT_POSITION,
+                seq.to_be_bytes(),
+                &self.sync,
+            )
+            .map_err(|e| storage(&self.path, e))
+    }
+
     /// The last mint-stream sequence applied (0: none).
     pub fn mint_position(&self) -> Result<u64, ServiceError> {
         let raw = self
