@@ -92,8 +92,24 @@ pub(crate) struct AuditCollectArgs {
     /// standard error.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
-    /// The summary as one JSON object: {"status": "ok" | "tampered",
-    /// "records", "verifiers": [{"verifier", "status", "records",
+    /// An expected verifier's audit public key, ed25519/<hex> (repeat the
+    /// option for each): a log on the stream under another key is foreign
+    /// and not merged; an expected key with nothing on the stream is
+    /// missing. Both exit 1.
+    #[arg(long = "log-key", value_name = "PUBKEY")]
+    pub(crate) log_keys: Vec<String>,
+    /// A file of expected audit public keys, one ed25519/<hex> per line
+    /// (blank lines and lines starting with # skipped), as --log-key.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) verifiers: Option<PathBuf>,
+    /// Merge every log found on the stream, whoever signed it: anyone who
+    /// can publish on the stream can add a log of their own, so the
+    /// output says the logs are unauthenticated.
+    #[arg(long, conflicts_with_all = ["log_keys", "verifiers"])]
+    pub(crate) any_log: bool,
+    /// The summary as one JSON object: {"status": "ok" | "tampered" |
+    /// "incomplete", "authenticated", "records", "verifiers": [{"verifier",
+    /// "status" (ok, tampered, no_records, foreign, missing), "records",
     /// "first_seq", "last_seq", "covered_through", "left_out_from",
     /// "left_out_to", "problem"}]}.
     #[arg(long)]
@@ -383,6 +399,49 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the NATS client")
 }
 
+/// The log ids `collect` expects (`None`: `--any-log`, every log found).
+fn expected_logs(a: &AuditCollectArgs) -> Result<Option<std::collections::BTreeSet<String>>> {
+    let mut keys: Vec<(String, String)> = a
+        .log_keys
+        .iter()
+        .map(|k| ("--log-key".to_string(), k.clone()))
+        .collect();
+    if let Some(file) = &a.verifiers {
+        let body = std::fs::read_to_string(file)
+            .with_context(|| format!("--verifiers: reading {}", file.display()))?;
+        for (n, line) in body.lines().enumerate() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                keys.push((
+                    format!("{} line {}", file.display(), n + 1),
+                    line.to_string(),
+                ));
+            }
+        }
+    }
+    if keys.is_empty() {
+        if a.any_log {
+            return Ok(None);
+        }
+        bail!(
+            "collect needs the expected verifiers' audit public keys (--log-key ed25519/HEX, \
+             repeated, or --verifiers FILE, one per line): anyone who can publish on the audit \
+             stream can add a log of their own. --any-log merges every log found, unauthenticated"
+        );
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for (from, k) in keys {
+        let id = log_id(&k).with_context(|| {
+            format!(
+                "{from}: {:?} is not an audit public key (ed25519/<64 hex digits>)",
+                text(&k)
+            )
+        })?;
+        out.insert(id);
+    }
+    Ok(Some(out))
+}
+
 /// One verifier's part of a collection.
 struct Collected {
     id: String,
@@ -402,10 +461,11 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
     let Some(nats) = crate::feed::config(&a.nats)? else {
         bail!("--nats URL: the NATS server of the audit stream is required");
     };
+    let expected = expected_logs(&a)?;
     let mut cfg = AuditPublishConfig::new(nats);
     cfg.stream = a.stream.clone();
     let logs = runtime()?.block_on(read_published(&cfg, None))?;
-    if logs.is_empty() {
+    if logs.is_empty() && expected.is_none() {
         bail!(
             "the audit stream {} holds no verifier's log (are the verifiers started with \
              --audit-publish --audit-publish-records?)",
@@ -414,7 +474,38 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
     }
     let mut timeline = Vec::new();
     let mut verifiers = Vec::new();
+    for id in expected.iter().flatten() {
+        if !logs.contains_key(id) {
+            verifiers.push(Collected {
+                id: id.clone(),
+                status: "missing",
+                summary: None,
+                problem: Some(format!(
+                    "an expected verifier with nothing on the audit stream {} (not publishing, \
+                     or its messages were removed)",
+                    a.stream
+                )),
+                left_out: None,
+                injected: Vec::new(),
+            });
+        }
+    }
     for (id, log) in &logs {
+        if expected.as_ref().is_some_and(|e| !e.contains(id)) {
+            verifiers.push(Collected {
+                id: id.clone(),
+                status: "foreign",
+                summary: None,
+                problem: Some(
+                    "a log under a key that is not an expected verifier's: not verified, \
+                     not merged"
+                        .into(),
+                ),
+                left_out: None,
+                injected: Vec::new(),
+            });
+            continue;
+        }
         let key = parse_public_key(&log.log_key).context("a log key on the stream")?;
         let mut read = log.read.clone();
         let injected = set_aside_forged(&mut read, &key);
@@ -478,6 +569,16 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
         }
     }
     let failed = verifiers.iter().any(|c| c.status != "ok");
+    let overall = if verifiers
+        .iter()
+        .any(|c| matches!(c.status, "tampered" | "no_records"))
+    {
+        "tampered"
+    } else if failed {
+        "incomplete"
+    } else {
+        "ok"
+    };
     let summary = if a.json {
         let list: Vec<_> = verifiers
             .iter()
@@ -498,7 +599,8 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
             })
             .collect();
         json!({
-            "status": if failed { "tampered" } else { "ok" },
+            "status": overall,
+            "authenticated": expected.is_some(),
             "records": timeline.len(),
             "verifiers": list,
         })
@@ -507,7 +609,12 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
         let mut text_out = Vec::new();
         for c in &verifiers {
             let line = match (&c.problem, &c.summary) {
-                (Some(p), _) => format!("TAMPERED: verifier {}: {}", c.id, text(p)),
+                (Some(p), _) => format!(
+                    "{}: verifier {}: {}",
+                    c.status.to_ascii_uppercase(),
+                    c.id,
+                    text(p)
+                ),
                 (None, Some(s)) => {
                     let mut l = format!(
                         "ok: verifier {}: {} records ({}..{}), covered by {} published checkpoints",
@@ -533,9 +640,14 @@ fn collect(a: AuditCollectArgs) -> Result<ExitCode> {
             }
         }
         text_out.push(format!(
-            "{} records from {} verifiers in the timeline",
+            "{} records from {} verifiers in the timeline{}",
             timeline.len(),
-            verifiers.iter().filter(|c| c.status == "ok").count()
+            verifiers.iter().filter(|c| c.status == "ok").count(),
+            if expected.is_some() {
+                ""
+            } else {
+                " (--any-log: logs unauthenticated, anyone who can publish on the stream can add one)"
+            }
         ));
         text_out.join("\n")
     };

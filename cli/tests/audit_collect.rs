@@ -81,15 +81,20 @@ impl Fleet {
     /// summary, timeline lines).
     fn collect(&self) -> (i32, Value, Vec<Value>) {
         let out = self.s.path("timeline.jsonl");
-        let run = self.s.run(&[
+        let url = self.nats.url();
+        let mut args = vec![
             "audit",
             "collect",
             "--nats",
-            &self.nats.url(),
+            &url,
             "--json",
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ];
+        for k in &self.keys {
+            args.extend(["--log-key", k.as_str()]);
+        }
+        let run = self.s.run(&args);
         // Before anything is published: an error line, no summary.
         let summary: Value = serde_json::from_str(run.stdout.trim()).unwrap_or(Value::Null);
         let lines = std::fs::read_to_string(&out)
@@ -712,9 +717,12 @@ fn forged_messages_on_a_logs_subjects_are_set_aside_not_called_tampering() {
     for r in 0..2 {
         authorize(&f, 0, &token, &format!("/api/customers/r{r}"));
     }
+    // Every expected verifier has a log on the stream.
+    authorize(&f, 1, &token, "/api/customers/v1");
+    authorize(&f, GATEWAY, &token, "/api/customers/v2");
     let covered = |f: &Fleet| {
-        let (_, summary, _) = f.collect();
-        !summary.is_null() && f.verdict(&summary, 0)["covered_through"] == 2
+        let (code, summary, _) = f.collect();
+        code == 0 && f.verdict(&summary, 0)["covered_through"] == 2
     };
     wait_until("records published", Duration::from_secs(30), || covered(&f));
     let (cps, recs) = (
@@ -770,4 +778,95 @@ fn forged_messages_on_a_logs_subjects_are_set_aside_not_called_tampering() {
         "{}",
         verify.stderr
     );
+}
+
+/// `collect` once merged whatever log it found on the stream (an outsider's
+/// self-signed log too) and said nothing of a verifier that published
+/// nothing: it now takes the expected verifiers' keys, and names foreign
+/// and missing logs (exit 1), or is told --any-log and says the logs are
+/// unauthenticated.
+#[test]
+fn collect_names_foreign_and_missing_logs_and_needs_the_expected_keys() {
+    let f = Fleet::start();
+    let token = f.s.read("sub.tok");
+    for i in 0..VERIFIERS {
+        authorize(&f, i, &token, &format!("/api/customers/v{i}"));
+    }
+    wait_until("every record published", Duration::from_secs(30), || {
+        let (code, summary, _) = f.collect();
+        code == 0 && summary["records"] == VERIFIERS
+    });
+    let absent = f.s.run(&["keygen", "--out", "absent.key"]).stdout;
+    let absent = absent.trim();
+    // Verifiers 0 and 1 expected (one in a file), plus one that published
+    // nothing; verifier 2's log is not expected.
+    f.s.write(
+        "verifiers.txt",
+        &format!("# the fleet\n{}\n\n{absent}\n", f.keys[1]),
+    );
+    let run = f.s.run(&[
+        "audit",
+        "collect",
+        "--nats",
+        &f.nats.url(),
+        "--log-key",
+        &f.keys[0],
+        "--verifiers",
+        "verifiers.txt",
+        "--json",
+        "--out",
+        "t.jsonl",
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let summary: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(summary["status"], "incomplete", "{summary}");
+    assert_eq!(summary["records"], 2, "{summary}");
+    assert_eq!(f.verdict(&summary, 2)["status"], "foreign", "{summary}");
+    let missing = summary["verifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["verifier"] == absent.strip_prefix("ed25519/").unwrap())
+        .unwrap();
+    assert_eq!(missing["status"], "missing", "{summary}");
+    let timeline = f.s.read("t.jsonl");
+    assert!(!timeline.contains(&f.id(2)), "{timeline}");
+
+    // Without keys: refused, saying why.
+    let run = f.s.run(&["audit", "collect", "--nats", &f.nats.url()]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("needs the expected verifiers' audit public keys")
+            && run.stderr.contains("--any-log"),
+        "{}",
+        run.stderr
+    );
+    // --any-log: every log merged, said to be unauthenticated.
+    let run = f.s.run(&[
+        "audit",
+        "collect",
+        "--nats",
+        &f.nats.url(),
+        "--any-log",
+        "--out",
+        "t.jsonl",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("logs unauthenticated"),
+        "{}",
+        run.stdout
+    );
+    // A key that is not one: refused.
+    let run = f.s.run(&[
+        "audit",
+        "collect",
+        "--nats",
+        &f.nats.url(),
+        "--log-key",
+        "ed25519/zz",
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("--log-key"), "{}", run.stderr);
 }
