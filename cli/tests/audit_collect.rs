@@ -870,3 +870,50 @@ fn collect_names_foreign_and_missing_logs_and_needs_the_expected_keys() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("--log-key"), "{}", run.stderr);
 }
+
+/// The `Nats-Msg-Id`s of a log's messages are predictable: an outsider who
+/// published junk under the next record's and checkpoint's ids (within the
+/// duplicate window) once had the real ones dropped as duplicates, and the
+/// publisher counted them published. A duplicate ack is now checked
+/// against what the stream holds, and the message published again.
+#[test]
+fn a_message_id_taken_by_an_outsider_does_not_drop_the_real_message() {
+    let f = Fleet::start();
+    let token = f.s.read("sub.tok");
+    authorize(&f, 0, &token, "/api/customers/first");
+    let covers = |f: &Fleet, seq: u64| {
+        published_checkpoints(f, 0)
+            .iter()
+            .any(|c| c.checkpoint.seq == seq)
+    };
+    wait_until("record 1 published", Duration::from_secs(30), || {
+        covers(&f, 1)
+    });
+    let id = f.id(0);
+    for seq in 2..=4 {
+        inject(
+            &f.nats.url(),
+            &format!("mandate.audit.{id}.records"),
+            b"junk",
+            Some(&format!("{id}.r.{seq}")),
+        );
+        inject(
+            &f.nats.url(),
+            &format!("mandate.audit.{id}.checkpoints"),
+            b"junk",
+            Some(&format!("{id}.c.{seq}")),
+        );
+    }
+    authorize(&f, 0, &token, "/api/customers/second");
+    wait_until("record 2 published", Duration::from_secs(30), || {
+        covers(&f, 2)
+    });
+    let (_, summary, timeline) = f.collect();
+    assert_eq!(f.verdict(&summary, 0)["covered_through"], 2, "{summary}");
+    assert!(
+        timeline
+            .iter()
+            .any(|l| l["record"]["request"]["resource"] == "/api/customers/second"),
+        "{timeline:?}"
+    );
+}

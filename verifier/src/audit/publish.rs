@@ -181,22 +181,24 @@ impl Publisher {
             let end = if self.cfg.records {
                 let records = tail.records_after(rec_done, CHUNK)?;
                 let mut acks = Vec::with_capacity(records.len());
+                let subject = records_subject(&self.cfg.prefix, &self.id);
                 for (seq, line) in records.into_iter().filter(|(s, _)| *s <= target) {
                     let ack = js
                         .send_publish(
-                            records_subject(&self.cfg.prefix, &self.id),
+                            subject.clone(),
                             jetstream::message::PublishMessage::build()
-                                .payload(line.into())
+                                .payload(line.clone().into())
                                 .message_id(format!("{}.r.{seq}", self.id)),
                         )
                         .await
                         .map_err(|e| err(&nats, e))?;
-                    acks.push(ack);
+                    acks.push((line, ack));
                     rec_done = seq;
                     progressed = true;
                 }
-                for ack in acks {
-                    ack.await.map_err(|e| err(&nats, e))?;
+                for (line, ack) in acks {
+                    let ack = ack.await.map_err(|e| err(&nats, e))?;
+                    stored(js, &self.cfg, &subject, line, &ack, "record").await?;
                 }
                 rec_done.min(target)
             } else {
@@ -204,16 +206,18 @@ impl Publisher {
             };
             match tail.checkpoint_at_or_before(end)? {
                 Some((seq, bytes)) if seq > cp_done => {
-                    js.send_publish(
-                        cp_subject.clone(),
-                        jetstream::message::PublishMessage::build()
-                            .payload(bytes.into())
-                            .message_id(format!("{}.c.{seq}", self.id)),
-                    )
-                    .await
-                    .map_err(|e| err(&nats, e))?
-                    .await
-                    .map_err(|e| err(&nats, e))?;
+                    let ack = js
+                        .send_publish(
+                            cp_subject.clone(),
+                            jetstream::message::PublishMessage::build()
+                                .payload(bytes.clone().into())
+                                .message_id(format!("{}.c.{seq}", self.id)),
+                        )
+                        .await
+                        .map_err(|e| err(&nats, e))?
+                        .await
+                        .map_err(|e| err(&nats, e))?;
+                    stored(js, &self.cfg, &cp_subject, bytes, &ack, "checkpoint").await?;
                     cp_done = seq;
                     self.published = Some(seq);
                     metrics::gauge!(crate::metrics::AUDIT_PUBLISHED).set(seq as f64);
@@ -225,6 +229,51 @@ impl Publisher {
         }
         Ok(())
     }
+}
+
+/// Makes sure a message acknowledged as a duplicate of an earlier one with
+/// its `Nats-Msg-Id` is in the stream: the ids are predictable, so anyone
+/// who can publish on the stream could take one first with other bytes
+/// (or on another subject) and have the real message dropped. The stored
+/// message is compared with `payload` and `subject`; when it is not the
+/// same, it is counted and logged at WARN, and `payload` published again
+/// without an id (a reader drops identical copies).
+async fn stored(
+    js: &jetstream::Context,
+    cfg: &AuditPublishConfig,
+    subject: &str,
+    payload: Vec<u8>,
+    ack: &jetstream::publish::PublishAck,
+    kind: &'static str,
+) -> Result<(), FeedError> {
+    if !ack.duplicate {
+        return Ok(());
+    }
+    let stream = audit_stream(js, cfg).await?;
+    let held = stream
+        .get_raw_message(ack.sequence)
+        .await
+        .map_err(|e| err(&cfg.nats, e))?;
+    if held.subject.as_str() == subject && held.payload.as_ref() == payload.as_slice() {
+        return Ok(());
+    }
+    metrics::counter!(crate::metrics::AUDIT_STREAM_FORGED, "kind" => "taken_msg_id").increment(1);
+    tracing::warn!(
+        subject,
+        kind,
+        taken_by = ack.sequence,
+        "another message took this audit message's Nats-Msg-Id (someone else publishes on the \
+         audit stream): published again without it"
+    );
+    js.send_publish(
+        subject.to_string(),
+        jetstream::message::PublishMessage::build().payload(payload.into()),
+    )
+    .await
+    .map_err(|e| err(&cfg.nats, e))?
+    .await
+    .map_err(|e| err(&cfg.nats, e))?;
+    Ok(())
 }
 
 /// The last record a checkpoint published on `subject` covers (0: none),
