@@ -32,7 +32,7 @@
 //! the bucket ([`SingleUse::remote_nonces`]).
 
 use crate::error::VerifierError;
-use crate::feed::{FeedConfig, FeedCredentials};
+use crate::feed::{FeedConfig, FeedError};
 use crate::replay::{ReplayGuard, SingleUse, Use, NONCE_KEY_PREFIX};
 use async_nats::jetstream::{self, kv};
 use sha2::{Digest, Sha256};
@@ -229,7 +229,16 @@ impl Inner {
             return Ok((c.approvals.clone(), c.nonces.clone()));
         }
         let bucket = &self.cfg.bucket;
-        let client = connect(&self.nats).await.map_err(|e| self.err(bucket, e))?;
+        let client = self
+            .nats
+            .connect_as("mandate-spend-bucket")
+            .await
+            .map_err(|e| match e {
+                FeedError::Nats { url, detail } => {
+                    self.err(bucket, format!("NATS at {url}: {detail}"))
+                }
+                other => self.err(bucket, other),
+            })?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(self.cfg.timeout);
         let approvals = self.open(&js, bucket, self.cfg.max_age).await?;
@@ -396,35 +405,6 @@ fn check_bucket_stream(cfg: &jetstream::stream::Config, max_age: Duration) -> Re
     }
     crate::feed::warn_message_size(cfg);
     Ok(())
-}
-
-/// Connects as the revocation feed does: the same server, credentials and
-/// TLS requirement ([`FeedConfig`]).
-async fn connect(cfg: &FeedConfig) -> Result<async_nats::Client, String> {
-    let url = crate::feed::redact_url(&cfg.url);
-    let mut options = async_nats::ConnectOptions::new()
-        .name("mandate-spend-bucket")
-        .connection_timeout(Duration::from_secs(2));
-    match &cfg.credentials {
-        None => {}
-        Some(FeedCredentials::CredsFile(path)) => {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|e| format!("cannot read credentials file {}: {e}", path.display()))?;
-        }
-        Some(FeedCredentials::UserPassword { user, password }) => {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        Some(FeedCredentials::Token(token)) => options = options.token(token.clone()),
-    }
-    if let Some(ca) = &cfg.tls_ca {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    options
-        .connect(&cfg.url)
-        .await
-        .map_err(|e| format!("NATS at {url}: {e}"))
 }
 
 impl SingleUse for FleetSingleUse {

@@ -124,8 +124,14 @@ impl FeedConfig {
     /// (also used by other JetStream users of the same server, e.g. the
     /// issuer services' mint stream).
     pub async fn connect(&self) -> Result<async_nats::Client, FeedError> {
+        self.connect_as("mandate-revocation-feed").await
+    }
+
+    /// [`FeedConfig::connect`], naming the connection `name` on the server
+    /// (e.g. `mandate-spend-bucket`).
+    pub async fn connect_as(&self, name: &str) -> Result<async_nats::Client, FeedError> {
         let mut options = async_nats::ConnectOptions::new()
-            .name("mandate-revocation-feed")
+            .name(name)
             .connection_timeout(Duration::from_secs(2));
         match &self.credentials {
             None => {}
