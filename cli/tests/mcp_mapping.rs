@@ -135,7 +135,8 @@ fn message_read_tells_requests_notifications_and_responses_apart() {
     assert_eq!(
         Message::read(&m).unwrap(),
         Message::Notification {
-            method: "notifications/cancelled"
+            method: "notifications/cancelled",
+            params: None,
         }
     );
     // An id and a result or an error, no method: the client's response.
@@ -400,7 +401,6 @@ fn every_other_message_is_decided_on_its_grant() {
             notification("notifications/Cancelled"),
             "notifications.Cancelled",
         ),
-        (notification("tools/call"), "tools.call"),
         (notification("notification/x"), "notification.x"),
         // A "notification" method sent as a request (with an id).
         (
@@ -432,6 +432,87 @@ fn every_other_message_is_decided_on_its_grant() {
         map.map_check(&parts("POST", "/mcp", &[]), None),
         &["carries a JSON-RPC message"],
     );
+}
+
+/// JSON-RPC 2.0 (§4.1) makes a notification a request whose answer is
+/// omitted, and servers act on one: a `tools/call` without an id may run the
+/// tool. Found by the fuzzer: it was decided as action `tools.call` with no
+/// parameters, not as the tool it names. Every notification but the
+/// client's listed ones is mapped as the request with its method and
+/// params, and checked against the grants (housekeeping is never waived
+/// for one).
+#[test]
+fn a_notification_is_decided_as_the_request_it_would_be_with_an_id() {
+    let map = mail();
+    let without_id = |msg: Json| {
+        let mut msg = msg;
+        msg.as_object_mut().unwrap().remove("id");
+        msg
+    };
+    for (msg, action, params) in [
+        (
+            call("send", json!({"to": "bob@company.com", "n": 5})),
+            "send",
+            vec![
+                ("n", Value::Int(5)),
+                ("to", Value::Str("bob@company.com".into())),
+            ],
+        ),
+        (
+            request(json!(1), "resources/read", json!({"uri": "file:///a"})),
+            "resources.read",
+            vec![("uri", Value::Str("file:///a".into()))],
+        ),
+        (
+            request(json!(1), "prompts/get", json!({"name": "p"})),
+            "prompts.get",
+            vec![("name", Value::Str("p".into()))],
+        ),
+        (
+            request(
+                json!(1),
+                "subscriptions/listen",
+                json!({"notifications": {"resourceSubscriptions": ["file:///b"]}}),
+            ),
+            "resources.subscribe",
+            vec![("uri", Value::Str("file:///b".into()))],
+        ),
+    ] {
+        let with_id = map_post(&map, "/mcp", &msg).unwrap();
+        let (r, c) = map_post(&map, "/mcp", &without_id(msg.clone())).unwrap();
+        let (w, wc) = &with_id;
+        assert_eq!(
+            (&r.action, &r.resource, &r.params, c),
+            (&w.action, &w.resource, &w.params, *wc),
+            "{msg}"
+        );
+        assert_eq!(c, Check::Grant, "{msg}");
+        assert_eq!(r.action, action, "{msg}");
+        let got: Vec<(&str, Value)> = r
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        assert_eq!(got, params, "{msg}");
+    }
+    // What a request would be refused for, its notification is too.
+    for msg in [
+        notification("tools/call"),
+        without_id(call("send", json!([1]))),
+        without_id(request(json!(1), "resources/read", json!({}))),
+    ] {
+        assert_eq!(
+            map_post(&map, "/mcp", &msg).unwrap_err().status,
+            StatusCode::BAD_REQUEST,
+            "{msg}"
+        );
+    }
+    // Housekeeping as a notification is not waived: decided on the grant.
+    for m in HOUSEKEEPING {
+        let (r, c) = map_post(&map, "/mcp", &notification(m)).unwrap();
+        assert_eq!(c, Check::Grant, "{m}");
+        assert_eq!(r.action, m.replace('/', "."));
+    }
 }
 
 #[test]
@@ -1052,7 +1133,7 @@ proptest! {
             None => http_method == "GET" || http_method == "DELETE",
             Some(m) => match Message::read(m).unwrap() {
                 Message::Response => true,
-                Message::Notification { method } => CLIENT_NOTIFICATIONS.contains(&method),
+                Message::Notification { method, .. } => CLIENT_NOTIFICATIONS.contains(&method),
                 Message::Request { method, .. } => HOUSEKEEPING.contains(&method),
             },
         };
@@ -1062,7 +1143,8 @@ proptest! {
         }
         if let Some(m) = body {
             match Message::read(m).unwrap() {
-                Message::Request { method: "tools/call", .. } => {
+                // A request or a notification alike.
+                msg if msg.method() == Some("tools/call") => {
                     prop_assert_eq!(Some(r.action.as_str()), m["params"]["name"].as_str());
                     // Every parameter is an argument, as a string or an integer.
                     for (k, v) in &r.params {

@@ -138,10 +138,14 @@ pub enum Message<'a> {
         /// Its `params`, when an object.
         params: Option<&'a Map<String, Json>>,
     },
-    /// A notification: a method and no id.
+    /// A notification: a method and no id. JSON-RPC 2.0 (§4.1) makes it
+    /// a request whose answer is omitted: a server may act on it as on
+    /// the request.
     Notification {
         /// Its method.
         method: &'a str,
+        /// Its `params`, when an object.
+        params: Option<&'a Map<String, Json>>,
     },
     /// The client's response to a server's request: an id and a `result`
     /// or an `error`, no method.
@@ -187,7 +191,10 @@ impl<'a> Message<'a> {
                 method,
                 params: obj.get("params").and_then(Json::as_object),
             }),
-            (Some(Json::String(method)), None) => Ok(Message::Notification { method }),
+            (Some(Json::String(method)), None) => Ok(Message::Notification {
+                method,
+                params: obj.get("params").and_then(Json::as_object),
+            }),
             (Some(_), _) => Err(bad("a JSON-RPC method is a string")),
             (None, Some(_)) if obj.contains_key("result") ^ obj.contains_key("error") => {
                 Ok(Message::Response)
@@ -202,7 +209,7 @@ impl<'a> Message<'a> {
     /// The method, for a request or a notification.
     pub fn method(&self) -> Option<&'a str> {
         match self {
-            Message::Request { method, .. } | Message::Notification { method } => Some(method),
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
             Message::Response => None,
         }
     }
@@ -359,7 +366,10 @@ impl MapRequest for McpMap {
     ///   `name`; a housekeeping method ([`HOUSEKEEPING`]), a client's
     ///   notification ([`CLIENT_NOTIFICATIONS`]) or a client's response on
     ///   the exact path needs the token only; any other method is decided
-    ///   as itself with `/` as `.`.
+    ///   as itself with `/` as `.`. Any other notification is mapped as the
+    ///   request with its method and params (a `tools/call` without an id
+    ///   is decided on the tool and its arguments) and checked against the
+    ///   grants.
     fn map_check(
         &self,
         parts: &Parts,
@@ -419,37 +429,46 @@ impl MapRequest for McpMap {
                 Check::Token,
             )
         };
-        let (method, params) = match message {
+        let (method, params, notification) = match message {
             Message::Response => return Ok(token_only(RESPONSE_ACTION.to_string())),
-            Message::Notification { method } => {
-                let action = action_of(method);
-                if CLIENT_NOTIFICATIONS.contains(&method) {
-                    return Ok(token_only(action));
-                }
-                return Ok((mandate_spec::Request::new(action, resource), Check::Grant));
+            Message::Notification { method, .. } if CLIENT_NOTIFICATIONS.contains(&method) => {
+                return Ok(token_only(action_of(method)))
             }
-            Message::Request { method, params, .. } => (method, params),
+            Message::Notification { method, params } => (method, params, true),
+            Message::Request { method, params, .. } => (method, params, false),
         };
-        let request = match method {
-            "tools/call" => tool_call(params, resource)?,
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                with_string_param(action_of(method), resource, params, "uri")?
-            }
-            "prompts/get" => with_string_param(action_of(method), resource, params, "name")?,
+        let (request, check) = match method {
+            "tools/call" => (tool_call(params, resource)?, Check::Grant),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (
+                with_string_param(action_of(method), resource, params, "uri")?,
+                Check::Grant,
+            ),
+            "prompts/get" => (
+                with_string_param(action_of(method), resource, params, "name")?,
+                Check::Grant,
+            ),
             "subscriptions/listen" => match listened_resources(params)? {
                 // The 2026-07-28 stream: housekeeping unless it subscribes
                 // to a resource, which is decided as resources/subscribe.
-                None => return Ok(token_only(action_of(method))),
+                None => token_only(action_of(method)),
                 Some(uri) => {
                     let mut r = mandate_spec::Request::new("resources.subscribe", resource);
                     r.params.insert("uri".into(), Value::Str(uri.to_string()));
-                    r
+                    (r, Check::Grant)
                 }
             },
-            m if HOUSEKEEPING.contains(&m) => return Ok(token_only(action_of(m))),
-            m => mandate_spec::Request::new(action_of(m), resource),
+            m if HOUSEKEEPING.contains(&m) => token_only(action_of(m)),
+            m => (
+                mandate_spec::Request::new(action_of(m), resource),
+                Check::Grant,
+            ),
         };
-        Ok((request, Check::Grant))
+        // Any other notification is mapped as the request it would be with
+        // an id (JSON-RPC 2.0 §4.1: a notification is a request whose answer
+        // is omitted, and servers act on it; a `tools/call` without an id
+        // may run the tool), so the id never changes what is decided. It is
+        // never housekeeping: only the client's notifications listed are.
+        Ok((request, if notification { Check::Grant } else { check }))
     }
 
     fn describe(&self) -> String {

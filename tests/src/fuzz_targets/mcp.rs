@@ -49,7 +49,7 @@ pub fn mcp_jsonrpc(data: &[u8]) {
             let message = Message::read(msg).expect("a mapped body is a JSON-RPC message");
             let housekeeping = match message {
                 Message::Response => true,
-                Message::Notification { method } => CLIENT_NOTIFICATIONS.contains(&method),
+                Message::Notification { method, .. } => CLIENT_NOTIFICATIONS.contains(&method),
                 // subscriptions/listen naming a resource is decided on it.
                 Message::Request {
                     method: "subscriptions/listen",
