@@ -236,12 +236,13 @@ async fn healthz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>
         Some(f) => f.state().applied_seq(),
         None => app.store.feed_position().unwrap_or(0),
     };
-    let (stale, silent_ms) = match &app.feed {
+    let (stale, silent_ms, behind_ms) = match &app.feed {
         Some(f) => (
             f.stale_because(),
             f.state().silent_for().map(|d| d.as_millis() as u64),
+            f.state().behind_for().map(|d| d.as_millis() as u64),
         ),
-        None => (None, None),
+        None => (None, None, None),
     };
     // Decisions are refused while the audit log cannot record them.
     let audit = app.verifier.audit_health().err().map(|e| e.to_string());
@@ -257,6 +258,7 @@ async fn healthz(State(app): State<App>) -> (StatusCode, Json<serde_json::Value>
             "stale": stale.is_some(),
             "stale_because": stale,
             "silent_ms": silent_ms,
+            "behind_ms": behind_ms,
             "audit_error": audit,
         })),
     )

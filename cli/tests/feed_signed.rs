@@ -354,6 +354,103 @@ fn garbage_and_wrongly_signed_entries_leave_every_verifier_fresh() {
     }
 }
 
+/// Publishes `n` garbage messages on the feed's subject as fast as the
+/// server acknowledges them (acknowledgements awaited in groups).
+fn flood(url: &str, n: usize) {
+    runtime().block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut acks = Vec::new();
+        for i in 0..n {
+            let junk = format!("junk {i}").into_bytes();
+            acks.push(
+                js.publish("mandate.revocations", junk.into())
+                    .await
+                    .unwrap(),
+            );
+            if acks.len() == 500 {
+                for a in acks.drain(..) {
+                    a.await.unwrap();
+                }
+            }
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+    });
+}
+
+/// Regression: every answered pull counted as hearing from the feed, so a
+/// verifier reading a backlog of junk published ahead of a revocation
+/// looked fresh and allowed the revoked token until it reached the entry.
+/// Staleness is how far behind the stream the list may be: while the
+/// verifier has not applied what the stream held, it denies
+/// (`revocation_unavailable`), then denies the token as revoked; it is
+/// never allowed. Rejected messages are logged one by one up to a limit
+/// per pull, then summed up (each counted).
+#[test]
+fn a_flood_of_junk_ahead_of_a_revocation_never_lets_the_revoked_token_through() {
+    let s = Scenario::new();
+    let nats = Nats::start(&s.path("nats"));
+    let url = nats.url();
+    let rev0 = keygen(&s, "rev0.key");
+    let token = s.read("support.tok");
+    let trust = [format!("0={rev0}")];
+    let v = Verifier::start(&s, "v", &url, &trust);
+    wait_until("the feed", Duration::from_secs(10), || {
+        v.authorize(&token).0 == 200
+    });
+    drop(v);
+
+    // While the verifier is down: a flood, then the revocation behind it.
+    let junk = 30_000;
+    flood(&url, junk);
+    revoke_signed(&s, &url, &["--token", "support.tok"], "rev0.key", 0);
+    let last = junk as u64 + 1;
+
+    let v = Verifier::start(&s, "v", &url, &trust);
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    wait_until("the revocation", Duration::from_secs(60), || {
+        let (status, d) = v.authorize(&token);
+        let kind = denial_kind(&d).to_string();
+        assert_ne!(
+            status,
+            200,
+            "the revoked token was allowed while the verifier read the backlog \
+             (position {}): {d}",
+            v.position()
+        );
+        if kind == "revocation_unavailable" {
+            let reason = d["denial"]["reason"].as_str().unwrap_or("");
+            assert!(
+                ["not been reached yet", "catching up", "behind the feed"]
+                    .iter()
+                    .any(|r| reason.contains(r)),
+                "{reason}"
+            );
+        } else {
+            assert_eq!((status, kind.as_str()), (403, "revoked"), "{d}");
+        }
+        *answers.entry(kind.clone()).or_default() += 1;
+        kind == "revoked"
+    });
+    v.caught_up(last);
+    let health = v.health().1;
+    assert!(health["behind_ms"].as_u64().is_some(), "{health}");
+    assert_eq!(v.rejected("malformed"), junk as u64);
+    // Logged one by one up to 20 per pull (a pull is at most 1 000), the
+    // rest summed up: far fewer lines than messages.
+    let warned = v.warned("malformed");
+    assert!((20..=junk / 50).contains(&warned), "{warned} lines");
+    assert!(
+        v.log()
+            .contains("more revocation feed messages rejected in this pull"),
+        "{}",
+        v.log()
+    );
+    eprintln!("answers while catching up: {answers:?}");
+}
+
 /// Key rotation mid-stream: entries signed by key 0, then by key 1, both
 /// trusted, both apply; once key 0 is retired (no longer trusted) its
 /// entries are skipped; an issuer service signing with its current key 1

@@ -16,6 +16,7 @@
 //! | `mandate_feed_position` | gauge | | last revocation feed sequence applied |
 //! | `mandate_feed_stale` | gauge | | 1 while the feed is stale (the verifier denies), else 0 |
 //! | `mandate_feed_silent_seconds` | gauge | | time since the feed last answered |
+//! | `mandate_feed_behind_seconds` | gauge | | time since the list was last current: every entry published before then is applied (at least the silent time; more while a backlog is read) |
 //! | `mandate_feed_lag_seconds` | histogram | | publish (the stream's timestamp) to applied, per entry |
 //! | `mandate_feed_interruptions_total` | counter | | times the feed connection failed or broke |
 //! | `mandate_feed_entries_rejected_total` | counter | `reason` = malformed, unsigned, unknown_key, bad_signature | feed messages skipped, not applied: not an entry signed by a trusted revocation key |
@@ -50,6 +51,8 @@ pub const FEED_POSITION: &str = "mandate_feed_position";
 pub const FEED_STALE: &str = "mandate_feed_stale";
 /// `mandate_feed_silent_seconds`.
 pub const FEED_SILENT: &str = "mandate_feed_silent_seconds";
+/// `mandate_feed_behind_seconds`.
+pub const FEED_BEHIND: &str = "mandate_feed_behind_seconds";
 /// `mandate_feed_lag_seconds`.
 pub const FEED_LAG: &str = "mandate_feed_lag_seconds";
 /// `mandate_feed_interruptions_total`.
@@ -108,6 +111,11 @@ pub fn describe() {
         FEED_SILENT,
         Unit::Seconds,
         "Time since the revocation feed last answered."
+    );
+    describe_gauge!(
+        FEED_BEHIND,
+        Unit::Seconds,
+        "Time since every revocation feed entry published before it was applied."
     );
     describe_histogram!(
         FEED_LAG,

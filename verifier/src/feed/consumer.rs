@@ -56,15 +56,47 @@ async fn consume(
     let info = stream.info().await.map_err(|e| nats_err(&cfg.url, e))?;
     check_stream(store, info, position)?;
     let consumer = pull_consumer(&stream, cfg, position).await?;
+    let mut marks = Marks::default();
     loop {
         if state.stopped.load(Ordering::Relaxed) {
             return Ok(());
         }
-        pull(&consumer, store, cfg, state).await?;
+        pull(&consumer, store, cfg, state, &mut marks).await?;
         // The pull ended normally: the server answered and everything it
         // gave was applied.
         state.set_stuck(None);
         state.heard();
+    }
+}
+
+/// What the server said the stream held, and when: `(sequence, at)` means
+/// every entry published before `at` (ms on [`FeedState`]'s clock) has a
+/// sequence of at most `sequence`. Once the verifier has applied up to
+/// `sequence`, it is current as of `at` (specification §9.3, staleness).
+/// Only the monotonic clock is used: never the server's.
+#[derive(Debug, Default)]
+struct Marks(std::collections::VecDeque<(u64, u64)>);
+
+impl Marks {
+    /// The server delivered a message with `pending` more after it, in a
+    /// pull asked for at `asked`.
+    fn seen(&mut self, sequence: u64, at: u64) {
+        match self.0.back_mut() {
+            // The later mark says as much, with a later or equal time.
+            Some(last) if last.0 >= sequence => last.1 = last.1.max(at),
+            _ => self.0.push_back((sequence, at)),
+        }
+    }
+
+    /// Moves the state's "current as of" past every mark `applied` reaches.
+    fn reached(&mut self, applied: u64, state: &FeedState) {
+        while let Some(&(sequence, at)) = self.0.front() {
+            if sequence > applied {
+                break;
+            }
+            state.current_as_of(at);
+            self.0.pop_front();
+        }
     }
 }
 
@@ -131,14 +163,18 @@ async fn pull_consumer(
         .map_err(|e| nats_err(&cfg.url, e))
 }
 
-/// One pull: up to 1000 entries (4 MiB), waiting up to `cfg.poll` for them, each
-/// applied in turn.
+/// One pull: up to 1000 entries (4 MiB), waiting up to `cfg.poll` for them,
+/// each applied in turn. The positions of rejected messages are written
+/// together (with the next entry applied, or once at the end of the pull):
+/// a flood of junk costs one write per pull, not one per message.
 async fn pull(
     consumer: &consumer::PullConsumer,
     store: &RevocationStore,
     cfg: &FeedConfig,
     state: &FeedState,
+    marks: &mut Marks,
 ) -> Result<(), FeedError> {
+    let asked = state.now_ms();
     let mut batch = consumer
         .fetch()
         .max_messages(1000)
@@ -147,25 +183,92 @@ async fn pull(
         .messages()
         .await
         .map_err(|e| nats_err(&cfg.url, e))?;
-    while let Some(msg) = batch.next().await {
-        let msg = msg.map_err(|e| nats_err(&cfg.url, e))?;
-        apply(&msg, store, cfg, state)?;
+    let mut skipped = Skipped::default();
+    let mut delivered = 0usize;
+    let result: Result<(), FeedError> = async {
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| nats_err(&cfg.url, e))?;
+            delivered += 1;
+            let info = msg.info().map_err(|e| nats_err(&cfg.url, e))?;
+            // Everything published before the pull was asked for is at or
+            // before this message's sequence plus what is pending after it.
+            marks.seen(info.stream_sequence.saturating_add(info.pending), asked);
+            apply(&msg, &info, store, cfg, state, &mut skipped)?;
+            marks.reached(state.applied_seq(), state);
+        }
+        Ok(())
+    }
+    .await;
+    // Rejected messages at the end of the pull: their position, once.
+    if let Some(seq) = skipped.position {
+        store.apply_feed(&[], seq)?;
+    }
+    if skipped.unlogged > 0 {
+        tracing::warn!(
+            rejected = skipped.unlogged,
+            position = state.applied_seq(),
+            "more revocation feed messages rejected in this pull than are logged one by one \
+             (each counted in mandate_feed_entries_rejected_total): not applied, skipped"
+        );
+    }
+    result?;
+    if delivered == 0 {
+        // Nothing delivered: current as of the question only if the server
+        // says nothing is pending (an empty pull alone could also be a
+        // message too large to deliver, or one delivered and lost).
+        let asked = state.now_ms();
+        let info = consumer
+            .get_info()
+            .await
+            .map_err(|e| nats_err(&cfg.url, e))?;
+        let applied = state.applied_seq();
+        if info.num_pending == 0 && info.delivered.stream_sequence <= applied {
+            state.current_as_of(asked);
+        } else if info.num_pending == 0 {
+            return Err(nats_err(
+                &cfg.url,
+                format!(
+                    "the server delivered up to sequence {} but this verifier applied \
+                     {applied}: following again from its position",
+                    info.delivered.stream_sequence
+                ),
+            ));
+        }
     }
     Ok(())
 }
 
+/// Rejected messages in one pull.
+#[derive(Debug, Default)]
+struct Skipped {
+    /// The position past the last rejected messages, not written yet.
+    position: Option<u64>,
+    /// How many were logged one by one.
+    logged: usize,
+    /// How many more were rejected (logged once, in one line, at the end).
+    unlogged: usize,
+}
+
+/// Rejected messages logged one by one per pull; a flood past it is
+/// summed up in one line per pull (every one is counted in the metric).
+const LOGGED_PER_PULL: usize = 20;
+
 /// Applies one message: the next entry in sequence, written with its
 /// sequence. A redelivery is skipped; a gap stops the feed. A message that
 /// is not an entry signed by a trusted revocation key is rejected: counted,
-/// logged at WARN, and only the position is written (same atomic batch), so
-/// the feed goes on past it.
+/// logged at WARN, and the feed goes on past it; its position is written
+/// with the next entry applied or at the end of the pull (`skipped` holds
+/// it until then). The first [`LOGGED_PER_PULL`] of a pull are logged one
+/// by one, the rest summed up in one line. Entries are never delayed: each is written (with the
+/// position) as it comes.
 fn apply(
     msg: &jetstream::Message,
+    info: &jetstream::message::Info<'_>,
     store: &RevocationStore,
     cfg: &FeedConfig,
     state: &FeedState,
+    skipped: &mut Skipped,
 ) -> Result<(), FeedError> {
-    let info = msg.info().map_err(|e| nats_err(&cfg.url, e))?;
     let (seq, published) = (info.stream_sequence, info.published);
     let applied = state.applied_seq();
     if seq <= applied {
@@ -178,20 +281,28 @@ fn apply(
         });
     }
     match cfg.revocation_keys.open(&msg.payload) {
-        Ok(entry) => store.apply_feed(&[entry], seq)?,
+        Ok(entry) => {
+            store.apply_feed(&[entry], seq)?;
+            skipped.position = None;
+        }
         Err(rejected) => {
             metrics::counter!(
                 crate::metrics::FEED_REJECTED,
                 "reason" => rejected.reason.as_str()
             )
             .increment(1);
-            tracing::warn!(
-                seq,
-                reason = rejected.reason.as_str(),
-                detail = %rejected.detail,
-                "revocation feed entry rejected: not applied, skipped"
-            );
-            store.apply_feed(&[], seq)?;
+            if skipped.logged < LOGGED_PER_PULL {
+                skipped.logged += 1;
+                tracing::warn!(
+                    seq,
+                    reason = rejected.reason.as_str(),
+                    detail = %rejected.detail,
+                    "revocation feed entry rejected: not applied, skipped"
+                );
+            } else {
+                skipped.unlogged += 1;
+            }
+            skipped.position = Some(seq);
             state.applied_seq.store(seq, Ordering::Relaxed);
             return Ok(());
         }
@@ -201,4 +312,58 @@ fn apply(
     let lag = (time::OffsetDateTime::now_utc() - published).as_seconds_f64();
     metrics::histogram!(crate::metrics::FEED_LAG).record(lag.max(0.0));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: every answered pull counted as hearing from the feed,
+    /// so a verifier reading a backlog (a flood of rejected messages ahead
+    /// of a revocation) looked current. Contact moves `silent_for`; only
+    /// reaching what the stream held when a pull was asked moves
+    /// `behind_for`.
+    #[test]
+    fn contact_with_a_backlog_is_not_being_current() {
+        let state = FeedState::new(0);
+        let mut marks = Marks::default();
+        state.heard();
+        assert!(state.silent_for().is_some());
+        assert_eq!(state.behind_for(), None, "never current yet");
+
+        // Pull asked at t=5: message 1 says 999 more are pending.
+        marks.seen(1 + 999, 5);
+        // Pull asked at t=7: message 2 says 1 200 more (the flood goes on).
+        marks.seen(2 + 1_200, 7);
+        state.applied_seq.store(999, Ordering::Relaxed);
+        marks.reached(999, &state);
+        assert_eq!(state.behind_for(), None, "sequence 1000 not applied yet");
+        state.applied_seq.store(1_000, Ordering::Relaxed);
+        marks.reached(1_000, &state);
+        assert_eq!(
+            state.current_as_of_ms.load(Ordering::Relaxed),
+            5,
+            "current as of the first pull"
+        );
+        marks.reached(1_202, &state);
+        assert_eq!(state.current_as_of_ms.load(Ordering::Relaxed), 7);
+        assert!(marks.0.is_empty());
+        // It never goes back.
+        state.current_as_of(3);
+        assert_eq!(state.current_as_of_ms.load(Ordering::Relaxed), 7);
+    }
+
+    /// Marks for a sequence already promised by an earlier mark keep the
+    /// earlier sequence and the later time (the queue stays short during a
+    /// long backlog).
+    #[test]
+    fn marks_merge_when_the_stream_has_not_grown() {
+        let mut marks = Marks::default();
+        marks.seen(10, 1);
+        marks.seen(10, 2);
+        marks.seen(9, 3);
+        assert_eq!(marks.0, [(10, 3)]);
+        marks.seen(11, 4);
+        assert_eq!(marks.0, [(10, 3), (11, 4)]);
+    }
 }

@@ -291,6 +291,12 @@ pub struct FeedState {
     epoch: Instant,
     /// Milliseconds from `epoch` to the last contact, plus one (0: never).
     last_heard_ms: AtomicU64,
+    /// Milliseconds from `epoch`, plus one (0: never), of the latest instant
+    /// such that every entry published to the stream before it is applied:
+    /// what staleness is measured from. Contact alone does not move it: a
+    /// verifier that answers pulls but has a backlog (a flood of rejected
+    /// messages ahead of a revocation) is behind, not current.
+    current_as_of_ms: AtomicU64,
     applied_seq: AtomicU64,
     stopped: AtomicBool,
     stuck: Mutex<Option<String>>,
@@ -301,6 +307,7 @@ impl FeedState {
         FeedState {
             epoch: Instant::now(),
             last_heard_ms: AtomicU64::new(0),
+            current_as_of_ms: AtomicU64::new(0),
             applied_seq: AtomicU64::new(applied_seq),
             stopped: AtomicBool::new(false),
             stuck: Mutex::new(None),
@@ -313,6 +320,12 @@ impl FeedState {
 
     fn heard(&self) {
         self.last_heard_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Every entry published before `at_ms` (see [`FeedState::now_ms`]) is
+    /// applied.
+    fn current_as_of(&self, at_ms: u64) {
+        self.current_as_of_ms.fetch_max(at_ms, Ordering::Relaxed);
     }
 
     fn set_stuck(&self, why: Option<String>) {
@@ -336,7 +349,19 @@ impl FeedState {
 
     /// Time since the feed last answered, or `None` if it never has.
     pub fn silent_for(&self) -> Option<Duration> {
-        match self.last_heard_ms.load(Ordering::Relaxed) {
+        self.since(&self.last_heard_ms)
+    }
+
+    /// How far behind the feed the list may be: the time since the latest
+    /// instant before which every published entry is applied (`None`: the
+    /// verifier has never caught up with the stream). At least
+    /// [`FeedState::silent_for`]; more while a backlog is being read.
+    pub fn behind_for(&self) -> Option<Duration> {
+        self.since(&self.current_as_of_ms)
+    }
+
+    fn since(&self, at: &AtomicU64) -> Option<Duration> {
+        match at.load(Ordering::Relaxed) {
             0 => None,
             t => Some(Duration::from_millis(self.now_ms().saturating_sub(t))),
         }
@@ -359,8 +384,9 @@ impl FeedList {
         &self.state
     }
 
-    /// Whether the list is stale now: the feed is stuck, or silent for
-    /// longer than the staleness limit.
+    /// Whether the list is stale now: the feed is stuck, silent for longer
+    /// than the staleness limit, or behind it by more (entries published
+    /// longer ago than the limit are not applied yet).
     pub fn is_stale(&self) -> bool {
         self.stale_because().is_some()
     }
@@ -370,14 +396,24 @@ impl FeedList {
         if let Some(why) = self.state.stuck() {
             return Some(format!("the revocation feed is stuck: {why}"));
         }
-        match self.state.silent_for() {
-            None => Some("the revocation feed has not been reached yet".to_string()),
-            Some(d) if d > self.staleness => Some(format!(
-                "no word from the revocation feed for {:.1} s (limit {:.1} s)",
-                d.as_secs_f64(),
-                self.staleness.as_secs_f64()
+        let limit = self.staleness.as_secs_f64();
+        match (self.state.silent_for(), self.state.behind_for()) {
+            (None, _) => Some("the revocation feed has not been reached yet".to_string()),
+            (Some(silent), _) if silent > self.staleness => Some(format!(
+                "no word from the revocation feed for {:.1} s (limit {limit:.1} s)",
+                silent.as_secs_f64(),
             )),
-            Some(_) => None,
+            (Some(_), None) => Some(format!(
+                "catching up with the revocation feed (applied up to sequence {})",
+                self.state.applied_seq()
+            )),
+            (Some(_), Some(behind)) if behind > self.staleness => Some(format!(
+                "the revocation list is {:.1} s behind the feed (limit {limit:.1} s): \
+                 entries published since are not applied yet (applied up to sequence {})",
+                behind.as_secs_f64(),
+                self.state.applied_seq()
+            )),
+            _ => None,
         }
     }
 }

@@ -20,6 +20,9 @@ pub(super) async fn watch(list: FeedList) {
         if let Some(silent) = list.state.silent_for() {
             metrics::gauge!(crate::metrics::FEED_SILENT).set(silent.as_secs_f64());
         }
+        if let Some(behind) = list.state.behind_for() {
+            metrics::gauge!(crate::metrics::FEED_BEHIND).set(behind.as_secs_f64());
+        }
         match (why, stale_since) {
             (Some(why), None) => {
                 stale_since = Some(Instant::now());
