@@ -82,6 +82,14 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("joining the issuer services' mint stream at {url}"))?;
             service = service.with_mint_fleet(fleet);
+            // The approval queue every issuer service shares.
+            let bucket = mandate_server::ApprovalBucket::open(&feed_config, signer.clone())
+                .await
+                .with_context(|| format!("opening the shared approval queue at {url}"))?;
+            service = service
+                .with_shared_approvals(std::sync::Arc::new(bucket))
+                .await
+                .context("sharing the approval queue")?;
             let publisher =
                 mandate_verifier::feed::FeedPublisher::connect(feed_config.clone(), signer)
                     .await

@@ -33,7 +33,6 @@ use crate::ServiceError;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use mandate_verifier::feed::{FeedConfig, RevocationKeys, RevocationSigner};
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,18 +69,6 @@ impl MintFleetConfig {
             timeout: Duration::from_secs(5),
         }
     }
-}
-
-/// The message on the wire.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Envelope {
-    /// The [`TokenRecord`]'s JSON, exactly as signed.
-    record: String,
-    /// The revocation key that signed it.
-    key_id: u32,
-    /// Ed25519 over [`MINT_DOMAIN`] ‖ `record`, hex.
-    sig: String,
 }
 
 /// A running member of the fleet: publishes this service's mints and follows
@@ -170,17 +157,8 @@ impl MintFleet {
 
     /// The signed message for `rec`.
     fn seal(&self, rec: &TokenRecord) -> Result<Vec<u8>, ServiceError> {
-        let record = serde_json::to_string(rec).map_err(|e| fleet_err(&self.cfg, e))?;
-        let sig = self
-            .signer
-            .sign_other(MINT_DOMAIN, record.as_bytes())
-            .ok_or_else(|| fleet_err(&self.cfg, "cannot sign under the mint domain"))?;
-        serde_json::to_vec(&Envelope {
-            record,
-            key_id: self.signer.id(),
-            sig,
-        })
-        .map_err(|e| fleet_err(&self.cfg, e))
+        crate::signed_record::seal(&self.signer, MINT_DOMAIN, rec)
+            .map_err(|e| fleet_err(&self.cfg, e))
     }
 
     /// Publishes `rec` and waits for JetStream's acknowledgement (at most
@@ -436,16 +414,7 @@ fn reject(seq: u64, reason: &'static str, detail: &str) {
 /// The record a message carries, if it is signed by a trusted key; else
 /// (reason label, detail).
 fn open(keys: &RevocationKeys, payload: &[u8]) -> Result<TokenRecord, (&'static str, String)> {
-    let env: Envelope = serde_json::from_slice(payload)
-        .map_err(|e| ("malformed", format!("not a signed mint record: {e}")))?;
-    keys.verify_other(env.key_id, MINT_DOMAIN, env.record.as_bytes(), &env.sig)
-        .map_err(|r| (r.reason.as_str(), r.detail))?;
-    serde_json::from_str(&env.record).map_err(|e| {
-        (
-            "malformed",
-            format!("a signed message that is not a mint record: {e}"),
-        )
-    })
+    crate::signed_record::open(keys, MINT_DOMAIN, payload, "mint record")
 }
 
 #[cfg(test)]
@@ -462,12 +431,7 @@ mod tests {
     }
 
     fn seal(s: &RevocationSigner, record: &str) -> Vec<u8> {
-        serde_json::to_vec(&Envelope {
-            record: record.into(),
-            key_id: s.id(),
-            sig: s.sign_other(MINT_DOMAIN, record.as_bytes()).unwrap(),
-        })
-        .unwrap()
+        crate::signed_record::seal_text(s, MINT_DOMAIN, record)
     }
 
     /// A record retargeted at another principal (or token id) after signing

@@ -16,12 +16,15 @@
 //! The libraries it runs — `mandate-spec`, `mandate-issuer`,
 //! `mandate-attenuate`, `mandate-verifier` — hold no server code.
 
+mod approval_bucket;
 mod fleet;
 pub mod html;
 pub mod mcp;
 mod registry;
 mod service;
+mod signed_record;
 
+pub use approval_bucket::{ApprovalBucket, APPROVAL_BUCKET, APPROVAL_DOMAIN, APPROVAL_REJECTED};
 pub use fleet::{MintFleet, MintFleetConfig, MINT_DOMAIN, MINT_REJECTED};
 pub use registry::{Applied, Registry, TokenRecord};
 pub use service::{

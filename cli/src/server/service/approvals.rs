@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Bearer};
 use super::handlers::blocking;
 use super::AppState;
+use crate::approval_bucket::{ApprovalBucket, Written};
 use crate::ServiceError;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -25,6 +26,7 @@ use mandate_verifier::{ApprovalNeeded, Outcome};
 use rocksdb::{IteratorMode, Options, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -81,18 +83,35 @@ pub struct ApprovalRecord {
     pub approval_block: Option<String>,
 }
 
-/// The queue on disk (`DATA_DIR/approvals`, RocksDB), synced on every write.
-pub struct ApprovalQueue {
+/// The approval queue: on disk (`DATA_DIR/approvals`, RocksDB, synced on
+/// every write) for one issuer service, or shared by a fleet of them
+/// ([`ApprovalBucket`], `mandate serve --nats`). Either way a request is
+/// decided once: approving or denying writes only over the pending record
+/// that was read.
+pub struct ApprovalQueue(Backend);
+
+enum Backend {
+    Local(Arc<LocalQueue>),
+    Fleet(Arc<ApprovalBucket>),
+}
+
+struct LocalQueue {
     db: DB,
     path: std::path::PathBuf,
     sync: WriteOptions,
+    /// Held from the re-read of a pending record to its decided write.
+    deciding: Mutex<()>,
 }
 
 impl std::fmt::Debug for ApprovalQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApprovalQueue")
-            .field("path", &self.path)
-            .finish()
+        match &self.0 {
+            Backend::Local(q) => f
+                .debug_struct("ApprovalQueue")
+                .field("path", &q.path)
+                .finish(),
+            Backend::Fleet(b) => f.debug_tuple("ApprovalQueue").field(b).finish(),
+        }
     }
 }
 
@@ -105,9 +124,100 @@ impl ApprovalQueue {
         let db = DB::open(&opts, &path).map_err(|e| storage(&path, e))?;
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
-        Ok(ApprovalQueue { db, path, sync })
+        Ok(ApprovalQueue(Backend::Local(Arc::new(LocalQueue {
+            db,
+            path,
+            sync,
+            deciding: Mutex::new(()),
+        }))))
     }
 
+    /// The queue the issuer services of a fleet share.
+    pub fn shared(bucket: Arc<ApprovalBucket>) -> ApprovalQueue {
+        ApprovalQueue(Backend::Fleet(bucket))
+    }
+
+    /// Copies every record of this (local) queue into `bucket` that is not
+    /// there yet, so requests queued before the service joined a fleet are
+    /// not lost from view; how many were copied.
+    pub async fn copy_into(&self, bucket: &ApprovalBucket) -> Result<usize, ServiceError> {
+        let mut copied = 0;
+        for r in self.all().await? {
+            if bucket.create(&r).await? == Written::Yes {
+                copied += 1;
+            }
+        }
+        Ok(copied)
+    }
+
+    /// Adds a new request.
+    async fn create(&self, r: &ApprovalRecord) -> Result<(), ServiceError> {
+        match &self.0 {
+            Backend::Local(q) => {
+                let (q, r) = (q.clone(), r.clone());
+                run_blocking(move || q.put(&r)).await
+            }
+            Backend::Fleet(b) => match b.create(r).await? {
+                Written::Yes => Ok(()),
+                Written::Conflict => Err(ServiceError::Fleet(format!(
+                    "approval request id {} is already taken",
+                    r.id
+                ))),
+            },
+        }
+    }
+
+    /// One request, and what a decision must find unchanged (its revision).
+    async fn get(&self, id: &str) -> Result<Option<(ApprovalRecord, u64)>, ServiceError> {
+        // Ids are UUIDs: anything else names nothing (and never reaches a
+        // bucket key).
+        if Uuid::parse_str(id).is_err() {
+            return Ok(None);
+        }
+        match &self.0 {
+            Backend::Local(q) => {
+                let (q, id) = (q.clone(), id.to_string());
+                Ok(run_blocking(move || q.get(&id)).await?.map(|r| (r, 0)))
+            }
+            Backend::Fleet(b) => b.get(id).await,
+        }
+    }
+
+    /// Records `r` (approved or denied) only if the request is still
+    /// pending at `revision`.
+    async fn decide(&self, r: &ApprovalRecord, revision: u64) -> Result<Written, ServiceError> {
+        match &self.0 {
+            Backend::Local(q) => {
+                let (q, r) = (q.clone(), r.clone());
+                run_blocking(move || {
+                    let _one_at_a_time = q.deciding.lock().unwrap_or_else(|p| p.into_inner());
+                    match q.get(&r.id)? {
+                        Some(stored) if stored.status == ApprovalStatus::Pending => {
+                            q.put(&r)?;
+                            Ok(Written::Yes)
+                        }
+                        _ => Ok(Written::Conflict),
+                    }
+                })
+                .await
+            }
+            Backend::Fleet(b) => b.decide(r, revision).await,
+        }
+    }
+
+    /// Every request, oldest first.
+    async fn all(&self) -> Result<Vec<ApprovalRecord>, ServiceError> {
+        match &self.0 {
+            Backend::Local(q) => {
+                let q = q.clone();
+                run_blocking(move || q.all()).await
+            }
+            Backend::Fleet(b) => b.all().await,
+        }
+    }
+}
+
+impl LocalQueue {
     fn put(&self, r: &ApprovalRecord) -> Result<(), ServiceError> {
         let value = serde_json::to_vec(r).map_err(|e| storage(&self.path, e))?;
         self.db
@@ -131,6 +241,23 @@ impl ApprovalQueue {
         }
         out.sort_by_key(|r: &ApprovalRecord| r.submitted_at);
         Ok(out)
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Config(format!("approval queue task failed: {e}")))?
+}
+
+/// A queue error as the API answers it: the shared queue unreachable is 503
+/// with the reason, as `blocking` answers.
+fn api(e: ServiceError) -> ApiError {
+    match e {
+        ServiceError::Fleet(why) => ApiError::UnavailableBecause(why),
+        e => ApiError::from(e),
     }
 }
 
@@ -197,9 +324,7 @@ pub(crate) async fn submit(
         denied_because: None,
         approval_block: None,
     };
-    let st = s.clone();
-    let stored = record.clone();
-    blocking(move || st.queue()?.put(&stored)).await?;
+    s.queue().map_err(api)?.create(&record).await.map_err(api)?;
     tracing::info!(id = %record.id, principal = ?record.chain["principal"], action = %record.request.action, "approval requested");
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -223,8 +348,7 @@ pub(crate) async fn list(
         ("status", Value::Str(name))
     });
     authorize_admin(&s, bearer, "review", "/v1/approvals", status).await?;
-    let st = s.clone();
-    let all = blocking(move || st.queue()?.all()).await?;
+    let all = s.queue().map_err(api)?.all().await.map_err(api)?;
     Ok(Json(
         all.into_iter()
             .filter(|r| q.status.is_none_or(|want| r.status == want))
@@ -236,11 +360,12 @@ pub(crate) async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    let st = s.clone();
-    let key = id.clone();
-    blocking(move || st.queue()?.get(&key))
-        .await?
-        .map(Json)
+    s.queue()
+        .map_err(api)?
+        .get(&id)
+        .await
+        .map_err(api)?
+        .map(|(r, _)| Json(r))
         .ok_or_else(|| ApiError::NotFound(format!("no approval request {id:?}")))
 }
 
@@ -262,7 +387,7 @@ pub(crate) async fn approve(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    let mut record = pending(&s, &id).await?;
+    let (mut record, revision) = pending(&s, &id).await?;
     let valid = parse_duration(body.valid.as_deref().unwrap_or("10m"))
         .map_err(|e| ApiError::BadRequest(format!("valid: {e}")))?;
     if valid.as_secs() > MAX_VALIDITY_SECS {
@@ -316,7 +441,7 @@ pub(crate) async fn approve(
     record.decided_by = Some(format!("{} as {name}", admin.who));
     record.decided_at = Some(OffsetDateTime::now_utc());
     record.approval_block = Some(block);
-    store(&s, &record).await?;
+    store(&s, &record, revision).await?;
     tracing::info!(id = %record.id, approver = %name, by = %admin.who, "approved");
     Ok(Json(record))
 }
@@ -333,7 +458,7 @@ pub(crate) async fn deny(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DenyBody>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    let mut record = pending(&s, &id).await?;
+    let (mut record, revision) = pending(&s, &id).await?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::BadRequest("reason: say why".into()));
     }
@@ -352,7 +477,7 @@ pub(crate) async fn deny(
     record.decided_by = Some(admin.who.clone());
     record.decided_at = Some(OffsetDateTime::now_utc());
     record.denied_because = Some(body.reason.trim().to_string());
-    store(&s, &record).await?;
+    store(&s, &record, revision).await?;
     tracing::info!(id = %record.id, by = %admin.who, "approval denied");
     Ok(Json(record))
 }
@@ -388,11 +513,13 @@ fn decided_params(record: &ApprovalRecord) -> Vec<(String, Value)> {
     out
 }
 
-async fn pending(s: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
-    let st = s.clone();
-    let key = id.to_string();
-    let record = blocking(move || st.queue()?.get(&key))
-        .await?
+async fn pending(s: &AppState, id: &str) -> Result<(ApprovalRecord, u64), ApiError> {
+    let (record, revision) = s
+        .queue()
+        .map_err(api)?
+        .get(id)
+        .await
+        .map_err(api)?
         .ok_or_else(|| ApiError::NotFound(format!("no approval request {id:?}")))?;
     if record.status != ApprovalStatus::Pending {
         return Err(ApiError::Conflict(format!(
@@ -400,13 +527,27 @@ async fn pending(s: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
             record.status
         )));
     }
-    Ok(record)
+    Ok((record, revision))
 }
 
-async fn store(s: &AppState, record: &ApprovalRecord) -> Result<(), ApiError> {
-    let st = s.clone();
-    let r = record.clone();
-    blocking(move || st.queue()?.put(&r)).await
+/// Records a decision over the pending record read at `revision`; a
+/// decision taken meanwhile (here or at another issuer service) wins, and
+/// this one is refused (409): its approval block is never handed out.
+async fn store(s: &AppState, record: &ApprovalRecord, revision: u64) -> Result<(), ApiError> {
+    match s
+        .queue()
+        .map_err(api)?
+        .decide(record, revision)
+        .await
+        .map_err(api)?
+    {
+        Written::Yes => Ok(()),
+        Written::Conflict => Err(ApiError::Conflict(format!(
+            "approval request {} was decided meanwhile by someone else: this decision is \
+             not recorded",
+            record.id
+        ))),
+    }
 }
 
 impl super::Inner {

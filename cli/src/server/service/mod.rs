@@ -155,6 +155,27 @@ impl Service {
         self
     }
 
+    /// In a fleet of issuer services: approval requests go to the queue
+    /// they share (`bucket`), so any of them answers for all; requests in
+    /// this service's local queue are copied into it first (a WARN says
+    /// how many).
+    pub async fn with_shared_approvals(
+        mut self,
+        bucket: Arc<crate::ApprovalBucket>,
+    ) -> Result<Service, ServiceError> {
+        if let Some(local) = &self.approvals {
+            let copied = local.copy_into(&bucket).await?;
+            if copied > 0 {
+                tracing::warn!(
+                    copied,
+                    "approval requests of the local queue copied into the shared queue"
+                );
+            }
+        }
+        self.approvals = Some(ApprovalQueue::shared(bucket));
+        Ok(self)
+    }
+
     /// Takes approval requests into `queue`, and signs approvals with
     /// `approvers` (name → key) when a person approves one.
     pub fn with_approvals(

@@ -1,0 +1,406 @@
+//! The approval desk across issuer services (issue 16 part 5; SERVICE.md
+//! S6), against a real nats-server. Each issuer service kept its approval
+//! queue in its own RocksDB: an agent that submitted at one service behind
+//! a load balancer could not be approved at the other ("no approval
+//! request"). Now services in a fleet share `MANDATE_APPROVALS`: submitted
+//! at A, listed, approved and fetched at B; decided once across both (a
+//! race of approvals and denials at both services: exactly one wins);
+//! entries written by an outsider with publish access (unsigned, or a
+//! signed record copied under another id) are never shown nor decided.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "issuer_common/mod.rs"]
+mod common;
+#[path = "common/procs.rs"]
+mod procs;
+
+use axum::http::{Method, StatusCode};
+use axum::Router;
+use biscuit_auth::KeyPair;
+use common::{admin_token, call, write_key, Env};
+use mandate_server::{ApprovalBucket, ApproverFile, Service};
+use mandate_spec::format_public_key;
+use mandate_verifier::feed::{FeedConfig, RevocationKeys, RevocationSigner};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+struct Fleet {
+    _nats: procs::Nats,
+    _dir: tempfile::TempDir,
+    url: String,
+    root: KeyPair,
+    finance: KeyPair,
+    envs: Vec<Env>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = procs::Nats::start(dir.path());
+        Fleet {
+            url: nats.url(),
+            _nats: nats,
+            _dir: dir,
+            root: KeyPair::new(),
+            finance: KeyPair::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    fn nats(&self) -> FeedConfig {
+        let mut keys = RevocationKeys::new();
+        keys.insert(0, &format_public_key(&self.root.public()))
+            .unwrap();
+        let mut cfg = FeedConfig::new(&self.url);
+        cfg.revocation_keys = keys;
+        cfg
+    }
+
+    async fn bucket(&self) -> Arc<ApprovalBucket> {
+        let signer = RevocationSigner::new(0, &self.root).unwrap();
+        Arc::new(ApprovalBucket::open(&self.nats(), signer).await.unwrap())
+    }
+
+    /// An issuer service holding the finance approver's key, in the fleet.
+    async fn service(&mut self) -> Router {
+        let env = Env::new();
+        let file = env.dir.path().join("finance.key");
+        write_key(&file, &self.finance);
+        let mut config = env.config(&[(0, &self.root)], 0);
+        config.approvers = vec![ApproverFile {
+            name: "finance".into(),
+            file,
+        }];
+        let service = Service::open(&config)
+            .unwrap()
+            .with_shared_approvals(self.bucket().await)
+            .await
+            .unwrap();
+        self.envs.push(env);
+        service.into_router()
+    }
+
+    /// A token for a payments agent: payments over 100 need finance.
+    async fn agent_token(&self, at: &Router) -> String {
+        let minter = admin_token(&self.root, 0, &["mint:/v1/tokens"], &[]);
+        let agent = KeyPair::new();
+        let (status, minted) = call(
+            at,
+            Method::POST,
+            "/v1/tokens",
+            Some(&minter),
+            Some(json!({
+                "principal": "org:acme", "agent": "payments-agent",
+                "agent_key": format_public_key(&agent.public()),
+                "allow": ["pay:/api/payments"], "where": ["amount<=1000"],
+                "approval": [format!("pay when amount>100 by finance={}", self.finance.public())],
+                "ttl": "1h",
+            })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{minted}");
+        minted["token"].as_str().unwrap().to_string()
+    }
+
+    fn approver(&self) -> String {
+        admin_token(
+            &self.root,
+            0,
+            &["approve:/v1/approvals"],
+            &["approver=finance"],
+        )
+    }
+
+    fn reviewer(&self) -> String {
+        admin_token(&self.root, 0, &["review:/v1/approvals"], &[])
+    }
+}
+
+fn pay(amount: i64) -> Value {
+    json!({ "action": "pay", "resource": "/api/payments", "params": { "amount": amount } })
+}
+
+async fn submit(at: &Router, token: &str, amount: i64) -> String {
+    let (status, asked) = call(
+        at,
+        Method::POST,
+        "/v1/approvals",
+        Some(token),
+        Some(pay(amount)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{asked}");
+    asked["id"].as_str().unwrap().to_string()
+}
+
+/// Regression: submitted at one issuer service, the request was unknown at
+/// the other (404). Now: listed, approved and fetched at the other; the
+/// first sees the decision; deciding again at either is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_at_one_service_approved_at_another() {
+    let mut fleet = Fleet::new();
+    let a = fleet.service().await;
+    let b = fleet.service().await;
+    let token = fleet.agent_token(&a).await;
+    let id = submit(&a, &token, 150).await;
+
+    let approver = fleet.approver();
+    let (status, queue) = call(
+        &b,
+        Method::GET,
+        "/v1/approvals?status=pending",
+        Some(&fleet.reviewer()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    let listed: Vec<&str> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [id.as_str()]);
+    assert_eq!(queue[0]["chain"]["principal"], "org:acme");
+
+    let (status, done) = call(
+        &b,
+        Method::POST,
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&approver),
+        Some(json!({"valid": "5m"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let (status, seen) = call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen["status"], "approved");
+    assert_eq!(seen["approval_block"], done["approval_block"]);
+    for at in [&a, &b] {
+        let (status, body) = call(
+            at,
+            Method::POST,
+            &format!("/v1/approvals/{id}/deny"),
+            Some(&approver),
+            Some(json!({"reason": "late"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("already"),
+            "{body}"
+        );
+    }
+    // An id that is not a UUID names nothing.
+    let (status, _) = call(&b, Method::GET, "/v1/approvals/..%2F..", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Approvals and denials of one request raced at both services: exactly
+/// one decision is recorded, and only its answer carries an approval
+/// block; every other is refused (409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_decided_once_across_the_fleet() {
+    let mut fleet = Fleet::new();
+    let a = fleet.service().await;
+    let b = fleet.service().await;
+    let token = fleet.agent_token(&a).await;
+    let id = submit(&b, &token, 300).await;
+    let approver = fleet.approver();
+
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let at = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (approver, id) = (approver.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let (path, body) = if i % 4 < 2 {
+                ("approve", json!({}))
+            } else {
+                ("deny", json!({"reason": format!("no ({i})")}))
+            };
+            call(
+                &at,
+                Method::POST,
+                &format!("/v1/approvals/{id}/{path}"),
+                Some(&approver),
+                Some(body),
+            )
+            .await
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::OK => won.push(body),
+            StatusCode::CONFLICT => {
+                let e = body["error"].as_str().unwrap();
+                assert!(
+                    e.contains("already") || e.contains("decided meanwhile"),
+                    "{body}"
+                );
+            }
+            s => panic!("{s} {body}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let (_, stored) = call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    assert_eq!(stored["status"], won[0]["status"]);
+    assert_eq!(stored["approval_block"], won[0]["approval_block"]);
+    assert_eq!(stored["decided_at"], won[0]["decided_at"]);
+}
+
+/// Publishes `value` as the bucket entry `key`, as an outsider with
+/// publish access to NATS would.
+async fn put_raw(url: &str, key: &str, value: Vec<u8>) {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.publish(format!("$KV.MANDATE_APPROVALS.{key}"), value.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+async fn raw_entry(url: &str, key: &str) -> Vec<u8> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = js.get_key_value("MANDATE_APPROVALS").await.unwrap();
+    kv.get(key).await.unwrap().unwrap().to_vec()
+}
+
+/// An outsider with publish access writes a pending record of its own (no
+/// signature), rewrites a real pending one (another amount, the signature
+/// kept), and copies a real signed entry under another id: none is listed,
+/// shown or decided; the service says why (503) and the real requests are
+/// untouched elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_not_signed_by_the_issuer_are_never_shown_or_decided() {
+    let mut fleet = Fleet::new();
+    let a = fleet.service().await;
+    let token = fleet.agent_token(&a).await;
+    let real = submit(&a, &token, 150).await;
+    let victim = submit(&a, &token, 200).await;
+    let approver = fleet.approver();
+    let (_, record) = call(
+        &a,
+        Method::GET,
+        &format!("/v1/approvals/{real}"),
+        None,
+        None,
+    )
+    .await;
+
+    // An unsigned record under a fresh id.
+    let forged_id = uuid::Uuid::new_v4().to_string();
+    let mut forged = record.clone();
+    forged["id"] = json!(forged_id);
+    put_raw(&fleet.url, &forged_id, forged.to_string().into_bytes()).await;
+    // The victim's entry rewritten: amount 900, its signature kept.
+    let entry: Value = serde_json::from_slice(&raw_entry(&fleet.url, &victim).await).unwrap();
+    let mut inner: Value = serde_json::from_str(entry["record"].as_str().unwrap()).unwrap();
+    inner["request"]["params"]["amount"] = json!(900);
+    let mut rewritten = entry.clone();
+    rewritten["record"] = json!(inner.to_string());
+    put_raw(&fleet.url, &victim, rewritten.to_string().into_bytes()).await;
+    // The real entry copied, signature and all, under another id.
+    let copy_id = uuid::Uuid::new_v4().to_string();
+    put_raw(&fleet.url, &copy_id, raw_entry(&fleet.url, &real).await).await;
+
+    let (status, queue) = call(
+        &a,
+        Method::GET,
+        "/v1/approvals",
+        Some(&fleet.reviewer()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    let listed: Vec<&str> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [real.as_str()], "only the intact request is listed");
+    for (id, why) in [
+        (&forged_id, "not a signed approval record"),
+        (&victim, "does not verify"),
+        (&copy_id, "stored under"),
+    ] {
+        let (status, body) =
+            call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let e = body["error"].as_str().unwrap();
+        assert!(
+            e.contains("not a record signed by a trusted issuer key"),
+            "{e}"
+        );
+        assert!(e.contains(why), "{e}");
+        let (status, body) = call(
+            &a,
+            Method::POST,
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&approver),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.get("approval_block").is_none(), "{body}");
+    }
+    // The intact request is still decided normally.
+    let (status, done) = call(
+        &a,
+        Method::POST,
+        &format!("/v1/approvals/{real}/approve"),
+        Some(&approver),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+}
+
+/// Requests queued at a service before it joined the fleet are copied into
+/// the shared queue, and decided there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_queue_is_copied_into_the_shared_one() {
+    let mut fleet = Fleet::new();
+    let env = Env::new();
+    let file = env.dir.path().join("finance.key");
+    write_key(&file, &fleet.finance);
+    let mut config = env.config(&[(0, &fleet.root)], 0);
+    config.approvers = vec![ApproverFile {
+        name: "finance".into(),
+        file,
+    }];
+    let alone = Service::open(&config).unwrap().into_router();
+    let token = fleet.agent_token(&alone).await;
+    let id = submit(&alone, &token, 150).await;
+    drop(alone);
+    let joined = Service::open(&config)
+        .unwrap()
+        .with_shared_approvals(fleet.bucket().await)
+        .await
+        .unwrap()
+        .into_router();
+    let other = fleet.service().await;
+    let (status, seen) = call(
+        &other,
+        Method::GET,
+        &format!("/v1/approvals/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["status"], "pending");
+    let (status, done) = call(
+        &joined,
+        Method::POST,
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&fleet.approver()),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+}
