@@ -4,7 +4,7 @@
 //! atomic, synced write, then every decision waiting on it is released.
 
 use super::durable::{AuditDurable, DurableState};
-use super::record::{AuditCheckpoint, AuditEntry, AuditEvent, AuditRecord, GENESIS_HASH};
+use super::record::{AuditCheckpoint, AuditEntry, AuditEvent, ChainJson, GENESIS_HASH};
 use super::verify::{AuditRead, Place, ReadEntry};
 use crate::error::VerifierError;
 use ed25519_dalek::SigningKey;
@@ -174,6 +174,7 @@ impl AuditLog {
             prev_hash: last_hash,
             shared: shared.clone(),
             options,
+            chains: ChainJson::default(),
         };
         let thread = std::thread::Builder::new()
             .name("mandate-audit".into())
@@ -340,6 +341,8 @@ struct Writer {
     prev_hash: String,
     shared: Arc<Shared>,
     options: AuditOptions,
+    /// Each chain's JSON, made once.
+    chains: ChainJson,
 }
 
 impl Writer {
@@ -403,8 +406,8 @@ impl Writer {
         let record_key = self.options.sign_records.then_some(&self.key);
         for event in events.iter() {
             seq += 1;
-            let record = AuditRecord::place(event, seq, prev);
-            let (hash, line) = AuditEntry::seal_line(&record, record_key);
+            let (hash, line) =
+                AuditEntry::seal_event(event, seq, &prev, &mut self.chains, record_key);
             batch.put(key_of(seq), line);
             prev = hash;
         }

@@ -5,7 +5,10 @@ use crate::decision::{Decision, Denial, Outcome};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use mandate_spec::{Chain, Request, Signer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// Domain separation for the record hash: a record hash can never be
@@ -201,24 +204,6 @@ impl SignedCheckpoint {
 }
 
 impl AuditRecord {
-    /// Places an event in the log after the record whose hash is `prev_hash`.
-    // Used by the RocksDB log (feature `rocksdb`).
-    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
-    pub(crate) fn place(event: &AuditEvent, seq: u64, prev_hash: String) -> AuditRecord {
-        let d = &event.decision;
-        AuditRecord {
-            seq,
-            decided_at: event.decided_at,
-            request: d.request.clone(),
-            decision: d.decision,
-            denial: d.denial.clone(),
-            chain: d.chain.as_deref().map(AuditChain::of),
-            revocation_position: event.revocation_position,
-            policy_hash: event.policy_hash.clone(),
-            prev_hash,
-        }
-    }
-
     /// The record's hash: SHA-256 over a domain prefix and its canonical
     /// JSON (fields in declaration order, parameters sorted by name).
     pub fn hash(&self) -> [u8; 32] {
@@ -231,23 +216,93 @@ impl AuditRecord {
     }
 }
 
-impl AuditEntry {
-    /// Hashes `record` (and signs the hash when given a key): the entry's
-    /// hash and its stored line (its canonical JSON, byte for byte what
-    /// serializing the entry gives), serializing the record once: the
-    /// writer's path, once per decision.
+/// An [`AuditRecord`] as the writer serializes it, from the event's parts
+/// without copying them: the same fields, in the same order, giving the
+/// same bytes as serializing the record (`chain`: the chain's JSON, made
+/// once per chain by [`ChainJson`]).
+#[derive(Serialize)]
+struct RecordView<'a> {
+    seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    decided_at: OffsetDateTime,
+    request: &'a Request,
+    decision: Outcome,
+    denial: Option<&'a Denial>,
+    chain: Option<&'a RawValue>,
+    revocation_position: Option<u64>,
+    policy_hash: &'a str,
+    prev_hash: &'a str,
+}
+
+/// The JSON of each chain's [`AuditChain`], made once per chain: requests
+/// made with one token share its chain (an `Arc`), so a busy log
+/// serializes a chain once, not once per decision. Holds the chains it
+/// knows (a pointer is never reused while held); forgets them all past
+/// [`ChainJson::MAX`].
+#[derive(Default)]
+pub(crate) struct ChainJson(HashMap<usize, (Arc<Chain>, Box<RawValue>)>);
+
+impl ChainJson {
+    /// Chains remembered at most.
+    const MAX: usize = 4096;
+
     #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
-    pub(crate) fn seal_line(record: &AuditRecord, key: Option<&SigningKey>) -> (String, Vec<u8>) {
+    pub(crate) fn of(&mut self, chain: &Arc<Chain>) -> &RawValue {
+        let key = Arc::as_ptr(chain) as usize;
+        if self.0.len() >= Self::MAX && !self.0.contains_key(&key) {
+            self.0.clear();
+        }
+        &self
+            .0
+            .entry(key)
+            .or_insert_with(|| {
+                // Plain data: serializing cannot fail, and JSON it made is
+                // valid raw JSON.
+                let json = serde_json::to_string(&AuditChain::of(chain)).unwrap_or_default();
+                let raw = RawValue::from_string(json)
+                    .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default());
+                (chain.clone(), raw)
+            })
+            .1
+    }
+}
+
+impl AuditEntry {
+    /// Places `event` in the log as record `seq` after the record hashed
+    /// `prev_hash`, hashes it (and signs the hash when given a key): the
+    /// entry's hash and its stored line (its canonical JSON, byte for byte
+    /// what serializing the [`AuditEntry`] gives), serializing the record
+    /// once, copying nothing: the writer's path, once per decision.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    pub(crate) fn seal_event(
+        event: &AuditEvent,
+        seq: u64,
+        prev_hash: &str,
+        chains: &mut ChainJson,
+        key: Option<&SigningKey>,
+    ) -> (String, Vec<u8>) {
+        let d = &event.decision;
+        let view = RecordView {
+            seq,
+            decided_at: event.decided_at,
+            request: &d.request,
+            decision: d.decision,
+            denial: d.denial.as_ref(),
+            chain: d.chain.as_ref().map(|c| chains.of(c)),
+            revocation_position: event.revocation_position,
+            policy_hash: &event.policy_hash,
+            prev_hash,
+        };
+        let mut line = Vec::with_capacity(1536);
+        line.extend_from_slice(b"{\"record\":");
         // Plain data: serializing cannot fail.
-        let json = serde_json::to_vec(record).unwrap_or_default();
+        let _ = serde_json::to_writer(&mut line, &view);
+        let json = &line[b"{\"record\":".len()..];
         let mut h = Sha256::new();
         h.update(HASH_DOMAIN);
-        h.update(&json);
+        h.update(json);
         let hash: [u8; 32] = h.finalize().into();
         let hash_hex = hex::encode(hash);
-        let mut line = Vec::with_capacity(json.len() + 200);
-        line.extend_from_slice(b"{\"record\":");
-        line.extend_from_slice(&json);
         line.extend_from_slice(b",\"hash\":\"");
         line.extend_from_slice(hash_hex.as_bytes());
         line.push(b'"');
@@ -294,4 +349,71 @@ pub enum Seal {
     HashMismatch,
     /// The hash matches, but the signature is not the key's over it.
     BadSignature,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::decision::DenialKind;
+    use biscuit_auth::KeyPair;
+    use mandate_issuer::{Issuer, MintRequest};
+    use mandate_spec::Grant;
+    use std::time::Duration;
+
+    fn chain(principal: &str) -> Arc<Chain> {
+        let token = Issuer::new(KeyPair::new())
+            .mint(&MintRequest {
+                principal: principal.into(),
+                agent: "support".into(),
+                agent_key: KeyPair::new().public(),
+                grant: Grant::parse(&["read:/api/*"], &[] as &[&str]).unwrap(),
+                ttl: Duration::from_secs(3600),
+                purpose: Some("a \"quoted\" purpose \u{e9}".into()),
+                max_depth: None,
+            })
+            .unwrap()
+            .token;
+        Arc::new(mandate_attenuate::read_chain(&token).unwrap())
+    }
+
+    /// The writer's borrowed serialization is byte for byte the canonical
+    /// one (what verification re-hashes), with and without a chain or a
+    /// denial, and with a chain's JSON reused from the cache.
+    #[test]
+    fn the_writers_line_is_the_canonical_entry() {
+        let mut chains = ChainJson::default();
+        let shared = chain("user:alice");
+        let mut request = Request::new("read", "/api/x");
+        request
+            .params
+            .insert("q".into(), mandate_spec::Value::Str("\u{1}".into()));
+        let allow = Decision::allow(request.clone(), shared.clone());
+        let deny = Decision::deny(
+            request,
+            None,
+            Denial::new(DenialKind::NotAllowed, "no \"way\""),
+        );
+        for (seq, decision) in [(1, &allow), (2, &deny), (3, &allow)] {
+            let event = AuditEvent {
+                decided_at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+                    .unwrap(),
+                decision: decision.clone(),
+                revocation_position: Some(seq),
+                policy_hash: "ph".into(),
+            };
+            let (hash, line) = AuditEntry::seal_event(&event, seq, "prev", &mut chains, None);
+            let entry: AuditEntry = serde_json::from_slice(&line).unwrap();
+            assert_eq!(serde_json::to_vec(&entry).unwrap(), line);
+            assert_eq!(hex::encode(entry.record.hash()), hash);
+            assert_eq!(entry.hash, hash);
+            assert_eq!(entry.record.seq, seq);
+            assert_eq!(entry.record.prev_hash, "prev");
+            assert_eq!(
+                entry.record.chain,
+                decision.chain.as_deref().map(AuditChain::of)
+            );
+        }
+        assert_eq!(chains.0.len(), 1, "one chain, serialized once");
+    }
 }
