@@ -31,9 +31,32 @@ pub(crate) struct RevocationsArgs {
     /// stream the server has. Entries already applied stay.
     #[arg(long, value_name = "N", conflicts_with = "prune")]
     pub(crate) set_feed_position: Option<u64>,
+    /// Publish every entry of the list that can still matter (its target
+    /// has not expired) to the revocation feed again, signed with
+    /// --revocation-key-file: moving a fleet from a feed of unsigned entries
+    /// (before signed feeds) to signed ones, whose verifiers skip unsigned
+    /// entries. Applying an entry twice changes nothing.
+    #[arg(
+        long,
+        requires = "nats",
+        conflicts_with_all = ["prune", "feed_position", "set_feed_position"]
+    )]
+    pub(crate) republish: bool,
+    /// With --republish: the revocation feed.
+    #[command(flatten)]
+    pub(crate) feed: crate::args::NatsArgs,
+    /// With --republish: the revocation key that signs the entries.
+    #[command(flatten)]
+    pub(crate) signer: crate::feed::SignerArgs,
 }
 
 pub(crate) fn run(a: RevocationsArgs) -> Result<ExitCode> {
+    if a.republish {
+        return republish(&a);
+    }
+    if a.feed.nats.is_some() {
+        anyhow::bail!("--nats is for --republish");
+    }
     if let Some(position) = a.set_feed_position {
         let store = RevocationStore::open_existing(&a.db)?;
         let before = store.feed_position()?;
@@ -98,5 +121,34 @@ pub(crate) fn run(a: RevocationsArgs) -> Result<ExitCode> {
         )?;
     }
     out.finish()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--republish`: every entry that can still matter, published signed.
+fn republish(a: &RevocationsArgs) -> Result<ExitCode> {
+    let signer = crate::feed::signer_for(&a.feed, &a.signer)?
+        .ok_or_else(|| anyhow::anyhow!("--republish needs --nats"))?;
+    let cfg =
+        crate::feed::config(&a.feed)?.ok_or_else(|| anyhow::anyhow!("--republish needs --nats"))?;
+    let store = RevocationStore::open_read_only(&a.db)?;
+    let now = OffsetDateTime::now_utc();
+    let entries: Vec<_> = store
+        .list()?
+        .into_iter()
+        .filter(|e| e.expires_at.is_none_or(|t| t > now))
+        .collect();
+    let feed = crate::feed::BlockingPublisher::connect(cfg, signer)?;
+    let mut last = None;
+    for e in &entries {
+        last = Some(feed.publish(e)?);
+    }
+    outln!(
+        "republished {} entr{} signed with revocation key id {}{}",
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" },
+        a.signer.revocation_key_id,
+        last.map(|s| format!(" (last at feed sequence {s})"))
+            .unwrap_or_default()
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -451,6 +451,79 @@ fn a_flood_of_junk_ahead_of_a_revocation_never_lets_the_revoked_token_through() 
     eprintln!("answers while catching up: {answers:?}");
 }
 
+/// Moving a fleet from a feed of unsigned entries (before signed feeds):
+/// a verifier that trusts only signed entries skips the old ones, so a
+/// token revoked back then is allowed again on a fresh verifier. The
+/// issuer republishes its list signed (`mandate revocations --republish`)
+/// and every verifier applies it.
+#[test]
+fn an_old_unsigned_feed_is_carried_over_by_republishing_signed() {
+    let s = Scenario::new();
+    let nats = Nats::start(&s.path("nats"));
+    let url = nats.url();
+    let rev0 = keygen(&s, "rev0.key");
+    let token = s.read("support.tok");
+    let family = family_of(&s, "support.tok");
+    // What an issuer did before signed feeds: its local list, and the bare
+    // entry it published.
+    let r = s.run(&[
+        "revoke",
+        "--db",
+        "old-issuer",
+        "--token",
+        "support.tok",
+        "--reason",
+        "left the company",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bare = serde_json::json!({
+        "target": {"kind": "token", "value": family},
+        "revoked_at": "2026-01-01T00:00:00Z",
+        "reason": "left the company",
+        "by": "old-issuer",
+    });
+    let v = Verifier::start(&s, "v", &url, &[format!("0={rev0}")]);
+    wait_until("the feed", Duration::from_secs(10), || {
+        v.authorize(&token).0 == 200
+    });
+    publish_raw(&url, serde_json::to_vec(&bare).unwrap());
+    v.caught_up(1);
+    assert_eq!(v.authorize(&token).0, 200, "the unsigned entry is skipped");
+    assert_eq!(v.rejected("unsigned"), 1);
+
+    // Without the key, nothing is published.
+    let r = s.run(&[
+        "revocations",
+        "--db",
+        "old-issuer",
+        "--republish",
+        "--nats",
+        &url,
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--revocation-key-file"), "{}", r.stderr);
+    let r = s.run(&[
+        "revocations",
+        "--db",
+        "old-issuer",
+        "--republish",
+        "--nats",
+        &url,
+        "--revocation-key-file",
+        "rev0.key",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("republished 1 entry signed with revocation key id 0"),
+        "{}",
+        r.stdout
+    );
+    v.caught_up(2);
+    let (status, d) = v.authorize(&token);
+    assert_eq!((status, denial_kind(&d)), (403, "revoked"), "{d}");
+}
+
 /// Key rotation mid-stream: entries signed by key 0, then by key 1, both
 /// trusted, both apply; once key 0 is retired (no longer trusted) its
 /// entries are skipped; an issuer service signing with its current key 1
