@@ -741,13 +741,40 @@ fn forged_messages_on_a_logs_subjects_are_set_aside_not_called_tampering() {
     );
     inject(&f.nats.url(), &recs, b"junk", None);
     inject(&f.nats.url(), &recs, record.as_bytes(), None);
+    // Record 2 altered with its hash recomputed (records are hashed, not
+    // signed): a valid record under a number the log has. Once "tampered".
+    let mut rehashed: mandate_verifier::audit::AuditEntry =
+        serde_json::from_str(&f.local_records(0)[1]).unwrap();
+    rehashed.record.request.resource = "/api/customers/rY".into();
+    rehashed.hash = hex::encode(rehashed.record.hash());
+    inject(
+        &f.nats.url(),
+        &recs,
+        &serde_json::to_vec(&rehashed).unwrap(),
+        None,
+    );
+    // And a copy of the log's own record 1 (a publisher's retry).
+    inject(&f.nats.url(), &recs, f.local_records(0)[0].as_bytes(), None);
     let (code, summary, timeline) = f.collect();
     assert_eq!(code, 0, "{summary}");
     let v = f.verdict(&summary, 0);
     assert_eq!(v["status"], "ok", "{v}");
     assert_eq!(v["covered_through"], 2, "{v}");
     let injected = v["injected"].as_array().unwrap();
-    assert_eq!(injected.len(), 4, "{v}");
+    assert_eq!(injected.len(), 5, "{v}");
+    assert!(
+        injected.iter().any(|i| i
+            .as_str()
+            .unwrap()
+            .contains("a second record 2, not on the chain the log's checkpoints sign")),
+        "{v}"
+    );
+    assert!(
+        !timeline
+            .iter()
+            .any(|l| l.to_string().contains("/api/customers/rY")),
+        "the rehashed record is not in the timeline"
+    );
     assert!(
         injected.iter().any(|i| i
             .as_str()

@@ -417,6 +417,101 @@ pub fn set_aside_forged(log: &mut AuditRead, key: &biscuit_auth::PublicKey) -> V
         out.push(format!("injected: {place} is {why}"));
         false
     });
+    out.extend(set_aside_second_records(log));
+    out
+}
+
+/// A record an outsider computes with a valid hash (records are hashed,
+/// not signed) under a number the log already has: of several published
+/// records under one number, the log's is the one on the chain its signed
+/// checkpoints vouch for (walking back from each checkpoint's head through
+/// `prev_hash`), or past the last checkpoint the one that links to the
+/// record kept before it. The others are set aside (copies of the log's own
+/// dropped silently). A number whose record cannot be told is left for
+/// [`verify_entries`] to judge. Call with only checkpoints signed by the
+/// log's key left.
+fn set_aside_second_records(log: &mut AuditRead) -> Vec<String> {
+    let mut by_seq: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, (place, e)) in log.entries.iter().enumerate() {
+        if let (Place::Published(_), Ok(e)) = (place, e) {
+            by_seq.entry(e.record.seq).or_default().push(i);
+        }
+    }
+    if by_seq.values().all(|v| v.len() < 2) {
+        return Vec::new();
+    }
+    let entry = |i: usize| log.entries[i].1.as_ref().ok();
+    // The hash each number must have, from the checkpoints, latest first.
+    let mut wanted: BTreeMap<u64, String> = BTreeMap::new();
+    let mut heads: Vec<(u64, &str)> = log
+        .checkpoints
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().ok())
+        .map(|c| (c.checkpoint.seq, c.checkpoint.head_hash.as_str()))
+        .collect();
+    heads.sort_unstable_by(|a, b| b.cmp(a));
+    for (mut seq, head) in heads {
+        let mut hash = head.to_string();
+        while !wanted.contains_key(&seq) {
+            wanted.insert(seq, hash.clone());
+            let found = by_seq
+                .get(&seq)
+                .and_then(|c| c.iter().filter_map(|&i| entry(i)).find(|e| e.hash == hash));
+            match found {
+                Some(e) if seq > 1 => {
+                    hash = e.record.prev_hash.clone();
+                    seq -= 1;
+                }
+                _ => break,
+            }
+        }
+    }
+    // Past the last checkpoint: the record linking to the one before it.
+    let covered = wanted.keys().next_back().copied().unwrap_or(0);
+    for (&seq, candidates) in by_seq.range(covered + 1..) {
+        let Some(prev) = wanted.get(&(seq - 1)).cloned() else {
+            break;
+        };
+        let linking: HashSet<&str> = candidates
+            .iter()
+            .filter_map(|&i| entry(i))
+            .filter(|e| e.record.prev_hash == prev)
+            .map(|e| e.hash.as_str())
+            .collect();
+        // One record links (or copies of it); several: not told apart.
+        let [only] = linking.into_iter().collect::<Vec<_>>()[..] else {
+            break;
+        };
+        wanted.insert(seq, only.to_string());
+    }
+    let mut drop = HashSet::new();
+    let mut out = Vec::new();
+    for (seq, candidates) in by_seq.iter().filter(|(_, c)| c.len() > 1) {
+        let Some(hash) = wanted.get(seq) else {
+            continue;
+        };
+        let mut kept = false;
+        for &i in candidates {
+            let Some(e) = entry(i) else { continue };
+            if &e.hash == hash && !kept {
+                kept = true;
+            } else if &e.hash == hash {
+                drop.insert(i); // a copy of the log's own record
+            } else {
+                drop.insert(i);
+                out.push(format!(
+                    "injected: {} is a second record {seq}, not on the chain the log's \
+                     checkpoints sign",
+                    log.entries[i].0
+                ));
+            }
+        }
+    }
+    let mut i = 0;
+    log.entries.retain(|_| {
+        i += 1;
+        !drop.contains(&(i - 1))
+    });
     out
 }
 
