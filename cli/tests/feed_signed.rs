@@ -451,6 +451,68 @@ fn a_flood_of_junk_ahead_of_a_revocation_never_lets_the_revoked_token_through() 
     eprintln!("answers while catching up: {answers:?}");
 }
 
+/// Removes the message at `seq` from the feed's stream, as anyone able to
+/// publish to `$JS.API.STREAM.MSG.DELETE.MANDATE_REVOCATIONS` can.
+fn delete_message(url: &str, seq: u64) {
+    runtime().block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("MANDATE_REVOCATIONS").await.unwrap();
+        assert!(stream.delete_message(seq).await.unwrap());
+    });
+}
+
+/// Regression: staleness counted a message's sequence plus its pending
+/// count as what the stream held, and an empty pull as current when the
+/// consumer had nothing pending. A revocation removed from the end of the
+/// stream before a verifier read it is neither pending nor delivered: the
+/// verifier looked current without it and allowed the revoked token. The
+/// stream's last sequence still counts it, so the verifier is never current
+/// without it: the next entry is gone, the feed is stuck (every request
+/// denied, 503 on /healthz) until an operator decides where to resume.
+#[test]
+fn a_revocation_removed_from_the_end_of_the_stream_leaves_the_verifier_stuck_not_current() {
+    let s = Scenario::new();
+    let nats = Nats::start(&s.path("nats"));
+    let url = nats.url();
+    let rev0 = keygen(&s, "rev0.key");
+    let token = s.read("support.tok");
+    let trust = [format!("0={rev0}")];
+    // An entry that revokes nothing, then the revocation, removed.
+    revoke_signed(&s, &url, &["--id", &fake_id(0xb1)], "rev0.key", 0);
+    revoke_signed(&s, &url, &["--token", "support.tok"], "rev0.key", 0);
+    delete_message(&url, 2);
+
+    let v = Verifier::start(&s, "v", &url, &trust);
+    wait_until("the feed stuck", Duration::from_secs(20), || {
+        let (status, d) = v.authorize(&token);
+        assert_ne!(
+            status,
+            200,
+            "the revoked token was allowed: the verifier looked current without the \
+             removed revocation (position {}): {d}\n{}",
+            v.position(),
+            v.log()
+        );
+        assert_eq!(denial_kind(&d), "revocation_unavailable", "{d}");
+        d["denial"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stuck")
+    });
+    let (status, d) = v.authorize(&token);
+    let reason = d["denial"]["reason"].as_str().unwrap_or("");
+    assert_eq!(
+        (status, denial_kind(&d)),
+        (403, "revocation_unavailable"),
+        "{d}"
+    );
+    assert!(reason.contains("entries 2 to 2 are missing"), "{reason}");
+    let (status, health) = v.health();
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(v.position(), 1, "{health}");
+}
+
 /// Moving a fleet from a feed of unsigned entries (before signed feeds):
 /// a verifier that trusts only signed entries skips the old ones, so a
 /// token revoked back then is allowed again on a fresh verifier. The

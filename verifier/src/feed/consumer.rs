@@ -61,7 +61,7 @@ async fn consume(
         if state.stopped.load(Ordering::Relaxed) {
             return Ok(());
         }
-        pull(&consumer, store, cfg, state, &mut marks).await?;
+        pull(&stream, &consumer, store, cfg, state, &mut marks).await?;
         // The pull ended normally: the server answered and everything it
         // gave was applied.
         state.set_stuck(None);
@@ -71,15 +71,18 @@ async fn consume(
 
 /// What the server said the stream held, and when: `(sequence, at)` means
 /// every entry published before `at` (ms on [`FeedState`]'s clock) has a
-/// sequence of at most `sequence`. Once the verifier has applied up to
-/// `sequence`, it is current as of `at` (specification §9.3, staleness).
-/// Only the monotonic clock is used: never the server's.
+/// sequence of at most `sequence` (the stream's last sequence, asked for
+/// after `at`). Once the verifier has applied up to `sequence`, it is
+/// current as of `at` (specification §9.3, staleness). Only the monotonic
+/// clock is used: never the server's. Never a message's sequence plus its
+/// pending count: messages removed from the stream are not pending, so a
+/// revocation deleted before this verifier read it would have let it look
+/// current without it.
 #[derive(Debug, Default)]
 struct Marks(std::collections::VecDeque<(u64, u64)>);
 
 impl Marks {
-    /// The server delivered a message with `pending` more after it, in a
-    /// pull asked for at `asked`.
+    /// The stream's last sequence was `sequence` after `at`.
     fn seen(&mut self, sequence: u64, at: u64) {
         match self.0.back_mut() {
             // The later mark says as much, with a later or equal time.
@@ -168,6 +171,7 @@ async fn pull_consumer(
 /// together (with the next entry applied, or once at the end of the pull):
 /// a flood of junk costs one write per pull, not one per message.
 async fn pull(
+    stream: &stream::Stream,
     consumer: &consumer::PullConsumer,
     store: &RevocationStore,
     cfg: &FeedConfig,
@@ -175,6 +179,16 @@ async fn pull(
     marks: &mut Marks,
 ) -> Result<(), FeedError> {
     let asked = state.now_ms();
+    // Every entry published before `asked` has a sequence up to the
+    // stream's last one now (removed entries included).
+    let last = stream
+        .get_info()
+        .await
+        .map_err(|e| nats_err(&cfg.url, e))?
+        .state
+        .last_sequence;
+    marks.seen(last, asked);
+    marks.reached(state.applied_seq(), state);
     let mut batch = consumer
         .fetch()
         .max_messages(1000)
@@ -190,9 +204,6 @@ async fn pull(
             let msg = msg.map_err(|e| nats_err(&cfg.url, e))?;
             delivered += 1;
             let info = msg.info().map_err(|e| nats_err(&cfg.url, e))?;
-            // Everything published before the pull was asked for is at or
-            // before this message's sequence plus what is pending after it.
-            marks.seen(info.stream_sequence.saturating_add(info.pending), asked);
             apply(&msg, &info, store, cfg, state, &mut skipped)?;
             marks.reached(state.applied_seq(), state);
         }
@@ -212,27 +223,40 @@ async fn pull(
         );
     }
     result?;
-    if delivered == 0 {
-        // Nothing delivered: current as of the question only if the server
-        // says nothing is pending (an empty pull alone could also be a
-        // message too large to deliver, or one delivered and lost).
-        let asked = state.now_ms();
+    let applied = state.applied_seq();
+    if delivered == 0 && applied < last {
+        // Nothing delivered, yet the stream went past this verifier's
+        // position: an entry too large to deliver, one delivered and lost,
+        // or entries removed from the end of the stream (not pending, never
+        // delivered: the verifier would wait for them, behind, forever).
         let info = consumer
             .get_info()
             .await
             .map_err(|e| nats_err(&cfg.url, e))?;
-        let applied = state.applied_seq();
-        if info.num_pending == 0 && info.delivered.stream_sequence <= applied {
-            state.current_as_of(asked);
-        } else if info.num_pending == 0 {
-            return Err(nats_err(
-                &cfg.url,
-                format!(
-                    "the server delivered up to sequence {} but this verifier applied \
-                     {applied}: following again from its position",
-                    info.delivered.stream_sequence
-                ),
-            ));
+        if info.num_pending == 0 {
+            // The next entry is gone (the consumer skips removed ones, so
+            // it counts as delivered): stuck, not delivered and lost.
+            match stream.get_raw_message(applied + 1).await {
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                    return Err(FeedError::Gap {
+                        expected: applied + 1,
+                        found: applied + 2,
+                    })
+                }
+                Err(e) => return Err(nats_err(&cfg.url, e)),
+                Ok(_) => {}
+            }
+            if info.delivered.stream_sequence > applied {
+                return Err(nats_err(
+                    &cfg.url,
+                    format!(
+                        "the server delivered up to sequence {} but this verifier applied \
+                         {applied}: following again from its position",
+                        info.delivered.stream_sequence
+                    ),
+                ));
+            }
+            // Else the consumer has not counted it yet: the next pull.
         }
     }
     Ok(())
@@ -331,10 +355,10 @@ mod tests {
         assert!(state.silent_for().is_some());
         assert_eq!(state.behind_for(), None, "never current yet");
 
-        // Pull asked at t=5: message 1 says 999 more are pending.
-        marks.seen(1 + 999, 5);
-        // Pull asked at t=7: message 2 says 1 200 more (the flood goes on).
-        marks.seen(2 + 1_200, 7);
+        // Pull asked at t=5: the stream ends at 1 000.
+        marks.seen(1_000, 5);
+        // Pull asked at t=7: it ends at 1 202 (the flood goes on).
+        marks.seen(1_202, 7);
         state.applied_seq.store(999, Ordering::Relaxed);
         marks.reached(999, &state);
         assert_eq!(state.behind_for(), None, "sequence 1000 not applied yet");
