@@ -404,3 +404,81 @@ async fn a_local_queue_is_copied_into_the_shared_one() {
     .await;
     assert_eq!(status, StatusCode::OK, "{done}");
 }
+
+/// Regression: a decision was written over the pending entry, and every
+/// signed entry stays valid. An outsider with publish access who kept the
+/// pending entry published it again over the decision (a plain publish
+/// needs no revision): the approved request was pending again, listed, and
+/// approved a second time (a second approval block). Now the decision is
+/// written under a key of its own, created once; the pending entry
+/// published again changes nothing, and a delete marker over the decision
+/// makes the request refused (503), never pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_entry_published_again_does_not_undo_a_decision() {
+    let mut fleet = Fleet::new();
+    let a = fleet.service().await;
+    let b = fleet.service().await;
+    let token = fleet.agent_token(&a).await;
+    let id = submit(&a, &token, 150).await;
+    let kept = raw_entry(&fleet.url, &id).await;
+    let approver = fleet.approver();
+    let approve = |at: Router| {
+        let (approver, id) = (approver.clone(), id.clone());
+        async move {
+            call(
+                &at,
+                Method::POST,
+                &format!("/v1/approvals/{id}/approve"),
+                Some(&approver),
+                Some(json!({"valid": "5m"})),
+            )
+            .await
+        }
+    };
+    let (status, first) = approve(a.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+
+    put_raw(&fleet.url, &id, kept).await;
+    let (status, seen) = call(&b, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["status"], "approved", "{seen}");
+    assert_eq!(seen["approval_block"], first["approval_block"]);
+    let (status, queue) = call(
+        &b,
+        Method::GET,
+        "/v1/approvals?status=pending",
+        Some(&fleet.reviewer()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    assert_eq!(queue, json!([]), "the decided request is listed as pending");
+    let (status, again) = approve(b.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "approved a second time: {again}"
+    );
+    assert!(
+        again["error"].as_str().unwrap().contains("already"),
+        "{again}"
+    );
+
+    // A delete marker over the decision: refused, not pending.
+    let client = async_nats::connect(&fleet.url).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("KV-Operation", "DEL");
+    async_nats::jetstream::new(client)
+        .publish_with_headers(
+            format!("$KV.MANDATE_APPROVALS.{id}.decided"),
+            headers,
+            Vec::new().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (status, body) = approve(b.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("marker"), "{body}");
+}

@@ -6,11 +6,15 @@
 //!   person reviews and approves at another: every service reads and writes
 //!   the same bucket.
 //! - **Decided once.** A request is created only if its key never held an
-//!   entry (expected last revision 0), and approved or denied only at the
-//!   revision read as pending (compare-and-set): two people deciding the
-//!   same request at two services (or at one) cannot both succeed; the
-//!   second is told it was decided meanwhile, and its approval is never
-//!   handed out.
+//!   entry (expected last revision 0), and its decision (approved or
+//!   denied) is written under a key of its own, `<id>.decided`, also only
+//!   if that key never held an entry: two people deciding the same request
+//!   at two services (or at one) cannot both succeed; the second is told it
+//!   was decided meanwhile, and its approval is never handed out. A
+//!   decision is never written over the pending entry: every signed entry
+//!   stays valid, and an outsider with publish access who kept the pending
+//!   one could publish it again over the decision (no revision needed) and
+//!   have the request decided a second time.
 //! - **Signed.** Each entry is the record's JSON signed with the issuer's
 //!   revocation key under its own domain (`mandate-approval-v1\n`), and its
 //!   record must name the key it is stored under. An entry that does not
@@ -36,6 +40,9 @@ pub const APPROVAL_REJECTED: &str = "mandate_approval_records_rejected_total";
 
 /// The bucket's name.
 pub const APPROVAL_BUCKET: &str = "MANDATE_APPROVALS";
+
+/// The suffix of the key a request's decision is written under.
+const DECIDED: &str = ".decided";
 
 /// Largest entry: a record with its chain (a few KiB) and the approval block.
 const MAX_ENTRY_BYTES: i32 = 256 * 1024;
@@ -155,7 +162,17 @@ impl ApprovalBucket {
     fn unseal(&self, key: &str, value: &[u8]) -> Result<ApprovalRecord, (&'static str, String)> {
         let record: ApprovalRecord =
             crate::signed_record::open(&self.keys, APPROVAL_DOMAIN, value, "approval record")?;
-        if record.id != key {
+        let (id, decision) = match key.strip_suffix(DECIDED) {
+            Some(id) => (id, true),
+            None => (key, false),
+        };
+        if decision && record.status == crate::service::ApprovalStatus::Pending {
+            return Err((
+                "misplaced",
+                format!("a pending record of approval request {id} stored as its decision"),
+            ));
+        }
+        if record.id != id {
             return Err((
                 "misplaced",
                 format!(
@@ -190,12 +207,13 @@ impl ApprovalBucket {
         }
     }
 
-    /// Writes `r` over the entry only if it is still at `revision` (what
-    /// was read as pending).
-    pub async fn decide(&self, r: &ApprovalRecord, revision: u64) -> Result<Written, ServiceError> {
+    /// Writes the decision `r` under `<id>.decided` only if that key never
+    /// held an entry (the request was read as pending; its entry is never
+    /// written over).
+    pub async fn decide(&self, r: &ApprovalRecord) -> Result<Written, ServiceError> {
         let value = self.seal(r)?;
-        match tokio::time::timeout(TIMEOUT, self.store.update(&r.id, value.into(), revision)).await
-        {
+        let key = format!("{}{DECIDED}", r.id);
+        match tokio::time::timeout(TIMEOUT, self.store.update(&key, value.into(), 0)).await {
             Ok(Ok(_)) => Ok(Written::Yes),
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 Ok(Written::Conflict)
@@ -205,23 +223,50 @@ impl ApprovalBucket {
         }
     }
 
-    /// One request and its revision. An entry that is not a record signed
-    /// by a trusted key is an error (never shown or decided).
+    /// One request and its revision: its decision when there is one, else
+    /// its entry. An entry that is not a record signed by a trusted key is
+    /// an error (never shown or decided), and so is anything but a signed
+    /// decision under `<id>.decided` (a delete marker published there
+    /// must not make a decided request pending again).
     pub async fn get(&self, id: &str) -> Result<Option<(ApprovalRecord, u64)>, ServiceError> {
+        match self.lookup(id).await? {
+            Some(Ok(r)) => Ok(Some(r)),
+            Some(Err(why)) => Err(self.err(why)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`ApprovalBucket::get`], a rejected entry as `Some(Err(why))`.
+    async fn lookup(
+        &self,
+        id: &str,
+    ) -> Result<Option<Result<(ApprovalRecord, u64), String>>, ServiceError> {
+        let decided = format!("{id}{DECIDED}");
+        if let Some(entry) = self.timed(self.store.entry(&decided)).await? {
+            return Ok(Some(Self::read(self, &decided, entry)));
+        }
         let Some(entry) = self.timed(self.store.entry(id)).await? else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        match self.unseal(id, &entry.value) {
-            Ok(r) => Ok(Some((r, entry.revision))),
+        Ok(Some(self.read(id, entry)))
+    }
+
+    fn read(&self, key: &str, entry: kv::Entry) -> Result<(ApprovalRecord, u64), String> {
+        let unsealed = match entry.operation {
+            kv::Operation::Put => self.unseal(key, &entry.value),
+            _ => Err(("marker", format!("a delete or purge marker under {key}"))),
+        };
+        match unsealed {
+            Ok(r) => Ok((r, entry.revision)),
             Err((reason, detail)) => {
-                Self::rejected(id, reason, &detail);
-                Err(self.err(format!(
-                    "the entry for approval request {id} is not a record signed by a trusted \
-                     issuer key ({detail}): refused"
-                )))
+                Self::rejected(key, reason, &detail);
+                Err(format!(
+                    "the entry {key} is not a record signed by a trusted issuer key \
+                     ({detail}): refused"
+                ))
             }
         }
     }
@@ -239,16 +284,10 @@ impl ApprovalBucket {
             }
         }
         let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let Some(entry) = self.timed(self.store.entry(&name)).await? else {
-                continue;
-            };
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
-            match self.unseal(&name, &entry.value) {
-                Ok(r) => out.push(r),
-                Err((reason, detail)) => Self::rejected(&name, reason, &detail),
+        for name in names.iter().filter(|n| !n.ends_with(DECIDED)) {
+            // Its decision when there is one (a bad one leaves it out).
+            if let Some(Ok((r, _))) = self.lookup(name).await? {
+                out.push(r);
             }
         }
         out.sort_by_key(|r| r.submitted_at);

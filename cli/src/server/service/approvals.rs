@@ -184,8 +184,9 @@ impl ApprovalQueue {
     }
 
     /// Records `r` (approved or denied) only if the request is still
-    /// pending at `revision`.
-    async fn decide(&self, r: &ApprovalRecord, revision: u64) -> Result<Written, ServiceError> {
+    /// pending (re-read under a lock locally; in a fleet, its decision key
+    /// is created once). `_revision` is what was read as pending.
+    async fn decide(&self, r: &ApprovalRecord, _revision: u64) -> Result<Written, ServiceError> {
         match &self.0 {
             Backend::Local(q) => {
                 let (q, r) = (q.clone(), r.clone());
@@ -201,7 +202,7 @@ impl ApprovalQueue {
                 })
                 .await
             }
-            Backend::Fleet(b) => b.decide(r, revision).await,
+            Backend::Fleet(b) => b.decide(r).await,
         }
     }
 
