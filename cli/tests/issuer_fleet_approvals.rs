@@ -482,3 +482,71 @@ async fn a_pending_entry_published_again_does_not_undo_a_decision() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["error"].as_str().unwrap().contains("marker"), "{body}");
 }
+
+/// SPEC §11.2: the shared queue unreachable (NATS stopped). Submitting,
+/// reading and deciding answer 503 naming the approval bucket; nothing is
+/// decided and no approval block is handed out. Once NATS is back (same
+/// storage), the request queued before is there and is decided normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_refuses_with_the_reason_and_nothing_is_lost() {
+    let mut fleet = Fleet::new();
+    let a = fleet.service().await;
+    let token = fleet.agent_token(&a).await;
+    let id = submit(&a, &token, 150).await;
+    let approver = fleet.approver();
+
+    fleet._nats.stop();
+    let (status, body) = call(
+        &a,
+        Method::POST,
+        "/v1/approvals",
+        Some(&token),
+        Some(pay(160)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("approval bucket MANDATE_APPROVALS"),
+        "{body}"
+    );
+    let (status, body) = call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, body) = call(
+        &a,
+        Method::POST,
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&approver),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.get("approval_block").is_none(), "{body}");
+
+    fleet._nats.restart();
+    let mut seen = Value::Null;
+    for _ in 0..200 {
+        let (status, body) =
+            call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+        if status == StatusCode::OK {
+            seen = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen["status"], "pending",
+        "the request queued before: {seen}"
+    );
+    let (status, done) = call(
+        &a,
+        Method::POST,
+        &format!("/v1/approvals/{id}/approve"),
+        Some(&approver),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+}
