@@ -683,9 +683,10 @@ fn messages_dressed_as_housekeeping_are_decided_on_their_grant() {
     let before = g.up.hits();
     for (what, body, action) in [
         (
+            // Decided as the tool it names, as the request would be (SPEC §17).
             "a tools/call notification",
             json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "delete_inbox"}}),
-            "tools.call",
+            "delete_inbox",
         ),
         (
             "a request named like a client notification",
