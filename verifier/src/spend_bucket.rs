@@ -264,38 +264,13 @@ impl Inner {
         name: &str,
         max_age: Duration,
     ) -> Result<Opened, VerifierError> {
-        // The bucket's stream, made as `create_key_value` would (one entry
-        // per key, direct gets) but stricter: deletes, purges and rollups
-        // denied, so nothing published to the bucket's subjects un-spends a
-        // key. `create_key_value` first reads the account's limits, which
-        // async-nats 0.51 cannot parse from nats-server 2.9 (Debian's).
-        let dedup = Duration::from_secs(120);
         let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: format!("KV_{name}"),
-                description: Some(
-                    "Mandate: approvals and nonces used once across the fleet".into(),
-                ),
-                subjects: vec![format!("$KV.{name}.>")],
-                max_messages_per_subject: 1,
-                max_messages: -1,
-                max_bytes: -1,
-                max_message_size: crate::feed::MAX_MESSAGE_SIZE,
+            .get_or_create_stream(strict_bucket_stream(
+                name,
+                "Mandate: approvals and nonces used once across the fleet",
+                crate::feed::MAX_MESSAGE_SIZE,
                 max_age,
-                duplicate_window: if max_age.is_zero() {
-                    dedup
-                } else {
-                    dedup.min(max_age)
-                },
-                storage: jetstream::stream::StorageType::File,
-                allow_rollup: false,
-                deny_delete: true,
-                deny_purge: true,
-                allow_direct: true,
-                num_replicas: 1,
-                discard: jetstream::stream::DiscardPolicy::New,
-                ..Default::default()
-            })
+            ))
             .await
             .map_err(|e| self.err(name, e))?;
         check_bucket_stream(&stream.cached_info().config, max_age)
@@ -346,6 +321,46 @@ impl Inner {
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Use::Replayed),
             Err(e) => Err(self.err(&bucket.name, e)),
         }
+    }
+}
+
+/// The stream of key-value bucket `name`, made as `create_key_value` would
+/// (one entry per key, direct gets, file storage) but stricter: deletes,
+/// purges and rollups denied, so nothing published to the bucket's subjects
+/// removes or rolls up what a key holds, and a full stream refuses new
+/// entries rather than evict old ones. Entries kept `max_age` (zero:
+/// forever). (`create_key_value` first reads the account's limits, which
+/// async-nats 0.51 cannot parse from nats-server 2.9, Debian's.) Shared by
+/// the spend bucket and the issuer services' approval queue.
+pub fn strict_bucket_stream(
+    name: &str,
+    description: &str,
+    max_message_size: i32,
+    max_age: Duration,
+) -> jetstream::stream::Config {
+    let dedup = Duration::from_secs(120);
+    jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_messages: -1,
+        max_bytes: -1,
+        max_message_size,
+        max_age,
+        duplicate_window: if max_age.is_zero() {
+            dedup
+        } else {
+            dedup.min(max_age)
+        },
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: false,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
     }
 }
 

@@ -30,6 +30,7 @@ use crate::ServiceError;
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use mandate_verifier::feed::{FeedConfig, RevocationKeys, RevocationSigner};
+use mandate_verifier::spend_bucket::strict_bucket_stream;
 use std::time::Duration;
 
 /// The domain prefix of every approval-record signature.
@@ -97,24 +98,13 @@ impl ApprovalBucket {
         }
         let client = nats.connect().await.map_err(|e| err(&e))?;
         let js = jetstream::new(client);
-        // Made as `create_key_value` would (one entry per key, direct
-        // gets), but with deletes, purges and rollups denied.
         let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: format!("KV_{APPROVAL_BUCKET}"),
-                description: Some("Mandate: the issuer services' approval queue".into()),
-                subjects: vec![format!("$KV.{APPROVAL_BUCKET}.>")],
-                max_messages_per_subject: 1,
-                max_message_size: MAX_ENTRY_BYTES,
-                storage: jetstream::stream::StorageType::File,
-                allow_rollup: false,
-                deny_delete: true,
-                deny_purge: true,
-                allow_direct: true,
-                num_replicas: 1,
-                discard: jetstream::stream::DiscardPolicy::New,
-                ..Default::default()
-            })
+            .get_or_create_stream(strict_bucket_stream(
+                APPROVAL_BUCKET,
+                "Mandate: the issuer services' approval queue",
+                MAX_ENTRY_BYTES,
+                Duration::ZERO,
+            ))
             .await
             .map_err(|e| err(&e))?;
         let cfg = &stream.cached_info().config;
@@ -196,39 +186,36 @@ impl ApprovalBucket {
 
     /// Adds a new request: [`Written::Conflict`] if its id was ever used.
     pub async fn create(&self, r: &ApprovalRecord) -> Result<Written, ServiceError> {
-        let value = self.seal(r)?;
-        match tokio::time::timeout(TIMEOUT, self.store.update(&r.id, value.into(), 0)).await {
-            Ok(Ok(_)) => Ok(Written::Yes),
-            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                Ok(Written::Conflict)
-            }
-            Ok(Err(e)) => Err(self.err(e)),
-            Err(_) => Err(self.err("no answer")),
-        }
+        self.write_once(&r.id, r).await
     }
 
     /// Writes the decision `r` under `<id>.decided` only if that key never
     /// held an entry (the request was read as pending; its entry is never
     /// written over).
     pub async fn decide(&self, r: &ApprovalRecord) -> Result<Written, ServiceError> {
+        self.write_once(&format!("{}{DECIDED}", r.id), r).await
+    }
+
+    /// Writes `r` signed under `key` only if that key never held an entry
+    /// (expected last revision 0: a delete or purge marker counts as held).
+    async fn write_once(&self, key: &str, r: &ApprovalRecord) -> Result<Written, ServiceError> {
         let value = self.seal(r)?;
-        let key = format!("{}{DECIDED}", r.id);
-        match tokio::time::timeout(TIMEOUT, self.store.update(&key, value.into(), 0)).await {
+        match tokio::time::timeout(TIMEOUT, self.store.update(key, value.into(), 0)).await {
             Ok(Ok(_)) => Ok(Written::Yes),
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 Ok(Written::Conflict)
             }
             Ok(Err(e)) => Err(self.err(e)),
-            Err(_) => Err(self.err("no answer")),
+            Err(_) => Err(self.err(format!("no answer within {} s", TIMEOUT.as_secs()))),
         }
     }
 
-    /// One request and its revision: its decision when there is one, else
+    /// One request: its decision when there is one, else
     /// its entry. An entry that is not a record signed by a trusted key is
     /// an error (never shown or decided), and so is anything but a signed
     /// decision under `<id>.decided` (a delete marker published there
     /// must not make a decided request pending again).
-    pub async fn get(&self, id: &str) -> Result<Option<(ApprovalRecord, u64)>, ServiceError> {
+    pub async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ServiceError> {
         match self.lookup(id).await? {
             Some(Ok(r)) => Ok(Some(r)),
             Some(Err(why)) => Err(self.err(why)),
@@ -240,10 +227,10 @@ impl ApprovalBucket {
     async fn lookup(
         &self,
         id: &str,
-    ) -> Result<Option<Result<(ApprovalRecord, u64), String>>, ServiceError> {
+    ) -> Result<Option<Result<ApprovalRecord, String>>, ServiceError> {
         let decided = format!("{id}{DECIDED}");
         if let Some(entry) = self.timed(self.store.entry(&decided)).await? {
-            return Ok(Some(Self::read(self, &decided, entry)));
+            return Ok(Some(self.read(&decided, entry)));
         }
         let Some(entry) = self.timed(self.store.entry(id)).await? else {
             return Ok(None);
@@ -254,13 +241,13 @@ impl ApprovalBucket {
         Ok(Some(self.read(id, entry)))
     }
 
-    fn read(&self, key: &str, entry: kv::Entry) -> Result<(ApprovalRecord, u64), String> {
+    fn read(&self, key: &str, entry: kv::Entry) -> Result<ApprovalRecord, String> {
         let unsealed = match entry.operation {
             kv::Operation::Put => self.unseal(key, &entry.value),
             _ => Err(("marker", format!("a delete or purge marker under {key}"))),
         };
         match unsealed {
-            Ok(r) => Ok((r, entry.revision)),
+            Ok(r) => Ok(r),
             Err((reason, detail)) => {
                 Self::rejected(key, reason, &detail);
                 Err(format!(
@@ -286,7 +273,7 @@ impl ApprovalBucket {
         let mut out = Vec::with_capacity(names.len());
         for name in names.iter().filter(|n| !n.ends_with(DECIDED)) {
             // Its decision when there is one (a bad one leaves it out).
-            if let Some(Ok((r, _))) = self.lookup(name).await? {
+            if let Some(Ok(r)) = self.lookup(name).await? {
                 out.push(r);
             }
         }

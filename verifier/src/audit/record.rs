@@ -259,9 +259,10 @@ impl ChainJson {
                 // Plain data: serializing cannot fail, and JSON it made is
                 // valid raw JSON.
                 let json = serde_json::to_string(&AuditChain::of(chain)).unwrap_or_default();
-                let raw = RawValue::from_string(json)
-                    .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default());
-                (chain.clone(), raw)
+                (
+                    chain.clone(),
+                    RawValue::from_string(json).unwrap_or_default(),
+                )
             })
             .1
     }

@@ -167,8 +167,8 @@ impl ApprovalQueue {
         }
     }
 
-    /// One request, and what a decision must find unchanged (its revision).
-    async fn get(&self, id: &str) -> Result<Option<(ApprovalRecord, u64)>, ServiceError> {
+    /// One request (in a fleet: its decision when there is one).
+    async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ServiceError> {
         // Ids are UUIDs: anything else names nothing (and never reaches a
         // bucket key).
         if Uuid::parse_str(id).is_err() {
@@ -177,7 +177,7 @@ impl ApprovalQueue {
         match &self.0 {
             Backend::Local(q) => {
                 let (q, id) = (q.clone(), id.to_string());
-                Ok(run_blocking(move || q.get(&id)).await?.map(|r| (r, 0)))
+                run_blocking(move || q.get(&id)).await
             }
             Backend::Fleet(b) => b.get(id).await,
         }
@@ -185,8 +185,8 @@ impl ApprovalQueue {
 
     /// Records `r` (approved or denied) only if the request is still
     /// pending (re-read under a lock locally; in a fleet, its decision key
-    /// is created once). `_revision` is what was read as pending.
-    async fn decide(&self, r: &ApprovalRecord, _revision: u64) -> Result<Written, ServiceError> {
+    /// is created once).
+    async fn decide(&self, r: &ApprovalRecord) -> Result<Written, ServiceError> {
         match &self.0 {
             Backend::Local(q) => {
                 let (q, r) = (q.clone(), r.clone());
@@ -366,7 +366,7 @@ pub(crate) async fn get_one(
         .get(&id)
         .await
         .map_err(api)?
-        .map(|(r, _)| Json(r))
+        .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no approval request {id:?}")))
 }
 
@@ -388,7 +388,7 @@ pub(crate) async fn approve(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    let (mut record, revision) = pending(&s, &id).await?;
+    let mut record = pending(&s, &id).await?;
     let valid = parse_duration(body.valid.as_deref().unwrap_or("10m"))
         .map_err(|e| ApiError::BadRequest(format!("valid: {e}")))?;
     if valid.as_secs() > MAX_VALIDITY_SECS {
@@ -442,7 +442,7 @@ pub(crate) async fn approve(
     record.decided_by = Some(format!("{} as {name}", admin.who));
     record.decided_at = Some(OffsetDateTime::now_utc());
     record.approval_block = Some(block);
-    store(&s, &record, revision).await?;
+    store(&s, &record).await?;
     tracing::info!(id = %record.id, approver = %name, by = %admin.who, "approved");
     Ok(Json(record))
 }
@@ -459,7 +459,7 @@ pub(crate) async fn deny(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DenyBody>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    let (mut record, revision) = pending(&s, &id).await?;
+    let mut record = pending(&s, &id).await?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::BadRequest("reason: say why".into()));
     }
@@ -478,7 +478,7 @@ pub(crate) async fn deny(
     record.decided_by = Some(admin.who.clone());
     record.decided_at = Some(OffsetDateTime::now_utc());
     record.denied_because = Some(body.reason.trim().to_string());
-    store(&s, &record, revision).await?;
+    store(&s, &record).await?;
     tracing::info!(id = %record.id, by = %admin.who, "approval denied");
     Ok(Json(record))
 }
@@ -514,8 +514,8 @@ fn decided_params(record: &ApprovalRecord) -> Vec<(String, Value)> {
     out
 }
 
-async fn pending(s: &AppState, id: &str) -> Result<(ApprovalRecord, u64), ApiError> {
-    let (record, revision) = s
+async fn pending(s: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
+    let record = s
         .queue()
         .map_err(api)?
         .get(id)
@@ -528,20 +528,14 @@ async fn pending(s: &AppState, id: &str) -> Result<(ApprovalRecord, u64), ApiErr
             record.status
         )));
     }
-    Ok((record, revision))
+    Ok(record)
 }
 
-/// Records a decision over the pending record read at `revision`; a
-/// decision taken meanwhile (here or at another issuer service) wins, and
+/// Records a decision over the pending record read; a decision taken
+/// meanwhile (here or at another issuer service) wins, and
 /// this one is refused (409): its approval block is never handed out.
-async fn store(s: &AppState, record: &ApprovalRecord, revision: u64) -> Result<(), ApiError> {
-    match s
-        .queue()
-        .map_err(api)?
-        .decide(record, revision)
-        .await
-        .map_err(api)?
-    {
+async fn store(s: &AppState, record: &ApprovalRecord) -> Result<(), ApiError> {
+    match s.queue().map_err(api)?.decide(record).await.map_err(api)? {
         Written::Yes => Ok(()),
         Written::Conflict => Err(ApiError::Conflict(format!(
             "approval request {} was decided meanwhile by someone else: this decision is \
