@@ -133,6 +133,23 @@ async fn submit(at: &Router, token: &str, amount: i64) -> String {
     asked["id"].as_str().unwrap().to_string()
 }
 
+/// `POST /v1/approvals/{id}/approve` with `body`: (status, answer).
+async fn approve(at: &Router, id: &str, approver: &str, body: Value) -> (StatusCode, Value) {
+    call(
+        at,
+        Method::POST,
+        &format!("/v1/approvals/{id}/approve"),
+        Some(approver),
+        Some(body),
+    )
+    .await
+}
+
+/// `GET /v1/approvals/{id}` (no token): (status, answer).
+async fn fetch(at: &Router, id: &str) -> (StatusCode, Value) {
+    call(at, Method::GET, &format!("/v1/approvals/{id}"), None, None).await
+}
+
 /// Regression: submitted at one issuer service, the request was unknown at
 /// the other (404). Now: listed, approved and fetched at the other; the
 /// first sees the decision; deciding again at either is refused.
@@ -163,16 +180,9 @@ async fn submitted_at_one_service_approved_at_another() {
     assert_eq!(listed, [id.as_str()]);
     assert_eq!(queue[0]["chain"]["principal"], "org:acme");
 
-    let (status, done) = call(
-        &b,
-        Method::POST,
-        &format!("/v1/approvals/{id}/approve"),
-        Some(&approver),
-        Some(json!({"valid": "5m"})),
-    )
-    .await;
+    let (status, done) = approve(&b, &id, &approver, json!({"valid": "5m"})).await;
     assert_eq!(status, StatusCode::OK, "{done}");
-    let (status, seen) = call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    let (status, seen) = fetch(&a, &id).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen["status"], "approved");
     assert_eq!(seen["approval_block"], done["approval_block"]);
@@ -244,7 +254,7 @@ async fn a_request_is_decided_once_across_the_fleet() {
         }
     }
     assert_eq!(won.len(), 1, "{won:?}");
-    let (_, stored) = call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    let (_, stored) = fetch(&a, &id).await;
     assert_eq!(stored["status"], won[0]["status"]);
     assert_eq!(stored["approval_block"], won[0]["approval_block"]);
     assert_eq!(stored["decided_at"], won[0]["decided_at"]);
@@ -282,14 +292,7 @@ async fn entries_not_signed_by_the_issuer_are_never_shown_or_decided() {
     let real = submit(&a, &token, 150).await;
     let victim = submit(&a, &token, 200).await;
     let approver = fleet.approver();
-    let (_, record) = call(
-        &a,
-        Method::GET,
-        &format!("/v1/approvals/{real}"),
-        None,
-        None,
-    )
-    .await;
+    let (_, record) = fetch(&a, &real).await;
 
     // An unsigned record under a fresh id.
     let forged_id = uuid::Uuid::new_v4().to_string();
@@ -328,8 +331,7 @@ async fn entries_not_signed_by_the_issuer_are_never_shown_or_decided() {
         (&victim, "does not verify"),
         (&copy_id, "stored under"),
     ] {
-        let (status, body) =
-            call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+        let (status, body) = fetch(&a, id).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         let e = body["error"].as_str().unwrap();
         assert!(
@@ -337,26 +339,12 @@ async fn entries_not_signed_by_the_issuer_are_never_shown_or_decided() {
             "{e}"
         );
         assert!(e.contains(why), "{e}");
-        let (status, body) = call(
-            &a,
-            Method::POST,
-            &format!("/v1/approvals/{id}/approve"),
-            Some(&approver),
-            Some(json!({})),
-        )
-        .await;
+        let (status, body) = approve(&a, id, &approver, json!({})).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.get("approval_block").is_none(), "{body}");
     }
     // The intact request is still decided normally.
-    let (status, done) = call(
-        &a,
-        Method::POST,
-        &format!("/v1/approvals/{real}/approve"),
-        Some(&approver),
-        Some(json!({})),
-    )
-    .await;
+    let (status, done) = approve(&a, &real, &approver, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{done}");
 }
 
@@ -384,24 +372,10 @@ async fn a_local_queue_is_copied_into_the_shared_one() {
         .unwrap()
         .into_router();
     let other = fleet.service().await;
-    let (status, seen) = call(
-        &other,
-        Method::GET,
-        &format!("/v1/approvals/{id}"),
-        None,
-        None,
-    )
-    .await;
+    let (status, seen) = fetch(&other, &id).await;
     assert_eq!(status, StatusCode::OK, "{seen}");
     assert_eq!(seen["status"], "pending");
-    let (status, done) = call(
-        &joined,
-        Method::POST,
-        &format!("/v1/approvals/{id}/approve"),
-        Some(&fleet.approver()),
-        Some(json!({})),
-    )
-    .await;
+    let (status, done) = approve(&joined, &id, &fleet.approver(), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{done}");
 }
 
@@ -424,22 +398,13 @@ async fn a_pending_entry_published_again_does_not_undo_a_decision() {
     let approver = fleet.approver();
     let approve = |at: Router| {
         let (approver, id) = (approver.clone(), id.clone());
-        async move {
-            call(
-                &at,
-                Method::POST,
-                &format!("/v1/approvals/{id}/approve"),
-                Some(&approver),
-                Some(json!({"valid": "5m"})),
-            )
-            .await
-        }
+        async move { approve(&at, &id, &approver, json!({"valid": "5m"})).await }
     };
     let (status, first) = approve(a.clone()).await;
     assert_eq!(status, StatusCode::OK, "{first}");
 
     put_raw(&fleet.url, &id, kept).await;
-    let (status, seen) = call(&b, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    let (status, seen) = fetch(&b, &id).await;
     assert_eq!(status, StatusCode::OK, "{seen}");
     assert_eq!(seen["status"], "approved", "{seen}");
     assert_eq!(seen["approval_block"], first["approval_block"]);
@@ -512,24 +477,16 @@ async fn nats_down_refuses_with_the_reason_and_nothing_is_lost() {
             .contains("approval bucket MANDATE_APPROVALS"),
         "{body}"
     );
-    let (status, body) = call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+    let (status, body) = fetch(&a, &id).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let (status, body) = call(
-        &a,
-        Method::POST,
-        &format!("/v1/approvals/{id}/approve"),
-        Some(&approver),
-        Some(json!({})),
-    )
-    .await;
+    let (status, body) = approve(&a, &id, &approver, json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.get("approval_block").is_none(), "{body}");
 
     fleet._nats.restart();
     let mut seen = Value::Null;
     for _ in 0..200 {
-        let (status, body) =
-            call(&a, Method::GET, &format!("/v1/approvals/{id}"), None, None).await;
+        let (status, body) = fetch(&a, &id).await;
         if status == StatusCode::OK {
             seen = body;
             break;
@@ -540,13 +497,6 @@ async fn nats_down_refuses_with_the_reason_and_nothing_is_lost() {
         seen["status"], "pending",
         "the request queued before: {seen}"
     );
-    let (status, done) = call(
-        &a,
-        Method::POST,
-        &format!("/v1/approvals/{id}/approve"),
-        Some(&approver),
-        Some(json!({})),
-    )
-    .await;
+    let (status, done) = approve(&a, &id, &approver, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{done}");
 }
