@@ -540,3 +540,55 @@ fn an_exported_line_with_unsigned_content_does_not_verify() {
         assert!(err.contains("line 2"), "{err}");
     }
 }
+
+/// Regression: the small checkpoints column family never filled a memtable,
+/// so RocksDB could delete no write-ahead log file: a busy verifier's log
+/// directory grew by one 64 MiB `.log` file per memtable of records (and a
+/// restart replayed them all). Both families now flush together and the
+/// logs are recycled: after ~200 MB of records the logs stay under 100 MB.
+#[test]
+fn write_ahead_logs_do_not_accumulate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::new();
+    let (verifier, audit, token) = setup(dir.path(), &key);
+    // Incompressible parameters (the tables are LZ4-compressed).
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut note = || -> String {
+        (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect()
+    };
+    let n = 48_000;
+    for i in 0..n {
+        let request = Request::new("read", format!("/api/customers/{i}")).param("note", note());
+        verifier.authorize(&token, &request);
+    }
+    assert_eq!(audit.flush().unwrap(), n as u64);
+    let sizes = |ext: &str| -> u64 {
+        std::fs::read_dir(audit.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .map(|p| p.metadata().unwrap().len())
+            .sum()
+    };
+    let (logs, tables) = (sizes("log"), sizes("sst"));
+    assert!(
+        tables > 100 << 20,
+        "the records were flushed to tables: {tables} bytes"
+    );
+    assert!(
+        logs < 100 << 20,
+        "write-ahead logs total {logs} bytes after ~200 MB of records"
+    );
+    let entries = read_audit_log(audit.path()).unwrap();
+    assert_eq!(
+        verify_entries(&entries, &verifying(&key)).unwrap().records,
+        n as u64
+    );
+}
