@@ -4,7 +4,7 @@
 use crate::datalog::grant_checks;
 use crate::grant::{validate_name, Grant, MAX_VALUE_LEN};
 use crate::{vocab, SpecError};
-use biscuit_auth::builder::{bytes, date, fact, int, string, BlockBuilder};
+use biscuit_auth::builder::{bytes, date, fact, int, set, string, BlockBuilder, Term};
 use biscuit_auth::{BiscuitBuilder, PublicKey};
 use std::time::SystemTime;
 
@@ -78,6 +78,7 @@ pub fn hop_block(hop: &HopContent<'_>) -> Result<BlockBuilder, SpecError> {
         b = b.fact(fact(vocab::PURPOSE, &[string(p)]))?;
     }
     b = with_approver_names(b, hop.grant)?;
+    b = with_limits(b, hop.grant)?;
     for check in grant_checks(hop.grant, Some(hop.expires))? {
         b = b.check(check)?;
     }
@@ -104,11 +105,40 @@ fn with_approver_names(mut b: BlockBuilder, grant: &Grant) -> Result<BlockBuilde
     Ok(b)
 }
 
-/// A first-party narrowing block: only checks, no agent.
+/// The grant's limits as `limit(…)` / `budget(…)` facts (§18.2); the
+/// `limits_enforced` check that goes with them is one of the grant's checks.
+fn with_limits(mut b: BlockBuilder, grant: &Grant) -> Result<BlockBuilder, SpecError> {
+    crate::grant::validate_limits(&grant.limits)?;
+    for l in &grant.limits {
+        let actions = set(l.actions.iter().map(|a| string(a)).collect());
+        // Both bounds are at most i64::MAX (validated).
+        let (max, window) = (int(l.max as i64), int(l.window_secs as i64));
+        let terms: Vec<Term> = match &l.param {
+            None => vec![actions, max, window],
+            Some(p) => vec![actions, string(p), max, window],
+        };
+        let name = if l.param.is_some() {
+            vocab::BUDGET
+        } else {
+            vocab::LIMIT
+        };
+        b = b.fact(fact(name, &terms))?;
+    }
+    Ok(b)
+}
+
+/// A first-party narrowing block: only checks, no agent, no limits (a
+/// limit belongs to a hop: its counter is named after the hop's block).
 pub fn narrowing_block(
     grant: &Grant,
     expires: Option<SystemTime>,
 ) -> Result<BlockBuilder, SpecError> {
+    if !grant.limits.is_empty() {
+        return Err(SpecError::Grant(
+            "limits are set by a delegation hop (or the root), not by a narrowing block:              delegate to an agent with the limits instead"
+                .into(),
+        ));
+    }
     let mut b = BlockBuilder::new();
     for check in grant_checks(grant, expires)? {
         b = b.check(check)?;

@@ -202,7 +202,8 @@ fn request_matches(p: &Predicate) -> u64 {
         | (vocab::RESOURCE, 2)
         | (vocab::TIME, 1)
         | (vocab::REQUEST_DIGEST, 1)
-        | (vocab::HOLDER, 1) => 1,
+        | (vocab::HOLDER, 1)
+        | (vocab::LIMITS_ENFORCED, 1) => 1,
         // Parameters are unique by name: a literal name matches one at most.
         (vocab::PARAM, 2) if matches!(p.terms[0], Term::Str(_)) => 1,
         (vocab::PARAM, 2) => MAX_PARAMS as u64,

@@ -43,14 +43,15 @@ pub use chain::{
     ChainErrorKind, Hop, Narrowing, Signer,
 };
 pub use cost::{block_count, cost_bound, cost_of, Cost, MAX_BLOCKS, MAX_COST, MAX_SYMBOLS};
-pub use datalog::{decode_check, grant_checks, is_holder_check, DecodedCheck};
+pub use datalog::{decode_check, grant_checks, is_holder_check, is_limits_check, DecodedCheck};
 pub use duration::parse_duration;
 pub use effective::{effective_capabilities, Capability};
 pub use encoding::{bearer_token, token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{
-    resource_parent, Alternative, ApprovalRule, Constraint, Grant, IntCmp, ResourcePattern, Value,
-    MAX_NAME_LEN, MAX_VALUE_LEN,
+    resource_parent, validate_limits, window_text, Alternative, ApprovalRule, Constraint, Grant,
+    IntCmp, Limit, Metered, ResourcePattern, Value, MAX_LIMIT, MAX_LIMITS_PER_BLOCK, MAX_NAME_LEN,
+    MAX_VALUE_LEN, MAX_WINDOW_SECS,
 };
 pub use keys::{
     format_private_key, format_public_key, parse_private_key, parse_public_key,

@@ -24,8 +24,30 @@ pub const REQUEST_DIGEST: &str = "request_digest";
 /// request carries a valid proof of possession signed by it (§15).
 pub const HOLDER: &str = "holder";
 
+/// `limits_enforced(1)`: supplied by a verifier that enforces the usage
+/// limits of §18 (version 1), for tokens whose blocks set limits. Each block
+/// with limits carries `check if limits_enforced(1)`, so a verifier that
+/// does not know limits (plain Biscuit Datalog) denies instead of ignoring
+/// them.
+pub const LIMITS_ENFORCED: &str = "limits_enforced";
+
 /// Predicates that only the verifier may supply.
-pub const RESERVED: [&str; 6] = [OPERATION, RESOURCE, PARAM, TIME, REQUEST_DIGEST, HOLDER];
+pub const RESERVED: [&str; 7] = [
+    OPERATION,
+    RESOURCE,
+    PARAM,
+    TIME,
+    REQUEST_DIGEST,
+    HOLDER,
+    LIMITS_ENFORCED,
+];
+
+/// `limit($actions, $max, $window)` (root or hop): a count limit, §18.
+/// `$actions` is a set of strings, `$max` and `$window` (seconds) integers.
+pub const LIMIT: &str = "limit";
+/// `budget($actions, $param, $max, $window)` (root or hop): a budget over
+/// integer parameter `$param`, §18.
+pub const BUDGET: &str = "budget";
 
 /// `approval($digest, $expires)`: the one fact of an approval block, a
 /// third-party block signed by the approver (§14).

@@ -20,6 +20,7 @@
 //! | `feed` | the NATS JetStream feed keeping a store current across a fleet (feature `feed`) |
 //! | [`replay`] | single use of approvals and proof nonces: [`replay::SingleUse`], the RocksDB [`replay::ReplayGuard`] |
 //! | `spend_bucket` | single use across a fleet: a JetStream key-value bucket in front of the local guard (feature `feed`) |
+//! | [`usage`] | usage limits (SPEC §18): the [`usage::UsageMeter`] trait and the counters' rules |
 //! | [`audit`] | the signed, hash-chained decision log and its verification |
 //! | `http` | the tower/axum middleware, the request mapping, cold-decision threads (feature `http`) |
 //! | [`metrics`] | the metric names the verifier emits through the `metrics` facade |
@@ -88,6 +89,7 @@ pub mod replay;
 pub mod revocation;
 #[cfg(feature = "feed")]
 pub mod spend_bucket;
+pub mod usage;
 mod verifier;
 mod wire;
 

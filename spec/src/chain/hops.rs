@@ -5,8 +5,9 @@ use super::rules::{
     check_content, check_reserved, depth_err, err, facts_named, one_string, single,
 };
 use super::{Approval, BlockContent, ChainError, Hop, Narrowing, Signer};
-use crate::datalog::{decode_check, is_holder_check};
+use crate::datalog::{decode_check, is_holder_check, is_limits_check};
 use crate::grant::Grant;
+use crate::grant::Limit;
 use crate::keys::public_key_from_bytes;
 use crate::vocab;
 use biscuit_auth::builder::{Check, Term};
@@ -37,6 +38,8 @@ impl RootFacts {
                 vocab::AGENT,
                 vocab::PURPOSE,
                 vocab::APPROVER,
+                vocab::LIMIT,
+                vocab::BUDGET,
             ],
         )?;
         if root.external_key.is_some() {
@@ -82,6 +85,14 @@ pub(super) fn narrowing_from_block(
              delegation hops are third-party blocks signed by the holder",
         ));
     }
+    if block.checks.iter().any(is_limits_check) {
+        return Err(err(
+            block.index,
+            current,
+            "a first-party block cannot carry limits (§18): only the root and \
+             delegation hops do",
+        ));
+    }
     let (expires_at, grant) = grant_of(block);
     Ok(Narrowing {
         block: block.index,
@@ -111,6 +122,8 @@ pub(super) fn delegation_from_block(
             vocab::AGENT,
             vocab::PURPOSE,
             vocab::APPROVER,
+            vocab::LIMIT,
+            vocab::BUDGET,
             vocab::TOKEN,
             vocab::PRINCIPAL,
             vocab::ISSUED_AT,
@@ -259,7 +272,8 @@ pub(super) fn hop_from_block(
         Some([Term::Str(p)]) => Some(p.clone()),
         Some(_) => return Err(err(block.index, hop, "purpose must be one string")),
     };
-    let (expires_at, grant) = grant_of(block);
+    let (expires_at, mut grant) = grant_of(block);
+    grant.limits = limits_of(block, hop)?;
     Ok(Hop {
         hop,
         block: block.index,
@@ -285,6 +299,10 @@ pub(super) fn grant_of(block: &BlockContent) -> (Option<OffsetDateTime>, Grant) 
             grant.holder_bound = true;
             continue;
         }
+        // The guard of the block's limits (§18.2), read with its facts.
+        if is_limits_check(check) {
+            continue;
+        }
         match decode_check(check) {
             // Checks are conjunctive and a grant is one disjunction of
             // alternatives: only the block's first check with alternatives
@@ -308,6 +326,71 @@ pub(super) fn grant_of(block: &BlockContent) -> (Option<OffsetDateTime>, Grant) 
         }
     }
     (expires_at, grant)
+}
+
+/// The block's `limit(…)` and `budget(…)` facts (§18.2), each well formed,
+/// and the `limits_enforced` check that MUST come with them (and only with
+/// them).
+fn limits_of(block: &BlockContent, hop: usize) -> Result<Vec<Limit>, ChainError> {
+    let bad = |why: &str| err(block.index, hop, why);
+    let actions_of = |t: &Term| -> Option<std::collections::BTreeSet<String>> {
+        match t {
+            Term::Set(items) => items
+                .iter()
+                .map(|i| match i {
+                    Term::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    };
+    let positive = |t: &Term| match t {
+        Term::Integer(n) if *n >= 1 => Some(*n as u64),
+        _ => None,
+    };
+    let mut limits = Vec::new();
+    for f in &block.facts {
+        let terms = f.predicate.terms.as_slice();
+        let limit = match (f.predicate.name.as_str(), terms) {
+            (vocab::LIMIT, [a, m, w]) => (|| {
+                Some(Limit {
+                    actions: actions_of(a)?,
+                    param: None,
+                    max: positive(m)?,
+                    window_secs: positive(w)?,
+                })
+            })(),
+            (vocab::BUDGET, [a, Term::Str(p), m, w]) => (|| {
+                Some(Limit {
+                    actions: actions_of(a)?,
+                    param: Some(p.clone()),
+                    max: positive(m)?,
+                    window_secs: positive(w)?,
+                })
+            })(),
+            (vocab::LIMIT | vocab::BUDGET, _) => None,
+            _ => continue,
+        };
+        let limit = limit.ok_or_else(|| {
+            bad(
+                "limit(…) must be limit({actions}, max, window_seconds) and budget(…) \
+                 budget({actions}, \"param\", max, window_seconds), with positive integers",
+            )
+        })?;
+        limits.push(limit);
+    }
+    crate::grant::validate_limits(&limits).map_err(|e| bad(&e.to_string()))?;
+    let guarded = block.checks.iter().any(is_limits_check);
+    if guarded != !limits.is_empty() {
+        return Err(bad(if guarded {
+            "check if limits_enforced(1) without any limit(…) or budget(…) fact"
+        } else {
+            "limit(…) or budget(…) facts without check if limits_enforced(1): a verifier \
+             that does not know limits would ignore them"
+        }));
+    }
+    Ok(limits)
 }
 
 pub(super) fn approver_name(block: &BlockContent, key: &str) -> Option<String> {

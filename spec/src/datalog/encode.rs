@@ -50,10 +50,34 @@ pub fn grant_checks(grant: &Grant, expires: Option<SystemTime>) -> Result<Vec<Ch
             vec![],
         )));
     }
+    if !grant.limits.is_empty() {
+        checks.push(limits_check());
+    }
     for source in &grant.datalog {
         checks.push(parse_raw_check(source)?);
     }
     Ok(checks)
+}
+
+/// `check if limits_enforced(1)`: the check every block with limits
+/// carries (§18.2).
+fn limits_check() -> Check {
+    one_query_check(Rule::new(
+        query_head(),
+        vec![pred(vocab::LIMITS_ENFORCED, vec![Term::Integer(1)])],
+        vec![],
+        vec![],
+    ))
+}
+
+/// Whether a check is `check if limits_enforced(1)`.
+pub fn is_limits_check(check: &Check) -> bool {
+    matches!(check.queries.as_slice(), [q]
+        if check.kind == CheckKind::One
+            && q.scopes.is_empty()
+            && q.expressions.is_empty()
+            && matches!(q.body.as_slice(), [p] if p.name == vocab::LIMITS_ENFORCED
+                && matches!(p.terms.as_slice(), [Term::Integer(1)])))
 }
 
 /// Parses a raw Datalog check. biscuit-auth turns the parser's `trusting`

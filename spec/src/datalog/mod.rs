@@ -24,7 +24,7 @@ mod decode;
 mod encode;
 
 pub use decode::{decode_check, DecodedCheck};
-pub use encode::{grant_checks, is_holder_check};
+pub use encode::{grant_checks, is_holder_check, is_limits_check};
 
 pub(super) fn date(t: &OffsetDateTime) -> Term {
     Term::Date(t.unix_timestamp().max(0) as u64)

@@ -28,10 +28,14 @@ use time::OffsetDateTime;
 
 mod approval;
 mod constraint;
+mod limit;
 mod pattern;
 
 pub use approval::ApprovalRule;
 pub use constraint::{Constraint, IntCmp, Value};
+pub use limit::{
+    validate_limits, window_text, Limit, Metered, MAX_LIMIT, MAX_LIMITS_PER_BLOCK, MAX_WINDOW_SECS,
+};
 pub use pattern::{resource_parent, ResourcePattern};
 
 /// Longest action, parameter name or pattern accepted, in bytes.
@@ -57,6 +61,10 @@ pub struct Grant {
     /// key (holder binding, specification §15).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub holder_bound: bool,
+    /// Usage limits this hop sets on itself and everything delegated from
+    /// it (specification §18). Only a root or delegation hop carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<Limit>,
 }
 
 /// One way a request can be allowed: actions × resource pattern × constraints.
@@ -160,12 +168,29 @@ impl Grant {
         for alt in &self.alternatives {
             alt.validate()?;
         }
-        Ok(())
+        validate_limits(&self.limits)
     }
 
     /// True when the grant restricts nothing by itself.
     pub fn is_empty(&self) -> bool {
-        self.alternatives.is_empty() && self.datalog.is_empty() && !self.holder_bound
+        self.alternatives.is_empty()
+            && self.datalog.is_empty()
+            && !self.holder_bound
+            && self.limits.is_empty()
+    }
+
+    /// Adds a count limit (`ACTION[,ACTION…] N/WINDOW`, §18).
+    pub fn with_limit(mut self, text: &str) -> Result<Grant, SpecError> {
+        self.limits.push(Limit::parse_count(text)?);
+        validate_limits(&self.limits)?;
+        Ok(self)
+    }
+
+    /// Adds a budget (`ACTION[,ACTION…] PARAM N/WINDOW`, §18).
+    pub fn with_budget(mut self, text: &str) -> Result<Grant, SpecError> {
+        self.limits.push(Limit::parse_budget(text)?);
+        validate_limits(&self.limits)?;
+        Ok(self)
     }
 
     /// The approval rules of the alternatives that allow `request` and whose
@@ -252,6 +277,16 @@ impl fmt::Display for Grant {
                 "; "
             };
             write!(f, "{sep}each request proven by the final holder's key")?;
+        }
+        if !self.limits.is_empty() {
+            let sep =
+                if self.alternatives.is_empty() && self.datalog.is_empty() && !self.holder_bound {
+                    ""
+                } else {
+                    "; "
+                };
+            let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
+            write!(f, "{sep}limits: {}", limits.join(", "))?;
         }
         Ok(())
     }
