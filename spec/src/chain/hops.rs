@@ -382,7 +382,7 @@ fn limits_of(block: &BlockContent, hop: usize) -> Result<Vec<Limit>, ChainError>
     }
     crate::grant::validate_limits(&limits).map_err(|e| bad(&e.to_string()))?;
     let guarded = block.checks.iter().any(is_limits_check);
-    if guarded != !limits.is_empty() {
+    if guarded == limits.is_empty() {
         return Err(bad(if guarded {
             "check if limits_enforced(1) without any limit(…) or budget(…) fact"
         } else {

@@ -190,7 +190,7 @@ impl Limit {
 /// The shortest exact form of a window: `1d`, `12h`, `90m`, `45s`.
 pub fn window_text(secs: u64) -> String {
     for (unit, per) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs % per == 0 {
+        if secs.is_multiple_of(per) {
             return format!("{}{unit}", secs / per);
         }
     }
