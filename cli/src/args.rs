@@ -228,6 +228,11 @@ pub(crate) struct VerifierdArgs {
     /// (bucket NAME_NONCES; a NATS round trip per holder-bound request).
     #[arg(long, requires = "spend_bucket")]
     pub(crate) spend_nonces: bool,
+    /// Count usage limits (SPEC §18) at DIR (RocksDB, this verifier only):
+    /// needed to allow requests with tokens that set limits. Without it
+    /// such requests are denied (limit_unavailable).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) usage_db: Option<PathBuf>,
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

@@ -36,6 +36,11 @@ pub(crate) const EXIT_CODES: &[(u8, &str)] = &[
         3,
         "needs approval (verify): see `mandate approve`, `attach-approval`",
     ),
+    (
+        4,
+        "limit exceeded (verify): a usage limit has no room until its window ends \
+         (denial.limit.retry_after)",
+    ),
 ];
 
 /// The whole command line: `Cli`'s definitions with the grouped help.

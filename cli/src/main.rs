@@ -45,6 +45,9 @@ const EXIT_DENIED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for a request that needs an approval before it can be allowed.
 const EXIT_NEEDS_APPROVAL: u8 = 3;
+/// Exit code for a request denied by a usage limit without room
+/// (`limit_exceeded`): it may be allowed once the limit's window ends.
+const EXIT_LIMIT_EXCEEDED: u8 = 4;
 
 /// mimalloc: glibc malloc's cross-thread frees cost ~13 % of a server's CPU
 /// under load (a decision's audit record is made on a request thread and

@@ -15,6 +15,7 @@ use mandate_verifier::{
     replay::{ReplayGuard, SingleUse},
     revocation::RevocationStore,
     spend_bucket::{FleetSingleUse, SpendBucketConfig},
+    usage::UsageStore,
     AuthorizeRequest, CacheOptions, RootKeys, Verifier,
 };
 use serde_json::json;
@@ -68,11 +69,18 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
         _ => None,
     };
     let single_use = single_use(&a, feed_config.as_ref())?;
+    let usage = match &a.usage_db {
+        Some(dir) => Some(Arc::new(UsageStore::open(dir)?)),
+        None => None,
+    };
     let runtime = server.runtime(None)?;
     runtime.block_on(async move {
         let mut verifier = Verifier::new(RootKeys::single(key)).with_cache(CacheOptions::default());
         if let Some(record) = single_use {
             verifier = verifier.with_single_use(record);
+        }
+        if let Some(usage) = usage {
+            verifier = verifier.with_usage(usage);
         }
         if let Some(audit) = &audit {
             verifier = verifier.with_audit(audit.clone());
@@ -152,6 +160,9 @@ fn log_config(
     crate::startup::feed_settings(feed, &mut settings, &mut insecure);
     if let Some(dir) = &a.replay_db {
         settings.push(("replay_db", dir.display().to_string()));
+    }
+    if let Some(dir) = &a.usage_db {
+        settings.push(("usage_db", dir.display().to_string()));
     }
     match &a.spend_bucket {
         Some(b) => settings.push((

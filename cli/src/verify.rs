@@ -2,7 +2,7 @@
 
 use crate::io::{read_private_key, read_token};
 use crate::out::unless_closed;
-use crate::{EXIT_BAD_INPUT, EXIT_DENIED};
+use crate::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_LIMIT_EXCEEDED};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mandate_spec::display::text;
@@ -12,6 +12,7 @@ use mandate_spec::{
 use mandate_verifier::{
     replay::ReplayGuard,
     revocation::{RevocationStore, Target},
+    usage::UsageStore,
     Decision, DenialKind, Presented, RootKeys, Verifier,
 };
 use std::path::{Path, PathBuf};
@@ -50,6 +51,12 @@ pub(crate) struct VerifyArgs {
     /// needed to accept an approval or a proof, each only once.
     #[arg(long, value_name = "DIR")]
     pub(crate) replay_db: Option<PathBuf>,
+    /// Count usage limits (--limit, --budget) in this directory (RocksDB):
+    /// needed to allow a request with a token that sets limits; an allowed
+    /// request is charged against every limit on its path. Without it such
+    /// requests are denied (limit_unavailable).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) usage_db: Option<PathBuf>,
     /// A proof of possession (the Mandate-Proof header value, from
     /// `mandate prove`).
     #[arg(long, value_name = "PROOF", conflicts_with = "proof_key")]
@@ -87,6 +94,9 @@ pub(crate) fn run(a: VerifyArgs) -> Result<ExitCode> {
     let mut verifier = Verifier::new(RootKeys::single(key)).with_proof_skew(skew);
     if let Some(dir) = &a.replay_db {
         verifier = verifier.with_replay_guard(std::sync::Arc::new(ReplayGuard::open(dir)?));
+    }
+    if let Some(dir) = &a.usage_db {
+        verifier = verifier.with_usage(std::sync::Arc::new(UsageStore::open(dir)?));
     }
     let presented = presented(&a, &request, &token)?;
     let verifier = with_revocation_db(verifier, a.revocation_db.as_deref());
@@ -191,16 +201,14 @@ fn report(decision: &Decision, json: bool) -> Result<ExitCode> {
     if !json {
         eprintln!("denied: {}", text(&denial.reason));
     }
-    let bad_input = matches!(
-        denial.kind,
+    let code = match denial.kind {
         DenialKind::MalformedToken
-            | DenialKind::BadSignature
-            | DenialKind::UnknownRootKey
-            | DenialKind::InvalidRequest
-    );
-    Ok(ExitCode::from(if bad_input {
-        EXIT_BAD_INPUT
-    } else {
-        EXIT_DENIED
-    }))
+        | DenialKind::BadSignature
+        | DenialKind::UnknownRootKey
+        | DenialKind::InvalidRequest => EXIT_BAD_INPUT,
+        // HTTP's 429: the same request may be allowed once the window ends.
+        DenialKind::LimitExceeded => EXIT_LIMIT_EXCEEDED,
+        _ => EXIT_DENIED,
+    };
+    Ok(ExitCode::from(code))
 }

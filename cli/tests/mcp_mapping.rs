@@ -1325,6 +1325,8 @@ fn every_denial_kind_has_its_own_code_clear_of_the_reserved_ones() {
     assert_eq!(denial_code(DenialKind::InvalidRequest), -32070);
     assert_eq!(denial_code(DenialKind::NotAllowed), -32080);
     assert_eq!(denial_code(DenialKind::ReplayRecordUnavailable), -32089);
+    assert_eq!(denial_code(DenialKind::LimitExceeded), -32094);
+    assert_eq!(denial_code(DenialKind::LimitUnavailable), -32095);
 }
 
 fn decision(kind: DenialKind, reason: &str) -> Decision {
@@ -1340,6 +1342,7 @@ fn decision(kind: DenialKind, reason: &str) -> Decision {
             block: Some(1),
             agent: Some("sub-agent".into()),
             reason: reason.into(),
+            limit: None,
         }),
         request: mandate_spec::Request::new("send_email", "/srv/mail").param("to", "x"),
         chain: None,

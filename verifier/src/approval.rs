@@ -113,6 +113,7 @@ fn attached_for(
                 block: Some(hop.block),
                 agent: Some(hop.agent.clone()),
                 reason: format!("{who}: {why}"),
+                limit: None,
             },
         )))
     };
@@ -198,6 +199,7 @@ fn needs_approval(
             block: Some(first_hop.block),
             agent: Some(first_hop.agent.clone()),
             reason: reasons.join("; "),
+            limit: None,
         }),
         request: request.clone(),
         chain: Some(chain.clone()),

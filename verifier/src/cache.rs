@@ -50,6 +50,9 @@ pub(crate) struct Verified {
     /// What each request with the token can cost: the evaluation part of
     /// its cost bound (SPEC §6 rule 1c).
     pub(crate) cost: u64,
+    /// Every usage limit of the chain with its counter's name (SPEC §18),
+    /// root first; empty for a chain without limits.
+    pub(crate) limits: Vec<crate::usage::ChainLimit>,
 }
 
 /// A bounded, time-limited map from SHA-256(token bytes) to [`Verified`].

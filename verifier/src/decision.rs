@@ -81,6 +81,41 @@ pub struct Denial {
     pub agent: Option<String>,
     /// The reason in words: which hop, which constraint, what the request had.
     pub reason: String,
+    /// For `limit_exceeded`: which usage limit, its usage and when it frees
+    /// up (SPEC §18.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitDenial>,
+}
+
+/// The usage limit a `limit_exceeded` denial names (SPEC §18.4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LimitDenial {
+    /// The limit's canonical text, e.g. `send_email 10/1h`.
+    pub limit: String,
+    /// A count or a budget.
+    pub kind: LimitKind,
+    /// The hop that set it (0 = root).
+    pub hop: usize,
+    /// Units used in the window the request fell in.
+    pub used: u64,
+    /// The limit's maximum per window.
+    pub max: u64,
+    /// What the request would have added (1 for a count).
+    pub cost: u64,
+    /// When that window ends and the limit frees up (RFC 3339).
+    pub window_end: String,
+    /// Seconds from the request's time to `window_end` (HTTP `Retry-After`).
+    pub retry_after: u64,
+}
+
+/// Whether a limit counts requests or sums a parameter (SPEC §18.1).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// Each matching request counts 1.
+    Count,
+    /// Each matching request counts its integer parameter.
+    Budget,
 }
 
 /// Classes of denial. New classes may be added (revocation, approval, …).
@@ -136,6 +171,12 @@ pub enum DenialKind {
     /// The record of used approvals and nonces is missing or cannot be
     /// read; denied to fail closed.
     ReplayRecordUnavailable,
+    /// A usage limit on the path has no room left in its window (SPEC
+    /// §18.4); [`Denial::limit`] says which, the usage and when it frees up.
+    LimitExceeded,
+    /// The chain sets usage limits and this verifier cannot count them (no
+    /// usage store, or it cannot be read or written); denied to fail closed.
+    LimitUnavailable,
 }
 
 impl DenialKind {
@@ -163,6 +204,8 @@ impl DenialKind {
             DenialKind::ProofMissing => "proof_missing",
             DenialKind::ProofInvalid => "proof_invalid",
             DenialKind::ReplayRecordUnavailable => "replay_record_unavailable",
+            DenialKind::LimitExceeded => "limit_exceeded",
+            DenialKind::LimitUnavailable => "limit_unavailable",
         }
     }
 }
@@ -208,6 +251,7 @@ impl Denial {
             block: None,
             agent: None,
             reason: reason.into(),
+            limit: None,
         }
     }
 }

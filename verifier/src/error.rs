@@ -68,6 +68,17 @@ pub enum VerifierError {
         /// What failed.
         detail: String,
     },
+    /// The usage store (the counters of usage limits, SPEC §18) could not
+    /// be opened, read or written: locked by another process, corrupt, a
+    /// full disk, an I/O error. Requests of tokens with limits are denied
+    /// (`limit_unavailable`) while it cannot.
+    #[error("usage store {path}: {detail}")]
+    UsageStore {
+        /// The store.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// Any other storage failure (permissions, I/O).
     #[error("revocation store {path}: {detail}")]
     Store {

@@ -44,6 +44,7 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
         block: Some(block),
         agent: Some(hop.agent.clone()),
         reason: format!("{who}: {why}"),
+        limit: None,
     }
 }
 
@@ -74,6 +75,7 @@ pub(crate) fn expiry_denial(chain: &Chain, req: &Request) -> Option<Denial> {
                 rfc(e),
                 rfc_unix(now)
             ),
+            limit: None,
         })
     })
 }
@@ -113,6 +115,7 @@ pub(crate) fn time_window_denial(chain: &Chain, req: &Request) -> Option<Denial>
                 describe_hop(chain, hop, &what),
                 rfc_unix(req.time_unix())
             ),
+            limit: None,
         })
     })
 }

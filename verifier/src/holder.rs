@@ -84,6 +84,7 @@ pub(crate) fn check(
         block: Some(holder.block),
         agent: Some(holder.agent.clone()),
         reason: why,
+        limit: None,
     };
     let Some(proof) = &presented.proof else {
         return Err(denial(

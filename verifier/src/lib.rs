@@ -94,7 +94,9 @@ mod verifier;
 mod wire;
 
 pub use cache::CacheOptions;
-pub use decision::{ApprovalNeeded, Approver, Decision, Denial, DenialKind, Outcome};
+pub use decision::{
+    ApprovalNeeded, Approver, Decision, Denial, DenialKind, LimitDenial, LimitKind, Outcome,
+};
 pub use error::VerifierError;
 pub use holder::{Presented, DEFAULT_PROOF_SKEW};
 pub use keys::RootKeys;

@@ -26,6 +26,8 @@
 //! | `mandate_audit_write_errors_total` | counter | | failed audit batch writes (retried) |
 //! | `mandate_cold_decisions_waiting` | gauge | | cold decisions waiting for a thread ([`crate::http::ColdDecisions`]) |
 //! | `mandate_cold_decisions_running` | gauge | | cold decisions running |
+//! | `mandate_limit_denials_total` | counter | `reason` = exceeded, unavailable, unmeterable | requests denied by a usage limit (SPEC §18.4): no room left (`limit_exceeded`), no usable counters (`limit_unavailable`), a budget that cannot meter the request or a request costing more than a whole window (`not_allowed`) |
+//! | `mandate_limit_refunds_total` | counter | `outcome` = refunded, failed | charges given back for requests then denied by their approvals |
 //!
 //! Durations are in seconds. The hot path (a cached decision) pays one
 //! counter, one histogram sample and one cache counter.
@@ -78,6 +80,10 @@ pub const AUDIT_STREAM_FORGED: &str = "mandate_audit_stream_forged_total";
 pub const COLD_WAITING: &str = "mandate_cold_decisions_waiting";
 /// `mandate_cold_decisions_running`.
 pub const COLD_RUNNING: &str = "mandate_cold_decisions_running";
+/// `mandate_limit_denials_total`.
+pub const LIMIT_DENIALS: &str = "mandate_limit_denials_total";
+/// `mandate_limit_refunds_total`.
+pub const LIMIT_REFUNDS: &str = "mandate_limit_refunds_total";
 
 /// Registers the help text and unit of every metric above with the
 /// installed recorder (call once, after installing it).
@@ -152,6 +158,14 @@ pub fn describe() {
     );
     describe_gauge!(COLD_WAITING, "Cold decisions waiting for a thread.");
     describe_gauge!(COLD_RUNNING, "Cold decisions running.");
+    describe_counter!(
+        LIMIT_DENIALS,
+        "Requests denied by a usage limit, by reason (exceeded, unavailable, unmeterable)."
+    );
+    describe_counter!(
+        LIMIT_REFUNDS,
+        "Usage charges given back for requests then denied, by outcome (refunded, failed)."
+    );
     // At zero from the start, so a rate over them works from the first
     // scrape.
     metrics::counter!(CACHE_HITS).increment(0);
@@ -175,6 +189,35 @@ pub(crate) fn decided(decision: &Decision, took: Option<Duration>) {
     if let Some(t) = took {
         metrics::histogram!(DECISION_DURATION).record(t.as_secs_f64());
     }
+}
+
+/// Why a usage limit denied a request (the `reason` label of
+/// [`LIMIT_DENIALS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitDenial {
+    /// No room left: `limit_exceeded`.
+    Exceeded,
+    /// No meter, or it failed: `limit_unavailable`.
+    Unavailable,
+    /// A budget that cannot meter the request, or a cost over a whole
+    /// window: `not_allowed`.
+    Unmeterable,
+}
+
+/// A request denied by a usage limit.
+pub(crate) fn limit_denied(why: LimitDenial) {
+    let reason = match why {
+        LimitDenial::Exceeded => "exceeded",
+        LimitDenial::Unavailable => "unavailable",
+        LimitDenial::Unmeterable => "unmeterable",
+    };
+    metrics::counter!(LIMIT_DENIALS, "reason" => reason).increment(1);
+}
+
+/// A charge given back (`ok`) or not.
+pub(crate) fn limit_refunded(ok: bool) {
+    let outcome = if ok { "refunded" } else { "failed" };
+    metrics::counter!(LIMIT_REFUNDS, "outcome" => outcome).increment(1);
 }
 
 /// A verification-cache lookup for a decision.
@@ -216,6 +259,8 @@ mod tests {
             ProofMissing,
             ProofInvalid,
             ReplayRecordUnavailable,
+            LimitExceeded,
+            LimitUnavailable,
         ] {
             assert_eq!(
                 serde_json::to_value(k).unwrap().as_str().unwrap(),

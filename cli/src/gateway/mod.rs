@@ -19,6 +19,7 @@ use mandate_verifier::{
     replay::ReplayGuard,
     revocation::RevocationStore,
     spend_bucket::{FleetSingleUse, SpendBucketConfig},
+    usage::UsageStore,
     CacheOptions, RootKeys, Verifier,
 };
 use serde_json::json;
@@ -61,6 +62,9 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
                 }
                 _ => verifier.with_replay_guard(guard),
             };
+        }
+        if let Some(dir) = &config.usage_db {
+            verifier = verifier.with_usage(Arc::new(UsageStore::open(dir)?));
         }
         let mut _feed = None;
         if let Some(dir) = &config.revocation_db {
@@ -185,6 +189,7 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
         ("listen", config.listen.to_string()),
         ("revocation_db", path(&config.revocation_db)),
         ("replay_db", path(&config.replay_db)),
+        ("usage_db", path(&config.usage_db)),
         (
             "spend_bucket",
             config

@@ -106,6 +106,8 @@ pub fn denial_code(kind: DenialKind) -> i64 {
         DenialKind::ProofMissing => -32087,
         DenialKind::ProofInvalid => -32088,
         DenialKind::ReplayRecordUnavailable => -32089,
+        DenialKind::LimitExceeded => -32094,
+        DenialKind::LimitUnavailable => -32095,
         // A kind added later: its own code is assigned with it (SPEC §17).
         _ => OTHER_DENIAL,
     }

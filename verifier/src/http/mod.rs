@@ -13,8 +13,10 @@
 //!   each with its RFC 6750 `WWW-Authenticate: Bearer` challenge
 //!   (`error="invalid_token"`, `"insufficient_scope"`, and the RFC 9728
 //!   `resource_metadata` when configured), 400 (a request the verifier refuses as
-//!   malformed), 503 (revocation list or audit log unavailable), with the
-//!   decision as JSON: `decision`, `reason`, `denial`, `request`, `chain`.
+//!   malformed), 429 with `Retry-After` (a usage limit without room,
+//!   `limit_exceeded`), 503 (revocation list, usage counters or audit log
+//!   unavailable), with the decision as JSON: `decision`, `reason`,
+//!   `denial`, `request`, `chain`.
 //!   A denial is an `Ok` response, never a service error.
 //!
 //! Mapping errors (a query parameter given twice, a body over the limit or

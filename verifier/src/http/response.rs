@@ -71,11 +71,13 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Authorized {
 /// The status a denial is answered with: 401 when there is no token, or
 /// the token is not valid — unreadable, unverifiable, a broken chain,
 /// expired or revoked (RFC 6750 §3.1 `invalid_token`) — or the proof of
-/// possession is missing or invalid; 503 when the revocation list or the
-/// record of used approvals cannot be consulted; 400 for a request the
-/// verifier refuses as malformed; 403 for every other denial (a valid token
-/// that does not allow the request, `needs_approval` included: its body
-/// says what to get approved).
+/// possession is missing or invalid; 503 when the revocation list, the
+/// record of used approvals or the usage counters cannot be consulted; 429
+/// when a usage limit has no room left (`limit_exceeded`, RFC 6585 §4;
+/// [`denial_response`] adds `Retry-After`); 400 for a request the verifier
+/// refuses as malformed; 403 for every other denial (a valid token that
+/// does not allow the request, `needs_approval` included: its body says
+/// what to get approved).
 pub fn denial_status(kind: DenialKind) -> StatusCode {
     match kind {
         DenialKind::MissingToken
@@ -88,9 +90,10 @@ pub fn denial_status(kind: DenialKind) -> StatusCode {
         | DenialKind::Revoked
         | DenialKind::ProofMissing
         | DenialKind::ProofInvalid => StatusCode::UNAUTHORIZED,
-        DenialKind::RevocationUnavailable | DenialKind::ReplayRecordUnavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        DenialKind::RevocationUnavailable
+        | DenialKind::ReplayRecordUnavailable
+        | DenialKind::LimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        DenialKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
         DenialKind::InvalidRequest => StatusCode::BAD_REQUEST,
         _ => StatusCode::FORBIDDEN,
     }
@@ -105,7 +108,9 @@ struct DenialBody<'a> {
 }
 
 /// The response for a denied decision: the status of [`denial_status`] and
-/// the decision as JSON (`decision`, `reason`, `denial`, `request`, `chain`).
+/// the decision as JSON (`decision`, `reason`, `denial`, `request`, `chain`);
+/// for `limit_exceeded` (429), `Retry-After: <seconds>` until the limit's
+/// window ends (RFC 9110 §10.2.3).
 pub fn denial_response(decision: &Decision) -> Response<Body> {
     let (status, reason) = match &decision.denial {
         Some(d) => (denial_status(d.kind), d.reason.as_str()),
@@ -113,6 +118,12 @@ pub fn denial_response(decision: &Decision) -> Response<Body> {
     };
     let body = serde_json::to_vec(&DenialBody { decision, reason }).unwrap_or_default();
     let mut response = json_response(status, body);
+    if let Some(limit) = decision.denial.as_ref().and_then(|d| d.limit.as_ref()) {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(limit.retry_after.max(1)),
+        );
+    }
     add_challenge(&mut response, Refusal::Denied(decision), None);
     response
 }

@@ -19,6 +19,11 @@
 use crate::error::VerifierError;
 use mandate_spec::{Chain, Limit, Metered, Request};
 
+#[cfg(feature = "rocksdb")]
+mod store;
+#[cfg(feature = "rocksdb")]
+pub use store::{UsageOptions, UsageStore, PRUNE_GRACE_SECS};
+
 /// One charge against one limit's counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
@@ -94,10 +99,14 @@ impl Counter {
         })
     }
 
-    /// This counter after giving back `charge` (a refund): only within the
-    /// same window, never below zero.
+    /// This counter after giving back `charge` (a refund): only while the
+    /// counter is still in the window of `unix`, never below zero. A
+    /// counter that moved on to a later window (another request started
+    /// it) keeps its units: they were not charged there. A charge dated in
+    /// an earlier window than the counter's may have been counted in
+    /// either; it is not given back (less allowance, never more).
     pub fn refunded(&self, charge: &Charge, unix: i64) -> Counter {
-        if charge.window_of(unix).0 > self.window {
+        if charge.window_of(unix).0 != self.window {
             return *self;
         }
         Counter {
@@ -229,8 +238,26 @@ mod tests {
         let c = charge(1, 1);
         let x = Counter { window: 5, used: 1 };
         assert_eq!(x.charged(&c, 3600), None, "window 1 < 5 counts in 5");
-        assert_eq!(x.refunded(&c, 3600), Counter { window: 5, used: 0 });
+        assert_eq!(x.refunded(&c, 5 * 3600), Counter { window: 5, used: 0 });
+        assert_eq!(
+            x.refunded(&c, 3600),
+            x,
+            "an earlier-dated charge is not given back"
+        );
         assert_eq!(x.refunded(&c, 6 * 3600), x, "no refund into a later window");
+    }
+
+    /// A refund for a charge made in window 0, arriving after another
+    /// request moved the counter to window 1, would give back units window
+    /// 1 never held: one more request there than the limit allows.
+    #[test]
+    fn a_refund_never_reaches_a_window_the_charge_was_not_in() {
+        let c = charge(1, 1);
+        let spent = Counter::default().charged(&c, 10).unwrap();
+        let moved_on = spent.charged(&c, 3600).unwrap();
+        assert_eq!(moved_on, Counter { window: 1, used: 1 });
+        assert_eq!(moved_on.refunded(&c, 10), moved_on, "the window-0 refund");
+        assert_eq!(moved_on.charged(&c, 3601), None);
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl Verifier {
     /// [`Verifier::authorize_presented`], but only when the decision is
     /// cheap: the token's verification is in the cache, its cost bound is at
     /// most [`INLINE_COST`], and deciding writes nothing synced (no approval
-    /// rules). Otherwise `None`, and nothing is decided or recorded: the
+    /// rules) and waits on no network (a chain with usage limits only with
+    /// a local meter, [`crate::usage::UsageMeter::remote`] false). Otherwise `None`, and nothing is decided or recorded: the
     /// caller decides with [`Verifier::authorize_presented`] where blocking
     /// is allowed (e.g. `tokio::task::spawn_blocking`).
     ///
@@ -89,6 +90,13 @@ impl Verifier {
         }
         // A proof's nonce spent in a fleet's bucket is a network round trip.
         if verified.holder_required && self.replay.as_ref().is_some_and(|r| r.remote_nonces()) {
+            return None;
+        }
+        // So is a usage charge in a fleet's counters (or a synced disk write).
+        if runs_datalog
+            && !verified.limits.is_empty()
+            && self.usage.as_ref().is_some_and(|u| u.remote())
+        {
             return None;
         }
         // A miss is counted by the decision that follows on a blocking

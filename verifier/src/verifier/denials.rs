@@ -2,9 +2,10 @@
 //! broken chain, a failed check.
 
 use crate::cache::Verified;
-use crate::decision::{Denial, DenialKind};
+use crate::decision::{Denial, DenialKind, LimitDenial, LimitKind};
 use crate::explain;
 use crate::revocation::{Revocation, RevocationList};
+use crate::usage::ChainLimit;
 use biscuit_auth::error::{FailedCheck, Format, Logic, Token};
 use mandate_spec::{Chain, ChainError, ChainErrorKind, Request};
 
@@ -32,6 +33,7 @@ pub(super) fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Opti
             .and_then(|h| chain.hops.get(h))
             .map(|h| h.agent.clone()),
         reason: revoked.what,
+        limit: None,
     })
 }
 
@@ -156,6 +158,7 @@ pub(super) fn chain_denial(e: ChainError) -> Denial {
         block: Some(e.block),
         agent: None,
         reason: e.to_string(),
+        limit: None,
     }
 }
 
@@ -205,4 +208,83 @@ pub(super) fn datalog_denial(e: &Token, chain: &Chain, request: &Request) -> Den
             format!("authorization failed: {other}"),
         ),
     }
+}
+
+/// The hop that set `limit`, in words, with its block.
+fn limit_hop(chain: &Chain, limit: &ChainLimit) -> String {
+    match chain.hops.get(limit.hop) {
+        Some(h) => explain::describe_hop(chain, h, &format!(", block {}", limit.block)),
+        None => format!("hop {} (block {})", limit.hop, limit.block),
+    }
+}
+
+/// A request that `limit` (a budget) cannot meter, or that costs more than
+/// its whole allowance: `not_allowed`, naming the hop that set it.
+pub(super) fn unmeterable(chain: &Chain, limit: &ChainLimit, why: &str) -> Denial {
+    Denial {
+        kind: DenialKind::NotAllowed,
+        hop: Some(limit.hop),
+        block: Some(limit.block),
+        agent: Some(limit.agent.clone()),
+        reason: format!("{}: {why}", limit_hop(chain, limit)),
+        limit: None,
+    }
+}
+
+/// `limit` has no room for a request costing `cost` at `unix`: `used` of
+/// its maximum are spent in the window ending at `window_end`.
+pub(super) fn limit_exceeded(
+    chain: &Chain,
+    limit: &ChainLimit,
+    cost: u64,
+    used: u64,
+    window_end: i64,
+    unix: i64,
+) -> Denial {
+    let l = &limit.limit;
+    let end = rfc3339(window_end);
+    let retry_after = window_end.saturating_sub(unix).max(1) as u64;
+    let cost_words = match l.param.as_deref() {
+        None => String::new(),
+        Some(p) => format!(" and this request's {p} is {cost}"),
+    };
+    Denial {
+        kind: DenialKind::LimitExceeded,
+        hop: Some(limit.hop),
+        block: Some(limit.block),
+        agent: Some(limit.agent.clone()),
+        reason: format!(
+            "{}: usage limit {} ({}) exceeded: {used} of {} used in the window{cost_words}; \
+             it frees up at {end} (retry after {retry_after} s)",
+            limit_hop(chain, limit),
+            mandate_spec::display::quoted(&l.to_string()),
+            l.kind(),
+            l.max,
+        ),
+        limit: Some(LimitDenial {
+            limit: l.to_string(),
+            kind: if l.param.is_some() {
+                LimitKind::Budget
+            } else {
+                LimitKind::Count
+            },
+            hop: limit.hop,
+            used,
+            max: l.max,
+            cost,
+            window_end: end,
+            retry_after,
+        }),
+    }
+}
+
+/// Unix seconds as RFC 3339 (the number itself past year 9999).
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }

@@ -20,6 +20,7 @@ use crate::limits::Limits;
 use crate::replay::ReplayGuard;
 use crate::replay::SingleUse;
 use crate::revocation::{Revocation, RevocationList};
+use crate::usage::UsageMeter;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub struct Verifier {
     cache: Option<VerificationCache>,
     audit: Option<Arc<dyn AuditSink>>,
     replay: Option<Arc<dyn SingleUse>>,
+    usage: Option<Arc<dyn UsageMeter>>,
     proof_skew: Duration,
     policy_notes: Vec<String>,
     policy_hash: Arc<str>,
@@ -49,6 +51,7 @@ impl std::fmt::Debug for Verifier {
             .field("revocations", &self.revocations.is_some())
             .field("cache", &self.cache.is_some())
             .field("audit", &self.audit.is_some())
+            .field("usage", &self.usage.is_some())
             .field("policy_hash", &self.policy_hash)
             .finish()
     }
@@ -65,6 +68,7 @@ impl Verifier {
             cache: None,
             audit: None,
             replay: None,
+            usage: None,
             proof_skew: DEFAULT_PROOF_SKEW,
             policy_notes: Vec::new(),
             policy_hash: Arc::from(""),
@@ -109,6 +113,19 @@ impl Verifier {
         self
     }
 
+    /// Counts usage limits (SPEC §18) in `meter`: e.g. a
+    /// [`crate::usage::UsageStore`] (RocksDB, this process), or a fleet's
+    /// shared counters. A request of a chain with limits that its grants
+    /// allow is charged against every limit on its path, all or nothing,
+    /// before approvals are spent, and given back if spending them denies.
+    /// Without a meter every request of a chain with limits is denied
+    /// (`limit_unavailable`); chains without limits never need one.
+    pub fn with_usage(mut self, meter: Arc<dyn UsageMeter>) -> Verifier {
+        self.usage = Some(meter);
+        self.rehash();
+        self
+    }
+
     /// How far a proof's timestamp may be from the verifier's clock, either
     /// way. Default 60 s.
     pub fn with_proof_skew(mut self, skew: Duration) -> Verifier {
@@ -144,7 +161,8 @@ impl Verifier {
     }
 
     /// SHA-256 (hex) of this verifier's policy: its root keys, run limits,
-    /// whether it consults a revocation list, and its policy notes. Audit
+    /// whether it consults a revocation list, whether it counts usage
+    /// limits, and its policy notes. Audit
     /// records carry it, so an auditor can tell which policy decided.
     pub fn policy_hash(&self) -> &str {
         &self.policy_hash
@@ -209,6 +227,10 @@ impl Verifier {
             )
             .as_bytes(),
         );
+        // Only when set: the hash of a verifier without one is unchanged.
+        if self.usage.is_some() {
+            h.update(b"usage_limits=enforced\n");
+        }
         for note in &self.policy_notes {
             h.update(b"note\n");
             h.update(note.as_bytes());

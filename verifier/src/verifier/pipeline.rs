@@ -2,7 +2,9 @@
 //! token), then, on every request, revocation, proof of possession, Datalog
 //! and approvals.
 
-use super::denials::{chain_denial, datalog_denial, parse_denial, revocation_denial};
+use super::denials::{
+    chain_denial, datalog_denial, limit_exceeded, parse_denial, revocation_denial, unmeterable,
+};
 use super::{Purpose, Verifier, INLINE_COST};
 use crate::approval;
 use crate::cache::Verified;
@@ -11,6 +13,7 @@ use crate::holder::{self, Presented};
 use crate::prepared::Prepared;
 use crate::replay::Use;
 use crate::revocation::revocation_targets;
+use crate::usage::{chain_limits, charges_for, Charge, Charged};
 use biscuit_auth::error::Token;
 use biscuit_auth::Biscuit;
 use mandate_spec::{decode_verified_blocks, Chain, Request};
@@ -45,6 +48,7 @@ impl Verifier {
             .any(|h| h.grant.alternatives.iter().any(|a| a.approval.is_some()));
         let holder_required = holder::required(&chain);
         let raw_datalog = has_raw_datalog(&chain);
+        let limits = chain_limits(&chain);
         // `from_blocks` refused tokens over the bound; this is their cost.
         // The part every request pays (the signatures are paid once).
         let cost = mandate_spec::cost_of(&blocks).map_or(u64::MAX, |c| c.evaluation);
@@ -66,11 +70,12 @@ impl Verifier {
             holder_required,
             raw_datalog,
             cost,
+            limits,
         }))
     }
 
     /// Steps 6–8, on every request: revocation, proof of possession, Datalog,
-    /// approvals.
+    /// usage limits (SPEC §18.4), approvals.
     pub(super) fn decide(
         &self,
         v: &Verified,
@@ -80,6 +85,9 @@ impl Verifier {
         purpose: Purpose,
     ) -> Decision {
         let deny = |denial| Decision::deny(request.clone(), Some(v.chain.clone()), denial);
+        // Only a request acted on is charged: never what an approver is
+        // shown, nor a token-only check (even one decided on its grants).
+        let charges_usage = purpose == Purpose::Request;
         // Revocation: every block, the family, every agent key.
         if let Some(list) = &self.revocations {
             if let Some(denial) = revocation_denial(list.as_ref(), v) {
@@ -133,15 +141,36 @@ impl Verifier {
         if v.has_approval_rules {
             extra.push(request.digest_fact());
         }
+        // The limits' guard (`check if limits_enforced(1)`): this verifier
+        // counts them, or denies below (limit_unavailable).
+        if !v.limits.is_empty() {
+            extra.push(biscuit_auth::builder::fact(
+                mandate_spec::vocab::LIMITS_ENFORCED,
+                &[biscuit_auth::builder::int(1)],
+            ));
+        }
         // Datalog: every check of every block.
         match v.prepared.run(request, &extra, self.limits) {
             Ok(()) if purpose == Purpose::Approval => {
                 Decision::allow(request.clone(), v.chain.clone())
             }
-            Ok(()) => match self.spend_approvals(v, request, &extra) {
-                Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
-                Err(denial) => deny(denial),
-            },
+            Ok(()) => {
+                let charged = if charges_usage {
+                    match self.charge_limits(v, request) {
+                        Ok(charged) => charged,
+                        Err(denial) => return deny(denial),
+                    }
+                } else {
+                    Vec::new()
+                };
+                match self.spend_approvals(v, request, &extra) {
+                    Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
+                    Err(denial) => {
+                        self.refund_limits(&charged, request);
+                        deny(denial)
+                    }
+                }
+            }
             Err(e) => {
                 // Only a check that failed (not an evaluation error, which an
                 // approval cannot fix) can be about approvals.
@@ -160,6 +189,79 @@ impl Verifier {
                 deny(datalog_denial(&e, &v.chain, request))
             }
         }
+    }
+
+    /// Charges `request` against every usage limit on its chain's path that
+    /// meters it, all or nothing (SPEC §18.4): what was charged, or the
+    /// denial (a budget that cannot meter the request, no meter, a meter
+    /// that fails, a limit without room).
+    fn charge_limits(&self, v: &Verified, request: &Request) -> Result<Vec<Charge>, Denial> {
+        if v.limits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let charges = charges_for(&v.limits, request).map_err(|(i, why)| {
+            crate::metrics::limit_denied(crate::metrics::LimitDenial::Unmeterable);
+            unmeterable(&v.chain, &v.limits[i], &why)
+        })?;
+        // A request costing more than a whole window allows can never fit:
+        // no retry helps, so it is not allowed (not "exceeded").
+        if let Some((i, c)) = charges.iter().find(|(_, c)| c.units > c.max) {
+            crate::metrics::limit_denied(crate::metrics::LimitDenial::Unmeterable);
+            let why = format!(
+                "the request costs {} against {}, more than its whole allowance of {} per \
+                 window: no window can allow it",
+                c.units, v.limits[*i].limit, c.max
+            );
+            return Err(unmeterable(&v.chain, &v.limits[*i], &why));
+        }
+        let Some(meter) = &self.usage else {
+            crate::metrics::limit_denied(crate::metrics::LimitDenial::Unavailable);
+            return Err(Denial::new(
+                DenialKind::LimitUnavailable,
+                "this verifier keeps no usage counters (no usage store), so requests with tokens \
+                 that set usage limits are denied to fail closed",
+            ));
+        };
+        if charges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (indices, charges): (Vec<usize>, Vec<Charge>) = charges.into_iter().unzip();
+        let unix = request.time_unix();
+        match meter.charge(&charges, unix) {
+            Ok(Charged::Spent) => Ok(charges),
+            Ok(Charged::Exceeded {
+                index,
+                used,
+                window_end,
+            }) => {
+                crate::metrics::limit_denied(crate::metrics::LimitDenial::Exceeded);
+                let (limit, charge) = (&v.limits[indices[index]], &charges[index]);
+                Err(limit_exceeded(
+                    &v.chain,
+                    limit,
+                    charge.units,
+                    used,
+                    window_end,
+                    unix,
+                ))
+            }
+            Err(e) => {
+                crate::metrics::limit_denied(crate::metrics::LimitDenial::Unavailable);
+                Err(Denial::new(
+                    DenialKind::LimitUnavailable,
+                    format!("the usage counters are unavailable ({e}); denied to fail closed"),
+                ))
+            }
+        }
+    }
+
+    /// Gives back what [`Verifier::charge_limits`] charged for a request
+    /// then denied. A refund that fails leaves the units spent (counted).
+    fn refund_limits(&self, charged: &[Charge], request: &Request) {
+        let (Some(meter), false) = (&self.usage, charged.is_empty()) else {
+            return;
+        };
+        crate::metrics::limit_refunded(meter.refund(charged, request.time_unix()).is_ok());
     }
 
     /// Marks the approvals an allowed request relied on as spent; a second
@@ -215,6 +317,7 @@ impl Verifier {
                              approvals are single-use",
                             a.block, a.approver_key
                         ),
+                        limit: None,
                     })
                 }
                 Err(e) => {

@@ -12,6 +12,8 @@
 //! replay_db = "replay"                  # optional: accept approvals and proofs, each once
 //! spend_bucket = "MANDATE_SPENT"        # optional, with nats and replay_db: once across the fleet
 //! spend_nonces = false                  # optional: proof nonces in the bucket too
+//! usage_db = "usage"                    # optional: count usage limits (tokens with limits
+//!                                       # are denied without it)
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
 //! audit_async = false                   # optional: answer before records are durable
@@ -71,6 +73,7 @@ struct File {
     replay_db: Option<Spanned<PathBuf>>,
     spend_bucket: Option<Spanned<String>>,
     spend_nonces: Option<bool>,
+    usage_db: Option<Spanned<PathBuf>>,
     nats: Option<Spanned<String>>,
     #[serde(default)]
     revocation_keys: Vec<Spanned<String>>,
@@ -100,6 +103,8 @@ pub(crate) struct Config {
     /// The fleet's JetStream key-value bucket approvals are spent in (with
     /// `nats`; `replay_db` is its local cache), and whether nonces too.
     pub(crate) spend_bucket: Option<(String, bool)>,
+    /// Where the counters of usage limits are kept (RocksDB, SPEC §18.5).
+    pub(crate) usage_db: Option<PathBuf>,
     pub(crate) nats: Option<String>,
     /// The issuer's revocation public keys the feed's entries must be signed by.
     pub(crate) revocation_keys: mandate_verifier::feed::RevocationKeys,
@@ -274,6 +279,7 @@ impl Config {
             revocation_db: file.revocation_db.map(|d| base.join(d.into_inner())),
             spend_bucket,
             replay_db: file.replay_db.map(|d| base.join(d.into_inner())),
+            usage_db: file.usage_db.map(|d| base.join(d.into_inner())),
             nats: file.nats.map(Spanned::into_inner),
             revocation_keys,
             staleness,

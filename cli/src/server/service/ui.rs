@@ -289,6 +289,7 @@ mod tests {
                 block: Some(1),
                 agent: Some(s.into()),
                 reason: s.into(),
+                limit: None,
             }),
             chain: Some(AuditChain {
                 token_id: s.into(),
