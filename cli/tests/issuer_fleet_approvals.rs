@@ -35,8 +35,13 @@ struct Fleet {
 
 impl Fleet {
     fn new() -> Fleet {
+        Fleet::with_nats_flags(&[])
+    }
+
+    /// With extra nats-server flags (e.g. `-m PORT`: its monitoring port).
+    fn with_nats_flags(extra: &[&str]) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        let nats = procs::Nats::start(dir.path());
+        let nats = procs::Nats::start_with(dir.path(), procs::free_port(), extra);
         Fleet {
             url: nats.url(),
             _nats: nats,
@@ -499,4 +504,196 @@ async fn nats_down_refuses_with_the_reason_and_nothing_is_lost() {
     );
     let (status, done) = approve(&a, &id, &approver, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{done}");
+}
+
+/// Messages each client connection has sent the server (requests,
+/// publishes, flow-control replies), by connection id, from the server's
+/// monitoring endpoint.
+async fn sent_by_clients(monitor: u16) -> std::collections::HashMap<u64, u64> {
+    let body = reqwest::get(format!("http://127.0.0.1:{monitor}/connz?limit=4096"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let connz: Value = serde_json::from_str(&body).unwrap();
+    connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["cid"].as_u64().unwrap(), c["in_msgs"].as_u64().unwrap()))
+        .collect()
+}
+
+/// `GET /v1/approvals` as a reviewer: the ids listed, in order, with their
+/// status; and how many messages the clients sent the server meanwhile.
+async fn list_counted(fleet: &Fleet, at: &Router, monitor: u16) -> (Vec<(String, String)>, u64) {
+    let before = sent_by_clients(monitor).await;
+    let (status, queue) = call(
+        at,
+        Method::GET,
+        "/v1/approvals",
+        Some(&fleet.reviewer()),
+        None,
+    )
+    .await;
+    let after = sent_by_clients(monitor).await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    let sent = after
+        .iter()
+        .map(|(cid, n)| n.saturating_sub(before.get(cid).copied().unwrap_or(0)))
+        .sum();
+    let listed = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (listed, sent)
+}
+
+/// Regression: `GET /v1/approvals` listed the bucket's keys and then read
+/// each key (its decision, then its entry): an outsider with publish
+/// access who added 2 000 keys made every page load about 3 000 round trips
+/// (3 006 measured: two reads per request key), and one key that is a
+/// valid subject but not a valid KV key (`bad!key`) failed the whole
+/// listing (503). Now the listing is one pass over the latest entry
+/// of every key: with 2 000 junk entries (unsigned records, garbage, a
+/// signed entry copied under other ids, decisions of no request, a delete
+/// marker) next to three real requests, exactly the real ones are listed
+/// (the approved one with its decision), and the listing sends the server a
+/// handful of messages, not one or more per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_junk_entries_are_left_out_in_one_pass() {
+    let monitor = procs::free_port();
+    let mut fleet = Fleet::with_nats_flags(&["-m", &monitor.to_string()]);
+    let a = fleet.service().await;
+    let token = fleet.agent_token(&a).await;
+    let mut real = Vec::new();
+    for amount in [150, 160, 170] {
+        real.push(submit(&a, &token, amount).await);
+    }
+    let (status, done) = approve(&a, &real[1], &fleet.approver(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let (_, record) = fetch(&a, &real[0]).await;
+    let signed = raw_entry(&fleet.url, &real[0]).await;
+
+    let client = async_nats::connect(&fleet.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut acks = Vec::new();
+    for i in 0..2000 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (key, value) = match i % 4 {
+            0 => (format!("junk-{i}"), b"not a record".to_vec()),
+            1 => {
+                let mut forged = record.clone();
+                forged["id"] = json!(id);
+                (id, forged.to_string().into_bytes())
+            }
+            2 => {
+                let mut forged = record.clone();
+                forged["id"] = json!(id);
+                forged["status"] = json!("approved");
+                (format!("{id}.decided"), forged.to_string().into_bytes())
+            }
+            _ => (id, signed.clone()),
+        };
+        acks.push(
+            js.publish(format!("$KV.MANDATE_APPROVALS.{key}"), value.into())
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("KV-Operation", "DEL");
+    js.publish_with_headers(
+        format!("$KV.MANDATE_APPROVALS.{}", uuid::Uuid::new_v4()),
+        headers,
+        Vec::new().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let expected: Vec<(String, String)> = real
+        .iter()
+        .zip(["pending", "approved", "pending"])
+        .map(|(id, st)| (id.clone(), st.to_string()))
+        .collect();
+    let (listed, sent) = list_counted(&fleet, &a, monitor).await;
+    assert_eq!(listed, expected, "exactly the real requests, oldest first");
+    eprintln!("messages sent to the server while listing 2 004 keys: {sent}");
+    // Read key by key, this listing sent 3 006 (two reads per key not
+    // ending in `.decided`); one pass sends one consumer creation and
+    // flow-control replies (2 measured).
+    assert!(
+        sent < 50,
+        "{sent} messages sent to the server for one listing of 2 004 keys"
+    );
+
+    // A key no KV read accepts: still left out, the listing still answers.
+    put_raw(&fleet.url, "bad!key", b"junk".to_vec()).await;
+    let (listed, _) = list_counted(&fleet, &a, monitor).await;
+    assert_eq!(listed, expected);
+}
+
+/// A listing returns at most `MAX_LISTED` (1 000) requests however many
+/// signed ones the bucket holds: every pending one first (so a long
+/// history of decided requests never pushes a pending one off the desk),
+/// then the newest decided ones; oldest first, as before. An empty bucket
+/// lists nothing (the read does not wait for an entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_is_capped_and_keeps_the_pending_requests() {
+    use mandate_server::ApprovalRecord;
+    const MAX_LISTED: usize = ApprovalBucket::MAX_LISTED;
+    let mut fleet = Fleet::new();
+    let bucket = fleet.bucket().await;
+    let empty = bucket.all().await.unwrap();
+    assert!(empty.is_empty(), "an empty bucket lists nothing: {empty:?}");
+    let a = fleet.service().await;
+    let token = fleet.agent_token(&a).await;
+    let template = fetch(&a, &submit(&a, &token, 150).await).await.1;
+    let start = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    // Five pending requests older than every decided one, then decided
+    // ones up to MAX_LISTED + 10 in all (with the one submitted above,
+    // which is the newest and pending).
+    let mut pending = Vec::new();
+    let mut decided = Vec::new();
+    for i in 0..MAX_LISTED + 10 - 1 {
+        let mut r: ApprovalRecord = serde_json::from_value(template.clone()).unwrap();
+        r.id = uuid::Uuid::new_v4().to_string();
+        r.submitted_at = start + time::Duration::seconds(i as i64);
+        bucket.create(&r).await.unwrap();
+        if i < 5 {
+            pending.push(r.id);
+        } else {
+            r.status = mandate_server::ApprovalStatus::Denied;
+            r.denied_because = Some("no".into());
+            bucket.decide(&r).await.unwrap();
+            decided.push(r.id);
+        }
+    }
+    pending.push(template["id"].as_str().unwrap().to_string());
+
+    let listed = bucket.all().await.unwrap();
+    assert_eq!(listed.len(), MAX_LISTED);
+    let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+    // The 5 pending first in time, then the newest decided, then the newest
+    // pending: the 10 oldest decided are left out.
+    let mut want: Vec<&str> = pending[..5].iter().map(String::as_str).collect();
+    want.extend(decided[10..].iter().map(String::as_str));
+    want.push(pending[5].as_str());
+    assert_eq!(ids, want);
+    assert!(listed
+        .windows(2)
+        .all(|w| w[0].submitted_at <= w[1].submitted_at));
 }

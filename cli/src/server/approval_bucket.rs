@@ -24,13 +24,22 @@
 //!   (`mandate_approval_records_rejected_total{reason}`) and logged at WARN.
 //! - The bucket's stream denies deletes, purges and rollups and keeps one
 //!   entry per key, as the spend bucket's does.
+//! - **Listed in one pass.** [`ApprovalBucket::all`] reads the latest entry
+//!   of every key through one ordered consumer (last message per subject),
+//!   not one read per key: keys added by an outsider cost the listing one
+//!   delivered message each, not a round trip. It returns at most
+//!   [`ApprovalBucket::MAX_LISTED`] requests.
 
 use crate::service::ApprovalRecord;
+use crate::service::ApprovalStatus;
 use crate::ServiceError;
+use async_nats::jetstream::consumer::{push, DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use mandate_verifier::feed::{FeedConfig, RevocationKeys, RevocationSigner};
 use mandate_verifier::spend_bucket::strict_bucket_stream;
+use std::collections::HashMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// The domain prefix of every approval-record signature.
@@ -51,8 +60,12 @@ const MAX_ENTRY_BYTES: i32 = 256 * 1024;
 /// Longest wait for the bucket on any one operation.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// An entry read: its record, or why it is not shown (reason label, detail).
+type Unsealed = Result<ApprovalRecord, (&'static str, String)>;
+
 /// The shared queue.
 pub struct ApprovalBucket {
+    client: async_nats::Client,
     store: kv::Store,
     signer: RevocationSigner,
     keys: RevocationKeys,
@@ -78,6 +91,11 @@ pub enum Written {
 }
 
 impl ApprovalBucket {
+    /// The most requests one listing ([`ApprovalBucket::all`]) returns:
+    /// every pending request first (the newest ones if there are more),
+    /// then the newest decided ones. Older requests stay readable by id.
+    pub const MAX_LISTED: usize = 1_000;
+
     /// Connects with `nats`'s server, credentials and TLS, and opens the
     /// bucket (creating its stream if needed); entries are signed with
     /// `signer` and trusted under `nats.revocation_keys`.
@@ -97,7 +115,7 @@ impl ApprovalBucket {
             ));
         }
         let client = nats.connect().await.map_err(|e| err(&e))?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let stream = js
             .get_or_create_stream(strict_bucket_stream(
                 APPROVAL_BUCKET,
@@ -119,6 +137,7 @@ impl ApprovalBucket {
             .await
             .map_err(|e| err(&e))?;
         Ok(ApprovalBucket {
+            client,
             store,
             signer,
             keys: nats.revocation_keys.clone(),
@@ -149,7 +168,7 @@ impl ApprovalBucket {
 
     /// The record an entry stored under `key` holds, if it is signed by a
     /// trusted key and names `key`; else (reason label, detail).
-    fn unseal(&self, key: &str, value: &[u8]) -> Result<ApprovalRecord, (&'static str, String)> {
+    fn unseal(&self, key: &str, value: &[u8]) -> Unsealed {
         let record: ApprovalRecord =
             crate::signed_record::open(&self.keys, APPROVAL_DOMAIN, value, "approval record")?;
         let (id, decision) = match key.strip_suffix(DECIDED) {
@@ -258,26 +277,199 @@ impl ApprovalBucket {
         }
     }
 
-    /// Every request, oldest first; entries that are not records signed by
-    /// a trusted key are left out (counted, logged).
+    /// Every request (its decision when there is one), oldest first, at
+    /// most [`ApprovalBucket::MAX_LISTED`] of them; entries that are not
+    /// records signed by a trusted key are left out (counted, logged), and
+    /// so is a request whose `<id>.decided` entry is not a signed decision;
+    /// keys whose latest entry is a delete or purge marker are skipped.
+    /// One pass over the bucket (`latest`).
     pub async fn all(&self) -> Result<Vec<ApprovalRecord>, ServiceError> {
-        let mut keys = self.timed(self.store.keys()).await?;
-        let mut names = Vec::new();
-        loop {
-            match tokio::time::timeout(TIMEOUT, keys.next()).await {
-                Ok(Some(k)) => names.push(k.map_err(|e| self.err(e))?),
-                Ok(None) => break,
-                Err(_) => return Err(self.err("listing the keys: no answer")),
-            }
-        }
-        let mut out = Vec::with_capacity(names.len());
-        for name in names.iter().filter(|n| !n.ends_with(DECIDED)) {
+        let Latest {
+            requests,
+            mut decisions,
+        } = self.latest().await?;
+        let mut requests: Vec<(String, (u64, Unsealed))> = requests.into_iter().collect();
+        // Stream order, as the keys were listed before.
+        requests.sort_by_key(|(_, (seq, _))| *seq);
+        let mut out = Vec::with_capacity(requests.len());
+        for (id, (_, entry)) in requests {
             // Its decision when there is one (a bad one leaves it out).
-            if let Some(Ok(r)) = self.lookup(name).await? {
-                out.push(r);
+            let (key, read) = match decisions.remove(&id) {
+                Some(decision) => (format!("{id}{DECIDED}"), decision),
+                None => (id, entry),
+            };
+            match read {
+                Ok(r) => out.push(r),
+                Err((reason, detail)) => Self::rejected(&key, reason, &detail),
             }
         }
         out.sort_by_key(|r| r.submitted_at);
-        Ok(out)
+        Ok(newest(out, Self::MAX_LISTED, |r| {
+            r.status == ApprovalStatus::Pending
+        }))
+    }
+
+    /// The latest entry under every key, read in one pass: an ordered
+    /// consumer on the bucket's stream delivering the last message of each
+    /// subject, read until it has nothing pending (its count when it was
+    /// created bounds the read, so entries written meanwhile cannot keep it
+    /// going); an empty bucket is known from the consumer's creation. Each
+    /// entry is unsealed as it arrives (no entry's bytes are kept), and each
+    /// wait for the server is bounded by `TIMEOUT`.
+    ///
+    /// Not `kv::Store::watch_with_history(">")`: its entries mark the last
+    /// one of the history itself with `seen_current`, so reading "until
+    /// seen_current" drops it (one request listed: nothing), and on an
+    /// empty bucket it never yields at all.
+    async fn latest(&self) -> Result<Latest, ServiceError> {
+        let prefix = self.store.prefix.as_str();
+        let consumer = self
+            .timed(self.store.stream.create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                description: Some("mandate approval listing".into()),
+                filter_subject: format!("{prefix}>"),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            }))
+            .await?;
+        let mut left = consumer.cached_info().num_pending;
+        let mut latest = Latest::default();
+        if left == 0 {
+            return Ok(latest);
+        }
+        let mut messages = self.timed(consumer.messages()).await?;
+        while left > 0 {
+            let message = match tokio::time::timeout(TIMEOUT, messages.next()).await {
+                Ok(Some(m)) => m.map_err(|e| self.err(format!("listing the entries: {e}")))?,
+                Ok(None) => return Err(self.err("listing the entries: the consumer ended")),
+                Err(_) => {
+                    return Err(self.err(format!(
+                        "listing the entries: no answer within {} s",
+                        TIMEOUT.as_secs()
+                    )))
+                }
+            };
+            let info = message
+                .info()
+                .map_err(|e| self.err(format!("listing the entries: {e}")))?;
+            left = info.pending.min(left - 1);
+            let seq = info.stream_sequence;
+            let Some(key) = message.subject.as_str().strip_prefix(prefix) else {
+                continue;
+            };
+            let put = operation(message.headers.as_ref()) == kv::Operation::Put;
+            match key.strip_suffix(DECIDED) {
+                Some(id) => {
+                    let read = if put {
+                        self.unseal(key, &message.payload)
+                    } else {
+                        Err(("marker", format!("a delete or purge marker under {key}")))
+                    };
+                    latest.decisions.insert(id.to_string(), read);
+                }
+                None if put => {
+                    let read = self.unseal(key, &message.payload);
+                    latest.requests.insert(key.to_string(), (seq, read));
+                }
+                None => {
+                    latest.requests.remove(key);
+                }
+            }
+        }
+        Ok(latest)
+    }
+}
+
+/// The bucket's latest entries, unsealed.
+#[derive(Default)]
+struct Latest {
+    /// Request keys whose latest entry is not a delete or purge marker:
+    /// (stream sequence, the entry).
+    requests: HashMap<String, (u64, Unsealed)>,
+    /// `<id>.decided` entries by id (a marker as an error).
+    decisions: HashMap<String, Unsealed>,
+}
+
+/// What a message of the bucket's stream does to its key, as the KV reads
+/// it (`kv::Store::entry`, `keys`): an operation it does not name is a put.
+fn operation(headers: Option<&async_nats::HeaderMap>) -> kv::Operation {
+    let Some(headers) = headers else {
+        return kv::Operation::Put;
+    };
+    if let Some(op) = headers.get("KV-Operation") {
+        kv::Operation::from_str(op.as_str()).unwrap_or(kv::Operation::Put)
+    } else {
+        match headers
+            .get(async_nats::header::NATS_MARKER_REASON)
+            .map(|r| r.as_str())
+        {
+            Some("MaxAge" | "Purge") => kv::Operation::Purge,
+            Some("Remove") => kv::Operation::Delete,
+            _ => kv::Operation::Put,
+        }
+    }
+}
+
+/// `sorted` (oldest first) cut to at most `max` requests: every pending
+/// one first (the newest `max` if there are more), then the newest decided
+/// ones; still oldest first.
+fn newest<T>(sorted: Vec<T>, max: usize, is_pending: impl Fn(&T) -> bool) -> Vec<T> {
+    if sorted.len() <= max {
+        return sorted;
+    }
+    let pending = sorted.iter().filter(|r| is_pending(r)).count().min(max);
+    let (mut pending_room, mut decided_room) = (pending, max - pending);
+    let mut kept: Vec<T> = sorted
+        .into_iter()
+        .rev()
+        .filter(|r| {
+            let room = if is_pending(r) {
+                &mut pending_room
+            } else {
+                &mut decided_room
+            };
+            let keep = *room > 0;
+            *room = room.saturating_sub(1);
+            keep
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The cap: at most `max` kept, in their order; as many pending as
+        /// fit (the newest), the rest of the room to the newest decided;
+        /// nothing cut when all fit.
+        #[test]
+        fn newest_keeps_pending_first_then_the_newest_decided(
+            pending in proptest::collection::vec(any::<bool>(), 0..60),
+            max in 0usize..40,
+        ) {
+            let items: Vec<(usize, bool)> = pending.iter().copied().enumerate().collect();
+            let kept = newest(items.clone(), max, |(_, p)| *p);
+            prop_assert!(kept.windows(2).all(|w| w[0].0 < w[1].0));
+            if items.len() <= max {
+                prop_assert_eq!(kept, items);
+                return Ok(());
+            }
+            prop_assert_eq!(kept.len(), max);
+            let all_pending: Vec<_> = items.iter().filter(|i| i.1).collect();
+            let kept_pending: Vec<_> = kept.iter().filter(|i| i.1).collect();
+            let n = all_pending.len().min(max);
+            prop_assert_eq!(&kept_pending[..], &all_pending[all_pending.len() - n..]);
+            let all_decided: Vec<_> = items.iter().filter(|i| !i.1).collect();
+            let kept_decided: Vec<_> = kept.iter().filter(|i| !i.1).collect();
+            prop_assert_eq!(
+                &kept_decided[..],
+                &all_decided[all_decided.len() - (max - n)..]
+            );
+        }
     }
 }
