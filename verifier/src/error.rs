@@ -79,6 +79,17 @@ pub enum VerifierError {
         /// What failed.
         detail: String,
     },
+    /// The fleet's usage counters (a JetStream key-value bucket, SPEC §18.5)
+    /// could not be used: NATS unreachable, no answer within the timeout,
+    /// the bucket refused, or a counter was unreadable. Requests of chains
+    /// with limits are denied (`limit_unavailable`) until it answers again.
+    #[error("usage bucket {bucket} unavailable: {detail}")]
+    UsageBucket {
+        /// The bucket.
+        bucket: String,
+        /// What failed.
+        detail: String,
+    },
     /// Any other storage failure (permissions, I/O).
     #[error("revocation store {path}: {detail}")]
     Store {

@@ -105,7 +105,7 @@ struct Inner {
 pub struct FleetSingleUse {
     local: Arc<ReplayGuard>,
     inner: Arc<Inner>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: BlockingRuntime,
 }
 
 impl std::fmt::Debug for FleetSingleUse {
@@ -115,16 +115,6 @@ impl std::fmt::Debug for FleetSingleUse {
             .field("nats", &crate::feed::redact_url(&self.inner.nats.url))
             .field("local", &self.local)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for FleetSingleUse {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which panics inside an async context
-        // (a server shutting down): let its thread finish on its own.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
     }
 }
 
@@ -141,23 +131,13 @@ impl FleetSingleUse {
         cfg: SpendBucketConfig,
     ) -> Result<FleetSingleUse, VerifierError> {
         for name in [cfg.bucket.clone(), cfg.nonce_bucket()] {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid {
-                return Err(VerifierError::SpendBucket {
-                    bucket: name,
-                    detail: "not a valid bucket name (letters, digits, `_` and `-`)".into(),
-                });
-            }
+            check_bucket_name(&name).map_err(|detail| VerifierError::SpendBucket {
+                bucket: name,
+                detail,
+            })?;
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("mandate-spend")
-            .enable_all()
-            .build()
-            .map_err(|e| VerifierError::SpendBucket {
+        let runtime =
+            BlockingRuntime::new("mandate-spend").map_err(|e| VerifierError::SpendBucket {
                 bucket: cfg.bucket.clone(),
                 detail: format!("cannot start its runtime: {e}"),
             })?;
@@ -168,7 +148,7 @@ impl FleetSingleUse {
                 cfg,
                 conn: tokio::sync::Mutex::new(None),
             }),
-            runtime: Some(runtime),
+            runtime,
         })
     }
 
@@ -192,12 +172,43 @@ impl FleetSingleUse {
         bucket: &str,
         fut: impl std::future::Future<Output = Result<T, VerifierError>> + Send + 'static,
     ) -> Result<T, VerifierError> {
-        let timeout = self.inner.cfg.timeout;
-        let unavailable = |detail: String| VerifierError::SpendBucket {
-            bucket: bucket.to_string(),
-            detail,
-        };
-        let Some(rt) = &self.runtime else {
+        self.runtime.run(self.inner.cfg.timeout, fut, |detail| {
+            VerifierError::SpendBucket {
+                bucket: bucket.to_string(),
+                detail,
+            }
+        })
+    }
+}
+
+/// A small tokio runtime (one worker) that synchronous callers wait on,
+/// bounded by a timeout, so a decision pipeline running on any thread never
+/// needs (or blocks) the caller's runtime. Shared by the spend bucket and
+/// the usage bucket.
+pub(crate) struct BlockingRuntime {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl BlockingRuntime {
+    /// A runtime whose worker is named `thread_name`.
+    pub(crate) fn new(thread_name: &str) -> std::io::Result<BlockingRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(thread_name)
+            .enable_all()
+            .build()?;
+        Ok(BlockingRuntime { rt: Some(rt) })
+    }
+
+    /// Runs `fut` there and waits for it at most `timeout`; past it (or
+    /// after a shutdown) the error `unavailable` makes from what happened.
+    pub(crate) fn run<T: Send + 'static, E: Send + 'static>(
+        &self,
+        timeout: Duration,
+        fut: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+        unavailable: impl Fn(String) -> E,
+    ) -> Result<T, E> {
+        let Some(rt) = &self.rt else {
             return Err(unavailable("shut down".into()));
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -212,6 +223,78 @@ impl FleetSingleUse {
             Err(_) => Err(unavailable(waited())),
         }
     }
+
+    /// Starts `fut` there in the background (nothing after a shutdown).
+    pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some(rt) = &self.rt {
+            rt.spawn(fut);
+        }
+    }
+}
+
+impl Drop for BlockingRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside an async context
+        // (a server shutting down): let its thread finish on its own.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A JetStream key-value bucket name: letters, digits, `_` and `-`.
+pub(crate) fn check_bucket_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err("not a valid bucket name (letters, digits, `_` and `-`)".into())
+    }
+}
+
+/// Connects to `nats` as `client_name` (the feed's credentials and TLS) and
+/// returns the client and its JetStream context, whose requests wait at
+/// most `timeout`. Errors name the server, never its credentials.
+pub(crate) async fn connect_jetstream(
+    nats: &FeedConfig,
+    client_name: &str,
+    timeout: Duration,
+) -> Result<(async_nats::Client, jetstream::Context), String> {
+    let client = nats.connect_as(client_name).await.map_err(|e| match e {
+        FeedError::Nats { url, detail } => format!("NATS at {url}: {detail}"),
+        other => other.to_string(),
+    })?;
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(timeout);
+    Ok((client, js))
+}
+
+/// Opens the key-value bucket `name`, creating it as
+/// [`strict_bucket_stream`] says (entries kept `max_age`, zero: forever) if
+/// it does not exist, and refusing an existing stream that could lose an
+/// entry before `max_age`: the store and how long it keeps entries.
+pub(crate) async fn open_strict_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<(kv::Store, Duration), String> {
+    let stream = js
+        .get_or_create_stream(strict_bucket_stream(
+            name,
+            description,
+            crate::feed::MAX_MESSAGE_SIZE,
+            max_age,
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    check_bucket_stream(&stream.cached_info().config, max_age)?;
+    let store = js.get_key_value(name).await.map_err(|e| e.to_string())?;
+    let kept = store.status().await.map_err(|e| e.to_string())?.max_age();
+    Ok((store, kept))
 }
 
 impl Inner {
@@ -229,18 +312,9 @@ impl Inner {
             return Ok((c.approvals.clone(), c.nonces.clone()));
         }
         let bucket = &self.cfg.bucket;
-        let client = self
-            .nats
-            .connect_as("mandate-spend-bucket")
+        let (client, js) = connect_jetstream(&self.nats, "mandate-spend-bucket", self.cfg.timeout)
             .await
-            .map_err(|e| match e {
-                FeedError::Nats { url, detail } => {
-                    self.err(bucket, format!("NATS at {url}: {detail}"))
-                }
-                other => self.err(bucket, other),
-            })?;
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(self.cfg.timeout);
+            .map_err(|e| self.err(bucket, e))?;
         let approvals = self.open(&js, bucket, self.cfg.max_age).await?;
         let nonces = if self.cfg.nonces {
             let name = self.cfg.nonce_bucket();
@@ -264,26 +338,14 @@ impl Inner {
         name: &str,
         max_age: Duration,
     ) -> Result<Opened, VerifierError> {
-        let stream = js
-            .get_or_create_stream(strict_bucket_stream(
-                name,
-                "Mandate: approvals and nonces used once across the fleet",
-                crate::feed::MAX_MESSAGE_SIZE,
-                max_age,
-            ))
-            .await
-            .map_err(|e| self.err(name, e))?;
-        check_bucket_stream(&stream.cached_info().config, max_age)
-            .map_err(|e| self.err(name, e))?;
-        let store = js
-            .get_key_value(name)
-            .await
-            .map_err(|e| self.err(name, e))?;
-        let max_age = store
-            .status()
-            .await
-            .map_err(|e| self.err(name, e))?
-            .max_age();
+        let (store, max_age) = open_strict_bucket(
+            js,
+            name,
+            "Mandate: approvals and nonces used once across the fleet",
+            max_age,
+        )
+        .await
+        .map_err(|e| self.err(name, e))?;
         Ok(Opened {
             store,
             name: name.to_string(),
@@ -412,8 +474,8 @@ fn check_bucket_stream(cfg: &jetstream::stream::Config, max_age: Duration) -> Re
     }
     if !bad.is_empty() {
         return Err(format!(
-            "refusing its existing stream {}: {} (a spent key could be lost and used again; \
-             delete the stream or fix its settings)",
+            "refusing its existing stream {}: {} (a spent key or a usage counter could be \
+             lost and used again; delete the stream or fix its settings)",
             cfg.name,
             bad.join(", ")
         ));

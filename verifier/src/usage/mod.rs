@@ -19,6 +19,11 @@
 use crate::error::VerifierError;
 use mandate_spec::{Chain, Limit, Metered, Request};
 
+#[cfg(feature = "feed")]
+pub mod bucket;
+#[cfg(feature = "feed")]
+mod lease;
+
 #[cfg(feature = "rocksdb")]
 mod store;
 #[cfg(feature = "rocksdb")]

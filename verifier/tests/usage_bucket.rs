@@ -1,0 +1,405 @@
+//! The fleet's usage counters (SPEC §18.5) against a real nats-server:
+//! three meters on one JetStream key-value bucket, as three verifiers
+//! would be. Exact mode and leased mode: concurrent charges never spend
+//! more than the limit and spend all of it; leases are given back; several
+//! counters are charged all or nothing; NATS stopped denies (a lease keeps
+//! paying what it holds, never more) and recovery follows its restart.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use mandate_verifier::feed::FeedConfig;
+use mandate_verifier::usage::bucket::{FleetUsage, LeaseConfig, UsageBucketConfig};
+use mandate_verifier::usage::{Charge, Charged, UsageMeter};
+use mandate_verifier::VerifierError;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A nats-server with JetStream on a temporary directory, killed when
+/// dropped (as cli/tests/common/procs.rs, which needs the CLI binary).
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nats {
+    fn start(dir: &Path) -> Nats {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Nats::start_on(dir, port)
+    }
+
+    fn start_on(dir: &Path, port: u16) -> Nats {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (scripts/setup.sh installs it)");
+        wait_until("nats-server to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Nats {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        *self = Nats::start_on(&self.dir.clone(), self.port);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const BUCKET: &str = "TEST_USAGE";
+/// The longest window (366 days): no window boundary falls in a test run,
+/// so the idle sweeper (which reads the clock) never ends a lease early.
+const WINDOW: u64 = 366 * 86_400;
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn charge(key: &str, units: u64, max: u64) -> Charge {
+    Charge {
+        key: key.into(),
+        units,
+        max,
+        window_secs: WINDOW,
+    }
+}
+
+fn meter(nats: &Nats, lease: Option<LeaseConfig>) -> FleetUsage {
+    let mut cfg = UsageBucketConfig::new(BUCKET);
+    // Generous: the machine runs other builds; nothing here waits on it.
+    cfg.timeout = Duration::from_secs(20);
+    cfg.lease = lease;
+    let m = FleetUsage::new(FeedConfig::new(nats.url()), cfg).unwrap();
+    m.connect().unwrap();
+    m
+}
+
+fn lease(slice: u64, idle: Duration) -> LeaseConfig {
+    let mut l = LeaseConfig::new(slice);
+    l.fleet_size = 3;
+    l.idle = idle;
+    l
+}
+
+/// `n` charges of one unit against `c` (a limit of `c.max`), from 32
+/// threads per meter at once, spread over `meters`: (spent, exceeded).
+/// Every exceeded charge reports the counter full.
+fn hammer(meters: &[&FleetUsage], c: &Charge, n: u64, unix: i64) -> (u64, u64) {
+    let (spent, exceeded) = (AtomicU64::new(0), AtomicU64::new(0));
+    let next = AtomicU64::new(0);
+    let threads = 32 * meters.len();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let m = meters[t % meters.len()];
+            let (spent, exceeded, next) = (&spent, &exceeded, &next);
+            s.spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    match m.charge(std::slice::from_ref(c), unix).unwrap() {
+                        Charged::Spent => spent.fetch_add(1, Ordering::Relaxed),
+                        Charged::Exceeded {
+                            index,
+                            used,
+                            window_end,
+                        } => {
+                            assert_eq!(index, 0);
+                            assert_eq!(used, c.max, "denied only when full");
+                            assert_eq!(window_end, c.window_of(unix).1);
+                            exceeded.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            });
+        }
+    });
+    (spent.into_inner(), exceeded.into_inner())
+}
+
+#[test]
+fn exact_mode_10000_concurrent_charges_on_3_meters_spend_exactly_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let (a, b, c) = (meter(&nats, None), meter(&nats, None), meter(&nats, None));
+    let limit = charge("exact", 1, 1_000);
+    let unix = now();
+    let (spent, exceeded) = hammer(&[&a, &b, &c], &limit, 10_000, unix);
+    assert_eq!((spent, exceeded), (1_000, 9_000));
+    for m in [&a, &b, &c] {
+        assert_eq!(m.used(&limit, unix).unwrap(), 1_000);
+        assert_eq!(m.leased(), 0);
+    }
+}
+
+#[test]
+fn leased_mode_10000_concurrent_charges_on_3_meters_spend_exactly_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let idle = Duration::from_secs(600);
+    let meters: Vec<FleetUsage> = (0..3)
+        .map(|_| meter(&nats, Some(lease(100, idle))))
+        .collect();
+    let limit = charge("leased", 1, 1_000);
+    let unix = now();
+    let refs: Vec<&FleetUsage> = meters.iter().collect();
+    let (spent, exceeded) = hammer(&refs, &limit, 10_000, unix);
+    assert_eq!((spent, exceeded), (1_000, 9_000));
+    let held: u64 = meters.iter().map(FleetUsage::leased).sum();
+    assert_eq!(held, 0, "every leased unit was spent");
+    for m in &meters {
+        m.close().unwrap();
+    }
+    assert_eq!(meters[0].used(&limit, unix).unwrap(), 1_000);
+}
+
+#[test]
+fn leases_are_given_back_on_close_and_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let meters: Vec<FleetUsage> = (0..3)
+        .map(|_| meter(&nats, Some(lease(50, Duration::from_secs(600)))))
+        .collect();
+    let limit = charge("given-back", 1, 1_000);
+    let unix = now();
+    let refs: Vec<&FleetUsage> = meters.iter().collect();
+    let (spent, exceeded) = hammer(&refs, &limit, 301, unix);
+    assert_eq!((spent, exceeded), (301, 0));
+    // While the leases are out the bucket counts them as used.
+    let held: u64 = meters.iter().map(FleetUsage::leased).sum();
+    assert!(held > 0, "slices of 50 units, 301 spent");
+    assert_eq!(meters[0].used(&limit, unix).unwrap(), 301 + held);
+    for m in &meters {
+        m.close().unwrap();
+        assert_eq!(m.leased(), 0);
+    }
+    assert_eq!(
+        meters[0].used(&limit, unix).unwrap(),
+        301,
+        "only what was spent"
+    );
+
+    // Idle: given back by the meter itself, without a close.
+    let idle = meter(&nats, Some(lease(50, Duration::from_millis(200))));
+    let other = charge("idle", 1, 1_000);
+    assert_eq!(idle.charge(&[other.clone()], unix).unwrap(), Charged::Spent);
+    wait_until("the idle lease to be given back", || {
+        idle.used(&other, unix).unwrap() == 1
+    });
+    assert_eq!(idle.leased(), 0);
+
+    // Dropping the meter closes it.
+    let dropped = meter(&nats, Some(lease(50, Duration::from_secs(600))));
+    let third = charge("dropped", 1, 1_000);
+    assert_eq!(
+        dropped.charge(&[third.clone()], unix).unwrap(),
+        Charged::Spent
+    );
+    drop(dropped);
+    assert_eq!(idle.used(&third, unix).unwrap(), 1);
+}
+
+#[test]
+fn a_lease_is_never_more_than_the_counter_has_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let a = meter(&nats, Some(lease(100, Duration::from_secs(600))));
+    let b = meter(&nats, Some(lease(100, Duration::from_secs(600))));
+    let small = charge("small", 1, 3);
+    let unix = now();
+    assert_eq!(a.charge(&[small.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(a.leased(), 0, "⌈3/6⌉ = 1 unit leased, spent");
+    assert_eq!(b.charge(&[small.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(a.charge(&[small.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(
+        b.charge(&[small.clone()], unix).unwrap(),
+        Charged::Exceeded {
+            index: 0,
+            used: 3,
+            window_end: small.window_of(unix).1
+        }
+    );
+    // A budget charge larger than a slice takes what it needs at once.
+    let budget = charge("budget", 250, 1_000);
+    assert_eq!(a.charge(&[budget.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(a.used(&budget, unix).unwrap(), 250);
+    let too_much = charge("budget", 751, 1_000);
+    assert!(matches!(
+        b.charge(&[too_much], unix).unwrap(),
+        Charged::Exceeded { used: 250, .. }
+    ));
+}
+
+#[test]
+fn several_counters_are_charged_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let unix = now();
+    for (mode, lease) in [
+        ("exact", None),
+        ("leased", Some(lease(5, Duration::from_secs(600)))),
+    ] {
+        let m = meter(&nats, lease);
+        let first = charge(&format!("{mode}-first"), 1, 10);
+        let full = charge(&format!("{mode}-full"), 1, 1);
+        assert_eq!(m.charge(&[full.clone()], unix).unwrap(), Charged::Spent);
+        let both = [first.clone(), full.clone()];
+        assert_eq!(
+            m.charge(&both, unix).unwrap(),
+            Charged::Exceeded {
+                index: 1,
+                used: 1,
+                window_end: full.window_of(unix).1
+            },
+            "{mode}"
+        );
+        m.close().unwrap();
+        assert_eq!(
+            m.used(&first, unix).unwrap(),
+            0,
+            "{mode}: the first counter was not charged"
+        );
+        assert_eq!(m.charge(&[first.clone()], unix).unwrap(), Charged::Spent);
+        m.close().unwrap();
+        assert_eq!(m.used(&first, unix).unwrap(), 1, "{mode}");
+
+        // A refund gives back what an allowed charge took.
+        let refunded = charge(&format!("{mode}-refunded"), 2, 2);
+        assert_eq!(m.charge(&[refunded.clone()], unix).unwrap(), Charged::Spent);
+        m.refund(&[refunded.clone()], unix).unwrap();
+        assert_eq!(m.charge(&[refunded.clone()], unix).unwrap(), Charged::Spent);
+        m.close().unwrap();
+        assert_eq!(m.used(&refunded, unix).unwrap(), 2, "{mode}");
+    }
+}
+
+fn is_unavailable(r: Result<Charged, VerifierError>) -> bool {
+    match r {
+        Err(e @ VerifierError::UsageBucket { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("usage bucket {BUCKET} unavailable")),
+                "{text}"
+            );
+            true
+        }
+        other => panic!("expected the bucket unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn nats_stopped_denies_a_lease_pays_what_it_holds_and_recovery_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(dir.path());
+    let exact = meter(&nats, None);
+    let mut one = LeaseConfig::new(10);
+    one.fleet_size = 1;
+    one.idle = Duration::from_secs(600);
+    let leased = meter(&nats, Some(one));
+    let c = charge("outage", 1, 1_000);
+    let unix = now();
+    assert_eq!(exact.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(leased.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(leased.leased(), 9, "a slice of 10, one spent");
+
+    nats.stop();
+    assert!(is_unavailable(exact.charge(&[c.clone()], unix)));
+    let mut paid = 0;
+    for _ in 0..20 {
+        match leased.charge(&[c.clone()], unix) {
+            Ok(Charged::Spent) => paid += 1,
+            other => assert!(is_unavailable(other)),
+        }
+    }
+    assert_eq!(paid, 9, "exactly what the lease held");
+    assert_eq!(leased.leased(), 0);
+    leased.close().unwrap(); // nothing left to give back: no round trip
+
+    nats.restart();
+    wait_until("charges to succeed again", || {
+        matches!(exact.charge(&[c.clone()], unix), Ok(Charged::Spent))
+    });
+    assert_eq!(leased.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
+    leased.close().unwrap();
+    let used = exact.used(&c, unix).unwrap();
+    // 1 + 1 + 9 before, at least 2 after; a write that raced the stop may
+    // have landed too (less allowance, never more).
+    assert!((13..=14).contains(&used), "{used}");
+}
+
+/// Anyone with publish access to the bucket's subjects can write there
+/// (NATS permissions must stop them); what is not a counter, or a delete
+/// marker (the stream denies deletes, not a raw publish of one), is
+/// refused, never read as an empty counter.
+#[test]
+fn a_counter_overwritten_with_junk_or_a_delete_marker_is_refused_not_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let m = meter(&nats, None);
+    let (junk, deleted) = (charge("junk", 1, 10), charge("deleted", 1, 10));
+    let unix = now();
+    for c in [&junk, &deleted] {
+        assert_eq!(m.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        js.publish(format!("$KV.{BUCKET}.junk"), "not json".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        js.publish_with_headers(format!("$KV.{BUCKET}.deleted"), headers, "".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    // Another verifier (nothing cached) reads them.
+    let fresh = meter(&nats, None);
+    for (c, why) in [(&junk, "is not a counter"), (&deleted, "Delete marker")] {
+        let err = fresh.charge(&[c.clone()], unix).unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+        // This one tries its last known revision first: refused by the
+        // bucket, then it reads what is there.
+        let err = m.charge(&[c.clone()], unix).unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+    }
+}
