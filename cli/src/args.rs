@@ -233,6 +233,29 @@ pub(crate) struct VerifierdArgs {
     /// such requests are denied (limit_unavailable).
     #[arg(long, value_name = "DIR")]
     pub(crate) usage_db: Option<PathBuf>,
+    /// Count usage limits across every verifier on --nats instead, in this
+    /// JetStream key-value bucket (e.g. MANDATE_USAGE): exact, by
+    /// compare-and-set, a NATS round trip per limited request. NATS
+    /// unreachable: such requests are denied (limit_unavailable).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "nats",
+        conflicts_with = "usage_db"
+    )]
+    pub(crate) usage_bucket: Option<String>,
+    /// With --usage-bucket: reserve up to N units of a counter at a time
+    /// and spend them here without a round trip; what is left goes back
+    /// after 5 s unused and at shutdown (other verifiers cannot use it
+    /// meanwhile).
+    #[arg(long, value_name = "N", requires = "usage_bucket",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) usage_lease: Option<u64>,
+    /// With --usage-lease: how many verifiers share the counters; a lease
+    /// takes at most 1/(2K) of what a counter has left.
+    #[arg(long, value_name = "K", requires = "usage_lease", default_value = "4",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) usage_fleet_size: u64,
     /// Log format on standard error (level from RUST_LOG, default info).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

@@ -15,7 +15,8 @@ use mandate_verifier::{
     replay::{ReplayGuard, SingleUse},
     revocation::RevocationStore,
     spend_bucket::{FleetSingleUse, SpendBucketConfig},
-    usage::UsageStore,
+    usage::bucket::{FleetUsage, LeaseConfig, UsageBucketConfig},
+    usage::{UsageMeter, UsageStore},
     AuthorizeRequest, CacheOptions, RootKeys, Verifier,
 };
 use serde_json::json;
@@ -69,9 +70,11 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
         _ => None,
     };
     let single_use = single_use(&a, feed_config.as_ref())?;
-    let usage = match &a.usage_db {
-        Some(dir) => Some(Arc::new(UsageStore::open(dir)?)),
-        None => None,
+    let fleet_usage = fleet_usage(&a, feed_config.as_ref())?;
+    let usage: Option<Arc<dyn UsageMeter>> = match (&a.usage_db, &fleet_usage) {
+        (Some(dir), _) => Some(Arc::new(UsageStore::open(dir)?)),
+        (None, Some(fleet)) => Some(fleet.clone()),
+        (None, None) => None,
     };
     let runtime = server.runtime(None)?;
     runtime.block_on(async move {
@@ -123,7 +126,30 @@ pub(crate) fn run(a: VerifierdArgs) -> Result<ExitCode> {
             .serve(listener, router, audit, crate::startup::DRAIN)
             .await
     })?;
+    // What the leases did not spend goes back to the fleet.
+    if let Some(Err(e)) = fleet_usage.map(|f| f.close()) {
+        tracing::warn!(error = %e, "usage leases not given back: stranded until their window ends");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fleet's usage counters: --usage-bucket on --nats, leased with
+/// --usage-lease.
+fn fleet_usage(
+    a: &VerifierdArgs,
+    feed: Option<&mandate_verifier::feed::FeedConfig>,
+) -> Result<Option<Arc<FleetUsage>>> {
+    let (Some(bucket), Some(nats)) = (&a.usage_bucket, feed) else {
+        return Ok(None);
+    };
+    let mut cfg = UsageBucketConfig::new(bucket.clone());
+    cfg.lease = a.usage_lease.map(|slice| {
+        let mut lease = LeaseConfig::new(slice);
+        lease.fleet_size = a.usage_fleet_size;
+        lease
+    });
+    let meter = FleetUsage::new(nats.clone(), cfg).context("--usage-bucket")?;
+    Ok(Some(Arc::new(meter)))
 }
 
 /// The record of used approvals and nonces: --replay-db alone, or the
@@ -163,6 +189,13 @@ fn log_config(
     }
     if let Some(dir) = &a.usage_db {
         settings.push(("usage_db", dir.display().to_string()));
+    }
+    if let Some(b) = &a.usage_bucket {
+        let mode = match a.usage_lease {
+            Some(n) => format!(" (leases of up to {n}, fleet of {})", a.usage_fleet_size),
+            None => " (exact)".into(),
+        };
+        settings.push(("usage_bucket", format!("{b}{mode}")));
     }
     match &a.spend_bucket {
         Some(b) => settings.push((

@@ -19,6 +19,7 @@ use mandate_verifier::{
     replay::ReplayGuard,
     revocation::RevocationStore,
     spend_bucket::{FleetSingleUse, SpendBucketConfig},
+    usage::bucket::{FleetUsage, UsageBucketConfig},
     usage::UsageStore,
     CacheOptions, RootKeys, Verifier,
 };
@@ -65,6 +66,14 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
         }
         if let Some(dir) = &config.usage_db {
             verifier = verifier.with_usage(Arc::new(UsageStore::open(dir)?));
+        }
+        let mut fleet_usage = None;
+        if let (Some((bucket, lease)), Some(url)) = (&config.usage_bucket, &config.nats) {
+            let mut cfg = UsageBucketConfig::new(bucket.clone());
+            cfg.lease = lease.clone();
+            let meter = Arc::new(FleetUsage::new(FeedConfig::new(url.clone()), cfg)?);
+            verifier = verifier.with_usage(meter.clone());
+            fleet_usage = Some(meter);
         }
         let mut _feed = None;
         if let Some(dir) = &config.revocation_db {
@@ -127,7 +136,12 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
                 async move { gateway.handle(req).await }
             });
         let listener = crate::startup::bind(config.listen).await?;
-        server.serve(listener, app, audit, drain).await
+        let served = server.serve(listener, app, audit, drain).await;
+        // What the leases did not spend goes back to the fleet.
+        if let Some(Err(e)) = fleet_usage.map(|f| f.close()) {
+            tracing::warn!(error = %e, "usage leases not given back: stranded until their window ends");
+        }
+        served
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -190,6 +204,19 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
         ("revocation_db", path(&config.revocation_db)),
         ("replay_db", path(&config.replay_db)),
         ("usage_db", path(&config.usage_db)),
+        (
+            "usage_bucket",
+            config
+                .usage_bucket
+                .as_ref()
+                .map_or("none".to_string(), |(b, lease)| match lease {
+                    Some(l) => format!(
+                        "{b} (leases of up to {}, fleet of {})",
+                        l.slice, l.fleet_size
+                    ),
+                    None => format!("{b} (exact)"),
+                }),
+        ),
         (
             "spend_bucket",
             config

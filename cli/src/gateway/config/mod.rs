@@ -14,6 +14,11 @@
 //! spend_nonces = false                  # optional: proof nonces in the bucket too
 //! usage_db = "usage"                    # optional: count usage limits (tokens with limits
 //!                                       # are denied without it)
+//! usage_bucket = "MANDATE_USAGE"        # optional, with nats, instead of usage_db: counters
+//!                                       # shared by the fleet (exact: a round trip per request)
+//! usage_lease = 100                     # optional: lease up to N units at a time, spent locally
+//! usage_fleet_size = 4                  # optional, with usage_lease: a lease takes at most
+//!                                       # 1/(2K) of what a counter has left
 //! audit_dir = "audit"                   # optional, with audit_key_file
 //! audit_key_file = "audit.key"
 //! audit_async = false                   # optional: answer before records are durable
@@ -49,6 +54,7 @@ pub(crate) use route::{Mode, Route, RuleFile};
 
 use anyhow::{anyhow, bail, Context, Result};
 use mandate_spec::{parse_duration, parse_public_key, Audience};
+use mandate_verifier::usage::bucket::LeaseConfig;
 use route::{route, RouteFile};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -74,6 +80,9 @@ struct File {
     spend_bucket: Option<Spanned<String>>,
     spend_nonces: Option<bool>,
     usage_db: Option<Spanned<PathBuf>>,
+    usage_bucket: Option<Spanned<String>>,
+    usage_lease: Option<Spanned<u64>>,
+    usage_fleet_size: Option<Spanned<u64>>,
     nats: Option<Spanned<String>>,
     #[serde(default)]
     revocation_keys: Vec<Spanned<String>>,
@@ -105,6 +114,9 @@ pub(crate) struct Config {
     pub(crate) spend_bucket: Option<(String, bool)>,
     /// Where the counters of usage limits are kept (RocksDB, SPEC §18.5).
     pub(crate) usage_db: Option<PathBuf>,
+    /// The fleet's JetStream key-value bucket of usage counters (with
+    /// `nats`), and the leases taken from it (none: exact).
+    pub(crate) usage_bucket: Option<(String, Option<LeaseConfig>)>,
     pub(crate) nats: Option<String>,
     /// The issuer's revocation public keys the feed's entries must be signed by.
     pub(crate) revocation_keys: mandate_verifier::feed::RevocationKeys,
@@ -148,6 +160,7 @@ impl Config {
             anyhow!("line {at}: {}", e.message().trim())
         })?;
         let lines = Lines { text };
+        let usage_bucket = usage_bucket(&file, &lines)?;
         let listen = match &file.listen {
             None => SocketAddr::from(([127, 0, 0, 1], 8480)),
             Some(l) => l.get_ref().parse().map_err(|_| {
@@ -280,6 +293,7 @@ impl Config {
             spend_bucket,
             replay_db: file.replay_db.map(|d| base.join(d.into_inner())),
             usage_db: file.usage_db.map(|d| base.join(d.into_inner())),
+            usage_bucket,
             nats: file.nats.map(Spanned::into_inner),
             revocation_keys,
             staleness,
@@ -292,6 +306,51 @@ impl Config {
             issuer_url,
         })
     }
+}
+
+/// `usage_bucket` (needs `nats`, excludes `usage_db`) with its lease
+/// settings (`usage_lease`, `usage_fleet_size`: at least 1).
+fn usage_bucket(file: &File, lines: &Lines<'_>) -> Result<Option<(String, Option<LeaseConfig>)>> {
+    for (name, value) in [
+        ("usage_lease", &file.usage_lease),
+        ("usage_fleet_size", &file.usage_fleet_size),
+    ] {
+        match value {
+            Some(v) if file.usage_bucket.is_none() => {
+                return Err(lines.at(v.span(), format!("{name} needs usage_bucket")))
+            }
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(lines.at(v.span(), format!("{name}: at least 1")))
+            }
+            _ => {}
+        }
+    }
+    if let (Some(v), None) = (&file.usage_fleet_size, &file.usage_lease) {
+        return Err(lines.at(v.span(), "usage_fleet_size needs usage_lease".into()));
+    }
+    let Some(bucket) = &file.usage_bucket else {
+        return Ok(None);
+    };
+    if file.nats.is_none() {
+        return Err(lines.at(
+            bucket.span(),
+            "usage_bucket needs nats (the server holding the bucket)".into(),
+        ));
+    }
+    if file.usage_db.is_some() {
+        return Err(lines.at(
+            bucket.span(),
+            "usage_bucket and usage_db: one place counts usage, not both".into(),
+        ));
+    }
+    let lease = file.usage_lease.as_ref().map(|n| {
+        let mut lease = LeaseConfig::new(*n.get_ref());
+        if let Some(k) = &file.usage_fleet_size {
+            lease.fleet_size = *k.get_ref();
+        }
+        lease
+    });
+    Ok(Some((bucket.get_ref().clone(), lease)))
 }
 
 /// The session key from a file of at least 32 bytes (e.g. 32 random bytes,
@@ -331,6 +390,54 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new(".")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn usage_bucket_needs_nats_excludes_usage_db_and_carries_its_lease() {
+        let head = format!("public_key = \"{KEY}\"\n");
+        let nats = format!(
+            "revocation_db = \"r\"\nnats = \"nats://127.0.0.1:4222\"\nrevocation_keys = [\"0={KEY}\"]\n"
+        );
+        let route = "[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\n";
+        for (settings, needle) in [
+            ("usage_bucket = \"U\"\n", "line 2: usage_bucket needs nats"),
+            (
+                "usage_lease = 10\n",
+                "line 2: usage_lease needs usage_bucket",
+            ),
+        ] {
+            let e = err(&format!("{head}{settings}{route}"));
+            assert!(e.starts_with(needle), "{e}");
+        }
+        for (settings, needle) in [
+            (
+                "usage_db = \"u\"\nusage_bucket = \"U\"\n",
+                "one place counts usage",
+            ),
+            (
+                "usage_bucket = \"U\"\nusage_lease = 0\n",
+                "usage_lease: at least 1",
+            ),
+            (
+                "usage_bucket = \"U\"\nusage_fleet_size = 3\n",
+                "usage_fleet_size needs usage_lease",
+            ),
+        ] {
+            let e = err(&format!("{head}{nats}{settings}{route}"));
+            assert!(e.contains(needle), "{e}");
+        }
+        let parse = |settings: &str| {
+            Config::parse(&format!("{head}{nats}{settings}{route}"), Path::new(".")).unwrap()
+        };
+        let c = parse("usage_bucket = \"U\"\nusage_lease = 10\nusage_fleet_size = 3\n");
+        let (bucket, lease) = c.usage_bucket.unwrap();
+        let lease = lease.unwrap();
+        assert_eq!(
+            (bucket.as_str(), lease.slice, lease.fleet_size),
+            ("U", 10, 3)
+        );
+        let c = parse("usage_bucket = \"U\"\n");
+        assert!(c.usage_bucket.unwrap().1.is_none(), "exact");
     }
 
     #[test]
