@@ -30,6 +30,12 @@ pub(crate) struct Chain {
 /// Mints a root token and delegates `depth` times with `hop_grant` (and
 /// `root_grant` on the root). Every hop sets its own expiry (1 hour).
 pub(crate) fn chain_with(depth: usize, root_grant: &str, hop_grant: &str) -> Chain {
+    let parse = |g: &str| Grant::parse(&[g], &[] as &[&str]).unwrap();
+    chain_of(depth, parse(root_grant), &parse(hop_grant))
+}
+
+/// [`chain_with`] with grants already built (e.g. with usage limits).
+pub(crate) fn chain_of(depth: usize, root_grant: Grant, hop_grant: &Grant) -> Chain {
     let issuer = Issuer::new(KeyPair::new());
     let (root_key_id, root_key) = issuer.keys().public_keys()[0];
     let first = KeyPair::new();
@@ -38,7 +44,7 @@ pub(crate) fn chain_with(depth: usize, root_grant: &str, hop_grant: &str) -> Cha
             principal: "user:alice".into(),
             agent: "agent-0".into(),
             agent_key: first.public(),
-            grant: Grant::parse(&[root_grant], &[] as &[&str]).unwrap(),
+            grant: root_grant,
             ttl: Duration::from_secs(86_400),
             purpose: None,
             max_depth: None,
@@ -54,7 +60,7 @@ pub(crate) fn chain_with(depth: usize, root_grant: &str, hop_grant: &str) -> Cha
             &Delegation {
                 agent: format!("agent-{hop}"),
                 agent_key: next.public(),
-                grant: Grant::parse(&[hop_grant], &[] as &[&str]).unwrap(),
+                grant: hop_grant.clone(),
                 ttl: Some(Duration::from_secs(3600)),
                 purpose: None,
             },
