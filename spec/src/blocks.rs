@@ -135,7 +135,8 @@ pub fn narrowing_block(
 ) -> Result<BlockBuilder, SpecError> {
     if !grant.limits.is_empty() {
         return Err(SpecError::Grant(
-            "limits are set by a delegation hop (or the root), not by a narrowing block:              delegate to an agent with the limits instead"
+            "limits are set by a delegation hop (or the root), not by a narrowing block: \
+             delegate to an agent with the limits instead"
                 .into(),
         ));
     }

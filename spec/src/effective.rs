@@ -3,7 +3,7 @@
 //! pass every hop, so the capability is the intersection of their grants).
 
 use crate::chain::Chain;
-use crate::grant::{Alternative, ApprovalRule, Constraint, Grant, IntCmp, ResourcePattern};
+use crate::grant::{Alternative, ApprovalRule, Constraint, Grant, IntCmp, Limit, ResourcePattern};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -23,6 +23,27 @@ pub struct Capability {
     pub expires_at: Option<OffsetDateTime>,
     /// Some hop so far requires proof of possession.
     pub holder_bound: bool,
+    /// Every usage limit on the path so far, root first (§18): a request
+    /// here must have room in each, and is counted against each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<PathLimit>,
+}
+
+/// A usage limit on the path to a hop, and the hop that set it (§18.6).
+/// Serialized as `{"hop", "agent", "limit": canonical text, "actions",
+/// "param" (budgets only), "max", "window_secs"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathLimit {
+    /// The hop that set it (0 = root): it binds that hop's whole subtree.
+    pub hop: usize,
+    /// That hop's agent.
+    pub agent: String,
+    /// The limit's canonical text (§18.1), e.g. `send_email 10/1h`.
+    #[serde(rename = "limit")]
+    pub text: String,
+    /// The limit.
+    #[serde(flatten)]
+    pub limit: Limit,
 }
 
 impl Capability {
@@ -34,6 +55,7 @@ impl Capability {
             datalog: Vec::new(),
             expires_at: None,
             holder_bound: false,
+            limits: Vec::new(),
         }
     }
 
@@ -89,6 +111,17 @@ impl Capability {
         if self.holder_bound {
             out.push_str("; each request proven by the final holder's key");
         }
+        if !self.limits.is_empty() {
+            let limits: Vec<String> = self
+                .limits
+                .iter()
+                .map(|l| format!("{} (set by hop {})", l.text, l.hop))
+                .collect();
+            out.push_str(&format!(
+                "; within every limit on the path: {}",
+                limits.join(", ")
+            ));
+        }
         out
     }
 }
@@ -101,6 +134,13 @@ pub fn effective_capabilities(chain: &Chain) -> Vec<Capability> {
     let mut first = true;
     for hop in &chain.hops {
         cap = cap.and(&hop.grant, hop.expires_at, first);
+        cap.limits
+            .extend(hop.grant.limits.iter().map(|l| PathLimit {
+                hop: hop.hop,
+                agent: hop.agent.clone(),
+                text: l.to_string(),
+                limit: l.clone(),
+            }));
         first &= hop.grant.alternatives.is_empty();
         for n in &hop.narrowing {
             cap = cap.and(&n.grant, n.expires_at, first);

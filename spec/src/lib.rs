@@ -45,7 +45,7 @@ pub use chain::{
 pub use cost::{block_count, cost_bound, cost_of, Cost, MAX_BLOCKS, MAX_COST, MAX_SYMBOLS};
 pub use datalog::{decode_check, grant_checks, is_holder_check, is_limits_check, DecodedCheck};
 pub use duration::parse_duration;
-pub use effective::{effective_capabilities, Capability};
+pub use effective::{effective_capabilities, Capability, PathLimit};
 pub use encoding::{bearer_token, token_from_text, token_to_text, MAX_TOKEN_BYTES};
 pub use error::SpecError;
 pub use grant::{

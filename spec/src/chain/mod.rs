@@ -315,7 +315,20 @@ impl fmt::Display for Hop {
             Some(e) => writeln!(f, "  expires: {}", rfc3339(e))?,
             None => writeln!(f, "  expires: (no expiry of its own)")?,
         }
-        writeln!(f, "  allows: {}", self.grant)?;
+        // Limits on a line of their own: they bind the hop's subtree (§18).
+        let allows = Grant {
+            limits: Vec::new(),
+            ..self.grant.clone()
+        };
+        writeln!(f, "  allows: {allows}")?;
+        if !self.grant.limits.is_empty() {
+            let limits: Vec<String> = self.grant.limits.iter().map(|l| l.to_string()).collect();
+            writeln!(
+                f,
+                "  limits (shared by this hop and everything delegated from it): {}",
+                limits.join(", ")
+            )?;
+        }
         writeln!(f, "  revocation id: {}", self.revocation_id)?;
         for n in &self.narrowing {
             writeln!(
