@@ -48,6 +48,13 @@ pub(crate) struct MintBody {
     /// Every request must carry a proof of possession.
     #[serde(default)]
     require_proof: bool,
+    /// Usage limits (`send_email 10/1h`, SPEC §18.1), shared by every
+    /// request made with the token or anything delegated from it.
+    #[serde(default)]
+    limits: Vec<String>,
+    /// Budgets (`pay amount 5000/1d`, SPEC §18.1).
+    #[serde(default)]
+    budgets: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,8 +148,8 @@ pub(crate) async fn mint(
 }
 
 /// What a mint request asks for, read and checked: the agent's key, the
-/// grant (alternatives, constraints, approval rules, holder binding) and the
-/// time to live.
+/// grant (alternatives, constraints, approval rules, holder binding, usage
+/// limits) and the time to live.
 fn mint_terms(body: &MintBody) -> Result<(PublicKey, Grant, Duration), ApiError> {
     let agent_key = parse_public_key(&body.agent_key)
         .map_err(|e| ApiError::BadRequest(format!("agent_key: {e}")))?;
@@ -158,6 +165,31 @@ fn mint_terms(body: &MintBody) -> Result<(PublicKey, Grant, Duration), ApiError>
             .map_err(|e| ApiError::BadRequest(format!("approval: {e}")))?;
     }
     grant.holder_bound = body.require_proof;
+    for text in &body.limits {
+        grant = grant
+            .with_limit(text)
+            .map_err(|e| ApiError::BadRequest(format!("limits: {e}")))?;
+    }
+    for text in &body.budgets {
+        grant = grant
+            .with_budget(text)
+            .map_err(|e| ApiError::BadRequest(format!("budgets: {e}")))?;
+    }
+    // A limit on an action no alternative allows would count nothing: a
+    // typo (`send_mail`) that leaves the real action unlimited.
+    for limit in &grant.limits {
+        let allowed = |a: &String| grant.alternatives.iter().any(|alt| alt.actions.contains(a));
+        if let Some(a) = limit.actions.iter().find(|a| !allowed(a)) {
+            let field = if limit.param.is_some() {
+                "budgets"
+            } else {
+                "limits"
+            };
+            return Err(ApiError::BadRequest(format!(
+                "{field}: {limit}: no alternative allows action {a:?}, so it would never be counted"
+            )));
+        }
+    }
     let ttl = parse_duration(&body.ttl).map_err(|e| ApiError::BadRequest(format!("ttl: {e}")))?;
     Ok((agent_key, grant, ttl))
 }

@@ -4,7 +4,7 @@
 //! A mint is decided as one request per (minted alternative × action), every
 //! one of which the admin token must allow. Each request carries the token's
 //! common fields (principal, agent and key, lifetime, depth, purpose, holder
-//! binding) and that alternative's own (the action, the pattern, each
+//! binding, usage limits) and that alternative's own (the action, the pattern, each
 //! constraint as the tightest bound it implies, the approval rule), so an
 //! admin token can be narrowed on any of them. A field the minted token does
 //! not carry is absent, and a constraint on an absent parameter denies: an
@@ -101,6 +101,9 @@ pub(crate) fn mint_decisions(m: &Minting<'_>) -> Result<Vec<MintDecision>, Strin
         put("purpose", Value::Str(p.into()));
     }
     put("require_proof", Value::Int(i64::from(m.grant.holder_bound)));
+    if !m.grant.limits.is_empty() {
+        put("limits", Value::Str(limits_text(m.grant)));
+    }
 
     let n = m.grant.alternatives.len();
     let mut out = Vec::with_capacity(total);
@@ -137,6 +140,15 @@ pub(crate) fn mint_decisions(m: &Minting<'_>) -> Result<Vec<MintDecision>, Strin
         }
     }
     Ok(out)
+}
+
+/// The grant's usage limits (SPEC §18) as one text: each limit's canonical
+/// text, sorted, joined with `; `. Limits only narrow what a token allows,
+/// but they are part of what it carries, so an admin token can require
+/// them (`--where 'limits=send_email 10/1h'`).
+fn limits_text(grant: &Grant) -> String {
+    let texts: BTreeSet<String> = grant.limits.iter().map(|l| l.to_string()).collect();
+    texts.into_iter().collect::<Vec<_>>().join("; ")
 }
 
 /// Whether some resource the pattern matches starts with `/v1/` or `/ui/`.
