@@ -1,11 +1,11 @@
 //! `mandate attenuate`: delegate, appending a hop signed by the holder.
 
-use crate::grant::{grant, GrantArgs};
+use crate::grant::{check_limits_meter, grant, GrantArgs};
 use crate::io::{read_private_key, read_token};
 use anyhow::{Context, Result};
 use clap::Args;
-use mandate_attenuate::{delegate, Delegation};
-use mandate_spec::{parse_duration, parse_public_key};
+use mandate_attenuate::{delegate, read_chain, Delegation};
+use mandate_spec::{effective_capabilities, parse_duration, parse_public_key};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,13 +40,19 @@ pub(crate) fn run(a: AttenuateArgs) -> Result<ExitCode> {
         .map(parse_duration)
         .transpose()
         .context("--ttl")?;
+    let grant = grant(&a.grant)?;
+    if !grant.limits.is_empty() {
+        // A limit on an action the chain no longer allows here counts nothing.
+        let above = effective_capabilities(&read_chain(&token)?).pop();
+        check_limits_meter(&grant, above.as_ref())?;
+    }
     let out = delegate(
         &token,
         &holder,
         &Delegation {
             agent: a.to,
             agent_key,
-            grant: grant(&a.grant)?,
+            grant,
             ttl,
             purpose: a.grant.purpose,
         },

@@ -2,15 +2,17 @@
 
 use crate::io::read_token;
 use crate::out::Out;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use biscuit_auth::{Biscuit, UnverifiedBiscuit};
 use clap::Args;
 use mandate_spec::display::{quoted, text, word};
 use mandate_spec::{decode_blocks, effective_capabilities, parse_public_key, Capability, Chain};
 use mandate_verifier::revocation::{RevocationStore, Target};
+use mandate_verifier::usage::{chain_limits, Charge, UsageMeter, UsageStore};
+use serde::Serialize;
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -30,6 +32,11 @@ pub(crate) struct InspectArgs {
     /// opened read-only).
     #[arg(long, value_name = "DIR")]
     pub(crate) revocation_db: Option<PathBuf>,
+    /// Show what each usage limit of the chain has used and has left in
+    /// its current window, from this usage store (a verifier's --usage-db
+    /// directory; it must exist, and no verifier may hold it open).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) usage_db: Option<PathBuf>,
     /// The token: a file holding base64, or - for standard input.
     #[arg(value_name = "FILE", default_value = "-")]
     pub(crate) token: String,
@@ -47,10 +54,16 @@ pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
         Some(dir) => revoked_hops(&chain, &RevocationStore::open_read_only(dir)?)?,
         None => vec![None; chain.hops.len()],
     };
+    // What the limits' counters hold now, in the current window.
+    let usage = match &a.usage_db {
+        Some(dir) => Some(usage_of(&chain, &open_usage(dir)?, unix_now())?),
+        None => None,
+    };
     if let Some(out) = &a.html {
+        let words = usage_words(chain.hops.len(), usage.as_deref().unwrap_or_default());
         std::fs::write(
             out,
-            mandate_server::html::chain_page(&chain, verified, &revoked),
+            mandate_server::html::chain_page_with_usage(&chain, verified, &revoked, &words),
         )
         .with_context(|| format!("--html: writing {}", out.display()))?;
     }
@@ -62,6 +75,7 @@ pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
         chain,
         effective,
         revoked,
+        usage,
     };
     let mut out = Out::new();
     if a.json {
@@ -101,11 +115,112 @@ struct Inspected {
     effective: Vec<Capability>,
     /// Per hop, why it is revoked, if it is.
     revoked: Vec<Option<String>>,
+    /// With a usage store: every limit of the chain and its counter now.
+    usage: Option<Vec<LimitUsage>>,
+}
+
+/// What one limit's counter holds now (`inspect --usage-db`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct LimitUsage {
+    /// The hop that set the limit.
+    hop: usize,
+    /// That hop's agent.
+    agent: String,
+    /// The limit's canonical text.
+    limit: String,
+    /// Units used in the current window (requests for a count, the
+    /// parameter's sum for a budget).
+    used: u64,
+    /// Units left in it.
+    left: u64,
+    /// The limit's maximum per window.
+    max: u64,
+    /// When the current window ends: the counter starts again from zero.
+    #[serde(with = "time::serde::rfc3339")]
+    window_end: OffsetDateTime,
+    /// The counter's name (SPEC §18.2).
+    counter: String,
+}
+
+impl LimitUsage {
+    /// `send_email 10/1h: 3 used, 7 left in the window ending 2026-…`.
+    fn words(&self) -> String {
+        format!(
+            "{}: {} used, {} left in the window ending {}",
+            self.limit,
+            self.used,
+            self.left,
+            rfc3339(self.window_end)
+        )
+    }
+}
+
+/// Opens an existing usage store (never creates one: a mistyped path would
+/// show every limit unused).
+fn open_usage(dir: &Path) -> Result<UsageStore> {
+    if !dir.join("CURRENT").exists() {
+        bail!(
+            "--usage-db: {} is not a usage store (no RocksDB database there)",
+            dir.display()
+        );
+    }
+    UsageStore::open(dir).with_context(|| {
+        format!(
+            "--usage-db: opening {} (a verifier using it holds it open)",
+            dir.display()
+        )
+    })
+}
+
+fn unix_now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Every limit of `chain` with what its counter in `meter` holds in the
+/// window of `unix`, root first.
+fn usage_of(chain: &Chain, meter: &dyn UsageMeter, unix: i64) -> Result<Vec<LimitUsage>> {
+    chain_limits(chain)
+        .into_iter()
+        .map(|l| {
+            let charge = Charge {
+                key: l.key.clone(),
+                units: 0,
+                max: l.limit.max,
+                window_secs: l.limit.window_secs,
+            };
+            let used = meter
+                .used(&charge, unix)
+                .with_context(|| format!("--usage-db: reading the counter of {}", l.limit))?;
+            let (_, end) = charge.window_of(unix);
+            Ok(LimitUsage {
+                hop: l.hop,
+                agent: l.agent,
+                limit: l.limit.to_string(),
+                used,
+                left: l.limit.max.saturating_sub(used),
+                max: l.limit.max,
+                window_end: OffsetDateTime::from_unix_timestamp(end)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                counter: l.key,
+            })
+        })
+        .collect()
+}
+
+/// Per hop, the usage lines of its limits.
+fn usage_words(hops: usize, usage: &[LimitUsage]) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new(); hops];
+    for u in usage {
+        if let Some(lines) = out.get_mut(u.hop) {
+            lines.push(u.words());
+        }
+    }
+    out
 }
 
 impl Inspected {
     fn write_json(&self, out: &mut impl Write) -> Result<()> {
-        let value = json!({
+        let mut value = json!({
             "signatures_verified": self.verified,
             "root_key_id": self.root_key_id,
             "size_bytes": self.size_bytes,
@@ -114,6 +229,9 @@ impl Inspected {
             "effective": self.effective,
             "revoked": self.revoked,
         });
+        if let Some(usage) = &self.usage {
+            value["usage"] = serde_json::to_value(usage)?;
+        }
         // Rendered first: serde_json's writer would hide a closed pipe.
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         Ok(())
@@ -146,9 +264,16 @@ impl Inspected {
         }
         writeln!(out, "chain: {chain}")?;
         writeln!(out)?;
+        let usage = self
+            .usage
+            .as_deref()
+            .map(|u| usage_words(chain.hops.len(), u));
         let hops = chain.hops.iter().zip(&self.effective).zip(&self.revoked);
         for ((hop, cap), revoked) in hops {
             write!(out, "{hop}")?;
+            for line in usage.iter().flat_map(|u| &u[hop.hop]) {
+                writeln!(out, "  usage now: {line}")?;
+            }
             writeln!(out, "  effective here: {}", cap.describe())?;
             if let Some(why) = revoked {
                 writeln!(out, "  REVOKED: {}", text(why))?;
@@ -198,4 +323,118 @@ fn why(e: &mandate_verifier::revocation::Revocation) -> String {
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use biscuit_auth::KeyPair;
+    use mandate_attenuate::{delegate, read_chain, Delegation};
+    use mandate_issuer::{Issuer, MintRequest};
+    use mandate_spec::Grant;
+    use mandate_verifier::usage::Charged;
+    use mandate_verifier::VerifierError;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// Units used per counter name, and the times it was asked at.
+    struct Fixed(HashMap<String, u64>, std::sync::Mutex<Vec<i64>>);
+
+    impl UsageMeter for Fixed {
+        fn charge(&self, _: &[Charge], _: i64) -> Result<Charged, VerifierError> {
+            unreachable!("inspect never charges")
+        }
+        fn refund(&self, _: &[Charge], _: i64) -> Result<(), VerifierError> {
+            unreachable!("inspect never refunds")
+        }
+        fn used(&self, charge: &Charge, unix: i64) -> Result<u64, VerifierError> {
+            assert_eq!(charge.units, 0);
+            self.1.lock().unwrap().push(unix);
+            Ok(self.0.get(&charge.key).copied().unwrap_or(0))
+        }
+    }
+
+    /// A root `send_email 10/1h` + `pay amount 5000/1d` and a hop
+    /// `send_email 5/1h`.
+    fn chain() -> Chain {
+        let issuer = Issuer::new(KeyPair::new());
+        let (a, b) = (KeyPair::new(), KeyPair::new());
+        let root = issuer
+            .mint(&MintRequest {
+                principal: "user:alice".into(),
+                agent: "mailer".into(),
+                agent_key: a.public(),
+                grant: Grant::parse(&["send_email,pay:/api/**"], &[] as &[&str])
+                    .unwrap()
+                    .with_limit("send_email 10/1h")
+                    .unwrap()
+                    .with_budget("pay amount 5000/1d")
+                    .unwrap(),
+                ttl: Duration::from_secs(3600),
+                purpose: None,
+                max_depth: None,
+            })
+            .unwrap();
+        let hop = delegate(
+            &root.token,
+            &a,
+            &Delegation {
+                agent: "helper".into(),
+                agent_key: b.public(),
+                grant: Grant::default().with_limit("send_email 5/1h").unwrap(),
+                ttl: None,
+                purpose: None,
+            },
+        )
+        .unwrap();
+        read_chain(&hop.token).unwrap()
+    }
+
+    #[test]
+    fn usage_is_read_per_hop_and_limit_in_the_window_of_the_time_given() {
+        let chain = chain();
+        let limits = chain_limits(&chain);
+        let used = HashMap::from([
+            (limits[0].key.clone(), 3),
+            (limits[1].key.clone(), 5200),
+            (limits[2].key.clone(), 5),
+        ]);
+        let meter = Fixed(used, Default::default());
+        // 2026-05-01T09:30:00Z.
+        let at = 1_777_627_800;
+        let usage = usage_of(&chain, &meter, at).unwrap();
+        assert_eq!(*meter.1.lock().unwrap(), [at, at, at]);
+        let words: Vec<String> = usage.iter().map(LimitUsage::words).collect();
+        assert_eq!(
+            words,
+            [
+                "send_email 10/1h: 3 used, 7 left in the window ending 2026-05-01T10:00:00Z",
+                // A counter past its maximum (a store shared with an older
+                // rule) shows nothing left, never a wrapped number.
+                "pay amount 5000/1d: 5200 used, 0 left in the window ending 2026-05-02T00:00:00Z",
+                "send_email 5/1h: 5 used, 0 left in the window ending 2026-05-01T10:00:00Z",
+            ]
+        );
+        assert_eq!(
+            usage
+                .iter()
+                .map(|u| (u.hop, u.agent.as_str()))
+                .collect::<Vec<_>>(),
+            [(0, "mailer"), (0, "mailer"), (1, "helper")]
+        );
+        assert_eq!(usage[2].counter, limits[2].key);
+        let per_hop = usage_words(chain.hops.len(), &usage);
+        assert_eq!(per_hop[0].len(), 2);
+        assert_eq!(per_hop[1], [words[2].clone()]);
+        let json = serde_json::to_value(&usage[0]).unwrap();
+        assert_eq!(
+            json,
+            json!({
+                "hop": 0, "agent": "mailer", "limit": "send_email 10/1h", "used": 3,
+                "left": 7, "max": 10, "window_end": "2026-05-01T10:00:00Z",
+                "counter": limits[0].key,
+            })
+        );
+    }
 }

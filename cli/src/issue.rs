@@ -1,6 +1,6 @@
 //! `mandate issue`: mint a root token.
 
-use crate::grant::{grant, GrantArgs};
+use crate::grant::{check_limits_meter, grant, GrantArgs};
 use crate::io::read_private_key;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -44,6 +44,7 @@ pub(crate) fn run(a: IssueArgs) -> Result<ExitCode> {
     if grant.alternatives.is_empty() {
         bail!("a root token needs at least one --allow ACTIONS:PATTERN");
     }
+    check_limits_meter(&grant, None)?;
     let issuer = Issuer::with_keys(IssuerKeys::new(a.key_id, root));
     let minted = issuer.mint(&MintRequest {
         principal: a.principal,

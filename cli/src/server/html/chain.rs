@@ -1,17 +1,30 @@
 //! The chain as a self-contained page, for people who would rather look
 //! than read (`mandate inspect --html`): the path principal → agent → agent
 //! drawn left to right, each hop with its key, signer, purpose, expiry,
-//! what it added and the effective capability there, and the narrowing
-//! between hops.
+//! what it added, the usage limits it sets on its subtree (and, given a
+//! usage store, what is left of them), the effective capability there, and
+//! the narrowing between hops.
 
 use super::{page, prefix, rfc3339, shown};
-use mandate_spec::{effective_capabilities, Capability, Chain, Hop, Signer};
+use mandate_spec::{effective_capabilities, Capability, Chain, Grant, Hop, Signer};
 use maud::{html, Markup};
 
 /// The chain drawn as a path, with each hop's details and effective
 /// capability; `verified` says whether the signatures were checked;
 /// `revoked[i]`, when given, says why hop i is revoked.
 pub fn chain_section(chain: &Chain, verified: bool, revoked: &[Option<String>]) -> Markup {
+    chain_section_with_usage(chain, verified, revoked, &[])
+}
+
+/// [`chain_section`], and `usage[i]`, when given, in words per limit of hop
+/// i: what its counter holds now (`send_email 10/1h: 3 used, 7 left in the
+/// window ending …`).
+pub fn chain_section_with_usage(
+    chain: &Chain,
+    verified: bool,
+    revoked: &[Option<String>],
+    usage: &[Vec<String>],
+) -> Markup {
     let caps = effective_capabilities(chain);
     let expires = chain
         .expires_at
@@ -33,7 +46,12 @@ pub fn chain_section(chain: &Chain, verified: bool, revoked: &[Option<String>]) 
                 dl { dt { "principal" } dd { "who the chain acts for" } }
             }
             @for (hop, cap) in chain.hops.iter().zip(&caps) {
-                (hop_node(hop, cap, revoked.get(hop.hop).cloned().flatten()))
+                (hop_node(
+                    hop,
+                    cap,
+                    revoked.get(hop.hop).cloned().flatten(),
+                    usage.get(hop.hop).map(Vec::as_slice).unwrap_or_default(),
+                ))
             }
             @for a in &chain.approvals {
                 div.arrow { "+" }
@@ -54,7 +72,7 @@ pub fn chain_section(chain: &Chain, verified: bool, revoked: &[Option<String>]) 
 }
 
 /// One hop: the arrow from its signer, then its node.
-fn hop_node(hop: &Hop, cap: &Capability, revocation: Option<String>) -> Markup {
+fn hop_node(hop: &Hop, cap: &Capability, revocation: Option<String>, usage: &[String]) -> Markup {
     let by = match &hop.signed_by {
         Signer::Root { key_id } => format!(
             "the issuer's root key{}",
@@ -66,6 +84,11 @@ fn hop_node(hop: &Hop, cap: &Capability, revocation: Option<String>) -> Markup {
         .expires_at
         .map(|e| rfc3339(&e))
         .unwrap_or_else(|| "(no expiry of its own)".into());
+    // Limits on rows of their own: they bind the hop's subtree (§18).
+    let allows = Grant {
+        limits: Vec::new(),
+        ..hop.grant.clone()
+    };
     html! {
         div.arrow { "→" small { "signed by " (shown(&by)) } }
         div.node.revoked[revocation.is_some()] data-hop=(hop.hop) {
@@ -83,7 +106,25 @@ fn hop_node(hop: &Hop, cap: &Capability, revocation: Option<String>) -> Markup {
                     dt { "purpose" } dd class="" { (shown(p)) }
                 }
                 dt { "expires" } dd class="" { (shown(&expires)) }
-                dt { "this hop allows" } dd class="" { (shown(&hop.grant.to_string())) }
+                dt { "this hop allows" } dd class="" { (shown(&allows.to_string())) }
+                @if !hop.grant.limits.is_empty() {
+                    dt { "limits, shared by this hop and everything delegated from it" }
+                    dd.limits {
+                        @for (i, l) in hop.grant.limits.iter().enumerate() {
+                            @if i > 0 { br; }
+                            (shown(&l.to_string()))
+                        }
+                    }
+                }
+                @if !usage.is_empty() {
+                    dt { "usage now" }
+                    dd.usage {
+                        @for (i, u) in usage.iter().enumerate() {
+                            @if i > 0 { br; }
+                            (shown(u))
+                        }
+                    }
+                }
                 @for n in &hop.narrowing {
                     dt { "narrowed by block " (n.block) }
                     dd class="" { (shown(&n.grant.to_string())) }
@@ -99,9 +140,20 @@ fn hop_node(hop: &Hop, cap: &Capability, revocation: Option<String>) -> Markup {
 
 /// A complete page for one token's chain.
 pub fn chain_page(chain: &Chain, verified: bool, revoked: &[Option<String>]) -> String {
+    chain_page_with_usage(chain, verified, revoked, &[])
+}
+
+/// A complete page for one token's chain, with the usage of its limits
+/// (see [`chain_section_with_usage`]).
+pub fn chain_page_with_usage(
+    chain: &Chain,
+    verified: bool,
+    revoked: &[Option<String>],
+    usage: &[Vec<String>],
+) -> String {
     page(
         &format!("Mandate chain {}", chain.token_id),
-        chain_section(chain, verified, revoked),
+        chain_section_with_usage(chain, verified, revoked, usage),
     )
 }
 
@@ -235,6 +287,43 @@ mod tests {
             "<dd class=\"effective\">",
         ] {
             assert!(page.contains(needle), "{needle}\nnot in:\n{page}");
+        }
+    }
+
+    /// A hop's limits get rows of their own, and the usage lines given;
+    /// both are text whatever they hold (a decoded chain's limits are
+    /// names, but the page does not rely on it).
+    #[test]
+    fn limits_and_usage_are_only_text_on_the_chain_page() {
+        for attack in ATTACKS {
+            let mut chain = chain_of("a");
+            chain.hops[1].grant.limits = vec![mandate_spec::Limit {
+                actions: [attack.to_string()].into(),
+                param: Some(attack.to_string()),
+                max: 5,
+                window_secs: 3600,
+            }];
+            let usage = vec![vec![], vec![attack.to_string()]];
+            let page = chain_page_with_usage(&chain, true, &[], &usage);
+            assert!(!page.contains("<script"), "{page}");
+            assert!(!page.contains("<img"), "{page}");
+            assert!(!page.chars().any(|c| c != '\n' && is_hidden(c)), "{page:?}");
+            let limit = text(&format!("{attack} {attack} 5/1h")).to_string();
+            assert_eq!(
+                text_after(
+                    &page,
+                    "<dt>limits, shared by this hop and everything delegated from it</dt>\
+                     <dd class=\"limits\">",
+                    "</dd>"
+                ),
+                limit
+            );
+            assert_eq!(
+                text_after(&page, "<dt>usage now</dt><dd class=\"usage\">", "</dd>"),
+                text(attack).to_string()
+            );
+            // One node holds them: hop 1's.
+            assert_eq!(page.matches("<dd class=\"limits\">").count(), 1);
         }
     }
 

@@ -18,7 +18,7 @@
 
 mod chain;
 
-pub use chain::{chain_page, chain_section};
+pub use chain::{chain_page, chain_page_with_usage, chain_section, chain_section_with_usage};
 
 use mandate_spec::display::{is_hidden, text};
 use maud::{html, Markup, PreEscaped, Render, DOCTYPE};
@@ -88,6 +88,7 @@ dt{color:#5b6475;margin-top:.35rem}
 dd{margin:0;word-break:break-word}
 .effective{background:#f0faf3;border-left:3px solid #3aa364;padding:.2rem .4rem}
 .nothing{background:#fdf0f0;border-left:3px solid #c0392b}
+.limits,.usage{background:#fff8e6;border-left:3px solid #f0c36d;padding:.2rem .4rem}
 .key{font-family:ui-monospace,Menlo,monospace;font-size:.72rem;color:#444}
 .badge{display:inline-block;font-size:.7rem;padding:.05rem .35rem;border-radius:4px;background:#e3e7ee;margin-left:.3rem}
 .approval{background:#fff8e6;border-color:#f0c36d}
