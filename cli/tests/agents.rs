@@ -5,7 +5,8 @@
 //! append a delegation hop for a sub-agent signed with their own key, and
 //! Mandate's verifier decides the sub-agent's requests: allowed within the
 //! hop, denied beyond it, and a hop that tries to widen gets nothing more.
-//! The hops they write decode as canonical grants (not raw Datalog).
+//! The hops they write decode as canonical grants (not raw Datalog), and
+//! usage limits they set (SPEC §18.2) as the hop's own.
 //!
 //! `scripts/test.sh` sets up both (a virtualenv, `npm ci`) and requires
 //! these tests to run; under a bare `cargo test` without that setup they
@@ -254,7 +255,132 @@ fn delegation_by(lang: &str) {
         assert!(r.stderr.contains(needle), "{needle}: {}", r.stderr);
     }
 
-    // 3. Only the holder can delegate.
+    // 3. A hop with usage limits (SPEC §18.2), written with the plain
+    // library: Mandate reads them as the hop's own, binding its subtree.
+    let (code, out, err) = orchestrate(
+        &cmd,
+        d,
+        &[
+            "--token",
+            "orchestrator.tok",
+            "--root-public-key",
+            &root,
+            "--key",
+            "orchestrator.key",
+            "--to",
+            "limited-agent",
+            "--to-key",
+            &research,
+            "--allow",
+            "read:/api/customers/*",
+            "--limit",
+            "read 5/366d",
+            "--budget",
+            "read,list rows 50/1d",
+        ],
+    );
+    assert_eq!(code, 0, "{lang} orchestrator: {err}");
+    std::fs::write(d.join("limited.tok"), out).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &run(
+            d,
+            &["inspect", "--json", "--public-key", &root, "limited.tok"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        json["chain"]["hops"][1]["grant"]["limits"],
+        serde_json::json!([
+            { "actions": ["read"], "max": 5, "window_secs": 31_622_400 },
+            { "actions": ["list", "read"], "param": "rows", "max": 50, "window_secs": 86400 },
+        ]),
+        "{json}"
+    );
+    let inspect = run(d, &["inspect", "--public-key", &root, "limited.tok"]).stdout;
+    assert!(
+        inspect.contains(
+            "limits (shared by this hop and everything delegated from it): read 5/366d, \
+             list,read rows 50/1d"
+        ),
+        "{inspect}"
+    );
+    // And enforces them: 5 reads, then the hop's own limit denies (exit 4).
+    // (A 366-day window: the reads never straddle a window's end.)
+    let read = |rows: &str, store: Option<&str>| {
+        let mut args = vec![
+            "verify",
+            "--public-key",
+            &root,
+            "--action",
+            "read",
+            "--resource",
+            "/api/customers/42",
+        ];
+        let rows = format!("rows={rows}");
+        args.extend_from_slice(&["--param", &rows]);
+        if let Some(dir) = store {
+            args.extend_from_slice(&["--usage-db", dir]);
+        }
+        args.push("limited.tok");
+        mandate(d, &args)
+    };
+    for i in 0..5 {
+        let r = read("1", Some("usage"));
+        assert_eq!(r.code, 0, "read {i}: {}", r.stderr);
+    }
+    let sixth = read("1", Some("usage"));
+    assert_eq!(sixth.code, 4, "{}", sixth.stderr);
+    assert!(
+        sixth.stderr.contains("hop 1 (agent \"limited-agent\"")
+            && sixth
+                .stderr
+                .contains("usage limit \"read 5/366d\" (count) exceeded: 5 of 5 used"),
+        "{}",
+        sixth.stderr
+    );
+    // The budget: a request costing more than it could ever allow.
+    let big = read("60", Some("usage-2"));
+    assert_eq!(big.code, 1, "{}", big.stderr);
+    assert!(
+        big.stderr
+            .contains("costs 60 against list,read rows 50/1d, more than its whole allowance"),
+        "{}",
+        big.stderr
+    );
+    // A verifier without counters fails closed (the hop's guard).
+    let none = read("1", None);
+    assert_eq!(none.code, 1, "{}", none.stderr);
+    assert!(
+        none.stderr.contains("keeps no usage counters"),
+        "{}",
+        none.stderr
+    );
+    // Malformed limit text stops the orchestrator before it signs anything.
+    let (code, _, err) = orchestrate(
+        &cmd,
+        d,
+        &[
+            "--token",
+            "orchestrator.tok",
+            "--root-public-key",
+            &root,
+            "--key",
+            "orchestrator.key",
+            "--to",
+            "limited-agent",
+            "--to-key",
+            &research,
+            "--allow",
+            "read:/api/customers/*",
+            "--limit",
+            "read 5/1w",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("expected ACTION[,ACTION…] N/WINDOW"), "{err}");
+
+    // 4. Only the holder can delegate.
     let (code, _, err) = orchestrate(
         &cmd,
         d,

@@ -4,15 +4,16 @@
 // delegated to it, reads the chain, and appends a delegation hop for a
 // sub-agent — a third-party block signed with its own key, naming the
 // sub-agent and its key, a grant encoded as the canonical check of §4.1, an
-// expiry no later than the chain's, and a purpose. The new token goes to
-// standard output, for the sub-agent.
+// expiry no later than the chain's, and a purpose; optionally usage limits
+// (§18) that the sub-agent and everything it delegates share. The new token
+// goes to standard output, for the sub-agent.
 //
 // Run with:
 //   npm ci
 //   node --experimental-wasm-modules orchestrator.mjs --token orchestrator.tok \
 //     --root-public-key ed25519/… --key orchestrator.key --to research-agent \
 //     --to-key ed25519/… --allow 'read:/api/customers/*' --where 'rows<=10' \
-//     --ttl 600 --purpose 'summarise customer 42' > research.tok
+//     --ttl 600 --purpose 'summarise customer 42' --limit 'read 5/1h' > research.tok
 //
 // Gaps (spec §10.1): biscuit-wasm 0.6 loads its WebAssembly as an ES module
 // import, which Node 20 needs `--experimental-wasm-modules` for; it writes a
@@ -36,6 +37,9 @@ const AGENT = /^agent\("((?:[^"\\]|\\.)*)", hex:([0-9a-f]{64})\);$/gm;
 const EXPIRY = /\$time <= (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)/g;
 const MAX_DEPTH = /^max_depth\((\d+)\);$/m;
 const NAME = /^[A-Za-z0-9_.:\-]{1,256}$/;
+// §18.1: `ACTION[,ACTION…] N/WINDOW` (count), `ACTION[,ACTION…] PARAM N/WINDOW` (budget).
+const LIMIT = /^([A-Za-z0-9_.:\-]+(?:,[A-Za-z0-9_.:\-]+)*)(?:\s+([A-Za-z0-9_.:\-]+))?\s+([1-9]\d*)\/([1-9]\d*)([smhd])$/;
+const UNIT = { s: 1, m: 60, h: 3600, d: 86400 };
 
 function die(message) {
   process.stderr.write(`error: ${message}\n`);
@@ -43,11 +47,11 @@ function die(message) {
 }
 
 function args(argv) {
-  const out = { where: [] };
+  const out = { where: [], limit: [], budget: [] };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, "").replace(/-/g, "_");
     if (argv[i + 1] === undefined) die(`${argv[i]} needs a value`);
-    if (name === "where") out.where.push(argv[i + 1]);
+    if (Array.isArray(out[name])) out[name].push(argv[i + 1]);
     else out[name] = argv[i + 1];
   }
   for (const required of ["token", "root_public_key", "key", "to", "to_key", "allow"]) {
@@ -131,6 +135,39 @@ function canonicalCheck(allow, wheres) {
   return { check: `check if ${[...body, ...exprs].join(", ")}`, params };
 }
 
+// §18.2: each limit is one fact of this hop's block, and the block carries
+// the guard `check if limits_enforced(1)`, so that a verifier which does not
+// enforce limits denies instead of ignoring them. Values go in as parameters.
+function limitFacts(limits, budgets) {
+  const lines = [];
+  const params = {};
+  const given = [...limits.map((t) => [t, false]), ...budgets.map((t) => [t, true])];
+  given.forEach(([text, budget], n) => {
+    const m = text.trim().match(LIMIT);
+    if (!m || (m[2] !== undefined) !== budget) {
+      const form = budget ? "ACTION[,ACTION…] PARAM N/WINDOW" : "ACTION[,ACTION…] N/WINDOW";
+      die(`${budget ? "--budget" : "--limit"} ${text}: expected ${form}`);
+    }
+    const window = Number(m[4]) * UNIT[m[5]];
+    if (!Number.isSafeInteger(Number(m[3])) || window > 366 * 86400) {
+      die(`${text}: N at most 2^53-1 here, WINDOW at most 366d`);
+    }
+    Object.assign(params, {
+      [`l${n}actions`]: { set: m[1].split(",") },
+      [`l${n}max`]: Number(m[3]),
+      [`l${n}window`]: window,
+    });
+    if (budget) {
+      params[`l${n}param`] = m[2];
+      lines.push(`budget({l${n}actions}, {l${n}param}, {l${n}max}, {l${n}window});`);
+    } else {
+      lines.push(`limit({l${n}actions}, {l${n}max}, {l${n}window});`);
+    }
+  });
+  if (lines.length) lines.push("check if limits_enforced(1);");
+  return { lines, params };
+}
+
 const a = args(process.argv.slice(2));
 const token = Biscuit.fromBase64(readFileSync(a.token, "utf8").trim(), publicKey(a.root_public_key));
 const keyText = readFileSync(a.key, "utf8").trim();
@@ -165,6 +202,9 @@ if (a.purpose) {
   params.purpose = a.purpose;
 }
 source += `${check};\n`;
+const limits = limitFacts(a.limit, a.budget);
+source += limits.lines.map((line) => `${line}\n`).join("");
+Object.assign(params, limits.params);
 const builder = new BlockBuilder();
 builder.addCodeWithParameters(source, params, {});
 // §10 steps 2-5: request, build, sign with this agent's own key, append.

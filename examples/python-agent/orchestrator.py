@@ -4,13 +4,14 @@ alone (spec/SPEC.md §10): it receives a token delegated to it, reads the
 chain, and appends a delegation hop for a sub-agent — a third-party block
 signed with its own key, naming the sub-agent and its key, a grant encoded as
 the canonical check of §4.1, an expiry no later than the chain's, and a
-purpose. The new token goes to standard output, for the sub-agent.
+purpose; optionally usage limits (§18) that the sub-agent and everything it
+delegates share. The new token goes to standard output, for the sub-agent.
 
 Run with:
     python orchestrator.py --token orchestrator.tok --root-public-key ed25519/… \
         --key orchestrator.key --to research-agent --to-key ed25519/… \
         --allow 'read:/api/customers/*' --where 'rows<=10' --ttl 600 \
-        --purpose 'summarise customer 42' > research.tok
+        --purpose 'summarise customer 42' --limit 'read 5/1h' > research.tok
 
 Gap (spec §10.1): biscuit-python 0.4 serializes only a token parsed with
 the root public key (`UnverifiedBiscuit` has no `to_base64`), so the
@@ -29,6 +30,10 @@ AGENT = re.compile(r'^agent\("((?:[^"\\]|\\.)*)", hex:([0-9a-f]{64})\);$', re.M)
 EXPIRY = re.compile(r"\$time <= (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 MAX_DEPTH = re.compile(r"^max_depth\((\d+)\);$", re.M)
 NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,256}$")
+# §18.1: `ACTION[,ACTION…] N/WINDOW` (count), `ACTION[,ACTION…] PARAM N/WINDOW` (budget).
+LIMIT = re.compile(r"^([A-Za-z0-9_.:\-]+(?:,[A-Za-z0-9_.:\-]+)*)(?:\s+([A-Za-z0-9_.:\-]+))?"
+                   r"\s+([1-9]\d*)/([1-9]\d*)([smhd])$")
+UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def die(message):
@@ -105,6 +110,33 @@ def canonical_check(allow, wheres):
     return "check if " + ", ".join(body + exprs), params
 
 
+def limit_facts(limits, budgets):
+    """§18.2: each limit is one fact of this hop's block, and the block carries
+    the guard `check if limits_enforced(1)`, so that a verifier which does not
+    enforce limits denies instead of ignoring them. Values go in as parameters."""
+    lines, params = [], {}
+    given = [(t, False) for t in limits] + [(t, True) for t in budgets]
+    for n, (text, budget) in enumerate(given):
+        m = LIMIT.match(text.strip())
+        if not m or (m.group(2) is not None) != budget:
+            form = "ACTION[,ACTION…] PARAM N/WINDOW" if budget else "ACTION[,ACTION…] N/WINDOW"
+            die(f"{'--budget' if budget else '--limit'} {text!r}: expected {form}")
+        actions, param, most, count, unit = m.groups()
+        window = int(count) * UNIT[unit]
+        if int(most) >= 2**63 or window > 366 * 86400:
+            die(f"{text!r}: N at most 2^63-1, WINDOW at most 366d")
+        params.update({f"l{n}actions": set(actions.split(",")), f"l{n}max": int(most),
+                       f"l{n}window": window})
+        if budget:
+            params[f"l{n}param"] = param
+            lines.append(f"budget({{l{n}actions}}, {{l{n}param}}, {{l{n}max}}, {{l{n}window}});")
+        else:
+            lines.append(f"limit({{l{n}actions}}, {{l{n}max}}, {{l{n}window}});")
+    if lines:
+        lines.append("check if limits_enforced(1);")
+    return lines, params
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--token", required=True)
@@ -116,6 +148,11 @@ def main():
     ap.add_argument("--where", action="append", default=[])
     ap.add_argument("--ttl", type=int, default=600, help="seconds")
     ap.add_argument("--purpose")
+    ap.add_argument("--limit", action="append", default=[],
+                    help="a usage limit ACTION[,ACTION…] N/WINDOW (e.g. 'read 5/1h'), shared "
+                         "by the sub-agent and everything it delegates (repeatable)")
+    ap.add_argument("--budget", action="append", default=[],
+                    help="a budget ACTION[,ACTION…] PARAM N/WINDOW (e.g. 'pay amount 500/1d')")
     a = ap.parse_args()
 
     token = Biscuit.from_base64(open(a.token).read().strip(), PublicKey(a.root_public_key))
@@ -144,6 +181,9 @@ def main():
         source += "purpose({purpose});\n"
         params["purpose"] = a.purpose
     source += check + ";\n"
+    limits, limit_params = limit_facts(a.limit, a.budget)
+    source += "".join(line + "\n" for line in limits)
+    params.update(limit_params)
     # §10 steps 2-5: request, build, sign with this agent's own key, append.
     block = token.third_party_request().create_block(mine, BlockBuilder(source, params))
     print(token.append_third_party(me, block).to_base64())
