@@ -166,7 +166,7 @@ fn open_usage(dir: &Path) -> Result<UsageStore> {
     }
     UsageStore::open(dir).with_context(|| {
         format!(
-            "--usage-db: opening {} (a verifier using it holds it open)",
+            "--usage-db: cannot open {} (a verifier using it holds it locked)",
             dir.display()
         )
     })
