@@ -171,7 +171,9 @@ fn main() {
     let many: Vec<Vec<u8>> = (0..12)
         .map(|_| mint(&issuer, Some("read 1000000000000/366d")))
         .collect();
-    let rows: Vec<(&str, Vec<Vec<u8>>, Option<u64>)> = vec![
+    // (name, the threads' tokens, the lease slice)
+    type Row<'a> = (&'a str, Vec<Vec<u8>>, Option<u64>);
+    let rows: Vec<Row<'_>> = vec![
         ("no limits", vec![plain.clone()], None),
         (
             "exact, one counter shared by all",

@@ -101,6 +101,11 @@ fn charge(key: &str, units: u64, max: u64) -> Charge {
     }
 }
 
+/// One charge as a request's charges.
+fn one(c: &Charge) -> &[Charge] {
+    std::slice::from_ref(c)
+}
+
 fn meter(nats: &Nats, lease: Option<LeaseConfig>) -> FleetUsage {
     let mut cfg = UsageBucketConfig::new(BUCKET);
     // Generous: the machine runs other builds; nothing here waits on it.
@@ -216,7 +221,7 @@ fn leases_are_given_back_on_close_and_when_idle() {
     // Idle: given back by the meter itself, without a close.
     let idle = meter(&nats, Some(lease(50, Duration::from_millis(200))));
     let other = charge("idle", 1, 1_000);
-    assert_eq!(idle.charge(&[other.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(idle.charge(one(&other), unix).unwrap(), Charged::Spent);
     wait_until("the idle lease to be given back", || {
         idle.used(&other, unix).unwrap() == 1
     });
@@ -225,10 +230,7 @@ fn leases_are_given_back_on_close_and_when_idle() {
     // Dropping the meter closes it.
     let dropped = meter(&nats, Some(lease(50, Duration::from_secs(600))));
     let third = charge("dropped", 1, 1_000);
-    assert_eq!(
-        dropped.charge(&[third.clone()], unix).unwrap(),
-        Charged::Spent
-    );
+    assert_eq!(dropped.charge(one(&third), unix).unwrap(), Charged::Spent);
     drop(dropped);
     assert_eq!(idle.used(&third, unix).unwrap(), 1);
 }
@@ -241,12 +243,12 @@ fn a_lease_is_never_more_than_the_counter_has_left() {
     let b = meter(&nats, Some(lease(100, Duration::from_secs(600))));
     let small = charge("small", 1, 3);
     let unix = now();
-    assert_eq!(a.charge(&[small.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(a.charge(one(&small), unix).unwrap(), Charged::Spent);
     assert_eq!(a.leased(), 0, "⌈3/6⌉ = 1 unit leased, spent");
-    assert_eq!(b.charge(&[small.clone()], unix).unwrap(), Charged::Spent);
-    assert_eq!(a.charge(&[small.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(b.charge(one(&small), unix).unwrap(), Charged::Spent);
+    assert_eq!(a.charge(one(&small), unix).unwrap(), Charged::Spent);
     assert_eq!(
-        b.charge(&[small.clone()], unix).unwrap(),
+        b.charge(one(&small), unix).unwrap(),
         Charged::Exceeded {
             index: 0,
             used: 3,
@@ -255,7 +257,7 @@ fn a_lease_is_never_more_than_the_counter_has_left() {
     );
     // A budget charge larger than a slice takes what it needs at once.
     let budget = charge("budget", 250, 1_000);
-    assert_eq!(a.charge(&[budget.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(a.charge(one(&budget), unix).unwrap(), Charged::Spent);
     assert_eq!(a.used(&budget, unix).unwrap(), 250);
     let too_much = charge("budget", 751, 1_000);
     assert!(matches!(
@@ -276,7 +278,7 @@ fn several_counters_are_charged_all_or_nothing() {
         let m = meter(&nats, lease);
         let first = charge(&format!("{mode}-first"), 1, 10);
         let full = charge(&format!("{mode}-full"), 1, 1);
-        assert_eq!(m.charge(&[full.clone()], unix).unwrap(), Charged::Spent);
+        assert_eq!(m.charge(one(&full), unix).unwrap(), Charged::Spent);
         let both = [first.clone(), full.clone()];
         assert_eq!(
             m.charge(&both, unix).unwrap(),
@@ -293,15 +295,15 @@ fn several_counters_are_charged_all_or_nothing() {
             0,
             "{mode}: the first counter was not charged"
         );
-        assert_eq!(m.charge(&[first.clone()], unix).unwrap(), Charged::Spent);
+        assert_eq!(m.charge(one(&first), unix).unwrap(), Charged::Spent);
         m.close().unwrap();
         assert_eq!(m.used(&first, unix).unwrap(), 1, "{mode}");
 
         // A refund gives back what an allowed charge took.
         let refunded = charge(&format!("{mode}-refunded"), 2, 2);
-        assert_eq!(m.charge(&[refunded.clone()], unix).unwrap(), Charged::Spent);
-        m.refund(&[refunded.clone()], unix).unwrap();
-        assert_eq!(m.charge(&[refunded.clone()], unix).unwrap(), Charged::Spent);
+        assert_eq!(m.charge(one(&refunded), unix).unwrap(), Charged::Spent);
+        m.refund(one(&refunded), unix).unwrap();
+        assert_eq!(m.charge(one(&refunded), unix).unwrap(), Charged::Spent);
         m.close().unwrap();
         assert_eq!(m.used(&refunded, unix).unwrap(), 2, "{mode}");
     }
@@ -326,21 +328,21 @@ fn nats_stopped_denies_a_lease_pays_what_it_holds_and_recovery_follows() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = Nats::start(dir.path());
     let exact = meter(&nats, None);
-    let mut one = LeaseConfig::new(10);
-    one.fleet_size = 1;
-    one.idle = Duration::from_secs(600);
-    let leased = meter(&nats, Some(one));
+    let mut slice = LeaseConfig::new(10);
+    slice.fleet_size = 1;
+    slice.idle = Duration::from_secs(600);
+    let leased = meter(&nats, Some(slice));
     let c = charge("outage", 1, 1_000);
     let unix = now();
-    assert_eq!(exact.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
-    assert_eq!(leased.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(exact.charge(one(&c), unix).unwrap(), Charged::Spent);
+    assert_eq!(leased.charge(one(&c), unix).unwrap(), Charged::Spent);
     assert_eq!(leased.leased(), 9, "a slice of 10, one spent");
 
     nats.stop();
-    assert!(is_unavailable(exact.charge(&[c.clone()], unix)));
+    assert!(is_unavailable(exact.charge(one(&c), unix)));
     let mut paid = 0;
     for _ in 0..20 {
-        match leased.charge(&[c.clone()], unix) {
+        match leased.charge(one(&c), unix) {
             Ok(Charged::Spent) => paid += 1,
             other => assert!(is_unavailable(other)),
         }
@@ -351,9 +353,9 @@ fn nats_stopped_denies_a_lease_pays_what_it_holds_and_recovery_follows() {
 
     nats.restart();
     wait_until("charges to succeed again", || {
-        matches!(exact.charge(&[c.clone()], unix), Ok(Charged::Spent))
+        matches!(exact.charge(one(&c), unix), Ok(Charged::Spent))
     });
-    assert_eq!(leased.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
+    assert_eq!(leased.charge(one(&c), unix).unwrap(), Charged::Spent);
     leased.close().unwrap();
     let used = exact.used(&c, unix).unwrap();
     // 1 + 1 + 9 before, at least 2 after; a write that raced the stop may
@@ -373,7 +375,7 @@ fn a_counter_overwritten_with_junk_or_a_delete_marker_is_refused_not_restarted()
     let (junk, deleted) = (charge("junk", 1, 10), charge("deleted", 1, 10));
     let unix = now();
     for c in [&junk, &deleted] {
-        assert_eq!(m.charge(&[c.clone()], unix).unwrap(), Charged::Spent);
+        assert_eq!(m.charge(one(c), unix).unwrap(), Charged::Spent);
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -395,11 +397,11 @@ fn a_counter_overwritten_with_junk_or_a_delete_marker_is_refused_not_restarted()
     // Another verifier (nothing cached) reads them.
     let fresh = meter(&nats, None);
     for (c, why) in [(&junk, "is not a counter"), (&deleted, "Delete marker")] {
-        let err = fresh.charge(&[c.clone()], unix).unwrap_err().to_string();
+        let err = fresh.charge(one(c), unix).unwrap_err().to_string();
         assert!(err.contains(why), "{err}");
         // This one tries its last known revision first: refused by the
         // bucket, then it reads what is there.
-        let err = m.charge(&[c.clone()], unix).unwrap_err().to_string();
+        let err = m.charge(one(c), unix).unwrap_err().to_string();
         assert!(err.contains(why), "{err}");
     }
 }
