@@ -82,9 +82,9 @@ pub struct Denial {
     /// The reason in words: which hop, which constraint, what the request had.
     pub reason: String,
     /// For `limit_exceeded`: which usage limit, its usage and when it frees
-    /// up (SPEC §18.4).
+    /// up (SPEC §18.4). Boxed: most denials have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<LimitDenial>,
+    pub limit: Option<Box<LimitDenial>>,
 }
 
 /// The usage limit a `limit_exceeded` denial names (SPEC §18.4).

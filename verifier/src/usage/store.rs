@@ -275,6 +275,10 @@ fn store_error(path: &Path, e: rocksdb::Error) -> VerifierError {
     }
 }
 
+/// What [`each_counter`] finds: every changed counter, or the index of the
+/// charge `apply` stopped at and that counter as it was.
+type Applied = Result<Vec<(String, Stored)>, (usize, Stored)>;
+
 /// The counters of `charges` as they are now, each charge applied in turn
 /// to the result of the ones before it (two charges naming one counter add
 /// up). `apply` returns the next state, or `Err(index)` to stop.
@@ -283,7 +287,7 @@ fn each_counter<F>(
     state: &mut State,
     charges: &[Charge],
     mut apply: F,
-) -> Result<Result<Vec<(String, Stored)>, (usize, Stored)>, VerifierError>
+) -> Result<Applied, VerifierError>
 where
     F: FnMut(&Charge, Stored) -> Option<Stored>,
 {
@@ -437,8 +441,8 @@ mod tests {
         let old = charge("old", 1, 5, 60);
         let live = charge("live", 1, 5, 86_400);
         let now = unix_now();
-        s.charge(&[old.clone()], 0).unwrap();
-        s.charge(&[live.clone()], now).unwrap();
+        s.charge(std::slice::from_ref(&old), 0).unwrap();
+        s.charge(std::slice::from_ref(&live), now).unwrap();
         assert_eq!(s.prune(now).unwrap(), 1);
         assert_eq!(s.used(&live, now).unwrap(), 1);
         assert!(s.db.get(b"old").unwrap().is_none());

@@ -261,7 +261,7 @@ pub(super) fn limit_exceeded(
             l.kind(),
             l.max,
         ),
-        limit: Some(LimitDenial {
+        limit: Some(Box::new(LimitDenial {
             limit: l.to_string(),
             kind: if l.param.is_some() {
                 LimitKind::Budget
@@ -274,7 +274,7 @@ pub(super) fn limit_exceeded(
             cost,
             window_end: end,
             retry_after,
-        }),
+        })),
     }
 }
 
