@@ -359,15 +359,26 @@ fn now_unix() -> i64 {
 }
 
 /// Ends idle leases and leases whose window is over, every `tick`, while
-/// the meter lives.
+/// the meter lives. A failure is logged once until a round succeeds (NATS
+/// down: every tick fails).
 async fn end_leases(inner: Weak<Inner>, tick: Duration) {
+    let mut failing = false;
     loop {
         tokio::time::sleep(tick).await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        if let Err(e) = inner.end_leases(false).await {
-            tracing::warn!(error = %e, "idle usage leases not given back yet; retrying");
+        match inner.end_leases(false).await {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "idle usage leases not given back yet; retrying");
+            }
+            Err(_) => {}
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("usage leases are given back again");
+            }
+            Ok(()) => {}
         }
     }
 }
