@@ -181,7 +181,12 @@ fn hammer(verifiers: &[&Proc], token: &str, n: u64) -> u64 {
         }
     });
     let odd = odd.into_inner().unwrap();
-    assert!(odd.is_empty(), "{} other answers: {:?}", odd.len(), odd.first());
+    assert!(
+        odd.is_empty(),
+        "{} other answers: {:?}",
+        odd.len(),
+        odd.first()
+    );
     allowed.into_inner()
 }
 
@@ -215,7 +220,10 @@ fn three_verifierds_allow_exactly_the_shared_limit_then_nats_down_denies_and_rec
     assert_eq!(status, 429, "{d}");
     assert_exceeded("gateway", &d);
     let retry_after: u64 = retry_after.unwrap().parse().unwrap();
-    assert_eq!(Some(retry_after), d["denial"]["limit"]["retry_after"].as_u64());
+    assert_eq!(
+        Some(retry_after),
+        d["denial"]["limit"]["retry_after"].as_u64()
+    );
 
     // NATS down: a token with room is denied with its own kind, naming the
     // bucket; nothing else (the feed's staleness limit is an hour).
@@ -248,7 +256,11 @@ fn three_verifierds_allow_exactly_the_shared_limit_then_nats_down_denies_and_rec
     wait_until("the gateway charges again", Duration::from_secs(30), || {
         through_gateway(&gw, &fresh).0 != 503
     });
-    assert_eq!(through_gateway(&gw, &fresh).0, 502, "allowed: the upstream is down");
+    assert_eq!(
+        through_gateway(&gw, &fresh).0,
+        502,
+        "allowed: the upstream is down"
+    );
     let (status, d) = verifiers[1].authorize(&spent);
     assert_eq!(status, 403, "{d}");
     assert_exceeded("after recovery", &d);
