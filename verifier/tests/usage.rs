@@ -788,3 +788,39 @@ fn only_a_local_meter_decides_inline_and_approvers_and_token_checks_charge_nothi
         &["3 of 3 used"],
     );
 }
+
+#[test]
+fn audit_records_carry_the_limit_and_verify() {
+    use mandate_verifier::audit::{read_audit_log, verify_entries, AuditLog, AuditOptions};
+    let world = World::new();
+    let agent = KeyPair::new();
+    let token = world.mint(
+        &agent,
+        grant("send_email:/api/mail/*")
+            .with_limit("send_email 1/1h")
+            .unwrap(),
+    );
+    let audit_key = KeyPair::new();
+    let audit = AuditLog::open(
+        world.dir.path().join("audit"),
+        &audit_key,
+        AuditOptions::default(),
+    )
+    .unwrap();
+    let verifier = world.verifier().with_audit(audit.clone());
+    let t = this_hour();
+    assert!(verifier.authorize(&token, &mail(t)).is_allowed());
+    let denied = verifier.authorize(&token, &mail(t));
+    assert_denied(&denied, DenialKind::LimitExceeded, Some(0), &[]);
+    assert_eq!(audit.flush().unwrap(), 2);
+    let log = read_audit_log(audit.path()).unwrap();
+    assert_eq!(
+        verify_entries(&log, &audit_key.public()).unwrap().records,
+        2
+    );
+    let record = log.entries[1].1.as_ref().unwrap().record.clone();
+    let denial = record.denial.unwrap();
+    assert_eq!(denial.kind, DenialKind::LimitExceeded);
+    assert_eq!(denial.limit, denied.denial.unwrap().limit);
+    assert_eq!(denial.limit.unwrap().used, 1);
+}

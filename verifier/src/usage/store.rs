@@ -167,6 +167,32 @@ impl UsageStore {
         Ok(store)
     }
 
+    /// Opens the store at `path` to read it (e.g. to show usage while a
+    /// verifier holds it open): what it held at this moment. Charges and
+    /// refunds fail (an error, so a verifier using it denies
+    /// `limit_unavailable`).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<UsageStore, VerifierError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.join("CURRENT").exists() {
+            return Err(VerifierError::UsageStore {
+                detail: "no usage store here".into(),
+                path,
+            });
+        }
+        let db = DB::open_for_read_only(&Options::default(), &path, false)
+            .map_err(|e| store_error(&path, e))?;
+        Ok(UsageStore {
+            db,
+            path,
+            write: WriteOptions::default(),
+            sync: false,
+            state: Mutex::new(State {
+                cached: HashMap::new(),
+                swept: Instant::now(),
+            }),
+        })
+    }
+
     /// The directory of the store.
     pub fn path(&self) -> &Path {
         &self.path
@@ -225,20 +251,24 @@ impl UsageStore {
         if let Some(s) = state.cached.get(key) {
             return Ok(*s);
         }
-        let stored = match self.db.get_pinned(key).map_err(|e| self.error(e))? {
-            None => Stored {
+        let Some(bytes) = self.db.get_pinned(key).map_err(|e| self.error(e))? else {
+            return Ok(Stored {
                 counter: Counter::default(),
                 end: i64::MIN,
-            },
-            Some(bytes) => Stored::decode(&bytes).ok_or_else(|| VerifierError::UsageStore {
-                path: self.path.clone(),
-                detail: format!(
-                    "counter {key} holds {} bytes, not {}: the store is damaged",
-                    bytes.len(),
-                    Stored::LEN
-                ),
-            })?,
+            });
         };
+        let stored = Stored::decode(&bytes).ok_or_else(|| VerifierError::UsageStore {
+            path: self.path.clone(),
+            detail: format!(
+                "counter {key} holds {} bytes, not {}: the store is damaged",
+                bytes.len(),
+                Stored::LEN
+            ),
+        })?;
+        // Kept: a counter without room is read on every request denied.
+        if state.cached.len() < MAX_CACHED {
+            state.cached.insert(key.to_string(), stored);
+        }
         Ok(stored)
     }
 
@@ -454,6 +484,21 @@ mod tests {
         let s = UsageStore::open(dir.path()).unwrap();
         assert!(s.db.get(b"old").unwrap().is_none());
         assert!(s.db.get(b"live").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_read_only_store_shows_usage_and_refuses_charges() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = charge("k", 2, 5, 3600);
+        let t = unix_now();
+        let s = UsageStore::open(dir.path()).unwrap();
+        s.charge(std::slice::from_ref(&c), t).unwrap();
+        // While the writer holds it open.
+        let r = UsageStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(r.used(&c, t).unwrap(), 2);
+        assert!(r.charge(std::slice::from_ref(&c), t).is_err());
+        let missing = UsageStore::open_read_only(dir.path().join("nope")).unwrap_err();
+        assert!(missing.to_string().contains("no usage store"), "{missing}");
     }
 
     #[test]
