@@ -113,9 +113,9 @@ impl Verifier {
         self
     }
 
-    /// Counts usage limits (SPEC §18) in `meter`: e.g. a
-    /// [`crate::usage::UsageStore`] (RocksDB, this process), or a fleet's
-    /// shared counters. A request of a chain with limits that its grants
+    /// Counts usage limits (SPEC §18) in `meter`: e.g. a `UsageStore`
+    /// (RocksDB, this process; feature `rocksdb`), or a fleet's shared
+    /// counters. A request of a chain with limits that its grants
     /// allow is charged against every limit on its path, all or nothing,
     /// before approvals are spent, and given back if spending them denies.
     /// Without a meter every request of a chain with limits is denied
