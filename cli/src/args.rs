@@ -241,9 +241,15 @@ pub(crate) struct VerifierdArgs {
         long,
         value_name = "NAME",
         requires = "nats",
+        requires = "usage_key_file",
         conflicts_with = "usage_db"
     )]
     pub(crate) usage_bucket: Option<String>,
+    /// With --usage-bucket (required): the fleet key authenticating the
+    /// counters, hexadecimal, at least 32 bytes, the same on every verifier
+    /// of the bucket (make one: `head -c 32 /dev/urandom | xxd -p > FILE`).
+    #[arg(long, value_name = "FILE", requires = "usage_bucket")]
+    pub(crate) usage_key_file: Option<PathBuf>,
     /// With --usage-bucket: reserve up to N units of a counter at a time
     /// and spend them here without a round trip; what is left goes back
     /// after 5 s unused and at shutdown (other verifiers cannot use it

@@ -143,6 +143,7 @@ fn fleet_usage(
         return Ok(None);
     };
     let mut cfg = UsageBucketConfig::new(bucket.clone());
+    cfg.key_file = a.usage_key_file.clone();
     cfg.lease = a.usage_lease.map(|slice| {
         let mut lease = LeaseConfig::new(slice);
         lease.fleet_size = a.usage_fleet_size;

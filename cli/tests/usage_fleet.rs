@@ -64,6 +64,7 @@ fn root_key(issuer: &Issuer) -> String {
 /// `extra` flags), with a staleness limit long enough that a stopped NATS
 /// shows as the usage bucket, not as the revocation feed.
 fn verifierd(root: &str, dir: &Path, name: &str, nats: &str, extra: &[&str]) -> Proc {
+    let key_file = usage_key(dir);
     let mut args: Vec<std::ffi::OsString> = vec!["verifierd".into(), "--data-dir".into()];
     args.push(dir.join(name).into());
     let revocation_key = format!("0={root}");
@@ -80,6 +81,8 @@ fn verifierd(root: &str, dir: &Path, name: &str, nats: &str, extra: &[&str]) -> 
         "127.0.0.1:0",
         "--usage-bucket",
         BUCKET,
+        "--usage-key-file",
+        key_file.to_str().unwrap(),
     ]
     .iter()
     .chain(extra)
@@ -87,6 +90,17 @@ fn verifierd(root: &str, dir: &Path, name: &str, nats: &str, extra: &[&str]) -> 
         args.push(a.into());
     }
     ready(Proc::start(args))
+}
+
+/// The fleet key the verifiers in `dir` share (made on first use).
+fn usage_key(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("usage.key");
+    if !path.exists() {
+        use sha2::{Digest, Sha256};
+        let seed = format!("{:?} {:?}", std::process::id(), std::time::Instant::now());
+        std::fs::write(&path, hex::encode(Sha256::digest(seed.as_bytes()))).unwrap();
+    }
+    path
 }
 
 /// `mandate gateway` counting usage in the same bucket; its upstream is
@@ -100,12 +114,14 @@ nats = "{nats}"
 revocation_keys = ["0={root}"]
 staleness = "1h"
 usage_bucket = "{BUCKET}"
+usage_key_file = "{key_file}"
 
 [[routes]]
 prefix = "/api/"
 upstream = "http://127.0.0.1:{dead}"
 "#,
-        dead = free_port()
+        dead = free_port(),
+        key_file = usage_key(dir).display(),
     );
     std::fs::write(dir.join("gateway.toml"), config).unwrap();
     ready(Proc::start([
@@ -191,8 +207,10 @@ fn hammer(verifiers: &[&Proc], token: &str, n: u64) -> u64 {
 }
 
 /// A meter on the bucket, to read the counters the processes share.
-fn reader(nats: &Nats) -> FleetUsage {
-    FleetUsage::new(FeedConfig::new(nats.url()), UsageBucketConfig::new(BUCKET)).unwrap()
+fn reader(nats: &Nats, dir: &Path) -> FleetUsage {
+    let mut cfg = UsageBucketConfig::new(BUCKET);
+    cfg.key_file = Some(usage_key(dir));
+    FleetUsage::new(FeedConfig::new(nats.url()), cfg).unwrap()
 }
 
 fn now() -> i64 {
@@ -214,7 +232,7 @@ fn three_verifierds_allow_exactly_the_shared_limit_then_nats_down_denies_and_rec
 
     let (spent, counter) = token(&issuer);
     assert_eq!(hammer(&refs, &spent, 10_000), 1_000);
-    assert_eq!(reader(&nats).used(&counter, now()).unwrap(), 1_000);
+    assert_eq!(reader(&nats, dir.path()).used(&counter, now()).unwrap(), 1_000);
     // The gateway shares the counter: 429 with when it frees up.
     let (status, retry_after, d) = through_gateway(&gw, &spent);
     assert_eq!(status, 429, "{d}");
@@ -286,7 +304,7 @@ fn leased_verifierds_allow_exactly_the_shared_limit_and_give_their_leases_back()
     // the verifiers shut down and give back what they did not spend.
     let (some, counter) = token(&issuer);
     assert_eq!(hammer(&refs, &some, 101), 101);
-    let meter = reader(&nats);
+    let meter = reader(&nats, dir.path());
     let while_leased = meter.used(&counter, now()).unwrap();
     assert!(while_leased > 101, "slices of 50: {while_leased}");
     for v in &mut verifiers {

@@ -282,16 +282,27 @@ pub(crate) async fn open_strict_bucket(
     description: &str,
     max_age: Duration,
 ) -> Result<(kv::Store, Duration), String> {
+    open_strict_bucket_history(js, name, description, max_age, 1).await
+}
+
+/// [`open_strict_bucket`] keeping `history` entries per key (the usage
+/// bucket keeps 2: a counter's predecessor, SPEC §18.5); an existing stream
+/// keeping another number is refused.
+pub(crate) async fn open_strict_bucket_history(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+    history: i64,
+) -> Result<(kv::Store, Duration), String> {
+    let mut config =
+        strict_bucket_stream(name, description, crate::feed::MAX_MESSAGE_SIZE, max_age);
+    config.max_messages_per_subject = history;
     let stream = js
-        .get_or_create_stream(strict_bucket_stream(
-            name,
-            description,
-            crate::feed::MAX_MESSAGE_SIZE,
-            max_age,
-        ))
+        .get_or_create_stream(config)
         .await
         .map_err(|e| e.to_string())?;
-    check_bucket_stream(&stream.cached_info().config, max_age)?;
+    check_bucket_stream(&stream.cached_info().config, max_age, history)?;
     let store = js.get_key_value(name).await.map_err(|e| e.to_string())?;
     let kept = store.status().await.map_err(|e| e.to_string())?.max_age();
     Ok((store, kept))
@@ -431,11 +442,15 @@ pub fn strict_bucket_stream(
 /// entry per key, limits that evict old entries, deletes, purges or
 /// rollups allowed, or entries kept less than `max_age`. A missing or large
 /// maximum message size is only logged.
-fn check_bucket_stream(cfg: &jetstream::stream::Config, max_age: Duration) -> Result<(), String> {
+fn check_bucket_stream(
+    cfg: &jetstream::stream::Config,
+    max_age: Duration,
+    history: i64,
+) -> Result<(), String> {
     let mut bad = Vec::new();
-    if cfg.max_messages_per_subject != 1 {
+    if cfg.max_messages_per_subject != history {
         bad.push(format!(
-            "max_msgs_per_subject is {} (history must be 1)",
+            "max_msgs_per_subject is {} (history must be {history})",
             cfg.max_messages_per_subject
         ));
     }

@@ -35,6 +35,13 @@ impl Nats {
     }
 
     fn start_on(dir: &Path, port: u16) -> Nats {
+        let key = dir.join("usage.key");
+        if !key.exists() {
+            // A fresh fleet key per test (not a secret anyone keeps).
+            use sha2::{Digest, Sha256};
+            let seed = format!("{:?} {:?} {port}", std::process::id(), Instant::now());
+            std::fs::write(&key, hex::encode(Sha256::digest(seed.as_bytes()))).unwrap();
+        }
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir)
@@ -54,6 +61,11 @@ impl Nats {
 
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The fleet key the meters of this test share.
+    fn key_file(&self) -> PathBuf {
+        self.dir.join("usage.key")
     }
 
     fn stop(&mut self) {
@@ -111,6 +123,7 @@ fn meter(nats: &Nats, lease: Option<LeaseConfig>) -> FleetUsage {
     // Generous: the machine runs other builds; nothing here waits on it.
     cfg.timeout = Duration::from_secs(20);
     cfg.lease = lease;
+    cfg.key_file = Some(nats.key_file());
     let m = FleetUsage::new(FeedConfig::new(nats.url()), cfg).unwrap();
     m.connect().unwrap();
     m
@@ -396,7 +409,10 @@ fn a_counter_overwritten_with_junk_or_a_delete_marker_is_refused_not_restarted()
     });
     // Another verifier (nothing cached) reads them.
     let fresh = meter(&nats, None);
-    for (c, why) in [(&junk, "is not a counter"), (&deleted, "Delete marker")] {
+    for (c, why) in [
+        (&junk, "failed authentication (not a signed counter)"),
+        (&deleted, "Delete marker"),
+    ] {
         let err = fresh.charge(one(c), unix).unwrap_err().to_string();
         assert!(err.contains(why), "{err}");
         // This one tries its last known revision first: refused by the
@@ -404,4 +420,175 @@ fn a_counter_overwritten_with_junk_or_a_delete_marker_is_refused_not_restarted()
         let err = m.charge(one(c), unix).unwrap_err().to_string();
         assert!(err.contains(why), "{err}");
     }
+}
+
+/// `payload` published raw on counter `key`'s subject, as anyone with
+/// publish access to the bucket could.
+fn publish_raw(nats: &Nats, key: &str, payload: Vec<u8>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.publish(format!("$KV.{BUCKET}.{key}"), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+}
+
+/// The bytes counter `key` holds now, as anyone allowed to read the
+/// bucket can copy them.
+fn copy_value(nats: &Nats, key: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value(BUCKET).await.unwrap();
+        kv.entry(key).await.unwrap().unwrap().value.to_vec()
+    })
+}
+
+fn assert_failed_authentication(r: Result<Charged, VerifierError>, key: &str) {
+    let text = match r {
+        Err(e) => e.to_string(),
+        Ok(c) => panic!("a tampered counter must deny, got {c:?}"),
+    };
+    assert!(
+        text.contains(&format!("usage bucket {BUCKET} unavailable")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("counter {key} at revision")),
+        "{text}"
+    );
+    assert!(text.contains("failed authentication"), "{text}");
+}
+
+/// A rollback: the value a counter had at 2 of 5, copied byte for byte and
+/// published again once it is at 5 of 5, carries a valid tag; it names as
+/// its predecessor a revision the counter left long ago, so every
+/// verifier refuses it (a denial), where it used to allow 3 more.
+#[test]
+fn a_counter_rolled_back_to_an_earlier_signed_value_is_refused_not_spent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let (m, leased) = (
+        meter(&nats, None),
+        meter(&nats, Some(lease(10, Duration::from_secs(600)))),
+    );
+    let c = charge("rollback", 1, 5);
+    let unix = now();
+    for _ in 0..2 {
+        assert_eq!(m.charge(one(&c), unix).unwrap(), Charged::Spent);
+    }
+    let at_two = copy_value(&nats, "rollback");
+    for _ in 0..3 {
+        assert_eq!(m.charge(one(&c), unix).unwrap(), Charged::Spent);
+    }
+    assert!(matches!(
+        m.charge(one(&c), unix).unwrap(),
+        Charged::Exceeded { used: 5, .. }
+    ));
+    publish_raw(&nats, "rollback", at_two);
+    for _ in 0..3 {
+        assert_failed_authentication(m.charge(one(&c), unix), "rollback");
+        assert_failed_authentication(leased.charge(one(&c), unix), "rollback");
+        assert_failed_authentication(meter(&nats, None).charge(one(&c), unix), "rollback");
+    }
+    assert_eq!(
+        leased.leased(),
+        0,
+        "nothing leased from a rolled-back counter"
+    );
+}
+
+/// A value without a tag (or with someone else's) is refused, never read
+/// as the counter: an unsigned `{"window":…,"used":0}` used to reset it.
+#[test]
+fn an_unsigned_counter_value_is_refused_not_read_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let m = meter(&nats, None);
+    let c = charge("unsigned", 1, 2);
+    let unix = now();
+    for _ in 0..2 {
+        assert_eq!(m.charge(one(&c), unix).unwrap(), Charged::Spent);
+    }
+    let window = c.window_of(unix).0;
+    publish_raw(
+        &nats,
+        "unsigned",
+        format!("{{\"window\":{window},\"used\":0}}").into_bytes(),
+    );
+    assert_failed_authentication(m.charge(one(&c), unix), "unsigned");
+    assert_failed_authentication(meter(&nats, None).charge(one(&c), unix), "unsigned");
+    // A tag made with another key is no better.
+    let mut other = serde_json::from_slice::<serde_json::Value>(&copy_value(&nats, "unsigned"))
+        .unwrap_or(serde_json::json!({}));
+    other["prev"] = serde_json::json!(0);
+    other["tag"] = serde_json::json!("00".repeat(32));
+    publish_raw(&nats, "unsigned", serde_json::to_vec(&other).unwrap());
+    assert_failed_authentication(m.charge(one(&c), unix), "unsigned");
+}
+
+#[test]
+fn a_meter_without_a_valid_fleet_key_is_refused_at_construction() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |key_file: Option<PathBuf>| {
+        let mut cfg = UsageBucketConfig::new(BUCKET);
+        cfg.key_file = key_file;
+        FleetUsage::new(FeedConfig::new("nats://127.0.0.1:1"), cfg)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = refused(None);
+    assert!(err.contains("no usage key file"), "{err}");
+    let err = refused(Some(dir.path().join("absent.key")));
+    assert!(err.contains("absent.key"), "{err}");
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not hex at all, but long enough to be a key file").unwrap();
+    let err = refused(Some(garbage));
+    assert!(err.contains("not hexadecimal"), "{err}");
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "00112233445566778899aabbccddeeff\n").unwrap();
+    let err = refused(Some(short));
+    assert!(err.contains("16 bytes, at least 32 needed"), "{err}");
+    // `head -c 32 /dev/urandom | xxd -p` wraps its output: accepted.
+    let wrapped = dir.path().join("wrapped.key");
+    std::fs::write(
+        &wrapped,
+        format!("{}\n{}\n", "ab".repeat(30), "cd".repeat(2)),
+    )
+    .unwrap();
+    let mut cfg = UsageBucketConfig::new(BUCKET);
+    cfg.key_file = Some(wrapped);
+    FleetUsage::new(FeedConfig::new("nats://127.0.0.1:1"), cfg).unwrap();
+}
+
+/// The predecessor check needs the bucket to keep 2 entries per key: an
+/// existing bucket keeping 1 is refused at start.
+#[test]
+fn an_existing_bucket_keeping_one_entry_per_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        // The stream a verifier made before counters were authenticated.
+        js.get_or_create_stream(mandate_verifier::spend_bucket::strict_bucket_stream(
+            BUCKET,
+            "Mandate: usage-limit counters shared by the fleet",
+            1 << 20,
+            Duration::from_secs(400 * 86_400),
+        ))
+        .await
+        .unwrap();
+    });
+    let mut cfg = UsageBucketConfig::new(BUCKET);
+    cfg.key_file = Some(nats.key_file());
+    let m = FleetUsage::new(FeedConfig::new(nats.url()), cfg).unwrap();
+    let err = m.connect().unwrap_err().to_string();
+    assert!(err.contains("history must be 2"), "{err}");
 }

@@ -71,6 +71,7 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
         if let (Some((bucket, lease)), Some(url)) = (&config.usage_bucket, &config.nats) {
             let mut cfg = UsageBucketConfig::new(bucket.clone());
             cfg.lease = lease.clone();
+            cfg.key_file = config.usage_key_file.clone();
             let meter = Arc::new(FleetUsage::new(FeedConfig::new(url.clone()), cfg)?);
             verifier = verifier.with_usage(meter.clone());
             fleet_usage = Some(meter);

@@ -42,22 +42,38 @@
 //! nothing (less allowance, never more); so does a charge cut by the
 //! timeout before its rollback.
 //!
-//! Counters are as safe as the bucket's NATS permissions: anyone who may
-//! publish to `$KV.<bucket>.>` can set any counter. The bucket's stream is
-//! [`crate::spend_bucket::strict_bucket_stream`]'s (one entry per key,
-//! deletes, purges and rollups denied), kept 400 days by default, longer
-//! than any window (366 days), so an entry only expires once its window is
-//! over.
+//! **Authenticated counters.** Every value a verifier writes is
+//! `{"window":…,"used":…,"prev":P,"tag":…}`: `prev` is the revision the
+//! write replaced (the compare-and-set's expected revision, 0 on create)
+//! and `tag` an HMAC-SHA256, under the fleet key
+//! ([`UsageBucketConfig::key_file`]), of the bucket, the key, the window,
+//! `used` and `prev`. A counter read at revision R is accepted only if its
+//! tag verifies and the first message on its subject after P is R itself
+//! (a direct get by subject from P + 1): a value copied from earlier and
+//! published again (a rollback) names a predecessor that is no longer the
+//! message before it, and an unsigned value has no valid tag; both are
+//! refused (`limit_unavailable`). A value this verifier just wrote by
+//! compare-and-set needs no such check. Anyone who may publish to
+//! `$KV.<bucket>.>` can still deny (write junk); only a holder of the
+//! fleet key can forge. The bucket's stream is
+//! [`crate::spend_bucket::strict_bucket_stream`]'s (deletes, purges and
+//! rollups denied) keeping 2 entries per key (the predecessor the check
+//! needs; an existing stream keeping another number is refused), kept 400
+//! days by default, longer than any window (366 days), so an entry only
+//! expires once its window is over.
 
 use super::lease::{Leases, Unspent};
 use super::{Charge, Charged, Counter, UsageMeter};
 use crate::error::VerifierError;
 use crate::feed::FeedConfig;
 use crate::spend_bucket::{
-    check_bucket_name, connect_jetstream, open_strict_bucket, BlockingRuntime,
+    check_bucket_name, connect_jetstream, open_strict_bucket_history, BlockingRuntime,
 };
 use async_nats::jetstream::kv;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -70,6 +86,47 @@ const STRIPES: usize = 64;
 
 /// At most this many counters' last entries are remembered.
 const KNOWN_MAX: usize = 16_384;
+
+/// Entries kept per key: the current value and its predecessor.
+const HISTORY: i64 = 2;
+
+/// The fleet key's least length, bytes.
+const KEY_MIN: usize = 32;
+
+/// Reads the fleet's usage key from `path`: hexadecimal (whitespace
+/// ignored), at least 32 bytes. Make one with
+/// `head -c 32 /dev/urandom | xxd -p > usage.key`.
+pub fn read_usage_key(path: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("usage key file {}: {e}", path.display()))?;
+    let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let key = hex::decode(&digits).map_err(|_| {
+        format!(
+            "usage key file {}: not hexadecimal (make one with `head -c 32 /dev/urandom | xxd \
+             -p`)",
+            path.display()
+        )
+    })?;
+    if key.len() < KEY_MIN {
+        return Err(format!(
+            "usage key file {}: {} bytes, at least {KEY_MIN} needed",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// A counter as stored: the counter, the revision its write replaced and
+/// the tag over both.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sealed {
+    window: i64,
+    used: u64,
+    prev: u64,
+    tag: String,
+}
 
 /// Where the fleet's counters are, and how to use them.
 #[derive(Debug, Clone)]
@@ -90,6 +147,10 @@ pub struct UsageBucketConfig {
     pub retries: u32,
     /// Leased local quotas; `None` (the default): exact mode.
     pub lease: Option<LeaseConfig>,
+    /// The fleet key authenticating the counters ([`read_usage_key`]),
+    /// shared by every verifier of the bucket. Required: without it
+    /// [`FleetUsage::new`] refuses.
+    pub key_file: Option<PathBuf>,
 }
 
 impl UsageBucketConfig {
@@ -101,6 +162,7 @@ impl UsageBucketConfig {
             max_age: Duration::from_secs(400 * 86_400),
             retries: 64,
             lease: None,
+            key_file: None,
         }
     }
 }
@@ -163,6 +225,8 @@ struct Inner {
     /// The last entry written or read per counter: (revision, counter).
     known: Mutex<HashMap<String, (u64, Counter)>>,
     leases: Leases,
+    /// The fleet key.
+    key: Vec<u8>,
 }
 
 /// The fleet's usage counters in a JetStream key-value bucket. See the
@@ -218,6 +282,16 @@ impl FleetUsage {
                 ));
             }
         }
+        let key = match &cfg.key_file {
+            Some(path) => read_usage_key(path).map_err(bad)?,
+            None => {
+                return Err(bad(
+                    "no usage key file: the fleet's counters are authenticated with a key \
+                     shared by its verifiers (make one with `head -c 32 /dev/urandom | xxd -p`)"
+                        .into(),
+                ))
+            }
+        };
         let runtime = BlockingRuntime::new("mandate-usage")
             .map_err(|e| bad(format!("cannot start its runtime: {e}")))?;
         let inner = Arc::new(Inner {
@@ -227,6 +301,7 @@ impl FleetUsage {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             known: Mutex::new(HashMap::new()),
             leases: Leases::default(),
+            key,
         });
         if let Some(l) = &inner.cfg.lease {
             let tick = (l.idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -403,11 +478,12 @@ impl Inner {
         let (client, js) = connect_jetstream(&self.nats, "mandate-usage-bucket", self.cfg.timeout)
             .await
             .map_err(|e| self.err(e))?;
-        let (store, _) = open_strict_bucket(
+        let (store, _) = open_strict_bucket_history(
             &js,
             &self.cfg.bucket,
             "Mandate: usage-limit counters shared by the fleet",
             self.cfg.max_age,
+            HISTORY,
         )
         .await
         .map_err(|e| self.err(e))?;
@@ -456,6 +532,23 @@ impl Inner {
     /// is not a counter, is an error: someone with publish access to the
     /// bucket wrote it, and the counter is refused rather than restarted.
     async fn read(&self, store: &Bucket, key: &str) -> Result<(u64, Counter), VerifierError> {
+        for _ in 0..=self.cfg.retries {
+            if let Some(read) = self.read_once(store, key).await? {
+                return Ok(read);
+            }
+        }
+        Err(self.err(format!(
+            "counter {key} changed under every read (too much contention)"
+        )))
+    }
+
+    /// [`Inner::read`] once: `None` when the entry read was replaced before
+    /// its predecessor could be checked (read again).
+    async fn read_once(
+        &self,
+        store: &Bucket,
+        key: &str,
+    ) -> Result<Option<(u64, Counter)>, VerifierError> {
         if store.client.connection_state() != async_nats::connection::State::Connected {
             return Err(self.err("not connected to NATS (reconnecting)"));
         }
@@ -465,7 +558,7 @@ impl Inner {
             .await
             .map_err(|e| self.err(format!("reading counter {key}: {e}")))?;
         let Some(entry) = entry else {
-            return Ok((0, Counter::default()));
+            return Ok(Some((0, Counter::default())));
         };
         if entry.operation != kv::Operation::Put {
             return Err(self.err(format!(
@@ -474,13 +567,74 @@ impl Inner {
                 entry.operation
             )));
         }
-        let counter = serde_json::from_slice::<Counter>(&entry.value).map_err(|e| {
+        let revision = entry.revision;
+        let failed = |why: &str| {
             self.err(format!(
-                "counter {key} at revision {} is not a counter ({e})",
-                entry.revision
+                "counter {key} at revision {revision} failed authentication ({why}); someone \
+                 with publish access to the bucket wrote it"
             ))
-        })?;
-        Ok((entry.revision, counter))
+        };
+        let sealed = serde_json::from_slice::<Sealed>(&entry.value)
+            .map_err(|_| failed("not a signed counter"))?;
+        let counter = Counter {
+            window: sealed.window,
+            used: sealed.used,
+        };
+        let tag = hex::decode(&sealed.tag).map_err(|_| failed("bad tag"))?;
+        self.mac(key, counter, sealed.prev)
+            .verify_slice(&tag)
+            .map_err(|_| failed("bad tag"))?;
+        if sealed.prev >= revision {
+            return Err(failed("it claims to replace a later revision"));
+        }
+        // The write that made this value replaced `prev`: the next message
+        // on the key after `prev` must be this one (a value published again
+        // later has other messages between).
+        let subject = format!("{}{key}", store.store.prefix);
+        let next = store
+            .store
+            .stream
+            .direct_get_next_for_subject(subject, Some(sealed.prev + 1))
+            .await
+            .map_err(|e| self.err(format!("reading counter {key}'s history: {e}")))?;
+        match next.sequence.cmp(&revision) {
+            std::cmp::Ordering::Equal => Ok(Some((revision, counter))),
+            // Later writes replaced this entry since it was read (the
+            // bucket keeps 2): read again.
+            std::cmp::Ordering::Greater => Ok(None),
+            std::cmp::Ordering::Less => Err(failed(&format!(
+                "it replaced revision {} but revision {} came between (a replayed value)",
+                sealed.prev, next.sequence
+            ))),
+        }
+    }
+
+    /// The tag of `counter` written over revision `prev` of `key`.
+    fn mac(&self, key: &str, counter: Counter, prev: u64) -> Hmac<Sha256> {
+        #[allow(clippy::expect_used)]
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(b"mandate usage counter v1\0");
+        for part in [self.cfg.bucket.as_bytes(), key.as_bytes()] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.update(&counter.window.to_be_bytes());
+        mac.update(&counter.used.to_be_bytes());
+        mac.update(&prev.to_be_bytes());
+        mac
+    }
+
+    /// `counter` as written over revision `prev` of `key`, tagged.
+    fn seal(&self, key: &str, counter: Counter, prev: u64) -> Result<Vec<u8>, VerifierError> {
+        let tag = hex::encode(self.mac(key, counter, prev).finalize().into_bytes());
+        serde_json::to_vec(&Sealed {
+            window: counter.window,
+            used: counter.used,
+            prev,
+            tag,
+        })
+        .map_err(|e| self.err(e))
     }
 
     /// One compare-and-set loop on `key`: `decide` sees the counter (first
@@ -511,7 +665,7 @@ impl Inner {
                 Cas::Stop(_) => continue,
                 Cas::Write(next, out) => (next, out),
             };
-            let value = serde_json::to_vec(&next).map_err(|e| self.err(e))?;
+            let value = self.seal(key, next, revision)?;
             // Never queue a write while disconnected: the client would send
             // it on reconnecting, after the request was denied.
             if store.client.connection_state() != async_nats::connection::State::Connected {

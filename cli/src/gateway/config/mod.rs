@@ -16,6 +16,8 @@
 //!                                       # are denied without it)
 //! usage_bucket = "MANDATE_USAGE"        # optional, with nats, instead of usage_db: counters
 //!                                       # shared by the fleet (exact: a round trip per request)
+//! usage_key_file = "usage.key"          # with usage_bucket: the fleet key authenticating the
+//!                                       # counters (hex, 32+ bytes, the same on every verifier)
 //! usage_lease = 100                     # optional: lease up to N units at a time, spent locally
 //! usage_fleet_size = 4                  # optional, with usage_lease: a lease takes at most
 //!                                       # 1/(2K) of what a counter has left
@@ -81,6 +83,7 @@ struct File {
     spend_nonces: Option<bool>,
     usage_db: Option<Spanned<PathBuf>>,
     usage_bucket: Option<Spanned<String>>,
+    usage_key_file: Option<Spanned<PathBuf>>,
     usage_lease: Option<Spanned<u64>>,
     usage_fleet_size: Option<Spanned<u64>>,
     nats: Option<Spanned<String>>,
@@ -117,6 +120,9 @@ pub(crate) struct Config {
     /// The fleet's JetStream key-value bucket of usage counters (with
     /// `nats`), and the leases taken from it (none: exact).
     pub(crate) usage_bucket: Option<(String, Option<LeaseConfig>)>,
+    /// The fleet key authenticating the bucket's counters (with
+    /// `usage_bucket`, required).
+    pub(crate) usage_key_file: Option<PathBuf>,
     pub(crate) nats: Option<String>,
     /// The issuer's revocation public keys the feed's entries must be signed by.
     pub(crate) revocation_keys: mandate_verifier::feed::RevocationKeys,
@@ -294,6 +300,7 @@ impl Config {
             replay_db: file.replay_db.map(|d| base.join(d.into_inner())),
             usage_db: file.usage_db.map(|d| base.join(d.into_inner())),
             usage_bucket,
+            usage_key_file: file.usage_key_file.as_ref().map(|k| base.join(k.get_ref())),
             nats: file.nats.map(Spanned::into_inner),
             revocation_keys,
             staleness,
@@ -329,6 +336,9 @@ fn usage_bucket(file: &File, lines: &Lines<'_>) -> Result<Option<(String, Option
         return Err(lines.at(v.span(), "usage_fleet_size needs usage_lease".into()));
     }
     let Some(bucket) = &file.usage_bucket else {
+        if let Some(k) = &file.usage_key_file {
+            return Err(lines.at(k.span(), "usage_key_file needs usage_bucket".into()));
+        }
         return Ok(None);
     };
     if file.nats.is_none() {
@@ -341,6 +351,14 @@ fn usage_bucket(file: &File, lines: &Lines<'_>) -> Result<Option<(String, Option
         return Err(lines.at(
             bucket.span(),
             "usage_bucket and usage_db: one place counts usage, not both".into(),
+        ));
+    }
+    if file.usage_key_file.is_none() {
+        return Err(lines.at(
+            bucket.span(),
+            "usage_bucket needs usage_key_file (the fleet key authenticating the counters, the \
+             same on every verifier; make one with `head -c 32 /dev/urandom | xxd -p`)"
+                .into(),
         ));
     }
     let lease = file.usage_lease.as_ref().map(|n| {
@@ -429,14 +447,19 @@ mod tests {
         let parse = |settings: &str| {
             Config::parse(&format!("{head}{nats}{settings}{route}"), Path::new(".")).unwrap()
         };
-        let c = parse("usage_bucket = \"U\"\nusage_lease = 10\nusage_fleet_size = 3\n");
+        let e = err(&format!("{head}{nats}usage_bucket = \"U\"\n{route}"));
+        assert!(e.contains("usage_bucket needs usage_key_file"), "{e}");
+        let c = parse(
+            "usage_bucket = \"U\"\nusage_key_file = \"k\"\nusage_lease = 10\nusage_fleet_size = 3\n",
+        );
         let (bucket, lease) = c.usage_bucket.unwrap();
         let lease = lease.unwrap();
         assert_eq!(
             (bucket.as_str(), lease.slice, lease.fleet_size),
             ("U", 10, 3)
         );
-        let c = parse("usage_bucket = \"U\"\n");
+        let c = parse("usage_bucket = \"U\"\nusage_key_file = \"k\"\n");
+        assert_eq!(c.usage_key_file, Some(Path::new(".").join("k")));
         assert!(c.usage_bucket.unwrap().1.is_none(), "exact");
     }
 
