@@ -77,7 +77,10 @@ impl Leases {
 
     /// The fast path: spends `charges` (a request dated `unix`) from the
     /// leases if every counter's lease has room, all or nothing. False:
-    /// nothing spent, some lease is missing, over or short.
+    /// nothing spent, some lease is missing, over or short. A counter the
+    /// request costs nothing (a budget's parameter 0) needs no lease:
+    /// [`Leases::lacking`] never asks for one, so requiring it would fail
+    /// every round.
     pub(crate) fn spend(&self, charges: &[Charge], unix: i64) -> bool {
         let Some(needs) = needs(charges) else {
             return false;
@@ -85,8 +88,10 @@ impl Leases {
         let mut held = self.lock();
         let usable = |i: usize, units: u64, held: &HashMap<String, Lease>| {
             let c = &charges[i];
-            held.get(&c.key)
-                .is_some_and(|l| c.window_of(unix).0 <= l.window && l.left() >= units)
+            units == 0
+                || held
+                    .get(&c.key)
+                    .is_some_and(|l| c.window_of(unix).0 <= l.window && l.left() >= units)
         };
         if !needs.iter().all(|&(i, units)| usable(i, units, &held)) {
             return false;
@@ -251,6 +256,25 @@ mod tests {
         assert_eq!(l.unspent(10), 4, "a was not charged by the refused spend");
         assert!(!l.spend(&[charge("a", 5)], 10), "4 left");
         assert!(l.spend(&[charge("a", 4)], 10));
+    }
+
+    /// A budget request of amount 0 in leased mode was denied
+    /// `limit_unavailable` ("the leases were spent … as fast as they were
+    /// reserved"): `lacking` asked for no lease for a zero cost, and
+    /// `spend` required one.
+    #[test]
+    fn a_charge_costing_nothing_needs_no_lease() {
+        let l = Leases::default();
+        let zero = [charge("a", 0)];
+        assert_eq!(l.lacking(&zero, 10).unwrap(), vec![]);
+        assert!(l.spend(&zero, 10));
+        l.add("b", 0, 3600, 1);
+        assert!(l.spend(&[charge("a", 0), charge("b", 1)], 10));
+        assert!(
+            !l.spend(&[charge("a", 0), charge("b", 1)], 10),
+            "b is spent"
+        );
+        assert_eq!(l.unspent(10), 0);
     }
 
     #[test]
