@@ -232,7 +232,10 @@ fn three_verifierds_allow_exactly_the_shared_limit_then_nats_down_denies_and_rec
 
     let (spent, counter) = token(&issuer);
     assert_eq!(hammer(&refs, &spent, 10_000), 1_000);
-    assert_eq!(reader(&nats, dir.path()).used(&counter, now()).unwrap(), 1_000);
+    assert_eq!(
+        reader(&nats, dir.path()).used(&counter, now()).unwrap(),
+        1_000
+    );
     // The gateway shares the counter: 429 with when it frees up.
     let (status, retry_after, d) = through_gateway(&gw, &spent);
     assert_eq!(status, 429, "{d}");
