@@ -1488,16 +1488,13 @@ fn a_zero_amount_is_allowed_by_the_fleet_in_exact_and_leased_mode() {
     }
 }
 
-/// Finding (not fixed, reported): whoever sets the request time (an
-/// operator's `mandate verify --time`, a library caller; never a network
-/// API, SPEC §18.7) can date requests *before the token was issued*, in
-/// successive past windows, and get N in each: a window of the past is
-/// never "earlier than the counter's" when it is asked in increasing order.
-/// Future windows are bounded by the token's expiry; past ones are not
-/// bounded by its issuance.
+/// Found by this file: whoever sets the request time (an operator's
+/// `mandate verify --time`, a library caller; never a network API, SPEC
+/// §18.7) dated requests *before the token was issued*, in successive past
+/// windows, and got N in each (`3/1h`, ten past hours: 30 allowed). Every
+/// window before issuance now counts as the issuance window (SPEC §18.3).
 #[test]
-#[ignore = "finding: requests dated before the root's issued_at are charged in past windows"]
-fn a_request_dated_before_the_token_was_issued_is_not_allowed() {
+fn requests_dated_before_the_token_was_issued_count_in_its_first_window() {
     let w = World::new();
     let v = w.verifier();
     let orch = KeyPair::new();
@@ -1513,8 +1510,11 @@ fn a_request_dated_before_the_token_was_issued_is_not_allowed() {
         );
         total += n;
     }
+    let (now, denied) = drain(&v, &token, &mail(SystemTime::now()), 10);
+    assert_eq!(denied.denial.unwrap().kind, DenialKind::LimitExceeded);
     assert_eq!(
-        total, 0,
-        "allowed {total} requests dated before the token existed"
+        (total, now),
+        (3, 0),
+        "allowed {total} requests dated before the token existed, then {now}"
     );
 }

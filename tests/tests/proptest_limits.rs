@@ -24,7 +24,7 @@ use mandate_verifier::{CacheOptions, Decision, DenialKind, Verifier};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 const WINDOWS: [u64; 3] = [60, 600, 3600];
 
@@ -201,8 +201,8 @@ struct Allowed {
 }
 
 fn check(tree: &Tree, steps: &[Step]) -> Result<(), TestCaseError> {
-    // The root token lives 6 hours; requests start at the beginning of
-    // today (UTC) and move forward at most 40 × 400 s.
+    // The root token lives 6 hours; requests start at its issuance and move
+    // forward at most 40 × 400 s.
     let family = Family::mint_with(with_limits(base_grant(), &tree.limits[0]), |m| {
         m.ttl = Duration::from_secs(6 * 3600);
     });
@@ -235,11 +235,14 @@ fn check(tree: &Tree, steps: &[Step]) -> Result<(), TestCaseError> {
         .clone()
         .with_cache(CacheOptions::default())
         .with_usage(store);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    // Requests start when the token was issued (one dated before would be
+    // metered in the issuance window, SPEC §18.3; the clamp below keeps the
+    // model exact should a step ever go back).
+    let issued = mandate_attenuate::read_chain(&tokens[0])
         .unwrap()
-        .as_secs();
-    let mut unix = (now / 86_400 * 86_400) as i64;
+        .issued_at
+        .unix_timestamp();
+    let mut unix = issued;
     let mut model = Model::default();
     let mut allowed: Vec<Allowed> = Vec::new();
     let hops = tokens.len();
@@ -254,12 +257,12 @@ fn check(tree: &Tree, steps: &[Step]) -> Result<(), TestCaseError> {
         let mut ask = |hop: usize| -> Expected {
             let d = verifier.authorize(&tokens[hop], &request);
             let got = observed(&d);
-            let want = model.decide(tree, &path(tree, hop), &request, unix);
+            let want = model.decide(tree, &path(tree, hop), &request, unix.max(issued));
             if got == Expected::Allow {
                 allowed.push(Allowed {
                     hop,
                     request: request.clone(),
-                    unix,
+                    unix: unix.max(issued),
                 });
             }
             assert_eq!(got, want, "hop {hop}, {request:?}: {d}");

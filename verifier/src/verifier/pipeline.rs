@@ -166,7 +166,7 @@ impl Verifier {
                 match self.spend_approvals(v, request, &extra) {
                     Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
                     Err(denial) => {
-                        self.refund_limits(&charged, request);
+                        self.refund_limits(v, &charged, request);
                         deny(denial)
                     }
                 }
@@ -227,7 +227,7 @@ impl Verifier {
         }
         let (indices, charges): (Vec<usize>, Vec<Charge>) = charges.into_iter().unzip();
         let unix = request.time_unix();
-        match meter.charge(&charges, unix) {
+        match meter.charge(&charges, metering_time(&v.chain, request)) {
             Ok(Charged::Spent) => Ok(charges),
             Ok(Charged::Exceeded {
                 index,
@@ -257,11 +257,12 @@ impl Verifier {
 
     /// Gives back what [`Verifier::charge_limits`] charged for a request
     /// then denied. A refund that fails leaves the units spent (counted).
-    fn refund_limits(&self, charged: &[Charge], request: &Request) {
+    fn refund_limits(&self, v: &Verified, charged: &[Charge], request: &Request) {
         let (Some(meter), false) = (&self.usage, charged.is_empty()) else {
             return;
         };
-        crate::metrics::limit_refunded(meter.refund(charged, request.time_unix()).is_ok());
+        let unix = metering_time(&v.chain, request);
+        crate::metrics::limit_refunded(meter.refund(charged, unix).is_ok());
     }
 
     /// Marks the approvals an allowed request relied on as spent; a second
@@ -341,4 +342,13 @@ fn has_raw_datalog(chain: &Chain) -> bool {
     chain.hops.iter().any(|h| {
         !h.grant.datalog.is_empty() || h.narrowing.iter().any(|n| !n.grant.datalog.is_empty())
     })
+}
+
+/// The time a request is metered at (SPEC §18.3): its own, but never
+/// before the token was issued. A caller that sets the request time (a
+/// library caller, `mandate verify --time`) could otherwise date requests
+/// into windows before the token existed and get N more per window; every
+/// window before issuance counts as the issuance window.
+fn metering_time(chain: &Chain, request: &Request) -> i64 {
+    request.time_unix().max(chain.issued_at.unix_timestamp())
 }
