@@ -108,6 +108,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let url = format!("nats://127.0.0.1:{port}");
+    // The fleet key the meters share (SPEC §18.5): fresh per run.
+    let key_file = dir.path().join("usage.key");
+    {
+        use sha2::{Digest, Sha256};
+        let seed = format!("{:?} {:?} {port}", std::process::id(), Instant::now());
+        std::fs::write(&key_file, hex::encode(Sha256::digest(seed.as_bytes()))).unwrap();
+    }
 
     let issuer = Issuer::new(KeyPair::new());
     let (id, key) = issuer.keys().public_keys()[0];
@@ -116,6 +123,7 @@ fn main() {
     let limited = mint(&issuer, Some("read 1000000000000/366d"));
     let meter = |lease: Option<u64>| {
         let mut cfg = UsageBucketConfig::new("BENCH_USAGE");
+        cfg.key_file = Some(key_file.clone());
         cfg.lease = lease.map(|slice| {
             let mut l = LeaseConfig::new(slice);
             l.fleet_size = 3;

@@ -637,9 +637,9 @@ impl Inner {
         .map_err(|e| self.err(e))
     }
 
-    /// One compare-and-set loop on `key`: `decide` sees the counter (first
-    /// the last one this verifier knew, then fresh reads) and says what to
-    /// write; a lost race reads again. A decision not to write is only
+    /// One compare-and-set loop on `key`: `decide` sees the counter (a
+    /// fresh, verified read) and says what to write; a lost race reads
+    /// again after a jittered backoff. A decision not to write is only
     /// taken on a fresh read.
     async fn cas<T>(
         &self,
@@ -647,7 +647,12 @@ impl Inner {
         key: &str,
         mut decide: impl FnMut(Counter) -> Cas<T>,
     ) -> Result<T, VerifierError> {
-        let mut state = self.known().get(key).map(|&(r, c)| (r, c, false));
+        // Always a fresh (verified) read first. Writing on the revision this
+        // verifier last wrote, without a read, made the last winner of a hot
+        // counter win every race (one round trip against the others' three):
+        // they starved and were denied limit_unavailable after 64 losses
+        // (the usage_fleet bench, 3 verifiers × 4 threads on one counter).
+        let mut state: Option<(u64, Counter, bool)> = None;
         let mut conflicts = 0u32;
         loop {
             let (revision, counter, fresh) = match state.take() {
@@ -684,15 +689,19 @@ impl Inner {
                              contention)"
                         )));
                     }
-                    if conflicts > 2 {
-                        // Let the writer that won finish before trying again.
-                        let jitter = std::time::SystemTime::now()
+                    if conflicts > 1 {
+                        // Exponential backoff with full jitter: verifiers
+                        // that keep losing the race on a hot counter spread
+                        // out instead of colliding again in lockstep (each
+                        // retry is a read, a check and a write).
+                        let ceiling = 100u64 << conflicts.min(6);
+                        let nanos = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| u64::from(d.subsec_nanos()) % 200);
-                        tokio::time::sleep(Duration::from_micros(
-                            50 * u64::from(conflicts) + jitter,
-                        ))
-                        .await;
+                            .map_or(0, |d| u64::from(d.subsec_nanos()));
+                        let mixed = (nanos ^ u64::from(conflicts).wrapping_mul(0x9e37_79b9))
+                            .wrapping_mul(0x2545_f491_4f6c_dd1d);
+                        let jitter = (mixed >> 33) % ceiling;
+                        tokio::time::sleep(Duration::from_micros(jitter)).await;
                     }
                 }
                 Err(e) => {
