@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/samples")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../spec/samples")
 }
 
 fn vectors() -> Value {

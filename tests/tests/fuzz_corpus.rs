@@ -13,7 +13,10 @@ use mandate_tests::fuzz_targets::{seeds, TARGETS};
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../fuzz")
 }
 
 /// Every file of `fuzz/<kind>/<target>/`, sorted.
