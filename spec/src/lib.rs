@@ -50,8 +50,9 @@ pub use encoding::{bearer_token, token_from_text, token_to_text, MAX_TOKEN_BYTES
 pub use error::SpecError;
 pub use grant::{
     resource_parent, validate_limits, window_text, Alternative, ApprovalRule, Constraint, Grant,
-    IntCmp, Limit, Metered, ResourcePattern, Value, MAX_LIMIT, MAX_LIMITS_PER_BLOCK, MAX_NAME_LEN,
-    MAX_VALUE_LEN, MAX_WINDOW_SECS,
+    IntCmp, Lift, Limit, Metered, ResourcePattern, Restriction, RestrictionEntry, RestrictionRule,
+    RestrictionTarget, Value, MAX_LIMIT, MAX_LIMITS_PER_BLOCK, MAX_NAME_LEN, MAX_RESTRICTION_RULES,
+    MAX_RESTRICTION_TEXT, MAX_VALUE_LEN, MAX_WINDOW_SECS,
 };
 pub use keys::{
     format_private_key, format_public_key, parse_private_key, parse_public_key,

@@ -30,6 +30,7 @@ mod approval;
 mod constraint;
 mod limit;
 mod pattern;
+mod restriction;
 
 pub use approval::ApprovalRule;
 pub use constraint::{Constraint, IntCmp, Value};
@@ -37,6 +38,10 @@ pub use limit::{
     validate_limits, window_text, Limit, Metered, MAX_LIMIT, MAX_LIMITS_PER_BLOCK, MAX_WINDOW_SECS,
 };
 pub use pattern::{resource_parent, ResourcePattern};
+pub use restriction::{
+    Lift, Restriction, RestrictionEntry, RestrictionRule, RestrictionTarget, MAX_RESTRICTION_RULES,
+    MAX_RESTRICTION_TEXT,
+};
 
 /// Longest action, parameter name or pattern accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
