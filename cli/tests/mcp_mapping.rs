@@ -1343,10 +1343,12 @@ fn decision(kind: DenialKind, reason: &str) -> Decision {
             agent: Some("sub-agent".into()),
             reason: reason.into(),
             limit: None,
+            restriction: None,
         }),
         request: mandate_spec::Request::new("send_email", "/srv/mail").param("to", "x"),
         chain: None,
         approval: None,
+        restrictions: Vec::new(),
     }
 }
 

@@ -114,6 +114,7 @@ fn attached_for(
                 agent: Some(hop.agent.clone()),
                 reason: format!("{who}: {why}"),
                 limit: None,
+                restriction: None,
             },
         )))
     };
@@ -200,6 +201,7 @@ fn needs_approval(
             agent: Some(first_hop.agent.clone()),
             reason: reasons.join("; "),
             limit: None,
+            restriction: None,
         }),
         request: request.clone(),
         chain: Some(chain.clone()),
@@ -216,7 +218,90 @@ fn needs_approval(
             expires_at,
             third_party_request,
         }),
+        restrictions: Vec::new(),
     }
+}
+
+/// The needs-approval decision for approvals live restrictions (SPEC §19)
+/// ask for: like a rule's, each reason naming the restriction.
+pub(crate) fn restriction_needs_approval(
+    chain: &Arc<Chain>,
+    request: &Request,
+    missing: &[(&Hop, &ApprovalRule, &crate::restriction::InEffect)],
+    digest: String,
+    third_party_request: String,
+) -> Decision {
+    let pairs: Vec<(&Hop, &ApprovalRule)> = missing.iter().map(|(h, r, _)| (*h, *r)).collect();
+    let mut d = needs_approval(chain, request, &pairs, digest, third_party_request);
+    if let Some(denial) = &mut d.denial {
+        let by: Vec<String> = missing
+            .iter()
+            .map(|(_, _, e)| restriction_words(&e.restriction))
+            .collect();
+        denial.reason = format!("{} (asked by {})", denial.reason, by.join("; "));
+    }
+    d
+}
+
+/// Why the approvals attached for a live restriction's approval rule do not
+/// count: all signed by its key, but for another request or expired.
+pub(crate) fn refused_for_restriction(
+    chain: &Arc<Chain>,
+    request: &Request,
+    hop: &Hop,
+    rule: &ApprovalRule,
+    by_key: &[&Approval],
+    digest: &str,
+    restriction: &mandate_spec::Restriction,
+) -> Decision {
+    let who = describe_hop(chain, hop, "");
+    let (kind, why) = match by_key.iter().find(|a| a.digest == digest) {
+        Some(a) => (
+            DenialKind::ApprovalExpired,
+            format!(
+                "the approval by {} expired at {}",
+                word(&rule.approver),
+                rfc3339(a.expires_at)
+            ),
+        ),
+        None => (
+            DenialKind::ApprovalMismatch,
+            format!(
+                "the approval by {} is for another request (digest {}…); this request \
+                 ({} {} with {}) has digest {}…",
+                word(&rule.approver),
+                &by_key[0].digest[..by_key[0].digest.len().min(12)],
+                word(&request.action),
+                word(&request.resource),
+                params_text(request),
+                &digest[..12]
+            ),
+        ),
+    };
+    Decision::deny(
+        request.clone(),
+        Some(chain.clone()),
+        Denial {
+            kind,
+            hop: Some(hop.hop),
+            block: Some(hop.block),
+            agent: Some(hop.agent.clone()),
+            reason: format!("{who}: {why} (asked by {})", restriction_words(restriction)),
+            limit: None,
+            restriction: None,
+        },
+    )
+}
+
+/// "live restriction <id> by "ops" at <when>: "reason"".
+pub(crate) fn restriction_words(r: &mandate_spec::Restriction) -> String {
+    format!(
+        "live restriction {} by {} at {}: {}",
+        r.id,
+        mandate_spec::display::quoted(&r.by),
+        rfc3339(r.restricted_at),
+        mandate_spec::display::quoted(&r.reason)
+    )
 }
 
 /// The attached approvals an approval query (§14.2) could match for

@@ -23,6 +23,11 @@ pub struct Decision {
     /// For `needs_approval`: what must be approved, by whom.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalNeeded>,
+    /// The ids of the live restrictions (SPEC §19) in effect for the chain
+    /// when the request was decided; empty when none was (or the chain was
+    /// not read that far).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<String>,
 }
 
 /// What a `needs_approval` decision asks for: an approval block signed by
@@ -85,6 +90,27 @@ pub struct Denial {
     /// up (SPEC §18.4). Boxed: most denials have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<Box<LimitDenial>>,
+    /// For `restricted`: the live restriction that denies, who made it,
+    /// when and why (SPEC §19.5). Boxed: most denials have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<Box<RestrictionDenial>>,
+}
+
+/// The live restriction a `restricted` denial names (SPEC §19.5).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestrictionDenial {
+    /// The restriction's id.
+    pub id: String,
+    /// The rule that denies, in its textual form (e.g. `deny send:/api/slack/**`).
+    pub rule: String,
+    /// What the restriction targets (e.g. `revocation id …`, `principal "user:alice"`).
+    pub target: String,
+    /// Who made it.
+    pub by: String,
+    /// When (RFC 3339).
+    pub restricted_at: String,
+    /// Why, in their words.
+    pub reason: String,
 }
 
 /// The usage limit a `limit_exceeded` denial names (SPEC §18.4).
@@ -177,6 +203,9 @@ pub enum DenialKind {
     /// The chain sets usage limits and this verifier cannot count them (no
     /// usage store, or it cannot be read or written); denied to fail closed.
     LimitUnavailable,
+    /// A live restriction on the chain (SPEC §19) denies the request;
+    /// [`Denial::restriction`] names it.
+    Restricted,
 }
 
 impl DenialKind {
@@ -206,6 +235,7 @@ impl DenialKind {
             DenialKind::ReplayRecordUnavailable => "replay_record_unavailable",
             DenialKind::LimitExceeded => "limit_exceeded",
             DenialKind::LimitUnavailable => "limit_unavailable",
+            DenialKind::Restricted => "restricted",
         }
     }
 }
@@ -228,6 +258,7 @@ impl Decision {
             request,
             chain: Some(chain),
             approval: None,
+            restrictions: Vec::new(),
         }
     }
 
@@ -238,6 +269,7 @@ impl Decision {
             request,
             chain,
             approval: None,
+            restrictions: Vec::new(),
         }
     }
 }
@@ -252,6 +284,7 @@ impl Denial {
             agent: None,
             reason: reason.into(),
             limit: None,
+            restriction: None,
         }
     }
 }

@@ -45,6 +45,7 @@ pub(crate) fn failed_check(chain: &Chain, block: usize, check_rule: &str, req: &
         agent: Some(hop.agent.clone()),
         reason: format!("{who}: {why}"),
         limit: None,
+        restriction: None,
     }
 }
 
@@ -76,6 +77,7 @@ pub(crate) fn expiry_denial(chain: &Chain, req: &Request) -> Option<Denial> {
                 rfc_unix(now)
             ),
             limit: None,
+            restriction: None,
         })
     })
 }
@@ -116,6 +118,7 @@ pub(crate) fn time_window_denial(chain: &Chain, req: &Request) -> Option<Denial>
                 rfc_unix(req.time_unix())
             ),
             limit: None,
+            restriction: None,
         })
     })
 }

@@ -85,6 +85,7 @@ pub(crate) fn check(
         agent: Some(holder.agent.clone()),
         reason: why,
         limit: None,
+        restriction: None,
     };
     let Some(proof) = &presented.proof else {
         return Err(denial(

@@ -86,6 +86,7 @@ mod limits;
 pub mod metrics;
 mod prepared;
 pub mod replay;
+mod restriction;
 pub mod revocation;
 #[cfg(feature = "feed")]
 pub mod spend_bucket;
@@ -96,6 +97,7 @@ mod wire;
 pub use cache::CacheOptions;
 pub use decision::{
     ApprovalNeeded, Approver, Decision, Denial, DenialKind, LimitDenial, LimitKind, Outcome,
+    RestrictionDenial,
 };
 pub use error::VerifierError;
 pub use holder::{Presented, DEFAULT_PROOF_SKEW};

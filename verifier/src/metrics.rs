@@ -47,6 +47,10 @@ pub const CACHE_MISSES: &str = "mandate_verification_cache_misses_total";
 pub const REVOCATION_ENTRIES: &str = "mandate_revocation_entries";
 /// `mandate_revocation_entries_written_total`.
 pub const REVOCATION_WRITTEN: &str = "mandate_revocation_entries_written_total";
+/// `mandate_restrictions_in_effect`.
+pub const RESTRICTIONS_IN_EFFECT: &str = "mandate_restrictions_in_effect";
+/// `mandate_restriction_entries_written_total`.
+pub const RESTRICTION_WRITTEN: &str = "mandate_restriction_entries_written_total";
 /// `mandate_feed_position`.
 pub const FEED_POSITION: &str = "mandate_feed_position";
 /// `mandate_feed_stale`.
@@ -110,6 +114,14 @@ pub fn describe() {
     describe_counter!(
         REVOCATION_WRITTEN,
         "Revocation entries written to the store, by source."
+    );
+    describe_gauge!(
+        RESTRICTIONS_IN_EFFECT,
+        "Live restrictions in effect (not lifted) in the store."
+    );
+    describe_counter!(
+        RESTRICTION_WRITTEN,
+        "Restrictions and lifts written to the store, by source."
     );
     describe_gauge!(FEED_POSITION, "Last revocation feed sequence applied.");
     describe_gauge!(FEED_STALE, "1 while the revocation feed is stale, else 0.");

@@ -322,10 +322,13 @@ impl RestrictionRule {
 /// parameter, or with another type, is exempted by nothing: a rule with
 /// conditions fails closed.
 fn exempts(c: &Constraint, request: &Request) -> bool {
-    let typed = |param: &str, int: Option<bool>| match (request.params.get(param), int) {
-        (Some(Value::Int(_)), Some(true)) | (Some(Value::Str(_)), Some(false)) => true,
-        (Some(_), None) => true,
-        _ => false,
+    let typed = |param: &str, int: Option<bool>| {
+        matches!(
+            (request.params.get(param), int),
+            (Some(Value::Int(_)), Some(true))
+                | (Some(Value::Str(_)), Some(false))
+                | (Some(_), None)
+        )
     };
     let evaluable = match c {
         Constraint::Int { param, .. } => typed(param, Some(true)),

@@ -54,6 +54,10 @@ pub struct AuditRecord {
     pub chain: Option<AuditChain>,
     /// The revocation-feed position checked against, if any.
     pub revocation_position: Option<u64>,
+    /// The ids of the live restrictions in effect for the chain (SPEC §19);
+    /// absent when none was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<String>,
     /// Hash of the verifier's policy, hex.
     pub policy_hash: String,
     /// The previous record's hash, hex ([`GENESIS_HASH`] for the first).
@@ -230,6 +234,8 @@ struct RecordView<'a> {
     denial: Option<&'a Denial>,
     chain: Option<&'a RawValue>,
     revocation_position: Option<u64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    restrictions: &'a [String],
     policy_hash: &'a str,
     prev_hash: &'a str,
 }
@@ -291,6 +297,7 @@ impl AuditEntry {
             denial: d.denial.as_ref(),
             chain: d.chain.as_ref().map(|c| chains.of(c)),
             revocation_position: event.revocation_position,
+            restrictions: &d.restrictions,
             policy_hash: &event.policy_hash,
             prev_hash,
         };

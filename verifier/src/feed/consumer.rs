@@ -5,6 +5,7 @@
 //! that is not an entry signed by a trusted revocation key is skipped (the
 //! position moves past it), counted and logged; it never stops the feed.
 
+use super::signed::FeedEntry;
 use super::{nats_err, stream_handle, FeedConfig, FeedError, FeedState};
 use crate::revocation::RevocationStore;
 use async_nats::jetstream::{self, consumer, stream};
@@ -304,9 +305,13 @@ fn apply(
             found: seq,
         });
     }
-    match cfg.revocation_keys.open(&msg.payload) {
-        Ok(entry) => {
+    match cfg.revocation_keys.open_entry(&msg.payload) {
+        Ok(FeedEntry::Revocation(entry)) => {
             store.apply_feed(&[entry], seq)?;
+            skipped.position = None;
+        }
+        Ok(FeedEntry::Restriction(entry)) => {
+            store.apply_feed_restriction(&entry, seq)?;
             skipped.position = None;
         }
         Err(rejected) => {

@@ -32,7 +32,7 @@ pub mod signed;
 mod watch;
 
 pub use publisher::FeedPublisher;
-pub use signed::{RejectReason, Rejected, RevocationKeys, RevocationSigner};
+pub use signed::{FeedEntry, RejectReason, Rejected, RevocationKeys, RevocationSigner};
 
 use crate::error::VerifierError;
 use crate::revocation::{Revocation, RevocationList, RevocationStore, Target};

@@ -4,6 +4,7 @@
 use super::{nats_err, stream_handle, FeedConfig, FeedError, RevocationSigner};
 use crate::revocation::Revocation;
 use async_nats::jetstream;
+use mandate_spec::RestrictionEntry;
 use std::time::Duration;
 
 /// Publishes revocations to the stream (the issuer side), each entry signed
@@ -53,6 +54,31 @@ impl FeedPublisher {
             entry.target,
             entry.revoked_at.unix_timestamp_nanos()
         );
+        self.send(payload, id, retry_for).await
+    }
+
+    /// Publishes a restriction or a lift (SPEC §19.4), signed, as
+    /// [`FeedPublisher::publish`] does a revocation: acknowledged by
+    /// JetStream, retried for up to 30 s, deduplicated by a message id
+    /// naming the entry (`restrict:<id>` or `lift:<id>`).
+    pub async fn publish_restriction(&self, entry: &RestrictionEntry) -> Result<u64, FeedError> {
+        let payload = self
+            .signer
+            .seal_restriction(entry)
+            .map_err(|e| nats_err(&self.cfg.url, e))?;
+        let id = match entry {
+            RestrictionEntry::Restrict(r) => format!("restrict:{}", r.id),
+            RestrictionEntry::Lift(l) => format!("lift:{}", l.id),
+        };
+        self.send(payload, id, Duration::from_secs(30)).await
+    }
+
+    async fn send(
+        &self,
+        payload: Vec<u8>,
+        id: String,
+        retry_for: Duration,
+    ) -> Result<u64, FeedError> {
         let deadline = tokio::time::Instant::now() + retry_for;
         let mut backoff = Duration::from_millis(50);
         loop {

@@ -16,11 +16,36 @@
 
 use crate::revocation::Revocation;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use mandate_spec::RestrictionEntry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The domain prefix of every revocation-entry signature.
 pub const DOMAIN: &[u8] = b"mandate-revocation-v1\n";
+
+/// The domain prefix of every restriction or lift signature (SPEC §19.4).
+pub const RESTRICTION_DOMAIN: &[u8] = b"mandate-restriction-v1\n";
+
+/// The envelope of a restriction or a lift (SPEC §19.4).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestrictionEnvelope {
+    /// The entry's JSON (a [`RestrictionEntry`]), exactly as signed.
+    restriction: String,
+    /// The id of the revocation key that signed it.
+    key_id: u32,
+    /// Ed25519 over [`RESTRICTION_DOMAIN`] ‖ `restriction`, hex.
+    sig: String,
+}
+
+/// What a feed message carries once opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEntry {
+    /// A revocation.
+    Revocation(Revocation),
+    /// A live restriction or its lift.
+    Restriction(RestrictionEntry),
+}
 
 /// The envelope on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,13 +116,29 @@ impl RevocationSigner {
     /// end in a newline), so such a message is never a valid revocation
     /// entry; `None` if it does not.
     pub fn sign_other(&self, domain: &[u8], bytes: &[u8]) -> Option<String> {
-        if domain == DOMAIN || !domain.ends_with(b"\n") {
+        if domain == DOMAIN || domain == RESTRICTION_DOMAIN || !domain.ends_with(b"\n") {
             return None;
         }
         let mut m = Vec::with_capacity(domain.len() + bytes.len());
         m.extend_from_slice(domain);
         m.extend_from_slice(bytes);
         Some(hex::encode(self.key.sign(&m).to_bytes()))
+    }
+
+    /// The message published for a restriction or a lift: the signed
+    /// envelope's JSON (SPEC §19.4).
+    pub fn seal_restriction(&self, entry: &RestrictionEntry) -> Result<Vec<u8>, serde_json::Error> {
+        let bytes = serde_json::to_vec(entry)?;
+        let mut m = Vec::with_capacity(RESTRICTION_DOMAIN.len() + bytes.len());
+        m.extend_from_slice(RESTRICTION_DOMAIN);
+        m.extend_from_slice(&bytes);
+        let sig = self.key.sign(&m);
+        let restriction = String::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
+        serde_json::to_vec(&RestrictionEnvelope {
+            restriction,
+            key_id: self.id,
+            sig: hex::encode(sig.to_bytes()),
+        })
     }
 
     /// The message published for `entry`: the signed envelope's JSON.
@@ -170,16 +211,54 @@ impl RevocationKeys {
         bytes: &[u8],
         sig_hex: &str,
     ) -> Result<(), Rejected> {
-        if domain == DOMAIN {
+        if domain == DOMAIN || domain == RESTRICTION_DOMAIN {
             return Err(Rejected::new(
                 RejectReason::Malformed,
-                "the revocation-entry domain is reserved for revocation entries",
+                "the feed-entry domains are reserved for feed entries",
             ));
         }
+        self.verify_signature(key_id, domain, bytes, sig_hex)
+    }
+
+    /// Opens any message from the stream: a revocation (as
+    /// [`RevocationKeys::open`]) or a restriction or lift, signed under
+    /// [`RESTRICTION_DOMAIN`] by a trusted key and valid (SPEC §19.4).
+    pub fn open_entry(&self, payload: &[u8]) -> Result<FeedEntry, Rejected> {
+        let Ok(envelope) = serde_json::from_slice::<RestrictionEnvelope>(payload) else {
+            return self.open(payload).map(FeedEntry::Revocation);
+        };
+        self.verify_signature(
+            envelope.key_id,
+            RESTRICTION_DOMAIN,
+            envelope.restriction.as_bytes(),
+            &envelope.sig,
+        )?;
+        let entry: RestrictionEntry = serde_json::from_str(&envelope.restriction).map_err(|e| {
+            Rejected::new(
+                RejectReason::Malformed,
+                format!("a signed message that is not a restriction or a lift: {e}"),
+            )
+        })?;
+        entry.validate().map_err(|e| {
+            Rejected::new(
+                RejectReason::Malformed,
+                format!("a signed restriction that is not valid: {e}"),
+            )
+        })?;
+        Ok(FeedEntry::Restriction(entry))
+    }
+
+    fn verify_signature(
+        &self,
+        key_id: u32,
+        domain: &[u8],
+        bytes: &[u8],
+        sig_hex: &str,
+    ) -> Result<(), Rejected> {
         let Some(key) = self.0.get(&key_id) else {
             return Err(Rejected::new(
                 RejectReason::UnknownKey,
-                format!("signed by revocation key id {key_id}, which is not trusted here"),
+                format!("signed by revocation key id {key_id}, which this verifier does not trust"),
             ));
         };
         let mut m = Vec::with_capacity(domain.len() + bytes.len());
@@ -221,33 +300,12 @@ impl RevocationKeys {
                 ))
             }
         };
-        let Some(key) = self.0.get(&envelope.key_id) else {
-            return Err(Rejected::new(
-                RejectReason::UnknownKey,
-                format!(
-                    "signed by revocation key id {}, which this verifier does not trust",
-                    envelope.key_id
-                ),
-            ));
-        };
-        let verified = VerifyingKey::from_bytes(key).ok().is_some_and(|key| {
-            hex::decode(&envelope.sig)
-                .ok()
-                .and_then(|s| Signature::from_slice(&s).ok())
-                .is_some_and(|sig| {
-                    key.verify_strict(&signed_bytes(envelope.entry.as_bytes()), &sig)
-                        .is_ok()
-                })
-        });
-        if !verified {
-            return Err(Rejected::new(
-                RejectReason::BadSignature,
-                format!(
-                    "the signature does not verify under revocation key id {}",
-                    envelope.key_id
-                ),
-            ));
-        }
+        self.verify_signature(
+            envelope.key_id,
+            DOMAIN,
+            envelope.entry.as_bytes(),
+            &envelope.sig,
+        )?;
         serde_json::from_str(&envelope.entry).map_err(|e| {
             Rejected::new(
                 RejectReason::Malformed,
@@ -400,6 +458,63 @@ mod tests {
             .contains("not a number"));
         assert!(k.insert_spec("ed25519/00").unwrap_err().contains("ID="));
         assert!(k.insert_spec("1=ed25519-private/00").is_err());
+    }
+
+    fn restriction_entry() -> RestrictionEntry {
+        RestrictionEntry::Restrict(mandate_spec::Restriction {
+            id: "0b5f9a4e-8c1d-4f2a-9e3b-7a6c5d4e3f21".into(),
+            target: mandate_spec::RestrictionTarget::Token("t1".into()),
+            rules: vec![mandate_spec::RestrictionRule::parse_deny("send:/**").unwrap()],
+            restricted_at: time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+            by: "ops".into(),
+            reason: "r".into(),
+            expires_at: None,
+            note: None,
+        })
+    }
+
+    #[test]
+    fn a_signed_restriction_opens_and_a_retargeted_one_does_not() {
+        let s = signer(0);
+        let keys = keys_for(&[&s]);
+        let msg = s.seal_restriction(&restriction_entry()).unwrap();
+        assert_eq!(
+            keys.open_entry(&msg).unwrap(),
+            FeedEntry::Restriction(restriction_entry())
+        );
+        let forged = String::from_utf8(msg.clone()).unwrap().replace("t1", "t2");
+        let e = keys.open_entry(forged.as_bytes()).unwrap_err();
+        assert_eq!(e.reason, RejectReason::BadSignature, "{e}");
+        // Revocations still open through open_entry.
+        let rev = s.seal(&entry("t1")).unwrap();
+        assert_eq!(
+            keys.open_entry(&rev).unwrap(),
+            FeedEntry::Revocation(entry("t1"))
+        );
+        // A restriction's signature is not a revocation's, nor the reverse:
+        // the envelopes' bytes swapped between domains never verify.
+        let v: serde_json::Value = serde_json::from_slice(&msg).unwrap();
+        let as_revocation = serde_json::json!({
+            "entry": v["restriction"], "key_id": 0, "sig": v["sig"]
+        });
+        let e = keys
+            .open_entry(&serde_json::to_vec(&as_revocation).unwrap())
+            .unwrap_err();
+        assert_eq!(e.reason, RejectReason::BadSignature, "{e}");
+        // Another signed message kind cannot take either domain.
+        assert!(s.sign_other(RESTRICTION_DOMAIN, b"x").is_none());
+    }
+
+    #[test]
+    fn a_signed_but_invalid_restriction_is_rejected_as_malformed() {
+        let s = signer(0);
+        let mut bad = restriction_entry();
+        if let RestrictionEntry::Restrict(r) = &mut bad {
+            r.rules.clear();
+        }
+        let msg = s.seal_restriction(&bad).unwrap();
+        let e = keys_for(&[&s]).open_entry(&msg).unwrap_err();
+        assert_eq!(e.reason, RejectReason::Malformed, "{e}");
     }
 
     proptest! {

@@ -11,6 +11,8 @@ mod store;
 #[cfg(feature = "rocksdb")]
 pub use store::{RevocationStore, StoreOptions};
 
+pub use crate::restriction::{InEffect, RestrictionIndex};
+
 use crate::error::VerifierError;
 use mandate_spec::Chain;
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,34 @@ pub struct Revocation {
     pub note: Option<String>,
 }
 
+/// What is stored for one restriction id (SPEC §19): the restriction, and
+/// its lift once lifted (a lift received before its restriction is kept
+/// alone, so the restriction never applies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestrictionRecord {
+    /// The restriction, when it was received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<mandate_spec::Restriction>,
+    /// Its lift, when lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted: Option<mandate_spec::Lift>,
+}
+
+/// What recording a restriction entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestrictionApplied {
+    /// A new restriction is in effect.
+    Added,
+    /// A restriction in effect was lifted.
+    Lifted,
+    /// A lift of an id not seen yet was kept: that restriction will never
+    /// apply.
+    LiftRecorded,
+    /// Nothing changed: the id was already known (a restriction received
+    /// again, or one already lifted).
+    Unchanged,
+}
+
 /// Called with the entries of each revocation a list takes in.
 pub type RevocationObserver = Arc<dyn Fn(&[Revocation]) + Send + Sync>;
 
@@ -85,6 +115,20 @@ pub trait RevocationList: Send + Sync {
     fn subscribe(&self, _observer: RevocationObserver) -> bool {
         false
     }
+
+    /// The live restrictions (SPEC §19) that apply to a chain whose
+    /// revocation targets are `targets` (hops' agent keys at `agents`) and
+    /// whose principal is `principal`. Default: none (a list that keeps no
+    /// restrictions). An error denies the request
+    /// (`revocation_unavailable`).
+    fn restrictions(
+        &self,
+        _targets: &[Target],
+        _agents: std::ops::Range<usize>,
+        _principal: &str,
+    ) -> Result<Vec<crate::restriction::InEffect>, VerifierError> {
+        Ok(Vec::new())
+    }
 }
 
 impl<T: RevocationList + ?Sized> RevocationList for Arc<T> {
@@ -101,6 +145,15 @@ impl<T: RevocationList + ?Sized> RevocationList for Arc<T> {
 
     fn subscribe(&self, observer: RevocationObserver) -> bool {
         (**self).subscribe(observer)
+    }
+
+    fn restrictions(
+        &self,
+        targets: &[Target],
+        agents: std::ops::Range<usize>,
+        principal: &str,
+    ) -> Result<Vec<crate::restriction::InEffect>, VerifierError> {
+        (**self).restrictions(targets, agents, principal)
     }
 }
 

@@ -22,8 +22,12 @@
 //! lz4 compression. Writes go through the WAL with `sync = true`: [`RevocationStore::revoke`]
 //! returns only once the entry is on disk.
 
-use super::{Revocation, RevocationList, RevocationObserver, Target};
+use super::{
+    RestrictionApplied, RestrictionRecord, Revocation, RevocationList, RevocationObserver, Target,
+};
 use crate::error::VerifierError;
+use crate::restriction::{InEffect, RestrictionIndex};
+use mandate_spec::{Restriction, RestrictionEntry};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options,
     WriteBatch, WriteOptions, DB,
@@ -31,7 +35,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use time::OffsetDateTime;
 
 const CF_BLOCK: &str = "block";
@@ -45,7 +49,10 @@ const CFS: [&str; 3] = [CF_BLOCK, CF_TOKEN, CF_AGENT];
 /// Bookkeeping: the revocation feed's position.
 const CF_META: &str = "meta";
 
-const ALL_CFS: [&str; 4] = [CF_BLOCK, CF_TOKEN, CF_AGENT, CF_META];
+/// Live restrictions and lifts (SPEC §19), keyed by restriction id.
+const CF_RESTRICTION: &str = "restriction";
+
+const ALL_CFS: [&str; 5] = [CF_BLOCK, CF_TOKEN, CF_AGENT, CF_META, CF_RESTRICTION];
 
 const FEED_POSITION: &[u8] = b"feed_position";
 
@@ -131,6 +138,11 @@ pub struct RevocationStore {
     /// The feed position, as last read or written (for audit records).
     position: AtomicU64,
     observers: RwLock<Vec<RevocationObserver>>,
+    /// The restrictions in effect (SPEC §19), loaded at open and kept in
+    /// step with every write: a request pays hash lookups, not reads.
+    restrictions: RwLock<RestrictionIndex>,
+    /// Serializes restriction writes (each reads the entry it replaces).
+    restricting: Mutex<()>,
 }
 
 impl std::fmt::Debug for RevocationStore {
@@ -183,10 +195,13 @@ impl RevocationStore {
             sync,
             position: AtomicU64::new(0),
             observers: RwLock::new(Vec::new()),
+            restrictions: RwLock::new(RestrictionIndex::default()),
+            restricting: Mutex::new(()),
         };
         let position = store.feed_position()?;
         store.position.store(position, Ordering::Relaxed);
         store.count_entries();
+        store.load_restrictions()?;
         Ok(store)
     }
 
@@ -321,9 +336,31 @@ impl RevocationStore {
                 }
             }
         }
+        let _guard = self.restricting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lifted_ids = Vec::new();
+        if let Some(cf) = self.db.cf_handle(CF_RESTRICTION) {
+            for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+                let record = self.decode_restriction(&k, &v)?;
+                if let Some(r) = record
+                    .restriction
+                    .filter(|r| matches!(r.expires_at, Some(e) if e < now))
+                {
+                    batch.delete_cf(cf, k);
+                    removed += 1;
+                    lifted_ids.push(r);
+                }
+            }
+        }
         self.db
             .write_opt(batch, &self.sync)
             .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        if let Ok(mut ix) = self.restrictions.write() {
+            for r in &lifted_ids {
+                ix.remove(&r.id, &r.target);
+            }
+        }
+        self.count_restrictions();
         self.compact()?;
         Ok(removed)
     }
@@ -415,6 +452,220 @@ impl RevocationStore {
         self.written(entries, "feed");
         self.notify(entries);
         Ok(())
+    }
+
+    /// Records a restriction or a lift (SPEC §19), synced before returning.
+    /// A restriction id, once lifted, never applies again: a lift of an id
+    /// not seen yet is kept, and a restriction arriving after its lift (or
+    /// again) changes nothing.
+    pub fn restrict(&self, entry: &RestrictionEntry) -> Result<RestrictionApplied, VerifierError> {
+        self.write_restriction(entry, None)
+    }
+
+    /// Applies a restriction or lift from the feed with the feed position it
+    /// brings the store to, in one write batch (not synced, as
+    /// [`RevocationStore::apply_feed`]).
+    pub fn apply_feed_restriction(
+        &self,
+        entry: &RestrictionEntry,
+        position: u64,
+    ) -> Result<RestrictionApplied, VerifierError> {
+        let applied = self.write_restriction(entry, Some(position))?;
+        self.position.store(position, Ordering::Relaxed);
+        Ok(applied)
+    }
+
+    fn write_restriction(
+        &self,
+        entry: &RestrictionEntry,
+        position: Option<u64>,
+    ) -> Result<RestrictionApplied, VerifierError> {
+        entry.validate().map_err(|e| VerifierError::Store {
+            path: self.path.clone(),
+            detail: format!("refused restriction entry {}: {e}", entry.id()),
+        })?;
+        let _guard = self.restricting.lock().unwrap_or_else(|e| e.into_inner());
+        let cf = self.cf(CF_RESTRICTION)?;
+        let current = self.restriction_record(entry.id())?;
+        let (record, applied) = match (entry, current) {
+            (RestrictionEntry::Restrict(_), Some(_)) => (None, RestrictionApplied::Unchanged),
+            (RestrictionEntry::Restrict(r), None) => (
+                Some(RestrictionRecord {
+                    restriction: Some(r.clone()),
+                    lifted: None,
+                }),
+                RestrictionApplied::Added,
+            ),
+            (RestrictionEntry::Lift(_), Some(c)) if c.lifted.is_some() => {
+                (None, RestrictionApplied::Unchanged)
+            }
+            (RestrictionEntry::Lift(l), Some(c)) => (
+                Some(RestrictionRecord {
+                    restriction: c.restriction,
+                    lifted: Some(l.clone()),
+                }),
+                RestrictionApplied::Lifted,
+            ),
+            (RestrictionEntry::Lift(l), None) => (
+                Some(RestrictionRecord {
+                    restriction: None,
+                    lifted: Some(l.clone()),
+                }),
+                RestrictionApplied::LiftRecorded,
+            ),
+        };
+        let mut batch = WriteBatch::default();
+        if let Some(record) = &record {
+            let value = serde_json::to_vec(record).map_err(|e| VerifierError::Store {
+                path: self.path.clone(),
+                detail: format!("cannot record restriction {}: {e}", entry.id()),
+            })?;
+            batch.put_cf(cf, entry.id().as_bytes(), value);
+        }
+        match position {
+            Some(p) => {
+                batch.put_cf(self.cf(CF_META)?, FEED_POSITION, p.to_be_bytes());
+                self.db.write(batch)
+            }
+            None if record.is_some() => self.db.write_opt(batch, &self.sync),
+            None => Ok(()),
+        }
+        .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        if let Some(record) = record {
+            let mut ix = self.restrictions.write().unwrap_or_else(|e| e.into_inner());
+            match (&record.restriction, &record.lifted) {
+                (Some(r), None) => ix.insert(Arc::new(r.clone())),
+                (Some(r), Some(_)) => ix.remove(&r.id, &r.target),
+                _ => {}
+            }
+            drop(ix);
+            metrics::counter!(
+                crate::metrics::RESTRICTION_WRITTEN,
+                "source" => if position.is_some() { "feed" } else { "local" }
+            )
+            .increment(1);
+            self.count_restrictions();
+        }
+        Ok(applied)
+    }
+
+    /// The record of restriction `id` (the restriction, its lift), if any.
+    pub fn restriction_record(&self, id: &str) -> Result<Option<RestrictionRecord>, VerifierError> {
+        let Some(cf) = self.db.cf_handle(CF_RESTRICTION) else {
+            return Ok(None);
+        };
+        let raw = self
+            .db
+            .get_pinned_cf(cf, id.as_bytes())
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        raw.map(|v| self.decode_restriction(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every restriction record, lifted ones included, by id.
+    pub fn restriction_records(&self) -> Result<Vec<RestrictionRecord>, VerifierError> {
+        let Some(cf) = self.db.cf_handle(CF_RESTRICTION) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+            out.push(self.decode_restriction(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// How many restrictions are in effect (not lifted, not pruned).
+    pub fn restrictions_in_effect(&self) -> usize {
+        self.restrictions.read().map_or(0, |ix| ix.len())
+    }
+
+    /// Writes restrictions without syncing each batch and without the WAL,
+    /// then flushes: for building large stores (benchmarks). Not for
+    /// acknowledged restrictions.
+    pub fn bulk_load_restrictions(
+        &self,
+        entries: impl IntoIterator<Item = Restriction>,
+    ) -> Result<u64, VerifierError> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        let cf = self.cf(CF_RESTRICTION)?;
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        let mut ix = self.restrictions.write().unwrap_or_else(|e| e.into_inner());
+        for r in entries {
+            r.validate().map_err(|e| VerifierError::Store {
+                path: self.path.clone(),
+                detail: format!("refused restriction {}: {e}", r.id),
+            })?;
+            let record = RestrictionRecord {
+                restriction: Some(r),
+                lifted: None,
+            };
+            let value = serde_json::to_vec(&record).map_err(|e| VerifierError::Store {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?;
+            let r = record.restriction.unwrap_or_else(|| unreachable!());
+            batch.put_cf(cf, r.id.as_bytes(), value);
+            ix.insert(Arc::new(r));
+            n += 1;
+            if batch.len() >= 50_000 {
+                self.db
+                    .write_opt(std::mem::take(&mut batch), &opts)
+                    .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+            }
+        }
+        drop(ix);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.db
+            .flush_cf(cf)
+            .map_err(|e| VerifierError::from_rocksdb(&self.path, e))?;
+        self.count_restrictions();
+        Ok(n)
+    }
+
+    fn load_restrictions(&self) -> Result<(), VerifierError> {
+        let mut ix = RestrictionIndex::default();
+        for record in self.restriction_records()? {
+            if let (Some(r), None) = (record.restriction, record.lifted) {
+                ix.insert(Arc::new(r));
+            }
+        }
+        *self.restrictions.write().unwrap_or_else(|e| e.into_inner()) = ix;
+        self.count_restrictions();
+        Ok(())
+    }
+
+    fn count_restrictions(&self) {
+        metrics::gauge!(crate::metrics::RESTRICTIONS_IN_EFFECT)
+            .set(self.restrictions_in_effect() as f64);
+    }
+
+    fn decode_restriction(&self, key: &[u8], v: &[u8]) -> Result<RestrictionRecord, VerifierError> {
+        serde_json::from_slice(v).map_err(|e| VerifierError::Corrupt {
+            path: self.path.clone(),
+            detail: format!(
+                "undecodable restriction {}: {e}",
+                String::from_utf8_lossy(key)
+            ),
+        })
+    }
+
+    /// The restrictions in effect for a chain (see
+    /// [`RevocationList::restrictions`]).
+    pub fn restrictions_for(
+        &self,
+        targets: &[Target],
+        agents: std::ops::Range<usize>,
+        principal: &str,
+    ) -> Vec<InEffect> {
+        self.restrictions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_effect(targets, agents, principal)
     }
 
     /// RocksDB's estimate of the number of entries (cheap, approximate).
@@ -553,5 +804,14 @@ impl RevocationList for RevocationStore {
     fn subscribe(&self, observer: RevocationObserver) -> bool {
         RevocationStore::subscribe(self, observer);
         true
+    }
+
+    fn restrictions(
+        &self,
+        targets: &[Target],
+        agents: std::ops::Range<usize>,
+        principal: &str,
+    ) -> Result<Vec<InEffect>, VerifierError> {
+        Ok(self.restrictions_for(targets, agents, principal))
     }
 }

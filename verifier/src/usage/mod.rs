@@ -164,6 +164,9 @@ pub struct ChainLimit {
     pub limit: Limit,
     /// Its counter's name.
     pub key: String,
+    /// The live restriction that sets it (SPEC §19), when a restriction
+    /// rather than the hop's block does.
+    pub restriction: Option<String>,
 }
 
 /// Every limit of `chain`, root first, with its counter's name.
@@ -178,6 +181,7 @@ pub fn chain_limits(chain: &Chain) -> Vec<ChainLimit> {
                 block: h.block,
                 key: l.counter_key(&h.revocation_id),
                 limit: l.clone(),
+                restriction: None,
             })
         })
         .collect()

@@ -34,6 +34,7 @@ pub(super) fn revocation_denial(list: &dyn RevocationList, v: &Verified) -> Opti
             .map(|h| h.agent.clone()),
         reason: revoked.what,
         limit: None,
+        restriction: None,
     })
 }
 
@@ -159,6 +160,7 @@ pub(super) fn chain_denial(e: ChainError) -> Denial {
         agent: None,
         reason: e.to_string(),
         limit: None,
+        restriction: None,
     }
 }
 
@@ -212,9 +214,13 @@ pub(super) fn datalog_denial(e: &Token, chain: &Chain, request: &Request) -> Den
 
 /// The hop that set `limit`, in words, with its block.
 fn limit_hop(chain: &Chain, limit: &ChainLimit) -> String {
-    match chain.hops.get(limit.hop) {
+    let hop = match chain.hops.get(limit.hop) {
         Some(h) => explain::describe_hop(chain, h, &format!(", block {}", limit.block)),
         None => format!("hop {} (block {})", limit.hop, limit.block),
+    };
+    match &limit.restriction {
+        Some(id) => format!("live restriction {id} on {hop}"),
+        None => hop,
     }
 }
 
@@ -228,6 +234,7 @@ pub(super) fn unmeterable(chain: &Chain, limit: &ChainLimit, why: &str) -> Denia
         agent: Some(limit.agent.clone()),
         reason: format!("{}: {why}", limit_hop(chain, limit)),
         limit: None,
+        restriction: None,
     }
 }
 
@@ -275,6 +282,7 @@ pub(super) fn limit_exceeded(
             window_end: end,
             retry_after,
         })),
+        restriction: None,
     }
 }
 
@@ -287,4 +295,48 @@ fn rfc3339(unix: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| unix.to_string())
+}
+
+/// A live restriction's rule denies `request` (SPEC §19.5): `restricted`,
+/// naming the hop it reaches the chain through, the restriction (who made
+/// it, when, why) and the rule.
+pub(super) fn restricted(
+    chain: &Chain,
+    blocks: usize,
+    e: &crate::restriction::InEffect,
+    rule: &mandate_spec::RestrictionRule,
+    request: &mandate_spec::Request,
+) -> Denial {
+    let r = &e.restriction;
+    let hop = crate::restriction::hop_of(chain, blocks, e);
+    let h = chain.hops.get(hop);
+    let at = rfc3339(r.restricted_at.unix_timestamp());
+    let rule_text = rule.to_string();
+    Denial {
+        kind: DenialKind::Restricted,
+        hop: Some(hop),
+        block: h.map(|h| h.block),
+        agent: h.map(|h| h.agent.clone()),
+        reason: format!(
+            "{}: {} {} is denied by {} (rule {}, on {})",
+            h.map_or_else(
+                || format!("hop {hop}"),
+                |h| explain::describe_hop(chain, h, "")
+            ),
+            mandate_spec::display::word(&request.action),
+            mandate_spec::display::word(&request.resource),
+            crate::approval::restriction_words(r),
+            mandate_spec::display::quoted(&rule_text),
+            r.target,
+        ),
+        limit: None,
+        restriction: Some(Box::new(crate::decision::RestrictionDenial {
+            id: r.id.clone(),
+            rule: rule_text,
+            target: r.target.to_string(),
+            by: r.by.clone(),
+            restricted_at: at,
+            reason: r.reason.clone(),
+        })),
+    }
 }

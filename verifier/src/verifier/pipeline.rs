@@ -3,7 +3,8 @@
 //! and approvals.
 
 use super::denials::{
-    chain_denial, datalog_denial, limit_exceeded, parse_denial, revocation_denial, unmeterable,
+    chain_denial, datalog_denial, limit_exceeded, parse_denial, restricted, revocation_denial,
+    unmeterable,
 };
 use super::{Purpose, Verifier, INLINE_COST};
 use crate::approval;
@@ -12,11 +13,14 @@ use crate::decision::{Decision, Denial, DenialKind};
 use crate::holder::{self, Presented};
 use crate::prepared::Prepared;
 use crate::replay::Use;
+use crate::restriction::{self, InEffect};
 use crate::revocation::revocation_targets;
-use crate::usage::{chain_limits, charges_for, Charge, Charged};
+use crate::usage::{chain_limits, charges_for, ChainLimit, Charge, Charged};
 use biscuit_auth::error::Token;
 use biscuit_auth::Biscuit;
 use mandate_spec::{decode_verified_blocks, Chain, Request};
+use mandate_spec::{Approval, ApprovalRule};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 impl Verifier {
@@ -74,8 +78,9 @@ impl Verifier {
         }))
     }
 
-    /// Steps 6–8, on every request: revocation, proof of possession, Datalog,
-    /// usage limits (SPEC §18.4), approvals.
+    /// Steps 6–8, on every request: revocation, live restrictions (SPEC
+    /// §19), proof of possession, Datalog, usage limits (SPEC §18.4),
+    /// approvals.
     pub(super) fn decide(
         &self,
         v: &Verified,
@@ -85,15 +90,56 @@ impl Verifier {
         purpose: Purpose,
     ) -> Decision {
         let deny = |denial| Decision::deny(request.clone(), Some(v.chain.clone()), denial);
+        let Some(list) = &self.revocations else {
+            return self.decide_unrestricted(v, request, token, presented, purpose, &[]);
+        };
+        // Revocation: every block, the family, every agent key.
+        if let Some(denial) = revocation_denial(list.as_ref(), v) {
+            return deny(denial);
+        }
+        // Live restrictions, from the same list (a token-only check is
+        // about the token, not a request: restrictions are about requests).
+        if purpose == Purpose::Token && !v.raw_datalog {
+            return self.decide_unrestricted(v, request, token, presented, purpose, &[]);
+        }
+        let agents = v.blocks + 1..v.blocks + 1 + v.chain.hops.len();
+        let in_effect = match list.restrictions(&v.targets, agents, &v.chain.principal) {
+            Ok(e) => e,
+            Err(e) => {
+                return deny(Denial::new(
+                    DenialKind::RevocationUnavailable,
+                    format!("the live restrictions cannot be read ({e}); denied to fail closed"),
+                ))
+            }
+        };
+        if in_effect.is_empty() {
+            return self.decide_unrestricted(v, request, token, presented, purpose, &[]);
+        }
+        let mut decision = match restriction::first_denial(&in_effect, request) {
+            Some((e, rule)) => deny(restricted(&v.chain, v.blocks, e, rule, request)),
+            None => self.decide_unrestricted(v, request, token, presented, purpose, &in_effect),
+        };
+        decision.restrictions = in_effect.iter().map(|e| e.restriction.id.clone()).collect();
+        decision
+    }
+
+    /// Steps 7–8 once revocation and the restrictions' denials are past:
+    /// proof of possession, Datalog, usage limits (the chain's and those of
+    /// the restrictions `in_effect`), approvals (the chain's rules and the
+    /// restrictions').
+    fn decide_unrestricted(
+        &self,
+        v: &Verified,
+        request: &Request,
+        token: &[u8],
+        presented: &Presented,
+        purpose: Purpose,
+        in_effect: &[InEffect],
+    ) -> Decision {
+        let deny = |denial| Decision::deny(request.clone(), Some(v.chain.clone()), denial);
         // Only a request acted on is charged: never what an approver is
         // shown, nor a token-only check (even one decided on its grants).
         let charges_usage = purpose == Purpose::Request;
-        // Revocation: every block, the family, every agent key.
-        if let Some(list) = &self.revocations {
-            if let Some(denial) = revocation_denial(list.as_ref(), v) {
-                return deny(denial);
-            }
-        }
         // Facts the verifier adds beyond the request's own.
         let mut extra = Vec::new();
         if v.holder_required && purpose == Purpose::Approval {
@@ -155,15 +201,22 @@ impl Verifier {
                 Decision::allow(request.clone(), v.chain.clone())
             }
             Ok(()) => {
+                // The restrictions' approvals: all attached, or the request
+                // needs them (before anything is charged).
+                let restricted_approvals = match restriction_approvals(v, in_effect, request) {
+                    Ok(a) => a,
+                    Err(decision) => return *decision,
+                };
+                let limits = restricted_limits(v, in_effect);
                 let charged = if charges_usage {
-                    match self.charge_limits(v, request) {
+                    match self.charge_limits(v, &limits, request) {
                         Ok(charged) => charged,
                         Err(denial) => return deny(denial),
                     }
                 } else {
                     Vec::new()
                 };
-                match self.spend_approvals(v, request, &extra) {
+                match self.spend_approvals(v, request, &extra, restricted_approvals) {
                     Ok(()) => Decision::allow(request.clone(), v.chain.clone()),
                     Err(denial) => {
                         self.refund_limits(v, &charged, request);
@@ -195,13 +248,18 @@ impl Verifier {
     /// meters it, all or nothing (SPEC §18.4): what was charged, or the
     /// denial (a budget that cannot meter the request, no meter, a meter
     /// that fails, a limit without room).
-    fn charge_limits(&self, v: &Verified, request: &Request) -> Result<Vec<Charge>, Denial> {
-        if v.limits.is_empty() {
+    fn charge_limits(
+        &self,
+        v: &Verified,
+        limits: &[ChainLimit],
+        request: &Request,
+    ) -> Result<Vec<Charge>, Denial> {
+        if limits.is_empty() {
             return Ok(Vec::new());
         }
-        let charges = charges_for(&v.limits, request).map_err(|(i, why)| {
+        let charges = charges_for(limits, request).map_err(|(i, why)| {
             crate::metrics::limit_denied(crate::metrics::LimitDenial::Unmeterable);
-            unmeterable(&v.chain, &v.limits[i], &why)
+            unmeterable(&v.chain, &limits[i], &why)
         })?;
         // A request costing more than a whole window allows can never fit:
         // no retry helps, so it is not allowed (not "exceeded").
@@ -210,9 +268,9 @@ impl Verifier {
             let why = format!(
                 "the request costs {} against {}, more than its whole allowance of {} per \
                  window: no window can allow it",
-                c.units, v.limits[*i].limit, c.max
+                c.units, limits[*i].limit, c.max
             );
-            return Err(unmeterable(&v.chain, &v.limits[*i], &why));
+            return Err(unmeterable(&v.chain, &limits[*i], &why));
         }
         let Some(meter) = &self.usage else {
             crate::metrics::limit_denied(crate::metrics::LimitDenial::Unavailable);
@@ -235,7 +293,7 @@ impl Verifier {
                 window_end,
             }) => {
                 crate::metrics::limit_denied(crate::metrics::LimitDenial::Exceeded);
-                let (limit, charge) = (&v.limits[indices[index]], &charges[index]);
+                let (limit, charge) = (&limits[indices[index]], &charges[index]);
                 Err(limit_exceeded(
                     &v.chain,
                     limit,
@@ -277,22 +335,26 @@ impl Verifier {
     /// identified by its approver's signature, which the holder cannot
     /// change: re-appending it to the token makes a new block (a new
     /// revocation id) with the same signature.
+    ///
+    /// `restricted` are the approvals the live restrictions asked for: spent
+    /// with them (each approval once, whoever asked for it).
     pub(super) fn spend_approvals(
         &self,
         v: &Verified,
         request: &Request,
         extra: &[biscuit_auth::builder::Fact],
+        restricted: Vec<&Approval>,
     ) -> Result<(), Denial> {
-        if !v.has_approval_rules {
-            return Ok(());
+        let mut candidates = self.approvals_relied_on(v, request, extra);
+        for a in restricted {
+            if !candidates
+                .iter()
+                .any(|c| c.approver_signature == a.approver_signature)
+            {
+                candidates.push(a);
+            }
         }
-        let candidates = approval::candidates(&v.chain, request);
         if candidates.is_empty() {
-            return Ok(());
-        }
-        let digest = request.digest_fact();
-        let without: Vec<_> = extra.iter().filter(|f| **f != digest).cloned().collect();
-        if v.prepared.passes(request, &without, self.limits) {
             return Ok(());
         }
         let Some(guard) = &self.replay else {
@@ -319,6 +381,7 @@ impl Verifier {
                             a.block, a.approver_key
                         ),
                         limit: None,
+                        restriction: None,
                     })
                 }
                 Err(e) => {
@@ -334,6 +397,125 @@ impl Verifier {
         }
         Ok(())
     }
+
+    /// The attached approvals the chain's approval rules relied on to allow
+    /// `request` (see [`Verifier::spend_approvals`]).
+    fn approvals_relied_on<'v>(
+        &self,
+        v: &'v Verified,
+        request: &Request,
+        extra: &[biscuit_auth::builder::Fact],
+    ) -> Vec<&'v Approval> {
+        if !v.has_approval_rules {
+            return Vec::new();
+        }
+        let candidates = approval::candidates(&v.chain, request);
+        if candidates.is_empty() {
+            return candidates;
+        }
+        let digest = request.digest_fact();
+        let without: Vec<_> = extra.iter().filter(|f| **f != digest).cloned().collect();
+        if v.prepared.passes(request, &without, self.limits) {
+            return Vec::new();
+        }
+        candidates
+    }
+}
+
+/// The approvals the live restrictions `in_effect` ask `request` for
+/// (SPEC §19.2): the attached approval that meets each (signed by its key,
+/// naming this request's digest, not expired), or the decision when one is
+/// missing (`needs_approval`), for another request or expired.
+fn restriction_approvals<'v>(
+    v: &'v Verified,
+    in_effect: &[InEffect],
+    request: &Request,
+) -> Result<Vec<&'v Approval>, Box<Decision>> {
+    let mut needed: Vec<(&InEffect, &ApprovalRule)> = Vec::new();
+    for e in in_effect {
+        for rule in &e.restriction.rules {
+            if let Some(a) = rule.approval_needed(request) {
+                if !needed.iter().any(|(_, r)| r.key == a.key) {
+                    needed.push((e, a));
+                }
+            }
+        }
+    }
+    if needed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chain = &v.chain;
+    let digest = hex::encode(request.approval_digest());
+    let now = request.time_unix();
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for (e, rule) in needed {
+        let hop = &chain.hops[restriction::hop_of(chain, v.blocks, e).min(chain.hops.len() - 1)];
+        let by_key: Vec<&Approval> = chain
+            .approvals
+            .iter()
+            .filter(|a| a.approver_key == rule.key)
+            .collect();
+        if let Some(a) = by_key
+            .iter()
+            .find(|a| a.digest == digest && a.expires_at.unix_timestamp() >= now)
+        {
+            found.push(*a);
+            continue;
+        }
+        if by_key.is_empty() {
+            missing.push((hop, rule, e));
+            continue;
+        }
+        return Err(Box::new(approval::refused_for_restriction(
+            chain,
+            request,
+            hop,
+            rule,
+            &by_key,
+            &digest,
+            &e.restriction,
+        )));
+    }
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let tpr = v
+        .prepared
+        .biscuit()
+        .third_party_request()
+        .and_then(|r| r.serialize_base64())
+        .unwrap_or_default();
+    Err(Box::new(approval::restriction_needs_approval(
+        chain, request, &missing, digest, tpr,
+    )))
+}
+
+/// The usage limits a request is charged against: the chain's, then those
+/// the live restrictions `in_effect` set (each restriction's counters
+/// shared by everything it applies to, SPEC §19.2).
+fn restricted_limits<'v>(v: &'v Verified, in_effect: &[InEffect]) -> Cow<'v, [ChainLimit]> {
+    let from_restrictions = in_effect.iter().flat_map(|e| {
+        let hop = restriction::hop_of(&v.chain, v.blocks, e);
+        let h = v.chain.hops.get(hop);
+        e.restriction.rules.iter().filter_map(move |r| {
+            r.limit().map(|l| ChainLimit {
+                hop,
+                agent: h.map(|h| h.agent.clone()).unwrap_or_default(),
+                block: h.map_or(0, |h| h.block),
+                key: e.restriction.counter_key(l),
+                limit: l.clone(),
+                restriction: Some(e.restriction.id.clone()),
+            })
+        })
+    });
+    let mut limits = from_restrictions.peekable();
+    if limits.peek().is_none() {
+        return Cow::Borrowed(&v.limits);
+    }
+    let mut all = v.limits.clone();
+    all.extend(limits);
+    Cow::Owned(all)
 }
 
 /// Whether a hop or a first-party narrowing block of `chain` carries a raw

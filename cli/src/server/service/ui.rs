@@ -290,6 +290,7 @@ mod tests {
                 agent: Some(s.into()),
                 reason: s.into(),
                 limit: None,
+                restriction: None,
             }),
             chain: Some(AuditChain {
                 token_id: s.into(),
@@ -298,6 +299,7 @@ mod tests {
                 hops: vec![hop(0), hop(1)],
             }),
             revocation_position: None,
+            restrictions: Vec::new(),
             policy_hash: s.into(),
             prev_hash: s.into(),
         }
