@@ -108,6 +108,7 @@ pub fn denial_code(kind: DenialKind) -> i64 {
         DenialKind::ReplayRecordUnavailable => -32089,
         DenialKind::LimitExceeded => -32094,
         DenialKind::LimitUnavailable => -32095,
+        DenialKind::Restricted => -32096,
         // A kind added later: its own code is assigned with it (SPEC §17).
         _ => OTHER_DENIAL,
     }
