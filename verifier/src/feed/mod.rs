@@ -439,6 +439,22 @@ impl RevocationList for FeedList {
         self.store.subscribe(observer);
         true
     }
+
+    /// The store's restrictions, under the same freshness rule as its
+    /// revocations (they travel on the same feed).
+    fn restrictions(
+        &self,
+        targets: &[Target],
+        agents: std::ops::Range<usize>,
+        principal: &str,
+    ) -> Result<Vec<crate::restriction::InEffect>, VerifierError> {
+        if !self.fail_open {
+            if let Some(detail) = self.stale_because() {
+                return Err(VerifierError::Stale { detail });
+            }
+        }
+        Ok(self.store.restrictions_for(targets, agents, principal))
+    }
 }
 
 /// Handle on a running consumer: dropping it does not stop the task; call

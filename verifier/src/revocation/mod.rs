@@ -118,17 +118,17 @@ pub trait RevocationList: Send + Sync {
 
     /// The live restrictions (SPEC §19) that apply to a chain whose
     /// revocation targets are `targets` (hops' agent keys at `agents`) and
-    /// whose principal is `principal`. Default: none (a list that keeps no
-    /// restrictions). An error denies the request
+    /// whose principal is `principal`. An error denies the request
     /// (`revocation_unavailable`).
+    ///
+    /// No default: a list wrapping another (e.g. the feed's `FeedList`
+    /// over the store) that forgot to pass them on applied none, silently.
     fn restrictions(
         &self,
-        _targets: &[Target],
-        _agents: std::ops::Range<usize>,
-        _principal: &str,
-    ) -> Result<Vec<crate::restriction::InEffect>, VerifierError> {
-        Ok(Vec::new())
-    }
+        targets: &[Target],
+        agents: std::ops::Range<usize>,
+        principal: &str,
+    ) -> Result<Vec<crate::restriction::InEffect>, VerifierError>;
 }
 
 impl<T: RevocationList + ?Sized> RevocationList for Arc<T> {
@@ -166,6 +166,16 @@ where
         targets: &[Target],
     ) -> Result<Option<(usize, Revocation)>, VerifierError> {
         self(targets)
+    }
+
+    /// A function answers for revocations only: it holds no restriction.
+    fn restrictions(
+        &self,
+        _targets: &[Target],
+        _agents: std::ops::Range<usize>,
+        _principal: &str,
+    ) -> Result<Vec<crate::restriction::InEffect>, VerifierError> {
+        Ok(Vec::new())
     }
 }
 

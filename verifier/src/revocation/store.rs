@@ -321,7 +321,9 @@ impl RevocationStore {
 
     /// Deletes the entries whose target expired before `now` (they can no
     /// longer matter: the token is dead anyway), then compacts. Entries
-    /// without an expiry are kept. Returns how many were removed.
+    /// without an expiry are kept. Restrictions likewise, except that the
+    /// lift of a lifted one is kept (without its body), so that it stays
+    /// lifted if received again. Returns how many were removed.
     pub fn prune_expired(&self, now: OffsetDateTime) -> Result<usize, VerifierError> {
         let mut batch = WriteBatch::default();
         let mut removed = 0;
@@ -346,7 +348,25 @@ impl RevocationStore {
                     .restriction
                     .filter(|r| matches!(r.expires_at, Some(e) if e < now))
                 {
-                    batch.delete_cf(cf, k);
+                    // A lift is kept (without the restriction's body): lifts
+                    // are final (§19.3), and the same signed restriction
+                    // replayed after a prune must not apply again.
+                    match record.lifted {
+                        Some(lift) => {
+                            let tombstone = RestrictionRecord {
+                                restriction: None,
+                                lifted: Some(lift),
+                            };
+                            let value = serde_json::to_vec(&tombstone).map_err(|e| {
+                                VerifierError::Store {
+                                    path: self.path.clone(),
+                                    detail: format!("cannot record restriction {}: {e}", r.id),
+                                }
+                            })?;
+                            batch.put_cf(cf, &k, value);
+                        }
+                        None => batch.delete_cf(cf, &k),
+                    }
                     removed += 1;
                     lifted_ids.push(r);
                 }

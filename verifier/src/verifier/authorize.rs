@@ -99,6 +99,11 @@ impl Verifier {
         {
             return None;
         }
+        // So may the live restrictions in effect (an approval to spend, a
+        // limit on a fleet's counters).
+        if runs_datalog && self.restrictions_may_block(&verified) {
+            return None;
+        }
         // A miss is counted by the decision that follows on a blocking
         // thread; a hit only here, where it is decided.
         crate::metrics::cache_lookup(true);

@@ -123,6 +123,30 @@ impl Verifier {
         decision
     }
 
+    /// Whether deciding a request with `v` may spend an approval or charge
+    /// a remote usage meter because of the live restrictions in effect (an
+    /// approval rule; a limit, with a fleet meter): a synced write or a
+    /// network round trip, never on an async thread (see
+    /// [`Verifier::try_decide_inline`]). A list that cannot be read is
+    /// left to the decision (which denies).
+    pub(super) fn restrictions_may_block(&self, v: &Verified) -> bool {
+        let Some(list) = &self.revocations else {
+            return false;
+        };
+        let agents = v.blocks + 1..v.blocks + 1 + v.chain.hops.len();
+        let Ok(in_effect) = list.restrictions(&v.targets, agents, &v.chain.principal) else {
+            return false;
+        };
+        let remote_meter = self.usage.as_ref().is_some_and(|u| u.remote());
+        in_effect.iter().any(|e| {
+            e.restriction.rules.iter().any(|r| match r {
+                mandate_spec::RestrictionRule::RequireApproval { .. } => true,
+                mandate_spec::RestrictionRule::Limit { .. } => remote_meter,
+                _ => false,
+            })
+        })
+    }
+
     /// Steps 7–8 once revocation and the restrictions' denials are past:
     /// proof of possession, Datalog, usage limits (the chain's and those of
     /// the restrictions `in_effect`), approvals (the chain's rules and the
