@@ -12,6 +12,8 @@ use crate::inspect::InspectArgs;
 use crate::issue::IssueArgs;
 use crate::keygen::KeygenArgs;
 use crate::prove::ProveArgs;
+use crate::restrict::RestrictArgs;
+use crate::restrictions::RestrictionsArgs;
 use crate::revocations::RevocationsArgs;
 use crate::revoke::RevokeArgs;
 use crate::verify::VerifyArgs;
@@ -68,7 +70,7 @@ pub(crate) enum Command {
     /// Prints the Mandate-Proof header value.
     Prove(ProveArgs),
 
-    // Revocation.
+    // Revocation and live restrictions.
     /// Revoke a token, a hop or an agent key; synced before it prints.
     ///
     /// Adds to a revocation list (a RocksDB directory), and with --nats
@@ -76,6 +78,15 @@ pub(crate) enum Command {
     Revoke(RevokeArgs),
     /// List or prune a revocation list; show or set its feed position.
     Revocations(RevocationsArgs),
+    /// Restrict a live token, hop, agent key or principal; or lift one.
+    ///
+    /// Adds a live restriction (deny, require approval, tighten, limit) to a
+    /// revocation list, synced before it prints; with --nats publishes it to
+    /// the revocation feed. It applies to the target and everything derived
+    /// from it, until lifted or expired with its target.
+    Restrict(RestrictArgs),
+    /// List the live restrictions of a revocation list (--all: lifted too).
+    Restrictions(RestrictionsArgs),
 
     // Audit.
     /// Export, verify or collect verifiers' signed audit logs.

@@ -5,6 +5,7 @@
 use crate::args::NatsArgs;
 use anyhow::{Context, Result};
 use clap::Args;
+use mandate_spec::RestrictionEntry;
 use mandate_verifier::{
     feed::{FeedConfig, FeedCredentials, FeedPublisher, RevocationKeys, RevocationSigner},
     revocation::Revocation,
@@ -134,5 +135,13 @@ impl BlockingPublisher {
     /// Publishes one entry; returns once JetStream acknowledged it.
     pub(crate) fn publish(&self, e: &Revocation) -> Result<u64> {
         Ok(self.runtime.block_on(self.publisher.publish(e))?)
+    }
+
+    /// Publishes one restriction or lift (SPEC §19); returns once JetStream
+    /// acknowledged it.
+    pub(crate) fn publish_restriction(&self, e: &RestrictionEntry) -> Result<u64> {
+        Ok(self
+            .runtime
+            .block_on(self.publisher.publish_restriction(e))?)
     }
 }

@@ -18,7 +18,10 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
         "Approvals and proofs",
         &["approve", "attach-approval", "prove"],
     ),
-    ("Revocation", &["revoke", "revocations"]),
+    (
+        "Revocation",
+        &["revoke", "revocations", "restrict", "restrictions"],
+    ),
     ("Audit", &["audit"]),
     ("Servers", &["serve", "verifierd", "gateway"]),
     ("Shell integration", &["completions", "man"]),

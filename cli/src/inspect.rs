@@ -6,8 +6,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use biscuit_auth::{Biscuit, UnverifiedBiscuit};
 use clap::Args;
 use mandate_spec::display::{quoted, text, word};
-use mandate_spec::{decode_blocks, effective_capabilities, parse_public_key, Capability, Chain};
-use mandate_verifier::revocation::{RevocationStore, Target};
+use mandate_spec::{
+    decode_blocks, effective_capabilities, parse_public_key, Capability, Chain, Restriction,
+    RestrictionRule,
+};
+use mandate_verifier::revocation::{revocation_targets, InEffect, RevocationStore, Target};
 use mandate_verifier::usage::{chain_limits, Charge, UsageMeter, UsageStore};
 use serde::Serialize;
 use serde_json::json;
@@ -29,7 +32,8 @@ pub(crate) struct InspectArgs {
     #[arg(long, value_name = "OUT.html")]
     pub(crate) html: Option<PathBuf>,
     /// Mark the hops this revocation list revokes (a RocksDB directory,
-    /// opened read-only).
+    /// opened read-only), and show the live restrictions it holds on each
+    /// hop with what the hop may do after them.
     #[arg(long, value_name = "DIR")]
     pub(crate) revocation_db: Option<PathBuf>,
     /// Show what each usage limit of the chain has used and has left in
@@ -50,9 +54,18 @@ pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
     let chain =
         Chain::from_blocks(&blocks, root_key_id).map_err(|e| anyhow!("invalid chain: {e}"))?;
     let effective = effective_capabilities(&chain);
-    let revoked = match &a.revocation_db {
-        Some(dir) => revoked_hops(&chain, &RevocationStore::open_read_only(dir)?)?,
+    let store = match &a.revocation_db {
+        Some(dir) => Some(RevocationStore::open_read_only(dir)?),
+        None => None,
+    };
+    let revoked = match &store {
+        Some(store) => revoked_hops(&chain, store)?,
         None => vec![None; chain.hops.len()],
+    };
+    // The live restrictions in effect on the chain (SPEC §19).
+    let restricted = match &store {
+        Some(store) => Some(live_restrictions(&chain, &token, store)?),
+        None => None,
     };
     // What the limits' counters hold now, in the current window.
     let usage = match &a.usage_db {
@@ -61,11 +74,16 @@ pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
     };
     if let Some(out) = &a.html {
         let words = usage_words(chain.hops.len(), usage.as_deref().unwrap_or_default());
-        std::fs::write(
-            out,
-            mandate_server::html::chain_page_with_usage(&chain, verified, &revoked, &words),
-        )
-        .with_context(|| format!("--html: writing {}", out.display()))?;
+        let page = mandate_server::html::page(
+            &format!("Mandate chain {}", chain.token_id),
+            maud::html! {
+                (mandate_server::html::chain_section_with_usage(&chain, verified, &revoked, &words))
+                @if let Some(live) = &restricted {
+                    (restrictions_html(&chain, &effective, live))
+                }
+            },
+        );
+        std::fs::write(out, page).with_context(|| format!("--html: writing {}", out.display()))?;
     }
     let inspected = Inspected {
         verified,
@@ -76,6 +94,7 @@ pub(crate) fn run(a: InspectArgs) -> Result<ExitCode> {
         effective,
         revoked,
         usage,
+        restricted,
     };
     let mut out = Out::new();
     if a.json {
@@ -117,6 +136,77 @@ struct Inspected {
     revoked: Vec<Option<String>>,
     /// With a usage store: every limit of the chain and its counter now.
     usage: Option<Vec<LimitUsage>>,
+    /// With a revocation list: the live restrictions in effect on the chain.
+    restricted: Option<Vec<LiveRestriction>>,
+}
+
+/// A live restriction in effect on the chain (`inspect --revocation-db`).
+#[derive(Debug, Clone, Serialize)]
+struct LiveRestriction {
+    /// The hop it reaches the chain through (its block, its agent key; the
+    /// root for a family or a principal): it binds that hop and every hop
+    /// below it.
+    hop: usize,
+    /// The restriction as recorded (id, target, rules, by, when, why).
+    #[serde(flatten)]
+    restriction: Restriction,
+}
+
+/// What the live restrictions leave of one hop's effective capability.
+#[derive(Debug, Default, Serialize)]
+struct AfterRestrictions {
+    /// The ids of the restrictions that bind the hop.
+    restrictions: Vec<String>,
+    /// The capability before them (as `effective`), in words.
+    capability: String,
+    /// Requests taken away: the `deny` rules.
+    denied: Vec<String>,
+    /// Constraints every request in scope must now meet: the `only` rules.
+    only: Vec<String>,
+    /// Requests that now also need an approval.
+    require_approval: Vec<String>,
+    /// Usage limits now shared by everything the restriction reaches.
+    limits: Vec<String>,
+}
+
+impl AfterRestrictions {
+    /// What is left of `cap` at hop `hop` under the restrictions `live`.
+    fn of(hop: usize, cap: &Capability, live: &[LiveRestriction]) -> AfterRestrictions {
+        let mut after = AfterRestrictions {
+            capability: cap.describe(),
+            ..AfterRestrictions::default()
+        };
+        for l in live.iter().filter(|l| l.hop <= hop) {
+            after.restrictions.push(l.restriction.id.clone());
+            for rule in &l.restriction.rules {
+                let words = rule.to_string();
+                match rule {
+                    RestrictionRule::Deny { .. } => after.denied.push(words),
+                    RestrictionRule::Only { .. } => after.only.push(words),
+                    RestrictionRule::RequireApproval { .. } => after.require_approval.push(words),
+                    RestrictionRule::Limit { .. } => after.limits.push(words),
+                }
+            }
+        }
+        after
+    }
+
+    /// The capability, then what the restrictions take away or add, e.g.
+    /// `read,send:/api/email/** but: deny send:/api/email/**`.
+    fn describe(&self) -> String {
+        let rules: Vec<&String> = self
+            .denied
+            .iter()
+            .chain(&self.only)
+            .chain(&self.require_approval)
+            .chain(&self.limits)
+            .collect();
+        if rules.is_empty() {
+            return self.capability.clone();
+        }
+        let rules: Vec<&str> = rules.iter().map(|r| r.as_str()).collect();
+        format!("{} but: {}", self.capability, rules.join("; "))
+    }
 }
 
 /// What one limit's counter holds now (`inspect --usage-db`).
@@ -232,6 +322,16 @@ impl Inspected {
         if let Some(usage) = &self.usage {
             value["usage"] = serde_json::to_value(usage)?;
         }
+        if let Some(live) = &self.restricted {
+            value["restrictions"] = serde_json::to_value(live)?;
+            let after: Vec<AfterRestrictions> = self
+                .effective
+                .iter()
+                .enumerate()
+                .map(|(hop, cap)| AfterRestrictions::of(hop, cap, live))
+                .collect();
+            value["effective_after_restrictions"] = serde_json::to_value(after)?;
+        }
         // Rendered first: serde_json's writer would hide a closed pipe.
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         Ok(())
@@ -278,11 +378,161 @@ impl Inspected {
             if let Some(why) = revoked {
                 writeln!(out, "  REVOKED: {}", text(why))?;
             }
+            if let Some(live) = &self.restricted {
+                write_restrictions(out, hop.hop, cap, live)?;
+            }
         }
         for approval in &chain.approvals {
             write!(out, "{approval}")?;
         }
         Ok(())
+    }
+}
+
+/// The live restrictions binding hop `hop` (those reaching the chain at it
+/// or above it), each with its rules and who made it, when and why; then
+/// what the hop may do after them.
+fn write_restrictions(
+    out: &mut impl Write,
+    hop: usize,
+    cap: &Capability,
+    live: &[LiveRestriction],
+) -> Result<()> {
+    let after = AfterRestrictions::of(hop, cap, live);
+    if after.restrictions.is_empty() {
+        return Ok(());
+    }
+    for l in live.iter().filter(|l| l.hop <= hop) {
+        let r = &l.restriction;
+        let from = if l.hop == hop {
+            String::new()
+        } else {
+            format!(", from hop {}", l.hop)
+        };
+        writeln!(
+            out,
+            "  RESTRICTED: live restriction {} on {}{from} {}",
+            r.id,
+            text(&r.target.to_string()),
+            crate::restrictions::made(r)
+        )?;
+        for rule in &r.rules {
+            writeln!(out, "    {}", text(&rule.to_string()))?;
+        }
+    }
+    writeln!(
+        out,
+        "  effective after live restrictions: {}",
+        text(&after.describe())
+    )?;
+    Ok(())
+}
+
+/// The live restrictions in effect on `chain` (the token `token`), each
+/// with the hop it reaches the chain through, in the order the verifier
+/// applies them; one listed once (at its first hop) even if it reaches the
+/// chain twice (an agent key at two hops).
+fn live_restrictions(
+    chain: &Chain,
+    token: &[u8],
+    store: &RevocationStore,
+) -> Result<Vec<LiveRestriction>> {
+    let ids = UnverifiedBiscuit::from(token)
+        .map_err(|e| anyhow!("not a valid token: {e}"))?
+        .revocation_identifiers();
+    let blocks = ids.len();
+    let targets = revocation_targets(ids, chain);
+    let agents = blocks + 1..blocks + 1 + chain.hops.len();
+    let mut out: Vec<LiveRestriction> = Vec::new();
+    for e in store.restrictions_for(&targets, agents, &chain.principal) {
+        let hop = hop_of(chain, blocks, &e);
+        match out
+            .iter_mut()
+            .find(|l| l.restriction.id == e.restriction.id)
+        {
+            Some(seen) => seen.hop = seen.hop.min(hop),
+            None => out.push(LiveRestriction {
+                hop,
+                restriction: (*e.restriction).clone(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The hop a restriction reaches the chain through (as the verifier
+/// counts it): the hop holding the block it names, the hop whose agent key
+/// it names, or the root for a family or a principal.
+fn hop_of(chain: &Chain, blocks: usize, e: &InEffect) -> usize {
+    let Some(i) = e.target else { return 0 };
+    if i < blocks {
+        return chain
+            .hops
+            .iter()
+            .rev()
+            .find(|h| h.block <= i)
+            .map_or(0, |h| h.hop);
+    }
+    if i == blocks {
+        return 0;
+    }
+    (i - blocks - 1).min(chain.hops.len().saturating_sub(1))
+}
+
+/// The page's section of live restrictions: per hop they bind, each
+/// restriction (rules, who, when, why) and the hop's capability after them.
+fn restrictions_html(
+    chain: &Chain,
+    effective: &[Capability],
+    live: &[LiveRestriction],
+) -> maud::Markup {
+    use mandate_server::html::shown;
+    let hops: Vec<(usize, &str, AfterRestrictions)> = chain
+        .hops
+        .iter()
+        .zip(effective)
+        .map(|(h, cap)| {
+            (
+                h.hop,
+                h.agent.as_str(),
+                AfterRestrictions::of(h.hop, cap, live),
+            )
+        })
+        .filter(|(_, _, after)| !after.restrictions.is_empty())
+        .collect();
+    maud::html! {
+        h1 { "Live restrictions" }
+        @if hops.is_empty() {
+            div.meta #restrictions { "None of the revocation list's live restrictions binds this chain." }
+        } @else {
+            div.meta { "From the revocation list: each binds the hop it names and every hop below it." }
+            div.path #restrictions {
+                @for (hop, agent, after) in &hops {
+                    div.node.revoked data-restricted-hop=(hop) {
+                        h2 { (shown(agent)) span.badge { "hop " (hop) } span.badge.revoked-badge { "RESTRICTED" } }
+                        dl {
+                            @for l in live.iter().filter(|l| l.hop <= *hop) {
+                                dt { "live restriction " span.key { (shown(&l.restriction.id)) } }
+                                dd {
+                                    "on " (shown(&l.restriction.target.to_string()))
+                                    @if l.hop != *hop { " (from hop " (l.hop) ")" }
+                                    br;
+                                    (shown(&crate::restrictions::made(&l.restriction)))
+                                }
+                                dd.limits {
+                                    @for (i, rule) in l.restriction.rules.iter().enumerate() {
+                                        @if i > 0 { br; }
+                                        (shown(&rule.to_string()))
+                                    }
+                                }
+                            }
+                            dt { "effective after live restrictions" }
+                            dd.effective { (shown(&after.describe())) }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -389,6 +639,46 @@ mod tests {
         )
         .unwrap();
         read_chain(&hop.token).unwrap()
+    }
+
+    /// Regression guard: a restriction's free text (who, why, a
+    /// principal) is shown escaped in the text and on the page; it cannot
+    /// draw lines, reorder text or inject markup (SPEC §16).
+    #[test]
+    fn restrictions_are_shown_escaped_per_hop_with_what_is_left() {
+        let chain = chain();
+        let effective = effective_capabilities(&chain);
+        let nasty = "<script>alert(1)</script>\u{202e}\nREVOKED: nothing";
+        let live = vec![LiveRestriction {
+            hop: 1,
+            restriction: Restriction {
+                id: "0b5d1c2e-7a0f-4a57-9d4c-3c1f6f2a9b10".into(),
+                target: mandate_spec::RestrictionTarget::Principal(nasty.into()),
+                rules: vec![RestrictionRule::parse_deny("pay:/api/**").unwrap()],
+                restricted_at: OffsetDateTime::UNIX_EPOCH,
+                by: nasty.into(),
+                reason: nasty.into(),
+                expires_at: None,
+                note: None,
+            },
+        }];
+        let mut text = Vec::new();
+        write_restrictions(&mut text, 0, &effective[0], &live).unwrap();
+        assert!(text.is_empty(), "hop 0 is above the restriction");
+        write_restrictions(&mut text, 1, &effective[1], &live).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(!text
+            .chars()
+            .any(|c| c != '\n' && mandate_spec::display::is_hidden(c)));
+        assert!(text.contains("    deny pay:/api/**"), "{text}");
+        assert!(text.ends_with("but: deny pay:/api/**\n"), "{text}");
+        let page = restrictions_html(&chain, &effective, &live).into_string();
+        assert!(!page.contains("<script"), "{page}");
+        assert!(page.contains("&lt;script&gt;"), "{page}");
+        assert!(!page.chars().any(|c| mandate_spec::display::is_hidden(c)));
+        assert!(page.contains("data-restricted-hop=\"1\""), "{page}");
+        assert!(!page.contains("data-restricted-hop=\"0\""), "{page}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ mod issue;
 mod keygen;
 mod man;
 mod prove;
+mod restrict;
+mod restrictions;
 mod revocations;
 mod revoke;
 mod verify;
@@ -94,6 +96,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(a),
         Command::Revoke(a) => revoke::run(a),
         Command::Revocations(a) => revocations::run(a),
+        Command::Restrict(a) => restrict::run(a),
+        Command::Restrictions(a) => restrictions::run(a),
         Command::Serve(a) => serve::serve(a),
         Command::Verifierd(a) => verifierd::run(a),
         Command::Audit(a) => audit::run(a),
