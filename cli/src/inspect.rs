@@ -676,7 +676,7 @@ mod tests {
         let page = restrictions_html(&chain, &effective, &live).into_string();
         assert!(!page.contains("<script"), "{page}");
         assert!(page.contains("&lt;script&gt;"), "{page}");
-        assert!(!page.chars().any(|c| mandate_spec::display::is_hidden(c)));
+        assert!(!page.chars().any(mandate_spec::display::is_hidden));
         assert!(page.contains("data-restricted-hop=\"1\""), "{page}");
         assert!(!page.contains("data-restricted-hop=\"0\""), "{page}");
     }
