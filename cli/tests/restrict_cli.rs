@@ -886,13 +886,9 @@ fn a_restriction_published_to_the_feed_reaches_a_verifiers_list_and_so_does_its_
     });
 }
 
-/// A verifier following the feed decides with the restrictions it took in.
-/// Ignored until the feed's list forwards them: `FeedList` (verifier/src/
-/// feed/mod.rs) implements `first_revoked` but not
-/// `RevocationList::restrictions`, so verifierd, the gateway and the
-/// issuer service with a feed apply none.
+/// A verifier following the feed decides with the restrictions it took in
+/// (regression: `FeedList` used to apply none, fixed at ac4fecf).
 #[test]
-#[ignore = "verifier: FeedList does not forward RevocationList::restrictions"]
 fn a_verifier_following_the_feed_applies_a_published_restriction_until_lifted() {
     let s = Scenario::new();
     let nats = Nats::start(&s.path("nats"));
