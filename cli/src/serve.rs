@@ -99,20 +99,12 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
             let (list, handle) = mandate_verifier::feed::spawn_feed(store.clone(), feed_config)?;
             _feed_handle = Some(handle);
             let runtime = tokio::runtime::Handle::current();
-            // Called on a blocking thread: local synced write first (the
-            // embedded verifier sees it at once), then the feed's
+            // Revocations and live restrictions: local synced write first
+            // (the embedded verifier sees it at once), then the feed's
             // acknowledgement; only then does the client get its 200.
-            service = service.with_revocation_list(list).with_sink(
-                move |entries: &[mandate_verifier::revocation::Revocation]| {
-                    store.revoke(entries)?;
-                    for e in entries {
-                        runtime
-                            .block_on(publisher.publish(e))
-                            .map_err(|err| mandate_server::ServiceError::Sink(err.to_string()))?;
-                    }
-                    Ok(())
-                },
-            );
+            service = service
+                .with_revocation_list(list)
+                .with_sink(mandate_server::FeedSink::new(store, publisher, runtime));
         }
         let listener = crate::startup::bind(config.listen).await?;
         server

@@ -28,7 +28,7 @@ pub use approval_bucket::{ApprovalBucket, APPROVAL_BUCKET, APPROVAL_DOMAIN, APPR
 pub use fleet::{MintFleet, MintFleetConfig, MINT_DOMAIN, MINT_REJECTED};
 pub use registry::{Applied, Registry, TokenRecord};
 pub use service::{
-    describe_metrics, ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, RenderMetrics,
-    RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError, DEFAULT_LISTEN,
-    MAX_BODY_BYTES,
+    describe_metrics, ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, FeedSink,
+    RenderMetrics, RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError,
+    DEFAULT_LISTEN, MAX_BODY_BYTES,
 };

@@ -1,12 +1,16 @@
 //! The issuer HTTP service (`mandate serve`): mints root tokens for callers
 //! holding an admin Mandate token, records them in the [`Registry`],
-//! revokes, publishes its root public keys, and embeds a verifier that
-//! shares the revocation store (the one-machine default).
+//! revokes, restricts live delegations (SPEC §19), publishes its root public
+//! keys, and embeds a verifier that shares the revocation store (the
+//! one-machine default).
 //!
 //! | route | admin token must allow | answers |
 //! |---|---|---|
 //! | `POST /v1/tokens` | `mint` on `/v1/tokens` for each minted alternative × action (`mint-admin` when it reaches `/v1/…` or `/ui/…`) | 201, the minted token |
 //! | `POST /v1/revocations` | `revoke` on `/v1/revocations` | 200, what was revoked |
+//! | `POST /v1/restrictions` | `restrict` on `/v1/restrictions` (target, rules, reason: SERVICE.md S2) | 200, the live restriction as stored |
+//! | `POST /v1/restrictions/{id}/lift` | `lift` on `/v1/restrictions` | 200, the restriction and its lift |
+//! | `GET /v1/restrictions` | `review` on `/v1/restrictions` | the restrictions in effect (`?all=true`: every one) |
 //! | `GET /v1/keys` | — | the root public keys and their ids |
 //! | `GET /v1/keys/revocation` | — | the revocation public keys (feed entries' signers) and their ids |
 //! | `POST /v1/authorize` | — | the embedded verifier's decision: 200 allow, 403 deny |
@@ -36,6 +40,7 @@ mod extract;
 mod handlers;
 mod metrics;
 mod mint_decision;
+mod restrictions;
 mod sink;
 mod ui;
 
@@ -43,7 +48,7 @@ pub use approvals::{ApprovalQueue, ApprovalRecord, ApprovalStatus};
 pub use config::{ApproverFile, RootKeyFile, ServiceConfig, DEFAULT_LISTEN};
 pub use error::ServiceError;
 pub use metrics::describe as describe_metrics;
-pub use sink::RevocationSink;
+pub use sink::{FeedSink, RevocationSink};
 
 use crate::fleet::MintFleet;
 use crate::registry::Registry;
@@ -241,9 +246,11 @@ impl Service {
         self
     }
 
-    /// Sends revocations to `sink` instead of the local store (e.g. a feed
-    /// publisher whose consumer fills the local store). The embedded
-    /// verifier keeps reading the local store.
+    /// Sends revocations and live restrictions to `sink` instead of the
+    /// local store (e.g. a [`FeedSink`], or a feed publisher whose consumer
+    /// fills the local store). The embedded verifier keeps reading the local
+    /// store. A sink that does not implement
+    /// [`RevocationSink::restrict`] refuses restrictions (503).
     pub fn with_sink(mut self, sink: impl RevocationSink + 'static) -> Service {
         self.sink = Arc::new(sink);
         self
@@ -316,6 +323,11 @@ impl Service {
         Router::new()
             .route("/v1/tokens", post(handlers::mint))
             .route("/v1/revocations", post(handlers::revoke))
+            .route(
+                "/v1/restrictions",
+                post(restrictions::restrict).get(restrictions::list),
+            )
+            .route("/v1/restrictions/{id}/lift", post(restrictions::lift))
             .route("/v1/keys", get(handlers::keys))
             .route("/v1/keys/revocation", get(handlers::revocation_keys))
             .route("/v1/authorize", post(handlers::authorize))
