@@ -405,7 +405,6 @@ fn sign(s: &Seed, decision: &Value, key_file: &str) -> String {
 /// before they are looked at: pipeline.rs, `Ok(()) if purpose ==
 /// Purpose::Approval`).
 #[test]
-#[ignore = "verifier: decide_for_approver skips the restrictions' approvals"]
 fn mandate_approve_signs_what_a_restriction_requires() {
     let s = Seed::new();
     let rule = format!("schedule by alice={}", s.alice);

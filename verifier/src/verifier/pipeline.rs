@@ -221,8 +221,13 @@ impl Verifier {
         }
         // Datalog: every check of every block.
         match v.prepared.run(request, &extra, self.limits) {
+            // What an approver is shown: the approvals the request needs,
+            // the restrictions' included (nothing is charged or spent).
             Ok(()) if purpose == Purpose::Approval => {
-                Decision::allow(request.clone(), v.chain.clone())
+                match restriction_approvals(v, in_effect, request) {
+                    Ok(_) => Decision::allow(request.clone(), v.chain.clone()),
+                    Err(decision) => *decision,
+                }
             }
             Ok(()) => {
                 // The restrictions' approvals: all attached, or the request
