@@ -414,9 +414,6 @@ fn the_seed_scenario_over_http_with_a_verifier_on_the_feed() {
 /// own token (the approvers the restriction names, not the token's rules),
 /// approved there with the approver key the service holds, and spent once.
 #[test]
-#[ignore = "pending a verifier fix: the approver's view (decide_for_approver) \
-            allows what only a live restriction's approval rule stops, so the desk \
-            answers 409 needs no approval"]
 fn a_restriction_approval_is_filed_and_approved_at_the_desk() {
     let fleet = Fleet::start();
     let (svc, vd, admin) = (&fleet.svc, &fleet.vd, fleet.admin.as_str());
