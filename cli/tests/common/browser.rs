@@ -117,6 +117,34 @@ impl Browser {
             .unwrap_or_else(|e| panic!("setting a cookie: {e}"));
     }
 
+    /// Clicks the element `css` selects, as a person would (WebDriver's
+    /// click: scrolled into view, the real pointer events).
+    pub fn click(&self, css: &str) {
+        self.rt
+            .block_on(async {
+                let e = self.client().find(fantoccini::Locator::Css(css)).await?;
+                e.click().await
+            })
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    /// Types `text` into the element `css` selects.
+    pub fn type_into(&self, css: &str, text: &str) {
+        self.rt
+            .block_on(async {
+                let e = self.client().find(fantoccini::Locator::Css(css)).await?;
+                e.send_keys(text).await
+            })
+            .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+    }
+
+    /// Resizes the browser window (e.g. to a phone's width).
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.rt
+            .block_on(self.client().set_window_size(width, height))
+            .unwrap_or_else(|e| panic!("resizing the window: {e}"));
+    }
+
     /// A PNG screenshot of the viewport.
     pub fn screenshot(&self) -> Vec<u8> {
         self.rt

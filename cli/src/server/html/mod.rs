@@ -1,7 +1,8 @@
 //! Mandate's HTML pages: the chain page of `mandate inspect --html` and,
-//! with feature `server`, the issuer service's `GET /ui/decisions`. Built
-//! with [`maud`], which escapes every spliced value by default; no page
-//! carries a script, a font, an image or any external asset.
+//! with feature `server`, the issuer service's `GET /ui/decisions` and its
+//! approval desk `GET /ui/approvals`. Built with [`maud`], which escapes
+//! every spliced value by default; no page carries a script, a font, an
+//! image or any external asset.
 //!
 //! Every text that may come from a token, a request, a configuration or a
 //! store is spliced as [`shown`]: the display rule of the text outputs
@@ -98,6 +99,27 @@ th,td{border:1px solid #d5d9e0;padding:.3rem .5rem;text-align:left;vertical-alig
 th{background:#eef0f4}
 .allow{color:#1e7b45;font-weight:600}.deny{color:#b3261e;font-weight:600}.needs_approval{color:#9a6700;font-weight:600}
 form{margin-bottom:1rem}form input,form select{margin-right:.5rem}
+.desk{max-width:62rem}
+.desk #requests{list-style:none;padding:0;margin:0}
+.desk .request{background:#fff;border:1px solid #d5d9e0;border-radius:10px;padding:.8rem 1rem;margin-bottom:1rem}
+.desk h2{font-size:1.05rem;margin:.2rem 0 .6rem;overflow-wrap:anywhere}
+.desk dl{display:grid;grid-template-columns:10rem minmax(0,1fr);gap:.15rem .8rem;font-size:.88rem}
+.desk dt{margin:0}.desk dd{overflow-wrap:anywhere}
+.desk .hops,.desk .params{margin:0;padding-left:1.2rem}
+.desk .actions{display:flex;flex-wrap:wrap;gap:.6rem 1.5rem;margin-top:.8rem}
+.desk form{display:flex;flex-wrap:wrap;align-items:center;gap:.4rem;margin:0}
+.desk form input,.desk form select{margin:0}
+.desk input,.desk select,.desk button{font:inherit;min-height:2.75rem;padding:.3rem .6rem;box-sizing:border-box;max-width:100%}
+.desk button{border-radius:6px;border:1px solid #5b6475;background:#fff;cursor:pointer}
+.desk .deny{color:inherit;font-weight:400}
+.desk .approve button{background:#1e7b45;border-color:#1e7b45;color:#fff}
+.desk .deny button{background:#b3261e;border-color:#b3261e;color:#fff}
+.desk :focus-visible{outline:3px solid #1a56db;outline-offset:2px}
+.desk .signout{justify-content:flex-end;margin-bottom:.6rem}
+.desk .notice{background:#f0faf3;border-left:3px solid #3aa364;padding:.5rem .8rem}
+.desk .error{background:#fdf0f0;border-left:3px solid #c0392b;padding:.5rem .8rem;overflow-wrap:anywhere}
+.desk .stale{color:#5b6475;overflow-wrap:anywhere}
+@media (max-width:600px){body{margin:.75rem}.desk dl{grid-template-columns:minmax(0,1fr)}.desk dt{font-weight:600;margin-top:.4rem}.desk .actions,.desk form{flex-direction:column;align-items:stretch}.desk input,.desk select,.desk button{width:100%}}
 "#;
 
 /// Constant markup: only a `&'static str` written in this crate can be

@@ -15,7 +15,7 @@ use super::admin::authorize_admin;
 use super::error::ApiError;
 use super::extract::{ApiJson, Bearer};
 use super::handlers::blocking;
-use super::AppState;
+use super::{AppState, Inner};
 use crate::approval_bucket::{ApprovalBucket, Written};
 use crate::ServiceError;
 use axum::extract::{Path, Query, State};
@@ -81,6 +81,21 @@ pub struct ApprovalRecord {
     /// (`mandate attach-approval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_block: Option<String>,
+    /// The agent's token (base64), kept while the request is pending so
+    /// that it is decided again before a person is shown it or approves it
+    /// (the approval desk, `/ui/approvals`). Stored, never answered: every
+    /// route answers [`ApprovalRecord::answered`]; dropped once decided.
+    /// Absent from requests queued before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl ApprovalRecord {
+    /// The record as a route answers it: without the agent's token.
+    pub fn answered(mut self) -> ApprovalRecord {
+        self.token = None;
+        self
+    }
 }
 
 /// The approval queue: on disk (`DATA_DIR/approvals`, RocksDB, synced on
@@ -168,7 +183,7 @@ impl ApprovalQueue {
     }
 
     /// One request (in a fleet: its decision when there is one).
-    async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ServiceError> {
+    pub(super) async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ServiceError> {
         // Ids are UUIDs: anything else names nothing (and never reaches a
         // bucket key).
         if Uuid::parse_str(id).is_err() {
@@ -207,7 +222,7 @@ impl ApprovalQueue {
     }
 
     /// Every request, oldest first.
-    async fn all(&self) -> Result<Vec<ApprovalRecord>, ServiceError> {
+    pub(super) async fn all(&self) -> Result<Vec<ApprovalRecord>, ServiceError> {
         match &self.0 {
             Backend::Local(q) => {
                 let q = q.clone();
@@ -255,7 +270,7 @@ async fn run_blocking<T: Send + 'static>(
 
 /// A queue error as the API answers it: the shared queue unreachable is 503
 /// with the reason, as `blocking` answers.
-fn api(e: ServiceError) -> ApiError {
+pub(super) fn api(e: ServiceError) -> ApiError {
     match e {
         ServiceError::Fleet(why) => ApiError::UnavailableBecause(why),
         e => ApiError::from(e),
@@ -286,6 +301,7 @@ pub(crate) async fn submit(
 ) -> Result<(StatusCode, Json<ApprovalRecord>), ApiError> {
     let mut request = Request::new(body.action, body.resource);
     request.params = body.params;
+    let kept = mandate_spec::token_to_text(&token);
     let st = s.clone();
     // As an approver will see it: a holder-bound token's proof is the
     // request's business when it is made, not the submission's.
@@ -324,10 +340,11 @@ pub(crate) async fn submit(
         decided_at: None,
         denied_because: None,
         approval_block: None,
+        token: Some(kept),
     };
     s.queue().map_err(api)?.create(&record).await.map_err(api)?;
     tracing::info!(id = %record.id, principal = ?record.chain["principal"], action = %record.request.action, "approval requested");
-    Ok((StatusCode::CREATED, Json(record)))
+    Ok((StatusCode::CREATED, Json(record.answered())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +370,7 @@ pub(crate) async fn list(
     Ok(Json(
         all.into_iter()
             .filter(|r| q.status.is_none_or(|want| r.status == want))
+            .map(ApprovalRecord::answered)
             .collect(),
     ))
 }
@@ -366,7 +384,7 @@ pub(crate) async fn get_one(
         .get(&id)
         .await
         .map_err(api)?
-        .map(Json)
+        .map(|r| Json(r.answered()))
         .ok_or_else(|| ApiError::NotFound(format!("no approval request {id:?}")))
 }
 
@@ -388,32 +406,38 @@ pub(crate) async fn approve(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    let mut record = pending(&s, &id).await?;
-    let valid = parse_duration(body.valid.as_deref().unwrap_or("10m"))
+    let record = approve_as(&s, bearer, &id, body.approver, body.valid.as_deref()).await?;
+    Ok(Json(record.answered()))
+}
+
+/// Approves request `id` for the bearer's admin token (this route and the
+/// approval desk): as `approver` (default: the only one the request asks
+/// for that the service holds), valid for `valid` (default 10m, at most
+/// 24h). The admin decision first; then the request decided again with its
+/// token: no approval is signed for a token that no longer verifies, or no
+/// longer needs exactly the approval it was queued for (409).
+pub(super) async fn approve_as(
+    s: &AppState,
+    bearer: Bearer,
+    id: &str,
+    approver: Option<String>,
+    valid: Option<&str>,
+) -> Result<ApprovalRecord, ApiError> {
+    let mut record = pending(s, id).await?;
+    let valid = parse_duration(valid.unwrap_or("10m"))
         .map_err(|e| ApiError::BadRequest(format!("valid: {e}")))?;
     if valid.as_secs() > MAX_VALIDITY_SECS {
         return Err(ApiError::BadRequest("valid: at most 24h".into()));
     }
-    // Approvers this request asks for that the service holds a key of.
-    let candidates: Vec<&str> = record
-        .approval
-        .approvers
-        .iter()
-        .filter(|a| {
-            s.approvers
-                .get(&a.name)
-                .is_some_and(|k| k.public().to_string() == a.key)
-        })
-        .map(|a| a.name.as_str())
-        .collect();
-    let name = match (&body.approver, candidates.as_slice()) {
-        (Some(n), c) if c.contains(&n.as_str()) => n.clone(),
+    let candidates = candidates(s, &record);
+    let name = match (approver, candidates.as_slice()) {
+        (Some(n), c) if c.contains(&n) => n,
         (Some(n), _) => {
             return Err(ApiError::BadRequest(format!(
             "approver {n:?}: this request does not ask for it, or the service holds no key for it"
         )))
         }
-        (None, [only]) => only.to_string(),
+        (None, [only]) => only.clone(),
         (None, []) => {
             return Err(ApiError::Conflict(
                 "the service holds no key of the approvers this request asks for".into(),
@@ -421,13 +445,14 @@ pub(crate) async fn approve(
         }
         (None, _) => return Err(ApiError::BadRequest("several approvers: name one".into())),
     };
-    let mut params = decided_params(&record);
-    params.push(("approver".into(), Value::Str(name.clone())));
-    params.push((
-        "valid_seconds".into(),
-        Value::Int(i64::try_from(valid.as_secs()).unwrap_or(i64::MAX)),
-    ));
-    let admin = authorize_admin(&s, bearer, "approve", "/v1/approvals", params).await?;
+    let params = approve_params(&record, &name, valid.as_secs());
+    let admin = authorize_admin(s, bearer, "approve", "/v1/approvals", params).await?;
+    let (st, queued) = (s.clone(), record.clone());
+    if let Recheck::NoLonger(why) = blocking(move || Ok(recheck(&st, &queued))).await? {
+        return Err(ApiError::Conflict(format!(
+            "approval request {id} cannot be approved any more: {why}"
+        )));
+    }
     let Some(key) = s.approvers.get(&name) else {
         return Err(ApiError::Internal("approver key vanished".into()));
     };
@@ -442,9 +467,108 @@ pub(crate) async fn approve(
     record.decided_by = Some(format!("{} as {name}", admin.who));
     record.decided_at = Some(OffsetDateTime::now_utc());
     record.approval_block = Some(block);
-    store(&s, &record).await?;
+    record.token = None;
+    store(s, &record).await?;
     tracing::info!(id = %record.id, approver = %name, by = %admin.who, "approved");
-    Ok(Json(record))
+    Ok(record)
+}
+
+/// The approvers request `record` asks for that the service holds a key
+/// of: those it can approve as.
+pub(super) fn candidates(s: &Inner, record: &ApprovalRecord) -> Vec<String> {
+    record
+        .approval
+        .approvers
+        .iter()
+        .filter(|a| {
+            s.approvers
+                .get(&a.name)
+                .is_some_and(|k| k.public().to_string() == a.key)
+        })
+        .map(|a| a.name.clone())
+        .collect()
+}
+
+/// The parameters of approving `record` as `approver` for `valid_seconds`
+/// (SERVICE.md S2).
+pub(super) fn approve_params(
+    record: &ApprovalRecord,
+    approver: &str,
+    valid_seconds: u64,
+) -> Vec<(String, Value)> {
+    let mut params = decided_params(record);
+    params.push(("approver".into(), Value::Str(approver.to_string())));
+    params.push((
+        "valid_seconds".into(),
+        Value::Int(i64::try_from(valid_seconds).unwrap_or(i64::MAX)),
+    ));
+    params
+}
+
+/// A pending request decided again now with its kept token, as an approver
+/// is shown it ([`mandate_verifier::Verifier::decide_for_approver`]: nothing
+/// spent, nothing recorded).
+pub(super) enum Recheck {
+    /// It still needs exactly the approval it was queued for: what this
+    /// verification shows.
+    Valid(Box<Rechecked>),
+    /// It does not any more: why (revoked, expired, restricted, allowed
+    /// without approval, other approvers asked).
+    NoLonger(String),
+    /// Queued before tokens were kept: not decided again.
+    NotKept,
+}
+
+/// What deciding a pending request again shows.
+pub(super) struct Rechecked {
+    /// The delegation chain, from this verification.
+    pub(super) chain: Arc<mandate_spec::Chain>,
+    /// Who must approve, from this verification (the same as queued).
+    pub(super) approval: ApprovalNeeded,
+    /// Why approval is needed, in words (the rule and its approver).
+    pub(super) reason: String,
+}
+
+/// Decides `record`'s request again, now, with its kept token (a blocking
+/// call: the token's signatures may be checked).
+pub(super) fn recheck(s: &Inner, record: &ApprovalRecord) -> Recheck {
+    let Some(text) = &record.token else {
+        return Recheck::NotKept;
+    };
+    let Ok(token) = mandate_spec::token_from_text(text) else {
+        return Recheck::NoLonger("its token cannot be read".into());
+    };
+    let mut request = record.request.clone();
+    request.time = SystemTime::now();
+    let decision = s.verifier.decide_for_approver(&token, &request);
+    let reason = decision.denial.map(|d| d.reason).unwrap_or_default();
+    match (decision.decision, decision.approval, decision.chain) {
+        (Outcome::NeedsApproval, Some(approval), Some(chain)) => {
+            let queued = &record.approval;
+            if approval.digest != queued.digest
+                || approval.third_party_request != queued.third_party_request
+                || approval.approvers != queued.approvers
+            {
+                return Recheck::NoLonger(
+                    "it now needs another approval than the one it was queued for (other \
+                     approvers): the agent must ask again"
+                        .into(),
+                );
+            }
+            Recheck::Valid(Box::new(Rechecked {
+                chain,
+                approval,
+                reason,
+            }))
+        }
+        (Outcome::Allow, ..) => {
+            Recheck::NoLonger("it needs no approval any more: the token allows it as it is".into())
+        }
+        (Outcome::Deny, ..) => Recheck::NoLonger(reason),
+        (Outcome::NeedsApproval, ..) => {
+            Recheck::NoLonger("needs approval, without its details".into())
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -459,28 +583,41 @@ pub(crate) async fn deny(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DenyBody>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    let mut record = pending(&s, &id).await?;
-    if body.reason.trim().is_empty() {
+    let record = deny_as(&s, bearer, &id, &body.reason).await?;
+    Ok(Json(record.answered()))
+}
+
+/// Denies request `id` for the bearer's admin token, with `reason` (this
+/// route and the approval desk).
+pub(super) async fn deny_as(
+    s: &AppState,
+    bearer: Bearer,
+    id: &str,
+    reason: &str,
+) -> Result<ApprovalRecord, ApiError> {
+    let mut record = pending(s, id).await?;
+    let reason = reason.trim();
+    if reason.is_empty() {
         return Err(ApiError::BadRequest("reason: say why".into()));
     }
-    let names: Vec<String> = record
+    let name = record
         .approval
         .approvers
-        .iter()
+        .first()
         .map(|a| a.name.clone())
-        .collect();
-    let name = names.first().cloned().unwrap_or_default();
+        .unwrap_or_default();
     let mut params = decided_params(&record);
     params.push(("approver".into(), Value::Str(name)));
-    params.push(("reason".into(), Value::Str(body.reason.trim().to_string())));
-    let admin = authorize_admin(&s, bearer, "approve", "/v1/approvals", params).await?;
+    params.push(("reason".into(), Value::Str(reason.to_string())));
+    let admin = authorize_admin(s, bearer, "approve", "/v1/approvals", params).await?;
     record.status = ApprovalStatus::Denied;
     record.decided_by = Some(admin.who.clone());
     record.decided_at = Some(OffsetDateTime::now_utc());
-    record.denied_because = Some(body.reason.trim().to_string());
-    store(&s, &record).await?;
+    record.denied_because = Some(reason.to_string());
+    record.token = None;
+    store(s, &record).await?;
     tracing::info!(id = %record.id, by = %admin.who, "approval denied");
-    Ok(Json(record))
+    Ok(record)
 }
 
 /// What an approval or a denial decides on, besides the approver: the
@@ -547,7 +684,7 @@ async fn store(s: &AppState, record: &ApprovalRecord) -> Result<(), ApiError> {
 
 impl super::Inner {
     /// The approval queue, or why there is none.
-    fn queue(&self) -> Result<&ApprovalQueue, ServiceError> {
+    pub(super) fn queue(&self) -> Result<&ApprovalQueue, ServiceError> {
         self.approvals.as_ref().ok_or_else(|| {
             ServiceError::Config("this service keeps no approval queue (no data directory)".into())
         })

@@ -20,6 +20,7 @@
 //! | `POST /v1/approvals/{id}/approve` | `approve` on `/v1/approvals` (`approver` and the request's fields) | the signed approval |
 //! | `POST /v1/approvals/{id}/deny` | `approve` on `/v1/approvals` | denied |
 //! | `GET /ui/decisions` | `review` on `/ui/decisions` (header or `mandate_admin` cookie) | HTML: recent decisions with their chains |
+//! | `GET /ui/approvals`, `POST /ui/approvals/{id}/approve\|deny`, `POST /ui/session[/end]` | a valid token to open; `approve` on `/v1/approvals` per request (desk.rs) | HTML: the approval desk |
 //! | `GET /healthz` | — | 200 when the revocation list answers (store readable, feed not stale) |
 //! | `GET /metrics` | — | Prometheus text ([`Service::with_metrics`]; the table in `spec/SERVICE.md` S3) |
 //!
@@ -35,6 +36,7 @@
 mod admin;
 mod approvals;
 mod config;
+mod desk;
 mod error;
 mod extract;
 mod handlers;
@@ -339,6 +341,11 @@ impl Service {
             .route("/v1/approvals/{id}/approve", post(approvals::approve))
             .route("/v1/approvals/{id}/deny", post(approvals::deny))
             .route("/ui/decisions", get(ui::decisions))
+            .route("/ui/approvals", get(desk::desk))
+            .route("/ui/approvals/{id}/approve", post(desk::approve))
+            .route("/ui/approvals/{id}/deny", post(desk::deny))
+            .route("/ui/session", post(desk::sign_in))
+            .route("/ui/session/end", post(desk::sign_out))
             .route("/healthz", get(handlers::healthz))
             .route("/metrics", get(handlers::metrics))
             .with_state(state.clone())
@@ -376,10 +383,13 @@ async fn finish_response(
 ) -> Response {
     let status = response.status();
     state.metrics.responded(status.as_u16());
+    // The handlers' own bodies: JSON, or the HTML pages of /ui (desk.rs).
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
     let mut out = if (status.is_client_error() || status.is_server_error()) && !is_json {
         let message = match status {
             StatusCode::PAYLOAD_TOO_LARGE => error::too_large_message(),

@@ -127,7 +127,9 @@ async fn audit_tail(s: &AppState, path: std::path::PathBuf) -> Result<Arc<AuditT
     Ok(tail)
 }
 
-fn admin_token(headers: &HeaderMap) -> Option<Vec<u8>> {
+/// The admin token of a page's request: `Authorization: Bearer`, else the
+/// `mandate_admin` cookie.
+pub(super) fn admin_token(headers: &HeaderMap) -> Option<Vec<u8>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
