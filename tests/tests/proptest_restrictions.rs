@@ -567,7 +567,9 @@ fn check(
                 .enumerate()
                 .filter_map(move |(j, rule)| rule.limit().map(|l| (i, j, l)))
         })
-        .filter(|(_, _, l)| l.actions.contains(&req.action) || !metered)
+        // A restriction's limit needs a meter only for the requests it
+        // meters (§19.2).
+        .filter(|(_, _, l)| l.actions.contains(&req.action))
         .map(|(i, j, l)| (i, j, l.max))
         .collect();
     if !limits.is_empty() && !metered {

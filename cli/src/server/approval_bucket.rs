@@ -163,7 +163,11 @@ impl ApprovalBucket {
     }
 
     fn seal(&self, r: &ApprovalRecord) -> Result<Vec<u8>, ServiceError> {
-        crate::signed_record::seal(&self.signer, APPROVAL_DOMAIN, r).map_err(|e| self.err(e))
+        let mut r = r.clone();
+        if let Some(token) = &r.token {
+            r.token = Some(seal_token(&self.signer, &r.id, token).map_err(|e| self.err(e))?);
+        }
+        crate::signed_record::seal(&self.signer, APPROVAL_DOMAIN, &r).map_err(|e| self.err(e))
     }
 
     /// The record an entry stored under `key` holds, if it is signed by a
@@ -190,6 +194,20 @@ impl ApprovalBucket {
                 ),
             ));
         }
+        let mut record = record;
+        if let Some(sealed) = record.token.take() {
+            // A token this service cannot open (sealed under a retired
+            // revocation key, or altered) is not held here: the request is
+            // shown as not re-verifiable, never decided on stored data.
+            match open_token(&self.signer, &record.id, &sealed) {
+                Ok(token) => record.token = Some(token),
+                Err(why) => tracing::warn!(
+                    id = record.id,
+                    %why,
+                    "the agent's token of an approval request cannot be opened here"
+                ),
+            }
+        }
         Ok(record)
     }
 
@@ -213,6 +231,25 @@ impl ApprovalBucket {
     /// written over).
     pub async fn decide(&self, r: &ApprovalRecord) -> Result<Written, ServiceError> {
         self.write_once(&format!("{}{DECIDED}", r.id), r).await
+    }
+
+    /// The ids of the requests decided from now on, at any issuer service,
+    /// as their `<id>.decided` entries are written (a watch of those keys,
+    /// new entries only). Only a hint that a request may be decided: the
+    /// entry is not verified here; read the request with
+    /// [`ApprovalBucket::get`], which does.
+    pub async fn watch_decisions(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = String> + Send + 'static, ServiceError> {
+        let watch = self.timed(self.store.watch(format!("*{DECIDED}"))).await?;
+        Ok(watch.filter_map(|entry| {
+            std::future::ready(entry.ok().and_then(|e| {
+                e.key
+                    .strip_suffix(DECIDED)
+                    .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+                    .map(str::to_string)
+            }))
+        }))
     }
 
     /// Writes `r` signed under `key` only if that key never held an entry
@@ -471,5 +508,81 @@ mod tests {
                 &all_decided[all_decided.len() - (max - n)..]
             );
         }
+    }
+}
+
+/// The prefix of an agent's token sealed for the bucket.
+const SEALED_TOKEN: &str = "sealed-v1:";
+
+/// Seals an agent's token (base64 text) for the shared bucket: the bucket's
+/// readers must not get bearer tokens (nor use an approval before the agent
+/// does). ChaCha20-Poly1305 under a secret derived from the issuer's
+/// revocation key (shared by the issuer services of a fleet), a random
+/// nonce, the request id as associated data (a sealed token moved to another
+/// request does not open).
+fn seal_token(signer: &RevocationSigner, id: &str, token: &str) -> Result<String, String> {
+    use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+    let cipher =
+        chacha20poly1305::ChaCha20Poly1305::new(&signer.derive_secret("approval-token-v1").into());
+    let nonce = chacha20poly1305::ChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: token.as_bytes(),
+                aad: id.as_bytes(),
+            },
+        )
+        .map_err(|_| "cannot seal the agent's token".to_string())?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(format!("{SEALED_TOKEN}{}", hex::encode(out)))
+}
+
+/// Opens a token sealed by [`seal_token`] for request `id`.
+fn open_token(signer: &RevocationSigner, id: &str, sealed: &str) -> Result<String, String> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let bytes = sealed
+        .strip_prefix(SEALED_TOKEN)
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|b| b.len() > 12)
+        .ok_or("not a sealed token")?;
+    let (nonce, ct) = bytes.split_at(12);
+    let cipher =
+        chacha20poly1305::ChaCha20Poly1305::new(&signer.derive_secret("approval-token-v1").into());
+    let plain = cipher
+        .decrypt(
+            nonce.into(),
+            Payload {
+                msg: ct,
+                aad: id.as_bytes(),
+            },
+        )
+        .map_err(|_| "sealed under another revocation key, or altered")?;
+    String::from_utf8(plain).map_err(|_| "not text".to_string())
+}
+
+#[cfg(test)]
+mod sealed_token_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_sealed_token_opens_for_its_request_under_the_same_key_only() {
+        let key = biscuit_auth::KeyPair::new();
+        let signer = RevocationSigner::new(0, &key).unwrap();
+        let sealed = seal_token(&signer, "req-1", "En0KEwoEdG9rZW4").unwrap();
+        assert!(!sealed.contains("En0KEwoEdG9rZW4"), "not in the clear");
+        assert_eq!(
+            open_token(&signer, "req-1", &sealed).unwrap(),
+            "En0KEwoEdG9rZW4"
+        );
+        assert!(open_token(&signer, "req-2", &sealed).is_err(), "moved");
+        let other = RevocationSigner::new(0, &biscuit_auth::KeyPair::new()).unwrap();
+        assert!(open_token(&other, "req-1", &sealed).is_err(), "another key");
+        assert!(
+            open_token(&signer, "req-1", "En0KEwoEdG9rZW4").is_err(),
+            "clear text"
+        );
     }
 }

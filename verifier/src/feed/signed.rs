@@ -125,6 +125,21 @@ impl RevocationSigner {
         Some(hex::encode(self.key.sign(&m).to_bytes()))
     }
 
+    /// A 32-byte secret derived from this revocation key for `label` (a
+    /// purpose of its own, e.g. `approval-token-v1`): SHA-256 over
+    /// `mandate-derived-secret-v1\n` ‖ label ‖ `\n` ‖ the private key. Issuer
+    /// services that share the revocation key derive the same secret;
+    /// nobody else can.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"mandate-derived-secret-v1\n");
+        h.update(label.as_bytes());
+        h.update(b"\n");
+        h.update(self.key.to_bytes());
+        h.finalize().into()
+    }
+
     /// The message published for a restriction or a lift: the signed
     /// envelope's JSON (SPEC §19.4).
     pub fn seal_restriction(&self, entry: &RestrictionEntry) -> Result<Vec<u8>, serde_json::Error> {

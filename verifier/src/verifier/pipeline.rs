@@ -302,6 +302,12 @@ impl Verifier {
             return Err(unmeterable(&v.chain, &limits[*i], &why));
         }
         let Some(meter) = &self.usage else {
+            // A token's own limits need a meter for every request (its
+            // guard, §18.2); a live restriction's only for the requests it
+            // meters (§19.2): `send 10/1h` does not stop reads here.
+            if charges.is_empty() && v.limits.is_empty() {
+                return Ok(Vec::new());
+            }
             crate::metrics::limit_denied(crate::metrics::LimitDenial::Unavailable);
             return Err(Denial::new(
                 DenialKind::LimitUnavailable,
