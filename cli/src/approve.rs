@@ -120,7 +120,7 @@ pub(crate) fn run(a: ApproveArgs) -> Result<ExitCode> {
 
 /// The request asked about, read from `source` (a file or `-`): only the
 /// request itself, checked (§5.1).
-fn asked_request(source: &str) -> Result<Request> {
+pub(crate) fn asked_request(source: &str) -> Result<Request> {
     let text = read_text(source)?;
     let asked: Asked = serde_json::from_str(&text).map_err(|e| {
         anyhow!("{source}: not a request or a needs-approval decision (mandate verify --json): {e}")

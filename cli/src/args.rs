@@ -12,6 +12,7 @@ use crate::inspect::InspectArgs;
 use crate::issue::IssueArgs;
 use crate::keygen::KeygenArgs;
 use crate::prove::ProveArgs;
+use crate::request_approval::RequestApprovalArgs;
 use crate::restrict::RestrictArgs;
 use crate::restrictions::RestrictionsArgs;
 use crate::revocations::RevocationsArgs;
@@ -65,6 +66,13 @@ pub(crate) enum Command {
     Approve(ApproveArgs),
     /// Append an approval block to a token (prints the new token).
     AttachApproval(AttachApprovalArgs),
+    /// Ask the issuer service for a person's approval; wait and attach it.
+    ///
+    /// Files the request with the agent's token (POST /v1/approvals) and
+    /// prints its id; with --wait, waits for the decision: approved, prints
+    /// the token with the approval attached; denied, the approver's reason
+    /// (exit 1); still pending, exit 3.
+    RequestApproval(RequestApprovalArgs),
     /// Make a proof of possession for one request.
     ///
     /// Prints the Mandate-Proof header value.

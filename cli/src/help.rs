@@ -16,7 +16,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Approvals and proofs",
-        &["approve", "attach-approval", "prove"],
+        &["approve", "attach-approval", "request-approval", "prove"],
     ),
     (
         "Revocation",
@@ -32,12 +32,14 @@ pub(crate) const EXIT_CODES: &[(u8, &str)] = &[
     (0, "success; for verify: allowed"),
     (
         1,
-        "denied (verify; approve declined); audit verify: tampered or empty log",
+        "denied (verify; approve declined; request-approval denied); audit verify: tampered \
+         or empty log",
     ),
     (2, "bad input or usage: the error is on standard error"),
     (
         3,
-        "needs approval (verify): see `mandate approve`, `attach-approval`",
+        "needs approval (verify; request-approval still pending): see `mandate approve`, \
+         `attach-approval`, `request-approval`",
     ),
     (
         4,

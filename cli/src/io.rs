@@ -74,6 +74,30 @@ pub(crate) fn write_private_key(path: &Path, key: &KeyPair, force: bool) -> Resu
     Ok(())
 }
 
+/// Writes a token (base64 and a line end) to `path`, replacing it, mode
+/// 0600: a token is a bearer credential.
+pub(crate) fn write_token(path: &Path, token: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(f, "{token}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
 fn read_small_file(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path)?;
     if meta.len() > 1 << 20 {

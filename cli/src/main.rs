@@ -20,12 +20,14 @@ mod issue;
 mod keygen;
 mod man;
 mod prove;
+mod request_approval;
 mod restrict;
 mod restrictions;
 mod revocations;
 mod revoke;
 mod verify;
 
+mod approval_client;
 mod args;
 mod feed;
 mod gateway;
@@ -103,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(a) => audit::run(a),
         Command::Approve(a) => approve::run(a),
         Command::AttachApproval(a) => attach_approval::run(a),
+        Command::RequestApproval(a) => request_approval::run(a),
         Command::Prove(a) => prove::run(a),
         Command::Gateway(a) => gateway::run(a),
         Command::Completions(a) => completions::run(a),

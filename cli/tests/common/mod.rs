@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod crafted;
+pub mod payments;
 pub mod procs;
 pub mod raw_http;
 
