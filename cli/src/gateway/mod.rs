@@ -6,6 +6,7 @@
 //! credential injected — a secret the agent never sees.
 
 mod config;
+mod hold;
 mod proxy;
 
 use crate::args::GatewayArgs;
@@ -34,6 +35,11 @@ pub(crate) const UPSTREAM_DURATION: &str = "mandate_upstream_duration_seconds";
 /// `mandate_upstream_errors_total{route,error}`: `timeout` or
 /// `unreachable` (refused, reset, broken).
 pub(crate) const UPSTREAM_ERRORS: &str = "mandate_upstream_errors_total";
+/// `mandate_gateway_held_requests`: requests held for approval now.
+pub(crate) const HELD: &str = "mandate_gateway_held_requests";
+/// `mandate_gateway_holds_total{route,outcome}`: how holds ended
+/// (`approved`, `denied`, `timeout`, `cancelled`, `error`).
+pub(crate) const HOLDS: &str = "mandate_gateway_holds_total";
 
 pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
     let config = Config::read(&a.config)?;
@@ -46,6 +52,12 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
     metrics::describe_counter!(
         UPSTREAM_ERRORS,
         "Requests the upstream did not answer, by route and error (timeout, unreachable)."
+    );
+    metrics::describe_gauge!(HELD, "Requests held open for a person's approval now.");
+    metrics::describe_counter!(
+        HOLDS,
+        "Requests held for approval, by route and how the hold ended (approved, denied, \
+         timeout, cancelled, error)."
     );
     log_config(&server, &a, &config);
     let runtime = server.runtime(config.workers)?;
@@ -118,9 +130,14 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
             Some(k) => k,
             None => random_key()?,
         };
+        let holds = match &config.approval_service {
+            Some(url) => Some(hold::Holds::new(url).map_err(|e| anyhow::anyhow!(e))?),
+            None => None,
+        };
         let options = proxy::Options {
             session_key,
             issuer_url: config.issuer_url.clone(),
+            holds,
         };
         let gateway = Arc::new(proxy::Gateway::new(verifier, config.routes, options));
         // GET /healthz and GET /metrics are the gateway's own, matched
@@ -190,8 +207,11 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
                 .credential
                 .as_ref()
                 .map_or("none".to_string(), |(h, _)| format!("header:{h}"));
+            let hold = r.hold.map_or(String::new(), |h| {
+                format!(",hold_for_approval={}s", h.as_secs())
+            });
             format!(
-                "{}->{}({mode},timeout={}s,credential={credential})",
+                "{}->{}({mode},timeout={}s,credential={credential}{hold})",
                 proxy::route_label(&r.prefix),
                 r.upstream,
                 r.timeout.as_secs_f64()
@@ -232,6 +252,13 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
             }),
         ),
         ("routes", routes),
+        (
+            "approval_service",
+            config
+                .approval_service
+                .clone()
+                .unwrap_or_else(|| "none".into()),
+        ),
     ];
     let mut insecure = Vec::new();
     let feed = config.nats.as_ref().map(|url| {

@@ -7,6 +7,7 @@
 //! token family, its `tools/list` answers filtered).
 
 use super::config::{Mode, Route, RuleFile};
+use super::hold::{Hold, Holds};
 use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
@@ -29,7 +30,8 @@ use tower::{Layer, ServiceExt};
 /// middleware over a proxy to its upstream) and the protected-resource
 /// metadata documents of the MCP routes.
 pub(crate) struct Gateway {
-    routes: Vec<(String, RouteService)>,
+    /// Each route's prefix, service, and hold for approval when it has one.
+    routes: Vec<(String, RouteService, Option<Arc<Hold>>)>,
     /// RFC 9728 documents by their well-known path.
     metadata: Vec<(String, Bytes)>,
 }
@@ -37,9 +39,23 @@ pub(crate) struct Gateway {
 /// A route's stack: the middleware (mapping, decision, refusals) over the
 /// route's upstream.
 #[derive(Clone)]
-enum RouteService {
+pub(crate) enum RouteService {
     Rest(Mandate<Upstream, RouteMap>),
     Mcp(Mandate<Upstream, McpMap>),
+}
+
+impl RouteService {
+    /// One request through the route's stack.
+    pub(crate) async fn call(self, req: Request<Body>) -> Response<Body> {
+        let answered = match self {
+            RouteService::Rest(s) => s.oneshot(req).await,
+            RouteService::Mcp(s) => s.oneshot(req).await,
+        };
+        match answered {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
 }
 
 /// One route's handles on its upstream metrics.
@@ -101,6 +117,8 @@ pub(crate) struct Options {
     pub(crate) session_key: [u8; 32],
     /// Where to get a token, for the metadata documents.
     pub(crate) issuer_url: Option<String>,
+    /// The issuer service routes with `hold_for_approval` file at.
+    pub(crate) holds: Option<Arc<Holds>>,
 }
 
 impl Gateway {
@@ -121,14 +139,29 @@ impl Gateway {
         let mut services = Vec::new();
         for route in routes {
             let prefix = route.prefix.clone();
-            let service = match &route.mode {
+            let hold_for = |verifier: &Verifier| {
+                let shared = options.holds.clone()?;
+                Some(Arc::new(Hold {
+                    within: route.hold?,
+                    max_body: route.max_body,
+                    mcp: matches!(route.mode, Mode::Mcp { .. }),
+                    label: route_label(&route.prefix).to_string(),
+                    shared,
+                    verifier: verifier.clone(),
+                }))
+            };
+            let (service, hold) = match &route.mode {
                 Mode::Rest(rules) => {
                     let layer = with_audience(
                         MandateLayer::new(verifier.clone(), rest_map(&route, rules)),
                         &route,
                     )
                     .cold_decisions(cold.clone());
-                    RouteService::Rest(layer.layer(Upstream::new(route, &client, None)))
+                    let hold = hold_for(layer.verifier());
+                    (
+                        RouteService::Rest(layer.layer(Upstream::new(route, &client, None))),
+                        hold,
+                    )
                 }
                 Mode::Mcp { resource, .. } => {
                     let map = McpMap::new(route_path(&prefix), resource.as_deref(), route.max_body);
@@ -151,10 +184,14 @@ impl Gateway {
                         map,
                         verifier: layer.verifier().clone(),
                     };
-                    RouteService::Mcp(layer.layer(Upstream::new(route, &client, Some(mcp))))
+                    let hold = hold_for(layer.verifier());
+                    (
+                        RouteService::Mcp(layer.layer(Upstream::new(route, &client, Some(mcp)))),
+                        hold,
+                    )
                 }
             };
-            services.push((prefix, service));
+            services.push((prefix, service, hold));
         }
         Gateway {
             routes: services,
@@ -174,21 +211,17 @@ impl Gateway {
                 return metadata_response(document.clone());
             }
         }
-        let Some((_, service)) = self
+        let Some((_, service, hold)) = self
             .routes
             .iter()
-            .filter(|(prefix, _)| prefix_matches(prefix, req.uri().path()))
-            .max_by_key(|(prefix, _)| prefix.len())
+            .filter(|(prefix, ..)| prefix_matches(prefix, req.uri().path()))
+            .max_by_key(|(prefix, ..)| prefix.len())
         else {
             return error_response(StatusCode::NOT_FOUND, "no route for this path");
         };
-        let answered = match service.clone() {
-            RouteService::Rest(s) => s.oneshot(req).await,
-            RouteService::Mcp(s) => s.oneshot(req).await,
-        };
-        match answered {
-            Ok(response) => response,
-            Err(never) => match never {},
+        match hold {
+            Some(hold) => hold.clone().handle(service.clone(), req).await,
+            None => service.clone().call(req).await,
         }
     }
 }
@@ -810,6 +843,9 @@ fn describe(routes: &[Route]) -> String {
             route.timeout.as_millis(),
             route.credential.as_ref().map_or("none", |(h, _)| h.as_str()),
         );
+        if let Some(h) = route.hold {
+            let _ = write!(out, " hold_for_approval_ms={}", h.as_millis());
+        }
         match &route.mode {
             Mode::Mcp { resource, .. } => {
                 let _ = write!(out, "\nmode=mcp resource={resource:?}");

@@ -17,6 +17,10 @@ pub struct Payments {
     pub serve: Proc,
     /// The issuer's root public key.
     pub root: String,
+    /// The finance approver's public key.
+    pub finance_pub: String,
+    /// The payments agent's public key.
+    pub agent_pub: String,
     /// The payments agent's token (org:acme, payments-agent), also in
     /// `pay.tok`.
     pub pay: String,
@@ -104,6 +108,8 @@ impl Payments {
             dir,
             serve,
             root,
+            finance_pub: finance_key,
+            agent_pub: agent,
             pay,
             finance,
             reviewer,
@@ -159,11 +165,16 @@ impl Payments {
 
     /// The finance desk approves `id`: the record.
     pub fn approve(&self, id: &str) -> Value {
+        self.approve_for(id, "10m")
+    }
+
+    /// The finance desk approves `id`, valid for `valid`: the record.
+    pub fn approve_for(&self, id: &str, valid: &str) -> Value {
         let (status, r) = http(
             &self.serve.addr,
             "POST",
             &format!("/v1/approvals/{id}/approve"),
-            &json!({}).to_string(),
+            &json!({ "valid": valid }).to_string(),
             Some(&self.finance),
         );
         assert_eq!(status, 200, "{r}");

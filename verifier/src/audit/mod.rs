@@ -24,8 +24,8 @@ pub use durable::AuditDurable;
 #[cfg(feature = "rocksdb")]
 pub use log::{read_audit_log, read_audit_store, AuditLog, AuditOptions};
 pub use record::{
-    AuditChain, AuditCheckpoint, AuditEntry, AuditEvent, AuditHop, AuditRecord, Seal,
-    SignedCheckpoint, GENESIS_HASH,
+    AuditApproval, AuditChain, AuditCheckpoint, AuditEntry, AuditEvent, AuditHop, AuditRecord,
+    Seal, SignedCheckpoint, GENESIS_HASH,
 };
 #[cfg(feature = "rocksdb")]
 pub use tail::AuditTail;

@@ -76,6 +76,30 @@ pub struct AuditChain {
     pub root_key_id: Option<u32>,
     /// Every hop, root first.
     pub hops: Vec<AuditHop>,
+    /// The approval blocks attached after the last hop (SPEC §14.3), in
+    /// token order; absent when there are none, so the canonical JSON of a
+    /// record without approvals is unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<AuditApproval>,
+}
+
+/// An approval block of an [`AuditChain`]: who approved which request,
+/// until when, and the signature that marks it used (§14.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditApproval {
+    /// Block index in the token.
+    pub block: usize,
+    /// The approver's key, `ed25519/<hex>`.
+    pub approver_key: String,
+    /// The digest of the request it approves, hex.
+    pub digest: String,
+    /// Until when it may be used, RFC 3339 UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The approver's signature over the block, hex: the key of its single
+    /// use.
+    pub approver_signature: String,
 }
 
 /// One hop of an [`AuditChain`].
@@ -117,6 +141,17 @@ impl AuditChain {
                         Signer::Agent { agent, .. } => agent.clone(),
                     },
                     revocation_id: h.revocation_id.clone(),
+                })
+                .collect(),
+            approvals: chain
+                .approvals
+                .iter()
+                .map(|a| AuditApproval {
+                    block: a.block,
+                    approver_key: a.approver_key.clone(),
+                    digest: a.digest.clone(),
+                    expires_at: a.expires_at,
+                    approver_signature: a.approver_signature.clone(),
                 })
                 .collect(),
         }

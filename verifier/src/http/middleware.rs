@@ -4,7 +4,7 @@
 //! request on with the decision in its extensions.
 
 use super::mapping::{MapError, DEFAULT_BODY_LIMIT};
-use super::response::{denial_response, error_response, Authorized};
+use super::response::{denial_response, error_response, Authorized, Denied};
 use crate::{Check, Decision, Denial, DenialKind, Presented, Verifier};
 use axum::body::Body;
 use bytes::Bytes;
@@ -444,7 +444,11 @@ where
         ));
     }
     if !decision.is_allowed() {
-        return Ok(refuse(json.as_ref(), Refusal::Denied(&decision)));
+        let mut response = refuse(json.as_ref(), Refusal::Denied(&decision));
+        // For a layer around this one (the gateway's hold for approval):
+        // the decision itself, never re-read from the body.
+        response.extensions_mut().insert(Denied(Arc::new(decision)));
+        return Ok(response);
     }
     parts.extensions.insert(Authorized(Arc::new(decision)));
     let response = inner.call(Request::from_parts(parts, body)).await?;

@@ -42,4 +42,4 @@ pub use middleware::{
     bearer, decide, request_target, ColdDecisions, Mandate, MandateLayer, MapRequest, Refusal,
     ResponseFuture,
 };
-pub use response::{denial_response, denial_status, error_response, Authorized};
+pub use response::{denial_response, denial_status, error_response, Authorized, Denied};

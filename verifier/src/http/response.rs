@@ -38,6 +38,13 @@ impl Authorized {
     }
 }
 
+/// The decision of a denied request, put in the extensions of the
+/// middleware's refusal response (a `needs_approval` one included), so a
+/// service wrapping the middleware can act on the decision itself — its
+/// request as decided, its approval needed — without reading the body.
+#[derive(Debug, Clone)]
+pub struct Denied(pub Arc<Decision>);
+
 impl<S: Send + Sync> FromRequestParts<S> for Authorized {
     type Rejection = Response<Body>;
 

@@ -48,7 +48,13 @@
 //!                                       # housekeeping (initialize, ping, GET, …) needs a token, no grant
 //! resource_name = "Mail tools"          # optional: in /.well-known/oauth-protected-resource/mcp
 //! credential = { header = "x-api-key", env = "MCP_KEY" }
+//! hold_for_approval = "2m"              # optional: a request that needs approval is filed
+//!                                       # at approval_service and held open (1s to 10m)
 //! ```
+//!
+//! `approval_service = "http://127.0.0.1:8080"` (top level; needs
+//! `replay_db`): the issuer service where held requests are filed, with the
+//! agent's own token, as the agent would file them.
 
 mod route;
 
@@ -100,6 +106,7 @@ struct File {
     public_url: Option<Spanned<String>>,
     session_key_file: Option<Spanned<PathBuf>>,
     issuer_url: Option<Spanned<String>>,
+    approval_service: Option<Spanned<String>>,
     #[serde(default)]
     routes: Vec<RouteFile>,
 }
@@ -143,6 +150,9 @@ pub(crate) struct Config {
     /// Where an MCP client's operator gets a Mandate token (the issuer
     /// service), named in the routes' protected-resource metadata.
     pub(crate) issuer_url: Option<String>,
+    /// The issuer service routes with `hold_for_approval` file requests at
+    /// (`http://HOST:PORT`), with the agent's own token.
+    pub(crate) approval_service: Option<String>,
 }
 
 /// The line (from 1) a byte offset is on.
@@ -267,9 +277,28 @@ impl Config {
             }
             Some(b) => Some((b.get_ref().clone(), file.spend_nonces.unwrap_or(false))),
         };
+        let approval_service = match &file.approval_service {
+            None => None,
+            Some(u) => {
+                crate::approval_client::ApprovalService::new(u.get_ref())
+                    .map_err(|e| lines.at(u.span(), format!("approval_service: {e}")))?;
+                Some(u.get_ref().clone())
+            }
+        };
+        let hold_needs = match (&approval_service, &file.replay_db) {
+            (None, _) => Some(
+                "approval_service = \"http://HOST:PORT\" (the issuer service requests are \
+                 filed at)",
+            ),
+            (_, None) => Some(
+                "replay_db (an approval is accepted only where its use is recorded: without \
+                 one every approved request would be refused)",
+            ),
+            _ => None,
+        };
         let mut routes = Vec::new();
         for r in file.routes {
-            routes.push(route(r, text, base, public_url.as_ref())?);
+            routes.push(route(r, text, base, public_url.as_ref(), hold_needs)?);
         }
         let session_key = match &file.session_key_file {
             None => None,
@@ -311,6 +340,7 @@ impl Config {
             routes,
             session_key,
             issuer_url,
+            approval_service,
         })
     }
 }
@@ -536,6 +566,57 @@ mod tests {
         ))
         .starts_with("line 5: mode"));
         assert!(err(&format!("public_url = \"ftp://x\"\n{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\n")).starts_with("line 1: public_url"));
+    }
+
+    #[test]
+    fn a_hold_for_approval_is_bounded_and_needs_the_service_and_a_replay_record() {
+        let head = format!("public_key = \"{KEY}\"\n");
+        let service = "approval_service = \"http://127.0.0.1:8080\"\n";
+        let route = |hold: &str| {
+            format!(
+                "[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\nhold_for_approval = \"{hold}\"\n"
+            )
+        };
+        for (settings, hold, needle) in [
+            ("", "2m", "line 5: hold_for_approval needs approval_service"),
+            (service, "2m", "line 6: hold_for_approval needs replay_db"),
+            ("replay_db = \"r\"\n", "2m", "needs approval_service"),
+        ] {
+            let e = err(&format!("{head}{settings}{route}", route = route(hold)));
+            assert!(e.contains(needle), "{settings}: {e}");
+        }
+        let full = format!("{head}{service}replay_db = \"r\"\n");
+        for (hold, needle) in [
+            ("11m", "from 1s to 10m"),
+            ("500ms", "hold_for_approval"),
+            ("0s", "hold_for_approval"),
+            ("soon", "hold_for_approval"),
+        ] {
+            let e = err(&format!("{full}{}", route(hold)));
+            assert!(e.starts_with("line 7: hold_for_approval"), "{hold}: {e}");
+            assert!(e.contains(needle), "{hold}: {e}");
+        }
+        for (url, needle) in [
+            ("https://issuer", "https is not supported"),
+            ("issuer:8080", "expected http://"),
+            ("http://u:p@issuer", "no user information"),
+        ] {
+            let e = err(&format!(
+                "{head}approval_service = \"{url}\"\n{}",
+                route("2m")
+            ));
+            assert!(e.starts_with("line 2: approval_service"), "{url}: {e}");
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+        let c = Config::parse(&format!("{full}{}", route("2m")), Path::new(".")).unwrap();
+        assert_eq!(c.routes[0].hold, Some(Duration::from_secs(120)));
+        assert_eq!(c.approval_service.as_deref(), Some("http://127.0.0.1:8080"));
+        let c = Config::parse(
+            &format!("{full}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.routes[0].hold, None, "no hold unless asked");
     }
 
     #[test]

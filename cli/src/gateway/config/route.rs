@@ -27,6 +27,7 @@ pub(super) struct RouteFile {
     public_url: Option<Spanned<String>>,
     resource_name: Option<Spanned<String>>,
     resource_documentation: Option<Spanned<String>>,
+    hold_for_approval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +81,13 @@ pub(crate) struct Route {
     pub(crate) max_body: usize,
     /// Header name and value to inject (the value never logged).
     pub(crate) credential: Option<(http::HeaderName, http::HeaderValue)>,
+    /// How long a request that needs approval is held open while a person
+    /// decides (`hold_for_approval`); `None`: answered at once.
+    pub(crate) hold: Option<Duration>,
 }
+
+/// The longest `hold_for_approval`.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +97,7 @@ impl std::fmt::Debug for Route {
             .field("upstream", &self.upstream)
             .field("timeout", &self.timeout)
             .field("mode", &self.mode)
+            .field("hold", &self.hold)
             .field(
                 "credential",
                 &self.credential.as_ref().map(|(h, _)| (h, "<redacted>")),
@@ -98,11 +106,14 @@ impl std::fmt::Debug for Route {
     }
 }
 
+/// `hold_needs`: why the global settings cannot hold a request for
+/// approval (no `approval_service`, no `replay_db`), if they cannot.
 pub(super) fn route(
     r: RouteFile,
     text: &str,
     base: &Path,
     public_url: Option<&Audience>,
+    hold_needs: Option<&str>,
 ) -> Result<Route> {
     let lines = Lines { text };
     let RouteFile {
@@ -119,6 +130,7 @@ pub(super) fn route(
         public_url: route_url,
         resource_name,
         resource_documentation,
+        hold_for_approval,
     } = r;
     if let Some(m) = public_methods.as_ref().or(public_http_methods.as_ref()) {
         return Err(lines.at(
@@ -169,6 +181,10 @@ pub(super) fn route(
         None => None,
         Some(c) => Some(route_credential(c, base, &lines)?),
     };
+    let hold = match &hold_for_approval {
+        None => None,
+        Some(h) => Some(route_hold(h, hold_needs, &lines)?),
+    };
     Ok(Route {
         prefix,
         audience,
@@ -177,7 +193,29 @@ pub(super) fn route(
         mode,
         max_body: max_body.map(Spanned::into_inner).unwrap_or(1 << 20),
         credential,
+        hold,
     })
+}
+
+/// `hold_for_approval`: a duration from 1 s to [`MAX_HOLD`], with the
+/// global settings a hold needs.
+fn route_hold(h: &Spanned<String>, needs: Option<&str>, lines: &Lines<'_>) -> Result<Duration> {
+    let d = parse_duration(h.get_ref())
+        .map_err(|e| lines.at(h.span(), format!("hold_for_approval: {e}")))?;
+    if d < Duration::from_secs(1) || d > MAX_HOLD {
+        return Err(lines.at(
+            h.span(),
+            format!(
+                "hold_for_approval {:?}: from 1s to {}m",
+                h.get_ref(),
+                MAX_HOLD.as_secs() / 60
+            ),
+        ));
+    }
+    if let Some(why) = needs {
+        return Err(lines.at(h.span(), format!("hold_for_approval needs {why}")));
+    }
+    Ok(d)
 }
 
 /// The route's prefix: starting with `/`, canonical, without its trailing

@@ -299,6 +299,7 @@ mod tests {
                 principal: s.into(),
                 root_key_id: Some(0),
                 hops: vec![hop(0), hop(1)],
+                approvals: Vec::new(),
             }),
             revocation_position: None,
             restrictions: Vec::new(),
