@@ -6,7 +6,9 @@
 //! Mandate's verifier decides the sub-agent's requests: allowed within the
 //! hop, denied beyond it, and a hop that tries to widen gets nothing more.
 //! The hops they write decode as canonical grants (not raw Datalog), and
-//! usage limits they set (SPEC §18.2) as the hop's own.
+//! usage limits they set (SPEC §18.2) as the hop's own. Each also asks the
+//! issuer service for a person's approval, waits, and attaches the approval
+//! (request_approval.py / .mjs): the approved token pays once.
 //!
 //! `scripts/test.sh` sets up both (a virtualenv, `npm ci`) and requires
 //! these tests to run; under a bare `cargo test` without that setup they
@@ -15,9 +17,11 @@
 
 mod common;
 
+use common::payments::Payments;
 use common::{mandate, Run};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn run(d: &Path, args: &[&str]) -> Run {
     let r = mandate(d, args);
@@ -404,6 +408,104 @@ fn delegation_by(lang: &str) {
     );
     assert_eq!(code, 2);
     assert!(err.contains("does not hold the token"), "{err}");
+}
+
+/// An agent in `lang` asks for approval of a payment, waits, and attaches
+/// the approval the finance desk signs (examples/*/request_approval.*):
+/// the token it prints pays once; a denial reaches it with the reason.
+fn approval_by(lang: &str) {
+    let Some(mut cmd) = agent(lang) else { return };
+    let script = cmd.last_mut().unwrap();
+    *script = script
+        .replace("orchestrator.py", "request_approval.py")
+        .replace("orchestrator.mjs", "request_approval.mjs");
+    let p = Payments::start();
+    let ask = |amount: &str| {
+        Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .args([
+                "--service",
+                &p.url(),
+                "--token",
+                "pay.tok",
+                "--action",
+                "pay",
+                "--resource",
+                "/api/payments",
+                "--param",
+                &format!("amount={amount}"),
+                "--wait",
+                "60",
+                "--root-public-key",
+                &p.root,
+            ])
+            .current_dir(p.d())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = ask("150");
+    let id = p.next_filed(&HashSet::new());
+    p.approve(&id);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{lang}: {err}");
+    assert!(
+        err.contains("approved by ops:fin via finance-desk as finance"),
+        "{err}"
+    );
+    std::fs::write(p.d().join("approved.tok"), &out.stdout).unwrap();
+    let pay = || {
+        mandate(
+            p.d(),
+            &[
+                "verify",
+                "--public-key",
+                &p.root,
+                "--replay-db",
+                "replay",
+                "--action",
+                "pay",
+                "--resource",
+                "/api/payments",
+                "--param",
+                "amount=150",
+                "approved.tok",
+            ],
+        )
+    };
+    let first = pay();
+    assert_eq!(first.code, 0, "{lang}: {}", first.stderr);
+    let again = pay();
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("approvals are single-use"),
+        "{}",
+        again.stderr
+    );
+
+    let child = ask("180");
+    let id = p.next_filed(&[id].into());
+    p.deny(&id, "not this supplier");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{lang}: {err}");
+    assert!(
+        err.contains("denied by ops:fin via finance-desk: not this supplier"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_python_agent_asks_waits_and_attaches_an_approval() {
+    approval_by("python");
+}
+
+#[test]
+fn a_javascript_agent_asks_waits_and_attaches_an_approval() {
+    approval_by("javascript");
 }
 
 #[test]
