@@ -106,6 +106,9 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
                 .with_revocation_list(list)
                 .with_sink(mandate_server::FeedSink::new(store, publisher, runtime));
         }
+        // Agents waiting for a decision are answered at once on SIGTERM or
+        // SIGINT, so they do not hold the drain.
+        service = service.end_waits_on(stop_signal());
         let listener = crate::startup::bind(config.listen).await?;
         server
             .serve(
@@ -159,6 +162,26 @@ fn log_config(
         ),
     ];
     let mut insecure = Vec::new();
+    // Webhooks by host only: a Slack webhook's path is its secret.
+    let mut hooks = Vec::new();
+    for a in &config.approvers {
+        let Some(url) = &a.webhook_url else { continue };
+        let uri: Option<http::Uri> = url.parse().ok();
+        let host = uri.as_ref().and_then(|u| u.host()).unwrap_or("?");
+        hooks.push(format!("{}={host}", a.name));
+        let loopback = matches!(host, "localhost" | "[::1]") || host.starts_with("127.");
+        if uri.as_ref().and_then(|u| u.scheme_str()) == Some("http") && !loopback {
+            insecure.push(format!(
+                "approver {:?}: webhook over plain http to {host} (signed, not private)",
+                a.name
+            ));
+        }
+    }
+    settings.push(("webhooks", hooks.join(",")));
+    settings.push((
+        "public_url",
+        config.public_url.clone().unwrap_or_else(|| "none".into()),
+    ));
     let feed = feed.map(|f| {
         let mut f = f.clone();
         f.staleness = staleness;
@@ -175,6 +198,28 @@ fn log_config(
     }
     server.log_config(&settings, &insecure);
     Ok(())
+}
+
+/// SIGTERM or SIGINT (another listener than the server's drain).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// The configuration file (if any), then the flags over it.
@@ -226,6 +271,7 @@ fn config(a: &ServeArgs) -> Result<ServiceConfig> {
                 Ok(mandate_server::ApproverFile {
                     name: name.trim().to_string(),
                     file: file.into(),
+                    ..Default::default()
                 })
             })
             .collect::<Result<_>>()?;

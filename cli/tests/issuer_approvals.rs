@@ -30,6 +30,7 @@ async fn an_agent_asks_a_person_approves_the_agent_pays_once() {
     config.approvers = vec![ApproverFile {
         name: "finance".into(),
         file: finance_file,
+        ..Default::default()
     }];
     let router = Service::open(&config).unwrap().into_router();
     let minter = admin_token(&root, 0, &["mint:/v1/tokens"], &[]);

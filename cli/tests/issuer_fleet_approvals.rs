@@ -75,6 +75,7 @@ impl Fleet {
         config.approvers = vec![ApproverFile {
             name: "finance".into(),
             file,
+            ..Default::default()
         }];
         let service = Service::open(&config)
             .unwrap()
@@ -365,6 +366,7 @@ async fn a_local_queue_is_copied_into_the_shared_one() {
     config.approvers = vec![ApproverFile {
         name: "finance".into(),
         file,
+        ..Default::default()
     }];
     let alone = Service::open(&config).unwrap().into_router();
     let token = fleet.agent_token(&alone).await;

@@ -492,6 +492,7 @@ async fn approvals_are_decided_on_the_request_approved() {
     config.approvers = vec![ApproverFile {
         name: "finance".into(),
         file: finance_file,
+        ..Default::default()
     }];
     let router = Service::open(&config).unwrap().into_router();
     let minter = admin_token(&root, 0, &["mint:/v1/tokens"], &[]);

@@ -7,9 +7,12 @@
 //! |---|---|---|
 //! | `POST /v1/approvals` | the agent, with its own Mandate token | 201: queued (the service decides the request itself: it must need approval) |
 //! | `GET /v1/approvals[?status=pending]` | admin token allowing `review` on `/v1/approvals` | the queue, with chains |
-//! | `GET /v1/approvals/{id}` | anyone with the id | status, and the approval block once approved |
+//! | `GET /v1/approvals/{id}[?wait=30s]` | anyone with the id | status, and the approval block once approved; with `wait`, once decided or after the wait (wait.rs) |
 //! | `POST /v1/approvals/{id}/approve` | admin token allowing `approve` on `/v1/approvals` (parameters `approver`, `valid_seconds` and the request's fields, SERVICE.md S2) | signs with that approver's key |
 //! | `POST /v1/approvals/{id}/deny` | the same | marks it denied, with a reason |
+//!
+//! A request queued, approved or denied is notified to its approvers'
+//! webhooks (notify.rs); a decision wakes the requests waiting for it.
 
 use super::admin::authorize_admin;
 use super::error::ApiError;
@@ -344,6 +347,7 @@ pub(crate) async fn submit(
     };
     s.queue().map_err(api)?.create(&record).await.map_err(api)?;
     tracing::info!(id = %record.id, principal = ?record.chain["principal"], action = %record.request.action, "approval requested");
+    super::notify::requested(&s, &record);
     Ok((StatusCode::CREATED, Json(record.answered())))
 }
 
@@ -375,15 +379,28 @@ pub(crate) async fn list(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct GetQuery {
+    /// Wait up to this long for a pending request to be decided (wait.rs).
+    wait: Option<String>,
+}
+
 pub(crate) async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<GetQuery>,
 ) -> Result<Json<ApprovalRecord>, ApiError> {
-    s.queue()
-        .map_err(api)?
-        .get(&id)
-        .await
-        .map_err(api)?
+    let wait = q.wait.as_deref().map(super::wait::parse_wait).transpose()?;
+    let queue = s.queue().map_err(api)?;
+    let record = match wait {
+        Some(wait) if !wait.is_zero() => {
+            s.waiters
+                .until_decided(&id, wait, || queue.get(&id))
+                .await?
+        }
+        _ => queue.get(&id).await.map_err(api)?,
+    };
+    record
         .map(|r| Json(r.answered()))
         .ok_or_else(|| ApiError::NotFound(format!("no approval request {id:?}")))
 }
@@ -673,7 +690,11 @@ async fn pending(s: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
 /// this one is refused (409): its approval block is never handed out.
 async fn store(s: &AppState, record: &ApprovalRecord) -> Result<(), ApiError> {
     match s.queue().map_err(api)?.decide(record).await.map_err(api)? {
-        Written::Yes => Ok(()),
+        Written::Yes => {
+            s.waiters.wake(&record.id);
+            super::notify::decided(s, record);
+            Ok(())
+        }
         Written::Conflict => Err(ApiError::Conflict(format!(
             "approval request {} was decided meanwhile by someone else: this decision is \
              not recorded",

@@ -4,6 +4,7 @@
 //! listen = "127.0.0.1:8080"          # default
 //! data_dir = "/var/lib/mandate"      # required: revocations/ and registry/ live here
 //! current_key_id = 1                 # required when there is more than one key
+//! public_url = "https://issuer.example" # the desk links in notifications
 //!
 //! [[root_keys]]                      # at least one; every listed key verifies
 //! id = 0
@@ -17,6 +18,13 @@
 //! id = 0
 //! file = "/etc/mandate/revocation-0.key"
 //! # current_revocation_key_id = 0    # required when there is more than one
+//!
+//! [[approvers]]                      # keys the service approves with
+//! name = "finance"
+//! file = "/etc/mandate/finance.key"
+//! webhook_url = "https://hooks.example/mandate"   # optional: notified of requests
+//! webhook_secret_file = "/etc/mandate/finance.webhook" # HMAC-SHA256 key
+//! webhook_format = "json"            # or "slack" (an incoming webhook's {"text"})
 //! ```
 //!
 //! Private keys come only from files. Relative paths in the file are relative
@@ -68,16 +76,46 @@ pub struct ServiceConfig {
     /// The id of the revocation key that signs. Default: the only one;
     /// required when there are several.
     pub current_revocation_key_id: Option<u32>,
+    /// Where people reach this service (e.g. `https://issuer.example`):
+    /// webhook notifications link to the approval desk under it
+    /// (`/ui/approvals#ID`). Required when an approver has a webhook.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
-/// One approver: the name approval rules use, and its private key file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One approver: the name approval rules use, and its private key file;
+/// optionally, where it is told of the requests that need it (SERVICE.md
+/// S3, approval notifications).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApproverFile {
     /// The approver's name (e.g. `finance`).
     pub name: String,
     /// The private key file (`ed25519-private/<hex>`).
     pub file: PathBuf,
+    /// An `http` or `https` URL POSTed to when a request needs this
+    /// approver, and when it is decided. Default: no notification.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The file holding the webhook's HMAC-SHA256 key (its content, trimmed,
+    /// at least 16 bytes): each notification is signed with it
+    /// (`Mandate-Signature`). Required for the `json` format.
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The body's form. Default `json`.
+    #[serde(default)]
+    pub webhook_format: WebhookFormat,
+}
+
+/// The body of an approval notification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The event as JSON (SERVICE.md S3).
+    #[default]
+    Json,
+    /// A Slack-compatible incoming webhook: `{"text": "..."}`.
+    Slack,
 }
 
 /// One root key: its id (written into the tokens it signs) and its file.
@@ -108,6 +146,7 @@ impl Default for ServiceConfig {
             audit_key: None,
             revocation_keys: Vec::new(),
             current_revocation_key_id: None,
+            public_url: None,
         }
     }
 }
@@ -149,6 +188,9 @@ impl ServiceConfig {
         }
         for a in &mut config.approvers {
             a.file = base.join(&a.file);
+            if let Some(f) = &mut a.webhook_secret_file {
+                *f = base.join(&*f);
+            }
         }
         for k in &mut config.revocation_keys {
             k.file = base.join(&k.file);

@@ -16,7 +16,7 @@
 //! | `POST /v1/authorize` | — | the embedded verifier's decision: 200 allow, 403 deny |
 //! | `POST /v1/approvals` | — (the agent's own token) | 201, the queued approval request |
 //! | `GET /v1/approvals` | `review` on `/v1/approvals` | the queue, with chains |
-//! | `GET /v1/approvals/{id}` | — | one request; its approval block once approved |
+//! | `GET /v1/approvals/{id}[?wait=30s]` | — | one request; its approval block once approved (`wait`: once decided, or after the wait, at most 60 s: wait.rs) |
 //! | `POST /v1/approvals/{id}/approve` | `approve` on `/v1/approvals` (`approver` and the request's fields) | the signed approval |
 //! | `POST /v1/approvals/{id}/deny` | `approve` on `/v1/approvals` | denied |
 //! | `GET /ui/decisions` | `review` on `/ui/decisions` (header or `mandate_admin` cookie) | HTML: recent decisions with their chains |
@@ -42,12 +42,14 @@ mod extract;
 mod handlers;
 mod metrics;
 mod mint_decision;
+mod notify;
 mod restrictions;
 mod sink;
 mod ui;
+mod wait;
 
 pub use approvals::{ApprovalQueue, ApprovalRecord, ApprovalStatus};
-pub use config::{ApproverFile, RootKeyFile, ServiceConfig, DEFAULT_LISTEN};
+pub use config::{ApproverFile, RootKeyFile, ServiceConfig, WebhookFormat, DEFAULT_LISTEN};
 pub use error::ServiceError;
 pub use metrics::describe as describe_metrics;
 pub use sink::{FeedSink, RevocationSink};
@@ -88,6 +90,8 @@ pub struct Service {
     render_metrics: Option<RenderMetrics>,
     /// Revocation keys, the current (signing) one first.
     revocation_keys: Vec<mandate_verifier::feed::RevocationSigner>,
+    notifier: Option<Arc<notify::Notifier>>,
+    waiters: Arc<wait::Waiters>,
 }
 
 /// Renders the installed metrics recorder's state for `GET /metrics`.
@@ -123,6 +127,10 @@ pub(crate) struct Inner {
     pub(crate) render_metrics: Option<RenderMetrics>,
     /// (id, public key, current) of each revocation key.
     pub(crate) revocation_keys: Vec<(u32, String, bool)>,
+    /// Approvers' webhooks (notify.rs), if any.
+    pub(crate) notifier: Option<Arc<notify::Notifier>>,
+    /// Requests waiting for a decision (`?wait=`, wait.rs).
+    pub(crate) waiters: Arc<wait::Waiters>,
 }
 
 pub(crate) type AppState = Arc<Inner>;
@@ -147,6 +155,7 @@ impl Service {
         let approvers = config.load_approvers()?;
         let mut service = Service::new(keys, store, registry).with_approvals(approvals, approvers);
         service.revocation_keys = config.load_revocation_keys()?;
+        service.notifier = notify::Notifier::from_config(config)?.map(Arc::new);
         if let Some(key) = config.load_audit_key()? {
             let log = AuditLog::open(data_dir.join("audit"), &key, AuditOptions::default())?;
             service = service.with_audit(log);
@@ -179,8 +188,33 @@ impl Service {
                 );
             }
         }
+        // A decision taken at another service wakes the requests waiting here.
+        wait::follow(bucket.clone(), &self.waiters);
         self.approvals = Some(ApprovalQueue::shared(bucket));
         Ok(self)
+    }
+
+    /// At most `max` requests wait for a decision at once (`GET
+    /// /v1/approvals/{id}?wait=`; more are answered 503). Default 1 000.
+    /// Before [`Service::with_shared_approvals`], which links the waiters
+    /// to the fleet's decisions.
+    pub fn with_max_waiting(mut self, max: usize) -> Service {
+        self.waiters = Arc::new(wait::Waiters::new(max));
+        self
+    }
+
+    /// Once `signal` completes (the server is shutting down), requests
+    /// waiting for a decision are answered at once with the request as it
+    /// stands, so they do not hold the drain. Must be called in the runtime.
+    pub fn end_waits_on(self, signal: impl Future<Output = ()> + Send + 'static) -> Service {
+        let waiters = Arc::downgrade(&self.waiters);
+        tokio::spawn(async move {
+            signal.await;
+            if let Some(w) = waiters.upgrade() {
+                w.close();
+            }
+        });
+        self
     }
 
     /// Takes approval requests into `queue`, and signs approvals with
@@ -218,6 +252,8 @@ impl Service {
             audit: None,
             render_metrics: None,
             revocation_keys: Vec::new(),
+            notifier: None,
+            waiters: Arc::new(wait::Waiters::new(wait::MAX_WAITING)),
         }
     }
 
@@ -321,6 +357,8 @@ impl Service {
                 .enumerate()
                 .map(|(i, s)| (s.id(), s.public_key(), i == 0))
                 .collect(),
+            notifier: self.notifier,
+            waiters: self.waiters,
         });
         Router::new()
             .route("/v1/tokens", post(handlers::mint))
