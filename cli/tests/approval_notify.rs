@@ -8,8 +8,8 @@
 //! (500) gets it on the third attempt, the same delivery id each time; the
 //! decision is notified too. `GET /v1/approvals/{id}?wait=` answers as soon
 //! as the request is approved or denied (the waiter was seen waiting on
-//! `/metrics` first), answers pending after a short wait, and refuses bad
-//! waits (400).
+//! `/metrics` first), answers pending after a short wait, refuses bad
+//! waits (400), and answers at once (pending) when the service stops.
 //!
 //! In-process: the cap on waiting requests (503 beyond it, the slot freed
 //! after), a bad webhook configuration refused at start, and in a fleet
@@ -630,6 +630,16 @@ fn a_waiting_agent_is_answered_once_decided_or_after_its_wait() {
     }
     let (status, _) = desk.get(&format!("/v1/approvals/{}?wait=5s", uuid_like()));
     assert_eq!(status, 404);
+
+    // Shutting down (SIGINT): a waiting agent is answered at once, pending,
+    // instead of holding the drain until it is cut off (which would fail
+    // the request).
+    let waiter = desk.wait_in_background(&id, "60s");
+    let mut desk = desk;
+    desk.serve.interrupt();
+    let (status, record) = waiter.join().unwrap();
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["status"], "pending");
 }
 
 fn uuid_like() -> &'static str {
