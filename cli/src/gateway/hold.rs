@@ -32,6 +32,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 /// How many requests one gateway holds at a time; past it, a request that
 /// needs approval is answered `needs_approval` at once.
 const MAX_HELD: usize = 1024;
+/// How many body bytes the requests held keep, in all (counted in KiB);
+/// past it, likewise.
+const MAX_HELD_KIB: usize = 64 * 1024;
 /// How often a held event stream says it is still waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The largest final answer read to put on a held event stream.
@@ -44,6 +47,7 @@ const APPROVAL_HEADER: &str = "mandate-approval-id";
 pub(crate) struct Holds {
     service: ApprovalService,
     permits: Arc<Semaphore>,
+    kib: Arc<Semaphore>,
 }
 
 impl Holds {
@@ -53,6 +57,7 @@ impl Holds {
         Ok(Arc::new(Holds {
             service: ApprovalService::new(url)?,
             permits: Arc::new(Semaphore::new(MAX_HELD)),
+            kib: Arc::new(Semaphore::new(MAX_HELD_KIB)),
         }))
     }
 }
@@ -112,6 +117,7 @@ struct Held {
     id: String,
     started: Instant,
     _permit: OwnedSemaphorePermit,
+    _kib: OwnedSemaphorePermit,
     _gauge: Gauge,
 }
 
@@ -173,11 +179,22 @@ impl Hold {
         let Some(token) = bearer(&head.headers).map(str::to_string) else {
             return first;
         };
-        let Ok(permit) = self.shared.permits.clone().try_acquire_owned() else {
+        let kib = u32::try_from(body.len() / 1024 + 1).unwrap_or(u32::MAX);
+        let permits = self
+            .shared
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .and_then(|p| {
+                let k = self.shared.kib.clone().try_acquire_many_owned(kib)?;
+                Ok((p, k))
+            });
+        let Ok((permit, kib)) = permits else {
             tracing::warn!(
                 route = %self.label,
                 held = MAX_HELD,
-                "not held for approval: too many requests held already"
+                held_kib = MAX_HELD_KIB,
+                "not held for approval: too many requests (or body bytes) held already"
             );
             return first;
         };
@@ -242,6 +259,7 @@ impl Hold {
             id,
             started: Instant::now(),
             _permit: permit,
+            _kib: kib,
             _gauge: Gauge::up(),
         };
         if streams {
