@@ -6,8 +6,9 @@
 //! (denied at once, nothing filed); a second 150 needs a second approval; a
 //! denial reaches the agent with the approver's reason; a hold that ends
 //! first is `needs_approval` naming the approval id; a client that goes
-//! away ends the wait and nothing is forwarded (the approval stays
-//! unspent); an MCP call held with an event stream gets progress
+//! away (or closes its event stream) ends the wait and nothing is
+//! forwarded (the approval stays unspent); an issuer service that cannot be
+//! reached is a 503; an MCP call held with an event stream gets progress
 //! notifications (or keep-alive comments) and then its result on the same
 //! stream; a denial there is a JSON-RPC error. The audit log holds the
 //! `needs_approval` decision, the allowed one with the approval in its
@@ -447,4 +448,62 @@ fn an_mcp_client_that_takes_json_only_is_held_and_answered_in_json() {
     let (status, result) = call.join().unwrap();
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["result"]["content"][0]["text"], "paid 150");
+}
+
+#[test]
+fn an_mcp_client_that_closes_its_event_stream_ends_the_wait() {
+    let g = HoldGateway::start();
+    let resp = g.mcp_pay(
+        150,
+        "application/json, text/event-stream",
+        Some(json!({ "progressToken": 1 })),
+    );
+    let mut reader = BufReader::new(resp);
+    let first = read_events(&mut reader, |_| true);
+    let notice: Value = serde_json::from_str(&first[0]).unwrap();
+    let id = notice["params"]["message"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("waiting for approval ")
+        .unwrap()
+        .to_string();
+    drop(reader);
+    wait_until("the hold to end", Duration::from_secs(30), || {
+        g.held_now() == 0.0
+    });
+    assert_eq!(
+        g.metric("mandate_gateway_holds_total{route=\"/mcp\",outcome=\"cancelled\"}"),
+        1.0
+    );
+    g.p.approve(&id);
+    assert_eq!(g.seen.hits(), 0, "nothing forwarded");
+}
+
+#[test]
+fn an_unreachable_approval_service_is_a_503_and_nothing_is_forwarded() {
+    let g = HoldGateway::start();
+    let d = g.p.d();
+    let dead = common::procs::free_port();
+    let config = std::fs::read_to_string(d.join("gateway.toml"))
+        .unwrap()
+        .replace(&g.p.url(), &format!("http://127.0.0.1:{dead}"))
+        .replace("replay_db = \"replay\"", "replay_db = \"replay2\"")
+        .replace("audit_dir = \"audit\"", "audit_dir = \"audit2\"");
+    std::fs::write(d.join("dead.toml"), config).unwrap();
+    let gateway =
+        common::procs::Proc::start(["gateway", "--config", d.join("dead.toml").to_str().unwrap()]);
+    let resp = http_client()
+        .post(format!("http://{}/api/payments", gateway.addr))
+        .bearer_auth(g.p.pay.trim())
+        .header("content-type", "application/json")
+        .body(json!({ "amount": 150 }).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body = resp.text().unwrap();
+    assert!(
+        body.contains("the approval service could not be reached to file it"),
+        "{body}"
+    );
+    assert_eq!(g.seen.hits(), 0);
 }
