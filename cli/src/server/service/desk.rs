@@ -567,7 +567,7 @@ fn render(d: &Desk) -> String {
                 h2 { "No longer approvable" }
                 ul #stale {
                     @for row in &stale {
-                        li.stale data-id=(shown(&row.record.id)) {
+                        li.stale id=(shown(&row.record.id)) data-id=(shown(&row.record.id)) {
                             "Request " span.key { (shown(&row.record.id)) }
                             " (waited " (waited(&row.record, d.now)) "): "
                             @match &row.state {
@@ -610,7 +610,7 @@ fn request_item(row: &Row, fresh: &Rechecked, csrf: &str, now: OffsetDateTime) -
         validities.first().copied().unwrap_or(DEFAULT_VALIDITY)
     };
     html! {
-        li.request data-id=(shown(id)) {
+        li.request id=(shown(id)) data-id=(shown(id)) {
             article aria-labelledby=(shown(&title)) {
                 h2.sentence id=(shown(&title)) { (sentence(&r.request, chain)) }
                 dl {
