@@ -449,7 +449,7 @@ fn man_pages_are_generated_for_mandate_and_every_subcommand() {
         ".SH NAME",
         ".SH SYNOPSIS",
         ".SH DESCRIPTION",
-        "Approvals and proofs: approve, attach\\-approval, prove.",
+        "Approvals and proofs: approve, attach\\-approval, request\\-approval, prove.",
         ".SH SUBCOMMANDS",
         "mandate\\-verify(1)",
         ".SH \"EXIT STATUS\"",
