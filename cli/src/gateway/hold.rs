@@ -25,7 +25,8 @@ use mandate_server::mcp::{self, Message};
 use mandate_verifier::http::{bearer, denial_response, error_response, Denied, Refusal};
 use mandate_verifier::{Decision, Denial, DenialKind, Verifier};
 use serde_json::{json, Value as Json};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -35,6 +36,11 @@ const MAX_HELD: usize = 1024;
 /// How many body bytes the requests held keep, in all (counted in KiB);
 /// past it, likewise.
 const MAX_HELD_KIB: usize = 64 * 1024;
+/// One token family (an agent and everything delegated from it) holds at
+/// most 1/`FAMILY_SHARE` of the requests and of the body bytes: past it,
+/// its requests are answered `needs_approval` at once, so one agent cannot
+/// fill the gateway's holds for every other.
+const FAMILY_SHARE: usize = 8;
 /// How often a held event stream says it is still waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The largest final answer read to put on a held event stream.
@@ -48,6 +54,8 @@ pub(crate) struct Holds {
     service: ApprovalService,
     permits: Arc<Semaphore>,
     kib: Arc<Semaphore>,
+    /// Requests and body KiB held now, by token family.
+    families: Arc<Mutex<HashMap<String, (usize, usize)>>>,
 }
 
 impl Holds {
@@ -58,7 +66,46 @@ impl Holds {
             service: ApprovalService::new(url)?,
             permits: Arc::new(Semaphore::new(MAX_HELD)),
             kib: Arc::new(Semaphore::new(MAX_HELD_KIB)),
+            families: Arc::default(),
         }))
+    }
+
+    /// A place for one more request of token family `family` keeping `kib`
+    /// KiB of body, within the family's share (1/[`FAMILY_SHARE`] of the
+    /// requests and of the bytes held); `None` past it.
+    fn share(&self, family: &str, kib: usize) -> Option<Share> {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let (held, held_kib) = families.get(family).copied().unwrap_or((0, 0));
+        if held >= MAX_HELD / FAMILY_SHARE || held_kib + kib > MAX_HELD_KIB / FAMILY_SHARE {
+            return None;
+        }
+        families.insert(family.to_string(), (held + 1, held_kib + kib));
+        Some(Share {
+            families: self.families.clone(),
+            family: family.to_string(),
+            kib,
+        })
+    }
+}
+
+/// One held request's place in its token family's share, given back when
+/// dropped.
+struct Share {
+    families: Arc<Mutex<HashMap<String, (usize, usize)>>>,
+    family: String,
+    kib: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((held, held_kib)) = families.get_mut(&self.family) {
+            *held = held.saturating_sub(1);
+            *held_kib = held_kib.saturating_sub(self.kib);
+            if *held == 0 {
+                families.remove(&self.family);
+            }
+        }
     }
 }
 
@@ -118,6 +165,7 @@ struct Held {
     started: Instant,
     _permit: OwnedSemaphorePermit,
     _kib: OwnedSemaphorePermit,
+    _share: Share,
     _gauge: Gauge,
 }
 
@@ -180,6 +228,23 @@ impl Hold {
             return first;
         };
         let kib = u32::try_from(body.len() / 1024 + 1).unwrap_or(u32::MAX);
+        // The token family's share first: one agent (and its delegates)
+        // never holds more than its share of the gateway's places.
+        let family = decision.chain.as_ref().map(|c| c.token_id.clone());
+        let Some(share) = family
+            .as_deref()
+            .and_then(|f| self.shared.share(f, kib as usize))
+        else {
+            tracing::warn!(
+                route = %self.label,
+                token_family = ?family,
+                held = MAX_HELD / FAMILY_SHARE,
+                held_kib = MAX_HELD_KIB / FAMILY_SHARE,
+                "not held for approval: this token family holds its share of the gateway's \
+                 holds already"
+            );
+            return first;
+        };
         let permits = self
             .shared
             .permits
@@ -260,6 +325,7 @@ impl Hold {
             started: Instant::now(),
             _permit: permit,
             _kib: kib,
+            _share: share,
             _gauge: Gauge::up(),
         };
         if streams {

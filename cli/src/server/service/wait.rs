@@ -35,6 +35,12 @@ pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The most requests waiting at once, by default.
 pub(crate) const MAX_WAITING: usize = 1_000;
 
+/// The share of the waiting places the requests of one token family (an
+/// agent and everything delegated from it) may take: the long-poll needs no
+/// token, only an id, so without it one agent waiting many times on its own
+/// request could take every place and turn every other agent away.
+pub(crate) const FAMILY_SHARE: usize = 4;
+
 /// In a fleet, how often a waiter reads its request again besides being
 /// woken (a decision the bucket watch missed while it reconnected).
 pub(crate) const FLEET_RECHECK: Duration = Duration::from_secs(10);
@@ -45,6 +51,8 @@ pub(crate) const WAITING: &str = "mandate_approvals_waiting";
 /// The waiters of this service, by request id.
 pub(crate) struct Waiters {
     by_id: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Waiters now, by the token family of the request they wait for.
+    families: Mutex<HashMap<String, usize>>,
     slots: Arc<Semaphore>,
     max: usize,
     closed: watch::Sender<bool>,
@@ -66,6 +74,7 @@ impl Waiters {
     pub(crate) fn new(max: usize) -> Waiters {
         Waiters {
             by_id: Mutex::new(HashMap::new()),
+            families: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(max)),
             max,
             closed: watch::Sender::new(false),
@@ -121,6 +130,20 @@ impl Waiters {
                 self.max
             )));
         };
+        // The token family of the request (the root token id of the chain
+        // it came through): its waiters together take at most their share.
+        let family = first
+            .as_ref()
+            .and_then(|r| r.chain["token_id"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let Some(_share) = FamilyWait::take(self, &family) else {
+            return Err(ApiError::UnavailableBecause(format!(
+                "{} requests of this token family are already waiting for a decision: retry \
+                 without wait, or later",
+                self.family_max()
+            )));
+        };
         let entry = Registered::new(self, id);
         let recheck = *self.recheck.lock().unwrap_or_else(|p| p.into_inner());
         let mut closed = self.closed.subscribe();
@@ -141,6 +164,50 @@ impl Waiters {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(until) => {}
                 _ = closed.wait_for(|c| *c) => {}
+            }
+        }
+    }
+}
+
+impl Waiters {
+    /// The most waiters the requests of one token family may have.
+    fn family_max(&self) -> usize {
+        (self.max / FAMILY_SHARE).max(1)
+    }
+}
+
+/// One waiter counted in its token family's share; given back when dropped.
+struct FamilyWait<'a> {
+    waiters: &'a Waiters,
+    family: String,
+}
+
+impl<'a> FamilyWait<'a> {
+    fn take(waiters: &'a Waiters, family: &str) -> Option<FamilyWait<'a>> {
+        let mut families = waiters.families.lock().unwrap_or_else(|p| p.into_inner());
+        let n = families.entry(family.to_string()).or_insert(0);
+        if *n >= waiters.family_max() {
+            return None;
+        }
+        *n += 1;
+        Some(FamilyWait {
+            waiters,
+            family: family.to_string(),
+        })
+    }
+}
+
+impl Drop for FamilyWait<'_> {
+    fn drop(&mut self) {
+        let mut families = self
+            .waiters
+            .families
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = families.get_mut(&self.family) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                families.remove(&self.family);
             }
         }
     }
