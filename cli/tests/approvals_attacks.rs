@@ -24,6 +24,15 @@
 //!   waiter still waits and is woken by its decision.
 //!   (`one_token_family_cannot_take_every_waiting_place`)
 //!
+//! Found and not fixed here (ignored test, the gap it shows):
+//! - **Authority gap in MCP approvals.** A `tools/call` argument that is not
+//!   a string or an integer (a list, an object, a boolean) is not a
+//!   parameter (`mcp::parameter`), so it is neither in the approval's
+//!   digest nor shown to the approver. An approval of "pay 150" (asked by a
+//!   held call, or filed by the agent) lets the agent send the same call
+//!   with any other list, object or boolean arguments: allowed, forwarded.
+//!   (`an_approval_of_an_mcp_call_covers_every_argument_forwarded`)
+//!
 //! What held, tried and not written as separate tests (see the gateway_hold
 //! and approval_desk tests for the behaviours they rely on): the request
 //! filed is the decision the middleware handed over and the request sent
@@ -37,6 +46,7 @@ mod common;
 #[path = "common/hold.rs"]
 mod hold;
 
+use common::mandate;
 use common::payments::{issue, Payments};
 use common::procs::{http, http_client, wait_until};
 use hold::HoldGateway;
@@ -265,4 +275,60 @@ fn one_token_family_cannot_take_every_waiting_place() {
         None,
     );
     assert_eq!((status, body["status"].as_str()), (200, Some("pending")));
+}
+
+#[test]
+#[ignore = "known gap, not fixed here: MCP arguments other than strings and integers are not \
+            parameters, so neither in an approval's digest nor shown to the approver"]
+fn an_approval_of_an_mcp_call_covers_every_argument_forwarded() {
+    let g = HoldGateway::start();
+    let d = g.p.d();
+    // The agent asks for (and a person approves) "pay 150" on /mcp: what a
+    // held call of {"amount": 150, "recipients": ["supplier-7"]} files.
+    let asked = serde_json::json!({
+        "action": "pay", "resource": "/mcp", "params": { "amount": 150 }
+    });
+    let (status, r) = http(
+        &g.p.serve.addr,
+        "POST",
+        "/v1/approvals",
+        &asked.to_string(),
+        Some(&g.mcp_token),
+    );
+    assert_eq!(status, 201, "{r}");
+    let approved = g.p.approve(r["id"].as_str().unwrap());
+    std::fs::write(
+        d.join("block.b64"),
+        approved["approval_block"].as_str().unwrap(),
+    )
+    .unwrap();
+    let out = mandate(
+        d,
+        &["attach-approval", "--approval", "block.b64", "mcp.tok"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The same amount to recipients the approver never saw.
+    let call = serde_json::json!({
+        "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": { "name": "pay", "arguments": { "amount": 150, "recipients": ["attacker"] } }
+    });
+    let resp = http_client()
+        .post(g.url("/mcp"))
+        .bearer_auth(out.stdout.trim())
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .body(call.to_string())
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().unwrap();
+    assert_ne!(
+        status, 200,
+        "an approval of other arguments was used: {body}"
+    );
+    assert_eq!(
+        g.seen.hits(),
+        0,
+        "nothing the approver did not see forwarded"
+    );
 }
