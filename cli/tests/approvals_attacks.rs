@@ -24,8 +24,8 @@
 //!   waiter still waits and is woken by its decision.
 //!   (`one_token_family_cannot_take_every_waiting_place`)
 //!
-//! Found and not fixed here (ignored test, the gap it shows):
-//! - **Authority gap in MCP approvals.** A `tools/call` argument that is not
+//! - **Authority gap in MCP approvals** (fixed: those arguments are one
+//!   parameter, `mcp.other_arguments`, bound by the digest). A `tools/call` argument that is not
 //!   a string or an integer (a list, an object, a boolean) is not a
 //!   parameter (`mcp::parameter`), so it is neither in the approval's
 //!   digest nor shown to the approver. An approval of "pay 150" (asked by a
@@ -278,8 +278,6 @@ fn one_token_family_cannot_take_every_waiting_place() {
 }
 
 #[test]
-#[ignore = "known gap, not fixed here: MCP arguments other than strings and integers are not \
-            parameters, so neither in an approval's digest nor shown to the approver"]
 fn an_approval_of_an_mcp_call_covers_every_argument_forwarded() {
     let g = HoldGateway::start();
     let d = g.p.d();

@@ -553,6 +553,12 @@ fn tools_call_is_decided_as_the_tool_with_its_string_and_integer_arguments() {
         ("top_int", Value::Int(EXACT)),
         ("low_int", Value::Int(-EXACT)),
         ("empty", Value::Str(String::new())),
+        // The arguments that are not parameters, together: bound by an
+        // approval's digest, shown to the approver.
+        (
+            "mcp.other_arguments",
+            Value::Str(r#"{"flag":true,"list":[1,2],"nothing":null,"obj":{"k":1}}"#.into()),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

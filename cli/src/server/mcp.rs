@@ -512,13 +512,52 @@ fn tool_call(
                 "invalid params: tools/call arguments must be an object",
             ));
         };
+        // Arguments that are not parameters (booleans, null, arrays,
+        // objects) are still part of what is done: one parameter carries
+        // them, so an approval's digest binds them and an approver sees
+        // them (SPEC §17).
+        let mut others = Map::new();
         for (k, v) in args {
-            if let Some(value) = parameter(k, v)? {
-                request.params.insert(k.clone(), value);
+            match parameter(k, v)? {
+                Some(value) => {
+                    request.params.insert(k.clone(), value);
+                }
+                None => {
+                    others.insert(k.clone(), v.clone());
+                }
             }
+        }
+        if !others.is_empty() {
+            if args.contains_key(OTHER_ARGUMENTS) {
+                return Err(MapError::bad_request(format!(
+                    "invalid params: the argument name {OTHER_ARGUMENTS:?} is reserved"
+                )));
+            }
+            request
+                .params
+                .insert(OTHER_ARGUMENTS.into(), Value::Str(other_arguments(&others)));
         }
     }
     Ok(request)
+}
+
+/// The parameter carrying a tool call's arguments that are not parameters.
+pub const OTHER_ARGUMENTS: &str = "mcp.other_arguments";
+
+/// Their canonical JSON (keys sorted, no whitespace) up to 1 024 bytes,
+/// else `sha256:` and its hash: either way the same arguments give the
+/// same value and other arguments another.
+fn other_arguments(others: &Map<String, Json>) -> String {
+    use sha2::Digest as _;
+    let json = serde_json::to_string(others).unwrap_or_default();
+    if json.len() <= 1024 {
+        json
+    } else {
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(json.as_bytes()))
+        )
+    }
 }
 
 /// The largest integer every integer below is exact in a double: 2^53.
@@ -533,7 +572,8 @@ fn exact_integer(n: &serde_json::Number) -> Option<i64> {
 
 /// A tool argument as a parameter: a string, or an integral number (`2`
 /// and `2.0` alike, within ±2^53: beyond, readers disagree on the value). Booleans, null, arrays and objects are
-/// not parameters (a constraint on them denies: the parameter is missing);
+/// not parameters (a constraint on them denies: the parameter is missing;
+/// together they are the one parameter [`OTHER_ARGUMENTS`]);
 /// a number that is not an integer is refused, since no constraint could
 /// be decided on it.
 pub fn parameter(name: &str, v: &Json) -> Result<Option<Value>, MapError> {

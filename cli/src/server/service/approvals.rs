@@ -473,10 +473,11 @@ pub(super) async fn approve_as(
     let Some(key) = s.approvers.get(&name) else {
         return Err(ApiError::Internal("approver key vanished".into()));
     };
+    let expires = distinct_expiry(&record, SystemTime::now() + valid);
     let block = mandate_attenuate::approve(
         &record.approval.third_party_request,
         &record.request,
-        SystemTime::now() + valid,
+        expires,
         key,
     )
     .map_err(|e| ApiError::internal("signing the approval", e))?;
@@ -488,6 +489,37 @@ pub(super) async fn approve_as(
     store(s, &record).await?;
     tracing::info!(id = %record.id, approver = %name, by = %admin.who, "approved");
     Ok(record)
+}
+
+/// The expiry of an approval of `record`: `wanted`, or a second past the
+/// last one this service gave the same request on the same token. An
+/// approval is the approver's (deterministic) signature over the token's
+/// last block and `approval(digest, expiry)`, so two approvals of one
+/// request for one token with the same expiry second are the same bytes,
+/// and the second would count as already used (SPEC §14.4).
+fn distinct_expiry(record: &ApprovalRecord, wanted: SystemTime) -> SystemTime {
+    use sha2::Digest as _;
+    static ISSUED: Mutex<BTreeMap<[u8; 32], u64>> = Mutex::new(BTreeMap::new());
+    let key: [u8; 32] = sha2::Sha256::new()
+        .chain_update(record.approval.third_party_request.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(record.approval.digest.as_bytes())
+        .finalize()
+        .into();
+    let wanted_secs = wanted
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+    if issued.len() >= 10_000 {
+        // Entries matter for a second or so: a full map is simply cleared.
+        issued.clear();
+    }
+    let secs = match issued.get(&key) {
+        Some(&last) if last >= wanted_secs => last + 1,
+        _ => wanted_secs,
+    };
+    issued.insert(key, secs);
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
 }
 
 /// The approvers request `record` asks for that the service holds a key
@@ -709,5 +741,53 @@ impl super::Inner {
         self.approvals.as_ref().ok_or_else(|| {
             ServiceError::Config("this service keeps no approval queue (no data directory)".into())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use mandate_verifier::Approver;
+
+    fn record(tpr: &str) -> ApprovalRecord {
+        ApprovalRecord {
+            id: Uuid::new_v4().to_string(),
+            status: ApprovalStatus::Pending,
+            submitted_at: OffsetDateTime::UNIX_EPOCH,
+            request: Request::new("pay", "/api/payments").param("amount", 150),
+            approval: ApprovalNeeded {
+                approvers: vec![Approver {
+                    name: "finance".into(),
+                    key: "ed25519/00".into(),
+                    hop: 0,
+                }],
+                digest: "ab".repeat(32),
+                expires_at: OffsetDateTime::UNIX_EPOCH,
+                third_party_request: tpr.into(),
+            },
+            chain: serde_json::Value::Null,
+            reason: String::new(),
+            decided_by: None,
+            decided_at: None,
+            denied_because: None,
+            approval_block: None,
+            token: None,
+        }
+    }
+
+    /// Two approvals of one request on one token in the same second were
+    /// the same bytes (deterministic signature): the second was refused as
+    /// already used.
+    #[test]
+    fn two_approvals_of_one_request_on_one_token_get_distinct_expiries() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
+        let (a, b) = (record("tpr-1"), record("tpr-1"));
+        let first = distinct_expiry(&a, at);
+        let second = distinct_expiry(&b, at);
+        assert_eq!(first, at);
+        assert_eq!(second, at + std::time::Duration::from_secs(1));
+        // Another token: its own expiries.
+        assert_eq!(distinct_expiry(&record("tpr-2"), at), at);
     }
 }
