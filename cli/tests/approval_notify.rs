@@ -484,10 +484,10 @@ fn the_approver_gets_the_webhook_signed_json_slack_text_and_retries() {
     let text = slack["text"].as_str().unwrap();
     for part in [
         "Approval needed from ops",
-        "pay amount=150",
-        "/api/payments",
-        "org:acme",
-        "payments-agent (purpose pay suppliers) → treasury-agent (purpose weekly run)",
+        "`pay` `amount=150`",
+        "`/api/payments`",
+        "`org:acme`",
+        "`payments-agent` (purpose `pay suppliers`) → `treasury-agent` (purpose `weekly run`)",
         &format!("<https://issuer.example/ui/approvals#{id}|open the approval desk>"),
     ] {
         assert!(text.contains(part), "{part:?} in {text:?}");

@@ -415,7 +415,7 @@ fn slack_body(n: &Notifier, r: &ApprovalRecord, event: Event, approver: &str) ->
         r.request
             .params
             .iter()
-            .map(|(k, v)| format!("{}={}", slack(k), slack(&v.to_string())))
+            .map(|(k, v)| slack(&format!("{k}={v}")))
             .collect::<Vec<_>>()
             .join(", "),
         slack(&r.request.resource)
@@ -443,12 +443,12 @@ fn slack_body(n: &Notifier, r: &ApprovalRecord, event: Event, approver: &str) ->
     let text = match (event, r.status) {
         (Event::Requested, _) => format!(
             "Approval needed from {}: {sentence}. Reason: {}. {link}",
-            slack(approver),
+            slack_plain(approver),
             slack(&r.reason)
         ),
         (Event::Decided, ApprovalStatus::Denied) => format!(
             "Denied by {}: {sentence}. Because: {}. {link}",
-            slack(r.decided_by.as_deref().unwrap_or("?")),
+            slack_plain(r.decided_by.as_deref().unwrap_or("?")),
             slack(r.denied_because.as_deref().unwrap_or(""))
         ),
         (Event::Decided, status) => format!(
@@ -458,16 +458,25 @@ fn slack_body(n: &Notifier, r: &ApprovalRecord, event: Event, approver: &str) ->
             } else {
                 "Decided"
             },
-            slack(r.decided_by.as_deref().unwrap_or("?"))
+            slack_plain(r.decided_by.as_deref().unwrap_or("?"))
         ),
     };
     serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap_or_default()
 }
 
-/// A value as Slack text: `&`, `<`, `>` escaped (no link or mention can be
-/// made of it), control and bidi-override characters dropped, at most 200
-/// characters.
+/// A value as Slack text: in an inline code span (Slack neither links a
+/// bare URL nor formats `*bold*`, `_`, `~` there; a backquote in the value
+/// becomes `ˋ` so it cannot end the span), `&`, `<`, `>` escaped (no link
+/// or mention can be made of it), control and bidi-override characters
+/// dropped, at most 200 characters.
 fn slack(v: &str) -> String {
+    format!("`{}`", slack_plain(&v.replace('`', "ˋ")))
+}
+
+/// A value from the service's own configuration or an admin (an approver's
+/// name, who decided) as Slack text: escaped as [`slack`] does, without
+/// the code span.
+fn slack_plain(v: &str) -> String {
     let mut out = String::new();
     for (i, c) in v.chars().enumerate() {
         if i == 200 {
@@ -670,9 +679,12 @@ mod tests {
     fn slack_text_cannot_make_links_or_mentions() {
         assert_eq!(
             slack("<https://evil|click> <!channel> a&b"),
-            "&lt;https://evil|click&gt; &lt;!channel&gt; a&amp;b"
+            "`&lt;https://evil|click&gt; &lt;!channel&gt; a&amp;b`"
         );
-        assert_eq!(slack("a\u{202e}b\u{0}c\nd"), "abcd");
-        assert_eq!(slack(&"x".repeat(300)).chars().count(), 201);
+        assert_eq!(slack("a\u{202e}b\u{0}c\nd"), "`abcd`");
+        assert_eq!(slack(&"x".repeat(300)).chars().count(), 203);
+        // A bare URL or formatting stays in the code span; a backquote
+        // cannot end it.
+        assert_eq!(slack("https://evil *x* `y"), "`https://evil *x* ˋy`");
     }
 }
