@@ -102,8 +102,7 @@ impl Verifier {
         if purpose == Purpose::Token && !v.raw_datalog {
             return self.decide_unrestricted(v, request, token, presented, purpose, &[]);
         }
-        let agents = v.blocks + 1..v.blocks + 1 + v.chain.hops.len();
-        let in_effect = match list.restrictions(&v.targets, agents, &v.chain.principal) {
+        let in_effect = match in_effect(list.as_ref(), v) {
             Ok(e) => e,
             Err(e) => {
                 return deny(Denial::new(
@@ -133,8 +132,7 @@ impl Verifier {
         let Some(list) = &self.revocations else {
             return false;
         };
-        let agents = v.blocks + 1..v.blocks + 1 + v.chain.hops.len();
-        let Ok(in_effect) = list.restrictions(&v.targets, agents, &v.chain.principal) else {
+        let Ok(in_effect) = in_effect(list.as_ref(), v) else {
             return false;
         };
         let remote_meter = self.usage.as_ref().is_some_and(|u| u.remote());
@@ -455,6 +453,17 @@ impl Verifier {
         }
         candidates
     }
+}
+
+/// The live restrictions `list` holds for `v`'s chain: by its revocation
+/// targets (its hops' agent keys sit after its blocks and its family) and
+/// its principal.
+fn in_effect(
+    list: &dyn crate::revocation::RevocationList,
+    v: &Verified,
+) -> Result<Vec<InEffect>, crate::VerifierError> {
+    let agents = v.blocks + 1..v.blocks + 1 + v.chain.hops.len();
+    list.restrictions(&v.targets, agents, &v.chain.principal)
 }
 
 /// The approvals the live restrictions `in_effect` ask `request` for
