@@ -53,6 +53,10 @@ pub(crate) enum Filed {
     /// Refused by the service (it needs no approval: 409; the token does not
     /// allow it at all: 403; …): the status and the service's reason.
     Refused(StatusCode, String),
+    /// Not queued now (429: the token family has as many requests waiting
+    /// as the service allows): the service's reason, and the seconds after
+    /// which one more may be filed.
+    Throttled { reason: String, retry_after: u64 },
 }
 
 /// Where a filed request stands after waiting.
@@ -164,6 +168,17 @@ impl ApprovalService {
                 ));
             }
             return Ok(Filed::Queued(record.id));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|j| j.get("retry_after").and_then(serde_json::Value::as_u64))
+                .unwrap_or(1)
+                .clamp(1, 86_400);
+            return Ok(Filed::Throttled {
+                reason: reason_of(&bytes),
+                retry_after,
+            });
         }
         Ok(Filed::Refused(status, reason_of(&bytes)))
     }

@@ -173,6 +173,13 @@ async fn file(
         Filed::Refused(StatusCode::CONFLICT, why) => {
             bail!("nothing to approve: {why}")
         }
+        Filed::Throttled {
+            reason,
+            retry_after,
+        } => bail!(
+            "the service does not queue it now: {}; retry in {retry_after} s",
+            text(&reason)
+        ),
         Filed::Refused(status, why) => bail!("the service refused it ({status}): {why}"),
     }
 }

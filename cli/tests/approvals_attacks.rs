@@ -33,6 +33,17 @@
 //!   with any other list, object or boolean arguments: allowed, forwarded.
 //!   (`an_approval_of_an_mcp_call_covers_every_argument_forwarded`)
 //!
+//! - **Narrow token holder, flooding the approval desk.** `POST
+//!   /v1/approvals` queued every request that needs approval: one agent
+//!   could file thousands (each waiting 10 minutes on the desk, each
+//!   notified to the approvers' webhooks) and bury the requests of every
+//!   other agent. Now one token family has at most 20 requests waiting
+//!   (`max_pending_per_family`); more are 429 with `Retry-After` (at the
+//!   service and through a held gateway route), counted under one lock so
+//!   concurrent filings cannot pass together; another family files as
+//!   before; a decision frees a place.
+//!   (`one_token_family_cannot_flood_the_approval_desk`)
+//!
 //! What held, tried and not written as separate tests (see the gateway_hold
 //! and approval_desk tests for the behaviours they rely on): the request
 //! filed is the decision the middleware handed over and the request sent
@@ -47,7 +58,7 @@ mod common;
 mod hold;
 
 use common::mandate;
-use common::payments::{issue, Payments};
+use common::payments::{issue, key, Options, Payments};
 use common::procs::{http, http_client, wait_until};
 use hold::HoldGateway;
 use serde_json::Value;
@@ -60,7 +71,12 @@ const SHARE: usize = 128;
 
 #[test]
 fn one_token_family_cannot_take_every_held_place() {
-    let g = Arc::new(HoldGateway::start());
+    // The service queues up to 1 000 requests of one family here, so that
+    // the gateway's own share is what stops the family.
+    let g = Arc::new(HoldGateway::start_with(Options {
+        max_pending_per_family: Some(1_000),
+        ..Options::default()
+    }));
     // The payments agent fills its family's share: each payment above 100
     // is filed and held (the route holds up to 2m).
     let calls: Vec<_> = (0..SHARE)
@@ -329,4 +345,156 @@ fn an_approval_of_an_mcp_call_covers_every_argument_forwarded() {
         0,
         "nothing the approver did not see forwarded"
     );
+}
+
+/// Files a payment of `amount` with `token`: (status, headers, body).
+fn try_file(p: &Payments, token: &str, amount: i64) -> (u16, reqwest::header::HeaderMap, Value) {
+    let body = serde_json::json!({
+        "action": "pay", "resource": "/api/payments", "params": { "amount": amount }
+    });
+    let resp = http_client()
+        .post(format!("{}/v1/approvals", p.url()))
+        .bearer_auth(token.trim())
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (
+        status,
+        headers,
+        serde_json::from_str(&resp.text().unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// Pending approval requests one token family may have by default.
+const PENDING_SHARE: usize = 20;
+
+#[test]
+fn one_token_family_cannot_flood_the_approval_desk() {
+    let g = HoldGateway::start();
+    let p = &g.p;
+    // The payments agent files as fast as it can, 40 at once: the desk
+    // (and finance's notifications) get its first 20, the rest are 429.
+    let p_addr = p.url();
+    let token = p.pay.clone();
+    let results: Vec<(u16, Option<String>, Value)> = (0..2 * PENDING_SHARE)
+        .map(|i| {
+            let (url, token) = (p_addr.clone(), token.clone());
+            std::thread::spawn(move || {
+                let resp = http_client()
+                    .post(format!("{url}/v1/approvals"))
+                    .bearer_auth(token.trim())
+                    .header("content-type", "application/json")
+                    .body(
+                        serde_json::json!({
+                            "action": "pay", "resource": "/api/payments",
+                            "params": { "amount": 101 + i as i64 }
+                        })
+                        .to_string(),
+                    )
+                    .send()
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (
+                    status,
+                    retry,
+                    serde_json::from_str(&resp.text().unwrap()).unwrap_or(Value::Null),
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let queued = results.iter().filter(|r| r.0 == 201).count();
+    assert_eq!(queued, PENDING_SHARE, "{results:?}");
+    let filed = p.pending();
+    assert_eq!(filed.len(), PENDING_SHARE);
+    for (status, retry, body) in results.iter().filter(|r| r.0 != 201) {
+        assert_eq!(*status, 429, "{body}");
+        let why = body["error"].as_str().unwrap();
+        assert!(
+            why.contains("already has 20 approval requests waiting for a decision (at most 20)"),
+            "{why}"
+        );
+        // Retry once the first expires: the approval's suggested end (the
+        // service's default 10 minutes).
+        let after: u64 = retry.as_deref().unwrap().parse().unwrap();
+        assert!((1..=600).contains(&after), "{after}");
+        assert_eq!(body["retry_after"], after);
+    }
+
+    // A token delegated from it is the same family: refused too.
+    let d = p.d();
+    let sub = key(d, "sub.key");
+    let r = mandate(
+        d,
+        &[
+            "attenuate",
+            "--key",
+            "agent.key",
+            "--to",
+            "sub-agent",
+            "--to-key",
+            &sub,
+            "--allow",
+            "pay:/api/payments",
+            "--ttl",
+            "30m",
+            "pay.tok",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (status, _, body) = try_file(p, r.stdout.trim(), 150);
+    assert_eq!(status, 429, "{body}");
+
+    // Through the gateway: the held route answers 429 with the reason and
+    // when to retry; nothing is held, nothing forwarded.
+    let (status, headers, body) = g.pay("/api", 150);
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let why = error["error"].as_str().unwrap();
+    assert!(
+        why.contains("the approval service does not queue it now") && why.contains("at most 20"),
+        "{why}"
+    );
+    assert_eq!(g.seen.hits(), 0);
+    assert_eq!(g.held_now(), 0.0);
+
+    // Another token family is not affected.
+    let rule = format!("pay when amount>100 by finance={}", p.finance_pub);
+    let other_token = issue(
+        d,
+        &[
+            "--principal",
+            "org:acme",
+            "--to",
+            "refunds-agent",
+            "--to-key",
+            &p.agent_pub,
+            "--allow",
+            "pay:/api/payments",
+            "--where",
+            "amount<=1000",
+            "--approval",
+            &rule,
+        ],
+    );
+    let other = file(p, &other_token, 170);
+
+    // A request decided frees its place: the family files again.
+    let one = filed.iter().next().unwrap();
+    p.deny(one, "one at a time");
+    let (status, _, body) = try_file(p, &p.pay, 180);
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = try_file(p, &p.pay, 190);
+    assert_eq!(status, 429, "{body}");
+    assert!(p.pending().contains(&other));
 }

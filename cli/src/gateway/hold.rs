@@ -281,6 +281,32 @@ impl Hold {
                 );
                 return first;
             }
+            Ok(Filed::Throttled {
+                reason,
+                retry_after,
+            }) => {
+                // The agent's family has as many requests waiting as the
+                // service allows: told so, and when to try again.
+                tracing::warn!(
+                    route = %self.label,
+                    reason = ?reason,
+                    retry_after,
+                    "not held for approval: the issuer service queues no more for this token family now"
+                );
+                let why = format!(
+                    "this request needs approval, and the approval service does not queue it \
+                     now: {reason}"
+                );
+                let mut response = self.refuse(
+                    json.as_ref(),
+                    Refusal::Error(StatusCode::TOO_MANY_REQUESTS, &why),
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return response;
+            }
             Err(e) => {
                 tracing::warn!(route = %self.label, error = %e, "not held for approval");
                 let why = format!(

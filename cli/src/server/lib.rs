@@ -30,5 +30,5 @@ pub use registry::{Applied, Registry, TokenRecord};
 pub use service::{
     describe_metrics, ApprovalQueue, ApprovalRecord, ApprovalStatus, ApproverFile, FeedSink,
     RenderMetrics, RevocationSink, RootKeyFile, Service, ServiceConfig, ServiceError,
-    WebhookFormat, DEFAULT_LISTEN, MAX_BODY_BYTES,
+    WebhookFormat, DEFAULT_LISTEN, DEFAULT_MAX_PENDING_PER_FAMILY, MAX_BODY_BYTES,
 };

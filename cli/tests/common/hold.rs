@@ -9,7 +9,7 @@
 //! common;`.
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
-use crate::common::payments::{issue, key, Payments};
+use crate::common::payments::{issue, key, Options, Payments};
 use crate::common::procs::{free_port, http_client, Proc};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -129,7 +129,13 @@ pub type Answer = (u16, reqwest::header::HeaderMap, String);
 
 impl HoldGateway {
     pub fn start() -> HoldGateway {
-        let p = Payments::start();
+        HoldGateway::start_with(Options::default())
+    }
+
+    /// The gateway in front of the payments scenario's service configured
+    /// by `options`.
+    pub fn start_with(options: Options) -> HoldGateway {
+        let p = Payments::start_with(options);
         let d = p.d();
         let audit_pub = key(d, "audit.key");
         let rule = format!("pay when amount>100 by finance={}", p.finance_pub);

@@ -6,7 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 use super::mandate;
-use super::procs::{http, wait_until, Proc};
+use super::procs::{free_port, http, wait_until, Proc};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
@@ -44,8 +44,26 @@ pub fn issue(d: &Path, args: &[&str]) -> String {
     r.stdout.trim().to_string()
 }
 
+/// How the scenario's `mandate serve` is configured beyond the default.
+#[derive(Default)]
+pub struct Options {
+    /// The finance approver's webhook: its URL and HMAC secret; the service
+    /// then listens on a port chosen beforehand, its `public_url`.
+    pub webhook: Option<(String, String)>,
+    /// `max_pending_per_family`, when not the default.
+    pub max_pending_per_family: Option<usize>,
+    /// Signs an audit log of the service's decisions (`audit_key`, the
+    /// desk's actions included) with `service-audit.key`.
+    pub audit: bool,
+}
+
 impl Payments {
     pub fn start() -> Payments {
+        Payments::start_with(Options::default())
+    }
+
+    /// The scenario, its service configured in TOML by `options`.
+    pub fn start_with(options: Options) -> Payments {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let root = key(d, "root.key");
@@ -93,16 +111,37 @@ impl Payments {
             "auditor",
             &["--allow", "review:/v1/approvals"],
         );
+        let mut config = String::from(
+            "data_dir = \"data\"\n\
+             [[root_keys]]\nid = 0\nfile = \"root.key\"\n\
+             [[approvers]]\nname = \"finance\"\nfile = \"finance.key\"\n",
+        );
+        let mut top = String::new();
+        match &options.webhook {
+            Some((url, secret)) => {
+                std::fs::write(d.join("finance.webhook"), secret).unwrap();
+                config.push_str(&format!(
+                    "webhook_url = \"{url}\"\nwebhook_secret_file = \"finance.webhook\"\n"
+                ));
+                let port = free_port();
+                top.push_str(&format!(
+                    "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}/\"\n"
+                ));
+            }
+            None => top.push_str("listen = \"127.0.0.1:0\"\n"),
+        }
+        if let Some(max) = options.max_pending_per_family {
+            top.push_str(&format!("max_pending_per_family = {max}\n"));
+        }
+        if options.audit {
+            key(d, "service-audit.key");
+            top.push_str("audit_key = \"service-audit.key\"\n");
+        }
+        std::fs::write(d.join("mandate.toml"), format!("{top}{config}")).unwrap();
         let serve = Proc::start([
             "serve".to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            d.join("data").display().to_string(),
-            "--root-key".into(),
-            format!("0={}", d.join("root.key").display()),
-            "--approver".into(),
-            format!("finance={}", d.join("finance.key").display()),
+            "--config".into(),
+            d.join("mandate.toml").display().to_string(),
         ]);
         Payments {
             dir,

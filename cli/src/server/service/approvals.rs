@@ -331,6 +331,7 @@ pub(crate) async fn submit(
             "needs approval without its details".into(),
         ));
     };
+    let family = chain.token_id.clone();
     let record = ApprovalRecord {
         id: Uuid::new_v4().to_string(),
         status: ApprovalStatus::Pending,
@@ -345,10 +346,58 @@ pub(crate) async fn submit(
         approval_block: None,
         token: Some(kept),
     };
-    s.queue().map_err(api)?.create(&record).await.map_err(api)?;
+    let queue = s.queue().map_err(api)?;
+    {
+        // One family's pending requests counted and one added under one
+        // lock: concurrent submissions here cannot pass the count together.
+        let _filing = s.filing.lock().await;
+        let all = queue.all().await.map_err(api)?;
+        within_family_quota(&all, &family, s.max_pending_per_family, record.submitted_at)?;
+        queue.create(&record).await.map_err(api)?;
+    }
     tracing::info!(id = %record.id, principal = ?record.chain["principal"], action = %record.request.action, "approval requested");
     super::notify::requested(&s, &record);
     Ok((StatusCode::CREATED, Json(record.answered())))
+}
+
+/// Refuses one more pending request of token family `family` when `max`
+/// of its requests already wait for a decision (pending and not past their
+/// approval's suggested end), with the seconds until the first of them
+/// ends. One agent (and the agents it delegated to) cannot flood the desk
+/// and the approvers' webhooks; other families are unaffected. In a fleet
+/// the count is of the shared queue; two services filing for one family at
+/// the same instant may each pass it once.
+fn within_family_quota(
+    all: &[ApprovalRecord],
+    family: &str,
+    max: usize,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let waiting: Vec<OffsetDateTime> = all
+        .iter()
+        .filter(|r| {
+            r.status == ApprovalStatus::Pending
+                && r.approval.expires_at > now
+                && r.chain["token_id"].as_str() == Some(family)
+        })
+        .map(|r| r.approval.expires_at)
+        .collect();
+    if waiting.len() < max {
+        return Ok(());
+    }
+    let first_end = waiting.iter().min().copied().unwrap_or(now);
+    let retry_after = u64::try_from((first_end - now).whole_seconds())
+        .unwrap_or(0)
+        .max(1);
+    Err(ApiError::TooManyRequests(
+        format!(
+            "this token family already has {} approval requests waiting for a decision \
+             (at most {max}); retry once one is decided or in {retry_after} s, when the \
+             first of them expires",
+            waiting.len()
+        ),
+        retry_after,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -789,5 +838,45 @@ mod tests {
         assert_eq!(second, at + std::time::Duration::from_secs(1));
         // Another token: its own expiries.
         assert_eq!(distinct_expiry(&record("tpr-2"), at), at);
+    }
+
+    /// Only a family's requests still waiting count: decided ones, expired
+    /// ones and other families' do not; the retry is when the first of the
+    /// family's waiting requests ends.
+    #[test]
+    fn the_family_quota_counts_only_the_familys_waiting_requests() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_000_000);
+        let of = |family: &str, status: ApprovalStatus, ends_in: i64| {
+            let mut r = record("tpr");
+            r.status = status;
+            r.chain = serde_json::json!({ "token_id": family });
+            r.approval.expires_at = now + time::Duration::seconds(ends_in);
+            r
+        };
+        let mut all = vec![
+            of("a", ApprovalStatus::Pending, 300),
+            of("a", ApprovalStatus::Pending, 120),
+            of("a", ApprovalStatus::Approved, 600),
+            of("a", ApprovalStatus::Denied, 600),
+            of("a", ApprovalStatus::Pending, 0),
+            of("a", ApprovalStatus::Pending, -5),
+            of("b", ApprovalStatus::Pending, 600),
+            of("b", ApprovalStatus::Pending, 600),
+        ];
+        assert!(within_family_quota(&all, "a", 3, now).is_ok());
+        assert!(within_family_quota(&all, "b", 3, now).is_ok());
+        assert!(within_family_quota(&all, "c", 1, now).is_ok());
+        all.push(of("a", ApprovalStatus::Pending, 400));
+        match within_family_quota(&all, "a", 3, now) {
+            Err(ApiError::TooManyRequests(why, retry_after)) => {
+                assert_eq!(retry_after, 120);
+                assert!(
+                    why.contains("already has 3 approval requests waiting"),
+                    "{why}"
+                );
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        assert!(within_family_quota(&all, "b", 3, now).is_ok());
     }
 }

@@ -5,6 +5,7 @@
 //! data_dir = "/var/lib/mandate"      # required: revocations/ and registry/ live here
 //! current_key_id = 1                 # required when there is more than one key
 //! public_url = "https://issuer.example" # the desk links in notifications
+//! max_pending_per_family = 20        # default: pending approval requests per token family
 //!
 //! [[root_keys]]                      # at least one; every listed key verifies
 //! id = 0
@@ -81,6 +82,20 @@ pub struct ServiceConfig {
     /// (`/ui/approvals#ID`). Required when an approver has a webhook.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// At most this many approval requests of one token family (a root
+    /// token and every token delegated from it) wait for a decision at
+    /// once; more are answered 429 until one is decided or expires, so one
+    /// agent cannot flood the approval desk and the approvers' webhooks.
+    /// Default [`DEFAULT_MAX_PENDING_PER_FAMILY`].
+    #[serde(default = "default_max_pending_per_family")]
+    pub max_pending_per_family: usize,
+}
+
+/// Pending approval requests one token family may have at once, by default.
+pub const DEFAULT_MAX_PENDING_PER_FAMILY: usize = 20;
+
+fn default_max_pending_per_family() -> usize {
+    DEFAULT_MAX_PENDING_PER_FAMILY
 }
 
 /// One approver: the name approval rules use, and its private key file;
@@ -147,6 +162,7 @@ impl Default for ServiceConfig {
             revocation_keys: Vec::new(),
             current_revocation_key_id: None,
             public_url: None,
+            max_pending_per_family: DEFAULT_MAX_PENDING_PER_FAMILY,
         }
     }
 }

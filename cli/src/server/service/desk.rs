@@ -474,6 +474,7 @@ fn failure(e: ApiError) -> Response {
         ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
         ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
         ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, too_large_message()),
+        ApiError::TooManyRequests(m, _) => (StatusCode::TOO_MANY_REQUESTS, m),
         ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
         // Unavailable, or internal: said as the JSON routes say it.
         e => {

@@ -70,6 +70,9 @@ pub(crate) enum ApiError {
     /// 409: the state does not allow it (an approval already decided, a
     /// request that needs no approval).
     Conflict(String),
+    /// 429 with `Retry-After` (seconds, also `retry_after` in the body):
+    /// a quota is used up (a token family's pending approval requests).
+    TooManyRequests(String, u64),
     /// 413: the body is larger than [`super::MAX_BODY_BYTES`].
     PayloadTooLarge,
     /// 415: the body is not declared as JSON.
@@ -111,6 +114,16 @@ impl IntoResponse for ApiError {
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
+            ApiError::TooManyRequests(m, retry_after) => {
+                let mut r = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({ "error": m, "retry_after": retry_after })),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return r;
+            }
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({ "error": too_large_message() }),

@@ -49,7 +49,10 @@ mod ui;
 mod wait;
 
 pub use approvals::{ApprovalQueue, ApprovalRecord, ApprovalStatus};
-pub use config::{ApproverFile, RootKeyFile, ServiceConfig, WebhookFormat, DEFAULT_LISTEN};
+pub use config::{
+    ApproverFile, RootKeyFile, ServiceConfig, WebhookFormat, DEFAULT_LISTEN,
+    DEFAULT_MAX_PENDING_PER_FAMILY,
+};
 pub use error::ServiceError;
 pub use metrics::describe as describe_metrics;
 pub use sink::{FeedSink, RevocationSink};
@@ -92,6 +95,7 @@ pub struct Service {
     revocation_keys: Vec<mandate_verifier::feed::RevocationSigner>,
     notifier: Option<Arc<notify::Notifier>>,
     waiters: Arc<wait::Waiters>,
+    max_pending_per_family: usize,
 }
 
 /// Renders the installed metrics recorder's state for `GET /metrics`.
@@ -131,6 +135,12 @@ pub(crate) struct Inner {
     pub(crate) notifier: Option<Arc<notify::Notifier>>,
     /// Requests waiting for a decision (`?wait=`, wait.rs).
     pub(crate) waiters: Arc<wait::Waiters>,
+    /// Pending approval requests one token family may have (approvals.rs).
+    pub(crate) max_pending_per_family: usize,
+    /// Held from counting a family's pending requests to queueing one more,
+    /// so concurrent submissions at this service cannot pass the count
+    /// together.
+    pub(crate) filing: tokio::sync::Mutex<()>,
 }
 
 pub(crate) type AppState = Arc<Inner>;
@@ -156,6 +166,7 @@ impl Service {
         let mut service = Service::new(keys, store, registry).with_approvals(approvals, approvers);
         service.revocation_keys = config.load_revocation_keys()?;
         service.notifier = notify::Notifier::from_config(config)?.map(Arc::new);
+        service = service.with_max_pending_per_family(config.max_pending_per_family)?;
         if let Some(key) = config.load_audit_key()? {
             let log = AuditLog::open(data_dir.join("audit"), &key, AuditOptions::default())?;
             service = service.with_audit(log);
@@ -201,6 +212,20 @@ impl Service {
     pub fn with_max_waiting(mut self, max: usize) -> Service {
         self.waiters = Arc::new(wait::Waiters::new(max));
         self
+    }
+
+    /// At most `max` approval requests of one token family wait for a
+    /// decision at once (`POST /v1/approvals` answers 429 beyond). Default
+    /// [`config::DEFAULT_MAX_PENDING_PER_FAMILY`]; 0 is refused.
+    pub fn with_max_pending_per_family(mut self, max: usize) -> Result<Service, ServiceError> {
+        if max == 0 {
+            return Err(ServiceError::Config(
+                "max_pending_per_family must be at least 1 (0 would refuse every approval request)"
+                    .into(),
+            ));
+        }
+        self.max_pending_per_family = max;
+        Ok(self)
     }
 
     /// Once `signal` completes (the server is shutting down), requests
@@ -254,6 +279,7 @@ impl Service {
             revocation_keys: Vec::new(),
             notifier: None,
             waiters: Arc::new(wait::Waiters::new(wait::MAX_WAITING)),
+            max_pending_per_family: config::DEFAULT_MAX_PENDING_PER_FAMILY,
         }
     }
 
@@ -359,6 +385,8 @@ impl Service {
                 .collect(),
             notifier: self.notifier,
             waiters: self.waiters,
+            max_pending_per_family: self.max_pending_per_family,
+            filing: tokio::sync::Mutex::new(()),
         });
         Router::new()
             .route("/v1/tokens", post(handlers::mint))
