@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::browser::{screenshot_dir, Browser};
+use common::browser::{screenshot_dir, Browser, ENTER, TAB};
 use common::mandate;
 use common::procs::{http, wait_until, Proc};
 use serde_json::{json, Value};
@@ -790,4 +790,71 @@ fn hostile_strings_in_a_request_are_only_text_on_the_desk() {
         .replace('"', "&quot;")
         .replace('\'', "&#39;");
     assert!(page.matches(&entities).count() >= 6, "{entities}\n{page}");
+}
+
+/// The element focused now: its id, the name a screen reader gives it
+/// (`aria-label`, else its label's text, else its own text), and whether
+/// the focus is drawn (an outline that is not `none`).
+const FOCUSED: &str = "const e = document.activeElement;
+    return [e.id || '', e.getAttribute('aria-label')
+        || (e.labels && e.labels.length ? e.labels[0].innerText : '')
+        || (e.innerText || '').trim(),
+        getComputedStyle(e).outlineStyle !== 'none'];";
+
+/// Presses Tab until `want` says the focused element is the one (at most
+/// 40 times): the names of the elements focused on the way.
+fn tab_to(b: &Browser, want: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        b.press(TAB);
+        let f = b.eval(FOCUSED);
+        let (id, name) = (f[0].as_str().unwrap(), f[1].as_str().unwrap());
+        seen.push(name.to_string());
+        assert_eq!(f[2], json!(true), "no visible focus on {name:?}");
+        if want(id, name) {
+            return seen;
+        }
+    }
+    panic!("never focused; went through {seen:?}");
+}
+
+#[test]
+fn the_desk_works_with_the_keyboard_alone() {
+    let desk = Desk::start();
+    let paid = desk.ask(&desk.pay, 150);
+    let refused = desk.ask(&desk.pay, 200);
+    let b = Browser::start();
+    b.goto(&desk.url("/ui/approvals"));
+
+    // Sign in: Tab to the token field, type, Enter submits.
+    tab_to(&b, |id, _| id == "token");
+    b.press(&desk.finance);
+    b.press(ENTER);
+    wait_until("the desk", Duration::from_secs(20), || {
+        b.eval("return document.getElementById('requests') !== null") == json!(true)
+    });
+
+    // Tab to the approval of the 150 payment: every control on the way is
+    // named for a screen reader; Enter approves.
+    let approve = format!("Approve: {SENTENCE}");
+    let went = tab_to(&b, |_, name| name == approve);
+    assert!(went.iter().all(|n| !n.trim().is_empty()), "{went:?}");
+    b.press(ENTER);
+    wait_until("the approval", Duration::from_secs(20), || {
+        text(&b, "return location.search").contains("approved=")
+    });
+    assert_eq!(desk.record(&paid)["status"], "approved");
+
+    // Deny the other: Tab to its reason, type it, Tab to Deny, Enter.
+    tab_to(&b, |id, _| id == format!("reason-{refused}"));
+    b.press("over the weekly limit");
+    let went = tab_to(&b, |_, name| name.starts_with("Deny: pay 200"));
+    assert_eq!(went.len(), 1, "Deny follows its reason: {went:?}");
+    b.press(ENTER);
+    wait_until("the denial", Duration::from_secs(20), || {
+        text(&b, "return location.search").contains("denied=")
+    });
+    let denied = desk.record(&refused);
+    assert_eq!(denied["status"], "denied", "{denied}");
+    assert_eq!(denied["denied_because"], "over the weekly limit");
 }

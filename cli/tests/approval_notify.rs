@@ -903,3 +903,27 @@ async fn hold_path_latency() {
     show("approve sent → long-poll answered", &mut woken);
     show("machine total (filed + approve → answered)", &mut total);
 }
+
+/// Behind https (`public_url` is `https://…`, TLS ending at a proxy) the
+/// desk's session cookie is `Secure`: a browser never sends the admin token
+/// over plain http.
+#[test]
+fn behind_https_the_desk_session_cookie_is_secure() {
+    let desk = Desk::start();
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("http://{}/ui/session", desk.serve.addr))
+        .form(&[("token", desk.finance.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("mandate_admin="), "{cookie}");
+    for part in ["; Path=/ui", "; HttpOnly", "; SameSite=Strict", "; Secure"] {
+        assert!(cookie.contains(part), "{part:?} not in {cookie}");
+    }
+}

@@ -138,6 +138,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
     }
 
+    /// Sends `keys` to the focused element, as a keyboard would (WebDriver
+    /// key codes: [`TAB`], [`ENTER`], or text).
+    pub fn press(&self, keys: &str) {
+        self.rt
+            .block_on(async { self.client().active_element().await?.send_keys(keys).await })
+            .unwrap_or_else(|e| panic!("pressing {keys:?}: {e}"));
+    }
+
     /// Resizes the browser window (e.g. to a phone's width).
     pub fn set_window_size(&self, width: u32, height: u32) {
         self.rt
@@ -163,6 +171,11 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+/// The Tab key, for [`Browser::press`].
+pub const TAB: &str = "\u{E004}";
+/// The Enter key, for [`Browser::press`].
+pub const ENTER: &str = "\u{E007}";
 
 /// Where the screenshots of a test run go: `$CARGO_TARGET_DIR/screenshots`
 /// (beside the test binaries), created if missing.

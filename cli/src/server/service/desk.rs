@@ -7,7 +7,8 @@
 //! - **Session**: the admin token as `Authorization: Bearer` or in the
 //!   `mandate_admin` cookie (as `/ui/decisions`); `POST /ui/session` sets
 //!   that cookie from a sign-in form (`HttpOnly`, `SameSite=Strict`, path
-//!   `/ui`), `POST /ui/session/end` clears it. Opening the desk is a
+//!   `/ui`; `Secure` when `public_url` is https), `POST /ui/session/end`
+//!   clears it. Opening the desk is a
 //!   token-only decision (`open` on `/ui/approvals`: signatures, expiry,
 //!   revocation, the holder's proof) recorded in the audit log.
 //! - **What is shown**: a request appears only if the admin token would be
@@ -350,8 +351,9 @@ pub(crate) async fn sign_in(
         return failure(e);
     }
     let mut r = see_other("/ui/approvals");
+    let secure = if s.secure_cookies { "; Secure" } else { "" };
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={text}; Path=/ui; HttpOnly; SameSite=Strict"
+        "{COOKIE}={text}; Path=/ui; HttpOnly; SameSite=Strict{secure}"
     )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }

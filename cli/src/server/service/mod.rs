@@ -96,6 +96,7 @@ pub struct Service {
     notifier: Option<Arc<notify::Notifier>>,
     waiters: Arc<wait::Waiters>,
     max_pending_per_family: usize,
+    secure_cookies: bool,
 }
 
 /// Renders the installed metrics recorder's state for `GET /metrics`.
@@ -137,6 +138,9 @@ pub(crate) struct Inner {
     pub(crate) waiters: Arc<wait::Waiters>,
     /// Pending approval requests one token family may have (approvals.rs).
     pub(crate) max_pending_per_family: usize,
+    /// The desk's session cookie is marked `Secure` (the service is reached
+    /// over https: `public_url`).
+    pub(crate) secure_cookies: bool,
     /// Held from counting a family's pending requests to queueing one more,
     /// so concurrent submissions at this service cannot pass the count
     /// together.
@@ -167,6 +171,12 @@ impl Service {
         service.revocation_keys = config.load_revocation_keys()?;
         service.notifier = notify::Notifier::from_config(config)?.map(Arc::new);
         service = service.with_max_pending_per_family(config.max_pending_per_family)?;
+        // Reached over https (TLS ends at a proxy in front): the browser
+        // sends the desk's session cookie over https only.
+        service.secure_cookies = config
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
         if let Some(key) = config.load_audit_key()? {
             let log = AuditLog::open(data_dir.join("audit"), &key, AuditOptions::default())?;
             service = service.with_audit(log);
@@ -280,6 +290,7 @@ impl Service {
             notifier: None,
             waiters: Arc::new(wait::Waiters::new(wait::MAX_WAITING)),
             max_pending_per_family: config::DEFAULT_MAX_PENDING_PER_FAMILY,
+            secure_cookies: false,
         }
     }
 
@@ -386,6 +397,7 @@ impl Service {
             notifier: self.notifier,
             waiters: self.waiters,
             max_pending_per_family: self.max_pending_per_family,
+            secure_cookies: self.secure_cookies,
             filing: tokio::sync::Mutex::new(()),
         });
         Router::new()
