@@ -4,17 +4,20 @@
 //! long-polling `GET /v1/approvals/{id}?wait=…`. Shared by `mandate
 //! request-approval` and the gateway's hold (SPEC §17).
 //!
-//! Plain `http://` only: the service is reached on loopback or a private
-//! network (or through a local TLS-terminating proxy).
+//! `https://` (rustls, the system's CA certificates or `SSL_CERT_FILE`'s:
+//! [`mandate_server::tls`]) or `http://`: the agent's token travels in each
+//! filing, so plain http is for loopback (a WARN says so otherwise).
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use mandate_spec::Request as Decided;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The longest wait asked of the service in one long-poll.
@@ -32,9 +35,9 @@ const MAX_TEXT_CHARS: usize = 500;
 /// An issuer service's approval routes.
 #[derive(Clone)]
 pub(crate) struct ApprovalService {
-    /// `http://HOST[:PORT][/PATH]`, without a trailing `/`.
+    /// `http(s)://HOST[:PORT][/PATH]`, without a trailing `/`.
     base: String,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl std::fmt::Debug for ApprovalService {
@@ -105,33 +108,64 @@ struct Record {
 }
 
 impl ApprovalService {
-    /// The service at `url` (`http://HOST[:PORT][/PATH]`).
+    /// The service at `url` (`http(s)://HOST[:PORT][/PATH]`).
     pub(crate) fn new(url: &str) -> Result<ApprovalService, String> {
         let base = url.trim_end_matches('/');
         let uri: Uri = base
             .parse()
-            .map_err(|_| format!("{url:?}: not a URL (http://HOST:PORT)"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+            .map_err(|_| format!("{url:?}: not a URL (https://HOST[:PORT])"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
                 return Err(format!(
-                    "{url:?}: https is not supported here yet; reach the service over http on \
-                     loopback or a private network (or through a local TLS proxy)"
+                    "{url:?}: expected https://HOST[:PORT] or http://HOST:PORT"
                 ))
             }
-            _ => return Err(format!("{url:?}: expected http://HOST:PORT")),
-        }
+        };
         let Some(authority) = uri.authority() else {
-            return Err(format!("{url:?}: expected http://HOST:PORT"));
+            return Err(format!(
+                "{url:?}: expected https://HOST[:PORT] or http://HOST:PORT"
+            ));
         };
         if authority.as_str().contains('@') || uri.query().is_some() {
             return Err(format!(
                 "{url:?}: no user information or query in the service's URL"
             ));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = if https {
+            let tls = mandate_server::tls::client_config(&format!("the approval service {url:?}"))?;
+            HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only()
+                .enable_http1()
+                .wrap_connector(http)
+        } else {
+            if !is_loopback(authority.host()) {
+                tracing::warn!(
+                    service = %base,
+                    "the approval service is reached over plain http: agents' tokens cross the \
+                     network in clear; use https"
+                );
+            }
+            // Never used for TLS (every URL asked is under the http base).
+            let none = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+                tokio_rustls::rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
+            .with_no_client_auth();
+            HttpsConnectorBuilder::new()
+                .with_tls_config(none)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        };
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(ApprovalService {
             base: base.to_string(),
@@ -298,11 +332,10 @@ impl ApprovalService {
         limit: Duration,
     ) -> Result<(StatusCode, Bytes), CallError> {
         let answer = tokio::time::timeout(limit, async {
-            let response = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| CallError::Unavailable(format!("{}: {e}", self.base)))?;
+            let response =
+                self.client.request(req).await.map_err(|e| {
+                    CallError::Unavailable(format!("{}: {}", self.base, causes(&e)))
+                })?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -355,13 +388,39 @@ fn clip(text: &str) -> String {
     text.chars().take(MAX_TEXT_CHARS).collect()
 }
 
+/// Whether `host` (a URL's host) is this machine: `localhost` or a loopback
+/// address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `e` and its causes, `: `-separated (hyper's "client error (Connect)"
+/// alone does not say that a certificate was refused).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    clip(&text)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
-    fn only_plain_http_urls_without_credentials() {
+    fn only_http_or_https_urls_without_credentials() {
         assert!(ApprovalService::new("http://127.0.0.1:8080").is_ok());
         assert_eq!(
             ApprovalService::new("http://issuer:8080/base/")
@@ -370,15 +429,28 @@ mod tests {
             "http://issuer:8080/base"
         );
         for (bad, needle) in [
-            ("https://issuer", "https is not supported"),
-            ("ftp://issuer", "expected http://"),
-            ("issuer:8080", "expected http://"),
+            (
+                "ftp://issuer",
+                "expected https://HOST[:PORT] or http://HOST:PORT",
+            ),
+            ("issuer:8080", "expected https://"),
+            ("https://u:p@issuer", "no user information"),
             ("http://u:p@issuer", "no user information"),
             ("http://issuer/?x=1", "no user information or query"),
             ("not a url", "not a URL"),
         ] {
             let e = ApprovalService::new(bad).unwrap_err();
             assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_known() {
+        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.1", "[::1]"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["issuer", "10.0.0.1", "[2001:db8::1]", "localhost.example"] {
+            assert!(!is_loopback(host), "{host}");
         }
     }
 

@@ -19,7 +19,8 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Args)]
 pub(crate) struct RequestApprovalArgs {
-    /// The issuer service, http://HOST:PORT (it holds the approval queue).
+    /// The issuer service, https://HOST[:PORT] (or http:// on loopback; it
+    /// holds the approval queue).
     #[arg(long, value_name = "URL")]
     pub(crate) service: String,
     /// The agent's token (a file holding base64, or -): sent as the

@@ -507,3 +507,63 @@ fn an_unreachable_approval_service_is_a_503_and_nothing_is_forwarded() {
     );
     assert_eq!(g.seen.hits(), 0);
 }
+
+/// The issuer service behind TLS (a TLS-terminating proxy in front of it):
+/// the gateway files and waits over https, verifying the service's
+/// certificate against the CA it trusts (`SSL_CERT_FILE`); a gateway that
+/// does not trust that CA files nothing (503, nothing forwarded).
+#[test]
+fn the_gateway_reaches_an_issuer_service_over_https_and_verifies_it() {
+    let g = std::sync::Arc::new(HoldGateway::start_with(common::payments::Options {
+        service_over_tls: true,
+        ..Default::default()
+    }));
+    let call = {
+        let g = g.clone();
+        background(move || g.pay("/api", 150))
+    };
+    let id = g.p.next_filed(&HashSet::new());
+    g.p.approve(&id);
+    let (status, _, body) = call.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(g.seen.amounts(), vec![150]);
+    let tls = g.tls.as_ref().unwrap();
+    assert!(
+        tls.handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "filed over TLS"
+    );
+
+    // Another gateway, same routes, without the test CA: the service's
+    // certificate is not trusted; nothing is filed or forwarded.
+    let d = g.p.d();
+    let config = std::fs::read_to_string(d.join("gateway.toml"))
+        .unwrap()
+        .replace("replay_db = \"replay\"", "replay_db = \"replay2\"")
+        .replace("audit_dir = \"audit\"", "audit_dir = \"audit2\"");
+    std::fs::write(d.join("gateway2.toml"), config).unwrap();
+    let untrusting = common::procs::Proc::start_env(
+        [
+            "gateway",
+            "--config",
+            d.join("gateway2.toml").to_str().unwrap(),
+        ],
+        &[("SSL_CERT_FILE", d.join("tls.pem").as_path())],
+    );
+    let pending = g.p.pending();
+    let resp = http_client()
+        .post(format!("http://{}/api/payments", untrusting.addr))
+        .bearer_auth(g.p.pay.trim())
+        .header("content-type", "application/json")
+        .body(json!({ "amount": 150, "to": "supplier-7" }).to_string())
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("the approval service could not be reached") && body.contains("certificate"),
+        "{body}"
+    );
+    assert_eq!(g.p.pending(), pending, "nothing filed");
+    assert_eq!(g.seen.amounts(), vec![150], "nothing forwarded");
+}

@@ -279,10 +279,10 @@ fn bad_input_is_refused_with_one_line() {
         (vec!["--wait", "soon"], p.url(), "--wait"),
         (
             vec![],
-            "https://issuer.example.com".to_string(),
-            "https is not supported",
+            "ftp://issuer.example.com".to_string(),
+            "expected https://HOST[:PORT] or http://HOST:PORT",
         ),
-        (vec![], "issuer:8080".to_string(), "expected http://"),
+        (vec![], "issuer:8080".to_string(), "expected https://"),
     ] {
         let mut a = args(&p, "150", &extra);
         a[2] = service;

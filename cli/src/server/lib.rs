@@ -23,6 +23,7 @@ pub mod mcp;
 mod registry;
 mod service;
 mod signed_record;
+pub mod tls;
 
 pub use approval_bucket::{ApprovalBucket, APPROVAL_BUCKET, APPROVAL_DOMAIN, APPROVAL_REJECTED};
 pub use fleet::{MintFleet, MintFleetConfig, MINT_DOMAIN, MINT_REJECTED};

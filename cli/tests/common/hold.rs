@@ -122,6 +122,9 @@ pub struct HoldGateway {
     pub mcp_token: String,
     /// The gateway's audit public key.
     pub audit_pub: String,
+    /// The TLS endpoint in front of the service, when the gateway reaches
+    /// it over https.
+    pub tls: Option<TlsFront>,
 }
 
 /// An answer: status, headers, body text.
@@ -135,6 +138,7 @@ impl HoldGateway {
     /// The gateway in front of the payments scenario's service configured
     /// by `options`.
     pub fn start_with(options: Options) -> HoldGateway {
+        let over_tls = options.service_over_tls;
         let p = Payments::start_with(options);
         let d = p.d();
         let audit_pub = key(d, "audit.key");
@@ -160,6 +164,14 @@ impl HoldGateway {
         );
         std::fs::write(d.join("mcp.tok"), &mcp_token).unwrap();
         let (upstream, seen) = upstream();
+        let mut env: Vec<(&str, std::path::PathBuf)> = Vec::new();
+        let (service, tls) = if over_tls {
+            let front = TlsFront::start(d, &p.serve.addr);
+            env.push(("SSL_CERT_FILE", d.join("ca.pem")));
+            (format!("https://localhost:{}", front.port), Some(front))
+        } else {
+            (p.url(), None)
+        };
         let rules = |prefix: &str| {
             format!(
                 "rules = [ {{ method = \"POST\", pattern = \"{prefix}/payments\", action = \"pay\", \
@@ -193,22 +205,28 @@ mode = "mcp"
 hold_for_approval = "2m"
 "#,
             root = p.root,
-            service = p.url(),
+            service = service,
             api = rules("/api"),
             brief = rules("/brief"),
         );
         std::fs::write(d.join("gateway.toml"), config).unwrap();
-        let gateway = Proc::start([
-            "gateway",
-            "--config",
-            d.join("gateway.toml").to_str().unwrap(),
-        ]);
+        let env: Vec<(&str, &std::path::Path)> =
+            env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        let gateway = Proc::start_env(
+            [
+                "gateway",
+                "--config",
+                d.join("gateway.toml").to_str().unwrap(),
+            ],
+            &env,
+        );
         HoldGateway {
             p,
             gateway,
             seen,
             mcp_token,
             audit_pub,
+            tls,
         }
     }
 
@@ -277,5 +295,141 @@ hold_for_approval = "2m"
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
+    }
+}
+
+/// A TLS endpoint on loopback in front of a plain-http server (as a
+/// TLS-terminating proxy is in front of an issuer service): a test CA
+/// (`ca.pem` in the scenario's directory, made with `openssl`) and a
+/// certificate for `localhost` it signed; each connection's bytes are
+/// copied to the server after the handshake.
+pub struct TlsFront {
+    pub port: u16,
+    /// Handshakes completed.
+    pub handshakes: Arc<AtomicUsize>,
+}
+
+impl TlsFront {
+    pub fn start(d: &std::path::Path, target: &str) -> TlsFront {
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl must be installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend_from_slice(&ec);
+        ca.extend_from_slice(&[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=mandate test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+        openssl(&ca);
+        let mut csr = vec!["req"];
+        csr.extend_from_slice(&ec);
+        csr.extend_from_slice(&[
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&csr);
+        std::fs::write(
+            d.join("tls.ext"),
+            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tls.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "tls.ext",
+        ]);
+        use rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls;
+        let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+            rustls::pki_types::CertificateDer::pem_file_iter(d.join("tls.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(d.join("tls.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
+        let target = target.to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let (acceptor, target, counted) =
+                            (acceptor.clone(), target.clone(), counted.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            let Ok(mut plain) = tokio::net::TcpStream::connect(&target).await
+                            else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                        });
+                    }
+                });
+        });
+        TlsFront { port, handshakes }
     }
 }

@@ -52,6 +52,10 @@ pub struct Options {
     pub webhook: Option<(String, String)>,
     /// `max_pending_per_family`, when not the default.
     pub max_pending_per_family: Option<usize>,
+    /// The gateway (common/hold.rs) reaches the service over https: through
+    /// a TLS endpoint in front of it, with a certificate of a test CA the
+    /// gateway trusts by `SSL_CERT_FILE`.
+    pub service_over_tls: bool,
     /// Signs an audit log of the service's decisions (`audit_key`, the
     /// desk's actions included) with `service-audit.key`.
     pub audit: bool,

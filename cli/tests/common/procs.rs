@@ -93,9 +93,19 @@ impl Proc {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
+        Proc::start_env(args, &[])
+    }
+
+    /// [`Proc::start`] with `env` set in the process's environment.
+    pub fn start_env<I, S>(args: I, env: &[(&str, &std::path::Path)]) -> Proc
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -329,23 +329,8 @@ fn read_secret(file: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, ServiceError> {
-    use tokio_rustls::rustls;
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        return Err(ServiceError::Config(format!(
-            "an approver's webhook_url is https, and no CA certificate was found on this system \
-             ({} errors; install ca-certificates)",
-            found.errors.len()
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServiceError::Config(format!("TLS for webhooks: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config =
+        crate::tls::client_config("an approver's webhook_url").map_err(ServiceError::Config)?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
@@ -467,8 +452,9 @@ fn slack_body(n: &Notifier, r: &ApprovalRecord, event: Event, approver: &str) ->
 /// A value as Slack text: in an inline code span (Slack neither links a
 /// bare URL nor formats `*bold*`, `_`, `~` there; a backquote in the value
 /// becomes `ˋ` so it cannot end the span), `&`, `<`, `>` escaped (no link
-/// or mention can be made of it), control and bidi-override characters
-/// dropped, at most 200 characters.
+/// or mention can be made of it), hidden characters (controls, bidi
+/// controls, invisible format characters) escaped as the text outputs show
+/// them (`\n`, `\u{202e}`), at most 200 characters.
 fn slack(v: &str) -> String {
     format!("`{}`", slack_plain(&v.replace('`', "ˋ")))
 }
@@ -487,11 +473,14 @@ fn slack_plain(v: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            c if c.is_control()
-                || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c)
-                || c == '\u{200e}'
-                || c == '\u{200f}' => {}
+            // The one display rule (SPEC §16): every hidden character shown
+            // escaped, `\u{200b}`, never passed on (a line break, a bidi
+            // mark) nor dropped (a value differing by an invisible
+            // character would read the same).
+            c if mandate_spec::display::is_hidden(c) => {
+                let mut one = [0u8; 4];
+                out.push_str(&mandate_spec::display::text(c.encode_utf8(&mut one)).to_string());
+            }
             c => out.push(c),
         }
     }
@@ -681,7 +670,10 @@ mod tests {
             slack("<https://evil|click> <!channel> a&b"),
             "`&lt;https://evil|click&gt; &lt;!channel&gt; a&amp;b`"
         );
-        assert_eq!(slack("a\u{202e}b\u{0}c\nd"), "`abcd`");
+        assert_eq!(
+            slack("a\u{202e}b\u{0}c\nd\u{2028}e\u{61c}f\u{200b}g"),
+            r"`a\u{202e}b\u{0}c\nd\u{2028}e\u{61c}f\u{200b}g`"
+        );
         assert_eq!(slack(&"x".repeat(300)).chars().count(), 203);
         // A bare URL or formatting stays in the code span; a backquote
         // cannot end it.
