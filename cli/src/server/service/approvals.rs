@@ -304,6 +304,7 @@ pub(crate) async fn submit(
 ) -> Result<(StatusCode, Json<ApprovalRecord>), ApiError> {
     let mut request = Request::new(body.action, body.resource);
     request.params = body.params;
+    unreadable_to_a_person(&request)?;
     let kept = mandate_spec::token_to_text(&token);
     let st = s.clone();
     // As an approver will see it: a holder-bound token's proof is the
@@ -358,6 +359,24 @@ pub(crate) async fn submit(
     tracing::info!(id = %record.id, principal = ?record.chain["principal"], action = %record.request.action, "approval requested");
     super::notify::requested(&s, &record);
     Ok((StatusCode::CREATED, Json(record.answered())))
+}
+
+/// Refuses a request a person could not read: an MCP call's other
+/// arguments (`mcp.other_arguments`) past 1 KiB are only their SHA-256
+/// (`sha256:…`), so the desk and the notifications would show the
+/// approver a hash while the approval binds, and the gateway forwards,
+/// arguments nobody saw (e.g. the recipients of a payment).
+fn unreadable_to_a_person(request: &Request) -> Result<(), ApiError> {
+    match request.params.get(crate::mcp::OTHER_ARGUMENTS) {
+        Some(Value::Str(v)) if v.starts_with("sha256:") => Err(ApiError::BadRequest(format!(
+            "this request cannot be shown to a person for approval: its parameter {} is \
+             a SHA-256 of the call's other arguments (over 1 KiB), not the arguments \
+             themselves; send those arguments within 1 KiB, or as string and integer \
+             arguments",
+            crate::mcp::OTHER_ARGUMENTS
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses one more pending request of token family `family` when `max`
