@@ -927,3 +927,49 @@ fn behind_https_the_desk_session_cookie_is_secure() {
         assert!(cookie.contains(part), "{part:?} not in {cookie}");
     }
 }
+
+/// A notification not delivered when the service is killed (SIGKILL) is
+/// sent again by the restarted service, the same delivery (same
+/// `Mandate-Delivery`, same signed body), until the receiver takes it.
+#[test]
+fn a_notification_not_delivered_before_a_crash_is_sent_after_restart() {
+    let mut desk = Desk::start();
+    // Finance's receiver is down for now: every attempt fails.
+    desk.receiver.script("/finance", &[503; 1000]);
+    let id = desk.ask(
+        &desk.pay_finance,
+        "pay",
+        "/api/payments",
+        json!({"amount": 150}),
+    );
+    let before = desk.receiver.wait_for("/finance", 1);
+    let delivery = before[0].headers["mandate-delivery"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    desk.serve.stop(); // SIGKILL
+    let tried = desk.receiver.at("/finance").len();
+    assert!(
+        desk.receiver.at("/finance").iter().all(|g| g.status == 503),
+        "not delivered before the crash"
+    );
+
+    // The receiver is back; the service restarts and sends it again.
+    desk.receiver.script("/finance", &[]);
+    desk.serve.restart();
+    let got = desk.receiver.wait_for("/finance", tried + 1);
+    let last = got.last().unwrap();
+    assert_eq!(last.status, 200);
+    assert_eq!(last.headers["mandate-delivery"], delivery.as_str());
+    let event = verified(last, FINANCE_SECRET.as_bytes());
+    assert_eq!(event["event"], "approval_requested");
+    assert_eq!(event["id"], id.as_str());
+    assert_eq!(event["delivery"], delivery.as_str());
+
+    // Delivered: not sent again by a later restart.
+    desk.serve.restart();
+    let (status, _) = desk.get(&format!("/v1/approvals/{id}"));
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(desk.receiver.at("/finance").len(), tried + 1);
+}

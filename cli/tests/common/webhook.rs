@@ -30,6 +30,7 @@ pub struct Got {
 pub struct Receiver {
     pub addr: SocketAddr,
     pub got: Arc<Mutex<Vec<Got>>>,
+    script: Arc<Mutex<HashMap<String, Vec<u16>>>>,
 }
 
 impl Receiver {
@@ -43,6 +44,7 @@ impl Receiver {
         ));
         let (tx, rx) = std::sync::mpsc::channel();
         let seen = got.clone();
+        let scripted = script.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -79,7 +81,16 @@ impl Receiver {
         Receiver {
             addr: rx.recv().unwrap(),
             got,
+            script: scripted,
         }
+    }
+
+    /// From now on `path` answers `statuses` in turn, then 200.
+    pub fn script(&self, path: &str, statuses: &[u16]) {
+        self.script
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), statuses.to_vec());
     }
 
     pub fn url(&self, path: &str) -> String {

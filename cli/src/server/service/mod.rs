@@ -169,7 +169,13 @@ impl Service {
         let approvers = config.load_approvers()?;
         let mut service = Service::new(keys, store, registry).with_approvals(approvals, approvers);
         service.revocation_keys = config.load_revocation_keys()?;
-        service.notifier = notify::Notifier::from_config(config)?.map(Arc::new);
+        service.notifier = match notify::Notifier::from_config(config)? {
+            Some(n) => {
+                let outbox = notify::Outbox::open(&data_dir.join("notifications"))?;
+                Some(Arc::new(n.with_outbox(outbox)))
+            }
+            None => None,
+        };
         service = service.with_max_pending_per_family(config.max_pending_per_family)?;
         // Reached over https (TLS ends at a proxy in front): the browser
         // sends the desk's session cookie over https only.
@@ -374,6 +380,11 @@ impl Service {
     /// The router with every route and layer: body limit, JSON error
     /// bodies, response counting and request tracing.
     pub fn into_router(self) -> Router {
+        // Notifications kept from before a stop are sent again (when built
+        // in a runtime, as serving is).
+        if let (Some(n), Ok(_)) = (&self.notifier, tokio::runtime::Handle::try_current()) {
+            n.resume();
+        }
         let state: AppState = Arc::new(Inner {
             issuer: self.issuer,
             verifier: self.verifier,

@@ -18,8 +18,15 @@
 //!   dropped. Counted in `mandate_approval_notifications_total{event,
 //!   outcome}` (`delivered`, `failed`, `dropped`) and
 //!   `mandate_approval_notification_retries_total`; a final failure is
-//!   logged at WARN. Not durable: a notification in flight when the service
-//!   stops is lost (the queue and the desk stay the record).
+//!   logged at WARN.
+//! - **Kept until delivered** ([`Outbox`], `DATA_DIR/notifications`,
+//!   RocksDB): each notification is written (to RocksDB's write-ahead log)
+//!   before the request that caused it is answered, and removed once
+//!   delivered or given up; a service restarted after a crash (SIGKILL)
+//!   sends again, with the same `Mandate-Delivery`, every notification it
+//!   had not finished, if younger than [`MAX_KEPT`]. Not fsynced: a power
+//!   cut may lose notifications in flight (the queue and the desk stay the
+//!   record).
 //! - **Plain client.** HTTP/1.1, one connection per attempt; `https` with
 //!   the system's CA certificates (TLS 1.3); the URL is never logged (a
 //!   Slack webhook's path is its secret): its host is.
@@ -63,6 +70,9 @@ pub(crate) const NOTIFICATIONS: &str = "mandate_approval_notifications_total";
 /// The counter of retried attempts.
 pub(crate) const RETRIES: &str = "mandate_approval_notification_retries_total";
 
+/// The oldest notification sent again after a restart.
+pub(crate) const MAX_KEPT: Duration = Duration::from_secs(24 * 3600);
+
 /// The shortest webhook secret, in bytes.
 const MIN_SECRET: usize = 16;
 
@@ -73,6 +83,8 @@ pub(crate) struct Notifier {
     desk: String,
     outstanding: Arc<Semaphore>,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// Where notifications not yet delivered are kept, if anywhere.
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -141,7 +153,61 @@ impl Notifier {
             desk: format!("{}/ui/approvals", public.trim_end_matches('/')),
             outstanding: Arc::new(Semaphore::new(MAX_OUTSTANDING)),
             tls,
+            outbox: None,
         }))
+    }
+
+    /// Keeps every notification in `outbox` until delivered or given up.
+    pub(crate) fn with_outbox(mut self, outbox: Outbox) -> Notifier {
+        self.outbox = Some(Arc::new(outbox));
+        self
+    }
+
+    /// Sends again every notification the outbox kept (the service stopped
+    /// before they were delivered): those younger than [`MAX_KEPT`] whose
+    /// approver still has a webhook; the others are removed. Must be called
+    /// in the runtime.
+    pub(crate) fn resume(&self) {
+        let Some(outbox) = &self.outbox else { return };
+        let now = unix_now();
+        let mut resumed = 0;
+        for (key, kept) in outbox.all() {
+            let hook = self.hooks.get(&kept.approver).cloned();
+            let event = match kept.event.as_str() {
+                "approval_requested" => Some(Event::Requested),
+                "approval_decided" => Some(Event::Decided),
+                _ => None,
+            };
+            let young = now.saturating_sub(kept.created) <= MAX_KEPT.as_secs();
+            let (Some(hook), Some(event), true) = (hook, event, young) else {
+                outbox.remove(&key);
+                continue;
+            };
+            let Ok(permit) = self.outstanding.clone().try_acquire_owned() else {
+                break;
+            };
+            let delivery = Delivery {
+                hook,
+                tls: self.tls.clone(),
+                body: Bytes::from(kept.body.into_bytes()),
+                event,
+                id: kept.id,
+                approver: kept.approver,
+                delivery: key,
+                outbox: Some(outbox.clone()),
+            };
+            resumed += 1;
+            tokio::spawn(async move {
+                let _permit = permit;
+                delivery.run().await;
+            });
+        }
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "approval notifications not delivered before the last stop: sending them again"
+            );
+        }
     }
 
     /// The desk link of request `id`.
@@ -181,6 +247,18 @@ impl Notifier {
                 );
                 continue;
             };
+            if let Some(outbox) = &self.outbox {
+                outbox.keep(
+                    &delivery,
+                    &Kept {
+                        id: record.id.clone(),
+                        approver: a.name.clone(),
+                        event: event.name().to_string(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                        created: unix_now(),
+                    },
+                );
+            }
             let delivery = Delivery {
                 hook: hook.clone(),
                 tls: self.tls.clone(),
@@ -189,6 +267,7 @@ impl Notifier {
                 id: record.id.clone(),
                 approver: a.name.clone(),
                 delivery,
+                outbox: self.outbox.clone(),
             };
             tokio::spawn(async move {
                 let _permit = permit;
@@ -496,6 +575,84 @@ struct Delivery {
     id: String,
     approver: String,
     delivery: String,
+    /// Where it is kept until it ends (its key is `delivery`).
+    outbox: Option<Arc<Outbox>>,
+}
+
+/// A notification as the outbox keeps it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    /// The approval request's id.
+    id: String,
+    approver: String,
+    event: String,
+    /// The body, as first made (JSON or Slack's JSON: UTF-8).
+    body: String,
+    /// When it was made (unix seconds).
+    created: u64,
+}
+
+/// Notifications not yet delivered (`DATA_DIR/notifications`, RocksDB),
+/// by delivery id. Written before the request that caused them is
+/// answered; an error is logged, never fails that request (the queue is
+/// the record; the notification is then only not kept).
+pub(crate) struct Outbox {
+    db: rocksdb::DB,
+    path: std::path::PathBuf,
+}
+
+impl Outbox {
+    /// Opens (creating) the outbox at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Outbox, ServiceError> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let db = rocksdb::DB::open(&opts, path).map_err(|e| ServiceError::Registry {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        Ok(Outbox {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn keep(&self, delivery: &str, kept: &Kept) {
+        let written = serde_json::to_vec(kept)
+            .map_err(|e| e.to_string())
+            .and_then(|v| self.db.put(delivery, v).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            tracing::error!(path = %self.path.display(), error = %e, "approval notification not kept");
+        }
+    }
+
+    fn remove(&self, delivery: &str) {
+        if let Err(e) = self.db.delete(delivery) {
+            tracing::error!(path = %self.path.display(), error = %e, "approval notification not removed");
+        }
+    }
+
+    /// Every notification kept (unreadable entries are removed).
+    fn all(&self) -> Vec<(String, Kept)> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
+            let Ok((k, v)) = item else { break };
+            let key = String::from_utf8_lossy(&k).into_owned();
+            match serde_json::from_slice::<Kept>(&v) {
+                Ok(kept) => out.push((key, kept)),
+                Err(e) => {
+                    tracing::warn!(delivery = %key, error = %e, "unreadable kept notification removed");
+                    self.remove(&key);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What one attempt found.
@@ -509,6 +666,13 @@ enum Attempt {
 
 impl Delivery {
     async fn run(self) {
+        self.try_all().await;
+        if let Some(outbox) = &self.outbox {
+            outbox.remove(&self.delivery);
+        }
+    }
+
+    async fn try_all(&self) {
         let started = Instant::now();
         let mut attempt = 1;
         let why = loop {
