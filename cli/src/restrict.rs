@@ -8,7 +8,7 @@ use crate::restrictions::{lifted, made, rfc3339, Listed};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mandate_attenuate::read_chain;
-use mandate_spec::display::{quoted, text, word};
+use mandate_spec::display::{quoted, text};
 use mandate_spec::{
     parse_public_key, Lift, Restriction, RestrictionEntry, RestrictionRule, RestrictionTarget,
 };
@@ -311,14 +311,7 @@ fn rules(a: &RestrictArgs) -> Result<Vec<RestrictionRule>> {
 /// family's root) and a note saying what it was.
 fn target(a: &RestrictArgs) -> Result<(RestrictionTarget, Option<OffsetDateTime>, Option<String>)> {
     if let Some(id) = &a.id {
-        let bytes = hex::decode(id.trim())
-            .map_err(|_| anyhow!("--id: a revocation id is hex, got {}", quoted(id.trim())))?;
-        if bytes.len() != 64 {
-            bail!(
-                "--id: a revocation id is 64 bytes (128 hex digits), got {}",
-                bytes.len()
-            );
-        }
+        let bytes = crate::revoke::parse_id(id).context("--id")?;
         return Ok((RestrictionTarget::Block(hex::encode(bytes)), None, None));
     }
     if let Some(key) = &a.agent_key {
@@ -346,23 +339,8 @@ fn target(a: &RestrictArgs) -> Result<(RestrictionTarget, Option<OffsetDateTime>
             ))),
         ));
     };
-    let hop = chain
-        .hops
-        .get(n)
-        .ok_or_else(|| anyhow!("--hop {n}: the token has hops 0 to {}", chain.depth()))?;
-    // The hop is dead anyway once the earliest expiry up to it has passed.
-    let expires = chain.hops[..=n].iter().filter_map(|h| h.expires_at).min();
-    let note = format!(
-        "hop {n} (agent {}) of token {} for {}",
-        quoted(&hop.agent),
-        word(&chain.token_id),
-        quoted(&chain.principal)
-    );
-    Ok((
-        RestrictionTarget::Block(hop.revocation_id.to_ascii_lowercase()),
-        expires,
-        Some(clip(note)),
-    ))
+    let (id, expires, note) = crate::revoke::hop_target(&chain, n)?;
+    Ok((RestrictionTarget::Block(id), expires, Some(clip(note))))
 }
 
 /// A note within the bound a restriction's texts have (a long chain's

@@ -145,11 +145,21 @@ fn hop_entry(
     n: usize,
     entry: &dyn Fn(Target, Option<OffsetDateTime>, Option<String>) -> Revocation,
 ) -> Result<Revocation> {
+    let (id, expires, note) = hop_target(chain, n)?;
+    Ok(entry(Target::Block(hex::decode(id)?), expires, Some(note)))
+}
+
+/// Hop `n` of `chain` as the target of a revocation or a restriction: its
+/// block's revocation id (hex, lower case), when the hop is dead anyway
+/// (the earliest expiry up to it), and a note naming it.
+pub(crate) fn hop_target(
+    chain: &Chain,
+    n: usize,
+) -> Result<(String, Option<OffsetDateTime>, String)> {
     let hop = chain
         .hops
         .get(n)
         .ok_or_else(|| anyhow!("--hop {n}: the token has hops 0 to {}", chain.depth()))?;
-    // The hop is dead anyway once the earliest expiry up to it has passed.
     let expires = chain.hops[..=n].iter().filter_map(|h| h.expires_at).min();
     let note = format!(
         "hop {n} (agent {}) of token {} for {}",
@@ -157,11 +167,7 @@ fn hop_entry(
         word(&chain.token_id),
         quoted(&chain.principal)
     );
-    Ok(entry(
-        Target::Block(hex::decode(&hop.revocation_id)?),
-        expires,
-        Some(note),
-    ))
+    Ok((hop.revocation_id.to_ascii_lowercase(), expires, note))
 }
 
 /// Revokes ids read line by line, acknowledging each only after it is synced.
@@ -224,9 +230,10 @@ fn revoke_stream(
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_id(hex_id: &str) -> Result<Vec<u8>> {
+/// A block's revocation id given in hex (64 bytes).
+pub(crate) fn parse_id(hex_id: &str) -> Result<Vec<u8>> {
     let bytes = hex::decode(hex_id.trim())
-        .map_err(|_| anyhow!("a revocation id is hex, got {:?}", hex_id.trim()))?;
+        .map_err(|_| anyhow!("a revocation id is hex, got {}", quoted(hex_id.trim())))?;
     if bytes.len() != 64 {
         bail!(
             "a revocation id is 64 bytes (128 hex digits), got {}",
