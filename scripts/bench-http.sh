@@ -12,9 +12,11 @@
 #                         every record signed (--audit-async
 #                         --audit-sign-records)
 #   6. cold               the middleware, a fresh 2-hop token per request
-# Prints requests/s and p50/p99 latency for each, each audited mode's share
-# of no-auth requests/s, and how fast `mandate audit verify` checks the logs
-# written (records/s).
+# Prints requests/s, p50/p99 latency and the server's CPU time per request
+# (user + system from /proc/PID/stat over the run: less sensitive to a busy
+# machine than requests/s) for each, each audited mode's share of no-auth
+# requests/s, and how fast `mandate audit verify` checks the logs written
+# (records/s).
 # Usage: [ROUNDS=3] ./scripts/bench-http.sh [SECONDS per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,18 +80,27 @@ stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
 
 run() {
     local name="$1" tokens="$2"
-    local out
+    local out cpu0 cpu1
+    cpu0="$(cpu_ticks)"
     out="$(TOKENS="$tokens" wrk -t"$threads" -c"$conns" -d"${secs}s" --latency \
         -s "$work/tokens.lua" "http://$addr/api/customers/42")"
-    local rps p50 p99 non2xx
+    cpu1="$(cpu_ticks)"
+    local rps p50 p99 non2xx total us
     rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    # Server CPU (user + system) per request over the run, in µs: less
+    # sensitive to a busy machine than requests/s.
+    total="$(awk '/requests in/ {print $1}' <<<"$out")"
+    us="$(echo "($cpu1 - $cpu0) * 1000000 / $(getconf CLK_TCK) / $total" | bc -l)"
     p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
     p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
     non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
-    printf '| %-17s | %10s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+    printf '| %-17s | %10s | %8s | %8s | %8.1f | %s |\n' "$name" "$rps" "$p50" "$p99" "$us" "${non2xx:-0}"
     rps_of[$name]="$rps"
+    cpu_of[$name]+="$us "
 }
-declare -A rps_of
+declare -A rps_of cpu_of
+# utime + stime of the server, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 
 # `mandate audit verify` of the log a run wrote (the audit key is printed
 # by the server): records/s.
@@ -117,8 +128,8 @@ audited() {
 # of the rounds' shares (each against the same round's no auth).
 rounds="${ROUNDS:-3}"
 echo "# wrk -t$threads -c$conns -d${secs}s, GET /api/customers/42, loopback, $(nproc) cores, $rounds rounds"
-printf '| %-17s | %10s | %8s | %8s | %s |\n' "mode" "req/s" "p50" "p99" "non-2xx"
-printf '|-------------------|-----------:|---------:|---------:|---|\n'
+printf '| %-17s | %10s | %8s | %8s | %8s | %s |\n' "mode" "req/s" "p50" "p99" "µs CPU" "non-2xx"
+printf '|-------------------|-----------:|---------:|---------:|---------:|---|\n'
 declare -A shares
 for round in $(seq "$rounds"); do
     start --no-auth;                         run "no auth" "$work/warm.tok";       stop
@@ -131,7 +142,7 @@ for round in $(seq "$rounds"); do
     for m in "warm" "warm + audit" "warm + async audit" "warm + old audit"; do
         shares[$m]+="$(echo "100 * ${rps_of[$m]} / ${rps_of["no auth"]}" | bc -l) "
     done
-    printf '|-------------------|-----------:|---------:|---------:|---|\n'
+    printf '|-------------------|-----------:|---------:|---------:|---------:|---|\n'
 done
 
 echo
@@ -140,6 +151,13 @@ for m in "warm" "warm + audit" "warm + async audit" "warm + old audit"; do
     read -r -a xs <<<"${shares[$m]}"
     median="$(printf '%s\n' "${xs[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
     printf '%-19s %5.1f %%   (%s)\n' "$m" "$median" "$(printf '%.1f ' "${xs[@]}")"
+done
+echo
+echo "# server CPU µs per request (user + system, /proc/PID/stat over the run): median of $rounds rounds"
+for m in "no auth" "warm" "warm + audit" "warm + async audit" "warm + old audit"; do
+    read -r -a xs <<<"${cpu_of[$m]}"
+    median="$(printf '%s\n' "${xs[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+    printf '%-19s %6.1f µs   (%s)\n' "$m" "$median" "$(printf '%.1f ' "${xs[@]}")"
 done
 
 echo
