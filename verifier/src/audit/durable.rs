@@ -24,7 +24,10 @@ struct Inner {
     /// The last write failed (records wait in memory and are retried):
     /// every waiter whose record is not durable is answered with it.
     failure: Option<VerifierError>,
-    wakers: Vec<Waker>,
+    /// Each waiting future's waker, with the record it waits for: a batch
+    /// made durable wakes only the futures it completes (those waiting for
+    /// the next batch stay asleep rather than be polled for nothing).
+    wakers: Vec<(u64, Waker)>,
 }
 
 // The writer (RocksDB's `AuditLog`) is the only producer of waiting
@@ -45,16 +48,30 @@ impl DurableState {
         self.update(|i| i.failure = Some(e));
     }
 
+    /// Applies `f`, then wakes every waiter it resolved: all of them on a
+    /// failure, else those whose record is now durable.
     fn update(&self, f: impl FnOnce(&mut Inner)) {
-        let wakers = match self.inner.lock() {
+        let woken: Vec<Waker> = match self.inner.lock() {
             Ok(mut i) => {
                 f(&mut i);
-                std::mem::take(&mut i.wakers)
+                if i.failure.is_some() {
+                    std::mem::take(&mut i.wakers)
+                        .into_iter()
+                        .map(|(_, w)| w)
+                        .collect()
+                } else {
+                    let durable = i.durable;
+                    let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut i.wakers)
+                        .into_iter()
+                        .partition(|(target, _)| *target <= durable);
+                    i.wakers = waiting;
+                    done.into_iter().map(|(_, w)| w).collect()
+                }
             }
             Err(_) => return,
         };
         self.cond.notify_all();
-        for w in wakers {
+        for w in woken {
             w.wake();
         }
     }
@@ -139,8 +156,13 @@ impl Future for AuditDurable {
                 if let Some(r) = DurableState::outcome(&inner, *target) {
                     return Poll::Ready(r);
                 }
-                if !inner.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    inner.wakers.push(cx.waker().clone());
+                let target = *target;
+                if !inner
+                    .wakers
+                    .iter()
+                    .any(|(t, w)| *t == target && w.will_wake(cx.waker()))
+                {
+                    inner.wakers.push((target, cx.waker().clone()));
                 }
                 Poll::Pending
             }
@@ -153,5 +175,75 @@ fn poisoned() -> VerifierError {
     VerifierError::Store {
         path: std::path::PathBuf::new(),
         detail: "the audit writer's state is unusable (a thread panicked)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    /// Counts its wake-ups.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn pending(fut: &mut AuditDurable, counter: &Arc<Counter>) -> bool {
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        Pin::new(fut).poll(&mut cx).is_pending()
+    }
+
+    /// A batch made durable wakes the decisions it holds and no others:
+    /// those waiting for the next batch were woken (and polled for
+    /// nothing) by every batch before theirs.
+    #[test]
+    fn a_batch_wakes_only_the_decisions_it_made_durable() {
+        let state = Arc::new(DurableState::default());
+        let (first, second) = (
+            Arc::new(Counter(AtomicUsize::new(0))),
+            Arc::new(Counter(AtomicUsize::new(0))),
+        );
+        let mut in_first = AuditDurable::waiting(3, state.clone());
+        let mut in_second = AuditDurable::waiting(5, state.clone());
+        assert!(pending(&mut in_first, &first));
+        assert!(pending(&mut in_second, &second));
+        state.advance(3);
+        assert_eq!(first.0.load(Ordering::SeqCst), 1);
+        assert_eq!(second.0.load(Ordering::SeqCst), 0, "woken for nothing");
+        assert!(!pending(&mut in_first, &first));
+        assert!(pending(&mut in_second, &second));
+        state.advance(5);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert!(!pending(&mut in_second, &second));
+    }
+
+    /// A failure wakes every waiter, whatever record it waits for, with
+    /// the error.
+    #[test]
+    fn a_failure_wakes_every_waiter_with_the_error() {
+        let state = Arc::new(DurableState::default());
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let mut a = AuditDurable::waiting(1, state.clone());
+        let mut b = AuditDurable::waiting(9, state.clone());
+        assert!(pending(&mut a, &counter));
+        assert!(pending(&mut b, &counter));
+        state.fail(VerifierError::Store {
+            path: std::path::PathBuf::new(),
+            detail: "disk full".into(),
+        });
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        match Pin::new(&mut b).poll(&mut cx) {
+            Poll::Ready(Err(e)) => assert!(e.to_string().contains("disk full"), "{e}"),
+            other => panic!("expected the failure, got {other:?}"),
+        }
     }
 }
