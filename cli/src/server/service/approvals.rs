@@ -290,6 +290,14 @@ impl LocalQueue {
     /// [`ApprovalQueue::waiting`] from the index (those ended are dropped).
     fn waiting(&self, family: &str, now: OffsetDateTime) -> Vec<OffsetDateTime> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() > 4096 {
+            // Families that stopped filing keep their ended entries until
+            // swept: the index holds what still waits, not the history.
+            waiting.retain(|_, list| {
+                list.retain(|(_, end)| *end > now);
+                !list.is_empty()
+            });
+        }
         let Some(list) = waiting.get_mut(family) else {
             return Vec::new();
         };
