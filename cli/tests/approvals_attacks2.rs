@@ -43,8 +43,12 @@
 //!   (`body_params`); the held request is forwarded with its whole body. A
 //!   held `{"amount": 150, "to": "attacker"}` is approved as "pay 150" and
 //!   the upstream pays `attacker`. The MCP mapping closed this with
-//!   `mcp.other_arguments`; the REST mapping has no equivalent.
-//!   (`an_approval_on_a_rest_route_covers_the_body_forwarded`)
+//!   `mcp.other_arguments`; the REST mapping has no equivalent at this
+//!   commit. (`an_approval_on_a_rest_route_covers_the_body_forwarded`: it
+//!   passes with the `http.other_body` parameter being added to the
+//!   verifier's mapping in the working tree; un-ignore it when that lands.
+//!   A hashed `http.other_body` is already refused by the service, like
+//!   `mcp.other_arguments`.)
 //! - **A copy of a holder-bound token files approval requests.** Filing is
 //!   decided without the holder's proof, so whoever holds a copy of a
 //!   holder-bound token (useless to act with) can put requests in the
@@ -157,6 +161,27 @@ fn an_mcp_call_whose_arguments_an_approver_cannot_read_is_not_put_to_a_person() 
     let why = r["error"].as_str().unwrap_or_default();
     assert!(
         why.contains("mcp.other_arguments") && why.contains("cannot be shown"),
+        "{r}"
+    );
+    assert!(p.pending().is_empty());
+    // So is a JSON body's unmapped fields given only as a hash.
+    let asked = json!({
+        "action": "pay", "resource": "/api/payments",
+        "params": { "amount": 150, "http.other_body": format!("sha256:{}", "cd".repeat(32)) }
+    });
+    let (status, r) = http(
+        &p.serve.addr,
+        "POST",
+        "/v1/approvals",
+        &asked.to_string(),
+        Some(&p.pay),
+    );
+    assert_eq!(status, 400, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("http.other_body"),
         "{r}"
     );
     assert!(p.pending().is_empty());

@@ -429,22 +429,30 @@ pub(crate) async fn submit(
     Ok((StatusCode::CREATED, Json(record.answered())))
 }
 
-/// Refuses a request a person could not read: an MCP call's other
-/// arguments (`mcp.other_arguments`) past 1 KiB are only their SHA-256
-/// (`sha256:…`), so the desk and the notifications would show the
-/// approver a hash while the approval binds, and the gateway forwards,
-/// arguments nobody saw (e.g. the recipients of a payment).
+/// The parameters a mapping fills with what no other parameter carries,
+/// as canonical JSON up to 1 KiB, else only `sha256:` and its hash: an MCP
+/// call's non-parameter arguments (`mcp.other_arguments`), a JSON body's
+/// unmapped fields (`http.other_body`).
+const CARRYING_THE_REST: [&str; 2] = [crate::mcp::OTHER_ARGUMENTS, "http.other_body"];
+
+/// Refuses a request a person could not read: one of
+/// [`CARRYING_THE_REST`] given only as a hash (`sha256:…`), so the desk
+/// and the notifications would show the approver a hash while the
+/// approval binds, and the gateway forwards, what nobody saw (e.g. the
+/// recipients of a payment).
 fn unreadable_to_a_person(request: &Request) -> Result<(), ApiError> {
-    match request.params.get(crate::mcp::OTHER_ARGUMENTS) {
-        Some(Value::Str(v)) if v.starts_with("sha256:") => Err(ApiError::BadRequest(format!(
-            "this request cannot be shown to a person for approval: its parameter {} is \
-             a SHA-256 of the call's other arguments (over 1 KiB), not the arguments \
-             themselves; send those arguments within 1 KiB, or as string and integer \
-             arguments",
-            crate::mcp::OTHER_ARGUMENTS
-        ))),
-        _ => Ok(()),
+    for name in CARRYING_THE_REST {
+        if let Some(Value::Str(v)) = request.params.get(name) {
+            if v.starts_with("sha256:") {
+                return Err(ApiError::BadRequest(format!(
+                    "this request cannot be shown to a person for approval: its parameter \
+                     {name} is a SHA-256 of what it carries (over 1 KiB), not the content \
+                     itself; send it within 1 KiB, or as parameters of its own"
+                )));
+            }
+        }
     }
+    Ok(())
 }
 
 /// The approval's suggested ends of the requests of token family `family`
