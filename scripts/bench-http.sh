@@ -66,6 +66,9 @@ end
 LUA
 
 start() {
+    # Emptied first: the server's shell truncates it only once it runs, and
+    # the previous server's "listening on" must not be read meanwhile.
+    : > "$work/server.out"
     "$api" serve --listen 127.0.0.1:0 --public-key "$root_pub" "$@" > "$work/server.out" &
     server=$!
     # Up to 30 s: opening the audit log on a loaded machine can take a while.
