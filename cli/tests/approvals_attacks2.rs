@@ -275,7 +275,6 @@ fn slack_notifications_show_hidden_characters_escaped() {
 }
 
 #[test]
-#[ignore = "known gap: a REST route's approval binds only the mapped body fields (body_params); the held body is forwarded whole"]
 fn an_approval_on_a_rest_route_covers_the_body_forwarded() {
     let g = Arc::new(HoldGateway::start());
     let call = {

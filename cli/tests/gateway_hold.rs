@@ -252,7 +252,7 @@ fn a_hold_that_ends_first_is_needs_approval_naming_the_request() {
         .post(g.url("/brief/payments"))
         .bearer_auth(attached.stdout.trim())
         .header("content-type", "application/json")
-        .body((json!({ "amount": 150, "to": "supplier-7" })).to_string())
+        .body((json!({ "amount": 150 })).to_string())
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
@@ -262,7 +262,7 @@ fn a_hold_that_ends_first_is_needs_approval_naming_the_request() {
 #[test]
 fn a_client_that_goes_away_ends_the_wait_and_nothing_is_forwarded() {
     let g = HoldGateway::start();
-    let body = json!({ "amount": 150, "to": "supplier-7" }).to_string();
+    let body = json!({ "amount": 150 }).to_string();
     let mut conn = std::net::TcpStream::connect(&g.gateway.addr).unwrap();
     write!(
         conn,
@@ -300,7 +300,7 @@ fn a_client_that_goes_away_ends_the_wait_and_nothing_is_forwarded() {
             .post(g.url("/api/payments"))
             .bearer_auth(attached.stdout.trim())
             .header("content-type", "application/json")
-            .body((json!({ "amount": 150, "to": "supplier-7" })).to_string())
+            .body((json!({ "amount": 150 })).to_string())
             .send()
             .unwrap()
     };
@@ -554,7 +554,7 @@ fn the_gateway_reaches_an_issuer_service_over_https_and_verifies_it() {
         .post(format!("http://{}/api/payments", untrusting.addr))
         .bearer_auth(g.p.pay.trim())
         .header("content-type", "application/json")
-        .body(json!({ "amount": 150, "to": "supplier-7" }).to_string())
+        .body(json!({ "amount": 150 }).to_string())
         .send()
         .unwrap();
     let status = resp.status().as_u16();

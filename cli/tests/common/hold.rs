@@ -240,7 +240,7 @@ hold_for_approval = "2m"
             .post(self.url(&format!("{prefix}/payments")))
             .bearer_auth(self.p.pay.trim())
             .header("content-type", "application/json")
-            .body((json!({ "amount": amount, "to": "supplier-7" })).to_string())
+            .body((json!({ "amount": amount })).to_string())
             .timeout(Duration::from_secs(180))
             .send()
             .unwrap();

@@ -28,6 +28,11 @@ impl MapError {
     }
 }
 
+/// The parameter carrying a JSON body's fields that no body parameter of
+/// its route reads (SPEC §5.1): together, so that an approval's digest binds
+/// every field forwarded and a person approving sees them.
+pub const OTHER_BODY: &str = "http.other_body";
+
 /// Default largest JSON body read for body parameters: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
@@ -244,12 +249,28 @@ impl MapRequest for RouteMap {
                     )));
                 }
             }
+            let others: serde_json::Map<String, serde_json::Value> = object
+                .iter()
+                .filter(|(field, _)| !route.body_params.iter().any(|(_, f)| f == *field))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if request.params.contains_key(OTHER_BODY) {
+                return Err(MapError::bad_request(format!(
+                    "parameter {OTHER_BODY:?} is reserved (the body's fields no parameter reads)"
+                )));
+            }
+            if !others.is_empty() {
+                request
+                    .params
+                    .insert(OTHER_BODY.into(), Value::Str(other_body(&others)));
+            }
         }
         Ok(request)
     }
 
     fn describe(&self) -> String {
-        let mut out = String::from("route-map v1");
+        // v2: a JSON body's unread fields are the parameter `http.other_body`.
+        let mut out = String::from("route-map v2");
         for (method, pattern, route) in &self.routes {
             let _ = write!(
                 out,
@@ -268,6 +289,22 @@ impl MapRequest for RouteMap {
             self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT)
         );
         out
+    }
+}
+
+/// The canonical JSON (keys sorted, no whitespace) of a body's other fields
+/// up to 1 024 bytes, else `sha256:` and its hash: either way the same
+/// fields give the same value, other fields another.
+fn other_body(others: &serde_json::Map<String, serde_json::Value>) -> String {
+    use sha2::Digest as _;
+    let json = serde_json::to_string(others).unwrap_or_default();
+    if json.len() <= 1024 {
+        json
+    } else {
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(json.as_bytes()))
+        )
     }
 }
 
@@ -560,7 +597,9 @@ mod tests {
         let pay = map.map(&p, Some(&body)).unwrap();
         assert_eq!(pay.params["amount"], Value::Int(150));
         assert_eq!(pay.params["to"], Value::Str("acme".into()));
+        // A field no parameter reads is in `http.other_body`, with any other.
         assert!(!pay.params.contains_key("memo"));
+        assert_eq!(pay.params[OTHER_BODY], Value::Str(r#"{"memo":1.5}"#.into()));
         let float = serde_json::json!({"amount": 150.5});
         assert!(map
             .map(&p, Some(&float))
@@ -575,5 +614,49 @@ mod tests {
             MapRequest::body_limit(&map, &parts("GET", "/files/a")),
             None
         );
+    }
+
+    /// An approval binds the request's parameters: a body field no
+    /// parameter read was neither bound nor shown to the approver, yet
+    /// forwarded (a payment's recipients). Every such field is now in
+    /// `http.other_body` (canonical: key order and spacing do not matter;
+    /// past 1 KiB its SHA-256), and no body may name that parameter.
+    #[test]
+    fn the_fields_no_parameter_reads_are_one_parameter() {
+        let map = RouteMap::new().route(
+            "POST",
+            "/api/payments",
+            Route::new().action("pay").body_param("amount", "amount"),
+        );
+        let p = parts("POST", "/api/payments");
+        let pay = |body: serde_json::Value| map.map(&p, Some(&body)).unwrap().params;
+        let only = pay(serde_json::json!({"amount": 150}));
+        assert!(!only.contains_key(OTHER_BODY), "{only:?}");
+        let a = pay(serde_json::json!({"amount": 150, "to": ["x"], "note": {"b": 1, "a": null}}));
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{ "note": {"a": null, "b": 1}, "to": ["x"], "amount": 150 }"#)
+                .unwrap();
+        assert_eq!(a, pay(b));
+        assert_eq!(
+            a[OTHER_BODY],
+            Value::Str(r#"{"note":{"a":null,"b":1},"to":["x"]}"#.into())
+        );
+        assert_ne!(
+            a,
+            pay(serde_json::json!({"amount": 150, "to": ["y"], "note": {"b": 1, "a": null}}))
+        );
+        let long = pay(serde_json::json!({"amount": 1, "memo": "m".repeat(2000)}));
+        let Value::Str(v) = &long[OTHER_BODY] else {
+            panic!("{long:?}")
+        };
+        assert!(v.starts_with("sha256:") && v.len() == 7 + 64, "{v}");
+        let q = parts("POST", "/api/payments?http.other_body=x");
+        for body in [
+            serde_json::json!({"amount": 1, "to": "y"}),
+            serde_json::json!({"amount": 1}),
+        ] {
+            let e = map.map(&q, Some(&body)).unwrap_err();
+            assert!(e.message.contains("reserved"), "{}", e.message);
+        }
     }
 }

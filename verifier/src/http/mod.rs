@@ -36,7 +36,7 @@ mod response;
 
 pub use mapping::{
     default_action, json_body, query_params, strict_json, MapError, Route, RouteMap,
-    DEFAULT_BODY_LIMIT,
+    DEFAULT_BODY_LIMIT, OTHER_BODY,
 };
 pub use middleware::{
     bearer, decide, request_target, ColdDecisions, Mandate, MandateLayer, MapRequest, Refusal,
