@@ -597,8 +597,8 @@ mod tests {
             assert!(e.contains(needle), "{hold}: {e}");
         }
         for (url, needle) in [
-            ("https://issuer", "https is not supported"),
-            ("issuer:8080", "expected http://"),
+            ("ftp://issuer", "expected https://HOST[:PORT] or http://HOST:PORT"),
+            ("issuer:8080", "expected https://"),
             ("http://u:p@issuer", "no user information"),
         ] {
             let e = err(&format!(
