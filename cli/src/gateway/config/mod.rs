@@ -597,7 +597,10 @@ mod tests {
             assert!(e.contains(needle), "{hold}: {e}");
         }
         for (url, needle) in [
-            ("ftp://issuer", "expected https://HOST[:PORT] or http://HOST:PORT"),
+            (
+                "ftp://issuer",
+                "expected https://HOST[:PORT] or http://HOST:PORT",
+            ),
             ("issuer:8080", "expected https://"),
             ("http://u:p@issuer", "no user information"),
         ] {
