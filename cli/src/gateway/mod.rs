@@ -130,6 +130,14 @@ pub(crate) fn run(a: GatewayArgs) -> Result<ExitCode> {
             Some(k) => k,
             None => random_key()?,
         };
+        for (route, rule) in held_rules_reading_no_body(&config.routes) {
+            tracing::warn!(
+                route = %route,
+                rule = %rule,
+                "this held route's rule reads no body (no body_params): a body sent with it is \
+                 forwarded, yet no approval binds it and no approver sees it"
+            );
+        }
         let holds = match &config.approval_service {
             Some(url) => Some(hold::Holds::new(url).map_err(|e| anyhow::anyhow!(e))?),
             None => None,
@@ -323,4 +331,23 @@ fn log_config(server: &crate::startup::Server, a: &GatewayArgs, config: &Config)
         insecure.push(w);
     }
     server.log_config(&settings, &insecure);
+}
+
+/// The rules of held REST routes that read no body (no `body_params`) for a
+/// method that may carry one: what a person approves there is the request
+/// as mapped (SPEC §17.1), so a body sent with it is forwarded unbound and
+/// unseen. (route prefix, "METHOD PATTERN") of each.
+fn held_rules_reading_no_body(routes: &[config::Route]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for route in routes.iter().filter(|r| r.hold.is_some()) {
+        if let config::Mode::Rest(rules) = &route.mode {
+            for rule in rules {
+                let method = rule.method.to_ascii_uppercase();
+                if rule.body_params.is_empty() && !matches!(method.as_str(), "GET" | "HEAD") {
+                    out.push((route.prefix.clone(), format!("{method} {}", rule.pattern)));
+                }
+            }
+        }
+    }
+    out
 }

@@ -568,6 +568,27 @@ mod tests {
         assert!(err(&format!("public_url = \"ftp://x\"\n{head}[[routes]]\nprefix = \"/a\"\nupstream = \"http://x:1\"\n")).starts_with("line 1: public_url"));
     }
 
+    /// A held route's rule that reads no body for a method that may carry
+    /// one is named at start (a body sent with it is forwarded unbound).
+    #[test]
+    fn held_rules_reading_no_body_are_named() {
+        let text = format!(
+            "public_key = \"{KEY}\"\napproval_service = \"http://127.0.0.1:8080\"\n\
+             replay_db = \"r\"\n\
+             [[routes]]\nprefix = \"/api\"\nupstream = \"http://x:1\"\nhold_for_approval = \"2m\"\n\
+             rules = [ {{ method = \"POST\", pattern = \"/api/pay\", body_params = [[\"amount\", \"amount\"]] }},\n\
+               {{ method = \"post\", pattern = \"/api/upload\" }},\n\
+               {{ method = \"GET\", pattern = \"/api/list\" }} ]\n\
+             [[routes]]\nprefix = \"/free\"\nupstream = \"http://x:1\"\n\
+             rules = [ {{ method = \"POST\", pattern = \"/free/upload\" }} ]\n"
+        );
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            crate::gateway::held_rules_reading_no_body(&c.routes),
+            vec![("/api".to_string(), "POST /api/upload".to_string())]
+        );
+    }
+
     #[test]
     fn a_hold_for_approval_is_bounded_and_needs_the_service_and_a_replay_record() {
         let head = format!("public_key = \"{KEY}\"\n");
