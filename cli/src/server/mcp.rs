@@ -533,9 +533,10 @@ fn tool_call(
                     "invalid params: the argument name {OTHER_ARGUMENTS:?} is reserved"
                 )));
             }
-            request
-                .params
-                .insert(OTHER_ARGUMENTS.into(), Value::Str(other_arguments(&others)));
+            request.params.insert(
+                OTHER_ARGUMENTS.into(),
+                Value::Str(mandate_verifier::http::other_fields(&others)),
+            );
         }
     }
     Ok(request)
@@ -543,22 +544,6 @@ fn tool_call(
 
 /// The parameter carrying a tool call's arguments that are not parameters.
 pub const OTHER_ARGUMENTS: &str = "mcp.other_arguments";
-
-/// Their canonical JSON (keys sorted, no whitespace) up to 1 024 bytes,
-/// else `sha256:` and its hash: either way the same arguments give the
-/// same value and other arguments another.
-fn other_arguments(others: &Map<String, Json>) -> String {
-    use sha2::Digest as _;
-    let json = serde_json::to_string(others).unwrap_or_default();
-    if json.len() <= 1024 {
-        json
-    } else {
-        format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(json.as_bytes()))
-        )
-    }
-}
 
 /// The largest integer every integer below is exact in a double: 2^53.
 const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0;

@@ -262,7 +262,7 @@ impl MapRequest for RouteMap {
             if !others.is_empty() {
                 request
                     .params
-                    .insert(OTHER_BODY.into(), Value::Str(other_body(&others)));
+                    .insert(OTHER_BODY.into(), Value::Str(other_fields(&others)));
             }
         }
         Ok(request)
@@ -292,10 +292,12 @@ impl MapRequest for RouteMap {
     }
 }
 
-/// The canonical JSON (keys sorted, no whitespace) of a body's other fields
-/// up to 1 024 bytes, else `sha256:` and its hash: either way the same
-/// fields give the same value, other fields another.
-fn other_body(others: &serde_json::Map<String, serde_json::Value>) -> String {
+/// The value of a parameter standing for JSON fields no other parameter
+/// reads (`http.other_body` here, the MCP mapping's `mcp.other_arguments`):
+/// their canonical JSON (keys sorted, no whitespace) up to 1 024 bytes,
+/// else `sha256:` and its hash: either way the same fields give the same
+/// value, other fields another.
+pub fn other_fields(others: &serde_json::Map<String, serde_json::Value>) -> String {
     use sha2::Digest as _;
     let json = serde_json::to_string(others).unwrap_or_default();
     if json.len() <= 1024 {

@@ -35,7 +35,7 @@ mod middleware;
 mod response;
 
 pub use mapping::{
-    default_action, json_body, query_params, strict_json, MapError, Route, RouteMap,
+    default_action, json_body, other_fields, query_params, strict_json, MapError, Route, RouteMap,
     DEFAULT_BODY_LIMIT, OTHER_BODY,
 };
 pub use middleware::{
