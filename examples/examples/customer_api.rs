@@ -9,11 +9,14 @@
 //!
 //! The same server for load tests (`scripts/bench-http.sh`):
 //! - `customer_api serve --listen ADDR --public-key PUBKEY [--no-auth]
-//!   [--no-cache] [--audit-dir DIR [--audit-async] [--audit-sign-records]]`
+//!   [--no-cache] [--audit-dir DIR [--audit-async] [--audit-sign-records]
+//!   [--audit-checkpoint-every-batch]]`
 //!   serves until killed (the audit key is generated in memory; its public
 //!   key is printed; each answer waits for its record to be durable unless
 //!   `--audit-async`; `--audit-sign-records` also signs every record, as
-//!   logs did before checkpoints);
+//!   logs did before checkpoints; `--audit-checkpoint-every-batch` signs a
+//!   checkpoint with every batch, as before checkpoints were amortised over
+//!   an interval);
 //! - `customer_api tokens --key ROOT_KEY_FILE --count N` prints N fresh
 //!   2-hop tokens, one per line, each allowing `read` on customers.
 
@@ -342,6 +345,11 @@ fn serve(args: &[String]) -> Result<(), Error> {
             let options = AuditOptions {
                 durable: !args.iter().any(|a| a == "--audit-async"),
                 sign_records: args.iter().any(|a| a == "--audit-sign-records"),
+                checkpoint_interval: if args.iter().any(|a| a == "--audit-checkpoint-every-batch") {
+                    std::time::Duration::ZERO
+                } else {
+                    AuditOptions::default().checkpoint_interval
+                },
                 ..AuditOptions::default()
             };
             verifier = verifier.with_audit(AuditLog::open(dir, &audit_key, options)?);

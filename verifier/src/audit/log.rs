@@ -1,7 +1,9 @@
 //! The audit log store: a RocksDB database of hash-chained records and the
 //! signed checkpoints that cover them, written by one background thread in
-//! batches (group commit): each batch is written with its checkpoint in one
-//! atomic, synced write, then every decision waiting on it is released.
+//! batches (group commit): each batch is written in one atomic, synced
+//! write, then every decision waiting on it is released. Checkpoints are
+//! signed per interval under load and whenever the writer runs out of
+//! records (specification §12.2).
 
 use super::durable::{AuditDurable, DurableState};
 use super::record::{AuditCheckpoint, AuditEntry, AuditEvent, ChainJson, GENESIS_HASH};
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 /// How an [`AuditLog`] behaves. Every field has a safe default.
@@ -36,9 +38,17 @@ pub struct AuditOptions {
     /// loses the records still queued ([`AuditOptions::loss_window`]).
     pub durable: bool,
     /// Also sign every record's hash, as logs did before checkpoints
-    /// (default false: one signed checkpoint per batch covers its records).
-    /// Costs one Ed25519 signature per decision; kept for comparison.
+    /// (default false: signed checkpoints cover the records). Costs one
+    /// Ed25519 signature per decision; kept for comparison.
     pub sign_records: bool,
+    /// How long records may stay durable without a signed checkpoint over
+    /// them while more keep coming (default 100 ms). A batch written when
+    /// the last checkpoint is older than this carries a new one; when the
+    /// queue runs dry the writer signs one at once (before it releases the
+    /// decisions it just wrote), so a log at rest is always covered. Under
+    /// load this is one signature per interval rather than one per batch.
+    /// Zero signs every batch.
+    pub checkpoint_interval: Duration,
 }
 
 impl AuditOptions {
@@ -62,6 +72,7 @@ impl Default for AuditOptions {
             sync: true,
             durable: true,
             sign_records: false,
+            checkpoint_interval: Duration::from_millis(100),
         }
     }
 }
@@ -92,11 +103,13 @@ struct Shared {
 /// (after writing everything queued) when the last clone is dropped.
 ///
 /// Each record is placed after the previous one (`seq`, `prev_hash`),
-/// hashed, and written to RocksDB under its sequence number; each batch of
-/// records is written together with a checkpoint signed by the verifier's
-/// audit key over the batch's last record (one signature per batch, not per
-/// record). [`super::verify_entries`] checks a log or an export and names
-/// the first record altered, removed or reordered.
+/// hashed, and written to RocksDB under its sequence number, in synced
+/// batches; a checkpoint signed by the verifier's audit key over the last
+/// record written covers every record before it: one signature per
+/// [`AuditOptions::checkpoint_interval`] under load, and one whenever the
+/// writer runs out of records (so a log at rest is always covered), not one
+/// per record. [`super::verify_entries`] checks a log or an export and
+/// names the first record altered, removed or reordered.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: SyncSender<Msg>,
@@ -152,9 +165,9 @@ impl AuditLog {
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, &path, families)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
-        let (last_seq, last_hash) = match last_entry(&db, &path)? {
-            Some(e) => (e.record.seq, e.hash),
-            None => (0, GENESIS_HASH.to_string()),
+        let (last_seq, last_hash, last_unsigned) = match last_entry(&db, &path)? {
+            Some(e) => (e.record.seq, e.hash, e.signature.is_none()),
+            None => (0, GENESIS_HASH.to_string(), false),
         };
         let shared = Arc::new(Shared {
             path: path.clone(),
@@ -180,7 +193,14 @@ impl AuditLog {
             shared: shared.clone(),
             options,
             chains: ChainJson::default(),
+            signed_through: last_seq,
+            last_signed: Instant::now(),
         };
+        // Records a stop left without a checkpoint are covered before any
+        // new one is written.
+        if last_unsigned {
+            writer.recover_tail()?;
+        }
         let thread = std::thread::Builder::new()
             .name("mandate-audit".into())
             .spawn(move || writer.run(rx))
@@ -348,37 +368,47 @@ struct Writer {
     options: AuditOptions,
     /// Each chain's JSON, made once.
     chains: ChainJson,
+    /// The last record a checkpoint covers.
+    signed_through: u64,
+    /// When the last checkpoint was signed.
+    last_signed: Instant,
 }
 
 impl Writer {
     fn run(&mut self, rx: Receiver<Msg>) {
         let mut flushes = Vec::new();
         let mut events = Vec::new();
+        // A message taken while looking whether the queue ran dry.
+        let mut next: Option<Msg> = None;
         loop {
-            // Block for the first message (unless a failed batch waits to be
-            // retried), then take whatever else is queued.
-            let wait = if events.is_empty() {
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            };
-            let first = match rx.recv_timeout(wait) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) if events.is_empty() => continue,
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    // Last chance for a failed batch, then stop.
-                    let _ = self.write(&mut events);
-                    if !events.is_empty() {
-                        self.shared.durable.fail(VerifierError::Store {
-                            path: self.shared.path.clone(),
-                            detail: "the audit writer has stopped".into(),
-                        });
+            if next.is_none() {
+                // Block for the first message (unless a failed batch waits
+                // to be retried), then take whatever else is queued.
+                let wait = if events.is_empty() {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                };
+                next = match rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) if events.is_empty() => continue,
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        // Last chance for a failed batch, then stop, covered.
+                        let _ = self.write(&mut events, true);
+                        if events.is_empty() {
+                            self.shared.durable.advance(self.committed);
+                        } else {
+                            self.shared.durable.fail(VerifierError::Store {
+                                path: self.shared.path.clone(),
+                                detail: "the audit writer has stopped".into(),
+                            });
+                        }
+                        let _ = self.sign_head();
+                        return;
                     }
-                    return;
-                }
-            };
-            let mut next = first;
+                };
+            }
             while let Some(m) = next.take() {
                 match m {
                     Msg::Record(e) => events.push(*e),
@@ -389,17 +419,83 @@ impl Writer {
                 }
             }
             // Group commit: everything queued while the last write was
-            // syncing goes into this one.
-            let result = self.write(&mut events);
+            // syncing goes into this one. It carries a checkpoint when the
+            // last one is older than the interval (or a flush asks).
+            let sign = !flushes.is_empty() || self.checkpoint_due();
+            let result = self.write(&mut events, sign);
+            if result.is_ok() {
+                if self.signed_through < self.seq {
+                    // More decisions already queued: released now, the
+                    // checkpoint comes with a later batch. None: the writer
+                    // would go idle, so it covers what it wrote first.
+                    match rx.try_recv() {
+                        Ok(m) => next = Some(m),
+                        Err(_) => {
+                            let _ = self.sign_head();
+                        }
+                    }
+                }
+                self.shared.durable.advance(self.committed);
+            }
             for reply in flushes.drain(..) {
                 let _ = reply.send(result.clone().map(|()| self.seq));
             }
         }
     }
 
-    /// Writes `events` as one batch. On failure they stay in `events` (and
-    /// are tried again with the next batch): nothing queued is dropped.
-    fn write(&mut self, events: &mut Vec<AuditEvent>) -> Result<(), VerifierError> {
+    /// Whether the next batch must carry a checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        self.last_signed.elapsed() >= self.options.checkpoint_interval
+    }
+
+    /// The signed checkpoint over the last record written, as a column
+    /// family entry.
+    fn checkpoint(&self, seq: u64, head_hash: &str, recovered: bool) -> Vec<u8> {
+        let checkpoint = AuditCheckpoint {
+            log_key: self.log_key.clone(),
+            seq,
+            head_hash: head_hash.to_string(),
+            signed_at: OffsetDateTime::now_utc(),
+            recovered,
+        }
+        .sign(&self.key);
+        // Plain data: serializing cannot fail.
+        serde_json::to_vec(&checkpoint).unwrap_or_default()
+    }
+
+    fn checkpoints_cf(&self) -> Result<&rocksdb::ColumnFamily, VerifierError> {
+        self.db
+            .cf_handle(CHECKPOINTS)
+            .ok_or_else(|| VerifierError::Store {
+                path: self.shared.path.clone(),
+                detail: "the audit log has no checkpoints column family".into(),
+            })
+    }
+
+    /// Writes a checkpoint alone over the last record written, if any is
+    /// not yet covered. Not synced: the records it covers are, and a
+    /// checkpoint lost in a power cut is signed again (`recovered`) when
+    /// the log is reopened.
+    fn sign_head(&mut self) -> Result<(), VerifierError> {
+        if self.signed_through >= self.seq {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        let line = self.checkpoint(self.seq, &self.prev_hash, false);
+        batch.put_cf(self.checkpoints_cf()?, key_of(self.seq), line);
+        self.db
+            .write(batch)
+            .map_err(|e| VerifierError::from_rocksdb(&self.shared.path, e))?;
+        self.signed_through = self.seq;
+        self.last_signed = Instant::now();
+        Ok(())
+    }
+
+    /// Writes `events` as one batch, with a checkpoint over its last record
+    /// when `sign`. On failure they stay in `events` (and are tried again
+    /// with the next batch): nothing queued is dropped. The decisions it
+    /// makes durable are released by the caller.
+    fn write(&mut self, events: &mut Vec<AuditEvent>, sign: bool) -> Result<(), VerifierError> {
         if events.is_empty() {
             return self.failure();
         }
@@ -416,28 +512,19 @@ impl Writer {
             batch.put(key_of(seq), line);
             prev = hash;
         }
-        // One signature for the batch: a checkpoint over its last record,
-        // written atomically with the records it covers.
-        let checkpoint = AuditCheckpoint {
-            log_key: self.log_key.clone(),
-            seq,
-            head_hash: prev.clone(),
-            signed_at: OffsetDateTime::now_utc(),
-        }
-        .sign(&self.key);
-        let Some(cf) = self.db.cf_handle(CHECKPOINTS) else {
-            let e = VerifierError::Store {
-                path: self.shared.path.clone(),
-                detail: "the audit log has no checkpoints column family".into(),
+        if sign {
+            // One signature for the batch and every batch before it since
+            // the last: a checkpoint over its last record, written
+            // atomically with the records.
+            let cf = match self.checkpoints_cf() {
+                Ok(cf) => cf,
+                Err(e) => {
+                    self.shared.durable.fail(e.clone());
+                    return Err(e);
+                }
             };
-            self.shared.durable.fail(e.clone());
-            return Err(e);
-        };
-        batch.put_cf(
-            &cf,
-            key_of(seq),
-            serde_json::to_vec(&checkpoint).unwrap_or_default(),
-        );
+            batch.put_cf(cf, key_of(seq), self.checkpoint(seq, &prev, false));
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.options.sync);
         match self.db.write_opt(batch, &wo) {
@@ -452,10 +539,13 @@ impl Writer {
                 metrics::counter!(crate::metrics::AUDIT_WRITTEN).increment(events.len() as u64);
                 metrics::gauge!(crate::metrics::AUDIT_QUEUE).set(left as f64);
                 self.committed += events.len() as u64;
-                self.shared.durable.advance(self.committed);
                 events.clear();
                 self.seq = seq;
                 self.prev_hash = prev;
+                if sign {
+                    self.signed_through = seq;
+                    self.last_signed = Instant::now();
+                }
                 self.shared.written.store(seq, Ordering::Relaxed);
                 if let Ok(mut f) = self.shared.failure.lock() {
                     *f = None;
@@ -474,6 +564,75 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Reopening a log whose last records no checkpoint covers (the
+    /// verifier stopped, or the power failed, between their synced write and
+    /// the checkpoint that was to follow): checks that they chain from the
+    /// last checkpoint's head and signs a checkpoint over them marked
+    /// `recovered` (an auditor sees which records were vouched for only
+    /// after the restart). A tail that does not chain is left uncovered, for
+    /// `audit verify` to name. Returns the range signed.
+    fn recover_tail(&mut self) -> Result<Option<(u64, u64)>, VerifierError> {
+        let path = self.shared.path.clone();
+        let cf = self.checkpoints_cf()?;
+        let (from, mut prev) = match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            None => (1, GENESIS_HASH.to_string()),
+            Some(Err(e)) => return Err(VerifierError::from_rocksdb(&path, e)),
+            Some(Ok((_, value))) => match super::verify::parse_checkpoint(&value) {
+                Ok(c) => (c.checkpoint.seq + 1, c.checkpoint.head_hash),
+                // Not this writer's to judge: `audit verify` names it.
+                Err(_) => return Ok(None),
+            },
+        };
+        if from > self.seq {
+            return Ok(None);
+        }
+        let mode = IteratorMode::From(&key_of(from)[..], rocksdb::Direction::Forward);
+        let mut expected = from;
+        for item in self.db.iterator(mode) {
+            let (_, value) = item.map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+            let entry = match super::verify::parse_entry(&value) {
+                Ok(e) => e,
+                Err(_) => return Ok(None),
+            };
+            let intact = entry.record.seq == expected
+                && entry.record.prev_hash == prev
+                && entry.signature.is_none()
+                && hex::encode(entry.record.hash()) == entry.hash;
+            if !intact {
+                tracing::error!(
+                    log = %path.display(),
+                    record = expected,
+                    "the audit log's records after its last checkpoint do not chain from it; \
+                     not signing them (`mandate audit verify` names the problem)"
+                );
+                return Ok(None);
+            }
+            prev = entry.hash;
+            expected += 1;
+        }
+        if expected != self.seq + 1 {
+            return Ok(None);
+        }
+        let mut batch = WriteBatch::default();
+        let line = self.checkpoint(self.seq, &self.prev_hash, true);
+        batch.put_cf(cf, key_of(self.seq), line);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.options.sync);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+        self.signed_through = self.seq;
+        tracing::warn!(
+            log = %path.display(),
+            from,
+            to = self.seq,
+            "audit records {from}..={} were durable but not yet covered by a checkpoint \
+             when the log was last closed; signed now in a checkpoint marked recovered",
+            self.seq
+        );
+        Ok(Some((from, self.seq)))
     }
 
     fn failure(&self) -> Result<(), VerifierError> {
@@ -559,4 +718,213 @@ pub fn read_audit_log(path: impl AsRef<Path>) -> Result<AuditRead, VerifierError
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::audit::{verify_entries, SignedCheckpoint};
+    use crate::decision::{Decision, Denial, DenialKind};
+    use biscuit_auth::KeyPair;
+    use mandate_spec::Request;
+
+    fn event(n: u64) -> AuditEvent {
+        AuditEvent {
+            decided_at: OffsetDateTime::now_utc(),
+            decision: Decision::deny(
+                Request::new("read", format!("/api/{n}")),
+                None,
+                Denial::new(DenialKind::NotAllowed, "no"),
+            ),
+            revocation_position: None,
+            policy_hash: "ph".into(),
+        }
+    }
+
+    fn checkpoints(path: &Path) -> Vec<SignedCheckpoint> {
+        read_audit_log(path)
+            .unwrap()
+            .checkpoints
+            .into_iter()
+            .map(|(_, c)| c.unwrap())
+            .collect()
+    }
+
+    /// A writer over an existing store, driven on the calling thread.
+    fn writer(path: &Path, key: &KeyPair, options: AuditOptions) -> Writer {
+        drop(AuditLog::open(path, key, options.clone()).unwrap());
+        let db = DB::open_cf(&Options::default(), path, ["default", CHECKPOINTS]).unwrap();
+        let (seq, prev_hash) = match last_entry(&db, path).unwrap() {
+            Some(e) => (e.record.seq, e.hash),
+            None => (0, GENESIS_HASH.to_string()),
+        };
+        let signing = signing_key(key).unwrap();
+        Writer {
+            db,
+            log_key: format!(
+                "ed25519/{}",
+                hex::encode(signing.verifying_key().as_bytes())
+            ),
+            key: signing,
+            committed: 0,
+            seq,
+            prev_hash,
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                written: AtomicU64::new(seq),
+                queued: AtomicU64::new(0),
+                failure: Mutex::new(None),
+                tickets: Mutex::new(0),
+                durable: Arc::new(DurableState::default()),
+                wait_durable: true,
+            }),
+            options,
+            chains: ChainJson::default(),
+            signed_through: seq,
+            last_signed: Instant::now(),
+        }
+    }
+
+    /// Under load (records always waiting) one checkpoint covers many
+    /// batches: the writer signs when the interval has passed or when it
+    /// runs out of records, not once per batch.
+    #[test]
+    fn batches_written_back_to_back_share_one_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        let key = KeyPair::new();
+        let options = AuditOptions {
+            batch: 10,
+            checkpoint_interval: Duration::from_secs(3600),
+            ..AuditOptions::default()
+        };
+        let mut w = writer(&path, &key, options);
+        let (tx, rx) = mpsc::sync_channel(1000);
+        for n in 0..100 {
+            tx.send(Msg::Record(Box::new(event(n)))).unwrap();
+        }
+        drop(tx);
+        w.run(rx);
+        drop(w);
+        let cps = checkpoints(&path);
+        assert_eq!(cps.len(), 1, "ten batches, one checkpoint: {cps:?}");
+        assert_eq!(cps[0].checkpoint.seq, 100);
+        assert!(!cps[0].checkpoint.recovered);
+        let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+        assert_eq!((summary.records, summary.uncovered), (100, None));
+        assert!(summary.recovered.is_empty());
+
+        // A zero interval signs every batch, as before checkpoints were
+        // amortised.
+        let options = AuditOptions {
+            batch: 10,
+            checkpoint_interval: Duration::ZERO,
+            ..AuditOptions::default()
+        };
+        let mut w = writer(&path, &key, options);
+        let (tx, rx) = mpsc::sync_channel(1000);
+        for n in 0..30 {
+            tx.send(Msg::Record(Box::new(event(n)))).unwrap();
+        }
+        drop(tx);
+        w.run(rx);
+        drop(w);
+        let seqs: Vec<u64> = checkpoints(&path)
+            .iter()
+            .map(|c| c.checkpoint.seq)
+            .collect();
+        assert_eq!(seqs, vec![100, 110, 120, 130]);
+    }
+
+    /// A decision released by the writer finds a log at rest covered: when
+    /// nothing else is queued, the checkpoint is written before the
+    /// decisions are released.
+    #[test]
+    fn a_released_decision_finds_its_record_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        let key = KeyPair::new();
+        let options = AuditOptions {
+            checkpoint_interval: Duration::from_secs(3600),
+            ..AuditOptions::default()
+        };
+        let log = AuditLog::open(&path, &key, options).unwrap();
+        for n in 0..5 {
+            log.record(event(n));
+            log.durable().wait().unwrap();
+            let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+            assert_eq!(summary.records, n + 1);
+            assert_eq!(
+                summary.uncovered,
+                None,
+                "record {} released uncovered",
+                n + 1
+            );
+        }
+    }
+
+    /// Records made durable and then left without their checkpoint (the
+    /// process died, or the power failed, inside the interval) are signed
+    /// when the log is reopened, in a checkpoint marked recovered; a tail
+    /// that no longer chains from the last checkpoint is not signed.
+    #[test]
+    fn a_tail_left_uncovered_is_signed_at_reopening_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        let key = KeyPair::new();
+        let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
+        for n in 0..3 {
+            log.record(event(n));
+        }
+        log.flush().unwrap();
+        for n in 3..7 {
+            log.record(event(n));
+        }
+        log.flush().unwrap();
+        drop(log);
+        // As if the process had died after the second batch's synced
+        // write and before its checkpoint.
+        {
+            let db = DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS]).unwrap();
+            db.delete_cf(db.cf_handle(CHECKPOINTS).unwrap(), key_of(7))
+                .unwrap();
+        }
+        let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+        assert_eq!(summary.uncovered, Some((4, 7)));
+
+        let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
+        let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+        assert_eq!(summary.uncovered, None);
+        assert_eq!(summary.recovered, vec![(4, 7)]);
+        let last = checkpoints(&path).pop().unwrap();
+        assert!(last.checkpoint.recovered && last.checkpoint.seq == 7);
+        // New records after it are covered as usual, and not "recovered".
+        log.record(event(7));
+        log.flush().unwrap();
+        drop(log);
+        let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+        assert_eq!((summary.last_seq, summary.uncovered), (Some(8), None));
+        assert_eq!(summary.recovered, vec![(4, 7)]);
+
+        // A tail altered while the log was closed is left uncovered for
+        // `audit verify` to name, never signed.
+        for n in 8..10 {
+            let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
+            log.record(event(n));
+            log.flush().unwrap();
+        }
+        {
+            let db = DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS]).unwrap();
+            db.delete_cf(db.cf_handle(CHECKPOINTS).unwrap(), key_of(10))
+                .unwrap();
+            let line = db.get(key_of(10)).unwrap().unwrap();
+            let forged = String::from_utf8(line).unwrap().replace("/api/9", "/api/X");
+            db.put(key_of(10), forged).unwrap();
+        }
+        drop(AuditLog::open(&path, &key, AuditOptions::default()).unwrap());
+        assert!(!checkpoints(&path).iter().any(|c| c.checkpoint.seq == 10));
+        let problem = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap_err();
+        assert!(problem.to_string().contains("record 10"), "{problem}");
+    }
 }

@@ -3,9 +3,10 @@
 //! Every decision a verifier with an audit sink makes (allow, deny, needs
 //! approval) becomes an [`AuditEvent`]; the [`AuditLog`] places it after the
 //! previous record (sequence number, previous record's hash), hashes it, and
-//! stores it in RocksDB in a batch with a [`SignedCheckpoint`]: the
-//! verifier's own Ed25519 key signs the batch's last record (the chain
-//! head), which vouches for every record before it. A server answers a
+//! stores it in RocksDB in a synced batch; a [`SignedCheckpoint`] — the
+//! verifier's own Ed25519 key signing the last record written (the chain
+//! head) — vouches for every record before it, signed once per interval
+//! under load and whenever the writer runs out of records. A server answers a
 //! decision once [`AuditSink::durable`] resolves. [`verify_entries`] checks
 //! a log or an export and names the first record altered, removed or
 //! reordered.

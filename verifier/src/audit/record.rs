@@ -196,6 +196,13 @@ pub struct AuditCheckpoint {
     /// When the checkpoint was signed, RFC 3339 UTC.
     #[serde(with = "time::serde::rfc3339")]
     pub signed_at: OffsetDateTime,
+    /// Signed when the log was reopened, over records that were durable
+    /// but not yet covered by a checkpoint when it was last closed (a crash
+    /// or power cut inside the checkpoint interval, §12.2): those records
+    /// were vouched for only after the restart. Absent (false) otherwise,
+    /// so an ordinary checkpoint's JSON is unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 /// An [`AuditCheckpoint`] and its signature: a line of its own in an

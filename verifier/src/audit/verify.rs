@@ -101,6 +101,11 @@ pub struct AuditSummary {
     /// own, first and last: nothing signed vouches for them (not yet
     /// covered). `None` when every record is covered.
     pub uncovered: Option<(u64, u64)>,
+    /// Records first vouched for by a checkpoint marked `recovered`, first
+    /// and last of each run: durable but not yet covered when the log was
+    /// closed (a crash inside the checkpoint interval), signed when it was
+    /// reopened (§12.2).
+    pub recovered: Vec<(u64, u64)>,
 }
 
 /// The first thing wrong with a log.
@@ -306,6 +311,7 @@ pub fn verify_entries_from(
     let mut prev: Option<(u64, &str)> = None;
     let mut prev_place = None;
     let (mut checked, mut covered_through) = (0u64, None::<u64>);
+    let mut recovered = Vec::new();
     // The first record not yet vouched for by a signature, if any.
     let mut unvouched: Option<u64> = None;
     for (i, (place, entry)) in entries.iter().enumerate() {
@@ -342,6 +348,10 @@ pub fn verify_entries_from(
                 });
             }
             checked += 1;
+            let from = covered_through.map_or(first, |c| c + 1);
+            if c.checkpoint.recovered && from <= seq {
+                recovered.push((from, seq));
+            }
             covered_through = Some(seq);
             unvouched = None;
         }
@@ -368,6 +378,7 @@ pub fn verify_entries_from(
         checkpoints: checked,
         covered_through,
         uncovered: unvouched.zip(last),
+        recovered,
     })
 }
 
