@@ -163,7 +163,8 @@ pub(crate) struct AuditVerifyArgs {
     pub(crate) stream: String,
     /// Print the result as one JSON object on standard output: {"status":
     /// "ok", "records", "first_seq", "last_seq", "head_hash", "checkpoints",
-    /// "covered_through", "source", "partial_from", "prev_hash_checked"},
+    /// "covered_through", "source", "partial_from", "prev_hash_checked",
+    /// "recovered" when a checkpoint signed at reopening covers some},
     /// {"status": "uncovered", the same fields, "uncovered_from",
     /// "uncovered_to"} (exit 1) or {"status": "tampered" | "empty",
     /// "problem", "source"} (exit 1).
@@ -375,8 +376,10 @@ fn intact(
     for (from, to) in &summary.recovered {
         eprintln!(
             "note: records {from} to {to} were durable but not yet covered by a checkpoint \
-             when the log was closed (a crash or power cut); the checkpoint over them was \
-             signed when it was reopened (marked recovered)"
+             when the log was closed; the checkpoint over them (marked recovered) was \
+             signed when it was reopened: vouched for by whoever restarted the verifier \
+             with its key, not by the writer that wrote them (a crash or power cut, or \
+             records appended while it was stopped)"
         );
     }
     let tie = match (&a.partial_from, &a.prev_hash) {

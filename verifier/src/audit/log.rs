@@ -391,7 +391,11 @@ impl Writer {
                 };
                 next = match rx.recv_timeout(wait) {
                     Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) if events.is_empty() => continue,
+                    Err(RecvTimeoutError::Timeout) if events.is_empty() => {
+                        // Idle: a checkpoint that failed is tried again.
+                        self.cover_head();
+                        continue;
+                    }
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => {
                         // Last chance for a failed batch, then stop, covered.
@@ -404,7 +408,7 @@ impl Writer {
                                 detail: "the audit writer has stopped".into(),
                             });
                         }
-                        let _ = self.sign_head();
+                        self.cover_head();
                         return;
                     }
                 };
@@ -423,23 +427,43 @@ impl Writer {
             // last one is older than the interval (or a flush asks).
             let sign = !flushes.is_empty() || self.checkpoint_due();
             let result = self.write(&mut events, sign);
-            if result.is_ok() {
-                if self.signed_through < self.seq {
-                    // More decisions already queued: released now, the
-                    // checkpoint comes with a later batch. None: the writer
-                    // would go idle, so it covers what it wrote first.
-                    match rx.try_recv() {
-                        Ok(m) => next = Some(m),
-                        Err(_) => {
-                            let _ = self.sign_head();
+            if result.is_ok() && self.signed_through < self.seq {
+                // A flush answers with everything covered. Otherwise, more
+                // decisions already queued: released now, the checkpoint
+                // comes with a later batch; none: the writer would go idle,
+                // so it covers what it wrote first.
+                let idle = !flushes.is_empty()
+                    || match rx.try_recv() {
+                        Ok(m) => {
+                            next = Some(m);
+                            false
                         }
-                    }
+                        Err(_) => true,
+                    };
+                if idle {
+                    self.cover_head();
                 }
+            }
+            if result.is_ok() {
                 self.shared.durable.advance(self.committed);
             }
             for reply in flushes.drain(..) {
                 let _ = reply.send(result.clone().map(|()| self.seq));
             }
+        }
+    }
+
+    /// [`Writer::sign_head`], its failure counted and logged: the records
+    /// are durable all the same, and the next batch or idle moment signs
+    /// again.
+    fn cover_head(&mut self) {
+        if let Err(e) = self.sign_head() {
+            metrics::counter!(crate::metrics::AUDIT_ERRORS).increment(1);
+            tracing::warn!(
+                log = %self.shared.path.display(),
+                error = %e,
+                "audit checkpoint not written; the next write signs again"
+            );
         }
     }
 
@@ -575,39 +599,52 @@ impl Writer {
     /// `audit verify` to name. Returns the range signed.
     fn recover_tail(&mut self) -> Result<Option<(u64, u64)>, VerifierError> {
         let path = self.shared.path.clone();
+        let decline = |record: u64, why: &str| -> Result<Option<(u64, u64)>, VerifierError> {
+            tracing::error!(
+                log = %path.display(),
+                record,
+                "the audit log's records after its last checkpoint are not signed at \
+                 reopening: {why} (`mandate audit verify` names the problem)"
+            );
+            Ok(None)
+        };
         let cf = self.checkpoints_cf()?;
+        let vk = self.key.verifying_key();
         let (from, mut prev) = match self.db.iterator_cf(cf, IteratorMode::End).next() {
             None => (1, GENESIS_HASH.to_string()),
             Some(Err(e)) => return Err(VerifierError::from_rocksdb(&path, e)),
-            Some(Ok((_, value))) => match super::verify::parse_checkpoint(&value) {
-                Ok(c) => (c.checkpoint.seq + 1, c.checkpoint.head_hash),
-                // Not this writer's to judge: `audit verify` names it.
-                Err(_) => return Ok(None),
+            Some(Ok((key, value))) => match super::verify::parse_checkpoint(&value) {
+                Ok(c)
+                    if c.is_signed_by(&vk)
+                        && key.as_ref() == &key_of(c.checkpoint.seq)[..]
+                        && c.checkpoint.seq < u64::MAX =>
+                {
+                    (c.checkpoint.seq + 1, c.checkpoint.head_hash)
+                }
+                _ => return decline(self.seq, "the last checkpoint is not this log's"),
             },
         };
         if from > self.seq {
+            if from > self.seq + 1 {
+                return decline(self.seq, "the last checkpoint is beyond the last record");
+            }
             return Ok(None);
         }
         let mode = IteratorMode::From(&key_of(from)[..], rocksdb::Direction::Forward);
         let mut expected = from;
         for item in self.db.iterator(mode) {
             let (_, value) = item.map_err(|e| VerifierError::from_rocksdb(&path, e))?;
-            let entry = match super::verify::parse_entry(&value) {
-                Ok(e) => e,
-                Err(_) => return Ok(None),
+            let Ok(entry) = super::verify::parse_entry(&value) else {
+                return decline(expected, "a record does not decode");
             };
-            let intact = entry.record.seq == expected
-                && entry.record.prev_hash == prev
-                && entry.signature.is_none()
-                && hex::encode(entry.record.hash()) == entry.hash;
-            if !intact {
-                tracing::error!(
-                    log = %path.display(),
-                    record = expected,
-                    "the audit log's records after its last checkpoint do not chain from it; \
-                     not signing them (`mandate audit verify` names the problem)"
-                );
-                return Ok(None);
+            // A record signed on its own (sign_records) must be signed by
+            // this log's key; the others are vouched for by the chain.
+            let sealed = match entry.seal_is_intact(&vk) {
+                super::record::Seal::Intact | super::record::Seal::Unsigned => true,
+                super::record::Seal::HashMismatch | super::record::Seal::BadSignature => false,
+            };
+            if !(sealed && entry.record.seq == expected && entry.record.prev_hash == prev) {
+                return decline(expected, "they do not chain from it");
             }
             prev = entry.hash;
             expected += 1;
@@ -884,11 +921,13 @@ mod tests {
         log.flush().unwrap();
         drop(log);
         // As if the process had died after the second batch's synced
-        // write and before its checkpoint.
+        // write and before any checkpoint over it.
         {
             let db = DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS]).unwrap();
-            db.delete_cf(db.cf_handle(CHECKPOINTS).unwrap(), key_of(7))
-                .unwrap();
+            for seq in 4..=7 {
+                db.delete_cf(db.cf_handle(CHECKPOINTS).unwrap(), key_of(seq))
+                    .unwrap();
+            }
         }
         let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
         assert_eq!(summary.uncovered, Some((4, 7)));

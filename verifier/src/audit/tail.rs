@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A reader of the audit log at a path, beside its running writer (or
-/// without one). Records and the checkpoint of their batch are written in
-/// one atomic batch, so after [`AuditTail::catch_up`] a reader sees both or
-/// neither.
+/// without one). A checkpoint is written with or after the records it
+/// covers, never before, so after [`AuditTail::catch_up`] a reader sees
+/// every record a checkpoint it sees covers.
 pub struct AuditTail {
     db: DB,
     path: PathBuf,
