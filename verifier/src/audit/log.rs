@@ -152,55 +152,10 @@ impl AuditLog {
         key: &biscuit_auth::KeyPair,
         options: AuditOptions,
     ) -> Result<AuditLog, VerifierError> {
-        let path = path.as_ref().to_path_buf();
-        let signing = signing_key(key)?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        tune_for_group_commit(&mut opts);
-        // Each family gets these options (`DB::open_cf` would give them
-        // RocksDB's defaults: no compression, 64 MiB memtables).
-        let families = ["default", CHECKPOINTS]
-            .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, opts.clone()));
-        let db = DB::open_cf_descriptors(&opts, &path, families)
-            .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
-        let (last_seq, last_hash, last_unsigned) = match last_entry(&db, &path)? {
-            Some(e) => (e.record.seq, e.hash, e.signature.is_none()),
-            None => (0, GENESIS_HASH.to_string(), false),
-        };
-        let shared = Arc::new(Shared {
-            path: path.clone(),
-            written: AtomicU64::new(last_seq),
-            queued: AtomicU64::new(0),
-            failure: Mutex::new(None),
-            tickets: Mutex::new(0),
-            durable: Arc::new(DurableState::default()),
-            wait_durable: options.durable,
-        });
-        let log_key = format!(
-            "ed25519/{}",
-            hex::encode(signing.verifying_key().as_bytes())
-        );
-        let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
-        let mut writer = Writer {
-            db,
-            key: signing,
-            log_key,
-            committed: 0,
-            seq: last_seq,
-            prev_hash: last_hash,
-            shared: shared.clone(),
-            options,
-            chains: ChainJson::default(),
-            signed_through: last_seq,
-            last_signed: Instant::now(),
-        };
-        // Records a stop left without a checkpoint are covered before any
-        // new one is written.
-        if last_unsigned {
-            writer.recover_tail()?;
-        }
+        let mut writer = Writer::open(path.as_ref(), key, options)?;
+        let shared = writer.shared.clone();
+        let path = shared.path.clone();
+        let (tx, rx) = mpsc::sync_channel(writer.options.queue.max(1));
         let thread = std::thread::Builder::new()
             .name("mandate-audit".into())
             .spawn(move || writer.run(rx))
@@ -375,6 +330,65 @@ struct Writer {
 }
 
 impl Writer {
+    /// Opens (creating if needed) the store at `path` and places the
+    /// writer after its last record, covering a tail a stop left without a
+    /// checkpoint.
+    fn open(
+        path: &Path,
+        key: &biscuit_auth::KeyPair,
+        options: AuditOptions,
+    ) -> Result<Writer, VerifierError> {
+        let path = path.to_path_buf();
+        let signing = signing_key(key)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        tune_for_group_commit(&mut opts);
+        // Each family gets these options (`DB::open_cf` would give them
+        // RocksDB's defaults: no compression, 64 MiB memtables).
+        let families = ["default", CHECKPOINTS]
+            .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, opts.clone()));
+        let db = DB::open_cf_descriptors(&opts, &path, families)
+            .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+        let (last_seq, last_hash, last_unsigned) = match last_entry(&db, &path)? {
+            Some(e) => (e.record.seq, e.hash, e.signature.is_none()),
+            None => (0, GENESIS_HASH.to_string(), false),
+        };
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            written: AtomicU64::new(last_seq),
+            queued: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            tickets: Mutex::new(0),
+            durable: Arc::new(DurableState::default()),
+            wait_durable: options.durable,
+        });
+        let log_key = format!(
+            "ed25519/{}",
+            hex::encode(signing.verifying_key().as_bytes())
+        );
+        let mut writer = Writer {
+            db,
+            key: signing,
+            log_key,
+            committed: 0,
+            seq: last_seq,
+            prev_hash: last_hash,
+            shared,
+            options,
+            chains: ChainJson::default(),
+            signed_through: last_seq,
+            last_signed: Instant::now(),
+        };
+        // Records a stop left without a checkpoint are covered before any
+        // new one is written.
+        if last_unsigned {
+            writer.recover_tail()?;
+        }
+        Ok(writer)
+    }
+
     fn run(&mut self, rx: Receiver<Msg>) {
         let mut flushes = Vec::new();
         let mut events = Vec::new();
@@ -788,39 +802,21 @@ mod tests {
             .collect()
     }
 
-    /// A writer over an existing store, driven on the calling thread.
-    fn writer(path: &Path, key: &KeyPair, options: AuditOptions) -> Writer {
-        drop(AuditLog::open(path, key, options.clone()).unwrap());
-        let db = DB::open_cf(&Options::default(), path, ["default", CHECKPOINTS]).unwrap();
-        let (seq, prev_hash) = match last_entry(&db, path).unwrap() {
-            Some(e) => (e.record.seq, e.hash),
-            None => (0, GENESIS_HASH.to_string()),
+    /// A writer driven on the calling thread: `records` records queued
+    /// before it runs, in batches of 10, with checkpoints every `interval`.
+    fn run_writer(path: &Path, key: &KeyPair, interval: Duration, records: u64) {
+        let options = AuditOptions {
+            batch: 10,
+            checkpoint_interval: interval,
+            ..AuditOptions::default()
         };
-        let signing = signing_key(key).unwrap();
-        Writer {
-            db,
-            log_key: format!(
-                "ed25519/{}",
-                hex::encode(signing.verifying_key().as_bytes())
-            ),
-            key: signing,
-            committed: 0,
-            seq,
-            prev_hash,
-            shared: Arc::new(Shared {
-                path: path.to_path_buf(),
-                written: AtomicU64::new(seq),
-                queued: AtomicU64::new(0),
-                failure: Mutex::new(None),
-                tickets: Mutex::new(0),
-                durable: Arc::new(DurableState::default()),
-                wait_durable: true,
-            }),
-            options,
-            chains: ChainJson::default(),
-            signed_through: seq,
-            last_signed: Instant::now(),
+        let mut w = Writer::open(path, key, options).unwrap();
+        let (tx, rx) = mpsc::sync_channel(1000);
+        for n in 0..records {
+            tx.send(Msg::Record(Box::new(event(n)))).unwrap();
         }
+        drop(tx);
+        w.run(rx);
     }
 
     /// Under load (records always waiting) one checkpoint covers many
@@ -831,19 +827,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit");
         let key = KeyPair::new();
-        let options = AuditOptions {
-            batch: 10,
-            checkpoint_interval: Duration::from_secs(3600),
-            ..AuditOptions::default()
-        };
-        let mut w = writer(&path, &key, options);
-        let (tx, rx) = mpsc::sync_channel(1000);
-        for n in 0..100 {
-            tx.send(Msg::Record(Box::new(event(n)))).unwrap();
-        }
-        drop(tx);
-        w.run(rx);
-        drop(w);
+        run_writer(&path, &key, Duration::from_secs(3600), 100);
         let cps = checkpoints(&path);
         assert_eq!(cps.len(), 1, "ten batches, one checkpoint: {cps:?}");
         assert_eq!(cps[0].checkpoint.seq, 100);
@@ -854,19 +838,7 @@ mod tests {
 
         // A zero interval signs every batch, as before checkpoints were
         // amortised.
-        let options = AuditOptions {
-            batch: 10,
-            checkpoint_interval: Duration::ZERO,
-            ..AuditOptions::default()
-        };
-        let mut w = writer(&path, &key, options);
-        let (tx, rx) = mpsc::sync_channel(1000);
-        for n in 0..30 {
-            tx.send(Msg::Record(Box::new(event(n)))).unwrap();
-        }
-        drop(tx);
-        w.run(rx);
-        drop(w);
+        run_writer(&path, &key, Duration::ZERO, 30);
         let seqs: Vec<u64> = checkpoints(&path)
             .iter()
             .map(|c| c.checkpoint.seq)
