@@ -4,7 +4,9 @@
 //! cold path (parse, every signature, chain), all in one criterion run.
 //!
 //! Criterion group `cache/depth_2`: `mandate_warm` (cache hit: hash,
-//! revocation lookup in a real RocksDB store, Datalog), `raw_biscuit_parsed`
+//! revocation lookup in a real RocksDB store, the checks decided natively),
+//! `mandate_warm_datalog` (the same chain with an always-true raw Datalog
+//! check on its hops, so decided on the loaded Datalog world), `raw_biscuit_parsed`
 //! (AuthorizerBuilder on a parsed `Biscuit`, authorize), `mandate_cold`
 //! (no cache), `mandate_warm_audited` (cache hit plus a record queued to
 //! the signed audit log), and `mandate_warm_limit` /
@@ -79,12 +81,31 @@ fn cache(c: &mut Criterion) {
         assert!(v.authorize(limited_token, &request).is_allowed());
     }
 
+    // The same chain with an always-true raw Datalog check on its hops:
+    // not Mandate's own checks, so decided on the loaded Datalog world
+    // (the baseline of the native path, SPEC §7.1).
+    let mut with_datalog = mandate_spec::Grant::parse(&[common::GRANT], &[] as &[&str]).unwrap();
+    with_datalog.datalog.push("check if time($t)".into());
+    let datalog = common::chain_of(
+        2,
+        mandate_spec::Grant::parse(&[common::GRANT], &[] as &[&str]).unwrap(),
+        &with_datalog,
+    );
+    let datalog_token = &datalog.tokens[2];
+    let datalog_warm = Verifier::new(RootKeys::new().with(datalog.root_key_id, datalog.root_key))
+        .with_revocations(store.clone())
+        .with_cache(CacheOptions::default());
+    assert!(datalog_warm.authorize(datalog_token, &request).is_allowed());
+
     let mut group = c.benchmark_group("cache/depth_2");
     group.bench_function("raw_biscuit_parsed", |b| {
         b.iter(|| raw(black_box(&biscuit)))
     });
     group.bench_function("mandate_warm", |b| {
         b.iter(|| warm.authorize(black_box(token), black_box(&request)))
+    });
+    group.bench_function("mandate_warm_datalog", |b| {
+        b.iter(|| datalog_warm.authorize(black_box(datalog_token), black_box(&request)))
     });
     group.bench_function("mandate_warm_audited", |b| {
         b.iter(|| audited.authorize(black_box(token), black_box(&request)))
