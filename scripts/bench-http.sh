@@ -2,7 +2,11 @@
 # Load benchmark of the HTTP middleware with wrk, on loopback, against the
 # customer API example (examples/examples/customer_api.rs), in one run:
 #   1. no auth            the same routes without the middleware
-#   2. warm               the middleware, one 2-hop token (cache hits)
+#   2. warm (Datalog)     the middleware, one 2-hop token whose hop carries
+#                         an always-true raw Datalog check: decided on the
+#                         Datalog world loaded once (the baseline of 2.)
+#   2b. warm              the middleware, one 2-hop token (cache hits; all
+#                         its checks Mandate's own: decided natively)
 #   3. warm + audit       the same, each answer after its record is durable
 #                         (group commit: one synced write per batch, one
 #                         signed checkpoint per 100 ms or when the writer
@@ -44,6 +48,7 @@ trap cleanup EXIT
 
 root_pub="$("$mandate" keygen --out "$work/root.key")"
 "$api" tokens --key "$work/root.key" --count 1 > "$work/warm.tok"
+"$api" tokens --key "$work/root.key" --count 1 --datalog 'check if time($t)' > "$work/datalog.tok"
 # Enough fresh tokens that none repeats within a run (cold ~3-5k req/s here).
 cold_count=$((secs * 6000))
 echo "minting $cold_count fresh 2-hop tokens for the cold run..." >&2
@@ -137,8 +142,11 @@ echo "# wrk -t$threads -c$conns -d${secs}s, GET /api/customers/42, loopback, $(n
 printf '| %-17s | %10s | %8s | %8s | %8s | %s |\n' "mode" "req/s" "p50" "p99" "µs CPU" "non-2xx"
 printf '|-------------------|-----------:|---------:|---------:|---------:|---|\n'
 declare -A shares
+# Every mode but no auth, in the order of the summaries.
+modes=("warm (Datalog)" "warm" "warm + audit" "+ ckpt per batch" "warm + async audit" "warm + old audit")
 for round in $(seq "$rounds"); do
     start --no-auth;                         run "no auth" "$work/warm.tok";       stop
+    start;                                   run "warm (Datalog)" "$work/datalog.tok"; stop
     start;                                   run "warm" "$work/warm.tok";          stop
     rm -rf "$work"/audit-*
     audited "warm + audit" "$work/audit-durable"
@@ -146,7 +154,7 @@ for round in $(seq "$rounds"); do
     audited "warm + async audit" "$work/audit-async" --audit-async
     audited "warm + old audit" "$work/audit-old" --audit-async --audit-sign-records
     start;                                   run "cold" "$work/cold.tok";          stop
-    for m in "warm" "warm + audit" "+ ckpt per batch" "warm + async audit" "warm + old audit"; do
+    for m in "${modes[@]}"; do
         shares[$m]+="$(echo "100 * ${rps_of[$m]} / ${rps_of["no auth"]}" | bc -l) "
     done
     printf '|-------------------|-----------:|---------:|---------:|---------:|---|\n'
@@ -154,14 +162,14 @@ done
 
 echo
 echo "# share of no-auth req/s: median of $rounds rounds (each round's shares)"
-for m in "warm" "warm + audit" "+ ckpt per batch" "warm + async audit" "warm + old audit"; do
+for m in "${modes[@]}"; do
     read -r -a xs <<<"${shares[$m]}"
     median="$(printf '%s\n' "${xs[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
     printf '%-19s %5.1f %%   (%s)\n' "$m" "$median" "$(printf '%.1f ' "${xs[@]}")"
 done
 echo
 echo "# server CPU µs per request (user + system, /proc/PID/stat over the run): median of $rounds rounds"
-for m in "no auth" "warm" "warm + audit" "+ ckpt per batch" "warm + async audit" "warm + old audit"; do
+for m in "no auth" "${modes[@]}"; do
     read -r -a xs <<<"${cpu_of[$m]}"
     median="$(printf '%s\n' "${xs[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
     printf '%-19s %6.1f µs   (%s)\n' "$m" "$median" "$(printf '%.1f ' "${xs[@]}")"

@@ -17,8 +17,11 @@
 //!   logs did before checkpoints; `--audit-checkpoint-every-batch` signs a
 //!   checkpoint with every batch, as before checkpoints were amortised over
 //!   an interval);
-//! - `customer_api tokens --key ROOT_KEY_FILE --count N` prints N fresh
-//!   2-hop tokens, one per line, each allowing `read` on customers.
+//! - `customer_api tokens --key ROOT_KEY_FILE --count N [--datalog CHECK]`
+//!   prints N fresh 2-hop tokens, one per line, each allowing `read` on
+//!   customers; with `--datalog`, the hop also carries that raw Datalog
+//!   check (a token that is not decided natively but on the Datalog world:
+//!   the benchmark's baseline, SPEC §7.1).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -379,6 +382,10 @@ fn tokens(args: &[String]) -> Result<(), Error> {
         writeln!(out, "{}", token_to_text(&hostile(&issuer)?))?;
         return Ok(());
     }
+    let mut hop_grant = Grant::parse(&["read:/api/customers/*"], &[] as &[&str])?;
+    if let Some(check) = flag(args, "--datalog") {
+        hop_grant.datalog.push(check.to_string());
+    }
     for i in 0..count {
         let root = issuer.mint(&MintRequest {
             principal: format!("user:{i}"),
@@ -395,7 +402,7 @@ fn tokens(args: &[String]) -> Result<(), Error> {
             &Delegation {
                 agent: "sub-agent".into(),
                 agent_key: sub.public(),
-                grant: Grant::parse(&["read:/api/customers/*"], &[] as &[&str])?,
+                grant: hop_grant.clone(),
                 ttl: None,
                 purpose: None,
             },
