@@ -261,7 +261,7 @@ fn a_store_whose_first_records_were_deleted_fails() {
         let db = rocksdb::DB::open_cf(
             &rocksdb::Options::default(),
             s.path("audit"),
-            ["default", "checkpoints"],
+            ["default", "checkpoints", "tail"],
         )
         .unwrap();
         db.delete(1u64.to_be_bytes()).unwrap();

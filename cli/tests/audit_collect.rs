@@ -347,8 +347,8 @@ fn a_local_log_cut_at_its_end_is_named_truncated_only_against_the_published_chec
     {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(false);
-        let db =
-            rocksdb::DB::open_cf(&opts, f.s.path("audit0"), ["default", "checkpoints"]).unwrap();
+        let families = rocksdb::DB::list_cf(&opts, f.s.path("audit0")).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, f.s.path("audit0"), families).unwrap();
         let cf = db.cf_handle("checkpoints").unwrap();
         for seq in 4u64..=5 {
             db.delete(seq.to_be_bytes()).unwrap();

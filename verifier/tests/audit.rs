@@ -182,7 +182,7 @@ fn open_rw(path: &Path) -> rocksdb::DB {
     rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
         path,
-        ["default", "checkpoints"],
+        ["default", "checkpoints", "tail"],
     )
     .unwrap()
 }

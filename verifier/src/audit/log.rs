@@ -304,6 +304,40 @@ fn last_entry(db: &DB, path: &Path) -> Result<Option<AuditEntry>, VerifierError>
 /// number of the last record each covers.
 pub(crate) const CHECKPOINTS: &str = "checkpoints";
 
+/// The column family holding the writer's tag over its last record
+/// (SPEC §12.2): one entry, [`TAIL_KEY`], rewritten with every batch.
+const TAIL: &str = "tail";
+const TAIL_KEY: &[u8] = b"head";
+
+type TailMac = hmac::Hmac<sha2::Sha256>;
+
+/// What the writer's tag covers: the last record's sequence number and
+/// hash (which chains to every record before it).
+fn tail_message(seq: u64, head_hash: &str) -> Vec<u8> {
+    let mut m = b"mandate-audit-tail-v1\n".to_vec();
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(head_hash.as_bytes());
+    m
+}
+
+/// The tag's key: derived from the audit key, so only whoever holds the
+/// audit key (the writer) can tag a log's last record.
+fn tail_key(key: &SigningKey) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"mandate-audit-tail-key-v1\0");
+    h.update(key.to_bytes());
+    h.finalize().into()
+}
+
+/// The stored tag: `{"seq", "head_hash", "tag"}` (hex HMAC-SHA-256).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TailTag {
+    seq: u64,
+    head_hash: String,
+    tag: String,
+}
+
 /// The key a record is stored under: its sequence number, big-endian, so
 /// RocksDB's order is the log's order.
 pub(crate) fn key_of(seq: u64) -> [u8; 8] {
@@ -313,6 +347,8 @@ pub(crate) fn key_of(seq: u64) -> [u8; 8] {
 struct Writer {
     db: DB,
     key: SigningKey,
+    /// [`tail_key`] of `key`.
+    tail_key: [u8; 32],
     /// The key's public half, `ed25519/<hex>`, named in checkpoints.
     log_key: String,
     /// Records of this process's queue written so far (see `Shared::tickets`).
@@ -347,7 +383,7 @@ impl Writer {
         tune_for_group_commit(&mut opts);
         // Each family gets these options (`DB::open_cf` would give them
         // RocksDB's defaults: no compression, 64 MiB memtables).
-        let families = ["default", CHECKPOINTS]
+        let families = ["default", CHECKPOINTS, TAIL]
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, &path, families)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
@@ -370,6 +406,7 @@ impl Writer {
         );
         let mut writer = Writer {
             db,
+            tail_key: tail_key(&signing),
             key: signing,
             log_key,
             committed: 0,
@@ -502,12 +539,54 @@ impl Writer {
     }
 
     fn checkpoints_cf(&self) -> Result<&rocksdb::ColumnFamily, VerifierError> {
-        self.db
-            .cf_handle(CHECKPOINTS)
-            .ok_or_else(|| VerifierError::Store {
-                path: self.shared.path.clone(),
-                detail: "the audit log has no checkpoints column family".into(),
-            })
+        self.cf(CHECKPOINTS)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, VerifierError> {
+        self.db.cf_handle(name).ok_or_else(|| VerifierError::Store {
+            path: self.shared.path.clone(),
+            detail: format!("the audit log has no {name} column family"),
+        })
+    }
+
+    /// The stored tag over record `seq` with hash `head_hash`.
+    fn tail_tag(&self, seq: u64, head_hash: &str) -> Vec<u8> {
+        use hmac::Mac;
+        let tag = TailTag {
+            seq,
+            head_hash: head_hash.to_string(),
+            tag: hex::encode(self.tail_mac(seq, head_hash).finalize().into_bytes()),
+        };
+        // Plain data: serializing cannot fail.
+        serde_json::to_vec(&tag).unwrap_or_default()
+    }
+
+    /// Whether the stored tag is this writer's, over record `seq` with hash
+    /// `head_hash` (compared in constant time).
+    fn tail_is_tagged(&self, seq: u64, head_hash: &str) -> Result<bool, VerifierError> {
+        use hmac::Mac;
+        let stored = self
+            .db
+            .get_cf(self.cf(TAIL)?, TAIL_KEY)
+            .map_err(|e| VerifierError::from_rocksdb(&self.shared.path, e))?;
+        let Some(tag) = stored.and_then(|b| serde_json::from_slice::<TailTag>(&b).ok()) else {
+            return Ok(false);
+        };
+        if tag.seq != seq || tag.head_hash != head_hash {
+            return Ok(false);
+        }
+        let Ok(bytes) = hex::decode(&tag.tag) else {
+            return Ok(false);
+        };
+        Ok(self.tail_mac(seq, head_hash).verify_slice(&bytes).is_ok())
+    }
+
+    fn tail_mac(&self, seq: u64, head_hash: &str) -> TailMac {
+        use hmac::Mac;
+        let mut mac =
+            TailMac::new_from_slice(&self.tail_key).expect("HMAC takes keys of any length");
+        mac.update(&tail_message(seq, head_hash));
+        mac
     }
 
     /// Writes a checkpoint alone over the last record written, if any is
@@ -549,6 +628,15 @@ impl Writer {
                 AuditEntry::seal_event(event, seq, &prev, &mut self.chains, record_key);
             batch.put(key_of(seq), line);
             prev = hash;
+        }
+        // The writer's tag over the batch's last record, atomically with
+        // it: what lets a reopening sign a tail no checkpoint covers.
+        match self.cf(TAIL) {
+            Ok(cf) => batch.put_cf(cf, TAIL_KEY, self.tail_tag(seq, &prev)),
+            Err(e) => {
+                self.shared.durable.fail(e.clone());
+                return Err(e);
+            }
         }
         if sign {
             // One signature for the batch and every batch before it since
@@ -665,6 +753,17 @@ impl Writer {
         }
         if expected != self.seq + 1 {
             return Ok(None);
+        }
+        // Records that chain are not yet the writer's: anyone able to write
+        // to the stopped store could have appended them (the chain is
+        // unkeyed). Only the tag the writer wrote with its last batch
+        // vouches that it wrote them, up to this very record.
+        if !self.tail_is_tagged(self.seq, &self.prev_hash)? {
+            return decline(
+                self.seq,
+                "the last record carries no tag of this log's writer (records added or \
+                 removed while the log was closed, or written by a version without tags)",
+            );
         }
         let mut batch = WriteBatch::default();
         let line = self.checkpoint(self.seq, &self.prev_hash, true);
@@ -895,7 +994,8 @@ mod tests {
         // As if the process had died after the second batch's synced
         // write and before any checkpoint over it.
         {
-            let db = DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS]).unwrap();
+            let db =
+                DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS, TAIL]).unwrap();
             for seq in 4..=7 {
                 db.delete_cf(db.cf_handle(CHECKPOINTS).unwrap(), key_of(seq))
                     .unwrap();
@@ -926,7 +1026,8 @@ mod tests {
             log.flush().unwrap();
         }
         {
-            let db = DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS]).unwrap();
+            let db =
+                DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS, TAIL]).unwrap();
             db.delete_cf(db.cf_handle(CHECKPOINTS).unwrap(), key_of(10))
                 .unwrap();
             let line = db.get(key_of(10)).unwrap().unwrap();
@@ -937,5 +1038,78 @@ mod tests {
         assert!(!checkpoints(&path).iter().any(|c| c.checkpoint.seq == 10));
         let problem = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap_err();
         assert!(problem.to_string().contains("record 10"), "{problem}");
+    }
+
+    /// Someone who can write to a stopped verifier's store (but has not
+    /// its audit key) appends a record that chains, or cuts the tail
+    /// short: the next start signs neither (the writer's tag over its last
+    /// record does not match), and `audit verify` shows the records
+    /// uncovered instead of vouched for as recovered.
+    #[test]
+    fn records_added_or_removed_while_stopped_are_never_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        let key = KeyPair::new();
+        let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
+        for n in 0..4 {
+            log.record(event(n));
+        }
+        log.flush().unwrap();
+        drop(log);
+        let head = |path: &Path| {
+            let read = read_audit_log(path).unwrap();
+            let (_, last) = read.entries.last().unwrap();
+            let last = last.as_ref().unwrap();
+            (last.record.seq, last.hash.clone())
+        };
+        let (seq, hash) = head(&path);
+        assert_eq!(seq, 4);
+        // Appended: a well-formed record that chains from the last one.
+        {
+            let db =
+                DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS, TAIL]).unwrap();
+            let forged = event(99);
+            let (_, line) =
+                AuditEntry::seal_event(&forged, 5, &hash, &mut ChainJson::default(), None);
+            db.put(key_of(5), line).unwrap();
+        }
+        let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+        assert_eq!(summary.uncovered, Some((5, 5)), "it chains: only uncovered");
+        drop(AuditLog::open(&path, &key, AuditOptions::default()).unwrap());
+        let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+        assert_eq!(
+            summary.uncovered,
+            Some((5, 5)),
+            "never signed at the restart"
+        );
+        assert!(summary.recovered.is_empty());
+        assert!(!checkpoints(&path).iter().any(|c| c.checkpoint.seq == 5));
+
+        // Cut short: the writer wrote 6..=8 (tagged at 8), the checkpoint
+        // over them and record 8 are removed.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
+        for n in 0..8 {
+            log.record(event(n));
+            if n == 4 {
+                log.flush().unwrap();
+            }
+        }
+        log.flush().unwrap();
+        drop(log);
+        {
+            let db =
+                DB::open_cf(&Options::default(), &path, ["default", CHECKPOINTS, TAIL]).unwrap();
+            let cps = db.cf_handle(CHECKPOINTS).unwrap();
+            for seq in 6..=8 {
+                db.delete_cf(cps, key_of(seq)).unwrap();
+            }
+            db.delete(key_of(8)).unwrap();
+        }
+        drop(AuditLog::open(&path, &key, AuditOptions::default()).unwrap());
+        let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
+        assert_eq!(summary.uncovered, Some((6, 7)));
+        assert!(summary.recovered.is_empty());
     }
 }
