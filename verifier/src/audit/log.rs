@@ -697,8 +697,12 @@ impl Writer {
     /// the checkpoint that was to follow): checks that they chain from the
     /// last checkpoint's head and signs a checkpoint over them marked
     /// `recovered` (an auditor sees which records were vouched for only
-    /// after the restart). A tail that does not chain is left uncovered, for
-    /// `audit verify` to name. Returns the range signed.
+    /// after the restart), when the writer's tag vouches that it wrote them.
+    /// A tail that does not chain is left as it is, for `audit verify` to
+    /// name; a tail without the writer's tag is left too, and new records
+    /// chain from the last record vouched for, so the break after it is in
+    /// the log for good (a later checkpoint must not cover it unmarked).
+    /// Returns the range signed.
     fn recover_tail(&mut self) -> Result<Option<(u64, u64)>, VerifierError> {
         let path = self.shared.path.clone();
         let decline = |record: u64, why: &str| -> Result<Option<(u64, u64)>, VerifierError> {
@@ -726,6 +730,7 @@ impl Writer {
                 _ => return decline(self.seq, "the last checkpoint is not this log's"),
             },
         };
+        let vouched = prev.clone();
         if from > self.seq {
             if from > self.seq + 1 {
                 return decline(self.seq, "the last checkpoint is beyond the last record");
@@ -759,10 +764,16 @@ impl Writer {
         // unkeyed). Only the tag the writer wrote with its last batch
         // vouches that it wrote them, up to this very record.
         if !self.tail_is_tagged(self.seq, &self.prev_hash)? {
+            // Chaining on would let the next checkpoint cover them as if
+            // the writer had written them: its next record follows the last
+            // record vouched for instead, a break every `audit verify` names.
+            self.prev_hash = vouched;
             return decline(
                 self.seq,
                 "the last record carries no tag of this log's writer (records added or \
-                 removed while the log was closed, or written by a version without tags)",
+                 removed while the log was closed, or written by a version without tags); \
+                 new records chain from the last checkpoint's head, leaving a break after \
+                 them",
             );
         }
         let mut batch = WriteBatch::default();
@@ -795,7 +806,7 @@ impl Writer {
 
 /// RocksDB settings for a log whose every batch is synced.
 ///
-/// - Both column families flush together (`atomic_flush`): the small
+/// - All column families flush together (`atomic_flush`): the small
 ///   checkpoints family would otherwise never fill its memtable, and no
 ///   write-ahead log file could ever be deleted (the log's directory grew
 ///   by one 64 MiB file per memtable and a restart replayed all of them).
@@ -1075,15 +1086,18 @@ mod tests {
         }
         let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
         assert_eq!(summary.uncovered, Some((5, 5)), "it chains: only uncovered");
-        drop(AuditLog::open(&path, &key, AuditOptions::default()).unwrap());
+        let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
         let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
-        assert_eq!(
-            summary.uncovered,
-            Some((5, 5)),
-            "never signed at the restart"
-        );
+        assert_eq!(summary.uncovered, Some((5, 5)), "never signed at restart");
         assert!(summary.recovered.is_empty());
         assert!(!checkpoints(&path).iter().any(|c| c.checkpoint.seq == 5));
+        // Nor covered by the next checkpoint, as if the writer had written
+        // it: the next record chains from record 4, and verify names 5.
+        log.record(event(5));
+        log.flush().unwrap();
+        drop(log);
+        let problem = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap_err();
+        assert!(problem.to_string().contains("record 5"), "{problem}");
 
         // Cut short: the writer wrote 6..=8 (tagged at 8), the checkpoint
         // over them and record 8 are removed.
@@ -1107,9 +1121,14 @@ mod tests {
             }
             db.delete(key_of(8)).unwrap();
         }
-        drop(AuditLog::open(&path, &key, AuditOptions::default()).unwrap());
+        let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
         let summary = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap();
         assert_eq!(summary.uncovered, Some((6, 7)));
         assert!(summary.recovered.is_empty());
+        log.record(event(8));
+        log.flush().unwrap();
+        drop(log);
+        let problem = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap_err();
+        assert!(problem.to_string().contains("record 7"), "{problem}");
     }
 }

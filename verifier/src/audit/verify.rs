@@ -564,7 +564,9 @@ fn rehashed(
                 place: prev_place,
                 detail: format!(
                     "its hash is not the one record {seq} links to, which the checkpoint at \
-                     {cplace} vouches for (its content was changed and its hash recomputed)"
+                     {cplace} vouches for (its content was changed and its hash recomputed, \
+                     or it was added while the log was stopped, or records after it removed: \
+                     the writer then goes on from the last record it vouches for)"
                 ),
             };
         }
