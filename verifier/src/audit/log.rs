@@ -285,17 +285,23 @@ fn signing_key(key: &biscuit_auth::KeyPair) -> Result<SigningKey, VerifierError>
     Ok(SigningKey::from_bytes(&bytes))
 }
 
-fn last_entry(db: &DB, path: &Path) -> Result<Option<AuditEntry>, VerifierError> {
+fn last_entry(db: &DB, path: &Path) -> Result<Option<(u64, AuditEntry)>, VerifierError> {
     match db.iterator(IteratorMode::End).next() {
         None => Ok(None),
         Some(Err(e)) => Err(VerifierError::from_rocksdb(path, e)),
-        Some(Ok((_, value))) => {
-            serde_json::from_slice(&value)
-                .map(Some)
-                .map_err(|e| VerifierError::Corrupt {
-                    path: path.to_path_buf(),
-                    detail: format!("the last audit record does not decode: {e}"),
-                })
+        Some(Ok((key, value))) => {
+            let corrupt = |detail: String| VerifierError::Corrupt {
+                path: path.to_path_buf(),
+                detail,
+            };
+            let entry: AuditEntry = serde_json::from_slice(&value)
+                .map_err(|e| corrupt(format!("the last audit record does not decode: {e}")))?;
+            let stored = <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    corrupt("the last audit record's key is not a sequence number".into())
+                })?;
+            Ok(Some((stored, entry)))
         }
     }
 }
@@ -387,10 +393,21 @@ impl Writer {
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, &path, families)
             .map_err(|e| VerifierError::from_rocksdb(&path, e))?;
+        // The writer goes on after the last record, by its key or by the
+        // sequence number it claims, whichever is later: it never writes
+        // over a stored record.
         let (last_seq, last_hash, last_unsigned) = match last_entry(&db, &path)? {
-            Some(e) => (e.record.seq, e.hash, e.signature.is_none()),
+            Some((stored, e)) => (stored.max(e.record.seq), e.hash, e.signature.is_none()),
             None => (0, GENESIS_HASH.to_string(), false),
         };
+        if last_seq == u64::MAX {
+            return Err(VerifierError::Corrupt {
+                path: path.clone(),
+                detail: "the last audit record claims the largest sequence number: \
+                         no record can follow it"
+                    .into(),
+            });
+        }
         let shared = Arc::new(Shared {
             path: path.clone(),
             written: AtomicU64::new(last_seq),
@@ -423,6 +440,7 @@ impl Writer {
         if last_unsigned {
             writer.recover_tail()?;
         }
+        writer.shared.written.store(writer.seq, Ordering::Relaxed);
         Ok(writer)
     }
 
@@ -561,24 +579,25 @@ impl Writer {
         serde_json::to_vec(&tag).unwrap_or_default()
     }
 
-    /// Whether the stored tag is this writer's, over record `seq` with hash
-    /// `head_hash` (compared in constant time).
-    fn tail_is_tagged(&self, seq: u64, head_hash: &str) -> Result<bool, VerifierError> {
+    /// The record (seq, hash) the stored tag vouches for, when it is this
+    /// writer's (its MAC compared in constant time).
+    fn valid_tag(&self) -> Result<Option<(u64, String)>, VerifierError> {
         use hmac::Mac;
         let stored = self
             .db
             .get_cf(self.cf(TAIL)?, TAIL_KEY)
             .map_err(|e| VerifierError::from_rocksdb(&self.shared.path, e))?;
         let Some(tag) = stored.and_then(|b| serde_json::from_slice::<TailTag>(&b).ok()) else {
-            return Ok(false);
+            return Ok(None);
         };
-        if tag.seq != seq || tag.head_hash != head_hash {
-            return Ok(false);
-        }
         let Ok(bytes) = hex::decode(&tag.tag) else {
-            return Ok(false);
+            return Ok(None);
         };
-        Ok(self.tail_mac(seq, head_hash).verify_slice(&bytes).is_ok())
+        let valid = self
+            .tail_mac(tag.seq, &tag.head_hash)
+            .verify_slice(&bytes)
+            .is_ok();
+        Ok(valid.then_some((tag.seq, tag.head_hash)))
     }
 
     fn tail_mac(&self, seq: u64, head_hash: &str) -> TailMac {
@@ -705,19 +724,26 @@ impl Writer {
     /// Returns the range signed.
     fn recover_tail(&mut self) -> Result<Option<(u64, u64)>, VerifierError> {
         let path = self.shared.path.clone();
-        let decline = |record: u64, why: &str| -> Result<Option<(u64, u64)>, VerifierError> {
+        let tag = self.valid_tag()?;
+        let tagged = tag.as_ref() == Some(&(self.seq, self.prev_hash.clone()));
+        // Records removed after the last one the writer tagged: it goes on
+        // after that one, so `audit verify` finds them missing.
+        if let Some((seq, head)) = tag.filter(|(seq, _)| *seq > self.seq) {
             tracing::error!(
                 log = %path.display(),
-                record,
-                "the audit log's records after its last checkpoint are not signed at \
-                 reopening: {why} (`mandate audit verify` names the problem)"
+                last = self.seq,
+                tagged = seq,
+                "the audit log ends before the last record its writer wrote: records removed \
+                 while it was closed (`mandate audit verify` names them); going on after the \
+                 last one written"
             );
-            Ok(None)
-        };
+            (self.seq, self.prev_hash) = (seq, head);
+            return Ok(None);
+        }
         let cf = self.checkpoints_cf()?;
         let vk = self.key.verifying_key();
-        let (from, mut prev) = match self.db.iterator_cf(cf, IteratorMode::End).next() {
-            None => (1, GENESIS_HASH.to_string()),
+        let last_checkpoint = match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            None => Some((1, GENESIS_HASH.to_string())),
             Some(Err(e)) => return Err(VerifierError::from_rocksdb(&path, e)),
             Some(Ok((key, value))) => match super::verify::parse_checkpoint(&value) {
                 Ok(c)
@@ -725,24 +751,54 @@ impl Writer {
                         && key.as_ref() == &key_of(c.checkpoint.seq)[..]
                         && c.checkpoint.seq < u64::MAX =>
                 {
-                    (c.checkpoint.seq + 1, c.checkpoint.head_hash)
+                    Some((c.checkpoint.seq + 1, c.checkpoint.head_hash))
                 }
-                _ => return decline(self.seq, "the last checkpoint is not this log's"),
+                _ => None,
             },
         };
-        let vouched = prev.clone();
+        // Whatever the reason a tail is declined, the writer chains on
+        // from its last record only if it tagged it: else its next record
+        // follows the last checkpoint's head (the genesis hash when there
+        // is none it can trust), so a later checkpoint can never cover
+        // records it did not write, and `audit verify` names the break.
+        let vouched = last_checkpoint
+            .as_ref()
+            .map_or_else(|| GENESIS_HASH.to_string(), |(_, h)| h.clone());
+        let decline =
+            |w: &mut Writer, record: u64, why: &str| -> Result<Option<(u64, u64)>, VerifierError> {
+                if !tagged {
+                    w.prev_hash = vouched.clone();
+                }
+                tracing::error!(
+                    log = %path.display(),
+                    record,
+                    chained_on = tagged,
+                    "the audit log's records after its last checkpoint are not signed at \
+                     reopening: {why} (`mandate audit verify` names the problem)"
+                );
+                Ok(None)
+            };
+        let Some((from, mut prev)) = last_checkpoint else {
+            return decline(self, self.seq, "the last checkpoint is not this log's");
+        };
         if from > self.seq {
             if from > self.seq + 1 {
-                return decline(self.seq, "the last checkpoint is beyond the last record");
+                return decline(
+                    self,
+                    self.seq,
+                    "the last checkpoint is beyond the last record",
+                );
             }
             return Ok(None);
         }
         let mode = IteratorMode::From(&key_of(from)[..], rocksdb::Direction::Forward);
         let mut expected = from;
+        let mut broken = None;
         for item in self.db.iterator(mode) {
             let (_, value) = item.map_err(|e| VerifierError::from_rocksdb(&path, e))?;
             let Ok(entry) = super::verify::parse_entry(&value) else {
-                return decline(expected, "a record does not decode");
+                broken = Some((expected, "a record does not decode"));
+                break;
             };
             // A record signed on its own (sign_records) must be signed by
             // this log's key; the others are vouched for by the chain.
@@ -751,24 +807,25 @@ impl Writer {
                 super::record::Seal::HashMismatch | super::record::Seal::BadSignature => false,
             };
             if !(sealed && entry.record.seq == expected && entry.record.prev_hash == prev) {
-                return decline(expected, "they do not chain from it");
+                broken = Some((expected, "they do not chain from it"));
+                break;
             }
             prev = entry.hash;
             expected += 1;
         }
+        if let Some((record, why)) = broken {
+            return decline(self, record, why);
+        }
         if expected != self.seq + 1 {
-            return Ok(None);
+            return decline(self, self.seq, "the last record is not where its key says");
         }
         // Records that chain are not yet the writer's: anyone able to write
         // to the stopped store could have appended them (the chain is
         // unkeyed). Only the tag the writer wrote with its last batch
         // vouches that it wrote them, up to this very record.
-        if !self.tail_is_tagged(self.seq, &self.prev_hash)? {
-            // Chaining on would let the next checkpoint cover them as if
-            // the writer had written them: its next record follows the last
-            // record vouched for instead, a break every `audit verify` names.
-            self.prev_hash = vouched;
+        if !tagged {
             return decline(
+                self,
                 self.seq,
                 "the last record carries no tag of this log's writer (records added or \
                  removed while the log was closed, or written by a version without tags); \
@@ -1049,6 +1106,132 @@ mod tests {
         assert!(!checkpoints(&path).iter().any(|c| c.checkpoint.seq == 10));
         let problem = verify_entries(&read_audit_log(&path).unwrap(), &key.public()).unwrap_err();
         assert!(problem.to_string().contains("record 10"), "{problem}");
+    }
+
+    /// The other ways a stopped store can be arranged to steer where the
+    /// writer goes on: a copy of the last appended record stored under the
+    /// next key (the tail no longer chains where its keys say), a planted
+    /// last checkpoint, the end cut back to a covered record, a record
+    /// claiming the largest sequence number. None lets a later checkpoint
+    /// cover records the writer did not write, and none panics.
+    #[test]
+    fn a_stopped_store_cannot_steer_where_the_writer_goes_on() {
+        let key = KeyPair::new();
+        let rw = |path: &Path| {
+            DB::open_cf(&Options::default(), path, ["default", CHECKPOINTS, TAIL]).unwrap()
+        };
+        let fresh = |n: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit");
+            let log = AuditLog::open(&path, &key, AuditOptions::default()).unwrap();
+            for i in 0..n {
+                log.record(event(i));
+            }
+            log.flush().unwrap();
+            drop(log);
+            (dir, path)
+        };
+        let last = |path: &Path| {
+            let read = read_audit_log(path).unwrap();
+            let (_, e) = read.entries.last().unwrap();
+            e.as_ref().unwrap().clone()
+        };
+        let write_one_more = |path: &Path, n: u64| {
+            let log = AuditLog::open(path, &key, AuditOptions::default()).unwrap();
+            log.record(event(n));
+            log.flush().unwrap();
+        };
+        let verified = |path: &Path| verify_entries(&read_audit_log(path).unwrap(), &key.public());
+
+        // Appended 5..=6, and a copy of 6 under key 7.
+        let (_dir, path) = fresh(4);
+        {
+            let db = rw(&path);
+            let mut prev = last(&path).hash;
+            let mut line6 = Vec::new();
+            for seq in 5..=6 {
+                let (hash, line) = AuditEntry::seal_event(
+                    &event(90 + seq),
+                    seq,
+                    &prev,
+                    &mut ChainJson::default(),
+                    None,
+                );
+                db.put(key_of(seq), &line).unwrap();
+                prev = hash;
+                line6 = line;
+            }
+            db.put(key_of(7), line6).unwrap();
+        }
+        write_one_more(&path, 7);
+        assert!(
+            verified(&path).is_err(),
+            "records 5..=7 must not pass as covered"
+        );
+        assert_eq!(
+            read_audit_log(&path).unwrap().entries.len(),
+            8,
+            "the writer went on after key 7, over nothing stored"
+        );
+
+        // Appended 5, and a planted checkpoint (garbage) under key 6.
+        let (_dir, path) = fresh(4);
+        {
+            let db = rw(&path);
+            let (_, line) = AuditEntry::seal_event(
+                &event(95),
+                5,
+                &last(&path).hash,
+                &mut ChainJson::default(),
+                None,
+            );
+            db.put(key_of(5), line).unwrap();
+            db.put_cf(db.cf_handle(CHECKPOINTS).unwrap(), key_of(6), b"{}")
+                .unwrap();
+        }
+        write_one_more(&path, 5);
+        assert!(
+            verified(&path).is_err(),
+            "record 5 must not pass as covered"
+        );
+
+        // Cut back to a covered record: 1..=4 covered at 4, 5..=6 removed
+        // with their checkpoint. The writer goes on after 6 (its tag), so
+        // verify finds 5 and 6 missing.
+        let (_dir, path) = fresh(4);
+        write_one_more(&path, 4);
+        write_one_more(&path, 5);
+        {
+            let db = rw(&path);
+            let cps = db.cf_handle(CHECKPOINTS).unwrap();
+            for seq in 5..=6 {
+                db.delete(key_of(seq)).unwrap();
+                db.delete_cf(cps, key_of(seq)).unwrap();
+            }
+        }
+        assert!(
+            verified(&path).is_ok(),
+            "a cut at a checkpoint reads as a whole log"
+        );
+        write_one_more(&path, 6);
+        let problem = verified(&path).unwrap_err();
+        assert!(problem.to_string().contains("record 5"), "{problem}");
+
+        // A record claiming the largest sequence number: refused, no panic.
+        let (_dir, path) = fresh(2);
+        {
+            let db = rw(&path);
+            let (_, line) = AuditEntry::seal_event(
+                &event(99),
+                u64::MAX,
+                &last(&path).hash,
+                &mut ChainJson::default(),
+                None,
+            );
+            db.put(key_of(3), line).unwrap();
+        }
+        let err = AuditLog::open(&path, &key, AuditOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("largest sequence number"), "{err}");
     }
 
     /// Someone who can write to a stopped verifier's store (but has not
