@@ -400,12 +400,15 @@ impl Writer {
             Some((stored, e)) => (stored.max(e.record.seq), e.hash, e.signature.is_none()),
             None => (0, GENESIS_HASH.to_string(), false),
         };
-        if last_seq == u64::MAX {
+        // No log reaches 2^64 - 2^32 records: a record claiming more was
+        // put there, and the writer's sequence numbers must never wrap.
+        if last_seq > u64::MAX - (1 << 32) {
             return Err(VerifierError::Corrupt {
                 path: path.clone(),
-                detail: "the last audit record claims the largest sequence number: \
-                         no record can follow it"
-                    .into(),
+                detail: format!(
+                    "the last audit record claims sequence number {last_seq}, near the \
+                     largest possible: no log reaches it (the store was altered)"
+                ),
             });
         }
         let shared = Arc::new(Shared {
@@ -437,7 +440,7 @@ impl Writer {
         };
         // Records a stop left without a checkpoint are covered before any
         // new one is written.
-        if last_unsigned {
+        if !writer.go_on_after_tag()? && last_unsigned {
             writer.recover_tail()?;
         }
         writer.shared.written.store(writer.seq, Ordering::Relaxed);
@@ -642,7 +645,16 @@ impl Writer {
         let (mut seq, mut prev) = (self.seq, self.prev_hash.clone());
         let record_key = self.options.sign_records.then_some(&self.key);
         for event in events.iter() {
-            seq += 1;
+            let Some(next) = seq.checked_add(1) else {
+                let e = VerifierError::Corrupt {
+                    path: self.shared.path.clone(),
+                    detail: "the audit log's sequence numbers are exhausted".into(),
+                };
+                self.shared.durable.fail(e.clone());
+                std::thread::sleep(Duration::from_millis(200));
+                return Err(e);
+            };
+            seq = next;
             let (hash, line) =
                 AuditEntry::seal_event(event, seq, &prev, &mut self.chains, record_key);
             batch.put(key_of(seq), line);
@@ -711,6 +723,53 @@ impl Writer {
         }
     }
 
+    /// At every opening: when the writer's valid tag names a record after
+    /// the last one stored (records cut from the end while the log was
+    /// closed, even back to a covered record, or every record deleted), it
+    /// goes on after the tagged record, so `audit verify` reports the
+    /// missing ones. Whether it moved. A log with records and no valid tag
+    /// (a version without tags, or the tag removed or altered) is logged.
+    fn go_on_after_tag(&mut self) -> Result<bool, VerifierError> {
+        let path = self.shared.path.clone();
+        match self.valid_tag()? {
+            Some((seq, head)) if seq > self.seq => {
+                tracing::error!(
+                    log = %path.display(),
+                    last = self.seq,
+                    tagged = seq,
+                    "the audit log ends before the last record its writer wrote: records \
+                     removed while it was closed (`mandate audit verify` names them); going on \
+                     after the last one written"
+                );
+                (self.seq, self.prev_hash) = (seq, head);
+                Ok(true)
+            }
+            None if self.seq > 0 => {
+                let present = self
+                    .db
+                    .get_cf(self.cf(TAIL)?, TAIL_KEY)
+                    .map_err(|e| VerifierError::from_rocksdb(&path, e))?
+                    .is_some();
+                if present {
+                    tracing::error!(
+                        log = %path.display(),
+                        "the audit log's tag over its last record is not its writer's (altered \
+                         while the log was closed): records cut from its end would not be noticed"
+                    );
+                } else {
+                    tracing::warn!(
+                        log = %path.display(),
+                        "the audit log has no tag over its last record (written by a version \
+                         without tags, or the tag was removed): records cut from its end before \
+                         now would not be noticed"
+                    );
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Reopening a log whose last records no checkpoint covers (the
     /// verifier stopped, or the power failed, between their synced write and
     /// the checkpoint that was to follow): checks that they chain from the
@@ -726,20 +785,6 @@ impl Writer {
         let path = self.shared.path.clone();
         let tag = self.valid_tag()?;
         let tagged = tag.as_ref() == Some(&(self.seq, self.prev_hash.clone()));
-        // Records removed after the last one the writer tagged: it goes on
-        // after that one, so `audit verify` finds them missing.
-        if let Some((seq, head)) = tag.filter(|(seq, _)| *seq > self.seq) {
-            tracing::error!(
-                log = %path.display(),
-                last = self.seq,
-                tagged = seq,
-                "the audit log ends before the last record its writer wrote: records removed \
-                 while it was closed (`mandate audit verify` names them); going on after the \
-                 last one written"
-            );
-            (self.seq, self.prev_hash) = (seq, head);
-            return Ok(None);
-        }
         let cf = self.checkpoints_cf()?;
         let vk = self.key.verifying_key();
         let last_checkpoint = match self.db.iterator_cf(cf, IteratorMode::End).next() {
@@ -1217,21 +1262,42 @@ mod tests {
         let problem = verified(&path).unwrap_err();
         assert!(problem.to_string().contains("record 5"), "{problem}");
 
-        // A record claiming the largest sequence number: refused, no panic.
-        let (_dir, path) = fresh(2);
+        // Every record and checkpoint deleted, the tag left: the writer
+        // goes on after record 4, and verify finds 1..=4 missing.
+        let (_dir, path) = fresh(4);
         {
             let db = rw(&path);
-            let (_, line) = AuditEntry::seal_event(
-                &event(99),
-                u64::MAX,
-                &last(&path).hash,
-                &mut ChainJson::default(),
-                None,
-            );
-            db.put(key_of(3), line).unwrap();
+            let cps = db.cf_handle(CHECKPOINTS).unwrap();
+            for seq in 1..=4 {
+                db.delete(key_of(seq)).unwrap();
+                db.delete_cf(cps, key_of(seq)).unwrap();
+            }
         }
-        let err = AuditLog::open(&path, &key, AuditOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("largest sequence number"), "{err}");
+        write_one_more(&path, 4);
+        assert!(
+            verified(&path).is_err(),
+            "a log emptied while stopped must not verify"
+        );
+
+        // A record claiming a sequence number near the largest (by its
+        // key or its content): refused at opening, never a wrap that
+        // would write over record 1.
+        for (at, claimed) in [(3, u64::MAX), (3, u64::MAX - 1), (u64::MAX - 1, 3)] {
+            let (_dir, path) = fresh(2);
+            {
+                let db = rw(&path);
+                let (_, line) = AuditEntry::seal_event(
+                    &event(99),
+                    claimed,
+                    &last(&path).hash,
+                    &mut ChainJson::default(),
+                    None,
+                );
+                db.put(key_of(at), line).unwrap();
+            }
+            let err = AuditLog::open(&path, &key, AuditOptions::default()).unwrap_err();
+            assert!(err.to_string().contains("near the largest"), "{err}");
+        }
     }
 
     /// Someone who can write to a stopped verifier's store (but has not
