@@ -440,8 +440,9 @@ impl Writer {
         };
         // Records a stop left without a checkpoint are covered before any
         // new one is written.
-        if !writer.go_on_after_tag()? && last_unsigned {
-            writer.recover_tail()?;
+        let tag = writer.valid_tag()?;
+        if !writer.go_on_after_tag(tag.clone())? && last_unsigned {
+            writer.recover_tail(tag)?;
         }
         writer.shared.written.store(writer.seq, Ordering::Relaxed);
         Ok(writer)
@@ -727,11 +728,12 @@ impl Writer {
     /// the last one stored (records cut from the end while the log was
     /// closed, even back to a covered record, or every record deleted), it
     /// goes on after the tagged record, so `audit verify` reports the
-    /// missing ones. Whether it moved. A log with records and no valid tag
-    /// (a version without tags, or the tag removed or altered) is logged.
-    fn go_on_after_tag(&mut self) -> Result<bool, VerifierError> {
+    /// missing ones. `tag` is [`Writer::valid_tag`]'s answer; returns
+    /// whether the writer moved. A log with records and no valid tag (a
+    /// version without tags, or the tag removed or altered) is logged.
+    fn go_on_after_tag(&mut self, tag: Option<(u64, String)>) -> Result<bool, VerifierError> {
         let path = self.shared.path.clone();
-        match self.valid_tag()? {
+        match tag {
             Some((seq, head)) if seq > self.seq => {
                 tracing::error!(
                     log = %path.display(),
@@ -775,15 +777,17 @@ impl Writer {
     /// the checkpoint that was to follow): checks that they chain from the
     /// last checkpoint's head and signs a checkpoint over them marked
     /// `recovered` (an auditor sees which records were vouched for only
-    /// after the restart), when the writer's tag vouches that it wrote them.
-    /// A tail that does not chain is left as it is, for `audit verify` to
-    /// name; a tail without the writer's tag is left too, and new records
-    /// chain from the last record vouched for, so the break after it is in
-    /// the log for good (a later checkpoint must not cover it unmarked).
-    /// Returns the range signed.
-    fn recover_tail(&mut self) -> Result<Option<(u64, u64)>, VerifierError> {
+    /// after the restart), when `tag` (the writer's valid tag) names their
+    /// last record. A tail declined for any reason is left for `audit
+    /// verify` to name, and unless `tag` names its last record, new records
+    /// chain from the last checkpoint's head, so the break is in the log
+    /// for good (a later checkpoint must not cover it unmarked). Returns
+    /// the range signed.
+    fn recover_tail(
+        &mut self,
+        tag: Option<(u64, String)>,
+    ) -> Result<Option<(u64, u64)>, VerifierError> {
         let path = self.shared.path.clone();
-        let tag = self.valid_tag()?;
         let tagged = tag.as_ref() == Some(&(self.seq, self.prev_hash.clone()));
         let cf = self.checkpoints_cf()?;
         let vk = self.key.verifying_key();

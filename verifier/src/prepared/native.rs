@@ -36,7 +36,7 @@ use mandate_spec::{
     Alternative, BlockContent, Constraint, Grant, Request, ResourcePattern, Value,
 };
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// A token's checks, each known to be exactly what Mandate's encoder writes.
 pub(super) struct Native {
@@ -88,18 +88,14 @@ impl Native {
                         alternatives: decoded.alternatives,
                         ..Grant::default()
                     };
-                    let expires = decoded.expires.map(|e| e.unix_timestamp());
-                    let at = match expires {
-                        Some(e) => Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(e).ok()?)),
-                        None => None,
-                    };
                     // The same check again, or it is not the encoder's.
+                    let at = decoded.expires.map(SystemTime::from);
                     match grant_checks(&grant, at).ok()?.as_slice() {
                         [again] if same_check(again, check) => {}
                         _ => return None,
                     }
                     NativeCheck::Grant {
-                        expires,
+                        expires: decoded.expires.map(|e| e.unix_timestamp()),
                         alternatives: grant.alternatives,
                     }
                 };
@@ -145,19 +141,18 @@ impl Native {
                     expires,
                     alternatives,
                 } => {
-                    let mut matched = false;
-                    for alt in alternatives {
-                        match query(alt, *expires, request, now) {
-                            Ok(true) => {
-                                matched = true;
-                                break;
-                            }
-                            Ok(false) => {}
-                            // Aborts the authorization in biscuit-auth.
-                            Err(TypeError) => return Some(false),
-                        }
+                    // The first query that matches, or that cannot be
+                    // evaluated (which aborts the authorization in
+                    // biscuit-auth), decides.
+                    match alternatives
+                        .iter()
+                        .map(|alt| query(alt, *expires, request, now))
+                        .find(|r| !matches!(r, Ok(false)))
+                    {
+                        Some(Ok(true)) => true,
+                        Some(Err(TypeError)) => return Some(false),
+                        _ => false,
                     }
-                    matched
                 }
             };
             if !passed {
